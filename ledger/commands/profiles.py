@@ -1,0 +1,254 @@
+"""Distributor and client profiles as they arrive from outside (DESIGN §4 "Profiles").
+
+Pydantic models, frozen and closed to unknown fields, validate a profile at the boundary: the RFC
+through ``ledger.rfc``, régimen fiscal and uso CFDI through ``ledger.catalogs``, money through
+``ledger.money``. ``profile_error_to_rejection`` turns pydantic's error into the ledger's
+``Rejected`` without echoing any input value, because profiles carry personal data.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ledger.catalogs import check_regimen, check_uso, regimen, uso
+from ledger.errors import Rejected
+from ledger.money import parse_money
+from ledger.rfc import validate_rfc
+
+EXTRA_EMAILS_MAX = 2
+
+# Bounds on every text so one request cannot carry megabytes of personal data into the events.
+_NAME_CHARS_MAX = 254
+_TEXT_CHARS_MAX = 254
+_COMMENTS_CHARS_MAX = 2000
+_EMAIL_CHARS_MAX = 254  # RFC 5321's limit on a forward path
+_EMAIL_LOCAL_CHARS_MAX = 64
+_PHONE_DIGITS_MIN = 7
+_PHONE_DIGITS_MAX = 20
+
+# A deliberately simple address check (no extra dependency): an ASCII local part of the usual
+# characters, "@", and a domain of dotted labels ending in a top-level name. It refuses the
+# typos that matter (spaces, missing "@" or domain) and accepts every address a mail server does
+# in practice; it does not try to parse quoted local parts or IP literals.
+_EMAIL_PATTERN = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
+_PHONE_PATTERN = re.compile(r"\+?[0-9() .\-]+")
+
+
+def _check_email(value: str) -> str:
+    local, _, _ = value.partition("@")
+    if (
+        len(value) > _EMAIL_CHARS_MAX
+        or len(local) > _EMAIL_LOCAL_CHARS_MAX
+        or _EMAIL_PATTERN.fullmatch(value) is None
+    ):
+        raise PydanticCustomError("email", "El correo electrónico no es válido.")
+    return value
+
+
+def _check_phone(value: str) -> str:
+    digits = sum(character.isdigit() for character in value)
+    if (
+        _PHONE_PATTERN.fullmatch(value) is None
+        or not _PHONE_DIGITS_MIN <= digits <= _PHONE_DIGITS_MAX
+    ):
+        raise PydanticCustomError(
+            "phone",
+            "El teléfono debe tener de 7 a 20 dígitos; solo admite + ( ) - . y espacios.",
+        )
+    return value
+
+
+def _check_rfc(value: str) -> str:
+    try:
+        return validate_rfc(value).rfc
+    except Rejected as rejection:
+        raise PydanticCustomError("invalid_rfc", rejection.message) from None
+
+
+def _check_money(value: str, info: ValidationInfo) -> str:
+    try:
+        parse_money(value, field=info.field_name or "amount")
+    except Rejected as rejection:
+        raise PydanticCustomError("money", rejection.message) from None
+    return value
+
+
+# Free text is trimmed, since surrounding blanks from forms and spreadsheets carry no meaning.
+# Codes (RFC, postal code, e-mail) are not: a blank inside them is an error to report.
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=_NAME_CHARS_MAX)
+]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=_TEXT_CHARS_MAX)]
+Comments = Annotated[str, StringConstraints(strip_whitespace=True, max_length=_COMMENTS_CHARS_MAX)]
+Email = Annotated[str, StringConstraints(max_length=_EMAIL_CHARS_MAX), AfterValidator(_check_email)]
+Phone = Annotated[str, StringConstraints(max_length=40), AfterValidator(_check_phone)]
+RFCText = Annotated[str, StringConstraints(max_length=20), AfterValidator(_check_rfc)]
+PostalCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{5}$")]
+CatalogueCode = Annotated[str, StringConstraints(min_length=1, max_length=4)]
+MoneyText = Annotated[str, StringConstraints(max_length=20), AfterValidator(_check_money)]
+
+
+class _Input(BaseModel):
+    """Outside input: immutable once validated, and a misspelt field is an error, not ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Contact(_Input):
+    """A person to reach at a client or distributor (legal representative, finance, tech)."""
+
+    name: Name
+    position: Text | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+
+
+class Address(_Input):
+    """A postal address in Mexico; the postal code lives on the profile itself."""
+
+    state: Text | None = None
+    city: Text | None = None
+    colonia: Text | None = None
+    street: Text | None = None
+    number_ext: Text | None = None
+    number_int: Text | None = None
+    reference: Text | None = None
+
+
+class _Profile(_Input):
+    """The fields distributor and client profiles share (DESIGN §4 "Profiles")."""
+
+    name: Name
+    # Declared before régimen and uso: their validators read the RFC validated before them.
+    rfc: RFCText
+    email: Email
+    postal_code: PostalCode
+    regimen_fiscal: CatalogueCode | None = None
+    uso_cfdi: CatalogueCode | None = None
+    trade_name: Name | None = None
+    phone: Phone | None = None
+    extra_emails: tuple[Email, ...] = Field(default=(), max_length=EXTRA_EMAILS_MAX)
+    address: Address | None = None
+    person_type: Literal["fisica", "moral"] | None = None
+    legal_rep: Contact | None = None
+    financial_contact: Contact | None = None
+    technical_contact: Contact | None = None
+    bulk_stamp_price: MoneyText | None = None
+    # Decimal, not float: a percentage such as 7.5 applied to centavos must stay exact.
+    discount_pct: Decimal | None = Field(default=None, ge=0, le=100, decimal_places=2)
+    # strict: "30" or 30.0 in a day count is a sign of a confused caller, not a number to guess.
+    credit_days: int | None = Field(default=None, ge=0, le=365, strict=True)
+    comments: Comments | None = None
+
+    @field_validator("regimen_fiscal")
+    @classmethod
+    def _check_regimen_fiscal(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        # The RFC is absent here when it failed its own validation; that error is reported
+        # already, and the person type cannot be known without it.
+        rfc = info.data.get("rfc")
+        try:
+            if rfc is None:
+                regimen(value)
+            else:
+                check_regimen(value, validate_rfc(rfc).catalogue_person_type)
+        except Rejected as rejection:
+            raise PydanticCustomError("catalogue", rejection.message) from None
+        return value
+
+    @field_validator("uso_cfdi")
+    @classmethod
+    def _check_uso_cfdi(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        rfc = info.data.get("rfc")
+        # Only a régimen that passed its own check is compared with the uso.
+        regimen_code = info.data.get("regimen_fiscal")
+        try:
+            if rfc is None:
+                uso(value)
+            else:
+                check_uso(
+                    value,
+                    validate_rfc(rfc).catalogue_person_type,
+                    regimen_code=regimen_code,
+                )
+        except Rejected as rejection:
+            raise PydanticCustomError("catalogue", rejection.message) from None
+        return value
+
+    @field_validator("person_type")
+    @classmethod
+    def _check_person_type(
+        cls, value: Literal["fisica", "moral"] | None, info: ValidationInfo
+    ) -> Literal["fisica", "moral"] | None:
+        rfc = info.data.get("rfc")
+        if value is None or rfc is None:
+            return value
+        check = validate_rfc(rfc)
+        # A generic RFC says nothing about who is behind it, so any person type goes with it.
+        if check.person_type not in ("generic", value):
+            raise PydanticCustomError(
+                "person_type",
+                "El tipo de persona no corresponde al RFC (12 caracteres moral, 13 física).",
+            )
+        return value
+
+    def rfc_warnings(self) -> tuple[str, ...]:
+        """The RFC's warnings (e.g. ``rfc_check_digit``), to report alongside a success."""
+        return validate_rfc(self.rfc).warnings
+
+    def bulk_stamp_price_centavos(self) -> int | None:
+        """The bulk stamp price in centavos, or None when the profile sets none."""
+        if self.bulk_stamp_price is None:
+            return None
+        return parse_money(self.bulk_stamp_price, field="bulk_stamp_price")
+
+
+class DistributorProfile(_Profile):
+    """A distributor's profile; régimen fiscal and uso CFDI are optional but checked if given."""
+
+
+class ClientProfile(_Profile):
+    """A client's profile; régimen fiscal and uso CFDI are required (CFDI 4.0 receptor data)."""
+
+    regimen_fiscal: CatalogueCode
+    uso_cfdi: CatalogueCode
+
+
+def profile_error_to_rejection(exc: ValidationError, *, prefix: str = "profile") -> Rejected:
+    """Translate a profile's ``ValidationError`` into ``invalid_rfc`` or ``invalid_command``."""
+    errors: list[dict[str, Any]] = []
+    rfc_failed = False
+    # include_input=False: the errors go back to callers and into logs, and a profile is
+    # personal data; pydantic's messages themselves name types and limits, not values.
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        location = [str(part) for part in error["loc"]]
+        if location[:1] == ["rfc"]:
+            rfc_failed = True
+        errors.append(
+            {
+                "field": ".".join([prefix, *location]),
+                "type": error["type"],
+                "message": error["msg"],
+            }
+        )
+    return Rejected("invalid_rfc" if rfc_failed else "invalid_command", errors=errors)

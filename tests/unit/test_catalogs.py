@@ -1,0 +1,152 @@
+"""The SAT régimen fiscal and uso CFDI catalogues (ledger.catalogs)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from ledger.catalogs import check_regimen, check_regimen_uso, check_uso, regimen, uso
+from ledger.errors import Rejected
+
+
+def test_regimen_returns_the_catalogue_row() -> None:
+    """Régimen 601 is General de Ley Personas Morales, for morales only."""
+    found = regimen("601")
+    assert found.description == "General de Ley Personas Morales"
+    assert (found.persona_fisica, found.persona_moral) == (False, True)
+    assert found.valid_from == date(2022, 1, 1)
+    assert found.valid_to is None
+
+
+def test_regimen_reads_quoted_descriptions() -> None:
+    """A description with commas (quoted in the CSV) is read whole."""
+    assert regimen("622").description == (
+        "Actividades Agrícolas, Ganaderas, Silvícolas y Pesqueras"
+    )
+
+
+def test_regimen_rejects_an_unknown_code() -> None:
+    """An unknown régimen is invalid_command on the regimen_fiscal field."""
+    with pytest.raises(Rejected) as caught:
+        regimen("999")
+    assert caught.value.code == "invalid_command"
+    assert caught.value.details == {"field": "regimen_fiscal", "reason": "unknown"}
+
+
+def test_uso_returns_the_admitted_receptor_regimenes() -> None:
+    """Uso CN01 (Nómina) admits only régimen 605 and only personas físicas."""
+    found = uso("CN01")
+    assert found.receptor_regimenes == frozenset({"605"})
+    assert (found.persona_fisica, found.persona_moral) == (True, False)
+
+
+def test_uso_rejects_an_unknown_code() -> None:
+    """An unknown uso is invalid_command on the uso_cfdi field."""
+    with pytest.raises(Rejected) as caught:
+        uso("G99")
+    assert caught.value.code == "invalid_command"
+    assert caught.value.details == {"field": "uso_cfdi", "reason": "unknown"}
+
+
+def test_uso_codes_are_case_sensitive() -> None:
+    """'g03' is not the SAT code G03."""
+    with pytest.raises(Rejected) as caught:
+        uso("g03")
+    assert caught.value.code == "invalid_command"
+
+
+def test_check_regimen_uso_accepts_a_valid_fisica_pair() -> None:
+    """A persona física in 612 may receive invoices for G03 (gastos en general)."""
+    found_regimen, found_uso = check_regimen_uso("612", "G03", "fisica")
+    assert (found_regimen.code, found_uso.code) == ("612", "G03")
+
+
+def test_check_regimen_uso_accepts_a_valid_moral_pair() -> None:
+    """A persona moral in 601 may receive invoices for I04 (equipo de cómputo)."""
+    found_regimen, found_uso = check_regimen_uso("601", "I04", "moral")
+    assert (found_regimen.code, found_uso.code) == ("601", "I04")
+
+
+def test_check_regimen_uso_accepts_the_generic_receptor_pair() -> None:
+    """616 (sin obligaciones fiscales) with S01 is what público en general uses."""
+    found_regimen, found_uso = check_regimen_uso("616", "S01", "fisica")
+    assert (found_regimen.code, found_uso.code) == ("616", "S01")
+
+
+def test_check_regimen_uso_accepts_a_regimen_for_both_person_types() -> None:
+    """626 (RESICO) is valid for personas físicas and morales alike."""
+    check_regimen_uso("626", "G01", "fisica")
+    check_regimen_uso("626", "G01", "moral")
+
+
+def test_check_regimen_uso_rejects_a_moral_regimen_for_a_fisica() -> None:
+    """601 is for personas morales only."""
+    with pytest.raises(Rejected) as caught:
+        check_regimen_uso("601", "G03", "fisica")
+    assert caught.value.code == "invalid_command"
+    assert caught.value.details == {"field": "regimen_fiscal", "reason": "person_type"}
+
+
+def test_check_regimen_uso_rejects_a_fisica_regimen_for_a_moral() -> None:
+    """612 is for personas físicas only."""
+    with pytest.raises(Rejected) as caught:
+        check_regimen_uso("612", "G03", "moral")
+    assert caught.value.code == "invalid_command"
+    assert caught.value.details == {"field": "regimen_fiscal", "reason": "person_type"}
+
+
+def test_check_regimen_uso_rejects_a_fisica_uso_for_a_moral() -> None:
+    """D01 (honorarios médicos) is a personal deduction, for personas físicas only."""
+    with pytest.raises(Rejected) as caught:
+        check_regimen_uso("601", "D01", "moral")
+    assert caught.value.code == "invalid_command"
+    assert caught.value.details == {"field": "uso_cfdi", "reason": "person_type"}
+
+
+def test_check_regimen_uso_rejects_a_uso_that_does_not_admit_the_regimen() -> None:
+    """CN01 (nómina) admits only régimen 605, not 612."""
+    with pytest.raises(Rejected) as caught:
+        check_regimen_uso("612", "CN01", "fisica")
+    assert caught.value.code == "invalid_command"
+    assert caught.value.details == {"field": "uso_cfdi", "reason": "regimen_not_admitted"}
+
+
+def test_check_regimen_uso_rejects_g03_for_sin_obligaciones() -> None:
+    """G03 does not admit 616, which only S01 and CP01 (and G02) do."""
+    with pytest.raises(Rejected) as caught:
+        check_regimen_uso("616", "G03", "fisica")
+    assert caught.value.details["reason"] == "regimen_not_admitted"
+
+
+def test_check_regimen_uso_rejects_an_unknown_regimen() -> None:
+    """An unknown régimen is reported before the uso is looked at."""
+    with pytest.raises(Rejected) as caught:
+        check_regimen_uso("600", "G03", "moral")
+    assert caught.value.code == "invalid_command"
+    assert caught.value.details == {"field": "regimen_fiscal", "reason": "unknown"}
+
+
+def test_check_regimen_uso_rejects_an_unknown_uso() -> None:
+    """An unknown uso is invalid_command on the uso_cfdi field."""
+    with pytest.raises(Rejected) as caught:
+        check_regimen_uso("601", "P01", "moral")
+    assert caught.value.code == "invalid_command"
+    assert caught.value.details == {"field": "uso_cfdi", "reason": "unknown"}
+
+
+def test_check_regimen_rejects_a_code_not_yet_in_force() -> None:
+    """A day before a code's valid_from is refused when a day is given."""
+    with pytest.raises(Rejected) as caught:
+        check_regimen("601", "moral", on=date(2021, 12, 31))
+    assert caught.value.details == {"field": "regimen_fiscal", "reason": "not_in_force"}
+
+
+def test_check_uso_accepts_a_code_in_force() -> None:
+    """A day inside the validity window passes."""
+    assert check_uso("G03", "moral", on=date(2026, 1, 1)).code == "G03"
+
+
+def test_catalogues_are_loaded_once() -> None:
+    """Two look-ups return the very same record, read from the CSV once."""
+    assert regimen("601") is regimen("601")
