@@ -1,0 +1,327 @@
+"""The event store: eventsourcing's recorders on SQLite or PostgreSQL, plus the idempotency index.
+
+Events live in eventsourcing's own table layout (``originator_id, originator_version, topic,
+state`` and the notification id). Beside them, ``<prefix>_keys`` holds every idempotency key ever
+used (a CFDI UUID, a transfer id, ...) with the fingerprint of the command that used it and its
+first outcome. The keys are inserted in the same transaction as the events, so a key exists if and
+only if its command's events exist; its primary key makes a racing duplicate fail atomically; and
+aggregate state never grows with history.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteFactory
+from eventsourcing.utils import Environment, EnvType
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from adapters.codec import MsgspecMapper
+from ledger.domain import Aggregate, Event, Snapshot
+from ledger.engine import KeyRecord, WriteConflict
+from ledger.errors import InfrastructureError, LedgerError
+
+
+class LedgerPostgresRecorder(PostgresApplicationRecorder):
+    """PostgreSQL application recorder that also writes idempotency keys in the same transaction."""
+
+    def __init__(self, datastore: Any, *, events_table_name: str = "ledger_events") -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        prefix = events_table_name.removesuffix("_events")
+        self.keys_table_name = f"{prefix}_keys"
+        schema = Identifier(self.datastore.schema)
+        table = Identifier(self.keys_table_name)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                "key text PRIMARY KEY, fingerprint text NOT NULL, outcome bytea NOT NULL)"
+            ).format(schema=schema, table=table)
+        )
+        self.insert_keys_statement = SQL(
+            "INSERT INTO {schema}.{table} (key, fingerprint, outcome) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[])"
+        ).format(schema=schema, table=table)
+        self.select_keys_statement = SQL(
+            "SELECT key, fingerprint, outcome FROM {schema}.{table} WHERE key = ANY(%s)"
+        ).format(schema=schema, table=table)
+
+    def _insert_events(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        *,
+        keys: Sequence[KeyRecord] = (),
+        **kwargs: Any,
+    ) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        if keys:
+            curs.execute(
+                self.insert_keys_statement,
+                (
+                    [k.key for k in keys],
+                    [k.fingerprint for k in keys],
+                    [k.outcome for k in keys],
+                ),
+                prepare=True,
+            )
+
+    def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
+        """The stored rows of those of ``keys`` that were used."""
+        if not keys:
+            return {}
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_keys_statement, (list(keys),), prepare=True)
+            return {
+                row["key"]: KeyRecord(row["key"], row["fingerprint"], bytes(row["outcome"]))
+                for row in curs.fetchall()
+            }
+
+
+class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
+    """SQLite application recorder that also writes idempotency keys in the same transaction."""
+
+    def __init__(self, datastore: Any, events_table_name: str = "stored_events") -> None:
+        self.keys_table_name = "ledger_keys"
+        super().__init__(datastore, events_table_name)
+
+    def construct_create_table_statements(self) -> list[str]:
+        """eventsourcing's tables plus the idempotency index."""
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {self.keys_table_name} ("
+            "key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, outcome BLOB NOT NULL) "
+            "WITHOUT ROWID",
+        ]
+
+    def _insert_events(
+        self,
+        c: SQLiteCursor,
+        stored_events: Sequence[StoredEvent],
+        *,
+        keys: Sequence[KeyRecord] = (),
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        # SQLite gives each insert rowid = max(rowid) + 1 and this transaction holds the write
+        # lock, so one executemany and a range of ids replace a round trip per event. The first
+        # statement must be a write: a read first would turn a racing writer into SQLITE_BUSY.
+        if keys:
+            c.executemany(
+                f"INSERT INTO {self.keys_table_name} VALUES (?,?,?)",  # noqa: S608
+                [(k.key, k.fingerprint, k.outcome) for k in keys],
+            )
+        if not stored_events:
+            return []
+        c.executemany(
+            self.insert_events_statement,
+            [(s.originator_id, s.originator_version, s.topic, s.state) for s in stored_events],
+        )
+        c.execute("SELECT last_insert_rowid()")
+        last = int(c.fetchone()[0])
+        return list(range(last - len(stored_events) + 1, last + 1))
+
+    def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
+        """The stored rows of those of ``keys`` that were used."""
+        found: dict[str, KeyRecord] = {}
+        if not keys:
+            return found
+        chunk_max = 500  # SQLite's bound on host parameters in one statement.
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(keys), chunk_max):
+                chunk = list(keys[start : start + chunk_max])
+                marks = ",".join("?" * len(chunk))
+                c.execute(
+                    f"SELECT key, fingerprint, outcome FROM {self.keys_table_name} "  # noqa: S608
+                    f"WHERE key IN ({marks})",
+                    chunk,
+                )
+                for row in c.fetchall():
+                    found[row[0]] = KeyRecord(row[0], row[1], bytes(row[2]))
+        return found
+
+
+class LedgerPostgresFactory(PostgresFactory):
+    """eventsourcing's PostgreSQL factory with the ledger's recorder."""
+
+    application_recorder_class = LedgerPostgresRecorder
+
+
+class LedgerSQLiteFactory(SQLiteFactory):
+    """eventsourcing's SQLite factory with the ledger's recorder."""
+
+    application_recorder_class = LedgerSQLiteRecorder
+
+
+class LedgerApplication(Application[str]):
+    """The eventsourcing application that holds the ledger's event store and snapshots.
+
+    Configured only by the explicit ``env`` built from a URL: a stray environment variable must
+    never change where the books are kept.
+    """
+
+    name = "Ledger"
+
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        """The environment is exactly ``env`` (no ``os.environ`` merge)."""
+        return Environment(name, dict(env or {}))
+
+    def construct_mapper(self) -> Mapper[str]:
+        """The msgspec mapper, with eventsourcing's cipher/compressor when configured."""
+        return MsgspecMapper(
+            compressor=self.factory.compressor(),
+            cipher=self.factory.cipher(),
+        )
+
+
+class StoreConfigError(LedgerError):
+    """Raised when a ledger URL or store setting cannot be used."""
+
+
+def env_for_url(url: str | None, *, create_tables: bool = True) -> dict[str, str]:
+    """The eventsourcing environment for ``sqlite:///path`` or ``postgresql://user@host/db``."""
+    if url is None:
+        url = os.environ.get("LEDGER_URL") or "sqlite:///ledger.db"
+    parsed = urlparse(url)
+    common = {
+        "ORIGINATOR_ID_TYPE": "text",
+        "IS_SNAPSHOTTING_ENABLED": "y",
+        "CREATE_TABLE": "y" if create_tables else "n",
+    }
+    cipher_key = os.environ.get("LEDGER_CIPHER_KEY")
+    if cipher_key:
+        common["CIPHER_KEY"] = cipher_key
+    if parsed.scheme == "sqlite":
+        path = unquote(parsed.path)
+        if parsed.netloc:
+            path = parsed.netloc + path
+        if (
+            path.startswith("/")
+            and url.startswith("sqlite:///")
+            and not url.startswith("sqlite:////")
+        ):
+            path = path[1:]  # sqlite:///ledger.db is relative; sqlite:////abs/path is absolute.
+        if not path:
+            raise StoreConfigError(f"no SQLite file in {url!r}")
+        return {
+            **common,
+            "PERSISTENCE_MODULE": "adapters.store:LedgerSQLiteFactory",
+            "SQLITE_DBNAME": path,
+            "SQLITE_LOCK_TIMEOUT": "30",
+        }
+    if parsed.scheme in ("postgresql", "postgres"):
+        env = {
+            **common,
+            "PERSISTENCE_MODULE": "adapters.store:LedgerPostgresFactory",
+            "POSTGRES_DBNAME": (parsed.path or "/").lstrip("/") or "postgres",
+            "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parsed.port or 5432),
+            "POSTGRES_USER": unquote(parsed.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(parsed.password or ""),
+            "POSTGRES_POOL_SIZE": "4",
+            "POSTGRES_MAX_OVERFLOW": "4",
+            "POSTGRES_LOCK_TIMEOUT": "10",
+            "POSTGRES_CONNECT_TIMEOUT": "10",
+        }
+        return env
+    raise StoreConfigError(f"unsupported ledger URL {url!r} (sqlite:/// or postgresql://)")
+
+
+SCHEMA_LOCK_ID = 7_310_420_001
+"""PostgreSQL advisory lock that serialises schema creation between processes opening at once."""
+
+
+def open_application(env: dict[str, str]) -> LedgerApplication:
+    """Constructs the eventsourcing application, creating tables once even under a race."""
+    if env["PERSISTENCE_MODULE"].endswith("LedgerPostgresFactory") and env["CREATE_TABLE"] == "y":
+        import psycopg  # noqa: PLC0415
+
+        conninfo = psycopg.conninfo.make_conninfo(
+            dbname=env["POSTGRES_DBNAME"],
+            host=env["POSTGRES_HOST"],
+            port=env["POSTGRES_PORT"],
+            user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"] or None,
+            connect_timeout=env["POSTGRES_CONNECT_TIMEOUT"],
+        )
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_ID,))
+                try:
+                    return LedgerApplication(env)
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_ID,))
+        except psycopg.OperationalError as exc:
+            raise InfrastructureError(f"cannot reach PostgreSQL: {exc}") from None
+    try:
+        return LedgerApplication(env)
+    except PersistenceError as exc:
+        raise InfrastructureError(f"cannot open the event store: {exc}") from None
+
+
+class EventStore:
+    """The engine's ``Store`` on an eventsourcing application."""
+
+    def __init__(self, app: LedgerApplication) -> None:
+        self.app = app
+        self.recorder = app.recorder
+        assert isinstance(self.recorder, LedgerPostgresRecorder | LedgerSQLiteRecorder)
+        self.mapper = app.mapper
+
+    def load(self, aggregate_id: str) -> Aggregate | None:
+        """The aggregate from its latest snapshot and later events, or None."""
+        try:
+            agg: Aggregate = self.app.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        except PersistenceError as exc:
+            raise InfrastructureError(f"cannot load {aggregate_id!r}: {exc}") from None
+        agg.pending_events = []
+        return agg
+
+    def catch_up(self, aggregate: Aggregate) -> Aggregate:
+        """Applies events recorded after the aggregate's version."""
+        try:
+            for event in self.app.events.get(aggregate.id, gt=aggregate.version):
+                event.mutate(aggregate)
+        except PersistenceError as exc:
+            raise InfrastructureError(f"cannot load {aggregate.id!r}: {exc}") from None
+        return aggregate
+
+    def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
+        """Stored rows of the keys that were used."""
+        try:
+            return self.recorder.select_keys(keys)
+        except PersistenceError as exc:
+            raise InfrastructureError(f"cannot read idempotency keys: {exc}") from None
+
+    def record(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
+        """Events and keys in one transaction; ``WriteConflict`` if a version or key was taken."""
+        to_stored = self.mapper.to_stored_event
+        stored = [to_stored(e) for e in events]
+        try:
+            ids = self.recorder.insert_events(stored, keys=keys)
+        except IntegrityError as exc:
+            raise WriteConflict(str(exc)) from None
+        except PersistenceError as exc:
+            raise InfrastructureError(f"cannot record events: {exc}") from None
+        return ids or []
+
+    def snapshot(self, aggregates: Iterable[Aggregate], at: datetime) -> None:
+        """Stores snapshots of the aggregates as they are now."""
+        assert self.app.snapshots is not None
+        try:
+            self.app.snapshots.put([Snapshot.take(a, at) for a in aggregates])
+        except PersistenceError as exc:
+            raise InfrastructureError(f"cannot store snapshots: {exc}") from None
+
+    def close(self) -> None:
+        """Closes the database connections."""
+        self.app.close()

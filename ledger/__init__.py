@@ -1,0 +1,23 @@
+"""Event-sourced credits ledger for CFDI resellers: stamps and points, exactly once."""
+
+from ledger.errors import ConcurrencyError, InfrastructureError, LedgerError, Rejected
+from ledger.outcome import Outcome
+
+__all__ = [
+    "ConcurrencyError",
+    "InfrastructureError",
+    "Ledger",
+    "LedgerError",
+    "Outcome",
+    "Rejected",
+]
+
+
+def __getattr__(name: str) -> object:
+    # The facade imports the adapters; loading it lazily keeps ``ledger.aggregates`` importable
+    # on its own (auditing tools, tests of the domain) without a database driver.
+    if name == "Ledger":
+        from ledger.api import Ledger  # noqa: PLC0415
+
+        return Ledger
+    raise AttributeError(name)

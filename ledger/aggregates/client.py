@@ -1,0 +1,159 @@
+"""A distributor's client: profile, classification, points wallet and licences."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from ledger.domain import POINTS, SINK_SPENT, Aggregate, Created, Event, Posting
+from ledger.errors import Rejected
+
+
+class Client(Aggregate):
+    """A customer of a distributor. Its stamps live in its stamping accounts; points live here."""
+
+    distributor_id: str
+    nic: str
+    profile: dict[str, Any]
+    favourite: bool
+    dropped: bool
+    colour: str | None
+    admin_email: str | None
+    admin_mobile: str | None
+    points: int
+    licences: dict[str, date]
+    converted_to: str | None
+
+    class Registered(Created, frozen=True, kw_only=True):
+        """The client was registered by ``distributor_id``."""
+
+        distributor_id: str
+        nic: str
+        profile: dict[str, Any]
+
+        def apply(self, aggregate: Client) -> None:
+            """Starts with an empty wallet and no tags."""
+            aggregate.distributor_id = self.distributor_id
+            aggregate.nic = self.nic
+            aggregate.profile = self.profile
+            aggregate.favourite = False
+            aggregate.dropped = False
+            aggregate.colour = None
+            aggregate.admin_email = None
+            aggregate.admin_mobile = None
+            aggregate.points = 0
+            aggregate.licences = {}
+            aggregate.converted_to = None
+
+    class ProfileChanged(Event, frozen=True, kw_only=True):
+        """The client's profile was replaced."""
+
+        profile: dict[str, Any]
+
+        def apply(self, aggregate: Client) -> None:
+            """Keeps the new profile."""
+            aggregate.profile = self.profile
+
+    class Tagged(Event, frozen=True, kw_only=True):
+        """Classification changed (only the fields given; ``colour`` ``""`` clears it)."""
+
+        favourite: bool | None = None
+        dropped: bool | None = None
+        colour: str | None = None
+
+        def apply(self, aggregate: Client) -> None:
+            """Merges the given tags."""
+            if self.favourite is not None:
+                aggregate.favourite = self.favourite
+            if self.dropped is not None:
+                aggregate.dropped = self.dropped
+            if self.colour is not None:
+                aggregate.colour = self.colour or None
+
+    class AdminProfileAssigned(Event, frozen=True, kw_only=True):
+        """The client's administrator login was set."""
+
+        email: str
+        mobile: str
+
+        def apply(self, aggregate: Client) -> None:
+            """Keeps the admin profile."""
+            aggregate.admin_email = self.email
+            aggregate.admin_mobile = self.mobile
+
+    class PointsCredited(Event, frozen=True, kw_only=True):
+        """Points came into the wallet from ``from_id``."""
+
+        transfer_id: str
+        from_id: str
+        quantity: int
+
+        def apply(self, aggregate: Client) -> None:
+            """Adds to the wallet."""
+            aggregate.points += self.quantity
+
+        def postings(self) -> tuple[Posting, ...]:
+            """The credit leg."""
+            return (
+                Posting(self.originator_id, POINTS, self.quantity, self.transfer_id, self.from_id),
+            )
+
+    class PointsSpent(Event, frozen=True, kw_only=True):
+        """Points left circulation paying for ``product``."""
+
+        ref: str
+        product: str
+        quantity: int
+
+        def apply(self, aggregate: Client) -> None:
+            """Takes from the wallet."""
+            aggregate.points -= self.quantity
+
+        def postings(self) -> tuple[Posting, ...]:
+            """Both legs: the wallet to the spent sink."""
+            return (
+                Posting(self.originator_id, POINTS, -self.quantity, self.ref, SINK_SPENT),
+                Posting(SINK_SPENT, POINTS, self.quantity, self.ref, self.originator_id),
+            )
+
+    class LicenceGenerated(Event, frozen=True, kw_only=True):
+        """A licence for ``product`` runs until ``expires_on``."""
+
+        product: str
+        expires_on: date
+
+        def apply(self, aggregate: Client) -> None:
+            """Keeps the licence expiry."""
+            aggregate.licences[self.product] = self.expires_on
+
+    class ConvertedToDistributor(Event, frozen=True, kw_only=True):
+        """The client became the distributor ``distributor_id``."""
+
+        distributor_id: str
+
+        def apply(self, aggregate: Client) -> None:
+            """Remembers the new distributor."""
+            aggregate.converted_to = self.distributor_id
+
+    # Decisions -----------------------------------------------------------------------------
+
+    @classmethod
+    def register(
+        cls, client_id: str, distributor_id: str, nic: str, profile: dict[str, Any], at: datetime
+    ) -> Client:
+        """Registers a client."""
+        return cls.create(
+            cls.Registered, client_id, at, distributor_id=distributor_id, nic=nic, profile=profile
+        )
+
+    def balance(self, unit: str) -> int:
+        """Points in the wallet (a client holds no stamps itself)."""
+        return self.points if unit == POINTS else 0
+
+    def spend_points(self, ref: str, product: str, quantity: int, at: datetime) -> None:
+        """Pays ``quantity`` points for ``product`` or rejects with ``insufficient_points``."""
+        if self.points < quantity:
+            raise Rejected(
+                "insufficient_points", available=self.points, requested=quantity, holder_id=self.id
+            )
+        self.trigger(self.PointsSpent, at, ref=ref, product=product, quantity=quantity)

@@ -1,0 +1,59 @@
+"""Value objects shared by the aggregates."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import msgspec
+
+from ledger.domain import Event
+
+
+class Package(msgspec.Struct, frozen=True, kw_only=True):
+    """A package a seller offers: ``quantity`` units of ``unit`` for ``price_centavos``."""
+
+    package_id: str
+    unit: str
+    quantity: int
+    price_centavos: int
+    audience: str
+    validity_days: int | None = None
+    services: tuple[str, ...] = ()
+    retired: bool = False
+
+
+class Sale(msgspec.Struct, frozen=True, kw_only=True):
+    """A billable sale recorded for ``seller_id`` (the billing view's row)."""
+
+    sale_id: str
+    seller_id: str
+    buyer_id: str
+    at: datetime
+    unit: str
+    quantity: int
+    amount_centavos: int
+    reference: str
+
+
+class SaleEvent(Event, frozen=True, kw_only=True):
+    """An event that also records a billable sale for its aggregate (the seller)."""
+
+    sale_id: str
+    amount_centavos: int
+
+    def sale(self) -> Sale:
+        """The sale this event records."""
+        raise NotImplementedError
+
+
+def add_days(day: date, days: int) -> date:
+    """``day`` plus ``days`` calendar days."""
+    return date.fromordinal(day.toordinal() + days)
+
+
+def add_one_year(day: date) -> date:
+    """The same calendar day next year (28 February for 29 February)."""
+    try:
+        return day.replace(year=day.year + 1)
+    except ValueError:
+        return day.replace(year=day.year + 1, day=28)

@@ -1,0 +1,406 @@
+"""A distributor: a reseller with a stamp and point inventory, a status and a network position."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from ledger.aggregates.common import Package, Sale, SaleEvent, add_days
+from ledger.domain import POINTS, STAMPS, Aggregate, Created, Event, Posting
+from ledger.errors import Rejected
+
+UNVALIDATED = "unvalidated"
+UNACTIVATED = "unactivated"
+ACTIVE = "active"
+SUSPENDED = "suspended"
+EXPIRED = "expired"
+CANCELLED = "cancelled"
+PURGED = "purged"
+STATUSES = (UNVALIDATED, UNACTIVATED, ACTIVE, SUSPENDED, EXPIRED, CANCELLED, PURGED)
+
+MULTINIVEL = "multinivel"
+PURGE_AFTER_DAYS = 30
+
+# The status machine of DESIGN §4: command -> {from status: to status}. Expiry is the clock's.
+TRANSITIONS: dict[str, dict[str, str]] = {
+    "validate": {UNVALIDATED: UNACTIVATED},
+    "activate": {UNACTIVATED: ACTIVE},
+    "suspend": {ACTIVE: SUSPENDED},
+    "reactivate": {SUSPENDED: ACTIVE},
+    "renew": {ACTIVE: ACTIVE, EXPIRED: ACTIVE},
+    "cancel": {EXPIRED: CANCELLED, SUSPENDED: CANCELLED},
+}
+
+
+def subscription_key(product: str) -> str:
+    """Subscriptions are kept by lower-case product name (``multinivel``, ``mkl:<product>``)."""
+    return product.strip().lower()
+
+
+class Distributor(Aggregate):
+    """A reseller. Holds stamps and points; sells to its clients and sub-distributors."""
+
+    parent_id: str
+    profile: dict[str, Any]
+    status: str
+    expires_on: date | None
+    cancelled_on: date | None
+    stamps: int
+    points: int
+    subscriptions: dict[str, date]
+    packages: dict[str, Package]
+    settings: dict[str, Any]
+
+    class Registered(Created, frozen=True, kw_only=True):
+        """The distributor was registered under ``parent_id``."""
+
+        parent_id: str
+        profile: dict[str, Any]
+
+        def apply(self, aggregate: Distributor) -> None:
+            """Starts unvalidated with empty inventory."""
+            aggregate.parent_id = self.parent_id
+            aggregate.profile = self.profile
+            aggregate.status = UNVALIDATED
+            aggregate.expires_on = None
+            aggregate.cancelled_on = None
+            aggregate.stamps = 0
+            aggregate.points = 0
+            aggregate.subscriptions = {}
+            aggregate.packages = {}
+            aggregate.settings = {
+                "bulk_stamp_price_centavos": None,
+                "allow_pcc_stamp_purchase": False,
+                "allow_pcc_point_purchase": False,
+            }
+
+    class StatusChanged(Event, frozen=True, kw_only=True):
+        """The distributor's status moved (base of the status events)."""
+
+        new_status: str = ""
+
+        def apply(self, aggregate: Distributor) -> None:
+            """Sets the new status."""
+            aggregate.status = self.new_status
+
+    class Validated(StatusChanged, frozen=True, kw_only=True):
+        """The parent validated the distributor's data."""
+
+        new_status: str = UNACTIVATED
+
+    class Activated(StatusChanged, frozen=True, kw_only=True):
+        """The distributor became active until ``expires_on``."""
+
+        new_status: str = ACTIVE
+        expires_on: date
+
+        def apply(self, aggregate: Distributor) -> None:
+            """Sets status and expiry."""
+            aggregate.status = ACTIVE
+            aggregate.expires_on = self.expires_on
+
+    class Suspended(StatusChanged, frozen=True, kw_only=True):
+        """The parent suspended the distributor."""
+
+        new_status: str = SUSPENDED
+
+    class Reactivated(StatusChanged, frozen=True, kw_only=True):
+        """A suspended distributor is active again."""
+
+        new_status: str = ACTIVE
+
+    class Renewed(StatusChanged, frozen=True, kw_only=True):
+        """The distributor's expiry moved to ``expires_on``."""
+
+        new_status: str = ACTIVE
+        expires_on: date
+
+        def apply(self, aggregate: Distributor) -> None:
+            """Active until the new date."""
+            aggregate.status = ACTIVE
+            aggregate.expires_on = self.expires_on
+
+    class Expired(StatusChanged, frozen=True, kw_only=True):
+        """The clock passed ``expires_on``."""
+
+        new_status: str = EXPIRED
+
+    class Cancelled(StatusChanged, frozen=True, kw_only=True):
+        """The parent cancelled the distributor; it is purged 30 days later."""
+
+        new_status: str = CANCELLED
+        on: date
+
+        def apply(self, aggregate: Distributor) -> None:
+            """Remembers when, for the purge."""
+            aggregate.status = CANCELLED
+            aggregate.cancelled_on = self.on
+
+    class Purged(StatusChanged, frozen=True, kw_only=True):
+        """Personal data must leave the read side; the events stay (DESIGN §3.5)."""
+
+        new_status: str = PURGED
+
+    class PackageDefined(Event, frozen=True, kw_only=True):
+        """A package was added to the distributor's price list."""
+
+        package: Package
+
+        def apply(self, aggregate: Distributor) -> None:
+            """Keeps the package by id."""
+            aggregate.packages[self.package.package_id] = self.package
+
+    class SettingsChanged(Event, frozen=True, kw_only=True):
+        """Global settings changed (only the fields given)."""
+
+        changes: dict[str, Any]
+
+        def apply(self, aggregate: Distributor) -> None:
+            """Merges the changes."""
+            aggregate.settings.update(self.changes)
+
+    class PackageBought(Event, frozen=True, kw_only=True):
+        """Credits bought from ``seller_id`` entered the inventory."""
+
+        seller_id: str
+        package_id: str
+        count: int
+        unit: str
+        quantity: int
+        sale_id: str
+        amount_centavos: int
+        pay_with: str
+
+        def apply(self, aggregate: Distributor) -> None:
+            """Adds to the inventory."""
+            aggregate.add(self.unit, self.quantity)
+
+        def postings(self) -> tuple[Posting, ...]:
+            """The buyer's leg of the purchase."""
+            return (
+                Posting(self.originator_id, self.unit, self.quantity, self.sale_id, self.seller_id),
+            )
+
+    class CreditsSold(SaleEvent, frozen=True, kw_only=True):
+        """This distributor sold a package to ``buyer_id`` (the seller's leg of a purchase)."""
+
+        buyer_id: str
+        unit: str
+        quantity: int
+        package_id: str
+        count: int
+
+        def apply(self, aggregate: Distributor) -> None:
+            """Takes from the inventory."""
+            aggregate.add(self.unit, -self.quantity)
+
+        def postings(self) -> tuple[Posting, ...]:
+            """The seller's leg of the purchase."""
+            return (
+                Posting(self.originator_id, self.unit, -self.quantity, self.sale_id, self.buyer_id),
+            )
+
+        def sale(self) -> Sale:
+            """The package sale."""
+            return Sale(
+                sale_id=self.sale_id,
+                seller_id=self.originator_id,
+                buyer_id=self.buyer_id,
+                at=self.timestamp,
+                unit=self.unit,
+                quantity=self.quantity,
+                amount_centavos=self.amount_centavos,
+                reference=f"{self.count} x {self.package_id}",
+            )
+
+        def keys(self) -> tuple[str, ...]:
+            """The sale id is unique."""
+            return (f"sale:{self.sale_id}",)
+
+    class CreditsTransferred(SaleEvent, frozen=True, kw_only=True):
+        """Credits left the inventory for ``to_id`` (the debit leg of a transfer and a sale)."""
+
+        transfer_id: str
+        to_id: str
+        unit: str
+        quantity: int
+
+        def apply(self, aggregate: Distributor) -> None:
+            """Takes from the inventory."""
+            aggregate.add(self.unit, -self.quantity)
+
+        def postings(self) -> tuple[Posting, ...]:
+            """The debit leg."""
+            return (
+                Posting(
+                    self.originator_id, self.unit, -self.quantity, self.transfer_id, self.to_id
+                ),
+            )
+
+        def sale(self) -> Sale:
+            """A transfer is a billable sale to its receiver."""
+            return Sale(
+                sale_id=self.sale_id,
+                seller_id=self.originator_id,
+                buyer_id=self.to_id,
+                at=self.timestamp,
+                unit=self.unit,
+                quantity=self.quantity,
+                amount_centavos=self.amount_centavos,
+                reference=self.transfer_id,
+            )
+
+        def keys(self) -> tuple[str, ...]:
+            """The sale id is unique."""
+            return (f"sale:{self.sale_id}",)
+
+    class CreditsReceived(Event, frozen=True, kw_only=True):
+        """Credits came in from ``from_id`` (a parent's transfer, a reclaim, a redeemed code)."""
+
+        transfer_id: str
+        from_id: str
+        unit: str
+        quantity: int
+        reason: str = "transfer"
+
+        def apply(self, aggregate: Distributor) -> None:
+            """Adds to the inventory."""
+            aggregate.add(self.unit, self.quantity)
+
+        def postings(self) -> tuple[Posting, ...]:
+            """The credit leg."""
+            return (
+                Posting(
+                    self.originator_id, self.unit, self.quantity, self.transfer_id, self.from_id
+                ),
+            )
+
+    class SubscriptionContracted(SaleEvent, frozen=True, kw_only=True):
+        """A Multinivel or MKL subscription runs until ``expires_on``; the parent sold it."""
+
+        product: str
+        expires_on: date
+        seller_id: str
+
+        def apply(self, aggregate: Distributor) -> None:
+            """Keeps the subscription's expiry."""
+            aggregate.subscriptions[subscription_key(self.product)] = self.expires_on
+
+        def sale(self) -> Sale:
+            """Recorded on the buyer's stream; the seller is the parent."""
+            return Sale(
+                sale_id=self.sale_id,
+                seller_id=self.seller_id,
+                buyer_id=self.originator_id,
+                at=self.timestamp,
+                unit="subscription",
+                quantity=1,
+                amount_centavos=self.amount_centavos,
+                reference=self.product,
+            )
+
+        def keys(self) -> tuple[str, ...]:
+            """The sale id is unique."""
+            return (f"sale:{self.sale_id}",)
+
+    class InvoiceRegistered(Event, frozen=True, kw_only=True):
+        """Sales of this distributor were invoiced under ``invoice_ref``."""
+
+        invoice_ref: str
+        sale_ids: tuple[str, ...]
+
+        def keys(self) -> tuple[str, ...]:
+            """Each sale is invoiced once."""
+            return tuple(f"invoiced:{s}" for s in self.sale_ids)
+
+    # State helpers (used by apply: no rules here) -----------------------------------------
+
+    def add(self, unit: str, quantity: int) -> None:
+        """Changes the inventory of ``unit`` by ``quantity``."""
+        if unit == STAMPS:
+            self.stamps += quantity
+        else:
+            self.points += quantity
+
+    # Queries -------------------------------------------------------------------------------
+
+    def balance(self, unit: str) -> int:
+        """The inventory of ``unit``."""
+        return self.stamps if unit == STAMPS else self.points
+
+    def status_on(self, today: date) -> str:
+        """The status with the clock applied: an active distributor past its expiry is expired."""
+        if self.status == ACTIVE and self.expires_on is not None and today > self.expires_on:
+            return EXPIRED
+        if (
+            self.status == CANCELLED
+            and self.cancelled_on is not None
+            and today >= add_days(self.cancelled_on, PURGE_AFTER_DAYS)
+        ):
+            return PURGED
+        return self.status
+
+    def has_subscription(self, product: str, today: date) -> bool:
+        """Whether a subscription to ``product`` runs on ``today``."""
+        until = self.subscriptions.get(subscription_key(product))
+        return until is not None and today <= until
+
+    # Decisions -----------------------------------------------------------------------------
+
+    @classmethod
+    def register(
+        cls, distributor_id: str, parent_id: str, profile: dict[str, Any], at: datetime
+    ) -> Distributor:
+        """Registers a new, unvalidated distributor."""
+        return cls.create(cls.Registered, distributor_id, at, parent_id=parent_id, profile=profile)
+
+    def require_active(self, today: date) -> None:
+        """Rejects with ``distributor_not_active`` unless active on ``today``."""
+        status = self.status_on(today)
+        if status != ACTIVE:
+            raise Rejected("distributor_not_active", distributor_id=self.id, status=status)
+
+    def require_inventory(self, unit: str, quantity: int) -> None:
+        """Rejects unless the inventory covers ``quantity``."""
+        have = self.balance(unit)
+        if have < quantity:
+            code = "insufficient_inventory" if unit == STAMPS else "insufficient_points"
+            raise Rejected(code, available=have, requested=quantity, holder_id=self.id)
+
+    def settle_clock(self, today: date, at: datetime) -> None:
+        """Records the clock's status moves (expiry, purge) that are due."""
+        effective = self.status_on(today)
+        if effective == self.status:
+            return
+        if effective == EXPIRED:
+            self.trigger(self.Expired, at)
+        elif effective == PURGED:
+            self.trigger(self.Purged, at)
+
+    def move(self, action: str, today: date, at: datetime, expires_on: date | None = None) -> None:
+        """Applies a status command (``TRANSITIONS``) or rejects with ``invalid_transition``."""
+        current = self.status_on(today)
+        target = TRANSITIONS[action].get(current)
+        if target is None:
+            raise Rejected("invalid_transition", action=action, status=current)
+        if action in ("activate", "renew"):
+            assert expires_on is not None
+            if expires_on < today:
+                raise Rejected("invalid_command", field="expires_on", reason="in the past")
+            if action == "renew" and self.expires_on is not None and expires_on <= self.expires_on:
+                raise Rejected(
+                    "invalid_command", field="expires_on", reason="renewal must move expiry later"
+                )
+        self.settle_clock(today, at)
+        if action == "validate":
+            self.trigger(self.Validated, at)
+        elif action == "activate":
+            self.trigger(self.Activated, at, expires_on=expires_on)
+        elif action == "suspend":
+            self.trigger(self.Suspended, at)
+        elif action == "reactivate":
+            self.trigger(self.Reactivated, at)
+        elif action == "renew":
+            self.trigger(self.Renewed, at, expires_on=expires_on)
+        elif action == "cancel":
+            self.trigger(self.Cancelled, at, on=today)

@@ -1,0 +1,148 @@
+"""The master account: the platform that issues credits and sells packages to distributors."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ledger.aggregates.common import Package, Sale, SaleEvent
+from ledger.domain import POINTS, STAMPS, Aggregate, Created, Event, Posting
+from ledger.errors import Rejected
+
+
+class MasterAccount(Aggregate):
+    """The platform. It is the issuance source: its balance per unit is minus what it issued."""
+
+    name: str
+    rfc: str
+    packages: dict[str, Package]
+    issued: dict[str, int]
+
+    class Opened(Created, frozen=True, kw_only=True):
+        """The platform's master account was opened."""
+
+        name: str
+        rfc: str
+
+        def apply(self, aggregate: MasterAccount) -> None:
+            """Starts with no packages and nothing issued."""
+            aggregate.name = self.name
+            aggregate.rfc = self.rfc
+            aggregate.packages = {}
+            aggregate.issued = {STAMPS: 0, POINTS: 0}
+
+    class PackageDefined(Event, frozen=True, kw_only=True):
+        """A package was added to (or replaced in) the catalogue."""
+
+        package: Package
+
+        def apply(self, aggregate: MasterAccount) -> None:
+            """Keeps the package by id."""
+            aggregate.packages[self.package.package_id] = self.package
+
+    class PackageRetired(Event, frozen=True, kw_only=True):
+        """A package is no longer sold."""
+
+        package_id: str
+
+        def apply(self, aggregate: MasterAccount) -> None:
+            """Marks the package retired."""
+            old = aggregate.packages[self.package_id]
+            aggregate.packages[self.package_id] = Package(
+                **{**{f: getattr(old, f) for f in old.__struct_fields__}, "retired": True}
+            )
+
+    class CreditsIssued(SaleEvent, frozen=True, kw_only=True):
+        """New credits were created and sold to ``buyer_id`` (the source side of a purchase)."""
+
+        buyer_id: str
+        unit: str
+        quantity: int
+        package_id: str
+        count: int
+
+        def apply(self, aggregate: MasterAccount) -> None:
+            """Counts what was issued."""
+            aggregate.issued[self.unit] += self.quantity
+
+        def postings(self) -> tuple[Posting, ...]:
+            """The issuance source goes negative by what it created."""
+            return (
+                Posting(self.originator_id, self.unit, -self.quantity, self.sale_id, self.buyer_id),
+            )
+
+        def sale(self) -> Sale:
+            """The package sale to the buyer."""
+            return Sale(
+                sale_id=self.sale_id,
+                seller_id=self.originator_id,
+                buyer_id=self.buyer_id,
+                at=self.timestamp,
+                unit=self.unit,
+                quantity=self.quantity,
+                amount_centavos=self.amount_centavos,
+                reference=f"{self.count} x {self.package_id}",
+            )
+
+        def keys(self) -> tuple[str, ...]:
+            """The sale id is unique."""
+            return (f"sale:{self.sale_id}",)
+
+    class InvoiceRegistered(Event, frozen=True, kw_only=True):
+        """Sales were invoiced under ``invoice_ref``."""
+
+        invoice_ref: str
+        sale_ids: tuple[str, ...]
+
+        def keys(self) -> tuple[str, ...]:
+            """Each sale is invoiced once."""
+            return tuple(f"invoiced:{s}" for s in self.sale_ids)
+
+    # Decisions -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, master_id: str, name: str, rfc: str, at: datetime) -> MasterAccount:
+        """Opens the master account."""
+        return cls.create(cls.Opened, master_id, at, name=name, rfc=rfc)
+
+    def define_package(self, package: Package, at: datetime) -> None:
+        """Adds a package to the catalogue."""
+        self.trigger(self.PackageDefined, at, package=package)
+
+    def package(self, package_id: str) -> Package:
+        """A package on sale, or ``unknown_package``."""
+        found = self.packages.get(package_id)
+        if found is None or found.retired:
+            raise Rejected("unknown_package", package_id=package_id)
+        return found
+
+    def balance(self, unit: str) -> int:
+        """The issuance source's balance: minus everything issued."""
+        return -self.issued[unit]
+
+    def issue(
+        self,
+        *,
+        buyer_id: str,
+        package: Package,
+        count: int,
+        sale_id: str,
+        at: datetime,
+    ) -> CreditsIssued:
+        """Creates ``count`` packages worth of credits, sold to ``buyer_id``."""
+        event = self.trigger(
+            self.CreditsIssued,
+            at,
+            buyer_id=buyer_id,
+            unit=package.unit,
+            quantity=package.quantity * count,
+            package_id=package.package_id,
+            count=count,
+            sale_id=sale_id,
+            amount_centavos=package.price_centavos * count,
+        )
+        assert isinstance(event, self.CreditsIssued)
+        return event
+
+    def register_invoice(self, invoice_ref: str, sale_ids: tuple[str, ...], at: datetime) -> None:
+        """Marks sales invoiced (the handler checked each exists, is ours and is not invoiced)."""
+        self.trigger(self.InvoiceRegistered, at, invoice_ref=invoice_ref, sale_ids=sale_ids)

@@ -1,0 +1,388 @@
+"""A stamping account (CTI): the credentials invoicing software uses, and its stamps in lots."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import msgspec
+
+from ledger.domain import SINK_CONSUMED, SINK_EXPIRED, STAMPS, Aggregate, Created, Event, Posting
+from ledger.errors import Rejected
+
+STANDARD = "standard"
+UNLIMITED = "unlimited"
+
+
+class Lot(msgspec.Struct, kw_only=True):
+    """Stamps credited together; ``expires_on`` None means they never expire."""
+
+    lot_id: str
+    remaining: int
+    expires_on: date | None = None
+
+
+class AutoTopUp(msgspec.Struct, frozen=True, kw_only=True):
+    """When a consumption leaves fewer than ``minimum`` stamps, the distributor sends ``credit``."""
+
+    minimum: int
+    credit: int
+    amount_centavos: int
+
+
+def _lot_order(lot: Lot) -> tuple[bool, date]:
+    # The lot that expires first goes first; lots that never expire go last. Among equals the
+    # list order (oldest first) holds because the sort is stable.
+    return (lot.expires_on is None, lot.expires_on or date.max)
+
+
+class StampingAccount(Aggregate):
+    """A CTI: standard (a stamp balance in lots) or unlimited (valid until a date)."""
+
+    client_id: str
+    distributor_id: str
+    kind: str
+    active: bool
+    password_hash: str | None
+    rfc_lock: str | None
+    valid_until: date | None
+    lots: list[Lot]
+    credited: int
+    used: int
+    auto_top_up: AutoTopUp | None
+    top_up_armed: bool
+
+    class Opened(Created, frozen=True, kw_only=True):
+        """The account was opened for ``client_id``."""
+
+        client_id: str
+        distributor_id: str
+        kind: str
+        password_hash: str | None = None
+        rfc_lock: str | None = None
+        valid_until: date | None = None
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Starts active and empty."""
+            aggregate.client_id = self.client_id
+            aggregate.distributor_id = self.distributor_id
+            aggregate.kind = self.kind
+            aggregate.active = True
+            aggregate.password_hash = self.password_hash
+            aggregate.rfc_lock = self.rfc_lock
+            aggregate.valid_until = self.valid_until
+            aggregate.lots = []
+            aggregate.credited = 0
+            aggregate.used = 0
+            aggregate.auto_top_up = None
+            aggregate.top_up_armed = False
+
+    class StampsCredited(Event, frozen=True, kw_only=True):
+        """Stamps came in from ``from_id`` as a new lot."""
+
+        transfer_id: str
+        from_id: str
+        quantity: int
+        expires_on: date | None = None
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Adds a lot, keeping lots in consumption order."""
+            aggregate.lots.append(
+                Lot(lot_id=self.transfer_id, remaining=self.quantity, expires_on=self.expires_on)
+            )
+            aggregate.lots.sort(key=_lot_order)
+            aggregate.credited += self.quantity
+            aggregate.rearm_top_up()
+
+        def postings(self) -> tuple[Posting, ...]:
+            """The credit leg."""
+            return (
+                Posting(self.originator_id, STAMPS, self.quantity, self.transfer_id, self.from_id),
+            )
+
+    class StampConsumed(Event, frozen=True, kw_only=True):
+        """A CFDI was stamped (``lot_id`` empty for an unlimited account)."""
+
+        cfdi_uuid: str
+        issuer_rfc: str
+        stamped_at: datetime
+        lot_id: str = ""
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Takes one stamp from its lot."""
+            aggregate.used += 1
+            if self.lot_id:
+                aggregate.take_from_lot(self.lot_id, 1)
+
+        def postings(self) -> tuple[Posting, ...]:
+            """Both legs: the account to the consumed sink (none for unlimited accounts)."""
+            if not self.lot_id:
+                return ()
+            return (
+                Posting(self.originator_id, STAMPS, -1, self.cfdi_uuid, SINK_CONSUMED),
+                Posting(SINK_CONSUMED, STAMPS, 1, self.cfdi_uuid, self.originator_id),
+            )
+
+        def keys(self) -> tuple[str, ...]:
+            """A CFDI is stamped once, forever."""
+            return (f"cfdi:{self.cfdi_uuid}",)
+
+    class StampsExpired(Event, frozen=True, kw_only=True):
+        """A lot passed its expiry date with stamps left."""
+
+        lot_id: str
+        quantity: int
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Drops the lot."""
+            aggregate.take_from_lot(self.lot_id, self.quantity)
+
+        def postings(self) -> tuple[Posting, ...]:
+            """Both legs: the account to the expired sink."""
+            ref = f"expiry:{self.originator_id}:{self.lot_id}"
+            return (
+                Posting(self.originator_id, STAMPS, -self.quantity, ref, SINK_EXPIRED),
+                Posting(SINK_EXPIRED, STAMPS, self.quantity, ref, self.originator_id),
+            )
+
+    class StampsReclaimed(Event, frozen=True, kw_only=True):
+        """The distributor took unused stamps back (``taken`` per lot)."""
+
+        transfer_id: str
+        to_id: str
+        quantity: int
+        reason: str
+        taken: tuple[tuple[str, int], ...]
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Takes the stamps from their lots."""
+            for lot_id, quantity in self.taken:
+                aggregate.take_from_lot(lot_id, quantity)
+
+        def postings(self) -> tuple[Posting, ...]:
+            """The debit leg."""
+            return (
+                Posting(self.originator_id, STAMPS, -self.quantity, self.transfer_id, self.to_id),
+            )
+
+    class Blocked(Event, frozen=True, kw_only=True):
+        """The account was blocked: it cannot stamp."""
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Deactivates."""
+            aggregate.active = False
+
+    class Reactivated(Event, frozen=True, kw_only=True):
+        """The account can stamp again."""
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Activates."""
+            aggregate.active = True
+
+    class PasswordReset(Event, frozen=True, kw_only=True):
+        """A new password was set (only its slow salted hash is stored)."""
+
+        password_hash: str
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Keeps the hash."""
+            aggregate.password_hash = self.password_hash
+
+    class AutoTopUpConfigured(Event, frozen=True, kw_only=True):
+        """Automatic top-up was configured."""
+
+        rule: AutoTopUp
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Keeps the rule, armed if the balance is at or above the minimum."""
+            aggregate.auto_top_up = self.rule
+            aggregate.top_up_armed = False
+            aggregate.rearm_top_up()
+
+    class AutoTopUpDisabled(Event, frozen=True, kw_only=True):
+        """Automatic top-up was turned off."""
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Drops the rule."""
+            aggregate.auto_top_up = None
+            aggregate.top_up_armed = False
+
+    class AutoTopUpFailed(Event, frozen=True, kw_only=True):
+        """The balance crossed the minimum but the distributor's inventory was short."""
+
+        cfdi_uuid: str
+        available: int
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Disarms until the balance is back at the minimum (once per crossing)."""
+            aggregate.top_up_armed = False
+
+    class AutoTopUpTriggered(Event, frozen=True, kw_only=True):
+        """The balance crossed the minimum; a top-up transfer follows in the same transaction."""
+
+        cfdi_uuid: str
+        transfer_id: str
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Disarms until the balance is back at the minimum (once per crossing)."""
+            aggregate.top_up_armed = False
+
+    class UnlimitedRenewed(Event, frozen=True, kw_only=True):
+        """An unlimited account was paid for another period, until ``valid_until``."""
+
+        valid_until: date
+        points: int
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Extends validity."""
+            aggregate.valid_until = self.valid_until
+
+    # State helpers (used by apply: no rules here) -----------------------------------------
+
+    def take_from_lot(self, lot_id: str, quantity: int) -> None:
+        """Takes ``quantity`` from lot ``lot_id``, dropping it when empty."""
+        for index, lot in enumerate(self.lots):
+            if lot.lot_id == lot_id:
+                lot.remaining -= quantity
+                if lot.remaining <= 0:
+                    del self.lots[index]
+                return
+
+    def rearm_top_up(self) -> None:
+        """Arms the top-up rule once the balance is back at or above its minimum."""
+        rule = self.auto_top_up
+        if rule is not None and not self.top_up_armed:
+            if sum(lot.remaining for lot in self.lots) >= rule.minimum:
+                self.top_up_armed = True
+
+    # Queries -------------------------------------------------------------------------------
+
+    def balance(self, unit: str = STAMPS, today: date | None = None) -> int:
+        """Stamps available on ``today`` (expired lots excluded); all lots when no date given."""
+        if unit != STAMPS:
+            return 0
+        if today is None:
+            return sum(lot.remaining for lot in self.lots)
+        return sum(
+            lot.remaining for lot in self.lots if lot.expires_on is None or lot.expires_on >= today
+        )
+
+    def expired_lots(self, today: date) -> list[Lot]:
+        """Lots whose expiry date has passed."""
+        return [lot for lot in self.lots if lot.expires_on is not None and lot.expires_on < today]
+
+    # Decisions -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        cti_id: str,
+        *,
+        client_id: str,
+        distributor_id: str,
+        kind: str,
+        at: datetime,
+        password_hash: str | None = None,
+        rfc_lock: str | None = None,
+        valid_until: date | None = None,
+    ) -> StampingAccount:
+        """Opens a stamping account."""
+        return cls.create(
+            cls.Opened,
+            cti_id,
+            at,
+            client_id=client_id,
+            distributor_id=distributor_id,
+            kind=kind,
+            password_hash=password_hash,
+            rfc_lock=rfc_lock,
+            valid_until=valid_until,
+        )
+
+    def require_standard(self) -> None:
+        """Rejects with ``wrong_account_kind`` unless the account holds a stamp balance."""
+        if self.kind != STANDARD:
+            raise Rejected("wrong_account_kind", cti_id=self.id, kind=self.kind)
+
+    def settle_expiry(self, today: date, at: datetime) -> None:
+        """Records the expiry of lots past their date (called on successful commands only)."""
+        for lot in self.expired_lots(today):
+            self.trigger(self.StampsExpired, at, lot_id=lot.lot_id, quantity=lot.remaining)
+
+    def check_consume(self, issuer_rfc: str, today: date) -> str:
+        """Checks a consumption may happen; returns the lot to take from ("" if unlimited)."""
+        if not self.active:
+            raise Rejected("account_blocked", cti_id=self.id)
+        if self.rfc_lock is not None and issuer_rfc != self.rfc_lock:
+            raise Rejected("rfc_not_allowed", cti_id=self.id)
+        if self.kind == UNLIMITED:
+            if self.valid_until is None or today > self.valid_until:
+                raise Rejected("unlimited_expired", cti_id=self.id, valid_until=self.valid_until)
+            return ""
+        for lot in self.lots:
+            if lot.expires_on is None or lot.expires_on >= today:
+                return lot.lot_id
+        raise Rejected("insufficient_stamps", cti_id=self.id, available=0)
+
+    def consume(
+        self, cfdi_uuid: str, issuer_rfc: str, stamped_at: datetime, today: date, at: datetime
+    ) -> None:
+        """Consumes one stamp for a CFDI (rules checked first, then the events)."""
+        lot_id = self.check_consume(issuer_rfc, today)
+        if lot_id and self.lots[0].lot_id != lot_id:
+            # Lots are in expiry order, so the lots before the usable one are the expired ones.
+            self.settle_expiry(today, at)
+        self.trigger(
+            self.StampConsumed,
+            at,
+            cfdi_uuid=cfdi_uuid,
+            issuer_rfc=issuer_rfc,
+            stamped_at=stamped_at,
+            lot_id=lot_id,
+        )
+
+    def credit(
+        self,
+        transfer_id: str,
+        from_id: str,
+        quantity: int,
+        at: datetime,
+        expires_on: date | None = None,
+    ) -> None:
+        """Adds a lot of stamps (the handler checked the kind and the sender)."""
+        self.trigger(
+            self.StampsCredited,
+            at,
+            transfer_id=transfer_id,
+            from_id=from_id,
+            quantity=quantity,
+            expires_on=expires_on,
+        )
+
+    def reclaim(
+        self, transfer_id: str, to_id: str, quantity: int, reason: str, today: date, at: datetime
+    ) -> None:
+        """Gives ``quantity`` unused stamps back to the distributor, never below zero."""
+        self.require_standard()
+        available = self.balance(STAMPS, today)
+        if available < quantity:
+            raise Rejected(
+                "insufficient_stamps", cti_id=self.id, available=available, requested=quantity
+            )
+        self.settle_expiry(today, at)
+        taken: list[tuple[str, int]] = []
+        left = quantity
+        for lot in self.lots:
+            if left == 0:
+                break
+            take = min(left, lot.remaining)
+            taken.append((lot.lot_id, take))
+            left -= take
+        self.trigger(
+            self.StampsReclaimed,
+            at,
+            transfer_id=transfer_id,
+            to_id=to_id,
+            quantity=quantity,
+            reason=reason,
+            taken=tuple(taken),
+        )

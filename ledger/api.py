@@ -1,0 +1,99 @@
+"""The embedding API (DESIGN §7): ``Ledger.open``, ``execute``, ``execute_many``, ``balance``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from adapters.store import EventStore, env_for_url, open_application
+from ledger.clock import Clock, local_date, system_clock
+from ledger.commands import accounts
+from ledger.commands.handlers import __all__ as _registered  # noqa: F401  (registers handlers)
+from ledger.commands.models import Command
+from ledger.domain import UNITS
+from ledger.engine import Engine, Result
+from ledger.errors import LedgerError, Rejected
+from ledger.logging import configure_logging
+from ledger.outcome import Outcome
+
+Projections = Literal["inline", "background", "off"]
+
+
+class Ledger:
+    """An open credits ledger on SQLite or PostgreSQL. Safe to share between threads."""
+
+    def __init__(self, store: EventStore, engine: Engine, url: str, projections: Projections):
+        self.store = store
+        self.engine = engine
+        self.url = url
+        self.projections = projections
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None = None,
+        *,
+        projections: Projections = "inline",
+        clock: Clock | None = None,
+        create_tables: bool = True,
+        password_cost: Literal["normal", "fast"] = "normal",
+    ) -> Ledger:
+        """Opens the ledger at ``url`` (``None``: ``$LEDGER_URL`` or ``./ledger.db``)."""
+        configure_logging()
+        env = env_for_url(url, create_tables=create_tables)
+        app = open_application(env)
+        store = EventStore(app)
+        engine = Engine(store=store, clock=clock or system_clock)
+        accounts.PASSWORD_COST["cost"] = password_cost
+        return cls(store, engine, url or "", projections)
+
+    def execute(self, command: Mapping[str, Any] | Command) -> Outcome:
+        """Runs one command; returns its outcome or raises ``Rejected``."""
+        (result,) = self.execute_many([command])
+        if isinstance(result, Rejected):
+            raise result
+        return result
+
+    def execute_many(self, commands: Sequence[Mapping[str, Any] | Command]) -> list[Result]:
+        """Runs commands in as few transactions as is safe; one outcome or rejection each."""
+        self._check_open()
+        return self.engine.execute_many(commands)
+
+    def balance(self, holder_id: str, unit: str = "stamps") -> int:
+        """The holder's current balance of ``unit`` from the write side (always up to date)."""
+        self._check_open()
+        if unit not in UNITS:
+            raise Rejected("invalid_command", field="unit", reason="stamps or points")
+        holder = self.engine.current(holder_id)
+        if holder is None:
+            raise Rejected("unknown_account", account_id=holder_id)
+        balance = getattr(holder, "balance", None)
+        if balance is None:
+            raise Rejected("wrong_account_kind", account_id=holder_id)
+        if unit == "stamps" and hasattr(holder, "lots"):
+            return int(balance(unit, local_date(self.engine.clock())))
+        return int(balance(unit))
+
+    def close(self) -> None:
+        """Closes connections; calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self.store.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

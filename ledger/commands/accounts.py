@@ -1,0 +1,225 @@
+"""Handlers of clients and stamping accounts."""
+
+from __future__ import annotations
+
+from ledger.aggregates.admin_profile import AdminProfile, admin_profile_id
+from ledger.aggregates.client import Client
+from ledger.aggregates.common import add_one_year
+from ledger.aggregates.distributor import Distributor
+from ledger.aggregates.stamping_account import STANDARD, UNLIMITED, AutoTopUp, StampingAccount
+from ledger.commands.auth import get_client_of, get_cti_of, require_actor
+from ledger.commands.models import (
+    AssignAdminProfile,
+    BlockStampingAccount,
+    ConfigureAutoTopUp,
+    DisableAutoTopUp,
+    OpenStampingAccount,
+    ReactivateStampingAccount,
+    RegisterClient,
+    RenewUnlimitedAccount,
+    ResetStampingPassword,
+    TagClient,
+    UpdateClientProfile,
+    VerifyStampingCredentials,
+)
+from ledger.commands.network import claim_admin
+from ledger.engine import Tx, handles
+from ledger.errors import Rejected
+from ledger.money import parse_money
+from ledger.outcome import Outcome
+from ledger.passwords import hash_password, verify_password
+from ledger.rfc import validate_rfc
+
+UNLIMITED_FEE_POINTS_DEFAULT = 1_500
+"""Yearly fee of an unlimited CTI in points, unless the distributor's settings say otherwise."""
+
+PASSWORD_COST = {"cost": "normal"}
+"""scrypt cost for new passwords; tests and benchmarks may lower it (``Ledger.open``)."""
+
+
+@handles(RegisterClient)
+def register_client(command: RegisterClient, tx: Tx) -> Outcome:
+    """The client and its default standard CTI, atomically."""
+    distributor = tx.get(command.distributor_id, Distributor)
+    require_actor(command, distributor.id, distributor.id)
+    distributor.require_active(tx.today)
+    cti_id = command.default_cti_id()
+    for new_id in (command.client_id, cti_id):
+        if tx.find(new_id) is not None:
+            raise Rejected("already_exists", account_id=new_id)
+    profile = command.profile.model_dump(mode="json", exclude_none=True)
+    nic = command.nic or command.client_id
+    tx.add(Client.register(command.client_id, distributor.id, nic, profile, tx.now))
+    tx.add(
+        StampingAccount.open(
+            cti_id,
+            client_id=command.client_id,
+            distributor_id=distributor.id,
+            kind=STANDARD,
+            at=tx.now,
+        )
+    )
+    return Outcome(type=command.type, cti_id=cti_id, warnings=command.profile.rfc_warnings())
+
+
+@handles(UpdateClientProfile)
+def update_client_profile(command: UpdateClientProfile, tx: Tx) -> Outcome:
+    """Replaces a client's profile."""
+    client = get_client_of(tx, command, command.client_id)
+    profile = command.profile.model_dump(mode="json", exclude_none=True)
+    client.trigger(client.ProfileChanged, tx.now, profile=profile)
+    return Outcome(type=command.type, warnings=command.profile.rfc_warnings())
+
+
+@handles(TagClient)
+def tag_client(command: TagClient, tx: Tx) -> Outcome:
+    """Sets favourite, dropped (baja) and colour tags."""
+    client = get_client_of(tx, command, command.client_id)
+    if command.favourite is None and command.dropped is None and command.colour is None:
+        raise Rejected("invalid_command", reason="no tag given")
+    client.trigger(
+        client.Tagged,
+        tx.now,
+        favourite=command.favourite,
+        dropped=command.dropped,
+        colour=command.colour,
+    )
+    return Outcome(type=command.type)
+
+
+@handles(AssignAdminProfile)
+def assign_admin_profile(command: AssignAdminProfile, tx: Tx) -> Outcome:
+    """Sets a client's admin login; refused for a login of a master account or distributor."""
+    client = get_client_of(tx, command, command.client_id)
+    index = tx.find(admin_profile_id(command.email))
+    if isinstance(index, AdminProfile) and index.administers_platform_or_distributor():
+        raise Rejected("admin_profile_not_allowed", client_id=client.id)
+    client.trigger(
+        client.AdminProfileAssigned, tx.now, email=command.email.lower(), mobile=command.mobile
+    )
+    claim_admin(tx, command.email, "client", client.id)
+    return Outcome(type=command.type)
+
+
+def _unlimited_fee(tx: Tx, client: Client) -> int:
+    distributor = tx.get(client.distributor_id, Distributor)
+    fee = distributor.settings.get("unlimited_fee_points") or UNLIMITED_FEE_POINTS_DEFAULT
+    return int(fee)
+
+
+@handles(OpenStampingAccount)
+def open_stamping_account(command: OpenStampingAccount, tx: Tx) -> Outcome:
+    """A new CTI; an unlimited one is paid a year ahead from the client's points."""
+    client = get_client_of(tx, command, command.client_id)
+    rfc_lock = validate_rfc(command.rfc_lock).rfc if command.rfc_lock is not None else None
+    if tx.find(command.cti_id) is not None:
+        raise Rejected("already_exists", account_id=command.cti_id)
+    valid_until = None
+    if command.kind == UNLIMITED:
+        fee = _unlimited_fee(tx, client)
+        if client.points < fee:
+            raise Rejected(
+                "insufficient_points", available=client.points, requested=fee, holder_id=client.id
+            )
+        valid_until = add_one_year(tx.today)
+    password_hash = hash_password(command.password, cost=PASSWORD_COST["cost"])  # type: ignore[arg-type]
+    if command.kind == UNLIMITED:
+        client.spend_points(f"unlimited.{command.cti_id}.1", "unlimited-cti", fee, tx.now)
+    tx.add(
+        StampingAccount.open(
+            command.cti_id,
+            client_id=client.id,
+            distributor_id=client.distributor_id,
+            kind=command.kind,
+            at=tx.now,
+            password_hash=password_hash,
+            rfc_lock=rfc_lock,
+            valid_until=valid_until,
+        )
+    )
+    return Outcome(type=command.type, cti_id=command.cti_id)
+
+
+@handles(BlockStampingAccount)
+def block_stamping_account(command: BlockStampingAccount, tx: Tx) -> Outcome:
+    """An active CTI stops stamping."""
+    cti = get_cti_of(tx, command, command.cti_id)
+    if not cti.active:
+        raise Rejected("invalid_transition", cti_id=cti.id, status="blocked")
+    cti.trigger(cti.Blocked, tx.now)
+    return Outcome(type=command.type)
+
+
+@handles(ReactivateStampingAccount)
+def reactivate_stamping_account(command: ReactivateStampingAccount, tx: Tx) -> Outcome:
+    """A blocked CTI stamps again."""
+    cti = get_cti_of(tx, command, command.cti_id)
+    if cti.active:
+        raise Rejected("invalid_transition", cti_id=cti.id, status="active")
+    cti.trigger(cti.Reactivated, tx.now)
+    return Outcome(type=command.type)
+
+
+@handles(ResetStampingPassword)
+def reset_stamping_password(command: ResetStampingPassword, tx: Tx) -> Outcome:
+    """A new password; only its slow salted hash is recorded."""
+    cti = get_cti_of(tx, command, command.cti_id)
+    password_hash = hash_password(command.password, cost=PASSWORD_COST["cost"])  # type: ignore[arg-type]
+    cti.trigger(cti.PasswordReset, tx.now, password_hash=password_hash)
+    return Outcome(type=command.type)
+
+
+@handles(VerifyStampingCredentials)
+def verify_stamping_credentials(command: VerifyStampingCredentials, tx: Tx) -> Outcome:
+    """Checks a password in constant time; records nothing."""
+    cti = tx.find(command.cti_id)
+    # One answer for an unknown account and a wrong password, so ids cannot be probed.
+    if not isinstance(cti, StampingAccount) or cti.password_hash is None:
+        raise Rejected("invalid_credentials")
+    if not verify_password(command.password, cti.password_hash):
+        raise Rejected("invalid_credentials")
+    if not cti.active:
+        raise Rejected("account_blocked", cti_id=cti.id)
+    return Outcome(type=command.type, valid=True)
+
+
+@handles(RenewUnlimitedAccount)
+def renew_unlimited_account(command: RenewUnlimitedAccount, tx: Tx) -> Outcome:
+    """Another year of an unlimited CTI, paid from the client's points."""
+    cti = get_cti_of(tx, command, command.cti_id)
+    if cti.kind != UNLIMITED:
+        raise Rejected("wrong_account_kind", cti_id=cti.id, kind=cti.kind)
+    client = tx.get(cti.client_id, Client)
+    fee = _unlimited_fee(tx, client)
+    start = max(cti.valid_until or tx.today, tx.today)
+    valid_until = add_one_year(start)
+    client.spend_points(f"unlimited.{cti.id}.{cti.version + 1}", "unlimited-cti", fee, tx.now)
+    cti.trigger(cti.UnlimitedRenewed, tx.now, valid_until=valid_until, points=fee)
+    return Outcome(type=command.type, details={"valid_until": valid_until.isoformat()})
+
+
+@handles(ConfigureAutoTopUp)
+def configure_auto_top_up(command: ConfigureAutoTopUp, tx: Tx) -> Outcome:
+    """Automatic top-up for a standard CTI."""
+    cti = get_cti_of(tx, command, command.cti_id)
+    cti.require_standard()
+    rule = AutoTopUp(
+        minimum=command.minimum,
+        credit=command.credit,
+        amount_centavos=parse_money(command.amount),
+    )
+    cti.trigger(cti.AutoTopUpConfigured, tx.now, rule=rule)
+    return Outcome(type=command.type)
+
+
+@handles(DisableAutoTopUp)
+def disable_auto_top_up(command: DisableAutoTopUp, tx: Tx) -> Outcome:
+    """Turns automatic top-up off."""
+    cti = get_cti_of(tx, command, command.cti_id)
+    if cti.auto_top_up is None:
+        raise Rejected("invalid_transition", cti_id=cti.id, status="auto_top_up_off")
+    cti.trigger(cti.AutoTopUpDisabled, tx.now)
+    return Outcome(type=command.type)
+
+
+__all__ = ["require_actor"]

@@ -1,0 +1,482 @@
+"""Command models: outside input validated at the boundary (DESIGN §4).
+
+Every command is a JSON object with a ``type``; the models here parse it once into typed fields.
+``keys()`` names what makes a retry safe: the natural key of the command (a transfer id, a CFDI
+UUID, the id of what it creates) and the caller's ``idempotency_key`` when given.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from ledger.commands.profiles import ClientProfile, DistributorProfile
+from ledger.money import parse_money
+
+Id = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+"""Caller-chosen ids: letters, digits, ``_ . -``. ``:`` and ``@`` are reserved for internal streams."""
+Quantity = Annotated[int, Field(gt=0, le=1_000_000_000, strict=True)]
+Unit = Literal["stamps", "points"]
+Money = Annotated[str, Field(pattern=r"^\d{1,12}\.\d{2}$")]
+
+
+class Command(BaseModel):
+    """Fields every command may carry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    actor: Id | None = None
+
+    # Commands that create an aggregate are keyed by the id they create: a repeat with other
+    # fields is then ``already_exists`` rather than ``idempotency_conflict``.
+    creates: ClassVar[bool] = False
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keys the command's own fields make (ids it creates, transfer ids, CFDI UUIDs)."""
+        return ()
+
+    def keys(self) -> tuple[str, ...]:
+        """Every idempotency key of this command."""
+        keys = self.natural_keys()
+        if self.idempotency_key is not None:
+            keys = (*keys, f"key:{self.idempotency_key}")
+        return keys
+
+
+def money_centavos(value: str) -> int:
+    """Centavos of a validated money string."""
+    return parse_money(value)
+
+
+# Catalogue and network -----------------------------------------------------------------------
+
+
+class OpenMasterAccount(Command):
+    """Opens the platform's master account."""
+
+    type: Literal["OpenMasterAccount"] = "OpenMasterAccount"
+    master_id: Id
+    name: Annotated[str, Field(min_length=1, max_length=300)]
+    rfc: str
+    creates: ClassVar[bool] = True
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the id it creates."""
+        return (f"id:{self.master_id}",)
+
+
+class DefinePackage(Command):
+    """Adds a package to a seller's catalogue."""
+
+    type: Literal["DefinePackage"] = "DefinePackage"
+    seller_id: Id
+    package_id: Id
+    unit: Unit
+    quantity: Quantity
+    price: Money
+    audience: Literal["client", "distributor"]
+    validity_days: Annotated[int, Field(gt=0, le=3660)] | None = None
+    services: tuple[Annotated[str, Field(min_length=1, max_length=50)], ...] = ()
+
+
+class RegisterDistributor(Command):
+    """Registers a distributor under a parent (the master account or a distributor)."""
+
+    type: Literal["RegisterDistributor"] = "RegisterDistributor"
+    distributor_id: Id
+    parent_id: Id
+    profile: DistributorProfile
+    creates: ClassVar[bool] = True
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the id it creates."""
+        return (f"id:{self.distributor_id}",)
+
+
+class _StatusCommand(Command):
+    distributor_id: Id
+    action: ClassVar[str] = ""
+
+
+class ValidateDistributor(_StatusCommand):
+    """The parent validates a distributor."""
+
+    type: Literal["ValidateDistributor"] = "ValidateDistributor"
+    action: ClassVar[str] = "validate"
+
+
+class ActivateDistributor(_StatusCommand):
+    """The parent activates a distributor until ``expires_on``."""
+
+    type: Literal["ActivateDistributor"] = "ActivateDistributor"
+    expires_on: date
+    action: ClassVar[str] = "activate"
+
+
+class SuspendDistributor(_StatusCommand):
+    """The parent suspends a distributor."""
+
+    type: Literal["SuspendDistributor"] = "SuspendDistributor"
+    action: ClassVar[str] = "suspend"
+
+
+class ReactivateDistributor(_StatusCommand):
+    """The parent reactivates a suspended distributor."""
+
+    type: Literal["ReactivateDistributor"] = "ReactivateDistributor"
+    action: ClassVar[str] = "reactivate"
+
+
+class RenewDistributor(_StatusCommand):
+    """The parent renews a distributor until ``expires_on``."""
+
+    type: Literal["RenewDistributor"] = "RenewDistributor"
+    expires_on: date
+    action: ClassVar[str] = "renew"
+
+
+class CancelDistributor(_StatusCommand):
+    """The parent cancels a distributor."""
+
+    type: Literal["CancelDistributor"] = "CancelDistributor"
+    action: ClassVar[str] = "cancel"
+
+
+class ContractSubscription(Command):
+    """A distributor contracts Multinivel or an MKL, pro rata until its expiry."""
+
+    type: Literal["ContractSubscription"] = "ContractSubscription"
+    distributor_id: Id
+    product: Annotated[str, Field(min_length=1, max_length=100)]
+    annual_price: Money
+
+
+class ChangeSettings(Command):
+    """A seller changes its global settings."""
+
+    type: Literal["ChangeSettings"] = "ChangeSettings"
+    seller_id: Id
+    bulk_stamp_price: Money | None = None
+    allow_pcc_stamp_purchase: bool | None = None
+    allow_pcc_point_purchase: bool | None = None
+
+
+# Purchases and transfers ---------------------------------------------------------------------
+
+
+class BuyPackage(Command):
+    """A distributor buys ``count`` packages from its seller."""
+
+    type: Literal["BuyPackage"] = "BuyPackage"
+    buyer_id: Id
+    seller_id: Id
+    package_id: Id
+    count: Annotated[int, Field(gt=0, le=10_000, strict=True)] = 1
+    pay_with: Literal["money", "points"] = "money"
+
+
+class TransferStamps(Command):
+    """A distributor transfers stamps to a client's CTI or a sub-distributor."""
+
+    type: Literal["TransferStamps"] = "TransferStamps"
+    transfer_id: Id
+    from_id: Id
+    to_id: Id
+    quantity: Quantity
+    amount: Money = "0.00"
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the transfer id."""
+        return (f"transfer:{self.transfer_id}",)
+
+
+class TransferPoints(Command):
+    """A distributor transfers points to a client or a sub-distributor."""
+
+    type: Literal["TransferPoints"] = "TransferPoints"
+    transfer_id: Id
+    from_id: Id
+    to_id: Id
+    quantity: Quantity
+    amount: Money = "0.00"
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the transfer id."""
+        return (f"transfer:{self.transfer_id}",)
+
+
+class MassTransferLine(BaseModel):
+    """One line of a mass transfer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    to_id: Id
+    quantity: Quantity
+    amount: Money = "0.00"
+
+
+class MassTransfer(Command):
+    """Stamps to many accounts at once: all lines or none."""
+
+    type: Literal["MassTransfer"] = "MassTransfer"
+    batch_id: Id
+    from_id: Id
+    unit: Unit = "stamps"
+    lines: Annotated[tuple[MassTransferLine, ...], Field(min_length=1, max_length=10_000)]
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the batch id (each line's transfer id derives from it)."""
+        return (f"batch:{self.batch_id}",)
+
+
+class ReclaimStamps(Command):
+    """A distributor takes unused stamps back from a CTI of its clients."""
+
+    type: Literal["ReclaimStamps"] = "ReclaimStamps"
+    transfer_id: Id
+    from_cti_id: Id
+    quantity: Quantity
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the transfer id."""
+        return (f"transfer:{self.transfer_id}",)
+
+
+# Clients and stamping accounts ---------------------------------------------------------------
+
+
+class RegisterClient(Command):
+    """A distributor registers a client; its default standard CTI opens with it."""
+
+    type: Literal["RegisterClient"] = "RegisterClient"
+    client_id: Id
+    distributor_id: Id
+    profile: ClientProfile
+    nic: Annotated[str, Field(min_length=1, max_length=50)] | None = None
+    cti_id: Id | None = None
+    creates: ClassVar[bool] = True
+
+    def default_cti_id(self) -> str:
+        """The id of the default CTI (given, or derived from the client id)."""
+        return self.cti_id or f"{self.client_id}-cti"
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the ids it creates."""
+        return (f"id:{self.client_id}", f"id:{self.default_cti_id()}")
+
+
+class UpdateClientProfile(Command):
+    """Replaces a client's profile."""
+
+    type: Literal["UpdateClientProfile"] = "UpdateClientProfile"
+    client_id: Id
+    profile: ClientProfile
+
+
+class TagClient(Command):
+    """Sets a client's classification (favourite, dropped, colour)."""
+
+    type: Literal["TagClient"] = "TagClient"
+    client_id: Id
+    favourite: bool | None = None
+    dropped: bool | None = None
+    colour: Annotated[str, Field(max_length=30)] | None = None
+
+
+class AssignAdminProfile(Command):
+    """Sets the login that administers a client."""
+
+    type: Literal["AssignAdminProfile"] = "AssignAdminProfile"
+    client_id: Id
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+    mobile: Annotated[str, Field(pattern=r"^\+?[0-9 ]{10,15}$")]
+
+
+class OpenStampingAccount(Command):
+    """Opens a CTI for a client: standard, or unlimited paid in points for a year."""
+
+    type: Literal["OpenStampingAccount"] = "OpenStampingAccount"
+    cti_id: Id
+    client_id: Id
+    kind: Literal["standard", "unlimited"] = "standard"
+    password: Annotated[str, Field(min_length=8, max_length=128)]
+    rfc_lock: str | None = None
+    creates: ClassVar[bool] = True
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the id it creates."""
+        return (f"id:{self.cti_id}",)
+
+
+class BlockStampingAccount(Command):
+    """Blocks a CTI."""
+
+    type: Literal["BlockStampingAccount"] = "BlockStampingAccount"
+    cti_id: Id
+
+
+class ReactivateStampingAccount(Command):
+    """Reactivates a blocked CTI."""
+
+    type: Literal["ReactivateStampingAccount"] = "ReactivateStampingAccount"
+    cti_id: Id
+
+
+class ResetStampingPassword(Command):
+    """Sets a new password on a CTI."""
+
+    type: Literal["ResetStampingPassword"] = "ResetStampingPassword"
+    cti_id: Id
+    password: Annotated[str, Field(min_length=8, max_length=128)]
+
+
+class RenewUnlimitedAccount(Command):
+    """Pays another year of an unlimited CTI from the client's points."""
+
+    type: Literal["RenewUnlimitedAccount"] = "RenewUnlimitedAccount"
+    cti_id: Id
+
+
+class VerifyStampingCredentials(Command):
+    """Checks a CTI's id and password (records nothing)."""
+
+    type: Literal["VerifyStampingCredentials"] = "VerifyStampingCredentials"
+    cti_id: Id
+    password: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class ConfigureAutoTopUp(Command):
+    """When a consumption leaves fewer than ``minimum`` stamps, send ``credit`` at ``amount``."""
+
+    type: Literal["ConfigureAutoTopUp"] = "ConfigureAutoTopUp"
+    cti_id: Id
+    minimum: Quantity
+    credit: Quantity
+    amount: Money = "0.00"
+
+
+class DisableAutoTopUp(Command):
+    """Turns automatic top-up off."""
+
+    type: Literal["DisableAutoTopUp"] = "DisableAutoTopUp"
+    cti_id: Id
+
+
+class ConsumeStamp(Command):
+    """One stamped CFDI consumes one stamp (the hot path)."""
+
+    type: Literal["ConsumeStamp"] = "ConsumeStamp"
+    cti_id: Id
+    cfdi_uuid: Annotated[
+        str,
+        Field(
+            pattern=r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+        ),
+    ]
+    issuer_rfc: Annotated[str, Field(min_length=12, max_length=13)]
+    stamped_at: datetime | None = None
+
+    @field_validator("stamped_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("stamped_at needs an offset")
+        return value
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """A CFDI UUID is consumed once, forever."""
+        return (f"cfdi:{self.cfdi_uuid.upper()}",)
+
+
+class AssignPackage(Command):
+    """A seller grants a client package (stamps with a validity) to a CTI."""
+
+    type: Literal["AssignPackage"] = "AssignPackage"
+    grant_id: Id
+    seller_id: Id
+    cti_id: Id
+    package_id: Id
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the grant id."""
+        return (f"transfer:{self.grant_id}",)
+
+
+class SpendPoints(Command):
+    """A client pays points for a product."""
+
+    type: Literal["SpendPoints"] = "SpendPoints"
+    client_id: Id
+    product: Annotated[str, Field(min_length=1, max_length=100)]
+    points: Quantity
+    spend_id: Id | None = None
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the spend id when given."""
+        return (f"spend:{self.spend_id}",) if self.spend_id else ()
+
+
+class RegisterInvoice(Command):
+    """Marks sales of a seller as invoiced; a sale is invoiced once."""
+
+    type: Literal["RegisterInvoice"] = "RegisterInvoice"
+    seller_id: Id
+    invoice_ref: Annotated[str, Field(min_length=1, max_length=100)]
+    sale_ids: Annotated[tuple[Id, ...], Field(min_length=1, max_length=10_000)]
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the invoice reference of the seller."""
+        return (f"invoice:{self.seller_id}:{self.invoice_ref}",)
+
+
+AnyCommand = Annotated[
+    OpenMasterAccount
+    | DefinePackage
+    | RegisterDistributor
+    | ValidateDistributor
+    | ActivateDistributor
+    | SuspendDistributor
+    | ReactivateDistributor
+    | RenewDistributor
+    | CancelDistributor
+    | ContractSubscription
+    | ChangeSettings
+    | BuyPackage
+    | TransferStamps
+    | TransferPoints
+    | MassTransfer
+    | ReclaimStamps
+    | RegisterClient
+    | UpdateClientProfile
+    | TagClient
+    | AssignAdminProfile
+    | OpenStampingAccount
+    | BlockStampingAccount
+    | ReactivateStampingAccount
+    | ResetStampingPassword
+    | RenewUnlimitedAccount
+    | VerifyStampingCredentials
+    | ConfigureAutoTopUp
+    | DisableAutoTopUp
+    | ConsumeStamp
+    | AssignPackage
+    | SpendPoints
+    | RegisterInvoice,
+    Field(discriminator="type"),
+]
+
+COMMAND_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyCommand)
+COMMAND_TYPES: frozenset[str] = frozenset(
+    cls.model_fields["type"].default
+    for cls in Command.__subclasses__()
+    if "type" in cls.model_fields
+) | frozenset(
+    sub.model_fields["type"].default
+    for base in Command.__subclasses__()
+    for sub in base.__subclasses__()
+    if "type" in sub.model_fields
+)

@@ -1,0 +1,298 @@
+"""Handlers that move credits: purchases, transfers, reclaims, grants and consumption."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from ledger.aggregates.client import Client
+from ledger.aggregates.common import Package, add_days
+from ledger.aggregates.distributor import Distributor
+from ledger.aggregates.master_account import MasterAccount
+from ledger.aggregates.stamping_account import StampingAccount
+from ledger.clock import local_date
+from ledger.commands.auth import get_cti_of, get_seller, require_actor, require_open
+from ledger.commands.models import (
+    AssignPackage,
+    BuyPackage,
+    ConsumeStamp,
+    MassTransfer,
+    ReclaimStamps,
+    SpendPoints,
+    TransferPoints,
+    TransferStamps,
+)
+from ledger.domain import POINTS, STAMPS, Aggregate
+from ledger.engine import Tx, handles
+from ledger.errors import Rejected
+from ledger.money import parse_money
+from ledger.outcome import Outcome
+
+
+def _package_for(seller: MasterAccount | Distributor, package_id: str, audience: str) -> Package:
+    package = seller.packages.get(package_id)
+    if package is None or package.retired or package.audience != audience:
+        raise Rejected("unknown_package", package_id=package_id, seller_id=seller.id)
+    return package
+
+
+@handles(BuyPackage)
+def buy_package(command: BuyPackage, tx: Tx) -> Outcome:
+    """A distributor buys packages from its parent; the master account issues new credits."""
+    buyer = tx.get(command.buyer_id, Distributor)
+    require_actor(command, buyer.id, buyer.id)
+    if command.seller_id != buyer.parent_id:
+        raise Rejected("not_authorised", buyer_id=buyer.id, seller_id=command.seller_id)
+    if command.pay_with != "money":
+        raise Rejected("invalid_command", field="pay_with", reason="only money for now")
+    buyer.require_active(tx.today)
+    seller = get_seller(tx, command.seller_id)
+    package = _package_for(seller, command.package_id, "distributor")
+    quantity = package.quantity * command.count
+    amount = package.price_centavos * command.count
+    if isinstance(seller, Distributor):
+        seller.require_active(tx.today)
+        seller.require_inventory(package.unit, quantity)
+    sale_id = f"S-{uuid.uuid4().hex}"
+    if isinstance(seller, MasterAccount):
+        seller.issue(
+            buyer_id=buyer.id, package=package, count=command.count, sale_id=sale_id, at=tx.now
+        )
+    else:
+        seller.trigger(
+            seller.CreditsSold,
+            tx.now,
+            buyer_id=buyer.id,
+            unit=package.unit,
+            quantity=quantity,
+            package_id=package.package_id,
+            count=command.count,
+            sale_id=sale_id,
+            amount_centavos=amount,
+        )
+    buyer.trigger(
+        buyer.PackageBought,
+        tx.now,
+        seller_id=seller.id,
+        package_id=package.package_id,
+        count=command.count,
+        unit=package.unit,
+        quantity=quantity,
+        sale_id=sale_id,
+        amount_centavos=amount,
+        pay_with=command.pay_with,
+    )
+    tx.claim(f"sale:{sale_id}", seller.id.encode())
+    return Outcome(
+        type=command.type, sale_ids=(sale_id,), balance_after=buyer.balance(package.unit)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    to: Aggregate
+    quantity: int
+    amount_centavos: int
+
+
+def _check_target(tx: Tx, source: Distributor, unit: str, to_id: str) -> Aggregate:
+    """The receiver of a transfer: checked to belong to ``source`` and to accept ``unit``."""
+    target = tx.find(to_id)
+    if target is None:
+        raise Rejected("unknown_account", account_id=to_id)
+    if isinstance(target, Distributor):
+        if target.parent_id != source.id:
+            raise Rejected("not_authorised", account_id=to_id, from_id=source.id)
+        require_open(target, target.status_on(tx.today))
+        return target
+    if unit == STAMPS and isinstance(target, StampingAccount):
+        if target.distributor_id != source.id:
+            raise Rejected("not_authorised", account_id=to_id, from_id=source.id)
+        target.require_standard()
+        return target
+    if unit == POINTS and isinstance(target, Client):
+        if target.distributor_id != source.id:
+            raise Rejected("not_authorised", account_id=to_id, from_id=source.id)
+        return target
+    raise Rejected("wrong_account_kind", account_id=to_id, kind=type(target).__name__, unit=unit)
+
+
+def _transfer(tx: Tx, source: Distributor, unit: str, transfer_id: str, line: _Line) -> None:
+    """The events of one checked transfer line: the debit and sale, then the credit."""
+    source.trigger(
+        source.CreditsTransferred,
+        tx.now,
+        transfer_id=transfer_id,
+        to_id=line.to.id,
+        unit=unit,
+        quantity=line.quantity,
+        sale_id=transfer_id,
+        amount_centavos=line.amount_centavos,
+    )
+    tx.claim(f"sale:{transfer_id}", source.id.encode())
+    target = line.to
+    if isinstance(target, StampingAccount):
+        target.credit(transfer_id, source.id, line.quantity, tx.now)
+    elif isinstance(target, Client):
+        target.trigger(
+            target.PointsCredited,
+            tx.now,
+            transfer_id=transfer_id,
+            from_id=source.id,
+            quantity=line.quantity,
+        )
+    else:
+        assert isinstance(target, Distributor)
+        target.trigger(
+            target.CreditsReceived,
+            tx.now,
+            transfer_id=transfer_id,
+            from_id=source.id,
+            unit=unit,
+            quantity=line.quantity,
+        )
+
+
+def _single_transfer(command: TransferStamps | TransferPoints, unit: str, tx: Tx) -> Outcome:
+    source = tx.get(command.from_id, Distributor)
+    require_actor(command, source.id, source.id)
+    source.require_active(tx.today)
+    target = _check_target(tx, source, unit, command.to_id)
+    source.require_inventory(unit, command.quantity)
+    line = _Line(target, command.quantity, parse_money(command.amount))
+    _transfer(tx, source, unit, command.transfer_id, line)
+    return Outcome(
+        type=command.type, sale_ids=(command.transfer_id,), balance_after=source.balance(unit)
+    )
+
+
+@handles(TransferStamps)
+def transfer_stamps(command: TransferStamps, tx: Tx) -> Outcome:
+    """Stamps from a distributor to its client's standard CTI or a sub-distributor."""
+    return _single_transfer(command, STAMPS, tx)
+
+
+@handles(TransferPoints)
+def transfer_points(command: TransferPoints, tx: Tx) -> Outcome:
+    """Points from a distributor to its client or a sub-distributor."""
+    return _single_transfer(command, POINTS, tx)
+
+
+@handles(MassTransfer)
+def mass_transfer(command: MassTransfer, tx: Tx) -> Outcome:
+    """Every line or none: all targets and the total are checked before the first event."""
+    source = tx.get(command.from_id, Distributor)
+    require_actor(command, source.id, source.id)
+    source.require_active(tx.today)
+    lines = [
+        _Line(
+            _check_target(tx, source, command.unit, line.to_id),
+            line.quantity,
+            parse_money(line.amount),
+        )
+        for line in command.lines
+    ]
+    source.require_inventory(command.unit, sum(line.quantity for line in lines))
+    transfer_ids = tuple(f"{command.batch_id}.{n}" for n in range(1, len(lines) + 1))
+    for transfer_id, line in zip(transfer_ids, lines, strict=True):
+        _transfer(tx, source, command.unit, transfer_id, line)
+    return Outcome(
+        type=command.type, sale_ids=transfer_ids, balance_after=source.balance(command.unit)
+    )
+
+
+@handles(ReclaimStamps)
+def reclaim_stamps(command: ReclaimStamps, tx: Tx) -> Outcome:
+    """A distributor takes unused stamps back from its client's CTI; never below zero."""
+    cti = get_cti_of(tx, command, command.from_cti_id)
+    distributor = tx.get(cti.distributor_id, Distributor)
+    cti.reclaim(
+        command.transfer_id, distributor.id, command.quantity, command.reason, tx.today, tx.now
+    )
+    distributor.trigger(
+        distributor.CreditsReceived,
+        tx.now,
+        transfer_id=command.transfer_id,
+        from_id=cti.id,
+        unit=STAMPS,
+        quantity=command.quantity,
+        reason="reclaim",
+    )
+    return Outcome(type=command.type, balance_after=cti.balance(STAMPS, tx.today))
+
+
+@handles(AssignPackage)
+def assign_package(command: AssignPackage, tx: Tx) -> Outcome:
+    """A client package: its stamps land in the CTI as a lot that expires with the package."""
+    seller = tx.get(command.seller_id, Distributor)
+    require_actor(command, seller.id, seller.id)
+    seller.require_active(tx.today)
+    package = _package_for(seller, command.package_id, "client")
+    if package.unit != STAMPS:
+        raise Rejected("wrong_account_kind", package_id=package.package_id, unit=package.unit)
+    cti = tx.get(command.cti_id, StampingAccount)
+    if cti.distributor_id != seller.id:
+        raise Rejected("not_authorised", account_id=cti.id, from_id=seller.id)
+    cti.require_standard()
+    seller.require_inventory(STAMPS, package.quantity)
+    expires_on = add_days(tx.today, package.validity_days) if package.validity_days else None
+    line = _Line(cti, package.quantity, package.price_centavos)
+    seller.trigger(
+        seller.CreditsTransferred,
+        tx.now,
+        transfer_id=command.grant_id,
+        to_id=cti.id,
+        unit=STAMPS,
+        quantity=line.quantity,
+        sale_id=command.grant_id,
+        amount_centavos=line.amount_centavos,
+    )
+    tx.claim(f"sale:{command.grant_id}", seller.id.encode())
+    cti.credit(command.grant_id, seller.id, package.quantity, tx.now, expires_on)
+    return Outcome(
+        type=command.type,
+        sale_ids=(command.grant_id,),
+        balance_after=cti.balance(STAMPS, tx.today),
+        details={"expires_on": expires_on.isoformat() if expires_on else None},
+    )
+
+
+@handles(ConsumeStamp)
+def consume_stamp(command: ConsumeStamp, tx: Tx) -> Outcome:
+    """One CFDI stamped: one stamp from the lot that expires first (the hot path)."""
+    cti = tx.get(command.cti_id, StampingAccount)
+    stamped_at = command.stamped_at or tx.now
+    cfdi_uuid = command.cfdi_uuid.upper()
+    cti.consume(cfdi_uuid, command.issuer_rfc, stamped_at, tx.today, tx.now)
+    rule = cti.auto_top_up
+    if rule is not None and cti.top_up_armed and cti.balance(STAMPS, tx.today) < rule.minimum:
+        _auto_top_up(tx, cti, cfdi_uuid)
+    return Outcome(
+        type=command.type,
+        balance_after=cti.balance(STAMPS, tx.today),
+        details={"local_date": local_date(stamped_at).isoformat()},
+    )
+
+
+def _auto_top_up(tx: Tx, cti: StampingAccount, cfdi_uuid: str) -> None:
+    """The balance crossed the minimum: the distributor sends stamps, or the failure is kept."""
+    rule = cti.auto_top_up
+    assert rule is not None
+    distributor = tx.get(cti.distributor_id, Distributor)
+    if distributor.status_on(tx.today) != "active" or distributor.stamps < rule.credit:
+        cti.trigger(cti.AutoTopUpFailed, tx.now, cfdi_uuid=cfdi_uuid, available=distributor.stamps)
+        return
+    transfer_id = f"auto.{cfdi_uuid}"
+    cti.trigger(cti.AutoTopUpTriggered, tx.now, cfdi_uuid=cfdi_uuid, transfer_id=transfer_id)
+    _transfer(tx, distributor, STAMPS, transfer_id, _Line(cti, rule.credit, rule.amount_centavos))
+
+
+@handles(SpendPoints)
+def spend_points(command: SpendPoints, tx: Tx) -> Outcome:
+    """A client pays points for a product; the points leave circulation."""
+    client = tx.get(command.client_id, Client)
+    if command.actor is not None and command.actor not in (client.id, client.distributor_id):
+        raise Rejected("not_authorised", actor=command.actor, account_id=client.id)
+    ref = command.spend_id or f"spend.{client.id}.{client.version + 1}"
+    client.spend_points(ref, command.product, command.points, tx.now)
+    return Outcome(type=command.type, balance_after=client.points)

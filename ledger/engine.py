@@ -1,0 +1,441 @@
+"""The write path: runs commands against aggregates and records their events exactly once.
+
+One *attempt* runs a batch of commands in memory against the aggregates (from the in-process
+cache, or loaded), then writes all their events and idempotency keys in ONE transaction. If the
+transaction loses a race (another writer wrote the same aggregate version or key first) nothing
+was recorded: the touched aggregates are evicted and the batch runs again, now checking the keys
+first, a bounded number of times.
+
+Rules for handlers (``ledger/commands/handlers.py``): check every rule of a command before the
+first event, so a rejection leaves the aggregates untouched. The engine verifies that: a command
+that mutated an aggregate and then raised ``Rejected`` aborts the batch, which then runs again one
+command per transaction, where such a command is simply discarded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+import structlog
+from pydantic import ValidationError
+
+from ledger.clock import Clock, local_date
+from ledger.commands.models import COMMAND_ADAPTER, Command
+from ledger.domain import Aggregate, Event
+from ledger.errors import ConcurrencyError, LedgerError, Rejected
+from ledger.outcome import Outcome
+
+log = structlog.get_logger("ledger")
+
+A = TypeVar("A", bound=Aggregate)
+
+ATTEMPTS_MAX = 8
+"""Bound on attempts of one batch under optimistic-concurrency conflicts."""
+BATCH_SIZE_MAX = 5_000
+"""Bound on commands per transaction: longer batches are split."""
+CACHE_SIZE_MAX = 50_000
+"""Bound on aggregates kept in memory by one engine."""
+SNAPSHOT_INTERVAL = 500
+"""An aggregate is snapshotted every this many events, so long histories load fast."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """An idempotency key as stored: the fingerprint of its command and its first outcome."""
+
+    key: str
+    fingerprint: str
+    outcome: bytes
+
+
+class WriteConflict(LedgerError):
+    """Raised by a store when a write lost a race (version or key already taken)."""
+
+
+class Store(Protocol):
+    """What the engine needs from the event store (implemented in ``adapters/store.py``)."""
+
+    def load(self, aggregate_id: str) -> Aggregate | None:
+        """The aggregate rebuilt from its snapshot and events, or None."""
+
+    def catch_up(self, aggregate: Aggregate) -> Aggregate:
+        """The aggregate advanced by events recorded after its version."""
+
+    def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
+        """The stored rows of the keys that were used."""
+
+    def record(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
+        """Writes events and keys in one transaction; raises ``WriteConflict`` on a lost race."""
+
+    def snapshot(self, aggregates: Iterable[Aggregate], at: datetime) -> None:
+        """Stores snapshots of the aggregates' current state."""
+
+
+Handler = Callable[[Any, "Tx"], Outcome]
+HANDLERS: dict[type[Command], Handler] = {}
+
+
+def handles(command_class: type[Command]) -> Callable[[Handler], Handler]:
+    """Registers the handler of a command class."""
+
+    def register(handler: Handler) -> Handler:
+        HANDLERS[command_class] = handler
+        return handler
+
+    return register
+
+
+class _PartialRejection(Exception):  # noqa: N818  (internal control flow, never escapes)
+    """A handler mutated an aggregate and then rejected; the batch must run command by command."""
+
+
+class Tx:
+    """The aggregates one attempt works on, and what it will record."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.touched: dict[str, Aggregate] = {}
+        self.created: dict[str, Aggregate] = {}
+        self.keys: dict[str, KeyRecord] = {}
+        self.now: datetime = engine.clock()
+        self.today: date = local_date(self.now)
+        self._from_cache: set[str] = set()
+
+    def begin_command(self) -> None:
+        """Reads the clock for the next command."""
+        self.now = self.engine.clock()
+        self.today = local_date(self.now)
+
+    def find(self, aggregate_id: str) -> Aggregate | None:
+        """Any aggregate with this id, or None."""
+        agg = self.touched.get(aggregate_id)
+        if agg is not None:
+            return agg
+        agg = self.engine.cache_get(aggregate_id)
+        if agg is not None:
+            self._from_cache.add(aggregate_id)
+        else:
+            agg = self.engine.store.load(aggregate_id)
+            if agg is None:
+                return None
+        self.touched[aggregate_id] = agg
+        return agg
+
+    def get(self, aggregate_id: str, kind: type[A]) -> A:
+        """The aggregate of that kind, or ``unknown_account``."""
+        agg = self.find(aggregate_id)
+        if not isinstance(agg, kind):
+            raise Rejected("unknown_account", account_id=aggregate_id, kind=kind.__name__)
+        return agg
+
+    def add(self, aggregate: Aggregate) -> None:
+        """A new aggregate; ``already_exists`` if the id is taken."""
+        if self.find(aggregate.id) is not None:
+            raise Rejected("already_exists", account_id=aggregate.id)
+        self.touched[aggregate.id] = aggregate
+        self.created[aggregate.id] = aggregate
+
+    def pending_count(self) -> int:
+        """Events and claims made so far in this attempt (a rejection must not have made any)."""
+        return sum(len(a.pending_events) for a in self.touched.values()) + len(self.keys)
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
+        """Stored or claimed-in-this-attempt rows of ``keys`` (sale ids, invoiced sales, ...)."""
+        found = {k: self.keys[k] for k in keys if k in self.keys}
+        missing = [k for k in keys if k not in found]
+        if missing:
+            found.update(self.engine.store.select_keys(missing))
+        return found
+
+    def claim(self, key: str, payload: bytes) -> None:
+        """Records a unique fact beside the events (``sale:<id>``, ``invoiced:<id>``).
+
+        The key's primary key makes a racing duplicate lose at commit; the batch then runs again
+        and the handler sees the fact through ``lookup``.
+        """
+        assert key not in self.keys, f"claimed twice: {key}"
+        self.keys[key] = KeyRecord(key, "", payload)
+
+    def refresh_cached(self) -> bool:
+        """Catches up aggregates read from the cache that this attempt has not changed.
+
+        Returns True if any had moved on (another process wrote them), so a rejection decided on
+        the stale state must be decided again.
+        """
+        moved = False
+        for aggregate_id in list(self._from_cache):
+            agg = self.touched[aggregate_id]
+            if agg.pending_events:
+                continue  # a stale write is caught by the version check at commit
+            version = agg.version
+            fresh = self.engine.store.catch_up(agg)
+            self._from_cache.discard(aggregate_id)
+            if fresh.version != version:
+                self.touched[aggregate_id] = fresh
+                self.engine.cache_put(fresh)
+                moved = True
+        return moved
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A command parsed, with its keys and fingerprint, or the rejection of its input."""
+
+    command: Command | None
+    keys: tuple[str, ...] = ()
+    fingerprint: str = ""
+    rejection: Rejected | None = None
+    raw_type: str = "?"
+
+
+Result = Outcome | Rejected
+
+
+def validation_rejection(exc: ValidationError) -> Rejected:
+    """``invalid_command`` (or ``invalid_rfc``) with the field errors, never echoing input values."""
+    errors = []
+    code = "invalid_command"
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"])
+        if where.endswith("rfc") or where.endswith("rfc_lock"):
+            code = "invalid_rfc"
+        errors.append({"field": where, "message": error["msg"]})
+    return Rejected(code, errors=errors)
+
+
+_FINGERPRINT_ENCODER = msgspec.json.Encoder(order="sorted")
+
+
+def prepare(command: Mapping[str, Any] | Command) -> Prepared:
+    """Parses a command once: its model, its keys and the fingerprint of the fields given."""
+    raw_type = "?"
+    try:
+        if isinstance(command, Command):
+            model = command
+        else:
+            raw_type = str(command.get("type", "?")) if isinstance(command, Mapping) else "?"
+            model = COMMAND_ADAPTER.validate_python(command)
+    except ValidationError as exc:
+        return Prepared(None, rejection=validation_rejection(exc), raw_type=raw_type)
+    except Rejected as exc:
+        return Prepared(None, rejection=exc, raw_type=raw_type)
+    keys = model.keys()
+    fingerprint = ""
+    if keys:
+        given = model.model_dump(mode="json", exclude_unset=True, exclude={"idempotency_key"})
+        given["type"] = model.type  # type: ignore[attr-defined]
+        fingerprint = hashlib.blake2b(
+            _FINGERPRINT_ENCODER.encode(given), digest_size=16
+        ).hexdigest()
+    return Prepared(model, keys, fingerprint, raw_type=model.type)  # type: ignore[attr-defined]
+
+
+@dataclass
+class Engine:
+    """Executes commands; one per ``Ledger``, safe to share between threads."""
+
+    store: Store
+    clock: Clock
+    on_commit: list[Callable[[Sequence[int]], None]] = field(default_factory=list)
+    cache_size_max: int = CACHE_SIZE_MAX
+    snapshot_interval: int = SNAPSHOT_INTERVAL
+    _cache: OrderedDict[str, Aggregate] = field(default_factory=OrderedDict)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    # Cache -----------------------------------------------------------------------------------
+
+    def cache_get(self, aggregate_id: str) -> Aggregate | None:
+        """The cached aggregate (most recently used first out of the bound)."""
+        agg = self._cache.get(aggregate_id)
+        if agg is not None:
+            self._cache.move_to_end(aggregate_id)
+        return agg
+
+    def cache_put(self, aggregate: Aggregate) -> None:
+        """Keeps an aggregate whose state matches what is recorded."""
+        self._cache[aggregate.id] = aggregate
+        self._cache.move_to_end(aggregate.id)
+        while len(self._cache) > self.cache_size_max:
+            self._cache.popitem(last=False)
+
+    def evict(self, aggregate_ids: Iterable[str]) -> None:
+        """Forgets aggregates whose in-memory state may differ from what is recorded."""
+        for aggregate_id in aggregate_ids:
+            self._cache.pop(aggregate_id, None)
+
+    # Reads -----------------------------------------------------------------------------------
+
+    def current(self, aggregate_id: str) -> Aggregate | None:
+        """The aggregate as recorded now (cached state caught up with the store)."""
+        with self._lock:
+            agg = self.cache_get(aggregate_id)
+            if agg is None:
+                agg = self.store.load(aggregate_id)
+            else:
+                agg = self.store.catch_up(agg)
+            if agg is not None:
+                self.cache_put(agg)
+            return agg
+
+    # Writes ----------------------------------------------------------------------------------
+
+    def execute_many(self, commands: Sequence[Mapping[str, Any] | Command]) -> list[Result]:
+        """Runs commands in order in as few transactions as is safe; one result per command."""
+        prepared = [prepare(c) for c in commands]
+        results: list[Result] = []
+        with self._lock:
+            for start in range(0, len(prepared), BATCH_SIZE_MAX):
+                chunk = prepared[start : start + BATCH_SIZE_MAX]
+                try:
+                    results.extend(self._run_batch(chunk))
+                except _PartialRejection:
+                    for one in chunk:
+                        results.extend(self._run_isolated(one))
+        return results
+
+    def _run_isolated(self, one: Prepared) -> list[Result]:
+        try:
+            return self._run_batch([one], isolated=True)
+        except _PartialRejection as exc:  # pragma: no cover - isolated runs never raise it
+            raise AssertionError("isolated command raised a partial rejection") from exc
+
+    def _run_batch(self, batch: list[Prepared], *, isolated: bool = False) -> list[Result]:
+        check_keys = False
+        for attempt in range(ATTEMPTS_MAX):
+            stored_keys: dict[str, KeyRecord] = {}
+            if check_keys:
+                wanted = [k for p in batch for k in p.keys]
+                stored_keys = self.store.select_keys(wanted)
+            tx = Tx(self)
+            started = time.perf_counter()
+            results = [self._run_one(p, tx, stored_keys, isolated=isolated) for p in batch]
+            events = [e for agg in tx.touched.values() for e in agg.pending_events]
+            if not events and not tx.keys:
+                self._log(batch, results, started)
+                return results
+            try:
+                notification_ids = self.store.record(events, list(tx.keys.values()))
+            except WriteConflict:
+                self.evict(tx.touched)
+                for agg in tx.touched.values():
+                    agg.pending_events.clear()
+                check_keys = True
+                # Back off a little, randomly, so racing processes stop colliding.
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
+                continue
+            self._committed(tx, events)
+            self._log(batch, results, started)
+            for callback in self.on_commit:
+                callback(notification_ids)
+            return results
+        raise ConcurrencyError(f"write conflicts persisted after {ATTEMPTS_MAX} attempts")
+
+    def _committed(self, tx: Tx, events: list[Event]) -> None:
+        due: list[Aggregate] = []
+        for agg in tx.touched.values():
+            if agg.pending_events:
+                first = agg.pending_events[0].originator_version
+                if agg.version // self.snapshot_interval > (first - 1) // self.snapshot_interval:
+                    due.append(agg)
+                agg.pending_events.clear()
+            self.cache_put(agg)
+        if due:
+            try:
+                self.store.snapshot(due, tx.now)
+            except LedgerError as exc:
+                # A snapshot only speeds up loading; the events are recorded. Say so loudly.
+                log.error("snapshot_failed", error=str(exc), aggregates=len(due))
+        assert all(not a.pending_events for a in tx.touched.values()), len(events)
+
+    def _run_one(
+        self, p: Prepared, tx: Tx, stored_keys: dict[str, KeyRecord], *, isolated: bool
+    ) -> Result:
+        if p.rejection is not None:
+            return p.rejection
+        command = p.command
+        assert command is not None
+        replay = self._replay(p, tx, stored_keys)
+        if replay is not None:
+            return replay
+        handler = HANDLERS.get(type(command))
+        if handler is None:  # pragma: no cover - every command model has a handler
+            return Rejected("invalid_command", reason=f"no handler for {p.raw_type}")
+        tx.begin_command()
+        before_events = tx.pending_count()
+        before_touched = set(tx.touched)
+        try:
+            try:
+                outcome = handler(command, tx)
+            except Rejected:
+                if tx.pending_count() == before_events and tx.refresh_cached():
+                    outcome = handler(command, tx)  # decided again on fresh state
+                else:
+                    raise
+        except Rejected as rejection:
+            if tx.pending_count() != before_events:
+                if not isolated:
+                    raise _PartialRejection from rejection
+                self.evict(tx.touched)
+                tx.touched.clear()
+                tx.created.clear()
+            else:
+                for new_id in set(tx.created) - before_touched:
+                    tx.touched.pop(new_id, None)
+                    tx.created.pop(new_id, None)
+            if p.keys and not any(k in stored_keys for k in p.keys):
+                # The first attempt skips the key lookup (a used key fails the insert anyway),
+                # but a repeat must never be judged afresh: a stamped CFDI retried after the
+                # balance ran out still gets its first outcome.
+                replay = self._replay(p, tx, self.store.select_keys(p.keys))
+                if replay is not None:
+                    return replay
+            return rejection
+        for key in p.keys:
+            tx.keys[key] = KeyRecord(key, p.fingerprint, outcome.encode())
+        return outcome
+
+    def _replay(self, p: Prepared, tx: Tx, stored_keys: dict[str, KeyRecord]) -> Result | None:
+        command = p.command
+        assert command is not None
+        for key in p.keys:
+            found = tx.keys.get(key) or stored_keys.get(key)
+            if found is None:
+                continue
+            if found.fingerprint == p.fingerprint:
+                first = Outcome.decode(found.outcome)
+                return msgspec.structs.replace(first, replayed=True)
+            code = (
+                "already_exists"
+                if command.creates and key.startswith("id:")
+                else ("idempotency_conflict")
+            )
+            return Rejected(code, key=key)
+        return None
+
+    def _log(self, batch: list[Prepared], results: list[Result], started: float) -> None:
+        duration_ms = round((time.perf_counter() - started) * 1000 / max(len(batch), 1), 3)
+        for p, result in zip(batch, results, strict=True):
+            if isinstance(result, Rejected):
+                log.info(
+                    "command",
+                    type=p.raw_type,
+                    outcome="rejected",
+                    code=result.code,
+                    duration_ms=duration_ms,
+                )
+            else:
+                log.info(
+                    "command",
+                    type=p.raw_type,
+                    outcome="replayed" if result.replayed else "ok",
+                    duration_ms=duration_ms,
+                )

@@ -1,0 +1,83 @@
+"""The ledger's errors: one root, typed rejections with stable codes (DESIGN §5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Stable rejection codes (DESIGN §5) with the Spanish message an end user sees. Codes are a
+# contract with portals: never rename one; add new ones at the end.
+MESSAGES: dict[str, str] = {
+    "invalid_command": "La solicitud no es válida.",
+    "invalid_rfc": "El RFC no es válido.",
+    "unknown_account": "La cuenta no existe.",
+    "not_authorised": "No tienes permiso para operar sobre esta cuenta.",
+    "insufficient_stamps": "Sin folios disponibles.",
+    "insufficient_inventory": "No tienes suficientes créditos en tu inventario.",
+    "insufficient_points": "No tienes suficientes puntos.",
+    "account_blocked": "La cuenta de timbrado está bloqueada.",
+    "distributor_not_active": "El distribuidor no está activo.",
+    "unlimited_expired": "La cuenta ilimitada ha vencido.",
+    "rfc_not_allowed": "El RFC emisor no está permitido en esta cuenta.",
+    "wrong_account_kind": "La operación no aplica a este tipo de cuenta.",
+    "invalid_transition": "El cambio de estatus no está permitido.",
+    "multinivel_required": "Se requiere una suscripción Multinivel activa.",
+    "mkl_required": "Se requiere una suscripción MKL activa para este producto.",
+    "idempotency_conflict": "La clave ya se usó con datos distintos.",
+    "already_invoiced": "La venta ya fue facturada.",
+    "wrong_nip": "El NIP es incorrecto.",
+    "code_locked": "El código está bloqueado por intentos fallidos.",
+    "code_expired": "El código ha vencido.",
+    "code_redeemed": "El código ya fue canjeado.",
+    "admin_profile_not_allowed": "Ese perfil ya administra una cuenta maestra o de distribuidor.",
+    "pcc_purchase_not_allowed": "Tu distribuidor no permite compras desde el panel.",
+    "already_exists": "Ya existe una cuenta con ese identificador.",
+    "unknown_package": "El paquete no existe.",
+    "unknown_sale": "La venta no existe.",
+    "invalid_credentials": "Usuario o contraseña incorrectos.",
+}
+
+
+class LedgerError(Exception):
+    """Raised when the ledger cannot do what was asked; the root of every ledger error."""
+
+
+class Rejected(LedgerError):
+    """Raised when a command breaks a rule; nothing was recorded.
+
+    ``code`` is one of the stable strings of ``MESSAGES``, ``message`` is Spanish for end users and
+    ``details`` carries structured facts (field errors, balances) for programs.
+    """
+
+    def __init__(self, code: str, message: str | None = None, **details: Any) -> None:
+        assert code in MESSAGES, f"unregistered rejection code {code!r}"
+        self.code = code
+        self.message = message or MESSAGES[code]
+        self.details = details
+        super().__init__(f"{code}: {self.message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rejection as the JSON outcome `ledger exec` writes."""
+        out: dict[str, Any] = {"ok": False, "code": self.code, "message": self.message}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword details do not survive the default pickling of exceptions (multiprocessing).
+        return (_rebuild_rejected, (self.code, self.message, self.details))
+
+
+def _rebuild_rejected(code: str, message: str, details: dict[str, Any]) -> Rejected:
+    return Rejected(code, message, **details)
+
+
+class ConcurrencyError(LedgerError):
+    """Raised when optimistic-concurrency conflicts persisted after the bounded retries."""
+
+
+class InfrastructureError(LedgerError):
+    """Raised when the database or another piece of infrastructure failed; nothing half-done."""
+
+
+class IntegrityBreach(LedgerError):
+    """Raised when stored history contradicts itself (a tampered or corrupted event store)."""

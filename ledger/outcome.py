@@ -1,0 +1,44 @@
+"""What a successful command returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+_ENCODER = msgspec.json.Encoder()
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The result of a successful command: ``ok`` is True and the ids it made are filled in.
+
+    ``replayed`` is True when the command's idempotency key had already been used with the same
+    fields: nothing new was recorded and this is the first outcome again.
+    """
+
+    type: str
+    ok: bool = True
+    replayed: bool = False
+    cti_id: str | None = None
+    sale_ids: tuple[str, ...] = ()
+    balance_after: int | None = None
+    code: str | None = None
+    nip: str | None = None
+    valid: bool | None = None
+    warnings: tuple[str, ...] = ()
+    details: dict[str, Any] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The outcome as the JSON object ``ledger exec`` writes."""
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        out["ok"] = True
+        return out
+
+    def encode(self) -> bytes:
+        """Compact JSON, as kept beside an idempotency key."""
+        return _ENCODER.encode(self)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Outcome:
+        """The outcome kept beside an idempotency key."""
+        return msgspec.json.decode(data, type=cls)
