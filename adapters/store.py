@@ -25,6 +25,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+from adapters.chain import GENESIS, events_digest, link
 from adapters.codec import MsgspecMapper
 from ledger.domain import Aggregate, Event, Snapshot
 from ledger.engine import KeyRecord, WriteConflict
@@ -53,6 +54,21 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self.select_keys_statement = SQL(
             "SELECT key, fingerprint, outcome FROM {schema}.{table} WHERE key = ANY(%s)"
         ).format(schema=schema, table=table)
+        self.chain_table_name = f"{prefix}_chain"
+        chain = Identifier(self.chain_table_name)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{chain} ("
+                "last_id bigint PRIMARY KEY, first_id bigint NOT NULL, hash bytea NOT NULL)"
+            ).format(schema=schema, chain=chain)
+        )
+        # The link is computed by the server from the previous link, under the events table's
+        # exclusive lock, so it costs no extra round trip on the write path.
+        self.insert_link_statement = SQL(
+            "INSERT INTO {schema}.{chain} (last_id, first_id, hash) SELECT %s, %s, sha256("
+            "coalesce((SELECT hash FROM {schema}.{chain} ORDER BY last_id DESC LIMIT 1), "
+            "''::bytea) || %s::bytea)"
+        ).format(schema=schema, chain=chain)
 
     def _insert_events(
         self,
@@ -74,6 +90,18 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 prepare=True,
             )
 
+    def _fetch_ids_after_insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        if ids:
+            curs.execute(
+                self.insert_link_statement,
+                (ids[-1], ids[0], events_digest(stored_events)),
+                prepare=True,
+            )
+        return ids
+
     def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
         """The stored rows of those of ``keys`` that were used."""
         if not keys:
@@ -91,6 +119,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
 
     def __init__(self, datastore: Any, events_table_name: str = "stored_events") -> None:
         self.keys_table_name = "ledger_keys"
+        self.chain_table_name = "ledger_chain"
         super().__init__(datastore, events_table_name)
 
     def construct_create_table_statements(self) -> list[str]:
@@ -100,6 +129,8 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             f"CREATE TABLE IF NOT EXISTS {self.keys_table_name} ("
             "key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, outcome BLOB NOT NULL) "
             "WITHOUT ROWID",
+            f"CREATE TABLE IF NOT EXISTS {self.chain_table_name} ("
+            "last_id INTEGER PRIMARY KEY, first_id INTEGER NOT NULL, hash BLOB NOT NULL)",
         ]
 
     def _insert_events(
@@ -126,7 +157,17 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         )
         c.execute("SELECT last_insert_rowid()")
         last = int(c.fetchone()[0])
-        return list(range(last - len(stored_events) + 1, last + 1))
+        first = last - len(stored_events) + 1
+        c.execute(
+            f"SELECT hash FROM {self.chain_table_name} ORDER BY last_id DESC LIMIT 1"  # noqa: S608
+        )
+        row = c.fetchone()
+        previous = bytes(row[0]) if row else GENESIS
+        c.execute(
+            f"INSERT INTO {self.chain_table_name} VALUES (?,?,?)",  # noqa: S608
+            (last, first, link(previous, events_digest(stored_events))),
+        )
+        return list(range(first, last + 1))
 
     def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
         """The stored rows of those of ``keys`` that were used."""

@@ -1,0 +1,126 @@
+"""Builders of realistic commands and a small network, shared by the test tiers."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.api import Ledger
+
+MASTER = "M"
+DISTRIBUTOR = "D1"
+CLIENT = "C1"
+CTI = "C1-cti"
+ISSUER_RFC = "GODE561231GR8"
+
+
+def distributor_profile(
+    name: str = "Distribuidora Uno", email: str = "uno@example.com"
+) -> dict[str, Any]:
+    """A valid distributor profile."""
+    return {"name": name, "rfc": "MAB9307148T4", "email": email, "postal_code": "06600"}
+
+
+def client_profile(name: str = "Juan Pérez", email: str = "juan@example.com") -> dict[str, Any]:
+    """A valid client profile (persona física, régimen 612, uso G03)."""
+    return {
+        "name": name,
+        "rfc": "GODE561231GR8",
+        "email": email,
+        "postal_code": "06600",
+        "regimen_fiscal": "612",
+        "uso_cfdi": "G03",
+    }
+
+
+def consume(cti_id: str = CTI, cfdi_uuid: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A ConsumeStamp command with a fresh CFDI UUID unless one is given."""
+    return {
+        "type": "ConsumeStamp",
+        "cti_id": cti_id,
+        "cfdi_uuid": cfdi_uuid or str(uuid.uuid4()),
+        "issuer_rfc": ISSUER_RFC,
+        **extra,
+    }
+
+
+@dataclass(frozen=True)
+class Network:
+    """Ids of the network ``build_network`` made."""
+
+    master: str = MASTER
+    distributor: str = DISTRIBUTOR
+    client: str = CLIENT
+    cti: str = CTI
+
+
+def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -> Network:
+    """Master account, one active distributor with ``inventory`` stamps, one client and its CTI."""
+    packages = max(inventory // 1000, 1)
+    commands: list[dict[str, Any]] = [
+        {
+            "type": "OpenMasterAccount",
+            "master_id": MASTER,
+            "name": "Plataforma",
+            "rfc": "SAT970701NN3",
+        },
+        {
+            "type": "DefinePackage",
+            "seller_id": MASTER,
+            "package_id": "P1000",
+            "unit": "stamps",
+            "quantity": 1000,
+            "price": "500.00",
+            "audience": "distributor",
+        },
+        {
+            "type": "DefinePackage",
+            "seller_id": MASTER,
+            "package_id": "PTS3000",
+            "unit": "points",
+            "quantity": 3000,
+            "price": "2850.00",
+            "audience": "distributor",
+        },
+        {
+            "type": "RegisterDistributor",
+            "distributor_id": DISTRIBUTOR,
+            "parent_id": MASTER,
+            "profile": distributor_profile(),
+        },
+        {"type": "ValidateDistributor", "distributor_id": DISTRIBUTOR, "actor": MASTER},
+        {
+            "type": "ActivateDistributor",
+            "distributor_id": DISTRIBUTOR,
+            "actor": MASTER,
+            "expires_on": "2027-01-31",
+        },
+        {
+            "type": "BuyPackage",
+            "buyer_id": DISTRIBUTOR,
+            "seller_id": MASTER,
+            "package_id": "P1000",
+            "count": packages,
+        },
+        {
+            "type": "RegisterClient",
+            "client_id": CLIENT,
+            "distributor_id": DISTRIBUTOR,
+            "profile": client_profile(),
+        },
+    ]
+    if cti_stamps:
+        commands.append(
+            {
+                "type": "TransferStamps",
+                "transfer_id": "T-setup",
+                "from_id": DISTRIBUTOR,
+                "to_id": CTI,
+                "quantity": cti_stamps,
+                "amount": "0.00",
+            }
+        )
+    for result in lg.execute_many(commands):
+        assert getattr(result, "ok", False), result
+    return Network()
