@@ -91,7 +91,7 @@ def encode_event(event: Event | Snapshot) -> tuple[str, bytes]:
 
 
 class MsgspecMapper(Mapper[str]):
-    """eventsourcing ``Mapper`` that stores msgspec structs as JSON (optionally compressed/encrypted)."""
+    """eventsourcing ``Mapper`` storing msgspec structs as JSON (maybe compressed, encrypted)."""
 
     def __init__(
         self,

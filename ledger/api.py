@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from adapters.memory import MemoryStore
 from adapters.store import EventStore, env_for_url, open_application
 from ledger.clock import Clock, local_date, system_clock
 from ledger.commands import accounts
@@ -23,7 +24,9 @@ Projections = Literal["inline", "background", "off"]
 class Ledger:
     """An open credits ledger on SQLite or PostgreSQL. Safe to share between threads."""
 
-    def __init__(self, store: EventStore, engine: Engine, url: str, projections: Projections):
+    def __init__(
+        self, store: EventStore | MemoryStore, engine: Engine, url: str, projections: Projections
+    ):
         self.store = store
         self.engine = engine
         self.url = url
@@ -38,13 +41,16 @@ class Ledger:
         projections: Projections = "inline",
         clock: Clock | None = None,
         create_tables: bool = True,
-        password_cost: Literal["normal", "fast"] = "normal",
+        password_cost: Literal["normal", "fast"] = "normal",  # noqa: S107  (a cost level, not a password)
     ) -> Ledger:
         """Opens the ledger at ``url`` (``None``: ``$LEDGER_URL`` or ``./ledger.db``)."""
         configure_logging()
-        env = env_for_url(url, create_tables=create_tables)
-        app = open_application(env)
-        store = EventStore(app)
+        store: EventStore | MemoryStore
+        if url is not None and url.startswith("memory:"):
+            # Tests and simulations: the engine on an in-process store, through the real codec.
+            store = MemoryStore()
+        else:
+            store = EventStore(open_application(env_for_url(url, create_tables=create_tables)))
         engine = Engine(store=store, clock=clock or system_clock)
         accounts.PASSWORD_COST["cost"] = password_cost
         return cls(store, engine, url or "", projections)

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ledger.aggregates.common import Package, Sale, SaleEvent, add_days
-from ledger.domain import POINTS, STAMPS, Aggregate, Created, Event, Posting
+from ledger.domain import STAMPS, Aggregate, Created, Event, Posting
 from ledger.errors import Rejected
 
 UNVALIDATED = "unvalidated"

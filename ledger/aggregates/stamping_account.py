@@ -250,9 +250,12 @@ class StampingAccount(Aggregate):
     def rearm_top_up(self) -> None:
         """Arms the top-up rule once the balance is back at or above its minimum."""
         rule = self.auto_top_up
-        if rule is not None and not self.top_up_armed:
-            if sum(lot.remaining for lot in self.lots) >= rule.minimum:
-                self.top_up_armed = True
+        if (
+            rule is not None
+            and not self.top_up_armed
+            and sum(lot.remaining for lot in self.lots) >= rule.minimum
+        ):
+            self.top_up_armed = True
 
     # Queries -------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from ledger.commands.profiles import ClientProfile, DistributorProfile
 from ledger.money import parse_money
 
 Id = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-"""Caller-chosen ids: letters, digits, ``_ . -``. ``:`` and ``@`` are reserved for internal streams."""
+"""Caller-chosen ids: letters, digits, ``_ . -``; ``:`` and ``@`` are kept for internal streams."""
 Quantity = Annotated[int, Field(gt=0, le=1_000_000_000, strict=True)]
 Unit = Literal["stamps", "points"]
 Money = Annotated[str, Field(pattern=r"^\d{1,12}\.\d{2}$")]
