@@ -139,7 +139,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         keys: Sequence[KeyRecord] = (),
-        **kwargs: Any,
+        **_: Any,
     ) -> Sequence[int] | None:
         # SQLite gives each insert rowid = max(rowid) + 1 and this transaction holds the write
         # lock, so one executemany and a range of ids replace a round trip per event. The first
@@ -258,7 +258,7 @@ def env_for_url(url: str | None, *, create_tables: bool = True) -> dict[str, str
             "SQLITE_LOCK_TIMEOUT": "30",
         }
     if parsed.scheme in ("postgresql", "postgres"):
-        env = {
+        return {
             **common,
             "PERSISTENCE_MODULE": "adapters.store:LedgerPostgresFactory",
             "POSTGRES_DBNAME": (parsed.path or "/").lstrip("/") or "postgres",
@@ -271,7 +271,6 @@ def env_for_url(url: str | None, *, create_tables: bool = True) -> dict[str, str
             "POSTGRES_LOCK_TIMEOUT": "10",
             "POSTGRES_CONNECT_TIMEOUT": "10",
         }
-        return env
     raise StoreConfigError(f"unsupported ledger URL {url!r} (sqlite:/// or postgresql://)")
 
 
@@ -312,8 +311,9 @@ class EventStore:
 
     def __init__(self, app: LedgerApplication) -> None:
         self.app = app
-        self.recorder = app.recorder
-        assert isinstance(self.recorder, LedgerPostgresRecorder | LedgerSQLiteRecorder)
+        recorder = app.recorder
+        assert isinstance(recorder, LedgerPostgresRecorder | LedgerSQLiteRecorder)
+        self.recorder: LedgerPostgresRecorder | LedgerSQLiteRecorder = recorder
         self.mapper = app.mapper
 
     def load(self, aggregate_id: str) -> Aggregate | None:
@@ -331,6 +331,7 @@ class EventStore:
         """Applies events recorded after the aggregate's version."""
         try:
             for event in self.app.events.get(aggregate.id, gt=aggregate.version):
+                assert isinstance(event, Event)
                 event.mutate(aggregate)
         except PersistenceError as exc:
             raise InfrastructureError(f"cannot load {aggregate.id!r}: {exc}") from None

@@ -94,7 +94,7 @@ def handles(command_class: type[Command]) -> Callable[[Handler], Handler]:
     return register
 
 
-class _PartialRejection(Exception):  # noqa: N818  (internal control flow, never escapes)
+class _PartialRejection(Exception):
     """A handler mutated an aggregate and then rejected; the batch must run command by command."""
 
 
@@ -201,12 +201,12 @@ Result = Outcome | Rejected
 
 
 def validation_rejection(exc: ValidationError) -> Rejected:
-    """``invalid_command`` (or ``invalid_rfc``) with the field errors, never echoing input values."""
+    """``invalid_command`` (or ``invalid_rfc``) with field errors; input values are never echoed."""
     errors = []
     code = "invalid_command"
     for error in exc.errors(include_url=False, include_input=False):
         where = ".".join(str(part) for part in error["loc"])
-        if where.endswith("rfc") or where.endswith("rfc_lock"):
+        if where.endswith(("rfc", "rfc_lock")):
             code = "invalid_rfc"
         errors.append({"field": where, "message": error["msg"]})
     return Rejected(code, errors=errors)
@@ -278,10 +278,7 @@ class Engine:
         """The aggregate as recorded now (cached state caught up with the store)."""
         with self._lock:
             agg = self.cache_get(aggregate_id)
-            if agg is None:
-                agg = self.store.load(aggregate_id)
-            else:
-                agg = self.store.catch_up(agg)
+            agg = self.store.load(aggregate_id) if agg is None else self.store.catch_up(agg)
             if agg is not None:
                 self.cache_put(agg)
             return agg

@@ -59,7 +59,7 @@ def _start_throwaway_server() -> str | None:
     if os.geteuid() == 0:
         shutil.chown(datadir, "postgres")
         run_as = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(  # noqa: S603
+    subprocess.run(
         [
             *run_as,
             str(bindir / "initdb"),
@@ -73,7 +73,7 @@ def _start_throwaway_server() -> str | None:
         check=True,
         capture_output=True,
     )
-    subprocess.run(  # noqa: S603
+    subprocess.run(
         [
             *run_as,
             str(bindir / "pg_ctl"),
@@ -91,7 +91,7 @@ def _start_throwaway_server() -> str | None:
     )
 
     def stop() -> None:
-        subprocess.run(  # noqa: S603
+        subprocess.run(
             [*run_as, str(bindir / "pg_ctl"), "-D", str(datadir / "data"), "-m", "fast", "stop"],
             check=False,
             capture_output=True,
@@ -118,7 +118,7 @@ def pg_base_url() -> str:
         return started
     if IN_CI:
         pytest.fail(f"PostgreSQL is required under CI=true: {reason}")
-    print(f"\n\n*** SKIPPING POSTGRESQL TESTS: {reason} ***\n")  # noqa: T201
+    print(f"\n\n*** SKIPPING POSTGRESQL TESTS: {reason} ***\n")
     pytest.skip(f"SKIPPED LOUDLY (not under CI): {reason}")
 
 
