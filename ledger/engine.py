@@ -314,7 +314,12 @@ class Engine:
                 stored_keys = self.store.select_keys(wanted)
             tx = Tx(self)
             started = time.perf_counter()
-            results = [self._run_one(p, tx, stored_keys, isolated=isolated) for p in batch]
+            try:
+                results = [self._run_one(p, tx, stored_keys, isolated=isolated) for p in batch]
+            except BaseException:
+                # Cached aggregates were changed in place: nothing of this attempt may survive it.
+                self._discard(tx)
+                raise
             events = [e for agg in tx.touched.values() for e in agg.pending_events]
             if not events and not tx.keys:
                 self._log(batch, results, started)
@@ -322,19 +327,26 @@ class Engine:
             try:
                 notification_ids = self.store.record(events, list(tx.keys.values()))
             except WriteConflict:
-                self.evict(tx.touched)
-                for agg in tx.touched.values():
-                    agg.pending_events.clear()
+                self._discard(tx)
                 check_keys = True
                 # Back off a little, randomly, so racing processes stop colliding.
                 time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
                 continue
+            except BaseException:
+                self._discard(tx)
+                raise
             self._committed(tx, events)
             self._log(batch, results, started)
             for callback in self.on_commit:
                 callback(notification_ids)
             return results
         raise ConcurrencyError(f"write conflicts persisted after {ATTEMPTS_MAX} attempts")
+
+    def _discard(self, tx: Tx) -> None:
+        """Forgets every aggregate an attempt touched, with its unrecorded events."""
+        self.evict(tx.touched)
+        for agg in tx.touched.values():
+            agg.pending_events.clear()
 
     def _committed(self, tx: Tx, events: list[Event]) -> None:
         due: list[Aggregate] = []
