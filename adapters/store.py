@@ -10,6 +10,7 @@ aggregate state never grows with history.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -17,7 +18,13 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError, StoredEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    Mapper,
+    MapperDeserialisationError,
+    PersistenceError,
+    StoredEvent,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteFactory
 from eventsourcing.utils import Environment, EnvType
@@ -29,7 +36,7 @@ from adapters.chain import GENESIS, events_digest, link
 from adapters.codec import MsgspecMapper
 from ledger.domain import Aggregate, Event, Snapshot
 from ledger.engine import KeyRecord, WriteConflict
-from ledger.errors import InfrastructureError, LedgerError
+from ledger.errors import InfrastructureError, IntegrityBreach, LedgerError
 
 
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
@@ -226,6 +233,17 @@ class StoreConfigError(LedgerError):
     """Raised when a ledger URL or store setting cannot be used."""
 
 
+def _checked_cipher_key(key: str) -> str:
+    """``key`` if it is a base64 AES key of 16, 24 or 32 bytes; a clear error otherwise."""
+    try:
+        size = len(base64.b64decode(key.encode("ascii"), validate=True))
+    except (ValueError, UnicodeError):
+        size = -1
+    if size not in (16, 24, 32):
+        raise StoreConfigError("LEDGER_CIPHER_KEY is not a base64 AES key of 16, 24 or 32 bytes")
+    return key
+
+
 def env_for_url(url: str | None, *, create_tables: bool = True) -> dict[str, str]:
     """The eventsourcing environment for ``sqlite:///path`` or ``postgresql://user@host/db``."""
     if url is None:
@@ -238,7 +256,9 @@ def env_for_url(url: str | None, *, create_tables: bool = True) -> dict[str, str
     }
     cipher_key = os.environ.get("LEDGER_CIPHER_KEY")
     if cipher_key:
-        common["CIPHER_KEY"] = cipher_key
+        common["CIPHER_KEY"] = _checked_cipher_key(cipher_key)
+        # eventsourcing's default cipher needs pycryptodome; ours is the `cryptography` package.
+        common["CIPHER_TOPIC"] = "eventsourcing.cryptography:AESCipher"
     if parsed.scheme == "sqlite":
         path = unquote(parsed.path)
         if parsed.netloc:
@@ -306,6 +326,14 @@ def open_application(env: dict[str, str]) -> LedgerApplication:
         raise InfrastructureError(f"cannot open the event store: {exc}") from None
 
 
+def _undecodable(aggregate_id: str, exc: Exception) -> IntegrityBreach:
+    """A stored event that cannot be read: a wrong ``LEDGER_CIPHER_KEY`` or an edited row."""
+    return IntegrityBreach(
+        f"cannot decode the events of {aggregate_id!r} (wrong or missing LEDGER_CIPHER_KEY,"
+        f" or an edited event; run `ledger verify`): {exc}"
+    )
+
+
 class EventStore:
     """The engine's ``Store`` on an eventsourcing application."""
 
@@ -322,6 +350,8 @@ class EventStore:
             agg: Aggregate = self.app.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
+        except MapperDeserialisationError as exc:
+            raise _undecodable(aggregate_id, exc) from None
         except PersistenceError as exc:
             raise InfrastructureError(f"cannot load {aggregate_id!r}: {exc}") from None
         agg.pending_events = []
@@ -333,6 +363,8 @@ class EventStore:
             for event in self.app.events.get(aggregate.id, gt=aggregate.version):
                 assert isinstance(event, Event)
                 event.mutate(aggregate)
+        except MapperDeserialisationError as exc:
+            raise _undecodable(aggregate.id, exc) from None
         except PersistenceError as exc:
             raise InfrastructureError(f"cannot load {aggregate.id!r}: {exc}") from None
         return aggregate
