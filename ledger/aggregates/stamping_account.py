@@ -315,7 +315,8 @@ class StampingAccount(Aggregate):
         """Checks a consumption may happen; returns the lot to take from ("" if unlimited)."""
         if not self.active:
             raise Rejected("account_blocked", cti_id=self.id)
-        if self.rfc_lock is not None and issuer_rfc != self.rfc_lock:
+        # The lock is stored upper-case (validated RFC); RFCs compare without case.
+        if self.rfc_lock is not None and issuer_rfc.upper() != self.rfc_lock:
             raise Rejected("rfc_not_allowed", cti_id=self.id)
         if self.kind == UNLIMITED:
             if self.valid_until is None or today > self.valid_until:

@@ -1,0 +1,438 @@
+"""Clients and stamping accounts: registration, consumption rules, unlimited CTIs, passwords."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from ledger.aggregates.client import Client
+from ledger.aggregates.stamping_account import StampingAccount
+from ledger.api import Ledger
+from ledger.clock import ManualClock
+from ledger.commands import accounts
+from ledger.errors import Rejected
+from ledger.passwords import verify_password
+from tests.support import (
+    CLIENT,
+    CTI,
+    DISTRIBUTOR,
+    MASTER,
+    build_network,
+    client_profile,
+    consume,
+    distributor_profile,
+)
+
+PASSWORD = "Tr0mbón-azul-77"
+
+
+@pytest.fixture
+def lg(clock: ManualClock) -> Iterator[Ledger]:
+    """A ledger on the in-memory store: D1 with stamps and points; C1's CTI holds 5 stamps."""
+    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
+        build_network(ledger, cti_stamps=5)
+        ledger.execute(
+            {
+                "type": "BuyPackage",
+                "buyer_id": DISTRIBUTOR,
+                "seller_id": MASTER,
+                "package_id": "PTS3000",
+            }
+        )
+        yield ledger
+
+
+def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
+    """The rejection of ``command``, checking that it recorded nothing."""
+    before = len(lg.store.stored_events())
+    with pytest.raises(Rejected) as caught:
+        lg.execute(command)
+    assert len(lg.store.stored_events()) == before
+    return caught.value
+
+
+def open_cti(cti_id: str = "X1", kind: str = "standard", **extra: Any) -> dict[str, Any]:
+    """OpenStampingAccount for C1."""
+    return {
+        "type": "OpenStampingAccount",
+        "cti_id": cti_id,
+        "client_id": CLIENT,
+        "kind": kind,
+        "password": PASSWORD,
+        **extra,
+    }
+
+
+def give_points(quantity: int, transfer_id: str = "P1") -> dict[str, Any]:
+    """D1 sends points to C1."""
+    return {
+        "type": "TransferPoints",
+        "transfer_id": transfer_id,
+        "from_id": DISTRIBUTOR,
+        "to_id": CLIENT,
+        "quantity": quantity,
+    }
+
+
+def register_client(client_id: str = "C2", **extra: Any) -> dict[str, Any]:
+    """RegisterClient under D1."""
+    return {
+        "type": "RegisterClient",
+        "client_id": client_id,
+        "distributor_id": DISTRIBUTOR,
+        "profile": client_profile("Ana", "ana@example.com"),
+        **extra,
+    }
+
+
+def cti(lg: Ledger, cti_id: str = CTI) -> StampingAccount:
+    """The recorded stamping account."""
+    account = lg.engine.current(cti_id)
+    assert isinstance(account, StampingAccount)
+    return account
+
+
+# RegisterClient --------------------------------------------------------------------------------
+
+
+def test_register_client_opens_its_default_cti(lg: Ledger) -> None:
+    """The client and a standard CTI exist together; the outcome names the CTI."""
+    outcome = lg.execute(register_client())
+    assert outcome.cti_id == "C2-cti"
+    client = lg.engine.current("C2")
+    assert isinstance(client, Client)
+    assert (cti(lg, "C2-cti").client_id, cti(lg, "C2-cti").kind) == ("C2", "standard")
+
+
+def test_register_client_takes_a_chosen_cti_id_and_nic(lg: Ledger) -> None:
+    """The caller may name the default CTI and the NIC."""
+    outcome = lg.execute(register_client(cti_id="CTI-77", nic="NIC-77"))
+    assert outcome.cti_id == "CTI-77"
+    client = lg.engine.current("C2")
+    assert isinstance(client, Client)
+    assert (client.nic, cti(lg, "CTI-77").client_id) == ("NIC-77", "C2")
+
+
+def test_register_client_is_atomic_when_the_cti_id_is_taken(lg: Ledger) -> None:
+    """If the default CTI cannot be opened, the client is not registered either."""
+    rejected = rejection(lg, register_client(cti_id=CTI))
+    assert rejected.code == "already_exists"
+    assert lg.engine.current("C2") is None
+
+
+def test_register_client_with_the_same_id_for_both_is_refused(lg: Ledger) -> None:
+    """A client and its CTI cannot share one id; nothing is recorded."""
+    assert rejection(lg, register_client(cti_id="C2")).code == "already_exists"
+    assert lg.engine.current("C2") is None
+
+
+def test_register_client_for_another_distributor_is_not_authorised(lg: Ledger) -> None:
+    """The actor must be the distributor that registers."""
+    assert rejection(lg, register_client(actor=MASTER)).code == "not_authorised"
+
+
+def test_registering_a_taken_client_id_is_already_exists(lg: Ledger) -> None:
+    """A client id is unique."""
+    assert rejection(lg, register_client(CLIENT)).code == "already_exists"
+
+
+# Consumption rules -----------------------------------------------------------------------------
+
+
+def test_consumption_takes_one_stamp(lg: Ledger) -> None:
+    """A stamped CFDI consumes one stamp."""
+    assert lg.execute(consume()).balance_after == 4
+    assert lg.balance(CTI) == 4
+
+
+def test_an_empty_cti_is_insufficient_stamps(lg: Ledger) -> None:
+    """Without stamps the CFDI is refused with the end user's message."""
+    for _ in range(5):
+        lg.execute(consume())
+    rejected = rejection(lg, consume())
+    assert rejected.code == "insufficient_stamps"
+    assert rejected.message == "Sin folios disponibles."
+
+
+def test_a_blocked_cti_cannot_stamp(lg: Ledger) -> None:
+    """Blocking stops consumption with account_blocked."""
+    lg.execute({"type": "BlockStampingAccount", "cti_id": CTI})
+    assert rejection(lg, consume()).code == "account_blocked"
+
+
+def test_a_reactivated_cti_stamps_again(lg: Ledger) -> None:
+    """Reactivation restores consumption."""
+    lg.execute({"type": "BlockStampingAccount", "cti_id": CTI})
+    lg.execute({"type": "ReactivateStampingAccount", "cti_id": CTI})
+    assert lg.execute(consume()).balance_after == 4
+
+
+def test_blocking_twice_is_invalid_transition(lg: Ledger) -> None:
+    """A blocked CTI cannot be blocked again."""
+    lg.execute({"type": "BlockStampingAccount", "cti_id": CTI})
+    assert (
+        rejection(lg, {"type": "BlockStampingAccount", "cti_id": CTI}).code == "invalid_transition"
+    )
+
+
+def test_reactivating_an_active_cti_is_invalid_transition(lg: Ledger) -> None:
+    """An active CTI cannot be reactivated."""
+    rejected = rejection(lg, {"type": "ReactivateStampingAccount", "cti_id": CTI})
+    assert rejected.code == "invalid_transition"
+
+
+def test_blocking_another_distributors_cti_is_not_authorised(lg: Ledger) -> None:
+    """Only the CTI's distributor blocks it."""
+    rejected = rejection(lg, {"type": "BlockStampingAccount", "cti_id": CTI, "actor": MASTER})
+    assert rejected.code == "not_authorised"
+
+
+def test_consuming_on_an_unknown_cti_is_unknown_account(lg: Ledger) -> None:
+    """The CTI must exist."""
+    assert rejection(lg, consume("NOBODY")).code == "unknown_account"
+
+
+def test_an_rfc_lock_refuses_other_issuers(lg: Ledger) -> None:
+    """A CTI locked to an RFC stamps only for that issuer."""
+    lg.execute(open_cti(rfc_lock="MAB9307148T4"))
+    lg.execute(
+        {
+            "type": "TransferStamps",
+            "transfer_id": "T9",
+            "from_id": DISTRIBUTOR,
+            "to_id": "X1",
+            "quantity": 3,
+        }
+    )
+    assert rejection(lg, consume("X1")).code == "rfc_not_allowed"
+
+
+def test_an_rfc_lock_accepts_its_issuer(lg: Ledger) -> None:
+    """The locked RFC stamps."""
+    lg.execute(open_cti(rfc_lock="MAB9307148T4"))
+    lg.execute(
+        {
+            "type": "TransferStamps",
+            "transfer_id": "T9",
+            "from_id": DISTRIBUTOR,
+            "to_id": "X1",
+            "quantity": 3,
+        }
+    )
+    assert lg.execute(consume("X1", issuer_rfc="MAB9307148T4")).balance_after == 2
+
+
+def test_an_rfc_lock_ignores_the_case_of_the_issuer_rfc(lg: Ledger) -> None:
+    """RFCs are case-insensitive: the lock is stored upper-case and matches a lower-case issuer."""
+    lg.execute(open_cti(rfc_lock="mab9307148t4"))
+    lg.execute(
+        {
+            "type": "TransferStamps",
+            "transfer_id": "T9",
+            "from_id": DISTRIBUTOR,
+            "to_id": "X1",
+            "quantity": 3,
+        }
+    )
+    assert lg.execute(consume("X1", issuer_rfc="mab9307148t4")).balance_after == 2
+
+
+# Unlimited accounts ----------------------------------------------------------------------------
+
+
+def test_an_unlimited_cti_is_paid_in_points_from_the_clients_wallet(lg: Ledger) -> None:
+    """Opening an unlimited CTI spends the yearly fee from the client's points."""
+    lg.execute(give_points(2_000))
+    outcome = lg.execute(open_cti("U1", "unlimited"))
+    assert outcome.cti_id == "U1"
+    assert lg.balance(CLIENT, "points") == 500
+    account = cti(lg, "U1")
+    assert (account.kind, str(account.valid_until)) == ("unlimited", "2027-01-05")
+
+
+def test_an_unlimited_cti_without_points_is_insufficient_points(lg: Ledger) -> None:
+    """The fee must be covered by the wallet; nothing opens otherwise."""
+    lg.execute(give_points(1_499))
+    assert rejection(lg, open_cti("U1", "unlimited")).code == "insufficient_points"
+    assert lg.engine.current("U1") is None
+
+
+def test_an_unlimited_cti_stamps_without_a_balance(lg: Ledger) -> None:
+    """Consumptions are recorded but no balance is held or taken."""
+    lg.execute(give_points(1_500))
+    lg.execute(open_cti("U1", "unlimited"))
+    outcome = lg.execute(consume("U1"))
+    assert (outcome.balance_after, lg.balance("U1"), cti(lg, "U1").used) == (0, 0, 1)
+
+
+def test_an_unlimited_cti_expires_after_a_year(lg: Ledger, clock: ManualClock) -> None:
+    """The day after its validity the unlimited CTI refuses with unlimited_expired."""
+    lg.execute(give_points(1_500))
+    lg.execute(open_cti("U1", "unlimited"))
+    clock.advance(timedelta(days=366))
+    assert rejection(lg, consume("U1")).code == "unlimited_expired"
+
+
+def test_renewing_an_unlimited_cti_charges_another_year(lg: Ledger, clock: ManualClock) -> None:
+    """A renewal spends the fee again and extends validity by a year from its end."""
+    lg.execute(give_points(3_000))
+    lg.execute(open_cti("U1", "unlimited"))
+    outcome = lg.execute({"type": "RenewUnlimitedAccount", "cti_id": "U1"})
+    assert outcome.details == {"valid_until": "2028-01-05"}
+    assert lg.balance(CLIENT, "points") == 0
+
+
+def test_renewing_a_standard_cti_is_wrong_account_kind(lg: Ledger) -> None:
+    """Only unlimited CTIs renew."""
+    assert (
+        rejection(lg, {"type": "RenewUnlimitedAccount", "cti_id": CTI}).code == "wrong_account_kind"
+    )
+
+
+def test_opening_a_cti_for_another_distributors_client_is_not_authorised(lg: Ledger) -> None:
+    """The actor must be the client's distributor."""
+    assert rejection(lg, open_cti(actor=MASTER)).code == "not_authorised"
+
+
+def test_opening_a_taken_cti_id_is_already_exists(lg: Ledger) -> None:
+    """A CTI id is unique."""
+    assert rejection(lg, open_cti(CTI)).code == "already_exists"
+
+
+# Passwords -------------------------------------------------------------------------------------
+
+
+def test_passwords_are_never_stored_in_plaintext(lg: Ledger) -> None:
+    """Neither the events nor the idempotency index hold the password or its UTF-8 bytes."""
+    lg.execute(open_cti())
+    lg.execute({"type": "ResetStampingPassword", "cti_id": "X1", "password": PASSWORD + "!"})
+    stored = b"".join(row.state for row in lg.store.stored_events())
+    assert PASSWORD.encode() not in stored
+    assert PASSWORD.encode("unicode_escape") not in stored
+    assert b"Tr0mb" not in stored
+
+
+def test_the_stored_hash_verifies_the_password(lg: Ledger) -> None:
+    """Only a salted hash is kept, and it verifies the password."""
+    lg.execute(open_cti())
+    stored_hash = cti(lg, "X1").password_hash
+    assert stored_hash is not None
+    assert stored_hash.startswith("scrypt$")
+    assert verify_password(PASSWORD, stored_hash)
+
+
+def test_verify_credentials_accepts_the_right_password(lg: Ledger) -> None:
+    """The right password is valid, and checking it records nothing."""
+    lg.execute(open_cti())
+    before = len(lg.store.stored_events())
+    outcome = lg.execute(
+        {"type": "VerifyStampingCredentials", "cti_id": "X1", "password": PASSWORD}
+    )
+    assert outcome.valid is True
+    assert len(lg.store.stored_events()) == before
+
+
+def test_verify_credentials_refuses_a_wrong_password(lg: Ledger) -> None:
+    """A wrong password is invalid_credentials."""
+    lg.execute(open_cti())
+    rejected = rejection(
+        lg, {"type": "VerifyStampingCredentials", "cti_id": "X1", "password": "nope-nope"}
+    )
+    assert rejected.code == "invalid_credentials"
+
+
+def test_verify_credentials_answers_the_same_for_an_unknown_cti(lg: Ledger) -> None:
+    """An unknown id is indistinguishable from a wrong password."""
+    rejected = rejection(
+        lg, {"type": "VerifyStampingCredentials", "cti_id": "NOBODY", "password": PASSWORD}
+    )
+    assert rejected.code == "invalid_credentials"
+
+
+def test_verify_credentials_uses_the_constant_time_check(
+    lg: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check goes through ``verify_password`` (hmac.compare_digest), never ``==`` on hashes."""
+    lg.execute(open_cti())
+    calls: list[str] = []
+
+    def spy(plaintext: str, stored: str) -> bool:
+        calls.append(stored)
+        return verify_password(plaintext, stored)
+
+    monkeypatch.setattr(accounts, "verify_password", spy)
+    lg.execute({"type": "VerifyStampingCredentials", "cti_id": "X1", "password": PASSWORD})
+    assert calls == [cti(lg, "X1").password_hash]
+
+
+def test_a_reset_password_replaces_the_old_one(lg: Ledger) -> None:
+    """After a reset the new password verifies and the old one does not."""
+    lg.execute(open_cti())
+    lg.execute({"type": "ResetStampingPassword", "cti_id": "X1", "password": "otra-clave-99"})
+    verify = {"type": "VerifyStampingCredentials", "cti_id": "X1"}
+    assert lg.execute({**verify, "password": "otra-clave-99"}).valid is True
+    assert rejection(lg, {**verify, "password": PASSWORD}).code == "invalid_credentials"
+
+
+def test_verify_credentials_of_a_blocked_cti_is_account_blocked(lg: Ledger) -> None:
+    """A blocked account does not log in, even with the right password."""
+    lg.execute(open_cti())
+    lg.execute({"type": "BlockStampingAccount", "cti_id": "X1"})
+    rejected = rejection(
+        lg, {"type": "VerifyStampingCredentials", "cti_id": "X1", "password": PASSWORD}
+    )
+    assert rejected.code == "account_blocked"
+
+
+# Admin profiles --------------------------------------------------------------------------------
+
+
+def admin(email: str, client_id: str = CLIENT) -> dict[str, Any]:
+    """AssignAdminProfile for a client."""
+    return {
+        "type": "AssignAdminProfile",
+        "client_id": client_id,
+        "email": email,
+        "mobile": "5512345678",
+    }
+
+
+def test_a_fresh_email_becomes_the_clients_admin(lg: Ledger) -> None:
+    """An address that administers nothing else is assigned."""
+    lg.execute(admin("admin@cliente.mx"))
+    client = lg.engine.current(CLIENT)
+    assert isinstance(client, Client)
+    assert client.admin_email == "admin@cliente.mx"
+
+
+def test_a_distributors_login_cannot_administer_a_client(lg: Ledger) -> None:
+    """The e-mail of a distributor's profile is admin_profile_not_allowed, in any case."""
+    assert rejection(lg, admin("UNO@example.com")).code == "admin_profile_not_allowed"
+
+
+def test_a_sub_distributors_login_cannot_administer_a_client(lg: Ledger) -> None:
+    """Any distributor's login is refused, not only the client's own distributor."""
+    lg.execute(
+        {
+            "type": "RegisterDistributor",
+            "distributor_id": "D2",
+            "parent_id": MASTER,
+            "profile": distributor_profile("Dos", "dos@example.com"),
+        }
+    )
+    assert rejection(lg, admin("dos@example.com")).code == "admin_profile_not_allowed"
+
+
+def test_one_email_may_administer_two_clients(lg: Ledger) -> None:
+    """A client login may serve several clients."""
+    lg.execute(register_client())
+    lg.execute(admin("admin@cliente.mx"))
+    assert lg.execute(admin("admin@cliente.mx", "C2")).ok
+
+
+def test_assigning_an_admin_for_another_distributors_client_is_not_authorised(lg: Ledger) -> None:
+    """The actor must be the client's distributor."""
+    assert rejection(lg, {**admin("a@b.mx"), "actor": MASTER}).code == "not_authorised"

@@ -1,0 +1,239 @@
+"""Input rules: `invalid_command` for schema errors, `invalid_rfc` for RFCs (DESIGN §4, §5)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ledger.api import Ledger
+from ledger.clock import ManualClock
+from ledger.errors import Rejected
+from ledger.rfc import CHECK_DIGIT_WARNING
+from tests.support import CLIENT, DISTRIBUTOR, build_network, client_profile
+
+
+@pytest.fixture
+def lg(clock: ManualClock) -> Iterator[Ledger]:
+    """A ledger on the in-memory store with the standard network."""
+    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
+        build_network(ledger)
+        yield ledger
+
+
+def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
+    """The rejection of ``command``, checking that it recorded nothing."""
+    before = len(lg.store.stored_events())
+    with pytest.raises(Rejected) as caught:
+        lg.execute(command)
+    assert len(lg.store.stored_events()) == before
+    return caught.value
+
+
+def fields(rejected: Rejected) -> list[str]:
+    """The field names a schema rejection reports."""
+    return [error["field"] for error in rejected.details["errors"]]
+
+
+def register_client(client_id: str = "C2", **profile: Any) -> dict[str, Any]:
+    """A RegisterClient command under D1 with ``profile`` overrides."""
+    return {
+        "type": "RegisterClient",
+        "client_id": client_id,
+        "distributor_id": DISTRIBUTOR,
+        "profile": {**client_profile(), **profile},
+    }
+
+
+# invalid_command -------------------------------------------------------------------------------
+
+
+def test_wrong_type_of_field_is_invalid_command_naming_the_field(lg: Ledger) -> None:
+    """A quantity that is not an integer is refused with the field's name."""
+    rejected = rejection(
+        lg,
+        {
+            "type": "TransferStamps",
+            "transfer_id": "T1",
+            "from_id": DISTRIBUTOR,
+            "to_id": "C1-cti",
+            "quantity": "diez",
+        },
+    )
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["TransferStamps.quantity"]
+
+
+def test_missing_field_is_invalid_command_naming_the_field(lg: Ledger) -> None:
+    """A command without a required field names the missing field."""
+    rejected = rejection(
+        lg, {"type": "TransferStamps", "transfer_id": "T1", "from_id": DISTRIBUTOR, "quantity": 1}
+    )
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["TransferStamps.to_id"]
+
+
+def test_unknown_field_is_invalid_command(lg: Ledger) -> None:
+    """A misspelt field is an error, not silently ignored."""
+    rejected = rejection(lg, {"type": "TagClient", "client_id": CLIENT, "favorite": True})
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["TagClient.favorite"]
+
+
+def test_unknown_command_type_is_invalid_command(lg: Ledger) -> None:
+    """A command type the ledger does not know is refused."""
+    assert rejection(lg, {"type": "StealStamps"}).code == "invalid_command"
+
+
+@pytest.mark.parametrize("quantity", [0, -5, 1.5, True])
+def test_quantity_must_be_a_positive_integer(lg: Ledger, quantity: object) -> None:
+    """Zero, negative, fractional and boolean quantities are refused."""
+    rejected = rejection(
+        lg,
+        {
+            "type": "TransferStamps",
+            "transfer_id": "T1",
+            "from_id": DISTRIBUTOR,
+            "to_id": "C1-cti",
+            "quantity": quantity,
+        },
+    )
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["TransferStamps.quantity"]
+
+
+@pytest.mark.parametrize("amount", ["10", "10.5", "-1.00", "1,000.00", "abc"])
+def test_money_needs_two_decimals(lg: Ledger, amount: str) -> None:
+    """Money fields are strings with exactly two decimals."""
+    rejected = rejection(
+        lg,
+        {
+            "type": "TransferStamps",
+            "transfer_id": "T1",
+            "from_id": DISTRIBUTOR,
+            "to_id": "C1-cti",
+            "quantity": 1,
+            "amount": amount,
+        },
+    )
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["TransferStamps.amount"]
+
+
+def test_schema_errors_never_echo_input_values(lg: Ledger) -> None:
+    """Neither the message nor the details repeat what the caller sent (it may be personal)."""
+    secret = "Zq7-s3c"  # too short for a password and not an e-mail address
+    rejected = rejection(
+        lg,
+        {"type": "OpenStampingAccount", "cti_id": "X1", "client_id": CLIENT, "password": secret},
+    )
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["OpenStampingAccount.password"]
+    assert secret not in repr(rejected.to_dict())
+    profile_rejected = rejection(lg, register_client(email=secret))
+    assert fields(profile_rejected) == ["RegisterClient.profile.email"]
+    assert secret not in repr(profile_rejected.to_dict())
+
+
+def test_postal_code_needs_five_digits(lg: Ledger) -> None:
+    """A postal code of four digits is refused."""
+    rejected = rejection(lg, register_client(postal_code="0660"))
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["RegisterClient.profile.postal_code"]
+
+
+def test_regimen_outside_the_catalogue_is_invalid_command(lg: Ledger) -> None:
+    """A régimen fiscal that is not a CFDI 4.0 code is refused."""
+    rejected = rejection(lg, register_client(regimen_fiscal="999"))
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["RegisterClient.profile.regimen_fiscal"]
+
+
+def test_aware_stamping_time_is_required(lg: Ledger) -> None:
+    """A stamping time without an offset is refused."""
+    rejected = rejection(
+        lg,
+        {
+            "type": "ConsumeStamp",
+            "cti_id": "C1-cti",
+            "cfdi_uuid": "6f1c1a2e-0000-4000-8000-000000000001",
+            "issuer_rfc": "GODE561231GR8",
+            "stamped_at": "2026-01-05T10:00:00",
+        },
+    )
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["ConsumeStamp.stamped_at"]
+
+
+# invalid_rfc -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rfc", "reason"),
+    [
+        ("GODE-561231-GR8", "characters"),  # hyphens
+        ("GODE561231G", "length"),  # 11 characters
+        ("GODE561231GR8X", "length"),  # 14 characters
+        ("1ODE561231GR8", "format"),  # a digit where the name letters go
+        ("GODE561331GR8", "date"),  # month 13
+        ("GODE560230GR8", "date"),  # 30 February
+    ],
+)
+def test_bad_rfc_is_invalid_rfc(lg: Ledger, rfc: str, reason: str) -> None:
+    """A bad format, length or date of the client's RFC is an error."""
+    rejected = rejection(lg, register_client(rfc=rfc))
+    assert rejected.code == "invalid_rfc"
+    assert fields(rejected) == ["RegisterClient.profile.rfc"]
+
+
+@pytest.mark.parametrize("rfc", ["XAXX010101000", "XEXX010101000"])
+def test_generic_rfcs_are_allowed(lg: Ledger, rfc: str) -> None:
+    """The SAT's generic RFCs register without warnings."""
+    outcome = lg.execute(register_client(rfc=rfc, regimen_fiscal="616", uso_cfdi="S01"))
+    assert outcome.ok
+    assert outcome.warnings == ()
+
+
+def test_twelve_character_rfc_registers_a_persona_moral(lg: Ledger) -> None:
+    """A 12-character RFC (persona moral) is accepted with a régimen for morales."""
+    outcome = lg.execute(register_client(rfc="MAB9307148T4", regimen_fiscal="601"))
+    assert outcome.warnings == ()
+    assert lg.engine.current("C2").profile["rfc"] == "MAB9307148T4"  # type: ignore[union-attr]
+
+
+def test_lower_case_rfc_is_stored_upper_case(lg: Ledger) -> None:
+    """An RFC typed in lower case is normalised."""
+    lg.execute(register_client(rfc="gode561231gr8"))
+    assert lg.engine.current("C2").profile["rfc"] == "GODE561231GR8"  # type: ignore[union-attr]
+
+
+def test_bad_check_digit_is_only_a_warning(lg: Ledger) -> None:
+    """An RFC whose check digit does not verify registers, with a warning in the outcome."""
+    outcome = lg.execute(register_client(rfc="GODE561231GR9"))
+    assert outcome.ok
+    assert outcome.warnings == (CHECK_DIGIT_WARNING,)
+    assert lg.balance("C2-cti") == 0
+
+
+def test_bad_rfc_lock_is_invalid_rfc(lg: Ledger) -> None:
+    """A CTI's RFC lock is checked like any RFC."""
+    rejected = rejection(
+        lg,
+        {
+            "type": "OpenStampingAccount",
+            "cti_id": "X1",
+            "client_id": CLIENT,
+            "password": "correct horse",
+            "rfc_lock": "GODE561331GR8",
+        },
+    )
+    assert rejected.code == "invalid_rfc"
+
+
+def test_bad_master_rfc_is_invalid_rfc(lg: Ledger) -> None:
+    """The master account's RFC is checked too."""
+    rejected = rejection(
+        lg, {"type": "OpenMasterAccount", "master_id": "M2", "name": "Otra", "rfc": "SAT97"}
+    )
+    assert rejected.code == "invalid_rfc"

@@ -1,0 +1,422 @@
+"""Movements: purchases, transfers, mass transfers and reclaims (DESIGN §4, §5)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ledger.api import Ledger
+from ledger.clock import ManualClock
+from ledger.errors import Rejected
+from tests.support import (
+    CLIENT,
+    CTI,
+    DISTRIBUTOR,
+    MASTER,
+    build_network,
+    client_profile,
+    distributor_profile,
+)
+
+OTHER = "D2"
+OTHER_CLIENT = "C2"
+OTHER_CTI = "C2-cti"
+
+
+@pytest.fixture
+def lg(clock: ManualClock) -> Iterator[Ledger]:
+    """A ledger on the in-memory store: D1 with 10,000 stamps and 3,000 points, and a rival D2."""
+    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
+        build_network(ledger)
+        results = ledger.execute_many(
+            [
+                buy("PTS3000"),
+                {
+                    "type": "RegisterDistributor",
+                    "distributor_id": OTHER,
+                    "parent_id": MASTER,
+                    "profile": distributor_profile("Dos", "dos@example.com"),
+                },
+                {"type": "ValidateDistributor", "distributor_id": OTHER, "actor": MASTER},
+                {
+                    "type": "ActivateDistributor",
+                    "distributor_id": OTHER,
+                    "actor": MASTER,
+                    "expires_on": "2027-01-31",
+                },
+                {
+                    "type": "RegisterClient",
+                    "client_id": OTHER_CLIENT,
+                    "distributor_id": OTHER,
+                    "profile": client_profile("Ana", "ana@example.com"),
+                },
+            ]
+        )
+        assert all(getattr(r, "ok", False) for r in results), results
+        yield ledger
+
+
+def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
+    """The rejection of ``command``, checking that it recorded nothing."""
+    before = len(lg.store.stored_events())
+    with pytest.raises(Rejected) as caught:
+        lg.execute(command)
+    assert len(lg.store.stored_events()) == before
+    return caught.value
+
+
+def buy(package_id: str = "P1000", count: int = 1, **extra: Any) -> dict[str, Any]:
+    """D1 buys from the master account."""
+    return {
+        "type": "BuyPackage",
+        "buyer_id": DISTRIBUTOR,
+        "seller_id": MASTER,
+        "package_id": package_id,
+        "count": count,
+        **extra,
+    }
+
+
+def stamps(
+    to_id: str = CTI, quantity: int = 10, transfer_id: str = "T1", **extra: Any
+) -> dict[str, Any]:
+    """A stamp transfer from D1."""
+    return {
+        "type": "TransferStamps",
+        "transfer_id": transfer_id,
+        "from_id": DISTRIBUTOR,
+        "to_id": to_id,
+        "quantity": quantity,
+        "amount": "5.00",
+        **extra,
+    }
+
+
+def points(
+    to_id: str = CLIENT, quantity: int = 100, transfer_id: str = "P1", **extra: Any
+) -> dict[str, Any]:
+    """A point transfer from D1."""
+    return {
+        "type": "TransferPoints",
+        "transfer_id": transfer_id,
+        "from_id": DISTRIBUTOR,
+        "to_id": to_id,
+        "quantity": quantity,
+        **extra,
+    }
+
+
+def sub_distributor(lg: Ledger) -> str:
+    """Registers and activates D1's sub-distributor ``D1a`` (D1 contracts Multinivel)."""
+    results = lg.execute_many(
+        [
+            {
+                "type": "ContractSubscription",
+                "distributor_id": DISTRIBUTOR,
+                "product": "Multinivel",
+                "annual_price": "1200.00",
+            },
+            {
+                "type": "RegisterDistributor",
+                "distributor_id": "D1a",
+                "parent_id": DISTRIBUTOR,
+                "profile": distributor_profile("Sub", "sub@example.com"),
+            },
+            {"type": "ValidateDistributor", "distributor_id": "D1a", "actor": DISTRIBUTOR},
+            {
+                "type": "ActivateDistributor",
+                "distributor_id": "D1a",
+                "actor": DISTRIBUTOR,
+                "expires_on": "2026-12-31",
+            },
+        ]
+    )
+    assert all(getattr(r, "ok", False) for r in results), results
+    return "D1a"
+
+
+# Purchases -------------------------------------------------------------------------------------
+
+
+def test_buying_issues_new_credits_from_the_master(lg: Ledger) -> None:
+    """A purchase from the master grows the buyer's inventory and the issuance source's debt."""
+    outcome = lg.execute(buy(count=3))
+    assert outcome.balance_after == 13_000
+    assert len(outcome.sale_ids) == 1
+    assert (lg.balance(DISTRIBUTOR), lg.balance(MASTER)) == (13_000, -13_000)
+
+
+def test_buying_points_fills_the_points_book_only(lg: Ledger) -> None:
+    """Points and stamps are separate books."""
+    lg.execute(buy("PTS3000"))
+    assert (lg.balance(DISTRIBUTOR, "points"), lg.balance(DISTRIBUTOR, "stamps")) == (6_000, 10_000)
+    assert lg.balance(MASTER, "points") == -6_000
+
+
+def test_buying_from_a_seller_that_is_not_the_parent_is_not_authorised(lg: Ledger) -> None:
+    """A distributor buys only from its parent."""
+    rejected = rejection(lg, {**buy(), "seller_id": OTHER})
+    assert rejected.code == "not_authorised"
+
+
+def test_buying_for_another_distributor_is_not_authorised(lg: Ledger) -> None:
+    """The actor must be the buyer."""
+    assert rejection(lg, buy(actor=OTHER)).code == "not_authorised"
+
+
+def test_buying_an_unknown_package_is_refused(lg: Ledger) -> None:
+    """A package not in the seller's catalogue is unknown_package."""
+    assert rejection(lg, buy("NOPE")).code == "unknown_package"
+
+
+def test_a_sub_distributor_buys_from_its_parents_inventory(lg: Ledger) -> None:
+    """A parent distributor sells from its own stock: nothing new is issued."""
+    sub = sub_distributor(lg)
+    lg.execute(
+        {
+            "type": "DefinePackage",
+            "seller_id": DISTRIBUTOR,
+            "package_id": "SUB500",
+            "unit": "stamps",
+            "quantity": 500,
+            "price": "300.00",
+            "audience": "distributor",
+        }
+    )
+    lg.execute(
+        {
+            "type": "BuyPackage",
+            "buyer_id": sub,
+            "seller_id": DISTRIBUTOR,
+            "package_id": "SUB500",
+            "count": 2,
+        }
+    )
+    assert (lg.balance(sub), lg.balance(DISTRIBUTOR), lg.balance(MASTER)) == (1_000, 9_000, -10_000)
+
+
+def test_a_parent_short_of_stock_cannot_sell(lg: Ledger) -> None:
+    """A distributor's sale to a sub-distributor is limited by its inventory."""
+    sub = sub_distributor(lg)
+    lg.execute(
+        {
+            "type": "DefinePackage",
+            "seller_id": DISTRIBUTOR,
+            "package_id": "BIG",
+            "unit": "stamps",
+            "quantity": 6_000,
+            "price": "300.00",
+            "audience": "distributor",
+        }
+    )
+    rejected = rejection(
+        lg,
+        {
+            "type": "BuyPackage",
+            "buyer_id": sub,
+            "seller_id": DISTRIBUTOR,
+            "package_id": "BIG",
+            "count": 2,
+        },
+    )
+    assert rejected.code == "insufficient_inventory"
+
+
+# Transfers -------------------------------------------------------------------------------------
+
+
+def test_transfer_to_a_cti_moves_stamps_and_records_a_sale(lg: Ledger) -> None:
+    """The distributor's inventory goes down and the CTI's balance up by the same quantity."""
+    outcome = lg.execute(stamps(quantity=25))
+    assert (outcome.balance_after, outcome.sale_ids) == (9_975, ("T1",))
+    assert (lg.balance(DISTRIBUTOR), lg.balance(CTI)) == (9_975, 25)
+
+
+def test_transfer_to_a_sub_distributor_moves_inventory(lg: Ledger) -> None:
+    """Stamps go to a sub-distributor's inventory."""
+    sub = sub_distributor(lg)
+    lg.execute(stamps(to_id=sub, quantity=400))
+    assert (lg.balance(DISTRIBUTOR), lg.balance(sub)) == (9_600, 400)
+
+
+def test_transfer_of_points_to_a_client_fills_its_wallet(lg: Ledger) -> None:
+    """Points go to the client's wallet."""
+    lg.execute(points(quantity=1_500))
+    assert (lg.balance(DISTRIBUTOR, "points"), lg.balance(CLIENT, "points")) == (1_500, 1_500)
+
+
+def test_transfer_beyond_inventory_is_insufficient_inventory(lg: Ledger) -> None:
+    """A distributor cannot send more stamps than it holds."""
+    rejected = rejection(lg, stamps(quantity=10_001))
+    assert rejected.code == "insufficient_inventory"
+    assert (rejected.details["available"], rejected.details["requested"]) == (10_000, 10_001)
+
+
+def test_points_beyond_the_pool_are_insufficient_points(lg: Ledger) -> None:
+    """A distributor cannot send more points than it holds."""
+    assert rejection(lg, points(quantity=3_001)).code == "insufficient_points"
+
+
+def test_transfer_by_another_actor_is_not_authorised(lg: Ledger) -> None:
+    """Only the owner of the inventory moves it."""
+    assert rejection(lg, stamps(actor=OTHER)).code == "not_authorised"
+
+
+def test_transfer_to_another_distributors_cti_is_not_authorised(lg: Ledger) -> None:
+    """A distributor sends stamps only to CTIs of its own clients."""
+    assert rejection(lg, stamps(to_id=OTHER_CTI)).code == "not_authorised"
+
+
+def test_points_to_another_distributors_client_are_not_authorised(lg: Ledger) -> None:
+    """A distributor sends points only to its own clients."""
+    assert rejection(lg, points(to_id=OTHER_CLIENT)).code == "not_authorised"
+
+
+def test_transfer_to_a_distributor_that_is_not_a_child_is_not_authorised(lg: Ledger) -> None:
+    """A sibling distributor is not a sub-distributor."""
+    assert rejection(lg, stamps(to_id=OTHER)).code == "not_authorised"
+
+
+def test_transfer_to_an_unknown_account_is_unknown_account(lg: Ledger) -> None:
+    """The receiver must exist."""
+    assert rejection(lg, stamps(to_id="NOBODY")).code == "unknown_account"
+
+
+def test_transfer_from_an_unknown_account_is_unknown_account(lg: Ledger) -> None:
+    """The sender must exist."""
+    assert rejection(lg, {**stamps(), "from_id": "NOBODY"}).code == "unknown_account"
+
+
+def test_stamps_to_a_client_rather_than_its_cti_are_wrong_account_kind(lg: Ledger) -> None:
+    """Stamps live in stamping accounts, not in the client."""
+    assert rejection(lg, stamps(to_id=CLIENT)).code == "wrong_account_kind"
+
+
+def test_points_to_a_cti_are_wrong_account_kind(lg: Ledger) -> None:
+    """Points live in the client's wallet, not in a CTI."""
+    assert rejection(lg, points(to_id=CTI)).code == "wrong_account_kind"
+
+
+def test_stamps_to_an_unlimited_cti_are_wrong_account_kind(lg: Ledger) -> None:
+    """An unlimited account holds no stamp balance."""
+    lg.execute(points(quantity=1_500))
+    lg.execute(
+        {
+            "type": "OpenStampingAccount",
+            "cti_id": "U1",
+            "client_id": CLIENT,
+            "kind": "unlimited",
+            "password": "correct horse",
+        }
+    )
+    assert rejection(lg, stamps(to_id="U1")).code == "wrong_account_kind"
+
+
+def test_transfer_to_a_cancelled_sub_distributor_is_refused(lg: Ledger) -> None:
+    """A cancelled distributor receives nothing."""
+    sub = sub_distributor(lg)
+    lg.execute({"type": "SuspendDistributor", "distributor_id": sub, "actor": DISTRIBUTOR})
+    lg.execute({"type": "CancelDistributor", "distributor_id": sub, "actor": DISTRIBUTOR})
+    assert rejection(lg, stamps(to_id=sub)).code == "distributor_not_active"
+
+
+# Mass transfers --------------------------------------------------------------------------------
+
+
+def mass(*lines: tuple[str, int], batch_id: str = "B1") -> dict[str, Any]:
+    """A mass stamp transfer from D1."""
+    return {
+        "type": "MassTransfer",
+        "batch_id": batch_id,
+        "from_id": DISTRIBUTOR,
+        "lines": [
+            {"to_id": to_id, "quantity": quantity, "amount": "1.00"} for to_id, quantity in lines
+        ],
+    }
+
+
+def test_mass_transfer_moves_every_line(lg: Ledger) -> None:
+    """All lines are applied, each a sale of its own."""
+    sub = sub_distributor(lg)
+    outcome = lg.execute(mass((CTI, 10), (sub, 200), (CTI, 5)))
+    assert (outcome.sale_ids, outcome.balance_after) == (("B1.1", "B1.2", "B1.3"), 9_785)
+    assert (lg.balance(CTI), lg.balance(sub), lg.balance(DISTRIBUTOR)) == (15, 200, 9_785)
+
+
+def test_mass_transfer_beyond_inventory_moves_nothing(lg: Ledger) -> None:
+    """When the total exceeds the inventory, no line is applied."""
+    rejected = rejection(lg, mass((CTI, 6_000), (CTI, 4_001)))
+    assert rejected.code == "insufficient_inventory"
+    assert (lg.balance(CTI), lg.balance(DISTRIBUTOR)) == (0, 10_000)
+
+
+def test_mass_transfer_with_one_foreign_line_moves_nothing(lg: Ledger) -> None:
+    """One line to another distributor's CTI refuses the whole batch."""
+    rejected = rejection(lg, mass((CTI, 10), (OTHER_CTI, 10)))
+    assert rejected.code == "not_authorised"
+    assert lg.balance(CTI) == 0
+
+
+def test_mass_transfer_with_one_unknown_line_moves_nothing(lg: Ledger) -> None:
+    """One line to an unknown account refuses the whole batch."""
+    assert rejection(lg, mass((CTI, 10), ("NOBODY", 10))).code == "unknown_account"
+    assert lg.balance(CTI) == 0
+
+
+def test_mass_transfer_of_points_fills_wallets(lg: Ledger) -> None:
+    """A mass transfer may move points to clients."""
+    lg.execute({**mass((CLIENT, 100), (CLIENT, 50)), "unit": "points"})
+    assert (lg.balance(CLIENT, "points"), lg.balance(DISTRIBUTOR, "points")) == (150, 2_850)
+
+
+# Reclaims --------------------------------------------------------------------------------------
+
+
+def reclaim(quantity: int, transfer_id: str = "R1", **extra: Any) -> dict[str, Any]:
+    """D1 takes stamps back from its client's CTI."""
+    return {
+        "type": "ReclaimStamps",
+        "transfer_id": transfer_id,
+        "from_cti_id": CTI,
+        "quantity": quantity,
+        "reason": "falta de pago",
+        **extra,
+    }
+
+
+def test_reclaim_returns_unused_stamps_to_the_distributor(lg: Ledger) -> None:
+    """Reclaimed stamps leave the CTI and return to the inventory."""
+    lg.execute(stamps(quantity=30))
+    outcome = lg.execute(reclaim(12))
+    assert outcome.balance_after == 18
+    assert (lg.balance(CTI), lg.balance(DISTRIBUTOR)) == (18, 9_982)
+
+
+def test_reclaim_beyond_the_balance_is_insufficient_stamps(lg: Ledger) -> None:
+    """A reclaim never takes a CTI below zero."""
+    lg.execute(stamps(quantity=5))
+    assert rejection(lg, reclaim(6)).code == "insufficient_stamps"
+    assert lg.balance(CTI) == 5
+
+
+def test_reclaim_by_another_distributor_is_not_authorised(lg: Ledger) -> None:
+    """Only the CTI's distributor reclaims."""
+    lg.execute(stamps(quantity=5))
+    assert rejection(lg, reclaim(1, actor=OTHER)).code == "not_authorised"
+
+
+def test_reclaim_from_an_unlimited_cti_is_wrong_account_kind(lg: Ledger) -> None:
+    """An unlimited account has no stamps to give back."""
+    lg.execute(points(quantity=1_500))
+    lg.execute(
+        {
+            "type": "OpenStampingAccount",
+            "cti_id": "U1",
+            "client_id": CLIENT,
+            "kind": "unlimited",
+            "password": "correct horse",
+        }
+    )
+    assert rejection(lg, {**reclaim(1), "from_cti_id": "U1"}).code == "wrong_account_kind"

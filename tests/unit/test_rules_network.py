@@ -1,0 +1,368 @@
+"""The distributor network: registration, the status machine, who may move it (DESIGN §4, §5)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from ledger.aggregates.distributor import Distributor
+from ledger.api import Ledger
+from ledger.clock import ManualClock
+from ledger.errors import Rejected
+from tests.support import CTI, DISTRIBUTOR, MASTER, build_network, distributor_profile
+
+NEW = "D9"
+EXPIRES_ON = "2026-06-30"
+ACTIONS = {
+    "validate": ("ValidateDistributor", {}),
+    "activate": ("ActivateDistributor", {"expires_on": "2030-12-31"}),
+    "suspend": ("SuspendDistributor", {}),
+    "reactivate": ("ReactivateDistributor", {}),
+    "renew": ("RenewDistributor", {"expires_on": "2030-12-31"}),
+    "cancel": ("CancelDistributor", {}),
+}
+STATUSES = ("unvalidated", "unactivated", "active", "suspended", "expired", "cancelled", "purged")
+ALLOWED = {
+    ("unvalidated", "validate"): "unactivated",
+    ("unactivated", "activate"): "active",
+    ("active", "suspend"): "suspended",
+    ("suspended", "reactivate"): "active",
+    ("active", "renew"): "active",
+    ("expired", "renew"): "active",
+    ("expired", "cancel"): "cancelled",
+    ("suspended", "cancel"): "cancelled",
+}
+ILLEGAL = sorted(set(itertools.product(STATUSES, ACTIONS)) - set(ALLOWED))
+
+
+@pytest.fixture
+def lg(clock: ManualClock) -> Iterator[Ledger]:
+    """A ledger on the in-memory store with the standard network."""
+    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
+        build_network(ledger)
+        yield ledger
+
+
+def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
+    """The rejection of ``command``, checking that it recorded nothing."""
+    before = len(lg.store.stored_events())
+    with pytest.raises(Rejected) as caught:
+        lg.execute(command)
+    assert len(lg.store.stored_events()) == before
+    return caught.value
+
+
+def act(action: str, distributor_id: str = NEW, actor: str | None = MASTER) -> dict[str, Any]:
+    """The status command of ``action`` on ``distributor_id`` by ``actor``."""
+    command_type, extra = ACTIONS[action]
+    return {"type": command_type, "distributor_id": distributor_id, "actor": actor, **extra}
+
+
+def status(lg: Ledger, distributor_id: str = NEW) -> str:
+    """The distributor's recorded status."""
+    distributor = lg.engine.current(distributor_id)
+    assert isinstance(distributor, Distributor)
+    return distributor.status
+
+
+def register(lg: Ledger, distributor_id: str = NEW, parent_id: str = MASTER) -> None:
+    """Registers an unvalidated distributor."""
+    lg.execute(
+        {
+            "type": "RegisterDistributor",
+            "distributor_id": distributor_id,
+            "parent_id": parent_id,
+            "profile": distributor_profile(email=f"{distributor_id.lower()}@example.com"),
+        }
+    )
+
+
+def drive_to(lg: Ledger, clock: ManualClock, target: str) -> None:
+    """Registers ``D9`` under the master account and moves it to ``target``."""
+    register(lg)
+    if target == "unvalidated":
+        return
+    lg.execute(act("validate"))
+    if target == "unactivated":
+        return
+    lg.execute({**act("activate"), "expires_on": EXPIRES_ON})
+    if target == "active":
+        return
+    if target == "expired":
+        clock.advance(timedelta(days=200))  # 2026-07-24, past 30 June
+        return
+    lg.execute(act("suspend"))
+    if target == "suspended":
+        return
+    lg.execute(act("cancel"))
+    if target == "purged":
+        clock.advance(timedelta(days=30))
+
+
+def transfer_to_cti(transfer_id: str = "T1", from_id: str = DISTRIBUTOR) -> dict[str, Any]:
+    """A transfer of one stamp from D1 to its client's CTI."""
+    return {
+        "type": "TransferStamps",
+        "transfer_id": transfer_id,
+        "from_id": from_id,
+        "to_id": CTI,
+        "quantity": 1,
+    }
+
+
+# The status machine ----------------------------------------------------------------------------
+
+
+def test_a_new_distributor_is_unvalidated(lg: Ledger) -> None:
+    """RegisterDistributor starts the status machine at unvalidated."""
+    register(lg)
+    assert status(lg) == "unvalidated"
+
+
+@pytest.mark.parametrize(("start", "action"), sorted(ALLOWED))
+def test_allowed_moves_reach_their_status(
+    lg: Ledger, clock: ManualClock, start: str, action: str
+) -> None:
+    """Each move of the status machine lands in its status and says so in the outcome."""
+    drive_to(lg, clock, start)
+    outcome = lg.execute(act(action))
+    assert outcome.details == {"status": ALLOWED[(start, action)]}
+    assert status(lg) == ALLOWED[(start, action)]
+
+
+@pytest.mark.parametrize(("start", "action"), ILLEGAL)
+def test_every_other_move_is_invalid_transition(
+    lg: Ledger, clock: ManualClock, start: str, action: str
+) -> None:
+    """A move the status machine does not have is refused and records nothing."""
+    drive_to(lg, clock, start)
+    rejected = rejection(lg, act(action))
+    assert rejected.code == "invalid_transition"
+    assert rejected.details == {"action": action, "status": start}
+
+
+def test_the_clock_expires_an_active_distributor(lg: Ledger, clock: ManualClock) -> None:
+    """Past ``expires_on`` an active distributor can no longer sell."""
+    lg.execute(transfer_to_cti("T1"))
+    clock.advance(timedelta(days=392))  # 2027-02-01, the day after D1's expiry
+    rejected = rejection(lg, transfer_to_cti("T2"))
+    assert rejected.code == "distributor_not_active"
+    assert rejected.details["status"] == "expired"
+
+
+def test_the_expiry_day_itself_is_still_active(lg: Ledger, clock: ManualClock) -> None:
+    """A distributor is active through the whole day of ``expires_on`` (Mexico City)."""
+    clock.advance(timedelta(days=391))  # 2027-01-31 12:00 in Mexico City
+    assert lg.execute(transfer_to_cti()).balance_after == 9_999
+
+
+def test_renewing_an_expired_distributor_records_the_expiry_first(
+    lg: Ledger, clock: ManualClock
+) -> None:
+    """Renew after the clock expired a distributor records Expired then Renewed."""
+    drive_to(lg, clock, "expired")
+    lg.execute(act("renew"))
+    kinds = [type(e).__name__ for e in lg.store.events() if e.originator_id == NEW]
+    assert kinds[-2:] == ["Expired", "Renewed"]
+    distributor = lg.engine.current(NEW)
+    assert isinstance(distributor, Distributor)
+    assert (distributor.status, distributor.expires_on.isoformat()) == ("active", "2030-12-31")  # type: ignore[union-attr]
+
+
+def test_renewed_distributor_sells_again(lg: Ledger, clock: ManualClock) -> None:
+    """After a renewal the expired distributor transfers again."""
+    clock.advance(timedelta(days=400))
+    lg.execute({**act("renew", DISTRIBUTOR), "expires_on": "2028-01-31"})
+    assert lg.execute(transfer_to_cti()).balance_after == 9_999
+
+
+def test_renewing_an_active_distributor_moves_expiry_later(lg: Ledger) -> None:
+    """Renewing an active distributor keeps it active with the later date."""
+    lg.execute({**act("renew", DISTRIBUTOR), "expires_on": "2027-06-30"})
+    distributor = lg.engine.current(DISTRIBUTOR)
+    assert isinstance(distributor, Distributor)
+    assert distributor.expires_on is not None
+    assert distributor.expires_on.isoformat() == "2027-06-30"
+
+
+def test_renewal_to_an_earlier_date_is_refused(lg: Ledger) -> None:
+    """A renewal must move the expiry later."""
+    rejected = rejection(lg, {**act("renew", DISTRIBUTOR), "expires_on": "2026-12-31"})
+    assert rejected.code == "invalid_command"
+
+
+def test_activation_in_the_past_is_refused(lg: Ledger, clock: ManualClock) -> None:
+    """An activation that would already be expired is refused."""
+    drive_to(lg, clock, "unactivated")
+    rejected = rejection(lg, {**act("activate"), "expires_on": "2026-01-04"})
+    assert rejected.code == "invalid_command"
+
+
+def test_a_suspended_distributor_cannot_sell(lg: Ledger) -> None:
+    """Suspension stops transfers with distributor_not_active."""
+    lg.execute(act("suspend", DISTRIBUTOR))
+    rejected = rejection(lg, transfer_to_cti())
+    assert rejected.code == "distributor_not_active"
+    assert rejected.details["status"] == "suspended"
+
+
+def test_a_reactivated_distributor_sells_again(lg: Ledger) -> None:
+    """Reactivation restores transfers."""
+    lg.execute(act("suspend", DISTRIBUTOR))
+    lg.execute(act("reactivate", DISTRIBUTOR))
+    assert lg.execute(transfer_to_cti()).balance_after == 9_999
+
+
+def test_an_unactivated_distributor_cannot_buy(lg: Ledger, clock: ManualClock) -> None:
+    """Buying needs an active buyer."""
+    drive_to(lg, clock, "unactivated")
+    rejected = rejection(
+        lg, {"type": "BuyPackage", "buyer_id": NEW, "seller_id": MASTER, "package_id": "P1000"}
+    )
+    assert rejected.code == "distributor_not_active"
+
+
+def test_an_expired_distributor_cannot_register_clients(lg: Ledger, clock: ManualClock) -> None:
+    """Registering a client needs an active distributor."""
+    clock.advance(timedelta(days=400))
+    rejected = rejection(
+        lg,
+        {
+            "type": "RegisterClient",
+            "client_id": "C2",
+            "distributor_id": DISTRIBUTOR,
+            "profile": {
+                "name": "Ana",
+                "rfc": "XAXX010101000",
+                "email": "ana@example.com",
+                "postal_code": "06600",
+                "regimen_fiscal": "616",
+                "uso_cfdi": "S01",
+            },
+        },
+    )
+    assert rejected.code == "distributor_not_active"
+
+
+# Who may move a status -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("actor", [None, DISTRIBUTOR, "D2"])
+def test_only_the_parent_moves_a_status(lg: Ledger, actor: str | None) -> None:
+    """No actor, the distributor itself or a stranger gets not_authorised."""
+    register(lg, "D2")
+    rejected = rejection(lg, act("suspend", DISTRIBUTOR, actor=actor))
+    assert rejected.code == "not_authorised"
+
+
+def test_the_grandparent_may_not_move_a_sub_distributor(lg: Ledger) -> None:
+    """Only the direct parent acts: the master account cannot validate D1's sub-distributor."""
+    lg.execute(contract_multinivel())
+    register(lg, "D2", parent_id=DISTRIBUTOR)
+    assert rejection(lg, act("validate", "D2", actor=MASTER)).code == "not_authorised"
+    assert lg.execute(act("validate", "D2", actor=DISTRIBUTOR)).details == {"status": "unactivated"}
+
+
+# Registration ----------------------------------------------------------------------------------
+
+
+def contract_multinivel() -> dict[str, Any]:
+    """D1 contracts Multinivel."""
+    return {
+        "type": "ContractSubscription",
+        "distributor_id": DISTRIBUTOR,
+        "product": "Multinivel",
+        "annual_price": "12000.00",
+        "actor": DISTRIBUTOR,
+    }
+
+
+def test_a_distributor_parent_needs_multinivel(lg: Ledger) -> None:
+    """Registering a sub-distributor without Multinivel is multinivel_required."""
+    rejected = rejection(
+        lg,
+        {
+            "type": "RegisterDistributor",
+            "distributor_id": "D2",
+            "parent_id": DISTRIBUTOR,
+            "profile": distributor_profile(email="d2@example.com"),
+        },
+    )
+    assert rejected.code == "multinivel_required"
+
+
+def test_multinivel_allows_sub_distributors(lg: Ledger) -> None:
+    """With Multinivel, D1 registers a sub-distributor under itself."""
+    lg.execute(contract_multinivel())
+    register(lg, "D2", parent_id=DISTRIBUTOR)
+    distributor = lg.engine.current("D2")
+    assert isinstance(distributor, Distributor)
+    assert (distributor.parent_id, distributor.status) == (DISTRIBUTOR, "unvalidated")
+
+
+def test_multinivel_is_charged_pro_rata_plus_iva(lg: Ledger) -> None:
+    """12,000.00 a year for 12 whole months left (5 Jan 2026 to 31 Jan 2027) plus 16 % IVA."""
+    outcome = lg.execute(contract_multinivel())
+    assert outcome.details == {"months": 12}
+    (event,) = [e for e in lg.store.events() if type(e).__name__ == "SubscriptionContracted"]
+    assert event.amount_centavos == 1_392_000  # type: ignore[attr-defined]
+
+
+def test_registering_a_taken_distributor_id_is_already_exists(lg: Ledger) -> None:
+    """A distributor id is unique; a second registration with other data is refused."""
+    rejected = rejection(
+        lg,
+        {
+            "type": "RegisterDistributor",
+            "distributor_id": DISTRIBUTOR,
+            "parent_id": MASTER,
+            "profile": distributor_profile(name="Otra"),
+        },
+    )
+    assert rejected.code == "already_exists"
+
+
+def test_an_id_taken_by_another_kind_is_already_exists(lg: Ledger) -> None:
+    """Ids are unique across kinds: a distributor cannot take a CTI's id."""
+    rejected = rejection(
+        lg,
+        {
+            "type": "RegisterDistributor",
+            "distributor_id": CTI,
+            "parent_id": MASTER,
+            "profile": distributor_profile(email="otro@example.com"),
+        },
+    )
+    assert rejected.code == "already_exists"
+
+
+def test_opening_a_second_master_with_a_taken_id_is_already_exists(lg: Ledger) -> None:
+    """The master account id is unique."""
+    rejected = rejection(
+        lg,
+        {"type": "OpenMasterAccount", "master_id": MASTER, "name": "Otra", "rfc": "SAT970701NN3"},
+    )
+    assert rejected.code == "already_exists"
+
+
+def test_registering_under_an_unknown_parent_is_unknown_account(lg: Ledger) -> None:
+    """The parent must exist."""
+    rejected = rejection(
+        lg,
+        {
+            "type": "RegisterDistributor",
+            "distributor_id": "D2",
+            "parent_id": "NOBODY",
+            "profile": distributor_profile(email="d2@example.com"),
+        },
+    )
+    assert rejected.code == "unknown_account"
+
+
+def test_status_command_on_unknown_distributor_is_unknown_account(lg: Ledger) -> None:
+    """Moving a distributor that does not exist is unknown_account."""
+    assert rejection(lg, act("validate", "NOBODY")).code == "unknown_account"
