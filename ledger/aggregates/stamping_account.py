@@ -351,8 +351,13 @@ class StampingAccount(Aggregate):
         quantity: int,
         at: datetime,
         expires_on: date | None = None,
+        *,
+        today: date,
     ) -> None:
         """Adds a lot of stamps (the handler checked the kind and the sender)."""
+        # A successful command on the account records the expiry of lots past their date, so
+        # the postings (what an auditor sums) catch up with the balance that already excludes them.
+        self.settle_expiry(today, at)
         self.trigger(
             self.StampsCredited,
             at,

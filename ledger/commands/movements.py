@@ -132,7 +132,7 @@ def _transfer(tx: Tx, source: Distributor, unit: str, transfer_id: str, line: _L
     tx.claim(f"sale:{transfer_id}", source.id.encode())
     target = line.to
     if isinstance(target, StampingAccount):
-        target.credit(transfer_id, source.id, line.quantity, tx.now)
+        target.credit(transfer_id, source.id, line.quantity, tx.now, today=tx.today)
     elif isinstance(target, Client):
         target.trigger(
             target.PointsCredited,
@@ -248,7 +248,7 @@ def assign_package(command: AssignPackage, tx: Tx) -> Outcome:
         amount_centavos=line.amount_centavos,
     )
     tx.claim(f"sale:{command.grant_id}", seller.id.encode())
-    cti.credit(command.grant_id, seller.id, package.quantity, tx.now, expires_on)
+    cti.credit(command.grant_id, seller.id, package.quantity, tx.now, expires_on, today=tx.today)
     return Outcome(
         type=command.type,
         sale_ids=(command.grant_id,),
