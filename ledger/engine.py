@@ -109,25 +109,35 @@ class Tx:
         self.now: datetime = engine.clock()
         self.today: date = local_date(self.now)
         self._from_cache: set[str] = set()
+        # What the current command has read, with each aggregate's pending-event count at its
+        # first read, so "did this command change anything?" costs O(aggregates it read), not
+        # O(aggregates in the batch).
+        self._read: dict[str, tuple[Aggregate, int]] = {}
+        self._created_now: list[str] = []
+        self._keys_before = 0
 
     def begin_command(self) -> None:
-        """Reads the clock for the next command."""
+        """Reads the clock for the next command and starts tracking what it changes."""
         self.now = self.engine.clock()
         self.today = local_date(self.now)
+        self._read = {}
+        self._created_now = []
+        self._keys_before = len(self.keys)
 
     def find(self, aggregate_id: str) -> Aggregate | None:
         """Any aggregate with this id, or None."""
         agg = self.touched.get(aggregate_id)
-        if agg is not None:
-            return agg
-        agg = self.engine.cache_get(aggregate_id)
-        if agg is not None:
-            self._from_cache.add(aggregate_id)
-        else:
-            agg = self.engine.store.load(aggregate_id)
-            if agg is None:
-                return None
-        self.touched[aggregate_id] = agg
+        if agg is None:
+            agg = self.engine.cache_get(aggregate_id)
+            if agg is not None:
+                self._from_cache.add(aggregate_id)
+            else:
+                agg = self.engine.store.load(aggregate_id)
+                if agg is None:
+                    return None
+            self.touched[aggregate_id] = agg
+        if aggregate_id not in self._read:
+            self._read[aggregate_id] = (agg, len(agg.pending_events))
         return agg
 
     def get(self, aggregate_id: str, kind: type[A]) -> A:
@@ -143,10 +153,22 @@ class Tx:
             raise Rejected("already_exists", account_id=aggregate.id)
         self.touched[aggregate.id] = aggregate
         self.created[aggregate.id] = aggregate
+        self._read[aggregate.id] = (aggregate, 0)
+        self._created_now.append(aggregate.id)
 
-    def pending_count(self) -> int:
-        """Events and claims made so far in this attempt (a rejection must not have made any)."""
-        return sum(len(a.pending_events) for a in self.touched.values()) + len(self.keys)
+    def changed(self) -> bool:
+        """Whether the current command made events or claims (a rejection must not have)."""
+        if len(self.keys) != self._keys_before:
+            return True
+        return any(len(agg.pending_events) != count for agg, count in self._read.values())
+
+    def discard_created(self) -> None:
+        """Forgets aggregates the current (rejected, unchanged) command added."""
+        for new_id in self._created_now:
+            self.touched.pop(new_id, None)
+            self.created.pop(new_id, None)
+            self._read.pop(new_id, None)
+        self._created_now = []
 
     def lookup(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
         """Stored or claimed-in-this-attempt rows of ``keys`` (sale ids, invoiced sales, ...)."""
@@ -166,13 +188,14 @@ class Tx:
         self.keys[key] = KeyRecord(key, "", payload)
 
     def refresh_cached(self) -> bool:
-        """Catches up aggregates read from the cache that this attempt has not changed.
+        """Catches up aggregates the current command read from the cache and nobody changed.
 
         Returns True if any had moved on (another process wrote them), so a rejection decided on
-        the stale state must be decided again.
+        the stale state must be decided again. Only the current command's reads matter: they
+        are what the rejection was decided on.
         """
         moved = False
-        for aggregate_id in list(self._from_cache):
+        for aggregate_id in [i for i in self._read if i in self._from_cache]:
             agg = self.touched[aggregate_id]
             if agg.pending_events:
                 continue  # a stale write is caught by the version check at commit
@@ -379,27 +402,23 @@ class Engine:
         if handler is None:  # pragma: no cover - every command model has a handler
             return Rejected("invalid_command", reason=f"no handler for {p.raw_type}")
         tx.begin_command()
-        before_events = tx.pending_count()
-        before_touched = set(tx.touched)
         try:
             try:
                 outcome = handler(command, tx)
             except Rejected:
-                if tx.pending_count() == before_events and tx.refresh_cached():
+                if not tx.changed() and tx.refresh_cached():
                     outcome = handler(command, tx)  # decided again on fresh state
                 else:
                     raise
         except Rejected as rejection:
-            if tx.pending_count() != before_events:
+            if tx.changed():
                 if not isolated:
                     raise _PartialRejection from rejection
                 self.evict(tx.touched)
                 tx.touched.clear()
                 tx.created.clear()
             else:
-                for new_id in set(tx.created) - before_touched:
-                    tx.touched.pop(new_id, None)
-                    tx.created.pop(new_id, None)
+                tx.discard_created()
             if p.keys and not any(k in stored_keys for k in p.keys):
                 # The first attempt skips the key lookup (a used key fails the insert anyway),
                 # but a repeat must never be judged afresh: a stamped CFDI retried after the

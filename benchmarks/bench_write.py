@@ -1,0 +1,562 @@
+"""Write-path benchmark: the ledger against the raw database doing the equivalent inserts.
+
+Measures in one run, on SQLite (a temp file) and PostgreSQL (a fresh database):
+
+- ledger batched: ``Ledger.execute_many`` of ConsumeStamp dicts, ``--batch-size`` per call, spread
+  over ``--ctis`` stamping accounts (each batch is one transaction: its events, one idempotency
+  key row per command in ``ledger_keys`` and one hash-chain link);
+- ledger single: one ``Ledger.execute`` per ConsumeStamp (one transaction each);
+- raw: the same number of rows of the same size (a real encoded StampConsumed) inserted into a
+  table shaped like the events table, in transactions of the same size: ``executemany`` and (on
+  PostgreSQL) ``COPY`` for batches, one-row transactions for singles. The raw baseline holds the
+  event rows only; the "raw + keys + link" line adds the key row per command and the chain link
+  per transaction that the ledger also writes, for an apples-to-apples view.
+- loading: a CTI with a long history vs a young one, from a cold cache (snapshots at work).
+
+Every rate is the median of ``--repetitions`` runs (the machine is shared and noisy; min-max in
+brackets). Logs are rendered as in production (JSON lines, one per command) and written to
+/dev/null. Usage::
+
+    .venv/bin/python benchmarks/bench_write.py [--backends sqlite,postgres] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+# Runs from a checkout without installing: the repository root goes first on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from adapters.codec import ENCODER
+from ledger.aggregates.stamping_account import StampingAccount
+from ledger.api import Ledger
+from ledger.outcome import Outcome
+
+PG_BASE_DEFAULT = "postgresql://postgres@127.0.0.1:5432"
+ISSUER_RFC = "GODE561231GR8"
+SETUP_PACKAGE_STAMPS = 1000
+
+
+@dataclass
+class Settings:
+    """What one run measures."""
+
+    ctis: int
+    batch_size: int
+    batched_commands: int
+    single_commands: int
+    repetitions: int
+    long_history: int
+    backends: tuple[str, ...]
+    pg_base: str
+
+
+@dataclass
+class Rates:
+    """Rates (per second) of the repetitions of one measurement."""
+
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        """The median rate."""
+        return statistics.median(self.values) if self.values else float("nan")
+
+    def spread(self) -> str:
+        """``[min-max]`` of the repetitions."""
+        if not self.values:
+            return ""
+        return f"[{min(self.values):,.0f}-{max(self.values):,.0f}]"
+
+
+# Ledger ------------------------------------------------------------------------------------------
+
+
+def _distributor_profile() -> dict[str, Any]:
+    return {
+        "name": "Distribuidora",
+        "rfc": "MAB9307148T4",
+        "email": "d@example.com",
+        "postal_code": "06600",
+    }
+
+
+def _client_profile(i: int) -> dict[str, Any]:
+    return {
+        "name": f"Cliente {i}",
+        "rfc": ISSUER_RFC,
+        "email": f"c{i}@example.com",
+        "postal_code": "06600",
+        "regimen_fiscal": "612",
+        "uso_cfdi": "G03",
+    }
+
+
+def build_network(lg: Ledger, ctis: int, stamps_each: int, prefix: str = "C") -> list[str]:
+    """A master account, one distributor and ``ctis`` clients whose CTIs hold ``stamps_each``."""
+    packages = -(-ctis * stamps_each // SETUP_PACKAGE_STAMPS)
+    commands: list[dict[str, Any]] = [
+        {
+            "type": "OpenMasterAccount",
+            "master_id": "M",
+            "name": "Plataforma",
+            "rfc": "SAT970701NN3",
+        },
+        {
+            "type": "DefinePackage",
+            "seller_id": "M",
+            "package_id": "P",
+            "unit": "stamps",
+            "quantity": SETUP_PACKAGE_STAMPS,
+            "price": "500.00",
+            "audience": "distributor",
+        },
+        {
+            "type": "RegisterDistributor",
+            "distributor_id": "D",
+            "parent_id": "M",
+            "profile": _distributor_profile(),
+        },
+        {"type": "ValidateDistributor", "distributor_id": "D", "actor": "M"},
+        {
+            "type": "ActivateDistributor",
+            "distributor_id": "D",
+            "actor": "M",
+            "expires_on": (datetime.now(tz=UTC).date() + timedelta(days=365)).isoformat(),
+        },
+    ]
+    while packages > 0:
+        count = min(packages, 10_000)
+        commands.append(
+            {
+                "type": "BuyPackage",
+                "buyer_id": "D",
+                "seller_id": "M",
+                "package_id": "P",
+                "count": count,
+            }
+        )
+        packages -= count
+    ids = [f"{prefix}{i}" for i in range(ctis)]
+    commands += [
+        {
+            "type": "RegisterClient",
+            "client_id": c,
+            "distributor_id": "D",
+            "profile": _client_profile(i),
+        }
+        for i, c in enumerate(ids)
+    ]
+    commands += [
+        {
+            "type": "TransferStamps",
+            "transfer_id": f"T-{c}",
+            "from_id": "D",
+            "to_id": f"{c}-cti",
+            "quantity": stamps_each,
+        }
+        for c in ids
+    ]
+    for result in lg.execute_many(commands):
+        assert getattr(result, "ok", False), result
+    return [f"{c}-cti" for c in ids]
+
+
+def consumptions(ctis: Sequence[str], count: int) -> list[dict[str, Any]]:
+    """``count`` ConsumeStamp dicts with fresh CFDI UUIDs, spread evenly over ``ctis``."""
+    order = list(ctis)
+    random.shuffle(order)
+    return [
+        {
+            "type": "ConsumeStamp",
+            "cti_id": order[i % len(order)],
+            "cfdi_uuid": str(uuid.uuid4()),
+            "issuer_rfc": ISSUER_RFC,
+        }
+        for i in range(count)
+    ]
+
+
+def timed(run: Callable[[], int]) -> float:
+    """The rate of ``run`` (which returns how many items it did) per second."""
+    started = time.perf_counter()
+    done = run()
+    return done / (time.perf_counter() - started)
+
+
+def measure_ledger(lg: Ledger, ctis: Sequence[str], s: Settings) -> tuple[Rates, Rates]:
+    """Batched and single-command consumption rates."""
+    batched, single = Rates(), Rates()
+    for _ in range(s.repetitions):
+        commands = consumptions(ctis, s.batched_commands)
+
+        def run_batched(commands: list[dict[str, Any]] = commands) -> int:
+            for start in range(0, len(commands), s.batch_size):
+                results = lg.execute_many(commands[start : start + s.batch_size])
+                assert all(isinstance(r, Outcome) and not r.replayed for r in results)
+            return len(commands)
+
+        batched.values.append(timed(run_batched))
+        commands = consumptions(ctis, s.single_commands)
+
+        def run_single(commands: list[dict[str, Any]] = commands) -> int:
+            for command in commands:
+                lg.execute(command)
+            return len(commands)
+
+        single.values.append(timed(run_single))
+    return batched, single
+
+
+def measure_loading(url: str, s: Settings) -> tuple[float, float, int]:
+    """Median seconds to load a young CTI and one with ``long_history`` consumptions, cold."""
+    with Ledger.open(url, projections="off", password_cost="fast") as lg:  # noqa: S106  (a cost, not a password)
+        (young, old) = build_network(lg, 2, s.long_history + 10, prefix="H")
+        lg.execute_many(consumptions([young], 5))
+        commands = consumptions([old], s.long_history)
+        for start in range(0, len(commands), 5_000):
+            lg.execute_many(commands[start : start + 5_000])
+    times: dict[str, list[float]] = {young: [], old: []}
+    for _ in range(5):
+        for cti in (young, old):
+            with Ledger.open(url, projections="off", create_tables=False) as cold:
+                started = time.perf_counter()
+                agg = cold.store.load(cti)
+                times[cti].append(time.perf_counter() - started)
+                assert agg is not None
+    return statistics.median(times[young]), statistics.median(times[old]), s.long_history
+
+
+# Raw database --------------------------------------------------------------------------------
+
+
+def raw_rows(ctis: Sequence[str], count: int, first_version: int) -> list[tuple[Any, ...]]:
+    """Event-table rows like the ledger's: a real encoded StampConsumed state, per CTI versions."""
+    now = datetime.now(tz=UTC)
+    rows = []
+    versions = dict.fromkeys(ctis, first_version)
+    order = list(ctis)
+    for i in range(count):
+        cti = order[i % len(order)]
+        versions[cti] += 1
+        event = StampingAccount.StampConsumed(
+            originator_id=cti,
+            originator_version=versions[cti],
+            timestamp=now,
+            cfdi_uuid=str(uuid.uuid4()).upper(),
+            issuer_rfc=ISSUER_RFC,
+            stamped_at=now,
+            lot_id=f"T-{cti}",
+        )
+        rows.append(
+            (cti, versions[cti], StampingAccount.StampConsumed.topic, ENCODER.encode(event))
+        )
+    return rows
+
+
+def key_rows(count: int) -> list[tuple[str, str, bytes]]:
+    """Idempotency-key rows of the ledger's size."""
+    outcome = Outcome(type="ConsumeStamp", balance_after=99, details={"local_date": "2026-01-05"})
+    return [
+        (f"cfdi:{str(uuid.uuid4()).upper()}", uuid.uuid4().hex, outcome.encode())
+        for _ in range(count)
+    ]
+
+
+PG_RAW_SCHEMA = (
+    "CREATE TABLE raw_events (originator_id text NOT NULL, originator_version bigint NOT NULL, "
+    "topic text, state bytea, notification_id bigserial, "
+    "PRIMARY KEY (originator_id, originator_version))",
+    "CREATE UNIQUE INDEX ON raw_events (notification_id)",
+    "CREATE TABLE raw_keys (key text PRIMARY KEY, fingerprint text NOT NULL, "
+    "outcome bytea NOT NULL)",
+    "CREATE TABLE raw_chain (last_id bigint PRIMARY KEY, first_id bigint NOT NULL, "
+    "hash bytea NOT NULL)",
+)
+PG_INSERT = (
+    "INSERT INTO raw_events (originator_id, originator_version, topic, state) "
+    "VALUES (%s, %s, %s, %s)"
+)
+
+
+def measure_raw_pg(url: str, ctis: Sequence[str], s: Settings) -> dict[str, Rates]:
+    """Raw PostgreSQL rates: executemany, COPY, with keys and link, one-row transactions."""
+    rates = {name: Rates() for name in ("executemany", "copy", "with_keys", "single")}
+    version = 1_000_000
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in PG_RAW_SCHEMA:
+            conn.execute(statement)
+        for _ in range(s.repetitions):
+            for name in ("executemany", "copy", "with_keys"):
+                rows = raw_rows(ctis, s.batched_commands, version)
+                keys = key_rows(s.batched_commands)
+                version += s.batched_commands
+
+                def run(
+                    rows: list[tuple[Any, ...]] = rows,
+                    name: str = name,
+                    keys: list[tuple[str, str, bytes]] = keys,
+                    version: int = version,
+                ) -> int:
+                    for start in range(0, len(rows), s.batch_size):
+                        chunk = rows[start : start + s.batch_size]
+                        with conn.transaction(), conn.cursor() as cur:
+                            if name == "copy":
+                                with cur.copy(
+                                    "COPY raw_events (originator_id, originator_version, "
+                                    "topic, state) FROM STDIN"
+                                ) as copy:
+                                    for row in chunk:
+                                        copy.write_row(row)
+                                continue
+                            cur.executemany(PG_INSERT, chunk)
+                            if name == "with_keys":
+                                cur.executemany(
+                                    "INSERT INTO raw_keys VALUES (%s, %s, %s)",
+                                    keys[start : start + s.batch_size],
+                                )
+                                cur.execute(
+                                    "INSERT INTO raw_chain VALUES (%s, %s, %s)",
+                                    (version + start, start, b"h" * 32),
+                                )
+                    return len(rows)
+
+                rates[name].values.append(timed(run))
+            rows = raw_rows(ctis, s.single_commands, version)
+            version += s.single_commands
+
+            def run_single(rows: list[tuple[Any, ...]] = rows) -> int:
+                for row in rows:
+                    with conn.transaction():
+                        conn.execute(PG_INSERT, row, prepare=True)
+                return len(rows)
+
+            rates["single"].values.append(timed(run_single))
+    return rates
+
+
+def measure_raw_sqlite(path: Path, ctis: Sequence[str], s: Settings) -> dict[str, Rates]:
+    """Raw SQLite rates (WAL, like eventsourcing): executemany, with keys, one-row transactions."""
+    rates = {name: Rates() for name in ("executemany", "with_keys", "single")}
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(
+        "CREATE TABLE raw_events (originator_id TEXT, originator_version INTEGER, topic TEXT, "
+        "state BLOB, PRIMARY KEY (originator_id, originator_version))"
+    )
+    conn.execute(
+        "CREATE TABLE raw_keys (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
+        "outcome BLOB NOT NULL) WITHOUT ROWID"
+    )
+    conn.execute(
+        "CREATE TABLE raw_chain (last_id INTEGER PRIMARY KEY, first_id INTEGER NOT NULL, "
+        "hash BLOB NOT NULL)"
+    )
+    insert = "INSERT INTO raw_events VALUES (?, ?, ?, ?)"
+    version = 1_000_000
+    try:
+        for _ in range(s.repetitions):
+            for name in ("executemany", "with_keys"):
+                rows = raw_rows(ctis, s.batched_commands, version)
+                keys = key_rows(s.batched_commands)
+                version += s.batched_commands
+
+                def run(
+                    rows: list[tuple[Any, ...]] = rows,
+                    name: str = name,
+                    keys: list[tuple[str, str, bytes]] = keys,
+                    version: int = version,
+                ) -> int:
+                    for start in range(0, len(rows), s.batch_size):
+                        conn.execute("BEGIN")
+                        conn.executemany(insert, rows[start : start + s.batch_size])
+                        if name == "with_keys":
+                            conn.executemany(
+                                "INSERT INTO raw_keys VALUES (?, ?, ?)",
+                                keys[start : start + s.batch_size],
+                            )
+                            conn.execute(
+                                "INSERT INTO raw_chain VALUES (?, ?, ?)",
+                                (version + start, start, b"h" * 32),
+                            )
+                        conn.execute("COMMIT")
+                    return len(rows)
+
+                rates[name].values.append(timed(run))
+            rows = raw_rows(ctis, s.single_commands, version)
+            version += s.single_commands
+
+            def run_single(rows: list[tuple[Any, ...]] = rows) -> int:
+                for row in rows:
+                    conn.execute("BEGIN")
+                    conn.execute(insert, row)
+                    conn.execute("COMMIT")
+                return len(rows)
+
+            rates["single"].values.append(timed(run_single))
+    finally:
+        conn.close()
+    return rates
+
+
+# Running ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fresh_pg_database(base: str) -> Iterator[str]:
+    """A new PostgreSQL database, dropped afterwards."""
+    name = f"bench_write_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def stamps_per_cti(s: Settings) -> int:
+    """Enough stamps that no CTI runs out during the run (commands are spread evenly)."""
+    per_rep = -(-s.batched_commands // s.ctis) + -(-s.single_commands // s.ctis)
+    return per_rep * s.repetitions + 10
+
+
+def run_backend(backend: str, s: Settings, tmp: Path) -> list[tuple[str, str, Rates | str, str]]:
+    """Every measurement on one backend, as table rows."""
+    with contextlib.ExitStack() as stack:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp / 'ledger.db'}"
+            history_url = f"sqlite:///{tmp / 'history.db'}"
+        else:
+            url = stack.enter_context(fresh_pg_database(s.pg_base))
+            history_url = stack.enter_context(fresh_pg_database(s.pg_base))
+        with Ledger.open(url, projections="off", password_cost="fast") as lg:  # noqa: S106  (a cost, not a password)
+            ctis = build_network(lg, s.ctis, stamps_per_cti(s))
+            lg.execute_many(consumptions(ctis, s.batch_size))  # warm the cache and the JIT-less VM
+            batched, single = measure_ledger(lg, ctis, s)
+        if backend == "sqlite":
+            raw = measure_raw_sqlite(tmp / "raw.db", ctis, s)
+        else:
+            raw = measure_raw_pg(url, ctis, s)
+        young_s, old_s, history = measure_loading(history_url, s) if s.long_history else (0, 0, 0)
+
+    def ratio(a: Rates, b: Rates) -> str:
+        return f"{a.median / b.median:.2f}"
+
+    b = s.batch_size
+    rows: list[tuple[str, str, Rates | str, str]] = [
+        (backend, f"ledger execute_many ({b}/tx; +keys +link)", batched, ""),
+        (
+            backend,
+            f"raw executemany events ({b} rows/tx)",
+            raw["executemany"],
+            f"ledger/raw {ratio(batched, raw['executemany'])}",
+        ),
+    ]
+    if "copy" in raw:
+        rows.append(
+            (
+                backend,
+                f"raw COPY events ({b} rows/tx)",
+                raw["copy"],
+                f"ledger/raw {ratio(batched, raw['copy'])}",
+            )
+        )
+    else:
+        rows.append((backend, "raw COPY events", "n/a (SQLite has no COPY)", ""))
+    rows += [
+        (
+            backend,
+            f"raw executemany events + keys + link ({b}/tx)",
+            raw["with_keys"],
+            f"ledger/raw {ratio(batched, raw['with_keys'])}",
+        ),
+        (backend, "ledger execute (1 command/tx)", single, ""),
+        (
+            backend,
+            "raw one-row transactions (events only)",
+            raw["single"],
+            f"ledger/raw {ratio(single, raw['single'])}",
+        ),
+    ]
+    if history:
+        rows.append(
+            (
+                backend,
+                f"cold load: young CTI / CTI with {history:,} consumptions",
+                f"{young_s * 1000:.1f} ms / {old_s * 1000:.1f} ms",
+                "",
+            )
+        )
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Runs the benchmark and prints the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--ctis", type=int, default=1_000)
+    parser.add_argument("--batch-size", type=int, default=2_000)
+    parser.add_argument("--batched-commands", type=int, default=20_000)
+    parser.add_argument("--single-commands", type=int, default=1_000)
+    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--long-history", type=int, default=100_000)
+    parser.add_argument("--pg", default=os.environ.get("LEDGER_TEST_PG", PG_BASE_DEFAULT))
+    parser.add_argument("--quick", action="store_true", help="fewer, smaller repetitions")
+    args = parser.parse_args(argv)
+    s = Settings(
+        ctis=args.ctis,
+        batch_size=args.batch_size,
+        batched_commands=args.batched_commands,
+        single_commands=args.single_commands,
+        repetitions=args.repetitions,
+        long_history=args.long_history,
+        backends=tuple(args.backends.split(",")),
+        pg_base=args.pg.rstrip("/"),
+    )
+    if args.quick:
+        s.repetitions, s.batched_commands, s.single_commands = 3, 10_000, 500
+        s.long_history = min(s.long_history, 20_000)
+    # Logs are rendered exactly as in production (the ledger configures structlog on the first
+    # open, to whatever sys.stderr is then) but land in /dev/null instead of the terminal.
+    real_stderr = sys.stderr
+    with open(os.devnull, "w") as devnull:
+        sys.stderr = devnull
+        try:
+            with tempfile.TemporaryDirectory(prefix="bench-write-") as tmp:
+                rows = [r for b in s.backends for r in run_backend(b, s, Path(tmp))]
+        finally:
+            sys.stderr = real_stderr
+    print(
+        f"{s.ctis:,} CTIs, batches of {s.batch_size:,}, {s.batched_commands:,} batched and "
+        f"{s.single_commands:,} single commands per repetition; median of {s.repetitions} "
+        "repetitions [min-max], per second. Each ledger batch writes its events, one "
+        "ledger_keys row per command and one ledger_chain link; the raw 'events' baselines "
+        "write the event rows only."
+    )
+    print(f"{'backend':<9} {'measurement':<58} {'median/s':>12} {'[min-max]':>19}  ratio")
+    for backend, name, rates, note in rows:
+        if isinstance(rates, str):
+            print(f"{backend:<9} {name:<58} {rates:>32}  {note}")
+        else:
+            print(f"{backend:<9} {name:<58} {rates.median:>12,.0f} {rates.spread():>19}  {note}")
+
+
+if __name__ == "__main__":
+    main()
