@@ -380,6 +380,13 @@ class ConsumeStamp(Command):
     issuer_rfc: Annotated[str, Field(min_length=12, max_length=13)]
     stamped_at: datetime | None = None
 
+    @field_validator("cfdi_uuid")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        # Hex digits have no case: the same CFDI retried in other letters is a repeat, and the
+        # fingerprint of the fields given must say so.
+        return value.upper()
+
     @field_validator("stamped_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:

@@ -11,7 +11,13 @@ from ledger.aggregates.distributor import Distributor
 from ledger.aggregates.master_account import MasterAccount
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.clock import local_date
-from ledger.commands.auth import get_cti_of, get_seller, require_actor, require_open
+from ledger.commands.auth import (
+    get_cti_of,
+    get_seller,
+    require_actor,
+    require_free_sale_ids,
+    require_open,
+)
 from ledger.commands.models import (
     AssignPackage,
     BuyPackage,
@@ -159,6 +165,7 @@ def _single_transfer(command: TransferStamps | TransferPoints, unit: str, tx: Tx
     source.require_active(tx.today)
     target = _check_target(tx, source, unit, command.to_id)
     source.require_inventory(unit, command.quantity)
+    require_free_sale_ids(tx, (command.transfer_id,), derived=False)
     line = _Line(target, command.quantity, parse_money(command.amount))
     _transfer(tx, source, unit, command.transfer_id, line)
     return Outcome(
@@ -194,6 +201,7 @@ def mass_transfer(command: MassTransfer, tx: Tx) -> Outcome:
     ]
     source.require_inventory(command.unit, sum(line.quantity for line in lines))
     transfer_ids = tuple(f"{command.batch_id}.{n}" for n in range(1, len(lines) + 1))
+    require_free_sale_ids(tx, transfer_ids, derived=True)
     for transfer_id, line in zip(transfer_ids, lines, strict=True):
         _transfer(tx, source, command.unit, transfer_id, line)
     return Outcome(
@@ -235,6 +243,7 @@ def assign_package(command: AssignPackage, tx: Tx) -> Outcome:
         raise Rejected("not_authorised", account_id=cti.id, from_id=seller.id)
     cti.require_standard()
     seller.require_inventory(STAMPS, package.quantity)
+    require_free_sale_ids(tx, (command.grant_id,), derived=False)
     expires_on = add_days(tx.today, package.validity_days) if package.validity_days else None
     line = _Line(cti, package.quantity, package.price_centavos)
     seller.trigger(

@@ -8,7 +8,12 @@ from ledger.aggregates.admin_profile import AdminProfile, admin_profile_id
 from ledger.aggregates.common import Package
 from ledger.aggregates.distributor import MULTINIVEL, Distributor
 from ledger.aggregates.master_account import MasterAccount
-from ledger.commands.auth import get_seller, require_actor, require_parent_actor
+from ledger.commands.auth import (
+    get_seller,
+    require_actor,
+    require_free_sale_ids,
+    require_parent_actor,
+)
 from ledger.commands.models import (
     ActivateDistributor,
     CancelDistributor,
@@ -160,6 +165,7 @@ def contract_subscription(command: ContractSubscription, tx: Tx) -> Outcome:
     base = parse_money(command.annual_price, field="annual_price") * months // 12
     amount = add_iva(base)
     sale_id = f"{distributor.id}.sub.{distributor.version + 1}"
+    require_free_sale_ids(tx, (sale_id,), derived=True)
     distributor.trigger(
         distributor.SubscriptionContracted,
         tx.now,
