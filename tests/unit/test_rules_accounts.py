@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from adapters.memory import MemoryStore
 from ledger.aggregates.client import Client
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
@@ -313,6 +314,18 @@ def test_passwords_are_never_stored_in_plaintext(lg: Ledger) -> None:
     assert PASSWORD.encode() not in stored
     assert PASSWORD.encode("unicode_escape") not in stored
     assert b"Tr0mb" not in stored
+
+
+def test_the_idempotency_index_keeps_no_fast_hash_of_a_password(clock: ManualClock) -> None:
+    """The fingerprint of a command with a password does not depend on it (no offline guessing)."""
+    fingerprints = set()
+    for password in (PASSWORD, "otra-clave-99"):
+        with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
+            build_network(ledger)
+            ledger.execute({**open_cti(), "password": password})
+            assert isinstance(ledger.store, MemoryStore)
+            fingerprints.add(ledger.store.select_keys(["id:X1"])["id:X1"].fingerprint)
+    assert len(fingerprints) == 1
 
 
 def test_the_stored_hash_verifies_the_password(lg: Ledger) -> None:
