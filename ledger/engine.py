@@ -254,7 +254,11 @@ def prepare(command: Mapping[str, Any] | Command) -> Prepared:
     keys = model.keys()
     fingerprint = ""
     if keys:
-        given = model.model_dump(mode="json", exclude_unset=True, exclude={"idempotency_key"})
+        # A password never enters the fingerprint: an unsalted fast hash of it, kept forever in
+        # the key index, could be brute-forced offline. A retry with another password replays.
+        given = model.model_dump(
+            mode="json", exclude_unset=True, exclude={"idempotency_key", "password"}
+        )
         given["type"] = model.type  # type: ignore[attr-defined]
         fingerprint = hashlib.blake2b(
             _FINGERPRINT_ENCODER.encode(given), digest_size=16
