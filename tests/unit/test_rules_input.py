@@ -187,6 +187,29 @@ def test_bad_rfc_is_invalid_rfc(lg: Ledger, rfc: str, reason: str) -> None:
     assert fields(rejected) == ["RegisterClient.profile.rfc"]
 
 
+def test_a_missing_rfc_is_invalid_command(lg: Ledger) -> None:
+    """A profile without an RFC lacks a field: that is a schema error, not a bad RFC."""
+    command = register_client()
+    del command["profile"]["rfc"]
+    rejected = rejection(lg, command)
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["RegisterClient.profile.rfc"]
+
+
+def test_a_short_issuer_rfc_is_invalid_rfc(lg: Ledger) -> None:
+    """An issuer RFC of the wrong length is a bad RFC."""
+    rejected = rejection(
+        lg,
+        {
+            "type": "ConsumeStamp",
+            "cti_id": "C1-cti",
+            "cfdi_uuid": "6f1c1a2e-0000-4000-8000-000000000001",
+            "issuer_rfc": "GODE56",
+        },
+    )
+    assert rejected.code == "invalid_rfc"
+
+
 @pytest.mark.parametrize("rfc", ["XAXX010101000", "XEXX010101000"])
 def test_generic_rfcs_are_allowed(lg: Ledger, rfc: str) -> None:
     """The SAT's generic RFCs register without warnings."""

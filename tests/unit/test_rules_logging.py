@@ -1,0 +1,93 @@
+"""Structured logs: one line per command with its type, outcome, code and duration (DESIGN §7)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from ledger.api import Ledger
+from ledger.clock import ManualClock
+from ledger.errors import Rejected
+from tests.support import CLIENT, CTI, build_network, consume
+
+PASSWORD = "clave-secreta-123"
+
+
+@pytest.fixture
+def lg(clock: ManualClock) -> Iterator[Ledger]:
+    """A ledger on the in-memory store with the standard network."""
+    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
+        build_network(ledger, cti_stamps=1)
+        yield ledger
+
+
+def test_each_command_logs_one_line(lg: Ledger) -> None:
+    """A batch of three commands logs three lines, in order, with type and outcome."""
+    with structlog.testing.capture_logs() as logs:
+        lg.execute_many([consume(), consume(), {"type": "TagClient", "client_id": CLIENT}])
+    assert [(e["event"], e["type"], e["outcome"]) for e in logs] == [
+        ("command", "ConsumeStamp", "ok"),
+        ("command", "ConsumeStamp", "rejected"),
+        ("command", "TagClient", "rejected"),
+    ]
+
+
+def test_a_rejection_logs_its_code_and_duration(lg: Ledger) -> None:
+    """A rejected command's line carries the stable code and a duration in milliseconds."""
+    with structlog.testing.capture_logs() as logs, pytest.raises(Rejected):
+        lg.execute(consume("NOBODY"))
+    (line,) = logs
+    assert (line["outcome"], line["code"]) == ("rejected", "unknown_account")
+    assert isinstance(line["duration_ms"], float)
+    assert line["duration_ms"] >= 0
+
+
+def test_a_success_logs_its_duration(lg: Ledger) -> None:
+    """A successful command's line carries a duration in milliseconds."""
+    with structlog.testing.capture_logs() as logs:
+        lg.execute(consume())
+    (line,) = logs
+    assert line["outcome"] == "ok"
+    assert line["duration_ms"] >= 0
+
+
+def test_an_invalid_command_logs_its_type(lg: Ledger) -> None:
+    """A command refused by its schema still logs the type it claimed."""
+    with structlog.testing.capture_logs() as logs, pytest.raises(Rejected):
+        lg.execute({"type": "ConsumeStamp", "cti_id": CTI})
+    (line,) = logs
+    assert (line["type"], line["code"]) == ("ConsumeStamp", "invalid_command")
+
+
+def test_a_replay_logs_as_replayed(lg: Ledger) -> None:
+    """A repeat is told apart from a first success."""
+    command = consume()
+    lg.execute(command)
+    with structlog.testing.capture_logs() as logs:
+        lg.execute(command)
+    assert [line["outcome"] for line in logs] == ["replayed"]
+
+
+def test_logs_never_carry_a_password(lg: Ledger) -> None:
+    """Opening, resetting, verifying (right and wrong) and refusing passwords logs none of them."""
+    commands = [
+        {"type": "OpenStampingAccount", "cti_id": "X1", "client_id": CLIENT, "password": PASSWORD},
+        {"type": "ResetStampingPassword", "cti_id": "X1", "password": PASSWORD + "-2"},
+        {"type": "VerifyStampingCredentials", "cti_id": "X1", "password": PASSWORD + "-2"},
+        {"type": "VerifyStampingCredentials", "cti_id": "X1", "password": PASSWORD},
+        {"type": "ResetStampingPassword", "cti_id": "X1", "password": "corta"},
+    ]
+    with structlog.testing.capture_logs() as logs:
+        results = lg.execute_many(commands)
+    assert [r.code if isinstance(r, Rejected) else "ok" for r in results] == [
+        "ok",
+        "ok",
+        "ok",
+        "invalid_credentials",
+        "invalid_command",
+    ]
+    assert len(logs) == len(commands)
+    assert "clave" not in repr(logs)
+    assert "corta" not in repr(logs)
