@@ -229,7 +229,8 @@ def validation_rejection(exc: ValidationError) -> Rejected:
     code = "invalid_command"
     for error in exc.errors(include_url=False, include_input=False):
         where = ".".join(str(part) for part in error["loc"])
-        if where.endswith(("rfc", "rfc_lock")):
+        # A missing RFC field is a malformed command, not a bad RFC.
+        if where.endswith(("rfc", "rfc_lock")) and error["type"] != "missing":
             code = "invalid_rfc"
         errors.append({"field": where, "message": error["msg"]})
     return Rejected(code, errors=errors)
