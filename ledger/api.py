@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self
 
 from adapters.memory import MemoryStore
 from adapters.store import EventStore, env_for_url, open_application
+from ledger import audit
+from ledger.audit.source import source_for
 from ledger.clock import Clock, local_date, system_clock
 from ledger.commands import accounts
 from ledger.commands.handlers import __all__ as _registered  # noqa: F401  (registers handlers)
@@ -81,6 +84,33 @@ class Ledger:
         if unit == "stamps" and hasattr(holder, "lots"):
             return int(balance(unit, local_date(self.engine.clock())))
         return int(balance(unit))
+
+    def balance_at(
+        self, holder_id: str, unit: str, at: str | datetime, *, booked: bool = False
+    ) -> int:
+        """The holder's balance at instant ``at``, from its events (``ledger.audit.history``)."""
+        self._check_open()
+        return audit.balance_at(source_for(self.store), holder_id, unit, at, booked=booked)
+
+    def history(self, holder_id: str, unit: str = "stamps") -> list[audit.Movement]:
+        """Every movement of the holder with its running balance, from its events."""
+        self._check_open()
+        return list(audit.iter_history(source_for(self.store), holder_id, unit))
+
+    def verify(
+        self,
+        *,
+        progress: audit.Progress | None = None,
+        expected_head: str | None = None,
+    ) -> audit.VerifyReport:
+        """Replays every event and checks DESIGN §3 (``ledger.audit.verify``)."""
+        self._check_open()
+        return audit.verify(
+            source_for(self.store),
+            views=audit.view_checks(self.store),
+            progress=progress,
+            expected_head=expected_head,
+        )
 
     def close(self) -> None:
         """Closes connections; calling it again does nothing."""
