@@ -65,7 +65,12 @@ class MemoryStore:
 
     def record(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
         """Events and keys at once; ``WriteConflict`` (recording nothing) if one is taken."""
-        rows = [self.mapper.to_stored_event(e) for e in events]
+        return self.record_rows([self.mapper.to_stored_event(e) for e in events], keys)
+
+    def record_rows(
+        self, rows: Sequence[StoredEvent], keys: Sequence[KeyRecord] = ()
+    ) -> Sequence[int]:
+        """Already-encoded rows (older versions' bytes, golden histories) and keys, at once."""
         with self._lock:
             # Check everything before the first change, as a transaction's rollback would.
             next_version: dict[str, int] = {}
