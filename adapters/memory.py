@@ -120,6 +120,11 @@ class MemoryStore:
             decoded.append(event)
         return decoded
 
+    def snapshot_versions(self) -> dict[str, int]:
+        """The version of the latest snapshot of each snapshotted aggregate."""
+        with self._lock:
+            return {i: row.originator_version for i, row in self._snapshots.items()}
+
     def key_count(self) -> int:
         """How many idempotency keys and unique facts are recorded."""
         with self._lock:
