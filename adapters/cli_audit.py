@@ -1,0 +1,188 @@
+"""The auditors' subcommands of the ``ledger`` CLI: ``verify`` and ``history``.
+
+``adapters/cli.py`` calls ``register(subparsers)``; each subcommand sets ``func(args) -> int`` (the
+exit code) as its default. ``main(argv)`` runs them on their own (``python -m adapters.cli_audit``).
+
+- ``ledger verify [--url URL] [--expect-head HEX] [--json]``: replays every event and checks the
+  invariants; progress on stderr (a live line on a terminal, a plain line every few seconds
+  otherwise); the summary and each breach on stdout. Exit 0 when the books hold, 1 on any breach,
+  2 when verification could not run (database unreachable, events unreadable).
+- ``ledger history HOLDER [--unit stamps|points] [--url URL] [--json]``: every movement of the
+  holder, oldest first, with its running balance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from ledger.api import Ledger
+from ledger.audit import VerifyReport, iter_history
+from ledger.audit.source import source_for
+from ledger.errors import LedgerError, Rejected
+
+PLAIN_PROGRESS_EVERY_S = 5.0
+"""Seconds between progress lines when stderr is not a terminal."""
+BREACHES_PRINTED_MAX = 50
+"""Breaches listed on stdout (``--json`` lists every one the report kept)."""
+
+EXIT_OK = 0
+EXIT_BREACH = 1
+EXIT_ERROR = 2
+
+
+def register(subparsers: Any) -> None:
+    """Adds ``verify`` and ``history`` to the ``ledger`` CLI's subparsers."""
+    verify = subparsers.add_parser(
+        "verify", help="replay every event and check the ledger's invariants (exit 1 on a breach)"
+    )
+    _url_option(verify)
+    verify.add_argument(
+        "--expect-head",
+        metavar="HEX",
+        help="a chain head hash recorded earlier: a breach if history no longer contains it",
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(func=run_verify)
+
+    history = subparsers.add_parser("history", help="a holder's movements with running balance")
+    history.add_argument("holder", metavar="HOLDER", help="holder id (CTI, client, distributor)")
+    history.add_argument("--unit", choices=("stamps", "points"), default="stamps")
+    _url_option(history)
+    history.add_argument("--json", action="store_true", help="one JSON object per line")
+    history.set_defaults(func=run_history)
+
+
+def _url_option(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS keeps a --url given before the subcommand (if the main parser has one) from
+    # being overwritten by this subparser's default.
+    parser.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help="ledger URL (sqlite:///file or postgresql://...; default $LEDGER_URL or ./ledger.db)",
+    )
+
+
+class ProgressPrinter:
+    """Progress of ``verify``: a live line on a terminal, plain lines every few seconds else."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self.started = time.monotonic()
+        self.last_line = self.started
+
+    def __call__(self, done: int, total: int) -> None:
+        """Shows how far the replay is."""
+        now = time.monotonic()
+        if not self.live and now - self.last_line < PLAIN_PROGRESS_EVERY_S:
+            return
+        self.last_line = now
+        elapsed = now - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = (total - done) / rate if rate > 0 else 0.0
+        percent = 100.0 * done / total if total else 100.0
+        text = (
+            f"verify: {done:,}/{total:,} events ({percent:5.1f}%), {rate:,.0f} events/s,"
+            f" {left:,.0f} s left"
+        )
+        if self.live:
+            self.stream.write("\r" + text + "\x1b[K")
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        """Ends the live line."""
+        if self.live:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def print_report(report: VerifyReport, out: TextIO) -> None:
+    """The human summary of a verify report."""
+    verdict = "OK" if report.ok else "BREACHES FOUND"
+    out.write(
+        f"verify: {verdict}: {report.events:,} events, {report.aggregates:,} streams,"
+        f" {report.holders:,} holders, {report.links:,} chain links,"
+        f" {report.keys:,} idempotency keys, up to position {report.last_position:,}"
+        f" in {report.duration_s:.1f} s\n"
+    )
+    out.write(f"chain head: {report.head_hash or '-'}\n")
+    for unit, total in report.totals.items():
+        out.write(f"sum of all {unit}: {total}\n")
+    for note in report.notes:
+        out.write(f"note: {note}\n")
+    for check, count in sorted(report.breach_counts.items()):
+        out.write(f"breaches: {check}: {count}\n")
+    for breach in report.breaches[:BREACHES_PRINTED_MAX]:
+        where = f"position {breach.position}" if breach.position is not None else "overall"
+        if breach.aggregate_id is not None:
+            where += f", {breach.aggregate_id}"
+        out.write(f"BREACH {breach.check} ({where}): {breach.message}\n")
+    hidden = sum(report.breach_counts.values()) - min(len(report.breaches), BREACHES_PRINTED_MAX)
+    if hidden > 0:
+        out.write(f"... and {hidden} more breaches (--json lists those kept)\n")
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """``ledger verify``."""
+    printer = ProgressPrinter(sys.stderr)
+    try:
+        with Ledger.open(getattr(args, "url", None), projections="off", create_tables=False) as lg:
+            report = lg.verify(progress=printer, expected_head=args.expect_head)
+    except LedgerError as exc:
+        printer.done()
+        sys.stderr.write(f"verify: cannot verify: {exc}\n")
+        return EXIT_ERROR
+    printer.done()
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False) + "\n")
+    else:
+        print_report(report, sys.stdout)
+    return EXIT_OK if report.ok else EXIT_BREACH
+
+
+def run_history(args: argparse.Namespace) -> int:
+    """``ledger history HOLDER``."""
+    out = sys.stdout
+    try:
+        with Ledger.open(getattr(args, "url", None), projections="off", create_tables=False) as lg:
+            movements = iter_history(source_for(lg.store), args.holder, args.unit)
+            if not args.json:
+                out.write(
+                    f"{'time':32}  {'amount':>9}  {'balance':>9}  {'counterpart':24}"
+                    f"  {'ref':38}  event\n"
+                )
+            for m in movements:
+                if args.json:
+                    out.write(json.dumps(m.to_dict(), ensure_ascii=False) + "\n")
+                else:
+                    out.write(
+                        f"{m.at.isoformat():32}  {m.amount:>+9}  {m.balance:>9}"
+                        f"  {m.counterpart:24}  {m.ref:38}  {m.topic}\n"
+                    )
+    except Rejected as exc:
+        sys.stderr.write(f"history: {exc.code}: {exc.message}\n")
+        return EXIT_BREACH
+    except LedgerError as exc:
+        sys.stderr.write(f"history: {exc}\n")
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``verify`` or ``history`` without the rest of the CLI."""
+    parser = argparse.ArgumentParser(prog="ledger")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
