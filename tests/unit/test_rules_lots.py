@@ -225,7 +225,7 @@ def test_recorded_expiry_keeps_the_books_balanced(lg: Ledger, clock: ManualClock
     lg.execute(grant("G1"))
     clock.advance(timedelta(days=11))
     lg.execute(consume())
-    assert postings_sum(lg) == Counter({"stamps": 0})
+    assert dict(postings_sum(lg)) == {"stamps": 0}
 
 
 def test_a_reclaim_takes_only_valid_stamps(lg: Ledger, clock: ManualClock) -> None:
