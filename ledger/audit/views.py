@@ -93,7 +93,9 @@ class BalancesViewCheck:
                 f"SELECT holder_id, unit, balance FROM {BALANCES_TABLE}"  # noqa: S608
                 " ORDER BY holder_id, unit"
             )
-            while rows := cursor.fetchmany(FETCH_ROWS_MAX):
+            # eventsourcing wraps SQLite's cursor without ``fetchmany``; use the driver's own.
+            raw = getattr(cursor, "sqlite_cursor", cursor)
+            while rows := raw.fetchmany(FETCH_ROWS_MAX):
                 for row in rows:
                     key = (str(row["holder_id"]), str(row["unit"]))
                     seen.add(key)
