@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any, ClassVar
 
 import msgspec
 
+from ledger.clock import MEXICO_CITY
 from ledger.domain import SINK_CONSUMED, SINK_EXPIRED, STAMPS, Aggregate, Created, Event, Posting
 from ledger.errors import Rejected
 
@@ -100,12 +102,28 @@ class StampingAccount(Aggregate):
             )
 
     class StampConsumed(Event, frozen=True, kw_only=True):
-        """A CFDI was stamped (``lot_id`` empty for an unlimited account)."""
+        """A CFDI was stamped (``lot_id`` empty for an unlimited account).
+
+        Version 2 records ``local_date``, the Mexico City calendar day of ``stamped_at``, the day
+        the consumption counts for. It is decided once, when the stamp is consumed, so a later
+        change of the time-zone rules (Mexico dropped daylight saving time in 2022) never moves a
+        recorded consumption to another day. Version 1 events get it computed from
+        ``stamped_at`` when read (``upcast_v1_v2``).
+        """
+
+        class_version: ClassVar[int] = 2
 
         cfdi_uuid: str
         issuer_rfc: str
         stamped_at: datetime
         lot_id: str = ""
+        local_date: date
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """A v1 consumption's local day, from its ``stamped_at`` (today's zone rules)."""
+            stamped_at = datetime.fromisoformat(state["stamped_at"])
+            state["local_date"] = stamped_at.astimezone(MEXICO_CITY).date().isoformat()
 
         def apply(self, aggregate: StampingAccount) -> None:
             """Takes one stamp from its lot."""
@@ -342,6 +360,7 @@ class StampingAccount(Aggregate):
             issuer_rfc=issuer_rfc,
             stamped_at=stamped_at,
             lot_id=lot_id,
+            local_date=stamped_at.astimezone(MEXICO_CITY).date(),
         )
 
     def credit(

@@ -1,0 +1,117 @@
+"""Schema evolution: stored v1 bytes, written by the earlier code, decode with today's classes.
+
+``tests/golden/history_v1.json`` holds rows exactly as the code before
+``StampingAccount.StampConsumed`` version 2 stored them. Version 2 records ``local_date``, the
+Mexico City day of ``stamped_at``; the upcaster derives it for v1 rows.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import MapperDeserialisationError, StoredEvent
+
+import ledger.aggregates.admin_profile
+import ledger.aggregates.client
+import ledger.aggregates.distributor
+import ledger.aggregates.master_account  # noqa: F401  (each module registers its event topics)
+from adapters.codec import MsgspecMapper
+from ledger.aggregates.stamping_account import StampingAccount
+from ledger.domain import Event
+
+GOLDEN = Path(__file__).parents[1] / "golden" / "history_v1.json"
+V1_TOPIC = "StampingAccount.StampConsumed"
+
+
+def golden_rows() -> list[dict[str, Any]]:
+    """The stored v1 rows."""
+    return list(json.loads(GOLDEN.read_text(encoding="utf-8"))["events"])
+
+
+def stored(row: dict[str, Any]) -> StoredEvent:
+    """A golden row as eventsourcing hands it to the mapper."""
+    return StoredEvent(
+        originator_id=row["originator_id"],
+        originator_version=row["originator_version"],
+        topic=row["topic"],
+        state=row["state"].encode("utf-8"),
+    )
+
+
+def decode(row: dict[str, Any]) -> Event:
+    """A golden row decoded by today's mapper."""
+    event = MsgspecMapper().to_domain_event(stored(row))
+    assert isinstance(event, Event)
+    return event
+
+
+def consumption(cfdi_uuid: str) -> StampingAccount.StampConsumed:
+    """The golden v1 consumption of ``cfdi_uuid``, decoded."""
+    for row in golden_rows():
+        if row["topic"] == V1_TOPIC and cfdi_uuid in row["state"]:
+            event = decode(row)
+            assert isinstance(event, StampingAccount.StampConsumed)
+            return event
+    raise AssertionError(cfdi_uuid)
+
+
+def test_golden_file_holds_v1_consumptions() -> None:
+    """The golden rows are version 1: the bare topic and no ``local_date`` in the bytes."""
+    rows = [r for r in golden_rows() if r["topic"].startswith(V1_TOPIC)]
+    assert len(rows) == 4
+    assert {r["topic"] for r in rows} == {V1_TOPIC}
+    assert all("local_date" not in r["state"] for r in rows)
+
+
+def test_every_golden_row_decodes_with_todays_classes() -> None:
+    """All 27 stored v1 rows of every kind decode into current event structs."""
+    events = [decode(row) for row in golden_rows()]
+    assert len(events) == 27
+    assert [(e.originator_id, e.originator_version) for e in events] == [
+        (r["originator_id"], r["originator_version"]) for r in golden_rows()
+    ]
+
+
+def test_v1_consumption_decodes_into_v2_with_its_local_day() -> None:
+    """A v1 consumption stamped at 18:06 UTC counts for that day in Mexico City."""
+    event = consumption("6F1C2A9E-0B4D-4C55-9A1E-3D2B7C8E9F01")
+    assert type(event).class_version == 2
+    assert event.stamped_at == datetime(2026, 1, 5, 18, 6, 0, 250, tzinfo=UTC)
+    assert event.local_date == date(2026, 1, 5)
+    assert event.lot_id == "T-1"
+
+
+def test_upcast_local_day_is_mexico_citys_not_utcs() -> None:
+    """Stamped at 01:06 UTC on 6 January: still 5 January in Mexico City."""
+    event = consumption("6F1C2A9E-0B4D-4C55-9A1E-3D2B7C8E9F04")
+    assert event.stamped_at.astimezone(UTC).date() == date(2026, 1, 6)
+    assert event.local_date == date(2026, 1, 5)
+
+
+def test_upcast_keeps_the_offset_the_pac_gave() -> None:
+    """A ``stamped_at`` given with an offset (05:59:59-06:00) keeps its local day."""
+    event = consumption("6F1C2A9E-0B4D-4C55-9A1E-3D2B7C8E9F03")
+    assert event.local_date == date(2026, 1, 6)
+
+
+def test_v2_events_are_stored_under_the_versioned_topic() -> None:
+    """A new consumption is stored as ``#2`` with its local day in the bytes, and reads back."""
+    old = consumption("6F1C2A9E-0B4D-4C55-9A1E-3D2B7C8E9F01")
+    mapper = MsgspecMapper()
+    row = mapper.to_stored_event(old)
+    assert row.topic == "StampingAccount.StampConsumed#2"
+    assert b'"local_date":"2026-01-05"' in row.state
+    assert mapper.to_domain_event(row) == old
+
+
+def test_v1_bytes_missing_stamped_at_fail_loudly() -> None:
+    """A v1 row the upcaster cannot read is a decode error, never a silently wrong day."""
+    row = next(r for r in golden_rows() if r["topic"] == V1_TOPIC)
+    broken = json.loads(row["state"])
+    del broken["stamped_at"]
+    with pytest.raises(MapperDeserialisationError):
+        decode({**row, "state": json.dumps(broken)})
