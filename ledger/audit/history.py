@@ -38,7 +38,11 @@ STREAM_PAGE_SIZE = 2_000
 
 @dataclass(frozen=True, slots=True)
 class Movement:
-    """One movement of a holder: when, with whom, how much (signed) and the balance after it."""
+    """One movement of a holder: when, with whom, how much (signed) and the balance after it.
+
+    ``topic`` is the event's stable name (``"StampingAccount.StampConsumed"``) whatever version
+    stored it; ``version`` is the event's position in the holder's stream.
+    """
 
     at: datetime
     holder_id: str
@@ -111,7 +115,7 @@ def iter_history(source: AuditSource, holder_id: str, unit: str = STAMPS) -> Ite
                 balance=balance,
                 counterpart=posting.counterpart,
                 ref=posting.ref,
-                topic=event.topic,
+                topic=event.topic.partition("#")[0],
                 version=event.originator_version,
             )
     if not seen:
