@@ -74,12 +74,13 @@ class ProgressPrinter:
         self.stream = stream
         self.live = stream.isatty()
         self.started = time.monotonic()
-        self.last_line = self.started
+        self.last_line: float | None = None
 
     def __call__(self, done: int, total: int) -> None:
-        """Shows how far the replay is."""
+        """Shows how far the replay is (plain lines: the first, every few seconds, the last)."""
         now = time.monotonic()
-        if not self.live and now - self.last_line < PLAIN_PROGRESS_EVERY_S:
+        due = self.last_line is None or now - self.last_line >= PLAIN_PROGRESS_EVERY_S
+        if not self.live and not due and done < total:
             return
         self.last_line = now
         elapsed = now - self.started
