@@ -168,18 +168,32 @@ class ViewCheck(Protocol):
         """``VIEWS`` breaches where the view differs; None if the view moved meanwhile."""
 
 
+_LENGTHS = tuple(n.to_bytes(8, "big") for n in range(4096))
+"""8-byte big-endian lengths of the usual part sizes, made once (the chain's length prefix)."""
+
+
+def _length(n: int) -> bytes:
+    return _LENGTHS[n] if n < 4096 else n.to_bytes(8, "big")
+
+
 def row_digest_parts(row: Notification) -> bytes:
     """The bytes ``adapters.chain.events_digest`` hashes for one row (length-prefixed parts)."""
-    out = bytearray()
-    for part in (
-        str(row.originator_id).encode(),
-        str(row.originator_version).encode(),
-        row.topic.encode(),
-        bytes(row.state),
-    ):
-        out += len(part).to_bytes(8, "big")
-        out += part
-    return bytes(out)
+    originator_id = str(row.originator_id).encode()
+    version = str(row.originator_version).encode()
+    topic = row.topic.encode()
+    state = bytes(row.state)
+    return b"".join(
+        (
+            _length(len(originator_id)),
+            originator_id,
+            _length(len(version)),
+            version,
+            _length(len(topic)),
+            topic,
+            _length(len(state)),
+            state,
+        )
+    )
 
 
 class _Chain:
@@ -327,8 +341,6 @@ class _Replay:
         position = row.id
         stream = str(row.originator_id)
         version = row.originator_version
-        self.last_position = position
-        report.events += 1
         last = self.versions.get(stream, 0)
         if version != last + 1:
             report.add(
@@ -376,14 +388,12 @@ class _Replay:
 
     def _post(self, postings: tuple[Posting, ...], position: int, stream: str) -> None:
         balances = self.balances
-        totals = self.totals
         self.report.postings += len(postings)
         for p in postings:
             key = (p.holder, p.unit)
             before = balances.get(key, 0)
             after = before + p.delta
             balances[key] = after
-            totals[p.unit] = totals.get(p.unit, 0) + p.delta
             if after < 0 <= before and p.holder not in self.masters:
                 self.report.add(
                     Breach(
@@ -396,16 +406,20 @@ class _Replay:
         if len(postings) == 2:
             a, b = postings
             if (
-                a.ref == b.ref
-                and a.unit == b.unit
+                a.delta == -b.delta
+                and a.delta != 0
                 and a.holder == b.counterpart
                 and a.counterpart == b.holder
-                and a.delta == -b.delta
-                and a.delta != 0
+                and a.ref == b.ref
+                and a.unit == b.unit
             ):
-                return  # both legs of one movement in one event (a consumption, an expiry)
+                # Both legs of one movement in one event (a consumption, an expiry): they cancel
+                # here, so neither the unit's total nor the pairing of legs needs them.
+                return
+        totals = self.totals
         groups = self.groups
         for p in postings:
+            totals[p.unit] = totals.get(p.unit, 0) + p.delta
             low, high = sorted((p.holder, p.counterpart))
             group_key = (p.ref, p.unit, low, high)
             group = groups.get(group_key)
@@ -526,6 +540,8 @@ def verify(
             rows = source.notifications(after, page_size)
             if not rows:
                 break
+            report.events += len(rows)
+            replay.last_position = rows[-1].id
             for row in rows:
                 if row.id > pending.next_at:
                     pending.compare_due(replay, row.id)
