@@ -556,6 +556,8 @@ def verify(
             page += 1
             if chain is not None:
                 chain.page = page
+            else:
+                replay.end_transaction()  # no links to mark transactions: a page stands in
             spill.flush()
             after = rows[-1].id
             if progress is not None:
