@@ -9,6 +9,7 @@ from typing import Any, Literal, Self
 
 from adapters.memory import MemoryStore
 from adapters.store import EventStore, env_for_url, open_application
+from adapters.views import event_decoder, notification_source, open_view_database
 from ledger import audit
 from ledger.audit.source import source_for
 from ledger.clock import Clock, local_date, system_clock
@@ -20,6 +21,8 @@ from ledger.engine import Engine, Result
 from ledger.errors import LedgerError, Rejected
 from ledger.logging import configure_logging
 from ledger.outcome import Outcome
+from ledger.projections.runner import Projector
+from ledger.projections.views import Views, default_views
 
 Projections = Literal["inline", "background", "off"]
 
@@ -34,6 +37,7 @@ class Ledger:
         self.engine = engine
         self.url = url
         self.projections = projections
+        self._views: Views | None = None
         self._closed = False
 
     @classmethod
@@ -56,7 +60,40 @@ class Ledger:
             store = EventStore(open_application(env_for_url(url, create_tables=create_tables)))
         engine = Engine(store=store, clock=clock or system_clock)
         accounts.PASSWORD_COST["cost"] = password_cost
-        return cls(store, engine, url or "", projections)
+        ledger = cls(store, engine, url or "", projections)
+        try:
+            ledger._open_views(url, create_tables=create_tables)
+        except BaseException:
+            ledger.close()
+            raise
+        return ledger
+
+    def _open_views(self, url: str | None, *, create_tables: bool) -> None:
+        """The read side (``ledger/projections``) in the same database, run as asked."""
+        if self.projections not in ("inline", "background", "off"):
+            raise Rejected("invalid_command", field="projections", reason="inline|background|off")
+        database = open_view_database(url)
+        projector = Projector(
+            database, notification_source(self.store), event_decoder(self.store), default_views()
+        )
+        self._views = Views(database, projector, self.engine.clock, self.projections)
+        if create_tables:
+            projector.setup()
+        if self.projections == "background":
+            self._views.start_background()
+        # An in-memory ledger's views are private to this process, so inline ones catch up
+        # when queried (still read-your-writes) instead of after every commit of the tests.
+        if self.projections == "background" or (
+            self.projections == "inline" and not isinstance(self.store, MemoryStore)
+        ):
+            self.engine.on_commit.append(self._views.after_commit)
+
+    @property
+    def views(self) -> Views:
+        """The read side: typed queries over the views (DESIGN §6)."""
+        self._check_open()
+        assert self._views is not None
+        return self._views
 
     def execute(self, command: Mapping[str, Any] | Command) -> Outcome:
         """Runs one command; returns its outcome or raises ``Rejected``."""
@@ -117,7 +154,11 @@ class Ledger:
         if self._closed:
             return
         self._closed = True
-        self.store.close()
+        try:
+            if self._views is not None:
+                self._views.close()
+        finally:
+            self.store.close()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -1,0 +1,630 @@
+"""The ``ledger`` command line (also ``python -m ledger``), DESIGN §7.
+
+Every subcommand takes ``--url`` (default ``$LEDGER_URL`` or ``sqlite:///ledger.db``):
+
+- ``demo``: builds a realistic network on the database and prints the main views;
+- ``exec``: JSON-lines commands on stdin, JSON-lines outcomes on stdout, one per non-blank line,
+  in order; a bad line gets its ``{"ok": false, ...}`` and the next line runs;
+- ``project [--follow]``: brings the views up to date (and keeps them so with ``--follow``);
+- ``rebuild``: drops the views and projects the whole history, with progress on stderr;
+- ``balance HOLDER [--unit] [--at ISO]``: a balance from the write side (or at an instant);
+- ``import-clients FILE`` / ``export-clients``: clients as CSV with ``CSV_COLUMNS`` in order;
+- ``verify`` and ``history`` come from ``adapters/cli_audit.py`` when it is installed.
+
+Exit codes: 0 success, 1 a rejection or invalid input, 2 the ledger could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import logging
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import IO, Any, TextIO
+
+import msgspec
+from pydantic import ValidationError
+
+from adapters.views import LogWatcher
+from ledger.aggregates.distributor import Distributor
+from ledger.api import Ledger
+from ledger.clock import local_date
+from ledger.commands.models import COMMAND_ADAPTER
+from ledger.engine import validation_rejection
+from ledger.errors import LedgerError, Rejected
+from ledger.logging import configure_logging
+from ledger.projections.runner import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, Progress
+
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_ERROR = 2
+
+EXEC_BATCH_MAX = 1_000
+"""Bound on the commands ``exec`` hands the engine at once."""
+EXEC_LINE_BYTES_MAX = 1_000_000
+"""Bound on one input line of ``exec``."""
+PLAIN_PROGRESS_EVERY_S = 2.0
+"""Seconds between progress lines when stderr is not a terminal."""
+FOLLOW_INTERVAL_S_DEFAULT = 1.0
+FOLLOW_BACKOFF_S_MAX = 30.0
+IMPORT_ROWS_MAX = 100_000
+"""Bound on the rows of one ``import-clients`` file."""
+
+CSV_COLUMNS = (
+    "client_id",
+    "distributor_id",
+    "nic",
+    "name",
+    "trade_name",
+    "rfc",
+    "regimen_fiscal",
+    "uso_cfdi",
+    "email",
+    "phone",
+    "postal_code",
+)
+"""The fixed column order of ``import-clients`` and ``export-clients``."""
+_OPTIONAL_COLUMNS = frozenset({"nic", "trade_name", "phone"})
+
+_ENCODER = msgspec.json.Encoder()
+
+
+# Parser --------------------------------------------------------------------------------------
+
+
+def _url_option(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a --url given before the subcommand is not overwritten by this default.
+    parser.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help="ledger URL: sqlite:///FILE or postgresql://USER@HOST/DB "
+        "(default $LEDGER_URL or sqlite:///ledger.db)",
+    )
+
+
+def _interval(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 60:
+        raise argparse.ArgumentTypeError("between 0 and 60 seconds")
+    return value
+
+
+def _page_size(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= PAGE_SIZE_MAX:
+        raise argparse.ArgumentTypeError(f"1 to {PAGE_SIZE_MAX}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ledger`` parser with every subcommand (and the audit ones when present)."""
+    parser = argparse.ArgumentParser(prog="ledger", description="CFDI credits ledger")
+    parser.add_argument("--url", default=None, help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="build a realistic demo network and print its views")
+    _url_option(demo)
+    demo.add_argument("--clients", type=int, default=300, help="clients to register (10..5000)")
+    demo.add_argument("--days", type=int, default=60, help="days of consumption (7..366)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed")
+    demo.set_defaults(func=run_demo)
+
+    execute = commands.add_parser("exec", help="JSON-lines commands in, JSON-lines outcomes out")
+    _url_option(execute)
+    execute.set_defaults(func=run_exec)
+
+    project = commands.add_parser("project", help="bring the views up to date")
+    _url_option(project)
+    project.add_argument("--follow", action="store_true", help="keep following new events")
+    project.add_argument(
+        "--interval",
+        type=_interval,
+        default=FOLLOW_INTERVAL_S_DEFAULT,
+        help="seconds between polls when following (PostgreSQL also wakes on NOTIFY)",
+    )
+    project.add_argument("--page-size", type=_page_size, default=PAGE_SIZE_DEFAULT)
+    project.set_defaults(func=run_project)
+
+    rebuild = commands.add_parser("rebuild", help="drop the views and rebuild them from history")
+    _url_option(rebuild)
+    rebuild.add_argument("--page-size", type=_page_size, default=PAGE_SIZE_DEFAULT)
+    rebuild.set_defaults(func=run_rebuild)
+
+    balance = commands.add_parser("balance", help="a holder's balance (write side)")
+    balance.add_argument("holder", metavar="HOLDER")
+    balance.add_argument("--unit", choices=("stamps", "points"), default="stamps")
+    balance.add_argument("--at", metavar="ISO", help="the balance at this instant (with offset)")
+    _url_option(balance)
+    balance.set_defaults(func=run_balance)
+
+    imports = commands.add_parser("import-clients", help="register clients from a CSV file")
+    imports.add_argument("file", metavar="FILE")
+    _url_option(imports)
+    imports.set_defaults(func=run_import_clients)
+
+    exports = commands.add_parser("export-clients", help="write clients as CSV")
+    _url_option(exports)
+    exports.add_argument("--distributor", help="only this distributor's clients")
+    exports.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    exports.set_defaults(func=run_export_clients)
+
+    try:
+        from adapters import cli_audit  # noqa: PLC0415  (optional: present when audit is installed)
+    except ModuleNotFoundError as exc:
+        if exc.name != "adapters.cli_audit":
+            raise
+    else:
+        cli_audit.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one subcommand; returns its exit code."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+def _open(args: argparse.Namespace, **options: Any) -> Ledger:
+    return Ledger.open(getattr(args, "url", None), **options)
+
+
+def _fail(command: str, exc: LedgerError) -> int:
+    if isinstance(exc, Rejected):
+        sys.stderr.write(f"{command}: {exc.code}: {exc.message}\n")
+        return EXIT_REJECTED
+    sys.stderr.write(f"{command}: {exc}\n")
+    return EXIT_ERROR
+
+
+# demo ---------------------------------------------------------------------------------------
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """``ledger demo``."""
+    from adapters import demo  # noqa: PLC0415  (only the demo needs its name lists)
+
+    if not 10 <= args.clients <= 5_000 or not 7 <= args.days <= 366:
+        sys.stderr.write("demo: --clients must be 10..5000 and --days 7..366\n")
+        return EXIT_ERROR
+    # A demo runs a hundred thousand commands: one log line each would drown the tables.
+    configure_logging(logging.WARNING, force=True)
+    try:
+        return demo.run(
+            getattr(args, "url", None),
+            clients=args.clients,
+            days=args.days,
+            seed=args.seed,
+            out=sys.stdout,
+        )
+    except LedgerError as exc:
+        return _fail("demo", exc)
+
+
+# exec ---------------------------------------------------------------------------------------
+
+
+def _input_batches(stream: IO[bytes]) -> Iterator[list[bytes]]:
+    """Lines of ``stream`` in batches: what is already readable, without waiting for more.
+
+    A file or a fast pipe gives big batches (few transactions); an interactive writer gets each
+    outcome as soon as its line is complete.
+    """
+    try:
+        fd = stream.fileno()
+        select.select([fd], [], [], 0)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        fd = -1
+    if fd < 0:
+        batch: list[bytes] = []
+        for line in stream:
+            batch.append(line)
+            if len(batch) >= EXEC_BATCH_MAX:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        return
+    pending = b""
+    eof = False
+    while not eof:
+        chunk = os.read(fd, 1 << 16)
+        eof = not chunk
+        pending += chunk
+        while not eof and pending.count(b"\n") < EXEC_BATCH_MAX:
+            if not select.select([fd], [], [], 0)[0]:
+                break
+            chunk = os.read(fd, 1 << 16)
+            eof = not chunk
+            pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if eof and pending:
+            lines.append(pending)
+            pending = b""
+        if len(pending) > EXEC_LINE_BYTES_MAX:
+            lines.append(pending)  # reported as too long below, never buffered forever
+            pending = b""
+        for start in range(0, len(lines), EXEC_BATCH_MAX):
+            yield lines[start : start + EXEC_BATCH_MAX]
+
+
+def _parse_line(line: bytes, number: int) -> dict[str, Any] | Rejected:
+    if len(line) > EXEC_LINE_BYTES_MAX:
+        return Rejected("invalid_command", line=number, reason="line too long")
+    try:
+        command = msgspec.json.decode(line)
+    except msgspec.DecodeError as exc:
+        return Rejected("invalid_command", line=number, reason=f"not JSON: {exc}")
+    if not isinstance(command, dict):
+        return Rejected("invalid_command", line=number, reason="not a JSON object")
+    return command
+
+
+def execute_lines(lg: Ledger, batches: Iterator[list[bytes]], out: IO[bytes]) -> tuple[int, int]:
+    """Runs JSON-lines commands; writes one outcome line per non-blank line. (ok, rejected)."""
+    number = 0
+    ok = rejected = 0
+    for batch in batches:
+        parsed: list[dict[str, Any] | Rejected] = []
+        for raw in batch:
+            number += 1
+            if raw.strip():
+                parsed.append(_parse_line(raw, number))
+        commands = [p for p in parsed if not isinstance(p, Rejected)]
+        results = iter(lg.execute_many(commands)) if commands else iter(())
+        lines = []
+        for item in parsed:
+            result = item if isinstance(item, Rejected) else next(results)
+            if isinstance(result, Rejected):
+                rejected += 1
+                lines.append(_ENCODER.encode(result.to_dict()))
+            else:
+                ok += 1
+                lines.append(_ENCODER.encode(result.to_dict()))
+        if lines:
+            out.write(b"\n".join(lines) + b"\n")
+            out.flush()
+    return ok, rejected
+
+
+def run_exec(args: argparse.Namespace) -> int:
+    """``ledger exec``."""
+    try:
+        with _open(args) as lg:
+            execute_lines(lg, _input_batches(sys.stdin.buffer), sys.stdout.buffer)
+    except LedgerError as exc:
+        return _fail("exec", exc)
+    return EXIT_OK
+
+
+# project, rebuild ---------------------------------------------------------------------------
+
+
+class ProgressPrinter:
+    """Progress on stderr: a bar on a terminal, a plain line every few seconds otherwise."""
+
+    def __init__(self, label: str, stream: TextIO) -> None:
+        self.label = label
+        self.stream = stream
+        self.live = stream.isatty()
+        self._last_line = time.monotonic()
+
+    def __call__(self, progress: Progress) -> None:
+        """Shows events done, rate and time left."""
+        now = time.monotonic()
+        if not self.live and now - self._last_line < PLAIN_PROGRESS_EVERY_S:
+            return
+        self._last_line = now
+        left = progress.remaining_s
+        left_text = "?" if left is None else f"{left:,.0f} s"
+        if self.live:
+            width = 30
+            filled = width * progress.done // progress.total if progress.total else width
+            bar = "#" * filled + "." * (width - filled)
+            self.stream.write(
+                f"\r{self.label} [{bar}] {progress.done:,}/{progress.total:,} events "
+                f"{progress.rate:,.0f} ev/s, {left_text} left\x1b[K"
+            )
+        else:
+            self.stream.write(
+                f"{self.label}: {progress.done:,}/{progress.total:,} events, "
+                f"{progress.rate:,.0f} events/s, {left_text} left\n"
+            )
+        self.stream.flush()
+
+    def finish(self, done: int, elapsed_s: float) -> None:
+        """The closing line."""
+        if self.live:
+            self.stream.write("\n")
+        rate = done / elapsed_s if elapsed_s > 0 else 0.0
+        self.stream.write(
+            f"{self.label}: done, {done:,} events in {elapsed_s:.1f} s ({rate:,.0f} events/s)\n"
+        )
+        self.stream.flush()
+
+
+def run_rebuild(args: argparse.Namespace) -> int:
+    """``ledger rebuild``."""
+    configure_logging(logging.WARNING, force=True)
+    printer = ProgressPrinter("rebuild", sys.stderr)
+    try:
+        with _open(args, projections="off") as lg:
+            lg.views.projector.page_size = args.page_size
+            started = time.perf_counter()
+            done = lg.views.rebuild(progress=printer)
+            printer.finish(done, time.perf_counter() - started)
+            sys.stdout.write(f"views rebuilt up to notification {lg.views.position()}\n")
+    except LedgerError as exc:
+        return _fail("rebuild", exc)
+    return EXIT_OK
+
+
+def run_project(args: argparse.Namespace) -> int:
+    """``ledger project [--follow]``."""
+    printer = ProgressPrinter("project", sys.stderr)
+    stop = threading.Event()
+    try:
+        with _open(args, projections="off") as lg:
+            lg.views.projector.page_size = args.page_size
+            started = time.perf_counter()
+            done = lg.views.projector.catch_up(progress=printer, stop=stop)
+            printer.finish(done, time.perf_counter() - started)
+            if args.follow:
+                _follow(lg, getattr(args, "url", None), args.interval, stop)
+            sys.stdout.write(f"views at notification {lg.views.position()}\n")
+    except LedgerError as exc:
+        return _fail("project", exc)
+    return EXIT_OK
+
+
+def _follow(lg: Ledger, url: str | None, interval_s: float, stop: threading.Event) -> None:
+    """Catches up whenever events may have arrived, until SIGINT or SIGTERM."""
+    projector = lg.views.projector
+    watcher = LogWatcher(url, interval_s=interval_s)
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {
+        number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    sys.stderr.write(
+        "project: following new events "
+        f"({'LISTEN/NOTIFY' if watcher.listening else 'polling'}, every {interval_s:g} s at most)\n"
+    )
+    sys.stderr.flush()
+    backoff_s = interval_s
+    try:
+        while not stop.is_set():
+            watcher.wait(stop)
+            if stop.is_set():
+                break
+            try:
+                projector.catch_up(stop=stop)
+                backoff_s = interval_s
+            except LedgerError as exc:
+                # A follower outlives a database restart: it says so, waits (bounded) and
+                # tries again from the tracked position, so nothing is lost or counted twice.
+                sys.stderr.write(f"project: catch-up failed, retrying in {backoff_s:g} s: {exc}\n")
+                sys.stderr.flush()
+                stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, FOLLOW_BACKOFF_S_MAX)
+    finally:
+        watcher.close()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+# balance ------------------------------------------------------------------------------------
+
+
+def run_balance(args: argparse.Namespace) -> int:
+    """``ledger balance HOLDER [--unit] [--at]``."""
+    try:
+        with _open(args, projections="off", create_tables=False) as lg:
+            if args.at is None:
+                value = lg.balance(args.holder, args.unit)
+            else:
+                balance_at = getattr(lg, "balance_at", None)
+                if balance_at is None:
+                    sys.stderr.write("balance: --at needs Ledger.balance_at (not in this build)\n")
+                    return EXIT_ERROR
+                value = balance_at(args.holder, args.unit, args.at)
+    except ValueError as exc:
+        sys.stderr.write(f"balance: --at: {exc}\n")
+        return EXIT_REJECTED
+    except LedgerError as exc:
+        return _fail("balance", exc)
+    sys.stdout.write(f"{value}\n")
+    return EXIT_OK
+
+
+# import-clients, export-clients -------------------------------------------------------------
+
+
+class ImportError_(LedgerError):  # noqa: N801  (ImportError is a builtin)
+    """Raised when a clients CSV has a wrong header or bad rows; nothing was imported."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s); nothing imported")
+
+
+def _row_command(row: dict[str, str]) -> dict[str, Any]:
+    profile: dict[str, Any] = {
+        field: row[field]
+        for field in ("name", "rfc", "email", "postal_code", "regimen_fiscal", "uso_cfdi")
+    }
+    for field in ("trade_name", "phone"):
+        if row[field]:
+            profile[field] = row[field]
+    command: dict[str, Any] = {
+        "type": "RegisterClient",
+        "client_id": row["client_id"],
+        "distributor_id": row["distributor_id"],
+        "profile": profile,
+    }
+    if row["nic"]:
+        command["nic"] = row["nic"]
+    return command
+
+
+def read_clients_csv(stream: TextIO, name: str) -> list[tuple[int, dict[str, Any]]]:
+    """Validated RegisterClient commands with their line numbers; ``ImportError_`` otherwise."""
+    reader = csv.reader(stream)
+    header = next(reader, None)
+    if header is not None and header and header[0].startswith("\ufeff"):
+        header[0] = header[0][1:]  # a byte-order mark from spreadsheet exports
+    if header is None or tuple(h.strip() for h in header) != CSV_COLUMNS:
+        raise ImportError_([f"{name}:1: the header must be: {','.join(CSV_COLUMNS)}"])
+    problems: list[str] = []
+    commands: list[tuple[int, dict[str, Any]]] = []
+    seen: dict[str, int] = {}
+    for values in reader:
+        line = reader.line_num
+        if not any(v.strip() for v in values):
+            continue
+        if len(commands) + len(problems) >= IMPORT_ROWS_MAX:
+            problems.append(f"{name}:{line}: more than {IMPORT_ROWS_MAX} rows")
+            break
+        if len(values) != len(CSV_COLUMNS):
+            problems.append(f"{name}:{line}: {len(values)} columns, expected {len(CSV_COLUMNS)}")
+            continue
+        row = {column: value.strip() for column, value in zip(CSV_COLUMNS, values, strict=True)}
+        missing = [c for c in CSV_COLUMNS if not row[c] and c not in _OPTIONAL_COLUMNS]
+        if missing:
+            problems.append(f"{name}:{line}: empty {', '.join(missing)}")
+            continue
+        command = _row_command(row)
+        try:
+            COMMAND_ADAPTER.validate_python(command)
+        except ValidationError as exc:
+            rejection = validation_rejection(exc)
+            problems.extend(
+                f"{name}:{line}: {error['field']}: {error['message']}"
+                for error in rejection.details.get("errors", [])
+            )
+            continue
+        except Rejected as exc:
+            problems.append(f"{name}:{line}: {exc.code}: {exc.message}")
+            continue
+        for new_id in (row["client_id"], f"{row['client_id']}-cti"):
+            if new_id in seen:
+                problems.append(f"{name}:{line}: {new_id} repeats line {seen[new_id]}")
+            seen[new_id] = line
+        commands.append((line, command))
+    if problems:
+        raise ImportError_(problems)
+    return commands
+
+
+def _check_against_ledger(lg: Ledger, rows: list[tuple[int, dict[str, Any]]], name: str) -> None:
+    """Rejections the import would meet, found before anything is written."""
+    problems: list[str] = []
+    today = local_date(lg.engine.clock())
+    distributors: dict[str, str | None] = {}
+    for line, command in rows:
+        distributor_id = command["distributor_id"]
+        if distributor_id not in distributors:
+            found = lg.engine.current(distributor_id)
+            distributors[distributor_id] = (
+                found.status_on(today) if isinstance(found, Distributor) else None
+            )
+        status = distributors[distributor_id]
+        if status is None:
+            problems.append(f"{name}:{line}: unknown_account: no distributor {distributor_id}")
+        elif status != "active":
+            problems.append(f"{name}:{line}: distributor_not_active: {distributor_id} is {status}")
+        problems.extend(
+            f"{name}:{line}: already_exists: {new_id}"
+            for new_id in (command["client_id"], f"{command['client_id']}-cti")
+            if lg.engine.current(new_id) is not None
+        )
+    if problems:
+        raise ImportError_(problems)
+
+
+def run_import_clients(args: argparse.Namespace) -> int:
+    """``ledger import-clients FILE``: every row checked first, then one ``execute_many``."""
+    configure_logging(logging.WARNING, force=True)
+    try:
+        with open(args.file, encoding="utf-8", newline="") as stream:
+            rows = read_clients_csv(stream, args.file)
+        with _open(args) as lg:
+            _check_against_ledger(lg, rows, args.file)
+            results = lg.execute_many([command for _, command in rows])
+    except ImportError_ as exc:
+        for problem in exc.problems:
+            sys.stderr.write(problem + "\n")
+        sys.stderr.write(f"import-clients: {exc}\n")
+        return EXIT_REJECTED
+    except (OSError, UnicodeDecodeError) as exc:
+        sys.stderr.write(f"import-clients: cannot read {args.file}: {exc}\n")
+        return EXIT_ERROR
+    except LedgerError as exc:
+        return _fail("import-clients", exc)
+    failed = [
+        (line, result)
+        for (line, _), result in zip(rows, results, strict=True)
+        if isinstance(result, Rejected)
+    ]
+    for line, result in failed:
+        sys.stderr.write(f"{args.file}:{line}: {result.code}: {result.message}\n")
+    if failed:
+        # Only a concurrent writer can cause this after the checks above. Rows are keyed by
+        # their client id, so running the same file again imports the rest and repeats nothing.
+        sys.stderr.write(
+            f"import-clients: {len(failed)} row(s) rejected by a concurrent change; "
+            f"{len(rows) - len(failed)} imported; running the file again is safe\n"
+        )
+        return EXIT_REJECTED
+    sys.stdout.write(f"imported {len(rows)} clients\n")
+    return EXIT_OK
+
+
+def write_clients_csv(lg: Ledger, distributor_id: str | None, out: TextIO) -> int:
+    """Writes the clients (from the views) as CSV; returns how many."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    count = 0
+    after = ""
+    while True:
+        page = lg.views.client_profiles(distributor_id, after_id=after, limit=500)
+        for row in page:
+            writer.writerow(
+                ["" if getattr(row, c) is None else getattr(row, c) for c in CSV_COLUMNS]
+            )
+        count += len(page)
+        if len(page) < 500:
+            return count
+        after = page[-1].client_id
+
+
+def run_export_clients(args: argparse.Namespace) -> int:
+    """``ledger export-clients [--distributor] [--output]``."""
+    configure_logging(logging.WARNING, force=True)
+    try:
+        with _open(args) as lg, contextlib.ExitStack() as stack:
+            out: TextIO = sys.stdout
+            if args.output:
+                out = stack.enter_context(open(args.output, "w", encoding="utf-8", newline=""))
+            count = write_clients_csv(lg, args.distributor, out)
+    except OSError as exc:
+        sys.stderr.write(f"export-clients: {exc}\n")
+        return EXIT_ERROR
+    except LedgerError as exc:
+        return _fail("export-clients", exc)
+    sys.stderr.write(f"export-clients: {count} clients\n")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,828 @@
+"""``ledger demo``: a realistic reseller network, built in seconds, and its views printed.
+
+A platform (master account) with a catalogue; three distributors, one of them (with Multinivel)
+with two sub-distributors, and one still waiting for validation; a few hundred clients with
+their CTIs (some with a second account, a few unlimited); purchases, transfers and mass
+transfers; then ``days`` days of consumption up to yesterday with daily patterns (busy weekdays,
+quiet Sundays, a month-end rush, accounts that started recently), driven by a ``ManualClock``;
+top-ups as accounts run low, some automatic; invoices for the first month's sales.
+
+Everything goes through ``Ledger.execute_many`` in daily batches, as a real integration would.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import unicodedata
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
+from typing import Any, TextIO
+
+from stdnum.mx import rfc as stdnum_rfc
+
+from ledger.api import Ledger
+from ledger.clock import MEXICO_CITY, ManualClock
+from ledger.errors import Rejected
+from ledger.outcome import Outcome
+from ledger.rfc import validate_rfc
+
+MASTER = "PLATAFORMA"
+PASSWORD = "demo-contraseña-1"  # noqa: S105  (a demo account's password, printed nowhere)
+
+_FIRST_NAMES = (
+    "José", "María", "Juan", "Guadalupe", "Luis", "Ana", "Carlos", "Verónica", "Jorge", "Rosa",
+    "Miguel", "Laura", "Alejandro", "Patricia", "Fernando", "Claudia", "Ricardo", "Adriana",
+    "Héctor", "Gabriela", "Raúl", "Mónica", "Sergio", "Leticia", "Arturo", "Silvia", "Eduardo",
+    "Norma", "Roberto", "Alejandra", "Víctor", "Araceli", "Óscar", "Elena", "Javier", "Sofía",
+)  # fmt: skip
+_SURNAMES = (
+    "Hernández", "García", "Martínez", "López", "González", "Pérez", "Rodríguez", "Sánchez",
+    "Ramírez", "Cruz", "Flores", "Gómez", "Morales", "Vázquez", "Reyes", "Jiménez", "Torres",
+    "Díaz", "Gutiérrez", "Ruiz", "Mendoza", "Aguilar", "Ortiz", "Moreno", "Castillo", "Romero",
+    "Álvarez", "Méndez", "Chávez", "Rivera", "Juárez", "Ramos", "Domínguez", "Herrera", "Medina",
+)  # fmt: skip
+_TRADES = (
+    "Abarrotes", "Ferretería", "Papelería", "Farmacia", "Refaccionaria", "Taller Mecánico",
+    "Consultorio Dental", "Despacho Contable", "Tortillería", "Panadería", "Carnicería",
+    "Estética", "Materiales para Construcción", "Transportes", "Distribuidora de Alimentos",
+    "Agencia de Viajes", "Muebles", "Cafetería", "Lavandería", "Imprenta", "Óptica",
+)  # fmt: skip
+_PLACES = (
+    "del Centro", "La Esperanza", "San Miguel", "El Progreso", "Guadalupe", "del Norte",
+    "Santa Fe", "Las Palmas", "La Joya", "Juárez", "Reforma", "del Valle", "Hidalgo", "Morelos",
+)  # fmt: skip
+_COLOURS = ("rojo", "verde", "azul", "amarillo", "morado")
+
+
+def _ascii(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if c.isascii() and c.isalnum())
+
+
+def _with_check_digit(stem: str) -> str:
+    return stem + str(stdnum_rfc.calc_check_digit(stem))
+
+
+def person_rfc(rng: random.Random, first: str, paternal: str, maternal: str) -> str:
+    """A valid persona física RFC (name letters, birth date, homoclave, check digit)."""
+    letters = (_ascii(paternal)[:2] + _ascii(maternal)[:1] + _ascii(first)[:1]).upper()
+    for _ in range(50):
+        born = date(1950, 1, 1) + timedelta(days=rng.randrange(365 * 50))
+        homoclave = "".join(rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ123456789") for _ in range(2))
+        candidate = _with_check_digit(f"{letters}{born:%y%m%d}{homoclave}")
+        try:
+            if not validate_rfc(candidate).warnings:
+                return candidate
+        except Rejected:
+            letters = letters[:3] + "X"  # a forbidden word: the SAT replaces the last letter
+    raise AssertionError("no valid RFC generated")
+
+
+def company_rfc(rng: random.Random, name: str) -> str:
+    """A valid persona moral RFC."""
+    words = [w for w in _ascii_words(name) if len(w) > 2] or ["XXX"]
+    letters = "".join(w[0] for w in words)[:3].upper().ljust(3, "X")
+    for _ in range(50):
+        founded = date(1980, 1, 1) + timedelta(days=rng.randrange(365 * 40))
+        homoclave = "".join(rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ123456789") for _ in range(2))
+        candidate = _with_check_digit(f"{letters}{founded:%y%m%d}{homoclave}")
+        try:
+            if not validate_rfc(candidate).warnings:
+                return candidate
+        except Rejected:
+            letters = letters[:2] + "X"
+    raise AssertionError("no valid RFC generated")
+
+
+def _ascii_words(text: str) -> list[str]:
+    return [_ascii(word) for word in text.split()]
+
+
+def _phone(rng: random.Random) -> str:
+    area = rng.choice(("55", "33", "81", "222", "442", "999"))
+    rest = "".join(rng.choice("0123456789") for _ in range(10 - len(area)))
+    return f"{area} {rest[:4]} {rest[4:]}"
+
+
+@dataclass
+class _Account:
+    """The demo's own model of a CTI, to plan top-ups without asking the ledger."""
+
+    cti_id: str
+    client_id: str
+    distributor_id: str
+    rate: float
+    starts_on_day: int
+    unlimited: bool = False
+    balance: int = 0
+    blocked: bool = False
+
+
+@dataclass
+class _Seller:
+    distributor_id: str
+    parent_id: str
+    name: str
+    weight: float
+    multinivel: bool = False
+    clients: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DemoReport:
+    """What the demo did: counts and the ids worth showing."""
+
+    commands: int = 0
+    rejected: int = 0
+    events: int = 0
+    seconds: float = 0.0
+    first_rejections: list[str] = field(default_factory=list)
+
+
+class DemoBuilder:
+    """Builds the network and its history on an open ledger driven by a ``ManualClock``."""
+
+    def __init__(
+        self, lg: Ledger, clock: ManualClock, *, clients: int, days: int, seed: int, today: date
+    ) -> None:
+        self.lg = lg
+        self.clock = clock
+        self.rng = random.Random(seed)  # noqa: S311  (a reproducible demo, not secrets)
+        self.client_count = clients
+        self.days = days
+        self.today = today
+        self.first_day = today - timedelta(days=days)
+        self.report = DemoReport()
+        self.accounts: dict[str, _Account] = {}
+        self.sales: dict[str, list[tuple[date, str]]] = {}
+        self.sellers = [
+            _Seller("D-NORTE", MASTER, "Timbres del Norte SA de CV", 0.3),
+            _Seller("D-CENTRO", MASTER, "Facturación Centro SA de CV", 0.25, multinivel=True),
+            _Seller("D-SUR", MASTER, "Soluciones Fiscales del Sur SA de CV", 0.2),
+            _Seller("D-CENTRO-QRO", "D-CENTRO", "Contadores de Querétaro SC", 0.15),
+            _Seller("D-CENTRO-PUE", "D-CENTRO", "Servicios Digitales Puebla SA de CV", 0.1),
+        ]
+
+    # Plumbing -------------------------------------------------------------------------------
+
+    def _at(self, day: date, hour: int, minute: int = 0) -> datetime:
+        return datetime.combine(day, clock_time(hour, minute), tzinfo=MEXICO_CITY)
+
+    def _run(self, commands: Sequence[dict[str, Any]]) -> list[Outcome | None]:
+        """Runs a batch; a rejection is counted (a demo should have none) and kept as None."""
+        results = self.lg.execute_many(commands)
+        self.report.commands += len(commands)
+        outcomes: list[Outcome | None] = []
+        for command, result in zip(commands, results, strict=True):
+            if isinstance(result, Rejected):
+                self.report.rejected += 1
+                if len(self.report.first_rejections) < 5:
+                    self.report.first_rejections.append(f"{command['type']}: {result}")
+                outcomes.append(None)
+            else:
+                sale_ids = () if command["type"] == "RegisterInvoice" else result.sale_ids
+                for sale_id in sale_ids:
+                    seller = command.get("from_id") or command.get("seller_id") or MASTER
+                    if command["type"] == "ContractSubscription":
+                        seller = next(
+                            s.parent_id
+                            for s in self.sellers
+                            if s.distributor_id == command["distributor_id"]
+                        )
+                    self.sales.setdefault(seller, []).append((self.clock().date(), sale_id))
+                outcomes.append(result)
+        return outcomes
+
+    # Network --------------------------------------------------------------------------------
+
+    def _company_profile(self, name: str, email_domain: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "rfc": company_rfc(self.rng, name),
+            "email": f"contacto@{email_domain}.mx",
+            "postal_code": f"{self.rng.randrange(1000, 99999):05d}",
+            "phone": _phone(self.rng),
+        }
+
+    def build_network(self) -> None:
+        """Master account, catalogue, distributors, subscriptions, sub-distributors."""
+        self.clock.set(self._at(self.first_day - timedelta(days=1), 9))
+        expires = (self.today + timedelta(days=365)).isoformat()
+        commands: list[dict[str, Any]] = [
+            {
+                "type": "OpenMasterAccount",
+                "master_id": MASTER,
+                "name": "Plataforma de Timbrado SA de CV",
+                "rfc": company_rfc(self.rng, "Plataforma de Timbrado"),
+            },
+            *[
+                {
+                    "type": "DefinePackage",
+                    "seller_id": MASTER,
+                    "package_id": package_id,
+                    "unit": unit,
+                    "quantity": quantity,
+                    "price": price,
+                    "audience": "distributor",
+                }
+                for package_id, unit, quantity, price in (
+                    ("TIM-1000", "stamps", 1_000, "450.00"),
+                    ("TIM-10000", "stamps", 10_000, "4000.00"),
+                    ("TIM-50000", "stamps", 50_000, "17500.00"),
+                    ("PTS-3000", "points", 3_000, "2850.00"),
+                )
+            ],
+        ]
+        for seller in self.sellers:
+            if seller.parent_id != MASTER:
+                continue
+            commands += self._register_distributor(seller, expires)
+        commands.append(
+            {
+                "type": "RegisterDistributor",
+                "distributor_id": "D-OESTE",
+                "parent_id": MASTER,
+                "profile": self._company_profile("Timbrado de Occidente SA de CV", "occidente"),
+            }
+        )
+        commands += [
+            {
+                "type": "BuyPackage",
+                "buyer_id": seller.distributor_id,
+                "seller_id": MASTER,
+                "package_id": "TIM-50000",
+                "count": 2,
+            }
+            for seller in self.sellers
+            if seller.parent_id == MASTER
+        ]
+        commands += [
+            {
+                "type": "BuyPackage",
+                "buyer_id": seller.distributor_id,
+                "seller_id": MASTER,
+                "package_id": "PTS-3000",
+                "count": 10,
+            }
+            for seller in self.sellers
+            if seller.parent_id == MASTER
+        ]
+        commands += [
+            {
+                "type": "ContractSubscription",
+                "distributor_id": "D-CENTRO",
+                "product": "Multinivel",
+                "annual_price": "12000.00",
+            },
+            {
+                "type": "DefinePackage",
+                "seller_id": "D-CENTRO",
+                "package_id": "MAYOREO-5000",
+                "unit": "stamps",
+                "quantity": 5_000,
+                "price": "2400.00",
+                "audience": "distributor",
+            },
+        ]
+        for seller in self.sellers:
+            if seller.parent_id == "D-CENTRO":
+                commands += self._register_distributor(seller, expires)
+        commands += [
+            {
+                "type": "BuyPackage",
+                "buyer_id": "D-CENTRO-QRO",
+                "seller_id": "D-CENTRO",
+                "package_id": "MAYOREO-5000",
+                "count": 4,
+            },
+            {
+                "type": "TransferStamps",
+                "transfer_id": "T-CENTRO-PUE-1",
+                "from_id": "D-CENTRO",
+                "to_id": "D-CENTRO-PUE",
+                "quantity": 15_000,
+                "amount": "7200.00",
+            },
+            *[
+                {
+                    "type": "TransferPoints",
+                    "transfer_id": f"TP-{sub}-1",
+                    "from_id": "D-CENTRO",
+                    "to_id": sub,
+                    "quantity": 9_000,
+                    "amount": "8550.00",
+                }
+                for sub in ("D-CENTRO-QRO", "D-CENTRO-PUE")
+            ],
+        ]
+        self._run(commands)
+
+    def _register_distributor(self, seller: _Seller, expires: str) -> list[dict[str, Any]]:
+        domain = _ascii(seller.name.split()[1]).lower() or "distribuidor"
+        return [
+            {
+                "type": "RegisterDistributor",
+                "distributor_id": seller.distributor_id,
+                "parent_id": seller.parent_id,
+                "profile": self._company_profile(seller.name, domain),
+            },
+            {
+                "type": "ValidateDistributor",
+                "distributor_id": seller.distributor_id,
+                "actor": seller.parent_id,
+            },
+            {
+                "type": "ActivateDistributor",
+                "distributor_id": seller.distributor_id,
+                "actor": seller.parent_id,
+                "expires_on": expires,
+            },
+        ]
+
+    # Clients --------------------------------------------------------------------------------
+
+    def _client_profile(self) -> tuple[dict[str, Any], str]:
+        rng = self.rng
+        first, paternal, maternal = (
+            rng.choice(_FIRST_NAMES),
+            rng.choice(_SURNAMES),
+            rng.choice(_SURNAMES),
+        )
+        person = f"{first} {paternal} {maternal}"
+        email_user = _ascii(first).lower() + "." + _ascii(paternal).lower()
+        if rng.random() < 0.35:
+            name = f"{rng.choice(_TRADES)} {rng.choice(_PLACES)} SA de CV"
+            profile: dict[str, Any] = {
+                "name": name,
+                "rfc": company_rfc(rng, name),
+                "regimen_fiscal": "601",
+                "legal_rep": {"name": person, "phone": _phone(rng)},
+            }
+        else:
+            profile = {
+                "name": person,
+                "rfc": person_rfc(rng, first, paternal, maternal),
+                "regimen_fiscal": "612",
+                "trade_name": f"{rng.choice(_TRADES)} {rng.choice(_PLACES)}",
+            }
+        profile.update(
+            email=f"{email_user}{rng.randrange(100)}@example.com",
+            postal_code=f"{rng.randrange(1000, 99999):05d}",
+            uso_cfdi="G03",
+            phone=_phone(rng),
+        )
+        if rng.random() < 0.3:
+            profile["financial_contact"] = {
+                "name": f"{rng.choice(_FIRST_NAMES)} {rng.choice(_SURNAMES)}",
+                "email": f"pagos{rng.randrange(1000)}@example.com",
+                "phone": _phone(rng),
+            }
+        return profile, person
+
+    def _rate(self) -> float:
+        roll = self.rng.random()
+        if roll < 0.6:
+            return self.rng.uniform(0.2, 2.0)
+        if roll < 0.93:
+            return self.rng.uniform(2.0, 10.0)
+        return self.rng.uniform(10.0, 40.0)
+
+    def register_clients(self) -> None:
+        """Clients spread over the active distributors; a second CTI for some; unlimited few."""
+        rng = self.rng
+        weights = [s.weight for s in self.sellers]
+        commands: list[dict[str, Any]] = []
+        for n in range(1, self.client_count + 1):
+            seller = rng.choices(self.sellers, weights)[0]
+            client_id = f"CL-{n:05d}"
+            profile, _ = self._client_profile()
+            commands.append(
+                {
+                    "type": "RegisterClient",
+                    "client_id": client_id,
+                    "distributor_id": seller.distributor_id,
+                    "nic": f"{seller.distributor_id[2:5]}{n:05d}",
+                    "profile": profile,
+                }
+            )
+            seller.clients.append(client_id)
+            starts = 0 if rng.random() < 0.75 else rng.randrange(self.days // 3, self.days - 2)
+            cti_id = f"{client_id}-cti"
+            self.accounts[cti_id] = _Account(
+                cti_id, client_id, seller.distributor_id, self._rate(), starts
+            )
+        self._run(commands)
+        commands = []
+        for seller in self.sellers:
+            for client_id in seller.clients:
+                roll = rng.random()
+                if roll < 0.1:
+                    cti_id = f"{client_id}-cti2"
+                    commands.append(
+                        {
+                            "type": "OpenStampingAccount",
+                            "cti_id": cti_id,
+                            "client_id": client_id,
+                            "password": PASSWORD,
+                        }
+                    )
+                    self.accounts[cti_id] = _Account(
+                        cti_id, client_id, seller.distributor_id, self._rate(), rng.randrange(20)
+                    )
+                elif roll < 0.13:
+                    cti_id = f"{client_id}-ilim"
+                    commands += [
+                        {
+                            "type": "TransferPoints",
+                            "transfer_id": f"TP-{client_id}",
+                            "from_id": seller.distributor_id,
+                            "to_id": client_id,
+                            "quantity": 2_000,
+                            "amount": "1900.00",
+                        },
+                        {
+                            "type": "OpenStampingAccount",
+                            "cti_id": cti_id,
+                            "client_id": client_id,
+                            "kind": "unlimited",
+                            "password": PASSWORD,
+                        },
+                    ]
+                    self.accounts[cti_id] = _Account(
+                        cti_id,
+                        client_id,
+                        seller.distributor_id,
+                        rng.uniform(20.0, 60.0),
+                        0,
+                        unlimited=True,
+                    )
+                if rng.random() < 0.1:
+                    commands.append(
+                        {"type": "TagClient", "client_id": client_id, "favourite": True}
+                    )
+                if rng.random() < 0.2:
+                    commands.append(
+                        {
+                            "type": "TagClient",
+                            "client_id": client_id,
+                            "colour": rng.choice(_COLOURS),
+                        }
+                    )
+                if rng.random() < 0.04:
+                    commands.append({"type": "TagClient", "client_id": client_id, "dropped": True})
+        self._run(commands)
+
+    def initial_stamps(self) -> None:
+        """One mass transfer per distributor gives every standard CTI its first stamps."""
+        commands: list[dict[str, Any]] = []
+        for seller in self.sellers:
+            lines = []
+            for account in self.accounts.values():
+                if account.distributor_id != seller.distributor_id or account.unlimited:
+                    continue
+                quantity = max(100, int(round(account.rate * 20, -2)))
+                account.balance = quantity
+                lines.append(
+                    {
+                        "to_id": account.cti_id,
+                        "quantity": quantity,
+                        "amount": f"{quantity * 0.55:.2f}",
+                    }
+                )
+            if lines:
+                commands.append(
+                    {
+                        "type": "MassTransfer",
+                        "batch_id": f"ALTA-{seller.distributor_id}",
+                        "from_id": seller.distributor_id,
+                        "lines": lines,
+                    }
+                )
+        chosen = self.rng.sample(sorted(self.accounts), k=max(1, len(self.accounts) // 20))
+        commands.extend(
+            {
+                "type": "ConfigureAutoTopUp",
+                "cti_id": account,
+                "minimum": 50,
+                "credit": 500,
+                "amount": "275.00",
+            }
+            for account in chosen
+            if not self.accounts[account].unlimited
+        )
+        self._run(commands)
+
+    # History --------------------------------------------------------------------------------
+
+    def _restock(self) -> None:
+        """Distributors low on stamps buy from their parent (parents first, so they can sell)."""
+        for parents_first in (True, False):
+            commands: list[dict[str, Any]] = []
+            for seller in self.sellers:
+                if (seller.parent_id == MASTER) != parents_first:
+                    continue
+                # A parent keeps enough to serve its sub-distributors' purchases the same day.
+                floor = 100_000 if seller.multinivel else (40_000 if parents_first else 20_000)
+                if self.lg.balance(seller.distributor_id, "stamps") >= floor:
+                    continue
+                package, count = ("TIM-50000", 3) if parents_first else ("MAYOREO-5000", 4)
+                commands.append(
+                    {
+                        "type": "BuyPackage",
+                        "buyer_id": seller.distributor_id,
+                        "seller_id": seller.parent_id,
+                        "package_id": package,
+                        "count": count,
+                    }
+                )
+            if commands:
+                self._run(commands)
+
+    def _top_ups(self, day_number: int) -> list[dict[str, Any]]:
+        commands = []
+        for account in self.accounts.values():
+            if account.unlimited or account.blocked:
+                continue
+            if account.balance < account.rate * 4 + 10:
+                quantity = int(max(200, round(account.rate * 25, -2)))
+                account.balance += quantity
+                commands.append(
+                    {
+                        "type": "TransferStamps",
+                        "transfer_id": f"RECARGA-{account.cti_id}-{day_number}",
+                        "from_id": account.distributor_id,
+                        "to_id": account.cti_id,
+                        "quantity": quantity,
+                        "amount": f"{quantity * 0.55:.2f}",
+                    }
+                )
+        return commands
+
+    def _consumptions(self, day: date, day_number: int) -> list[dict[str, Any]]:
+        rng = self.rng
+        weekday = day.weekday()
+        factor = (1.0, 1.05, 1.0, 1.1, 1.15, 0.45, 0.2)[weekday]
+        if day.day >= 26:
+            factor *= 1.4  # month-end invoicing rush
+        commands = []
+        for account in self.accounts.values():
+            if account.blocked or day_number < account.starts_on_day:
+                continue
+            expected = account.rate * factor * rng.uniform(0.6, 1.4)
+            count = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
+            if not account.unlimited:
+                count = min(count, account.balance)
+                account.balance -= count
+            for _ in range(count):
+                stamped = self._at(day, 8) + timedelta(seconds=rng.randrange(13 * 3600))
+                commands.append(
+                    {
+                        "type": "ConsumeStamp",
+                        "cti_id": account.cti_id,
+                        "cfdi_uuid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                        "issuer_rfc": "GODE561231GR8",
+                        "stamped_at": stamped.isoformat(),
+                    }
+                )
+        return commands
+
+    def simulate(self) -> None:
+        """``days`` days of consumption, top-ups and a few events worth seeing."""
+        blocked_day = self.days // 2
+        for day_number in range(self.days):
+            day = self.first_day + timedelta(days=day_number)
+            self.clock.set(self._at(day, 7))
+            self._restock()
+            top_ups = self._top_ups(day_number)
+            if top_ups:
+                self._run(top_ups)
+            if day_number == blocked_day:
+                self._block_some()
+            if day_number == 31:
+                self._invoice_first_month()
+            self.clock.set(self._at(day, 21))
+            consumptions = self._consumptions(day, day_number)
+            for outcome, command in zip(self._run(consumptions), consumptions, strict=True):
+                if outcome is not None and outcome.balance_after is not None:
+                    self.accounts[command["cti_id"]].balance = outcome.balance_after
+
+    def _block_some(self) -> None:
+        candidates = [a for a in self.accounts.values() if not a.unlimited][:2]
+        for account in candidates:
+            account.blocked = True
+        self._run([{"type": "BlockStampingAccount", "cti_id": a.cti_id} for a in candidates])
+
+    def _invoice_first_month(self) -> None:
+        commands = []
+        for seller_id in (MASTER, "D-CENTRO"):
+            sale_ids = [
+                sale_id
+                for when, sale_id in self.sales.get(seller_id, [])
+                if when < self.first_day + timedelta(days=30)
+            ][:500]
+            if sale_ids:
+                commands.append(
+                    {
+                        "type": "RegisterInvoice",
+                        "seller_id": seller_id,
+                        "invoice_ref": f"FAC-{seller_id}-0001",
+                        "sale_ids": sale_ids,
+                    }
+                )
+        self._run(commands)
+
+    def finish(self, now: datetime) -> None:
+        """The clock back to the real present; a sub-distributor suspended for the views."""
+        self.clock.set(now)
+        self._run(
+            [{"type": "SuspendDistributor", "distributor_id": "D-CENTRO-PUE", "actor": "D-CENTRO"}]
+        )
+
+
+# Printing -------------------------------------------------------------------------------------
+
+
+def render_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table: numbers right-aligned, everything else left-aligned."""
+
+    def text(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "sí" if value else "no"
+        if isinstance(value, float):
+            return f"{value:,.2f}"
+        if isinstance(value, int):
+            return f"{value:,}"
+        if isinstance(value, datetime):
+            return value.astimezone(MEXICO_CITY).strftime("%Y-%m-%d %H:%M")
+        return str(value)
+
+    cells = [[text(v) for v in row] for row in rows]
+    numeric = [
+        all(
+            isinstance(row[i], int | float) and not isinstance(row[i], bool)
+            for row in rows
+            if row[i] is not None
+        )
+        and any(row[i] is not None for row in rows)
+        for i in range(len(headers))
+    ]
+    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if numeric[i] else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
+
+    out = [title, line(headers), line(["-" * w for w in widths])]
+    out += [line(row) for row in cells] or ["(none)"]
+    return "\n".join(out) + "\n"
+
+
+def print_views(lg: Ledger, out: TextIO) -> None:
+    """The main views of the demo network."""
+    views = lg.views
+    columns = ("distributor", "name", "status", "expires", "stamps", "points")
+
+    def distributor_rows(parent: str) -> list[tuple[Any, ...]]:
+        return [
+            (d.distributor_id, d.name, d.status, d.expires_on, d.stamps, d.points)
+            for d in views.distributors(parent)
+        ]
+
+    out.write(render_table(f"\nDistributors of {MASTER}", columns, distributor_rows(MASTER)))
+    out.write(render_table("\nSub-distributors of D-CENTRO", columns, distributor_rows("D-CENTRO")))
+    ctis = views.stamping_accounts("D-NORTE", sort="balance_desc", limit=12)
+    out.write(
+        render_table(
+            "\nStamping accounts of D-NORTE, most stamps first",
+            ("CTI", "NIC", "client", "kind", "active", "balance", "used", "CPD", "days left"),
+            [
+                (
+                    c.cti_id,
+                    c.nic,
+                    c.name[:34],
+                    c.kind,
+                    c.active,
+                    c.balance,
+                    c.used,
+                    c.cpd,
+                    c.days_remaining,
+                )
+                for c in ctis
+            ],
+        )
+    )
+    low = views.stamping_accounts("D-SUR", sort="last_emission_desc", status="active", limit=8)
+    out.write(
+        render_table(
+            "\nStamping accounts of D-SUR, latest emission first",
+            ("CTI", "client", "balance", "last purchase", "last emission", "CPD", "days left"),
+            [
+                (
+                    c.cti_id,
+                    c.name[:34],
+                    c.balance,
+                    c.last_purchase_at,
+                    c.last_emission_at,
+                    c.cpd,
+                    c.days_remaining,
+                )
+                for c in low
+            ],
+        )
+    )
+    favourites = views.clients("D-CENTRO", tag="favourite", sort="balance_desc", limit=10)
+    out.write(
+        render_table(
+            "\nFavourite clients of D-CENTRO",
+            ("client", "NIC", "name", "RFC", "colour", "stamps", "points"),
+            [
+                (c.client_id, c.nic, c.name[:34], c.rfc, c.colour, c.stamps, c.points)
+                for c in favourites
+            ],
+        )
+    )
+    busiest = views.stamping_accounts("D-NORTE", sort="balance_desc", limit=1)
+    if busiest:
+        cti = busiest[0].cti_id
+        usage = views.consumption(cti, days=14)
+        out.write(
+            render_table(
+                f"\nConsumption of {cti}, last 14 days (CPD "
+                f"{'-' if usage.cpd is None else f'{usage.cpd:.2f}'}, days left "
+                f"{'-' if usage.days_remaining is None else usage.days_remaining})",
+                ("day", "stamps", ""),
+                [(d.local_date, d.count, "#" * min(d.count, 60)) for d in usage.daily],
+            )
+        )
+    sales = views.unbilled_sales(MASTER, limit=10)
+    out.write(
+        render_table(
+            f"\nSales of {MASTER} not invoiced yet",
+            ("sale", "date", "buyer", "unit", "quantity", "amount", "reference"),
+            [
+                (s.sale_id[:14], s.at, s.buyer_id, s.unit, s.quantity, s.amount, s.reference)
+                for s in sales
+            ],
+        )
+    )
+    invoices = views.invoices(MASTER) + views.invoices("D-CENTRO")
+    out.write(
+        render_table(
+            "\nInvoices registered",
+            ("invoice", "seller", "date", "sales", "amount"),
+            [
+                (
+                    i.invoice_ref,
+                    i.seller_id,
+                    i.at,
+                    len(i.sales),
+                    f"{sum(int(s.amount.replace('.', '')) for s in i.sales) / 100:,.2f}",
+                )
+                for i in invoices
+            ],
+        )
+    )
+
+
+def run(url: str | None, *, clients: int, days: int, seed: int, out: TextIO) -> int:
+    """Builds the demo on ``url`` and prints its views; 1 if the database already has one."""
+    started = time.perf_counter()
+    now = datetime.now(UTC).replace(microsecond=0)
+    today = now.astimezone(MEXICO_CITY).date()
+    clock = ManualClock(
+        datetime.combine(today - timedelta(days=days + 1), clock_time(8), tzinfo=MEXICO_CITY)
+    )
+    # The views catch up once at the end: one pass over the history beats one per batch.
+    with Ledger.open(url, clock=clock, password_cost="fast", projections="off") as lg:  # noqa: S106  (a cost level)
+        if lg.engine.current(MASTER) is not None:
+            out.write(f"demo: this database already holds the demo ({MASTER}); use another --url\n")
+            return 1
+        builder = DemoBuilder(lg, clock, clients=clients, days=days, seed=seed, today=today)
+        builder.build_network()
+        builder.register_clients()
+        builder.initial_stamps()
+        builder.simulate()
+        builder.finish(max(now, clock()))
+        lg.views.catch_up()
+        report = builder.report
+        report.seconds = time.perf_counter() - started
+        report.events = lg.views.position()
+        out.write(
+            f"demo: {report.commands:,} commands, {report.events:,} events, "
+            f"{len(builder.accounts):,} stamping accounts, {clients:,} clients, "
+            f"{days} days, in {report.seconds:.1f} s on {lg.url or 'sqlite:///ledger.db'}\n"
+        )
+        if report.rejected:
+            out.write(f"demo: {report.rejected} commands were rejected, e.g.:\n")
+            for rejection in report.first_rejections:
+                out.write(f"  {rejection}\n")
+        print_views(lg, out)
+    return 0

@@ -1,0 +1,593 @@
+"""View storage on SQLite and PostgreSQL: the ``ViewDatabase`` the projections write through.
+
+Views are ordinary tables in the events' own database, so a portal reads them with plain SQL and
+a view page commits atomically with its tracking position. This module owns the connections
+(separate from eventsourcing's, so a view transaction never holds the event writers' pool), the
+SQL dialects and the bulk statements: ``executemany`` on SQLite, ``unnest`` arrays on
+PostgreSQL (one statement per table per page instead of one per row).
+
+Types as stored, for portals: PostgreSQL uses ``bigint``, ``boolean``, ``timestamptz`` and
+``date``; SQLite stores timestamps as ISO 8601 text in UTC with microseconds (so text order is
+time order), dates as ``YYYY-MM-DD`` and booleans as 0/1.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from typing import Any, Literal, cast
+
+import psycopg
+import structlog
+from eventsourcing.persistence import MapperDeserialisationError, Notification, PersistenceError
+
+from adapters.memory import MemoryStore
+from adapters.store import EventStore, env_for_url
+from ledger.domain import Event
+from ledger.errors import InfrastructureError, IntegrityBreach
+from ledger.projections.base import Cursor, Kind, Table
+
+log = structlog.get_logger("ledger.views")
+
+CONNECTIONS_MAX = 4
+"""Bound on connections one view database opens."""
+CONNECTION_WAIT_S = 30.0
+"""Bound on the wait for a free connection."""
+SQLITE_BUSY_TIMEOUT_S = 30
+"""Bound on the wait for SQLite's write lock (event writers hold it briefly)."""
+DDL_LOCK_ID = 7_310_420_002
+"""PostgreSQL advisory lock that serialises view DDL between processes opening at once."""
+
+_PG_TYPES: dict[Kind, str] = {
+    "text": "text",
+    "int": "bigint",
+    "bool": "boolean",
+    "ts": "timestamptz",
+    "date": "date",
+}
+_SQLITE_TYPES: dict[Kind, str] = {
+    "text": "TEXT",
+    "int": "INTEGER",
+    "bool": "INTEGER",
+    "ts": "TEXT",
+    "date": "TEXT",
+}
+
+
+def _create_statements(table: Table, types: Mapping[Kind, str], suffix: str) -> list[str]:
+    columns = ", ".join(f"{name} {types[kind]}" for name, kind in table.columns)
+    key = ", ".join(table.key)
+    statements = [
+        f"CREATE TABLE IF NOT EXISTS {table.name} ({columns}, PRIMARY KEY ({key})){suffix}"
+    ]
+    for index in table.indexes:
+        name = f"{table.name}_{'_'.join(index)}_idx"
+        statements.append(f"CREATE INDEX IF NOT EXISTS {name} ON {table.name} ({', '.join(index)})")
+    return statements
+
+
+_DAY_TEXT: dict[date, str] = {}
+_DAY_TEXT_MAX = 10_000
+
+
+class SQLiteDialect:
+    """SQLite: timestamps as sortable UTC ISO text, dates as ISO text, booleans as 0/1."""
+
+    name: Literal["sqlite", "postgres"] = "sqlite"
+
+    def ts(self, at: datetime | None) -> Any:
+        """UTC ISO 8601 text with microseconds (text order is time order)."""
+        return None if at is None else at.astimezone(UTC).isoformat(timespec="microseconds")
+
+    def day(self, day: date | None) -> Any:
+        """``YYYY-MM-DD`` (memoised: a page holds few distinct days and many rows)."""
+        if day is None:
+            return None
+        text = _DAY_TEXT.get(day)
+        if text is None:
+            if len(_DAY_TEXT) >= _DAY_TEXT_MAX:
+                _DAY_TEXT.clear()
+            text = _DAY_TEXT[day] = day.isoformat()
+        return text
+
+    def flag(self, value: bool) -> Any:
+        """0 or 1."""
+        return 1 if value else 0
+
+    def to_ts(self, value: Any) -> datetime | None:
+        """Parses the stored text."""
+        return None if value is None else datetime.fromisoformat(value)
+
+    def to_day(self, value: Any) -> date | None:
+        """Parses the stored text."""
+        return None if value is None else date.fromisoformat(value)
+
+    def greatest(self, a: str, b: str) -> str:
+        """SQLite's two-argument ``max`` is NULL if either is; fall back to the other."""
+        return f"COALESCE(max({a}, {b}), {a}, {b})"
+
+    def least(self, a: str, b: str) -> str:
+        """SQLite's two-argument ``min`` is NULL if either is; fall back to the other."""
+        return f"COALESCE(min({a}, {b}), {a}, {b})"
+
+    def create_statements(self, table: Table) -> list[str]:
+        """DDL with SQLite's types; tables without rowid (the key is the row's address)."""
+        return _create_statements(table, _SQLITE_TYPES, " WITHOUT ROWID")
+
+
+class PostgresDialect:
+    """PostgreSQL: native ``timestamptz``, ``date`` and ``boolean``."""
+
+    name: Literal["sqlite", "postgres"] = "postgres"
+
+    def ts(self, at: datetime | None) -> Any:
+        """The aware ``datetime`` itself."""
+        return at
+
+    def day(self, day: date | None) -> Any:
+        """The ``date`` itself."""
+        return day
+
+    def flag(self, value: bool) -> Any:
+        """The ``bool`` itself."""
+        return value
+
+    def to_ts(self, value: Any) -> datetime | None:
+        """In UTC, whatever the session's time zone."""
+        return None if value is None else value.astimezone(UTC)
+
+    def to_day(self, value: Any) -> date | None:
+        """Already a ``date``."""
+        assert value is None or isinstance(value, date)
+        return value
+
+    def greatest(self, a: str, b: str) -> str:
+        """``GREATEST`` ignores NULLs."""
+        return f"GREATEST({a}, {b})"
+
+    def least(self, a: str, b: str) -> str:
+        """``LEAST`` ignores NULLs."""
+        return f"LEAST({a}, {b})"
+
+    def create_statements(self, table: Table) -> list[str]:
+        """DDL with PostgreSQL's types."""
+        return _create_statements(table, _PG_TYPES, "")
+
+
+SQLITE = SQLiteDialect()
+POSTGRES = PostgresDialect()
+
+
+class SQLiteCursor:
+    """A view cursor on one SQLite connection."""
+
+    dialect = SQLITE
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Runs one statement."""
+        self._cursor.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Runs one statement per row (SQLite's executemany is a tight C loop)."""
+        if rows:
+            self._cursor.executemany(sql, rows)
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        """The rows of the last query."""
+        return self._cursor.fetchall()
+
+    def insert(self, table: Table, rows: Sequence[Sequence[Any]], on_conflict: str = "") -> None:
+        """One prepared INSERT run over every row."""
+        if not rows:
+            return
+        names = table.column_names
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"  # noqa: S608
+        )
+        if on_conflict:
+            sql += f" ON CONFLICT ({', '.join(table.key)}) {on_conflict}"
+        self._cursor.executemany(sql, rows)
+
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+class PostgresCursor:
+    """A view cursor on one psycopg connection; ``?`` placeholders become ``%s``."""
+
+    dialect = POSTGRES
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        self._cursor = cursor
+        self._sql: dict[str, str] = {}
+
+    def _convert(self, sql: str) -> str:
+        converted = self._sql.get(sql)
+        if converted is None:
+            converted = self._sql[sql] = _PLACEHOLDER.sub("%s", sql)
+        return converted
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Runs one statement."""
+        self._cursor.execute(self._convert(sql), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Runs one statement per row (psycopg pipelines them)."""
+        if rows:
+            self._cursor.executemany(self._convert(sql), rows)
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        """The rows of the last query."""
+        return self._cursor.fetchall()
+
+    def insert(self, table: Table, rows: Sequence[Sequence[Any]], on_conflict: str = "") -> None:
+        """One INSERT ... SELECT FROM unnest(arrays): every row in a single statement."""
+        if not rows:
+            return
+        names = table.column_names
+        arrays = ", ".join(f"%s::{_PG_TYPES[kind]}[]" for _, kind in table.columns)
+        sql = f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays})"  # noqa: S608
+        if on_conflict:
+            sql += f" ON CONFLICT ({', '.join(table.key)}) {on_conflict}"
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        self._cursor.execute(sql, columns, binary=True)
+
+
+class _Pool:
+    """A bounded LIFO pool of connections, made on demand."""
+
+    def __init__(self, connect: Any, size_max: int) -> None:
+        self._connect = connect
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+        self._size_max = size_max
+        self._closed = False
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._closed:
+                raise InfrastructureError("the view database is closed")
+            try:
+                return self._idle.get_nowait()
+            except queue.Empty:
+                if len(self._all) < self._size_max:
+                    connection = self._connect()
+                    self._all.append(connection)
+                    return connection
+        try:
+            return self._idle.get(timeout=CONNECTION_WAIT_S)
+        except queue.Empty:
+            raise InfrastructureError("no free view database connection") from None
+
+    def put(self, connection: Any) -> None:
+        self._idle.put(connection)
+
+    def discard(self, connection: Any) -> None:
+        """Forgets a broken connection; the next ``get`` makes a new one."""
+        with self._lock:
+            if connection in self._all:
+                self._all.remove(connection)
+        connection.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for connection in self._all:
+                connection.close()
+            self._all.clear()
+
+
+class SQLiteViewDatabase:
+    """Views in the events' SQLite file (or a private in-memory database for tests)."""
+
+    dialect = SQLITE
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.memory = path == ":memory:"
+        # A private in-memory database exists per connection: then one connection serves all.
+        self._pool = _Pool(self._connect, 1 if self.memory else CONNECTIONS_MAX)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=SQLITE_BUSY_TIMEOUT_S,
+            )
+            if not self.memory:
+                # Durable against a process crash; a power loss may drop the last view page,
+                # which is then projected again (rows and position go together either way).
+                connection.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise InfrastructureError(f"cannot open the view database: {exc}") from None
+        return connection
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[Cursor]:
+        connection = self._pool.get()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(begin)
+                yield SQLiteCursor(cursor)
+                connection.execute("COMMIT" if begin != "BEGIN" else "ROLLBACK")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            finally:
+                cursor.close()
+        except sqlite3.Error as exc:
+            raise InfrastructureError(f"view database: {exc}") from None
+        finally:
+            self._pool.put(connection)
+
+    def write(self) -> Any:
+        """A write transaction that holds SQLite's write lock from its first statement."""
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def read(self) -> Any:
+        """A read transaction (a consistent WAL snapshot)."""
+        return self._transaction("BEGIN")
+
+    def create(self, tables: Sequence[Table]) -> None:
+        """Creates missing tables in one transaction."""
+        with self.write() as cursor:
+            for table in tables:
+                for statement in SQLITE.create_statements(table):
+                    cursor.execute(statement)
+
+    def close(self) -> None:
+        """Closes every connection."""
+        self._pool.close()
+
+
+class PostgresViewDatabase:
+    """Views in the events' PostgreSQL database."""
+
+    dialect = POSTGRES
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self._pool = _Pool(self._connect, CONNECTIONS_MAX)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            connection = psycopg.connect(self.conninfo, autocommit=True)
+            connection.execute("SET TIME ZONE 'UTC'")
+        except psycopg.Error as exc:
+            raise InfrastructureError(f"cannot reach PostgreSQL: {exc}") from None
+        return connection
+
+    @contextmanager
+    def _transaction(self, *, read_only: bool) -> Iterator[Cursor]:
+        connection = self._pool.get()
+        try:
+            with connection.transaction(), connection.cursor() as cursor:
+                if read_only:
+                    cursor.execute("SET TRANSACTION READ ONLY")
+                yield PostgresCursor(cursor)
+        except psycopg.Error as exc:
+            if connection.broken or connection.closed:
+                self._pool.discard(connection)
+                connection = None
+            raise InfrastructureError(f"view database: {exc}") from None
+        finally:
+            if connection is not None:
+                self._pool.put(connection)
+
+    def write(self) -> Any:
+        """A read-write transaction."""
+        return self._transaction(read_only=False)
+
+    def read(self) -> Any:
+        """A read-only transaction."""
+        return self._transaction(read_only=True)
+
+    def create(self, tables: Sequence[Table]) -> None:
+        """Creates missing tables, serialised between processes by an advisory lock."""
+        with self.write() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(?)", (DDL_LOCK_ID,))
+            for table in tables:
+                for statement in POSTGRES.create_statements(table):
+                    cursor.execute(statement)
+
+    def close(self) -> None:
+        """Closes every connection."""
+        self._pool.close()
+
+
+def postgres_conninfo(env: Mapping[str, str]) -> str:
+    """A libpq connection string from the store's environment."""
+    return str(
+        psycopg.conninfo.make_conninfo(
+            dbname=env["POSTGRES_DBNAME"],
+            host=env["POSTGRES_HOST"],
+            port=env["POSTGRES_PORT"],
+            user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"] or None,
+            connect_timeout=env["POSTGRES_CONNECT_TIMEOUT"],
+        )
+    )
+
+
+class MemoryNotifications:
+    """The notification log of an in-memory store, read like a recorder's."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """Notifications after (or from) ``start``, at most ``limit``."""
+        rows = self._store.stored_events()
+        first = 0 if start is None else (start if not inclusive_of_start else start - 1)
+        last = len(rows) if stop is None else min(stop, len(rows))
+        selected = []
+        for index in range(max(first, 0), last):
+            row = rows[index]
+            if topics and row.topic not in topics:
+                continue
+            selected.append(
+                Notification(
+                    id=index + 1,
+                    originator_id=row.originator_id,
+                    originator_version=row.originator_version,
+                    topic=row.topic,
+                    state=row.state,
+                )
+            )
+            if len(selected) == limit:
+                break
+        return selected
+
+    def max_notification_id(self) -> int | None:
+        """The id of the newest notification, or None."""
+        return len(self._store.stored_events()) or None
+
+
+ViewStorage = SQLiteViewDatabase | PostgresViewDatabase
+
+
+def open_view_database(url: str | None) -> ViewStorage:
+    """The view database for a ledger URL (``memory:`` gets a private in-memory SQLite)."""
+    if url is not None and url.startswith("memory:"):
+        return SQLiteViewDatabase(":memory:")
+    env = env_for_url(url)
+    if "SQLITE_DBNAME" in env:
+        return SQLiteViewDatabase(env["SQLITE_DBNAME"])
+    return PostgresViewDatabase(postgres_conninfo(env))
+
+
+class RecorderNotifications:
+    """A recorder's notification log, its library errors translated at the boundary."""
+
+    def __init__(self, recorder: Any) -> None:
+        self._recorder = recorder
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """The recorder's ``select_notifications``."""
+        try:
+            return self._recorder.select_notifications(  # type: ignore[no-any-return]
+                start, limit, stop, topics, inclusive_of_start=inclusive_of_start
+            )
+        except PersistenceError as exc:
+            raise InfrastructureError(f"cannot read the notification log: {exc}") from None
+
+    def max_notification_id(self) -> int | None:
+        """The recorder's newest notification id."""
+        try:
+            found = self._recorder.max_notification_id()
+        except PersistenceError as exc:
+            raise InfrastructureError(f"cannot read the notification log: {exc}") from None
+        return None if found is None else int(found)
+
+
+def notification_source(store: EventStore | MemoryStore) -> RecorderNotifications:
+    """What the runner reads notifications from: the recorder, or the memory log."""
+    if isinstance(store, MemoryStore):
+        return RecorderNotifications(MemoryNotifications(store))
+    return RecorderNotifications(store.recorder)
+
+
+def event_decoder(store: EventStore | MemoryStore) -> Callable[[Notification], Event]:
+    """Decodes a notification with the store's mapper; an undecodable row is a breach."""
+    to_domain_event = store.mapper.to_domain_event
+
+    def decode(notification: Notification) -> Event:
+        try:
+            event = cast(Event, to_domain_event(notification))
+        except MapperDeserialisationError as exc:
+            raise IntegrityBreach(
+                f"notification {notification.id} cannot be decoded: {exc}"
+            ) from None
+        return event
+
+    return decode
+
+
+class LogWatcher:
+    """Waits for new events: PostgreSQL LISTEN on the events table's channel, else polling.
+
+    eventsourcing's PostgreSQL recorder NOTIFYs ``ledger_events`` in every write transaction, so
+    a follower wakes as soon as events commit; the wait is still bounded, so a lost notification
+    (a dropped connection) only delays the next catch-up by one interval. SQLite has no
+    notifications: the follower polls at the interval.
+    """
+
+    def __init__(self, url: str | None, *, interval_s: float, channel: str = "ledger_events"):
+        if not 0 < interval_s <= 60:
+            raise ValueError("interval_s must be in (0, 60]")
+        self.interval_s = interval_s
+        self._channel = channel
+        self._conninfo: str | None = None
+        self._connection: psycopg.Connection[Any] | None = None
+        if url is None or not url.startswith("memory:"):
+            env = env_for_url(url)
+            if "POSTGRES_DBNAME" in env:
+                self._conninfo = postgres_conninfo(env)
+
+    @property
+    def listening(self) -> bool:
+        """Whether waits end on a NOTIFY (PostgreSQL) rather than only on the interval."""
+        return self._conninfo is not None
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        if self._connection is None or self._connection.closed:
+            assert self._conninfo is not None
+            connection = psycopg.connect(self._conninfo, autocommit=True)
+            connection.execute(f'LISTEN "{self._channel}"')
+            self._connection = connection
+        return self._connection
+
+    def wait(self, stop: threading.Event) -> None:
+        """Returns when events may have arrived, after the interval at the latest, or on stop."""
+        if self._conninfo is None:
+            stop.wait(self.interval_s)
+            return
+        try:
+            connection = self._listen()
+            for _ in connection.notifies(timeout=self.interval_s, stop_after=1):
+                break
+        except psycopg.Error as exc:
+            # The database went away: drop the connection, wait one interval (a bounded poll),
+            # and LISTEN again next time; the catch-up itself reports a lasting failure.
+            log.warning("listen_failed", channel=self._channel, error=str(exc))
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+            stop.wait(self.interval_s)
+
+    def close(self) -> None:
+        """Stops listening."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

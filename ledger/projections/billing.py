@@ -1,0 +1,274 @@
+"""The billing view: every billable sale per seller, and the invoices that cover them.
+
+Sales come from the events that record one (``SaleEvent`` subclasses: package sales, transfers,
+subscriptions); ``InvoiceRegistered`` (master account or distributor) marks its sales invoiced.
+Amounts are kept in centavos (``amount_centavos``) and shown as "1500.00" strings in rows.
+Year and month filters follow the Mexico City calendar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ledger.aggregates.common import SaleEvent
+from ledger.aggregates.distributor import Distributor
+from ledger.aggregates.master_account import MasterAccount
+from ledger.clock import MEXICO_CITY
+from ledger.domain import Event
+from ledger.errors import Rejected
+from ledger.money import format_money
+from ledger.projections.base import (
+    PAGE_LIMIT_DEFAULT,
+    Cursor,
+    Dialect,
+    Handler,
+    Table,
+    View,
+    check_choice,
+    check_page,
+    chunks,
+)
+
+SALES = Table(
+    "view_sales",
+    (
+        ("sale_id", "text"),
+        ("seller_id", "text"),
+        ("buyer_id", "text"),
+        ("at", "ts"),
+        ("unit", "text"),
+        ("quantity", "int"),
+        ("amount_centavos", "int"),
+        ("reference", "text"),
+        ("invoice_ref", "text"),
+    ),
+    key=("sale_id",),
+    indexes=(("seller_id", "at"), ("seller_id", "invoice_ref")),
+)
+INVOICES = Table(
+    "view_invoices",
+    (("seller_id", "text"), ("invoice_ref", "text"), ("at", "ts")),
+    key=("seller_id", "invoice_ref"),
+    indexes=(("seller_id", "at"),),
+)
+
+SALE_UNITS = ("stamps", "points", "subscription")
+
+
+@dataclass(frozen=True, slots=True)
+class SaleRow:
+    """A billable sale; ``invoice_ref`` None until invoiced, ``amount`` like "1500.00"."""
+
+    sale_id: str
+    seller_id: str
+    buyer_id: str
+    at: datetime
+    unit: str
+    quantity: int
+    amount: str
+    invoice_ref: str | None
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceRow:
+    """An invoice registered by a seller, with the sales it covers."""
+
+    invoice_ref: str
+    seller_id: str
+    at: datetime
+    sales: tuple[SaleRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CreditCodeRow:
+    """A credit code a distributor issued (DESIGN §6 billing)."""
+
+    code: str
+    nip: str
+    unit: str
+    quantity: int
+    amount: str
+    consumed: bool
+    receptor: str | None
+
+
+class _Buffer:
+    """Sales and invoices of one page."""
+
+    __slots__ = ("dialect", "invoiced", "invoices", "sales")
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.sales: dict[str, list[Any]] = {}
+        self.invoices: list[tuple[Any, ...]] = []
+        self.invoiced: list[tuple[str, str]] = []
+
+    def sale(self, event: SaleEvent) -> None:
+        """A billable sale."""
+        sale = event.sale()
+        self.sales[sale.sale_id] = [
+            sale.sale_id,
+            sale.seller_id,
+            sale.buyer_id,
+            self.dialect.ts(sale.at),
+            sale.unit,
+            sale.quantity,
+            sale.amount_centavos,
+            sale.reference,
+            None,
+        ]
+
+    def invoice(
+        self, event: MasterAccount.InvoiceRegistered | Distributor.InvoiceRegistered
+    ) -> None:
+        """Sales invoiced under a reference (a sale of this page is marked in memory)."""
+        self.invoices.append(
+            (event.originator_id, event.invoice_ref, self.dialect.ts(event.timestamp))
+        )
+        for sale_id in event.sale_ids:
+            row = self.sales.get(sale_id)
+            if row is not None:
+                row[8] = event.invoice_ref
+            else:
+                self.invoiced.append((event.invoice_ref, sale_id))
+
+    def flush(self, cursor: Cursor) -> None:
+        """Inserts sales and invoices; marks earlier sales invoiced."""
+        cursor.insert(SALES, list(self.sales.values()))
+        cursor.insert(INVOICES, self.invoices)
+        cursor.executemany("UPDATE view_sales SET invoice_ref = ? WHERE sale_id = ?", self.invoiced)
+
+
+class BillingView(View):
+    """Sales and invoices."""
+
+    name = "billing"
+    version = 1
+    tables = (SALES, INVOICES)
+
+    def new_buffer(self, dialect: Dialect) -> _Buffer:
+        """An empty page."""
+        return _Buffer(dialect)
+
+    def handlers(self) -> dict[type[Event], Handler]:
+        """Every event that records a sale; invoices."""
+        return {
+            SaleEvent: _Buffer.sale,
+            MasterAccount.InvoiceRegistered: _Buffer.invoice,
+            Distributor.InvoiceRegistered: _Buffer.invoice,
+        }
+
+
+_SALE_COLUMNS = (
+    "sale_id, seller_id, buyer_id, at, unit, quantity, amount_centavos, invoice_ref, reference"
+)
+
+
+def _sale_row(dialect: Dialect, row: tuple[Any, ...]) -> SaleRow:
+    sale_id, seller, buyer, at, unit, quantity, amount, invoice_ref, reference = row
+    when = dialect.to_ts(at)
+    assert when is not None
+    return SaleRow(
+        sale_id=str(sale_id),
+        seller_id=str(seller),
+        buyer_id=str(buyer),
+        at=when,
+        unit=str(unit),
+        quantity=int(quantity),
+        amount=format_money(int(amount)),
+        invoice_ref=None if invoice_ref is None else str(invoice_ref),
+        reference=str(reference),
+    )
+
+
+def month_range(year: int, month: int | None) -> tuple[datetime, datetime]:
+    """The instants a Mexico City month (or whole year) starts and ends, end excluded."""
+    if not 2000 <= year <= 2200:
+        raise Rejected("invalid_command", field="year", reason="2000 to 2200")
+    if month is None:
+        start = datetime(year, 1, 1, tzinfo=MEXICO_CITY)
+        end = datetime(year + 1, 1, 1, tzinfo=MEXICO_CITY)
+    else:
+        if not 1 <= month <= 12:
+            raise Rejected("invalid_command", field="month", reason="1 to 12")
+        start = datetime(year, month, 1, tzinfo=MEXICO_CITY)
+        end = (
+            datetime(year + 1, 1, 1, tzinfo=MEXICO_CITY)
+            if month == 12
+            else datetime(year, month + 1, 1, tzinfo=MEXICO_CITY)
+        )
+    return start, end
+
+
+def unbilled_sales(
+    cursor: Cursor,
+    seller_id: str,
+    *,
+    year: int | None = None,
+    month: int | None = None,
+    unit: str | None = None,
+    buyer_id: str | None = None,
+    limit: int = PAGE_LIMIT_DEFAULT,
+    offset: int = 0,
+) -> list[SaleRow]:
+    """The seller's sales not invoiced yet, oldest first."""
+    check_page(limit, offset)
+    check_choice("unit", unit, SALE_UNITS)
+    dialect = cursor.dialect
+    where = ["seller_id = ?", "invoice_ref IS NULL"]
+    params: list[Any] = [seller_id]
+    if month is not None and year is None:
+        raise Rejected("invalid_command", field="month", reason="needs a year")
+    if year is not None:
+        start, end = month_range(year, month)
+        where.append("at >= ? AND at < ?")
+        params += [dialect.ts(start), dialect.ts(end)]
+    if unit is not None:
+        where.append("unit = ?")
+        params.append(unit)
+    if buyer_id is not None:
+        where.append("buyer_id = ?")
+        params.append(buyer_id)
+    cursor.execute(
+        f"SELECT {_SALE_COLUMNS} FROM view_sales WHERE {' AND '.join(where)} "  # noqa: S608
+        "ORDER BY at, sale_id LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    )
+    return [_sale_row(dialect, row) for row in cursor.fetchall()]
+
+
+def invoices(
+    cursor: Cursor, seller_id: str, *, limit: int = PAGE_LIMIT_DEFAULT, offset: int = 0
+) -> list[InvoiceRow]:
+    """The seller's invoices, newest first, each with its sales."""
+    check_page(limit, offset)
+    dialect = cursor.dialect
+    cursor.execute(
+        "SELECT invoice_ref, at FROM view_invoices WHERE seller_id = ? "
+        "ORDER BY at DESC, invoice_ref LIMIT ? OFFSET ?",
+        (seller_id, limit, offset),
+    )
+    found = cursor.fetchall()
+    sales: dict[str, list[SaleRow]] = {str(ref): [] for ref, _ in found}
+    for chunk in chunks(list(sales), 500):
+        marks = ", ".join("?" * len(chunk))
+        cursor.execute(
+            f"SELECT {_SALE_COLUMNS} FROM view_sales WHERE seller_id = ? "  # noqa: S608
+            f"AND invoice_ref IN ({marks}) ORDER BY at, sale_id",
+            [seller_id, *chunk],
+        )
+        for row in cursor.fetchall():
+            sale = _sale_row(dialect, row)
+            assert sale.invoice_ref is not None
+            sales[sale.invoice_ref].append(sale)
+    rows = []
+    for ref, at in found:
+        when = dialect.to_ts(at)
+        assert when is not None
+        rows.append(
+            InvoiceRow(invoice_ref=str(ref), seller_id=seller_id, at=when, sales=tuple(sales[ref]))
+        )
+    return rows

@@ -1,0 +1,256 @@
+"""``Ledger.views``: typed queries over the read side, and how it is kept up to date.
+
+Modes (``Ledger.open(projections=...)``):
+
+- ``inline``: the views catch up right after each commit of this process, and again before each
+  query, so a caller reads its own writes (and other processes' writes) at once;
+- ``background``: a thread catches up, woken by this process's commits and polling for others';
+- ``off``: another process runs them (``ledger project --follow``); queries read what is there.
+
+"Today" for CPD, days remaining, lot expiry and distributor expiry is the ledger clock's local
+date in Mexico City.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import date
+from typing import Any, Literal, TypeVar
+
+import structlog
+
+from ledger.clock import Clock, local_date
+from ledger.projections import balances as balances_view
+from ledger.projections import billing, consumption, directory
+from ledger.projections.balances import BalanceRow, BalancesView
+from ledger.projections.base import PAGE_LIMIT_DEFAULT, Cursor, View, ViewDatabase
+from ledger.projections.billing import BillingView, CreditCodeRow, InvoiceRow, SaleRow
+from ledger.projections.consumption import DAILY_DAYS_DEFAULT, ConsumptionRow, ConsumptionView
+from ledger.projections.directory import (
+    ClientProfileRow,
+    ClientRow,
+    DirectoryView,
+    DistributorRow,
+    StampingAccountRow,
+)
+from ledger.projections.runner import BackgroundProjector, ProgressCallback, Projector
+
+log = structlog.get_logger("ledger.projections")
+
+Mode = Literal["inline", "background", "off"]
+T = TypeVar("T")
+
+
+def default_views() -> list[View]:
+    """Every view of DESIGN §6."""
+    return [BalancesView(), ConsumptionView(), BillingView(), DirectoryView()]
+
+
+class Views:
+    """The read side of one ledger: typed queries and the projector behind them."""
+
+    def __init__(
+        self, database: ViewDatabase, projector: Projector, clock: Clock, mode: Mode
+    ) -> None:
+        self.database = database
+        self.projector = projector
+        self.mode = mode
+        self._clock = clock
+        self._background: BackgroundProjector | None = None
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    # Running ------------------------------------------------------------------------------
+
+    def start_background(self, poll_interval_s: float = 0.5) -> BackgroundProjector:
+        """Starts the background thread (``projections="background"``)."""
+        assert self._background is None
+        self._background = BackgroundProjector(self.projector, poll_interval_s=poll_interval_s)
+        self._background.start()
+        return self._background
+
+    def after_commit(self, _notification_ids: object) -> None:
+        """``Engine.on_commit`` callback: inline catch-up, or a nudge to the background thread."""
+        if self.mode == "background" and self._background is not None:
+            self._background.wake()
+        elif self.mode == "inline":
+            try:
+                self.projector.catch_up()
+            except Exception as exc:
+                # The command is recorded and its outcome is true; failing it now would invite
+                # a retry of something done. The views lag instead, and the next query catches
+                # up again in the caller's thread, where this failure is raised if it persists.
+                log.exception("inline_projection_failed", error=str(exc))
+
+    def catch_up(self, *, progress: ProgressCallback | None = None) -> int:
+        """Projects everything recorded so far; returns how many notifications it took."""
+        return self.projector.catch_up(progress=progress)
+
+    def rebuild(self, *, progress: ProgressCallback | None = None) -> int:
+        """Drops the views and projects the whole history again."""
+        return self.projector.rebuild(progress=progress)
+
+    def position(self) -> int:
+        """The notification id every view includes."""
+        return self.projector.position()
+
+    def lag(self) -> int:
+        """Notifications recorded but not yet in every view."""
+        return self.projector.lag()
+
+    def status(self) -> dict[str, Any]:
+        """Mode, position, lag and the background thread's last error (if any)."""
+        error = self._background.last_error if self._background is not None else None
+        return {
+            "mode": self.mode,
+            "position": self.position(),
+            "lag": self.lag(),
+            "last_error": None if error is None else str(error),
+        }
+
+    def close(self) -> None:
+        """Stops the background thread and closes the view connections (idempotent)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._background is not None:
+            self._background.stop()
+        self.database.close()
+
+    # Queries ------------------------------------------------------------------------------
+
+    def _query(self, run: Callable[[Cursor, date], T]) -> T:
+        if self.mode == "inline":
+            self.projector.catch_up()
+        today = local_date(self._clock())
+        with self.database.read() as cursor:
+            return run(cursor, today)
+
+    def stamping_accounts(
+        self,
+        distributor_id: str,
+        *,
+        search: str | None = None,
+        sort: str = "name",
+        tag: str | None = None,
+        colour: str | None = None,
+        status: str | None = None,
+        limit: int = PAGE_LIMIT_DEFAULT,
+        offset: int = 0,
+    ) -> list[StampingAccountRow]:
+        """A distributor's CTIs (``tag``: favourite|dropped, ``status``: active|blocked)."""
+        return self._query(
+            lambda cursor, today: directory.stamping_accounts(
+                cursor,
+                distributor_id,
+                today,
+                search=search,
+                sort=sort,
+                tag=tag,
+                colour=colour,
+                status=status,
+                limit=limit,
+                offset=offset,
+            )
+        )
+
+    def clients(
+        self,
+        distributor_id: str,
+        *,
+        search: str | None = None,
+        sort: str = "name",
+        tag: str | None = None,
+        colour: str | None = None,
+        limit: int = PAGE_LIMIT_DEFAULT,
+        offset: int = 0,
+    ) -> list[ClientRow]:
+        """A distributor's clients."""
+        return self._query(
+            lambda cursor, today: directory.clients(
+                cursor,
+                distributor_id,
+                today,
+                search=search,
+                sort=sort,
+                tag=tag,
+                colour=colour,
+                limit=limit,
+                offset=offset,
+            )
+        )
+
+    def distributors(
+        self,
+        parent_id: str,
+        *,
+        status: str | None = None,
+        limit: int = PAGE_LIMIT_DEFAULT,
+        offset: int = 0,
+    ) -> list[DistributorRow]:
+        """The distributors under a master account or distributor, by status then name."""
+        return self._query(
+            lambda cursor, today: directory.distributors(
+                cursor, parent_id, today, status=status, limit=limit, offset=offset
+            )
+        )
+
+    def consumption(self, cti_id: str, *, days: int = DAILY_DAYS_DEFAULT) -> ConsumptionRow:
+        """CPD, days remaining and the last ``days`` local days of a CTI."""
+        return self._query(
+            lambda cursor, today: consumption.consumption(cursor, cti_id, today, days)
+        )
+
+    def balances(self, holder_id: str) -> list[BalanceRow]:
+        """A holder's books, one row per unit."""
+        return self._query(lambda cursor, today: balances_view.balances(cursor, holder_id, today))
+
+    def unbilled_sales(
+        self,
+        seller_id: str,
+        *,
+        year: int | None = None,
+        month: int | None = None,
+        unit: str | None = None,
+        buyer_id: str | None = None,
+        limit: int = PAGE_LIMIT_DEFAULT,
+        offset: int = 0,
+    ) -> list[SaleRow]:
+        """The seller's sales not invoiced yet, oldest first (Mexico City year and month)."""
+        return self._query(
+            lambda cursor, _today: billing.unbilled_sales(
+                cursor,
+                seller_id,
+                year=year,
+                month=month,
+                unit=unit,
+                buyer_id=buyer_id,
+                limit=limit,
+                offset=offset,
+            )
+        )
+
+    def invoices(
+        self, seller_id: str, *, limit: int = PAGE_LIMIT_DEFAULT, offset: int = 0
+    ) -> list[InvoiceRow]:
+        """The seller's invoices, newest first, with their sales."""
+        return self._query(
+            lambda cursor, _today: billing.invoices(cursor, seller_id, limit=limit, offset=offset)
+        )
+
+    def credit_codes(self, distributor_id: str) -> list[CreditCodeRow]:
+        """Credit codes of a distributor: always empty, the core does not issue codes yet."""
+        del distributor_id  # IssueCreditCode is not implemented in the write side yet.
+        return []
+
+    def client_profiles(
+        self, distributor_id: str | None = None, *, after_id: str = "", limit: int = 500
+    ) -> list[ClientProfileRow]:
+        """Clients' exportable fields in id order, a page after ``after_id``."""
+        return self._query(
+            lambda cursor, _today: directory.client_profiles(
+                cursor, distributor_id, after_id, limit
+            )
+        )
