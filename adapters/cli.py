@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     execute = commands.add_parser("exec", help="JSON-lines commands in, JSON-lines outcomes out")
     _url_option(execute)
+    execute.add_argument(
+        "--projections",
+        choices=("inline", "off"),
+        default="inline",
+        help="inline: views follow each batch; off: leave them to `ledger project --follow`",
+    )
     execute.set_defaults(func=run_exec)
 
     project = commands.add_parser("project", help="bring the views up to date")
@@ -298,7 +304,7 @@ def execute_lines(lg: Ledger, batches: Iterator[list[bytes]], out: IO[bytes]) ->
 def run_exec(args: argparse.Namespace) -> int:
     """``ledger exec``."""
     try:
-        with _open(args) as lg:
+        with _open(args, projections=args.projections) as lg:
             execute_lines(lg, _input_batches(sys.stdin.buffer), sys.stdout.buffer)
     except LedgerError as exc:
         return _fail("exec", exc)

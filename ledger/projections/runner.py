@@ -192,6 +192,17 @@ class Projector:
         newest = self.source.max_notification_id() or 0
         return max(newest - self.position(), 0)
 
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every view table in key order, in one snapshot (to compare views)."""
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        with self.database.read() as cursor:
+            for view in self.views:
+                for table in view.tables:
+                    order = ", ".join(table.key)
+                    cursor.execute(f"SELECT * FROM {table.name} ORDER BY {order}")  # noqa: S608  (names from the table specs)
+                    rows[table.name] = [tuple(row) for row in cursor.fetchall()]
+        return rows
+
     # Running -----------------------------------------------------------------------------
 
     def catch_up(

@@ -99,6 +99,10 @@ class Views:
         """Notifications recorded but not yet in every view."""
         return self.projector.lag()
 
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every view row in key order (two dumps are equal iff the views are)."""
+        return self.projector.dump()
+
     def status(self) -> dict[str, Any]:
         """Mode, position, lag and the background thread's last error (if any)."""
         error = self._background.last_error if self._background is not None else None
