@@ -331,6 +331,11 @@ class BackgroundProjector:
         """Starts the thread."""
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """Whether the thread is running."""
+        return self._thread.is_alive()
+
     def wake(self, _ids: object = None) -> None:
         """Asks for a catch-up now (an ``Engine.on_commit`` callback)."""
         self._wake.set()

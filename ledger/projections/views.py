@@ -108,6 +108,7 @@ class Views:
         error = self._background.last_error if self._background is not None else None
         return {
             "mode": self.mode,
+            "background_alive": self._background is not None and self._background.alive,
             "position": self.position(),
             "lag": self.lag(),
             "last_error": None if error is None else str(error),
