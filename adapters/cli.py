@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any, TextIO
 
 import msgspec
+import structlog
 from pydantic import ValidationError
 
 from adapters.views import LogWatcher
@@ -179,6 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _quiet_logs() -> None:
+    """Warnings only: bulk commands (demo, import, rebuild) would print a line per command."""
+    configure_logging()  # the project's set-up first (once per process), then only the level,
+    # so the log stream chosen there stays the one in use.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
 def _open(args: argparse.Namespace, **options: Any) -> Ledger:
     return Ledger.open(getattr(args, "url", None), **options)
 
@@ -202,7 +210,7 @@ def run_demo(args: argparse.Namespace) -> int:
         sys.stderr.write("demo: --clients must be 10..5000 and --days 7..366\n")
         return EXIT_ERROR
     # A demo runs a hundred thousand commands: one log line each would drown the tables.
-    configure_logging(logging.WARNING, force=True)
+    _quiet_logs()
     try:
         return demo.run(
             getattr(args, "url", None),
@@ -359,7 +367,7 @@ class ProgressPrinter:
 
 def run_rebuild(args: argparse.Namespace) -> int:
     """``ledger rebuild``."""
-    configure_logging(logging.WARNING, force=True)
+    _quiet_logs()
     printer = ProgressPrinter("rebuild", sys.stderr)
     try:
         with _open(args, projections="off") as lg:
@@ -483,6 +491,11 @@ def _row_command(row: dict[str, str]) -> dict[str, Any]:
     return command
 
 
+def _column(field: str) -> str:
+    """The CSV column of a command field path (``RegisterClient.profile.rfc`` is ``rfc``)."""
+    return field.removeprefix("RegisterClient.").removeprefix("profile.")
+
+
 def read_clients_csv(stream: TextIO, name: str) -> list[tuple[int, dict[str, Any]]]:
     """Validated RegisterClient commands with their line numbers; ``ImportError_`` otherwise."""
     reader = csv.reader(stream)
@@ -515,7 +528,7 @@ def read_clients_csv(stream: TextIO, name: str) -> list[tuple[int, dict[str, Any
         except ValidationError as exc:
             rejection = validation_rejection(exc)
             problems.extend(
-                f"{name}:{line}: {error['field']}: {error['message']}"
+                f"{name}:{line}: {_column(error['field'])}: {error['message']}"
                 for error in rejection.details.get("errors", [])
             )
             continue
@@ -560,7 +573,7 @@ def _check_against_ledger(lg: Ledger, rows: list[tuple[int, dict[str, Any]]], na
 
 def run_import_clients(args: argparse.Namespace) -> int:
     """``ledger import-clients FILE``: every row checked first, then one ``execute_many``."""
-    configure_logging(logging.WARNING, force=True)
+    _quiet_logs()
     try:
         with open(args.file, encoding="utf-8", newline="") as stream:
             rows = read_clients_csv(stream, args.file)
@@ -616,7 +629,7 @@ def write_clients_csv(lg: Ledger, distributor_id: str | None, out: TextIO) -> in
 
 def run_export_clients(args: argparse.Namespace) -> int:
     """``ledger export-clients [--distributor] [--output]``."""
-    configure_logging(logging.WARNING, force=True)
+    _quiet_logs()
     try:
         with _open(args) as lg, contextlib.ExitStack() as stack:
             out: TextIO = sys.stdout
