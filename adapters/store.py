@@ -20,16 +20,16 @@ from urllib.parse import unquote, urlparse
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import (
     IntegrityError,
+    InterfaceError,
     Mapper,
     MapperDeserialisationError,
+    OperationalError,
     PersistenceError,
     StoredEvent,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteFactory
-from eventsourcing.utils import Environment, EnvType
-from psycopg import Cursor
-from psycopg.rows import DictRow
+from eventsourcing.utils import Environment, EnvType, retry
 from psycopg.sql import SQL, Identifier
 
 from adapters.chain import GENESIS, events_digest, link
@@ -56,7 +56,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         )
         self.insert_keys_statement = SQL(
             "INSERT INTO {schema}.{table} (key, fingerprint, outcome) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[])"
+            "SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[])"
         ).format(schema=schema, table=table)
         self.select_keys_statement = SQL(
             "SELECT key, fingerprint, outcome FROM {schema}.{table} WHERE key = ANY(%s)"
@@ -69,44 +69,95 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "last_id bigint PRIMARY KEY, first_id bigint NOT NULL, hash bytea NOT NULL)"
             ).format(schema=schema, chain=chain)
         )
-        # The link is computed by the server from the previous link, under the events table's
-        # exclusive lock, so it costs no extra round trip on the write path.
-        self.insert_link_statement = SQL(
-            "INSERT INTO {schema}.{chain} (last_id, first_id, hash) SELECT %s, %s, sha256("
-            "coalesce((SELECT hash FROM {schema}.{chain} ORDER BY last_id DESC LIMIT 1), "
-            "''::bytea) || %s::bytea)"
-        ).format(schema=schema, chain=chain)
+        # The whole write is one server-side function, called as one statement in autocommit
+        # (its own transaction): keys first (no table lock needed: their primary key makes a
+        # racing duplicate fail, and a writer holds the table lock only after its keys are in,
+        # so keys and lock never wait on each other in a cycle), then eventsourcing's table
+        # lock and NOTIFY (so notification ids commit in order), the events, and the chain
+        # link computed from the previous link and the ids just issued. One round trip per
+        # write, as a one-row insert; eventsourcing's own path takes seven statements and two
+        # syncs, and sends events as a composite-type array that psycopg renders as text,
+        # escaping every byte of every state in Python (~30 µs an event).
+        self.record_function_name = f"{prefix}_record"
+        record_function = Identifier(self.datastore.schema, self.record_function_name)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {function}("
+                "ids {id_type}[], versions bigint[], topics text[], states bytea[], "
+                "key_names text[], fingerprints text[], outcomes bytea[], digest bytea) "
+                "RETURNS SETOF bigint LANGUAGE plpgsql AS $$ "
+                "BEGIN "
+                "IF cardinality(key_names) > 0 THEN "
+                "INSERT INTO {schema}.{keys} (key, fingerprint, outcome) "
+                "SELECT * FROM unnest(key_names, fingerprints, outcomes); "
+                "END IF; "
+                "IF cardinality(ids) > 0 THEN "
+                "SET LOCAL lock_timeout = '{lock_timeout}s'; "
+                "LOCK TABLE {schema}.{events} IN EXCLUSIVE MODE; "
+                "NOTIFY {channel}; "
+                "RETURN QUERY WITH new AS ("
+                "INSERT INTO {schema}.{events} "
+                "(originator_id, originator_version, topic, state) "
+                "SELECT * FROM unnest(ids, versions, topics, states) "
+                "RETURNING notification_id), "
+                "link AS (INSERT INTO {schema}.{chain} (last_id, first_id, hash) "
+                "SELECT max(notification_id), min(notification_id), sha256(coalesce("
+                "(SELECT hash FROM {schema}.{chain} ORDER BY last_id DESC LIMIT 1), "
+                "''::bytea) || digest) FROM new) "
+                "SELECT notification_id FROM new ORDER BY notification_id; "
+                "END IF; "
+                "END $$"
+            ).format(
+                function=record_function,
+                id_type=Identifier(self.datastore.originator_id_type),
+                schema=schema,
+                keys=table,
+                events=Identifier(self.events_table_name),
+                chain=chain,
+                channel=Identifier(self.channel_name),
+                lock_timeout=self.datastore.lock_timeout,
+            )
+        )
+        # Rendered once: a composed query is rendered again on every execute otherwise.
+        self.record_statement = (
+            SQL("SELECT * FROM {function}(%b, %b, %b, %b, %b, %b, %b, %b)")
+            .format(function=record_function)
+            .as_string()
+        )
 
-    def _insert_events(
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
         self,
-        curs: Cursor[DictRow],
         stored_events: Sequence[StoredEvent],
         *,
         keys: Sequence[KeyRecord] = (),
-        **kwargs: Any,
-    ) -> None:
-        super()._insert_events(curs, stored_events, **kwargs)
-        if keys:
+        **_kwargs: Any,
+    ) -> Sequence[int] | None:
+        """Keys, events and the chain link in one transaction; the notification ids in order.
+
+        A key or version already taken raises psycopg's IntegrityError (translated by
+        ``get_connection``) and the server rolls the whole call back.
+        """
+        if not stored_events and not keys:
+            return []
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            assert conn.autocommit  # the function call is the transaction
             curs.execute(
-                self.insert_keys_statement,
+                self.record_statement,
                 (
+                    [s.originator_id for s in stored_events],
+                    [s.originator_version for s in stored_events],
+                    [s.topic for s in stored_events],
+                    [s.state for s in stored_events],
                     [k.key for k in keys],
                     [k.fingerprint for k in keys],
                     [k.outcome for k in keys],
+                    events_digest(stored_events),
                 ),
                 prepare=True,
             )
-
-    def _fetch_ids_after_insert_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        if ids:
-            curs.execute(
-                self.insert_link_statement,
-                (ids[-1], ids[0], events_digest(stored_events)),
-                prepare=True,
-            )
+            ids = [row[self.record_function_name] for row in curs.fetchall()]
+        assert len(ids) == len(stored_events), (len(ids), len(stored_events))
         return ids
 
     def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:

@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from eventsourcing.persistence import StoredEvent
 
 # Runs from a checkout without installing: the repository root goes first on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.codec import ENCODER
-from ledger.aggregates.stamping_account import StampingAccount
+from adapters.store import EventStore
 from ledger.api import Ledger
 from ledger.outcome import Outcome
 
@@ -200,30 +200,6 @@ def timed(run: Callable[[], int]) -> float:
     return done / (time.perf_counter() - started)
 
 
-def measure_ledger(lg: Ledger, ctis: Sequence[str], s: Settings) -> tuple[Rates, Rates]:
-    """Batched and single-command consumption rates."""
-    batched, single = Rates(), Rates()
-    for _ in range(s.repetitions):
-        commands = consumptions(ctis, s.batched_commands)
-
-        def run_batched(commands: list[dict[str, Any]] = commands) -> int:
-            for start in range(0, len(commands), s.batch_size):
-                results = lg.execute_many(commands[start : start + s.batch_size])
-                assert all(isinstance(r, Outcome) and not r.replayed for r in results)
-            return len(commands)
-
-        batched.values.append(timed(run_batched))
-        commands = consumptions(ctis, s.single_commands)
-
-        def run_single(commands: list[dict[str, Any]] = commands) -> int:
-            for command in commands:
-                lg.execute(command)
-            return len(commands)
-
-        single.values.append(timed(run_single))
-    return batched, single
-
-
 def measure_loading(url: str, s: Settings) -> tuple[float, float, int]:
     """Median seconds to load a young CTI and one with ``long_history`` consumptions, cold."""
     with Ledger.open(url, projections="off", password_cost="fast") as lg:  # noqa: S106  (a cost, not a password)
@@ -246,27 +222,17 @@ def measure_loading(url: str, s: Settings) -> tuple[float, float, int]:
 # Raw database --------------------------------------------------------------------------------
 
 
-def raw_rows(ctis: Sequence[str], count: int, first_version: int) -> list[tuple[Any, ...]]:
-    """Event-table rows like the ledger's: a real encoded StampConsumed state, per CTI versions."""
-    now = datetime.now(tz=UTC)
+def raw_rows(
+    ctis: Sequence[str], count: int, first_version: int, sample: StoredEvent
+) -> list[tuple[Any, ...]]:
+    """Event-table rows like the ledger's: a real stored StampConsumed's topic and state."""
     rows = []
     versions = dict.fromkeys(ctis, first_version)
     order = list(ctis)
     for i in range(count):
         cti = order[i % len(order)]
         versions[cti] += 1
-        event = StampingAccount.StampConsumed(
-            originator_id=cti,
-            originator_version=versions[cti],
-            timestamp=now,
-            cfdi_uuid=str(uuid.uuid4()).upper(),
-            issuer_rfc=ISSUER_RFC,
-            stamped_at=now,
-            lot_id=f"T-{cti}",
-        )
-        rows.append(
-            (cti, versions[cti], StampingAccount.StampConsumed.topic, ENCODER.encode(event))
-        )
+        rows.append((cti, versions[cti], sample.topic, sample.state))
     return rows
 
 
@@ -279,140 +245,99 @@ def key_rows(count: int) -> list[tuple[str, str, bytes]]:
     ]
 
 
-PG_RAW_SCHEMA = (
-    "CREATE TABLE raw_events (originator_id text NOT NULL, originator_version bigint NOT NULL, "
-    "topic text, state bytea, notification_id bigserial, "
-    "PRIMARY KEY (originator_id, originator_version))",
-    "CREATE UNIQUE INDEX ON raw_events (notification_id)",
-    "CREATE TABLE raw_keys (key text PRIMARY KEY, fingerprint text NOT NULL, "
-    "outcome bytea NOT NULL)",
-    "CREATE TABLE raw_chain (last_id bigint PRIMARY KEY, first_id bigint NOT NULL, "
-    "hash bytea NOT NULL)",
-)
-PG_INSERT = (
-    "INSERT INTO raw_events (originator_id, originator_version, topic, state) "
-    "VALUES (%s, %s, %s, %s)"
-)
+class RawPostgres:
+    """The raw PostgreSQL baselines, in tables shaped like the ledger's."""
 
-
-def measure_raw_pg(url: str, ctis: Sequence[str], s: Settings) -> dict[str, Rates]:
-    """Raw PostgreSQL rates: executemany, COPY, with keys and link, one-row transactions."""
-    rates = {name: Rates() for name in ("executemany", "copy", "with_keys", "single")}
-    version = 1_000_000
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statement in PG_RAW_SCHEMA:
-            conn.execute(statement)
-        for _ in range(s.repetitions):
-            for name in ("executemany", "copy", "with_keys"):
-                rows = raw_rows(ctis, s.batched_commands, version)
-                keys = key_rows(s.batched_commands)
-                version += s.batched_commands
-
-                def run(
-                    rows: list[tuple[Any, ...]] = rows,
-                    name: str = name,
-                    keys: list[tuple[str, str, bytes]] = keys,
-                    version: int = version,
-                ) -> int:
-                    for start in range(0, len(rows), s.batch_size):
-                        chunk = rows[start : start + s.batch_size]
-                        with conn.transaction(), conn.cursor() as cur:
-                            if name == "copy":
-                                with cur.copy(
-                                    "COPY raw_events (originator_id, originator_version, "
-                                    "topic, state) FROM STDIN"
-                                ) as copy:
-                                    for row in chunk:
-                                        copy.write_row(row)
-                                continue
-                            cur.executemany(PG_INSERT, chunk)
-                            if name == "with_keys":
-                                cur.executemany(
-                                    "INSERT INTO raw_keys VALUES (%s, %s, %s)",
-                                    keys[start : start + s.batch_size],
-                                )
-                                cur.execute(
-                                    "INSERT INTO raw_chain VALUES (%s, %s, %s)",
-                                    (version + start, start, b"h" * 32),
-                                )
-                    return len(rows)
-
-                rates[name].values.append(timed(run))
-            rows = raw_rows(ctis, s.single_commands, version)
-            version += s.single_commands
-
-            def run_single(rows: list[tuple[Any, ...]] = rows) -> int:
-                for row in rows:
-                    with conn.transaction():
-                        conn.execute(PG_INSERT, row, prepare=True)
-                return len(rows)
-
-            rates["single"].values.append(timed(run_single))
-    return rates
-
-
-def measure_raw_sqlite(path: Path, ctis: Sequence[str], s: Settings) -> dict[str, Rates]:
-    """Raw SQLite rates (WAL, like eventsourcing): executemany, with keys, one-row transactions."""
-    rates = {name: Rates() for name in ("executemany", "with_keys", "single")}
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(
-        "CREATE TABLE raw_events (originator_id TEXT, originator_version INTEGER, topic TEXT, "
-        "state BLOB, PRIMARY KEY (originator_id, originator_version))"
+    kinds = ("executemany", "copy", "with_keys")
+    schema = (
+        "CREATE TABLE raw_events (originator_id text NOT NULL, "
+        "originator_version bigint NOT NULL, topic text, state bytea, "
+        "notification_id bigserial, PRIMARY KEY (originator_id, originator_version))",
+        "CREATE UNIQUE INDEX ON raw_events (notification_id)",
+        "CREATE TABLE raw_keys (key text PRIMARY KEY, fingerprint text NOT NULL, "
+        "outcome bytea NOT NULL)",
+        "CREATE TABLE raw_chain (last_id bigint PRIMARY KEY, first_id bigint NOT NULL, "
+        "hash bytea NOT NULL)",
     )
-    conn.execute(
-        "CREATE TABLE raw_keys (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
-        "outcome BLOB NOT NULL) WITHOUT ROWID"
+    insert = (
+        "INSERT INTO raw_events (originator_id, originator_version, topic, state) "
+        "VALUES (%s, %s, %s, %s)"
     )
-    conn.execute(
-        "CREATE TABLE raw_chain (last_id INTEGER PRIMARY KEY, first_id INTEGER NOT NULL, "
-        "hash BLOB NOT NULL)"
-    )
+
+    def __init__(self, url: str) -> None:
+        self.conn = psycopg.connect(url, autocommit=True)
+        for statement in self.schema:
+            self.conn.execute(statement)
+
+    def batch(
+        self, kind: str, rows: list[tuple[Any, ...]], keys: list[tuple[str, str, bytes]], link: int
+    ) -> None:
+        """One transaction of ``rows`` (and ``keys`` and a link for ``with_keys``)."""
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            if kind == "copy":
+                with cur.copy(
+                    "COPY raw_events (originator_id, originator_version, topic, state) FROM STDIN"
+                ) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                return
+            cur.executemany(self.insert, rows)
+            if kind == "with_keys":
+                cur.executemany("INSERT INTO raw_keys VALUES (%s, %s, %s)", keys)
+                cur.execute("INSERT INTO raw_chain VALUES (%s, %s, %s)", (link, 0, b"h" * 32))
+
+    def single(self, row: tuple[Any, ...]) -> None:
+        """One one-row transaction."""
+        with self.conn.transaction():
+            self.conn.execute(self.insert, row, prepare=True)
+
+    def close(self) -> None:
+        """Closes the connection."""
+        self.conn.close()
+
+
+class RawSQLite:
+    """The raw SQLite baselines (WAL, like eventsourcing), in tables shaped like the ledger's."""
+
+    kinds = ("executemany", "with_keys")
     insert = "INSERT INTO raw_events VALUES (?, ?, ?, ?)"
-    version = 1_000_000
-    try:
-        for _ in range(s.repetitions):
-            for name in ("executemany", "with_keys"):
-                rows = raw_rows(ctis, s.batched_commands, version)
-                keys = key_rows(s.batched_commands)
-                version += s.batched_commands
 
-                def run(
-                    rows: list[tuple[Any, ...]] = rows,
-                    name: str = name,
-                    keys: list[tuple[str, str, bytes]] = keys,
-                    version: int = version,
-                ) -> int:
-                    for start in range(0, len(rows), s.batch_size):
-                        conn.execute("BEGIN")
-                        conn.executemany(insert, rows[start : start + s.batch_size])
-                        if name == "with_keys":
-                            conn.executemany(
-                                "INSERT INTO raw_keys VALUES (?, ?, ?)",
-                                keys[start : start + s.batch_size],
-                            )
-                            conn.execute(
-                                "INSERT INTO raw_chain VALUES (?, ?, ?)",
-                                (version + start, start, b"h" * 32),
-                            )
-                        conn.execute("COMMIT")
-                    return len(rows)
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(
+            "CREATE TABLE raw_events (originator_id TEXT, originator_version INTEGER, "
+            "topic TEXT, state BLOB, PRIMARY KEY (originator_id, originator_version))"
+        )
+        self.conn.execute(
+            "CREATE TABLE raw_keys (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
+            "outcome BLOB NOT NULL) WITHOUT ROWID"
+        )
+        self.conn.execute(
+            "CREATE TABLE raw_chain (last_id INTEGER PRIMARY KEY, first_id INTEGER NOT NULL, "
+            "hash BLOB NOT NULL)"
+        )
 
-                rates[name].values.append(timed(run))
-            rows = raw_rows(ctis, s.single_commands, version)
-            version += s.single_commands
+    def batch(
+        self, kind: str, rows: list[tuple[Any, ...]], keys: list[tuple[str, str, bytes]], link: int
+    ) -> None:
+        """One transaction of ``rows`` (and ``keys`` and a link for ``with_keys``)."""
+        self.conn.execute("BEGIN")
+        self.conn.executemany(self.insert, rows)
+        if kind == "with_keys":
+            self.conn.executemany("INSERT INTO raw_keys VALUES (?, ?, ?)", keys)
+            self.conn.execute("INSERT INTO raw_chain VALUES (?, ?, ?)", (link, 0, b"h" * 32))
+        self.conn.execute("COMMIT")
 
-            def run_single(rows: list[tuple[Any, ...]] = rows) -> int:
-                for row in rows:
-                    conn.execute("BEGIN")
-                    conn.execute(insert, row)
-                    conn.execute("COMMIT")
-                return len(rows)
+    def single(self, row: tuple[Any, ...]) -> None:
+        """One one-row transaction."""
+        self.conn.execute("BEGIN")
+        self.conn.execute(self.insert, row)
+        self.conn.execute("COMMIT")
 
-            rates["single"].values.append(timed(run_single))
-    finally:
-        conn.close()
-    return rates
+    def close(self) -> None:
+        """Closes the connection."""
+        self.conn.close()
 
 
 # Running ---------------------------------------------------------------------------------------
@@ -437,6 +362,68 @@ def stamps_per_cti(s: Settings) -> int:
     return per_rep * s.repetitions + 10
 
 
+def measure(
+    lg: Ledger, raw: RawPostgres | RawSQLite, ctis: Sequence[str], s: Settings
+) -> dict[str, Rates]:
+    """Every rate, the ledger and the raw database alternating within each repetition.
+
+    Alternating puts the ledger and its baseline under the same load from the other users of
+    this shared machine, so their ratio means more than either figure alone.
+    """
+    rates: dict[str, Rates] = {}
+    assert isinstance(lg.store, EventStore)
+    # The raw rows carry a real stored consumption's topic and state (same size).
+    (sample,) = lg.store.recorder.select_events(ctis[0], desc=True, limit=1)
+    version = 1_000_000
+    b = s.batch_size
+    for _ in range(s.repetitions):
+        commands = consumptions(ctis, s.batched_commands)
+
+        def ledger_batched(commands: list[dict[str, Any]] = commands) -> int:
+            for start in range(0, len(commands), b):
+                results = lg.execute_many(commands[start : start + b])
+                assert all(isinstance(r, Outcome) and not r.replayed for r in results)
+            return len(commands)
+
+        rates.setdefault("ledger_batched", Rates()).values.append(timed(ledger_batched))
+        for kind in raw.kinds:
+            rows = raw_rows(ctis, s.batched_commands, version, sample)
+            keys = key_rows(s.batched_commands)
+            version += s.batched_commands
+
+            def raw_batched(
+                kind: str = kind,
+                rows: list[tuple[Any, ...]] = rows,
+                keys: list[tuple[str, str, bytes]] = keys,
+                version: int = version,
+            ) -> int:
+                for start in range(0, len(rows), b):
+                    raw.batch(
+                        kind, rows[start : start + b], keys[start : start + b], version + start
+                    )
+                return len(rows)
+
+            rates.setdefault(kind, Rates()).values.append(timed(raw_batched))
+        commands = consumptions(ctis, s.single_commands)
+
+        def ledger_single(commands: list[dict[str, Any]] = commands) -> int:
+            for command in commands:
+                lg.execute(command)
+            return len(commands)
+
+        rates.setdefault("ledger_single", Rates()).values.append(timed(ledger_single))
+        rows = raw_rows(ctis, s.single_commands, version, sample)
+        version += s.single_commands
+
+        def raw_single(rows: list[tuple[Any, ...]] = rows) -> int:
+            for row in rows:
+                raw.single(row)
+            return len(rows)
+
+        rates.setdefault("single", Rates()).values.append(timed(raw_single))
+    return rates
+
+
 def run_backend(backend: str, s: Settings, tmp: Path) -> list[tuple[str, str, Rates | str, str]]:
     """Every measurement on one backend, as table rows."""
     with contextlib.ExitStack() as stack:
@@ -448,34 +435,34 @@ def run_backend(backend: str, s: Settings, tmp: Path) -> list[tuple[str, str, Ra
             history_url = stack.enter_context(fresh_pg_database(s.pg_base))
         with Ledger.open(url, projections="off", password_cost="fast") as lg:  # noqa: S106  (a cost, not a password)
             ctis = build_network(lg, s.ctis, stamps_per_cti(s))
-            lg.execute_many(consumptions(ctis, s.batch_size))  # warm the cache and the JIT-less VM
-            batched, single = measure_ledger(lg, ctis, s)
-        if backend == "sqlite":
-            raw = measure_raw_sqlite(tmp / "raw.db", ctis, s)
-        else:
-            raw = measure_raw_pg(url, ctis, s)
+            lg.execute_many(consumptions(ctis, s.batch_size))  # warm up the cache
+            raw = RawSQLite(tmp / "raw.db") if backend == "sqlite" else RawPostgres(url)
+            try:
+                rates = measure(lg, raw, ctis, s)
+            finally:
+                raw.close()
         young_s, old_s, history = measure_loading(history_url, s) if s.long_history else (0, 0, 0)
 
-    def ratio(a: Rates, b: Rates) -> str:
-        return f"{a.median / b.median:.2f}"
+    def ratio(a: str, b: str) -> str:
+        return f"ledger/raw {rates[a].median / rates[b].median:.2f}"
 
     b = s.batch_size
     rows: list[tuple[str, str, Rates | str, str]] = [
-        (backend, f"ledger execute_many ({b}/tx; +keys +link)", batched, ""),
+        (backend, f"ledger execute_many ({b}/tx; +keys +link)", rates["ledger_batched"], ""),
         (
             backend,
             f"raw executemany events ({b} rows/tx)",
-            raw["executemany"],
-            f"ledger/raw {ratio(batched, raw['executemany'])}",
+            rates["executemany"],
+            ratio("ledger_batched", "executemany"),
         ),
     ]
-    if "copy" in raw:
+    if "copy" in rates:
         rows.append(
             (
                 backend,
                 f"raw COPY events ({b} rows/tx)",
-                raw["copy"],
-                f"ledger/raw {ratio(batched, raw['copy'])}",
+                rates["copy"],
+                ratio("ledger_batched", "copy"),
             )
         )
     else:
@@ -484,15 +471,15 @@ def run_backend(backend: str, s: Settings, tmp: Path) -> list[tuple[str, str, Ra
         (
             backend,
             f"raw executemany events + keys + link ({b}/tx)",
-            raw["with_keys"],
-            f"ledger/raw {ratio(batched, raw['with_keys'])}",
+            rates["with_keys"],
+            ratio("ledger_batched", "with_keys"),
         ),
-        (backend, "ledger execute (1 command/tx)", single, ""),
+        (backend, "ledger execute (1 command/tx)", rates["ledger_single"], ""),
         (
             backend,
             "raw one-row transactions (events only)",
-            raw["single"],
-            f"ledger/raw {ratio(single, raw['single'])}",
+            rates["single"],
+            ratio("ledger_single", "single"),
         ),
     ]
     if history:

@@ -15,6 +15,7 @@ command per transaction, where such a command is simply discarded.
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import threading
 import time
@@ -255,16 +256,60 @@ def prepare(command: Mapping[str, Any] | Command) -> Prepared:
     keys = model.keys()
     fingerprint = ""
     if keys:
-        # A password never enters the fingerprint: an unsalted fast hash of it, kept forever in
-        # the key index, could be brute-forced offline. A retry with another password replays.
-        given = model.model_dump(
-            mode="json", exclude_unset=True, exclude={"idempotency_key", "password"}
-        )
-        given["type"] = model.type  # type: ignore[attr-defined]
+        given = given_fields(model)
         fingerprint = hashlib.blake2b(
             _FINGERPRINT_ENCODER.encode(given), digest_size=16
         ).hexdigest()
     return Prepared(model, keys, fingerprint, raw_type=model.type)  # type: ignore[attr-defined]
+
+
+# A password never enters the fingerprint: an unsalted fast hash of it, kept forever in the key
+# index, could be brute-forced offline. A retry with another password replays.
+_NOT_FINGERPRINTED = frozenset({"idempotency_key", "password"})
+_PLAIN_SERIALISATION: dict[type[Command], bool] = {}
+
+
+def _has_custom_serialisation(schema: object) -> bool:
+    # pydantic keeps every custom serializer (field_serializer, PlainSerializer, ...) under a
+    # "serialization" key of the core schema.
+    if isinstance(schema, dict):
+        return "serialization" in schema or any(
+            _has_custom_serialisation(v) for v in schema.values()
+        )
+    if isinstance(schema, list | tuple):
+        return any(_has_custom_serialisation(v) for v in schema)
+    return False
+
+
+def given_fields(model: Command) -> dict[str, Any]:
+    """The fields the caller gave, as JSON values: what a command's fingerprint covers.
+
+    Equal to ``model_dump(mode="json", exclude_unset=True)`` without the unfingerprinted
+    fields, plus ``type``. When every given value is a ``str``, ``int``, ``bool`` or ``None``
+    and the model has no custom serializer, JSON mode returns the values unchanged, so they are
+    read straight from the model: the hot path (ConsumeStamp) then skips pydantic's serializer.
+    """
+    cls = type(model)
+    plain = _PLAIN_SERIALISATION.get(cls)
+    if plain is None:
+        plain = not _has_custom_serialisation(cls.__pydantic_core_schema__)
+        _PLAIN_SERIALISATION[cls] = plain
+    if plain:
+        values = model.__dict__
+        given: dict[str, Any] = {}
+        for name in model.model_fields_set:
+            if name in _NOT_FINGERPRINTED:
+                continue
+            value = values[name]
+            if value is not None and type(value) not in (str, int, bool):
+                break
+            given[name] = value
+        else:
+            given["type"] = model.type  # type: ignore[attr-defined]
+            return given
+    given = model.model_dump(mode="json", exclude_unset=True, exclude=set(_NOT_FINGERPRINTED))
+    given["type"] = model.type  # type: ignore[attr-defined]
+    return given
 
 
 @dataclass
@@ -455,10 +500,17 @@ class Engine:
         return None
 
     def _log(self, batch: list[Prepared], results: list[Result], started: float) -> None:
+        # One line per command (DESIGN §7). The lazy proxy is resolved once per batch rather
+        # than once per line, and nothing is formatted when the level filters INFO out.
+        logger = log.bind()
+        enabled = getattr(logger, "is_enabled_for", None)
+        if enabled is not None and not enabled(logging.INFO):
+            return
+        info = logger.info
         duration_ms = round((time.perf_counter() - started) * 1000 / max(len(batch), 1), 3)
         for p, result in zip(batch, results, strict=True):
             if isinstance(result, Rejected):
-                log.info(
+                info(
                     "command",
                     type=p.raw_type,
                     outcome="rejected",
@@ -466,9 +518,5 @@ class Engine:
                     duration_ms=duration_ms,
                 )
             else:
-                log.info(
-                    "command",
-                    type=p.raw_type,
-                    outcome="replayed" if result.replayed else "ok",
-                    duration_ms=duration_ms,
-                )
+                outcome = "replayed" if result.replayed else "ok"
+                info("command", type=p.raw_type, outcome=outcome, duration_ms=duration_ms)

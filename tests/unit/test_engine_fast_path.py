@@ -1,0 +1,95 @@
+"""The hot path's shortcuts give exactly what the general path gives (fingerprints, log lines)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from ledger.commands.models import COMMAND_ADAPTER
+from ledger.engine import given_fields
+from ledger.logging import render_json
+from tests.support import client_profile, consume
+
+COMMANDS: list[dict[str, Any]] = [
+    consume(),
+    consume(cfdi_uuid="0b9c3d1e-6f2a-4c4b-9a51-2f1f5c1d7e10"),
+    consume(idempotency_key="retry-1", actor="D1"),
+    consume(stamped_at="2026-01-05T10:00:00-06:00"),
+    consume(stamped_at="2026-01-05T16:00:00Z", actor=None),
+    {
+        "type": "TransferStamps",
+        "transfer_id": "T1",
+        "from_id": "D1",
+        "to_id": "C1-cti",
+        "quantity": 5,
+        "amount": "10.00",
+    },
+    {
+        "type": "TransferStamps",
+        "transfer_id": "T2",
+        "from_id": "D1",
+        "to_id": "C1-cti",
+        "quantity": 5,
+    },
+    {
+        "type": "RegisterClient",
+        "client_id": "C9",
+        "distributor_id": "D1",
+        "profile": client_profile(),
+    },
+    {
+        "type": "OpenStampingAccount",
+        "cti_id": "X1",
+        "client_id": "C1",
+        "kind": "standard",
+        "password": "clave-secreta-123",
+    },
+    {
+        "type": "MassTransfer",
+        "batch_id": "B1",
+        "from_id": "D1",
+        "lines": [{"to_id": "C1-cti", "quantity": 1, "amount": "1.00"}],
+    },
+]
+
+
+def _general(command: dict[str, Any]) -> dict[str, Any]:
+    model = COMMAND_ADAPTER.validate_python(command)
+    given: dict[str, Any] = model.model_dump(
+        mode="json", exclude_unset=True, exclude={"idempotency_key", "password"}
+    )
+    given["type"] = model.type
+    return given
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: str(c["type"]))
+def test_given_fields_equal_pydantics_json_dump(command: dict[str, Any]) -> None:
+    """The fingerprinted fields are pydantic's JSON dump of the given fields, shortcut or not."""
+    model = COMMAND_ADAPTER.validate_python(command)
+    assert given_fields(model) == _general(command)
+
+
+def test_given_fields_leave_out_password_and_idempotency_key() -> None:
+    """A password and the idempotency key never enter the fingerprinted fields."""
+    command = {**COMMANDS[8], "idempotency_key": "k1"}
+    given = given_fields(COMMAND_ADAPTER.validate_python(command))
+    assert "password" not in given
+    assert "idempotency_key" not in given
+
+
+def test_a_log_line_is_one_json_object() -> None:
+    """A rendered log line parses back to the fields it was given."""
+    line = render_json({"event": "command", "type": "ConsumeStamp", "duration_ms": 0.25})
+    assert json.loads(line) == {"event": "command", "type": "ConsumeStamp", "duration_ms": 0.25}
+
+
+def test_a_log_value_json_cannot_hold_is_rendered_by_repr() -> None:
+    """A value with no JSON form is written as its repr, as structlog's own renderer does."""
+
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    assert json.loads(render_json({"value": Opaque()})) == {"value": "<opaque>"}
