@@ -231,6 +231,9 @@ def main() -> None:
     parser.add_argument("--ctis", type=int, default=1_000)
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--pg-base", default=os.environ.get("LEDGER_TEST_PG", PG_BASE_DEFAULT))
+    parser.add_argument(
+        "--db", help="keep the generated SQLite file here; reuse it if it exists already"
+    )
     parser.add_argument("--child", choices=("read", "verify"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -242,12 +245,15 @@ def main() -> None:
 
     backends = args.backends.split(",")
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
-        sqlite_path = f"{tmp}/ledger.db"
+        sqlite_path = str(Path(args.db).resolve()) if args.db else f"{tmp}/ledger.db"
         sqlite_url = f"sqlite:///{sqlite_path}"
-        print(f"generating {args.events:,} events over {args.ctis:,} CTIs on SQLite ...")
-        started = time.perf_counter()
-        total = generate(sqlite_url, args.events, args.ctis)
-        print(f"  {total:,} events in {time.perf_counter() - started:.0f} s")
+        if Path(sqlite_path).exists():
+            print(f"reusing the events in {sqlite_path}")
+        else:
+            print(f"generating {args.events:,} events over {args.ctis:,} CTIs on SQLite ...")
+            started = time.perf_counter()
+            total = generate(sqlite_url, args.events, args.ctis)
+            print(f"  {total:,} events in {time.perf_counter() - started:.0f} s")
         urls: dict[str, str] = {}
         if "sqlite" in backends:
             urls["sqlite"] = sqlite_url

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-CACHE_KIB = 16 * 1024
+CACHE_KIB = 4 * 1024
 """Page cache (and so sort memory) of the spill database, in KiB."""
 
 _SCHEMA = (
