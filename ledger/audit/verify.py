@@ -618,7 +618,10 @@ class _ViewQueue:
             return
         for breach in breaches:
             self.report.add(breach)
-        self.report.notes.append(f"views: {view.name} compared at position {position}")
+        if position == 0:
+            self.report.notes.append(f"views: {view.name} has projected nothing yet, it is empty")
+        else:
+            self.report.notes.append(f"views: {view.name} compared at position {position}")
 
 
 _NEVER = 1 << 62
