@@ -1,0 +1,494 @@
+"""Random command sequences against the ledger and an in-memory model (Hypothesis stateful).
+
+The machine drives a small network (master, distributor D1, its sub-distributor D2, three clients
+with a CTI each) through purchases, transfers of stamps and points, mass transfers, reclaims,
+client packages that expire, consumptions with repeated CFDI UUIDs, blocking, suspension and the
+clock. The model predicts each command's outcome (success, replay or the exact rejection code)
+and every balance. After every step it checks, from the stored events alone, that each unit's
+postings sum to zero and that no holder but the issuance source is negative, and that
+``lg.balance`` equals the model for every holder.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from adapters.memory import MemoryStore
+from ledger.api import Ledger
+from ledger.clock import ManualClock, local_date
+from ledger.errors import Rejected
+from ledger.outcome import Outcome
+from tests.support import ISSUER_RFC, MASTER, client_profile, distributor_profile
+
+D1, D2 = "D1", "D2"
+DISTRIBUTORS = (D1, D2)
+PARENT = {D1: MASTER, D2: D1}
+CLIENT_OF = {"C1": D1, "C2": D1, "C3": D2}
+CTI_OF = {"C1-cti": "C1", "C2-cti": "C2", "C3-cti": "C3"}
+DISTRIBUTOR_OF_CTI = {cti: CLIENT_OF[client] for cti, client in CTI_OF.items()}
+CTIS = tuple(CTI_OF)
+CLIENTS = tuple(CLIENT_OF)
+PACKAGES = {  # seller's package id -> (seller, unit, quantity)
+    "P100": (MASTER, "stamps", 100),
+    "PTS300": (MASTER, "points", 300),
+    "D50": (D1, "stamps", 50),
+    "DP30": (D1, "points", 30),
+}
+GRANT_QUANTITY = 20
+GRANT_VALIDITY_DAYS = 7
+EXPIRES_ON = {D1: date(2026, 2, 15), D2: date(2026, 1, 20)}
+UUID_POOL = tuple(f"abcdef00-0000-4000-8000-{n:012d}" for n in range(8))
+
+
+@dataclass
+class Lot:
+    """A lot as the model sees it."""
+
+    lot_id: str
+    remaining: int
+    expires_on: date | None
+
+
+@dataclass
+class Model:
+    """What the ledger should hold."""
+
+    stamps: Counter[str] = field(default_factory=Counter)
+    points: Counter[str] = field(default_factory=Counter)
+    lots: dict[str, list[Lot]] = field(default_factory=lambda: {c: [] for c in CTIS})
+    blocked: set[str] = field(default_factory=set)
+    suspended: set[str] = field(default_factory=set)
+    consumed: dict[str, str] = field(default_factory=dict)  # CFDI UUID -> CTI
+
+    def status(self, distributor_id: str, today: date) -> str:
+        """The distributor's status with the clock applied."""
+        if distributor_id in self.suspended:
+            return "suspended"
+        return "expired" if today > EXPIRES_ON[distributor_id] else "active"
+
+    def usable(self, cti_id: str, today: date) -> int:
+        """Stamps the CTI may use today (what ``lg.balance`` reports)."""
+        return sum(
+            lot.remaining
+            for lot in self.lots[cti_id]
+            if lot.expires_on is None or lot.expires_on >= today
+        )
+
+    def booked(self, cti_id: str) -> int:
+        """Stamps the CTI's postings hold (expired lots count until their expiry is recorded)."""
+        return sum(lot.remaining for lot in self.lots[cti_id])
+
+    def settle(self, cti_id: str, today: date) -> None:
+        """Drops expired lots, as the ledger records their expiry."""
+        self.lots[cti_id] = [
+            lot for lot in self.lots[cti_id] if lot.expires_on is None or lot.expires_on >= today
+        ]
+
+    def credit(self, cti_id: str, lot: Lot, today: date) -> None:
+        """A new lot, after recording expired ones; lots stay in consumption order."""
+        self.settle(cti_id, today)
+        self.lots[cti_id].append(lot)
+        # Stable sort: expiring first by date, never-expiring last, ties oldest first.
+        self.lots[cti_id].sort(key=lambda x: (x.expires_on is None, x.expires_on or date.max))
+
+    def take(self, cti_id: str, quantity: int) -> None:
+        """Takes stamps from the lots in order, dropping empty lots."""
+        for lot in self.lots[cti_id]:
+            taken = min(quantity, lot.remaining)
+            lot.remaining -= taken
+            quantity -= taken
+        assert quantity == 0
+        self.lots[cti_id] = [lot for lot in self.lots[cti_id] if lot.remaining > 0]
+
+    def holds(self, unit: str) -> Counter[str]:
+        """The book of ``unit``."""
+        return self.stamps if unit == "stamps" else self.points
+
+
+def setup_commands() -> list[dict[str, Any]]:
+    """The network, with empty inventories."""
+    commands: list[dict[str, Any]] = [
+        {"type": "OpenMasterAccount", "master_id": MASTER, "name": "P", "rfc": "SAT970701NN3"},
+        {"type": "RegisterDistributor", "distributor_id": D1, "parent_id": MASTER,
+         "profile": distributor_profile("Uno", "uno@example.com")},
+        {"type": "ValidateDistributor", "distributor_id": D1, "actor": MASTER},
+        {"type": "ActivateDistributor", "distributor_id": D1, "actor": MASTER,
+         "expires_on": EXPIRES_ON[D1].isoformat()},
+        {"type": "ContractSubscription", "distributor_id": D1, "product": "Multinivel",
+         "annual_price": "1200.00"},
+        {"type": "RegisterDistributor", "distributor_id": D2, "parent_id": D1,
+         "profile": distributor_profile("Dos", "dos@example.com")},
+        {"type": "ValidateDistributor", "distributor_id": D2, "actor": D1},
+        {"type": "ActivateDistributor", "distributor_id": D2, "actor": D1,
+         "expires_on": EXPIRES_ON[D2].isoformat()},
+        {"type": "DefinePackage", "seller_id": D1, "package_id": "G20", "unit": "stamps",
+         "quantity": GRANT_QUANTITY, "price": "40.00", "audience": "client",
+         "validity_days": GRANT_VALIDITY_DAYS},
+    ]  # fmt: skip
+    for package_id, (seller, unit, quantity) in PACKAGES.items():
+        commands.append(
+            {"type": "DefinePackage", "seller_id": seller, "package_id": package_id,
+             "unit": unit, "quantity": quantity, "price": "10.00", "audience": "distributor"}
+        )  # fmt: skip
+    for client_id, distributor_id in CLIENT_OF.items():
+        commands.append(
+            {"type": "RegisterClient", "client_id": client_id, "distributor_id": distributor_id,
+             "profile": client_profile(client_id, f"{client_id.lower()}@example.com")}
+        )  # fmt: skip
+    return commands
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    """The ledger on the in-memory store beside its model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = ManualClock(datetime(2026, 1, 5, 18, 0, tzinfo=UTC))
+        self.lg = Ledger.open("memory://", clock=self.clock, password_cost="fast")
+        results = self.lg.execute_many(setup_commands())
+        assert all(isinstance(r, Outcome) for r in results), results
+        self.model = Model()
+        self.counter = 0
+        self.last_transfer: dict[str, Any] | None = None
+        # Postings already summed, so each step reads only the new events.
+        self.seen = 0
+        self.sums: Counter[str] = Counter()
+        self.posted: Counter[tuple[str, str]] = Counter()
+        # Stock to work with, through the rules themselves so the model follows.
+        self.buy("P100", 3)
+        self.buy("P100", 3)
+        self.buy("PTS300", 2)
+        self.buy("D50", 3)
+        self.buy("DP30", 2)
+        for cti_id in CTIS:
+            self.transfer_stamps(DISTRIBUTOR_OF_CTI[cti_id], cti_id, 30)
+
+    def teardown(self) -> None:
+        """Closes the ledger."""
+        self.lg.close()
+
+    # Helpers --------------------------------------------------------------------------------
+
+    @property
+    def today(self) -> date:
+        """The ledger's business day."""
+        return local_date(self.clock())
+
+    def next_id(self, prefix: str) -> str:
+        """A fresh id."""
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def run(self, command: dict[str, Any], expected: str) -> Outcome | None:
+        """Executes ``command``; checks it ends as ``expected`` (``ok``, ``replayed``, a code)."""
+        (result,) = self.lg.execute_many([command])
+        if isinstance(result, Rejected):
+            assert result.code == expected, (command, result.to_dict())
+            return None
+        actual = "replayed" if result.replayed else "ok"
+        assert actual == expected, (command, result)
+        return result
+
+    def target_check(self, source: str, unit: str, to_id: str) -> str | None:
+        """The rejection code of a transfer's receiver, or None when it may receive."""
+        if to_id in DISTRIBUTORS:
+            return None if PARENT[to_id] == source else "not_authorised"
+        if unit == "stamps" and to_id in CTIS:
+            return None if DISTRIBUTOR_OF_CTI[to_id] == source else "not_authorised"
+        if unit == "points" and to_id in CLIENTS:
+            return None if CLIENT_OF[to_id] == source else "not_authorised"
+        return "wrong_account_kind"
+
+    def receive(self, unit: str, to_id: str, transfer_id: str, quantity: int) -> None:
+        """The model's side of a transfer's credit."""
+        if to_id in CTIS:
+            self.model.credit(to_id, Lot(transfer_id, quantity, None), self.today)
+        else:
+            self.model.holds(unit)[to_id] += quantity
+
+    # Rules ----------------------------------------------------------------------------------
+
+    @rule(package_id=st.sampled_from(sorted(PACKAGES)), count=st.integers(1, 3))
+    def buy(self, package_id: str, count: int) -> None:
+        """A distributor buys packages from its parent."""
+        seller, unit, quantity = PACKAGES[package_id]
+        buyer = D1 if seller == MASTER else D2
+        total = quantity * count
+        book = self.model.holds(unit)
+        expected = "ok"
+        seller_status = "active" if seller == MASTER else self.model.status(seller, self.today)
+        if self.model.status(buyer, self.today) != "active" or seller_status != "active":
+            expected = "distributor_not_active"
+        elif seller != MASTER and book[seller] < total:
+            expected = "insufficient_inventory" if unit == "stamps" else "insufficient_points"
+        command = {"type": "BuyPackage", "buyer_id": buyer, "seller_id": seller,
+                   "package_id": package_id, "count": count}  # fmt: skip
+        if self.run(command, expected):
+            book[seller] -= total
+            book[buyer] += total
+
+    def do_transfer(self, unit: str, source: str, to_id: str, quantity: int) -> None:
+        """A transfer of stamps or points, predicted by the model."""
+        transfer_id = self.next_id("T")
+        book = self.model.holds(unit)
+        expected = "ok"
+        if self.model.status(source, self.today) != "active":
+            expected = "distributor_not_active"
+        elif (code := self.target_check(source, unit, to_id)) is not None:
+            expected = code
+        elif book[source] < quantity:
+            expected = "insufficient_inventory" if unit == "stamps" else "insufficient_points"
+        kind = "TransferStamps" if unit == "stamps" else "TransferPoints"
+        command = {"type": kind, "transfer_id": transfer_id, "from_id": source,
+                   "to_id": to_id, "quantity": quantity}  # fmt: skip
+        if self.run(command, expected):
+            book[source] -= quantity
+            self.receive(unit, to_id, transfer_id, quantity)
+            self.last_transfer = command
+
+    @rule(
+        source=st.sampled_from(DISTRIBUTORS),
+        to_id=st.sampled_from((*CTIS, D2)),
+        quantity=st.integers(1, 60),
+    )
+    def transfer_stamps(self, source: str, to_id: str, quantity: int) -> None:
+        """Stamps to a CTI or the sub-distributor (another distributor's ones included)."""
+        self.do_transfer("stamps", source, to_id, quantity)
+
+    @rule(
+        source=st.sampled_from(DISTRIBUTORS),
+        to_id=st.sampled_from((*CLIENTS, D2)),
+        quantity=st.integers(1, 60),
+    )
+    def transfer_points(self, source: str, to_id: str, quantity: int) -> None:
+        """Points to a client or the sub-distributor (another distributor's ones included)."""
+        self.do_transfer("points", source, to_id, quantity)
+
+    @rule(
+        unit=st.sampled_from(["stamps", "points"]),
+        to_id=st.sampled_from((*CTIS, *CLIENTS, D1)),
+    )
+    def transfer_to_the_wrong_kind(self, unit: str, to_id: str) -> None:
+        """Transfers to accounts that cannot take that unit from D1 (or at all)."""
+        self.do_transfer(unit, D1, to_id, 1)
+
+    @rule(other_quantity=st.booleans())
+    def repeat_transfer(self, other_quantity: bool) -> None:
+        """The last successful transfer again: replayed, or a conflict with another quantity."""
+        if self.last_transfer is None:
+            return
+        if other_quantity:
+            command = {**self.last_transfer, "quantity": self.last_transfer["quantity"] + 1}
+            self.run(command, "idempotency_conflict")
+        else:
+            self.run(self.last_transfer, "replayed")
+
+    @rule(
+        lines=st.lists(
+            st.tuples(st.sampled_from(("C1-cti", "C2-cti", D2, "C3-cti")), st.integers(1, 40)),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    def mass_transfer(self, lines: list[tuple[str, int]]) -> None:
+        """D1 sends stamps to several accounts: all lines or none."""
+        batch_id = self.next_id("B")
+        total = sum(quantity for _, quantity in lines)
+        expected = "ok"
+        if self.model.status(D1, self.today) != "active":
+            expected = "distributor_not_active"
+        elif any(self.target_check(D1, "stamps", to_id) for to_id, _ in lines):
+            expected = "not_authorised"
+        elif self.model.stamps[D1] < total:
+            expected = "insufficient_inventory"
+        command = {
+            "type": "MassTransfer",
+            "batch_id": batch_id,
+            "from_id": D1,
+            "lines": [{"to_id": to_id, "quantity": quantity} for to_id, quantity in lines],
+        }
+        if self.run(command, expected):
+            self.model.stamps[D1] -= total
+            for number, (to_id, quantity) in enumerate(lines, start=1):
+                self.receive("stamps", to_id, f"{batch_id}.{number}", quantity)
+
+    @rule(cti_id=st.sampled_from(("C1-cti", "C2-cti")))
+    def grant(self, cti_id: str) -> None:
+        """D1 assigns a client package that expires in a week."""
+        grant_id = self.next_id("G")
+        expected = "ok"
+        if self.model.status(D1, self.today) != "active":
+            expected = "distributor_not_active"
+        elif self.model.stamps[D1] < GRANT_QUANTITY:
+            expected = "insufficient_inventory"
+        command = {"type": "AssignPackage", "grant_id": grant_id, "seller_id": D1,
+                   "cti_id": cti_id, "package_id": "G20"}  # fmt: skip
+        if self.run(command, expected):
+            self.model.stamps[D1] -= GRANT_QUANTITY
+            expires_on = self.today + timedelta(days=GRANT_VALIDITY_DAYS)
+            self.model.credit(cti_id, Lot(grant_id, GRANT_QUANTITY, expires_on), self.today)
+
+    @rule(cti_id=st.sampled_from(CTIS), quantity=st.integers(1, 10))
+    def reclaim(self, cti_id: str, quantity: int) -> None:
+        """The CTI's distributor takes unused stamps back."""
+        expected = "ok"
+        if self.model.usable(cti_id, self.today) < quantity:
+            expected = "insufficient_stamps"
+        command = {"type": "ReclaimStamps", "transfer_id": self.next_id("R"),
+                   "from_cti_id": cti_id, "quantity": quantity, "reason": "impago"}  # fmt: skip
+        if self.run(command, expected):
+            self.model.settle(cti_id, self.today)
+            self.model.take(cti_id, quantity)
+            self.model.stamps[DISTRIBUTOR_OF_CTI[cti_id]] += quantity
+
+    def predict_consume(self, cti_id: str, cfdi: str | None) -> tuple[dict[str, Any], str]:
+        """A ConsumeStamp command and its predicted end; the model takes its effect."""
+        self.counter += 1
+        cfdi_uuid = cfdi or f"00000000-0000-4000-9000-{self.counter:012d}"
+        usable = [
+            lot
+            for lot in self.model.lots[cti_id]
+            if lot.expires_on is None or lot.expires_on >= self.today
+        ]
+        first_cti = self.model.consumed.get(cfdi_uuid.upper())
+        if first_cti is not None:
+            expected = "replayed" if first_cti == cti_id else "idempotency_conflict"
+        elif cti_id in self.model.blocked:
+            expected = "account_blocked"
+        elif not usable:
+            expected = "insufficient_stamps"
+        else:
+            expected = "ok"
+            if usable[0] is not self.model.lots[cti_id][0]:
+                self.model.settle(cti_id, self.today)
+            self.model.take(cti_id, 1)
+            self.model.consumed[cfdi_uuid.upper()] = cti_id
+        command = {"type": "ConsumeStamp", "cti_id": cti_id, "cfdi_uuid": cfdi_uuid,
+                   "issuer_rfc": ISSUER_RFC}  # fmt: skip
+        return command, expected
+
+    @rule(
+        cti_id=st.sampled_from(CTIS),
+        cfdi=st.one_of(st.sampled_from(UUID_POOL), st.none()),
+        lower_case=st.booleans(),
+    )
+    def consume(self, cti_id: str, cfdi: str | None, lower_case: bool) -> None:
+        """One CFDI stamped; pool UUIDs repeat, on the same or another CTI, in either case."""
+        if cfdi is not None and not lower_case:
+            cfdi = cfdi.upper()
+        command, expected = self.predict_consume(cti_id, cfdi)
+        self.run(command, expected)
+
+    @rule(
+        stamps=st.lists(
+            st.tuples(st.sampled_from(CTIS), st.one_of(st.sampled_from(UUID_POOL), st.none())),
+            min_size=1,
+            max_size=12,
+        )
+    )
+    def consume_batch(self, stamps: list[tuple[str, str | None]]) -> None:
+        """Many consumptions in one execute_many, each with its own outcome."""
+        predicted = [self.predict_consume(cti_id, cfdi) for cti_id, cfdi in stamps]
+        results = self.lg.execute_many([command for command, _ in predicted])
+        actual = [
+            r.code if isinstance(r, Rejected) else ("replayed" if r.replayed else "ok")
+            for r in results
+        ]
+        assert actual == [expected for _, expected in predicted], predicted
+
+    @rule(cti_id=st.sampled_from(CTIS), block=st.booleans())
+    def block_or_reactivate(self, cti_id: str, block: bool) -> None:
+        """Blocks or reactivates a CTI; the same state again is invalid_transition."""
+        already = (cti_id in self.model.blocked) == block
+        kind = "BlockStampingAccount" if block else "ReactivateStampingAccount"
+        command = {"type": kind, "cti_id": cti_id}
+        if self.run(command, "invalid_transition" if already else "ok"):
+            if block:
+                self.model.blocked.add(cti_id)
+            else:
+                self.model.blocked.discard(cti_id)
+
+    @rule(suspend=st.booleans())
+    def suspend_or_reactivate_sub_distributor(self, suspend: bool) -> None:
+        """D1 suspends or reactivates D2 (the clock may have expired it meanwhile)."""
+        status = self.model.status(D2, self.today)
+        allowed = status == ("active" if suspend else "suspended")
+        kind = "SuspendDistributor" if suspend else "ReactivateDistributor"
+        command = {"type": kind, "distributor_id": D2, "actor": D1}
+        if self.run(command, "ok" if allowed else "invalid_transition"):
+            if suspend:
+                self.model.suspended.add(D2)
+            else:
+                self.model.suspended.discard(D2)
+
+    @rule(days=st.integers(0, 4), hours=st.integers(0, 23))
+    def advance_clock(self, days: int, hours: int) -> None:
+        """Time passes: lots and distributors may expire."""
+        self.clock.advance(timedelta(days=days, hours=hours))
+
+    # Invariants -----------------------------------------------------------------------------
+
+    def read_postings(self) -> None:
+        """Adds the postings of events recorded since the last step."""
+        store = self.lg.store
+        assert isinstance(store, MemoryStore)
+        rows = store.stored_events()[self.seen :]
+        for row in rows:
+            for posting in store.mapper.to_domain_event(row).postings():
+                self.sums[posting.unit] += posting.delta
+                self.posted[(posting.holder, posting.unit)] += posting.delta
+        self.seen += len(rows)
+
+    @invariant()
+    def every_unit_sums_to_zero(self) -> None:
+        """Double entry: per unit, all postings (source and sinks included) sum to zero."""
+        self.read_postings()
+        assert all(total == 0 for total in self.sums.values()), self.sums
+
+    @invariant()
+    def only_the_issuance_source_is_negative(self) -> None:
+        """No holder's posted balance is below zero, except the master account's."""
+        self.read_postings()
+        negative = {k: v for k, v in self.posted.items() if v < 0 and k[0] != MASTER}
+        assert negative == {}
+
+    @invariant()
+    def postings_match_the_model(self) -> None:
+        """Each holder's posted balance is the model's (expired lots count until recorded)."""
+        self.read_postings()
+        for unit in ("stamps", "points"):
+            for holder in (MASTER, *DISTRIBUTORS):
+                assert self.posted[(holder, unit)] == self.model.holds(unit)[holder]
+        for client_id in CLIENTS:
+            assert self.posted[(client_id, "points")] == self.model.points[client_id]
+        for cti_id in CTIS:
+            assert self.posted[(cti_id, "stamps")] == self.model.booked(cti_id)
+
+    @invariant()
+    def balances_match_the_model(self) -> None:
+        """``lg.balance`` equals the model for every holder and unit."""
+        for unit in ("stamps", "points"):
+            for holder in (MASTER, *DISTRIBUTORS):
+                assert self.lg.balance(holder, unit) == self.model.holds(unit)[holder], holder
+        for client_id in CLIENTS:
+            assert self.lg.balance(client_id, "points") == self.model.points[client_id]
+        for cti_id in CTIS:
+            assert self.lg.balance(cti_id) == self.model.usable(cti_id, self.today), cti_id
+
+
+LedgerMachine.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=50,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestLedgerMachine = LedgerMachine.TestCase
