@@ -381,6 +381,25 @@ def test_verify_credentials_uses_the_constant_time_check(
     assert calls == [cti(lg, "X1").password_hash]
 
 
+def test_verify_credentials_of_an_unknown_cti_costs_a_hash_too(
+    lg: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unknown id is checked against a throwaway hash: timing does not reveal which ids exist."""
+    calls: list[str] = []
+
+    def spy(plaintext: str, stored: str) -> bool:
+        calls.append(stored)
+        return verify_password(plaintext, stored)
+
+    monkeypatch.setattr(accounts, "verify_password", spy)
+    rejected = rejection(
+        lg, {"type": "VerifyStampingCredentials", "cti_id": "NOBODY", "password": PASSWORD}
+    )
+    assert rejected.code == "invalid_credentials"
+    assert len(calls) == 1
+    assert calls[0].startswith("scrypt$")
+
+
 def test_a_reset_password_replaces_the_old_one(lg: Ledger) -> None:
     """After a reset the new password verifies and the old one does not."""
     lg.execute(open_cti())
