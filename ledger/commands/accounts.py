@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from ledger.aggregates.admin_profile import AdminProfile, admin_profile_id
 from ledger.aggregates.client import Client
 from ledger.aggregates.common import add_one_year
@@ -169,12 +171,25 @@ def reset_stamping_password(command: ResetStampingPassword, tx: Tx) -> Outcome:
     return Outcome(type=command.type)
 
 
+_THROWAWAY_HASHES: dict[str, str] = {}
+
+
+def _throwaway_hash() -> str:
+    """A hash of a random password at the current cost, checked when no account matches."""
+    cost = PASSWORD_COST["cost"]
+    if cost not in _THROWAWAY_HASHES:
+        _THROWAWAY_HASHES[cost] = hash_password(secrets.token_urlsafe(16), cost=cost)  # type: ignore[arg-type]
+    return _THROWAWAY_HASHES[cost]
+
+
 @handles(VerifyStampingCredentials)
 def verify_stamping_credentials(command: VerifyStampingCredentials, tx: Tx) -> Outcome:
     """Checks a password in constant time; records nothing."""
     cti = tx.find(command.cti_id)
-    # One answer for an unknown account and a wrong password, so ids cannot be probed.
+    # One answer, and one slow hash, for an unknown account and a wrong password, so neither
+    # the reply nor its timing tells which ids exist.
     if not isinstance(cti, StampingAccount) or cti.password_hash is None:
+        verify_password(command.password, _throwaway_hash())
         raise Rejected("invalid_credentials")
     if not verify_password(command.password, cti.password_hash):
         raise Rejected("invalid_credentials")
