@@ -17,6 +17,7 @@ import queue
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -40,6 +41,8 @@ CONNECTION_WAIT_S = 30.0
 """Bound on the wait for a free connection."""
 SQLITE_BUSY_TIMEOUT_S = 30
 """Bound on the wait for SQLite's write lock (event writers hold it briefly)."""
+WAIT_SLICE_S = 0.5
+"""Bound on one blocking wait of a follower, so it notices a stop request quickly."""
 DDL_LOCK_ID = 7_310_420_002
 """PostgreSQL advisory lock that serialises view DDL between processes opening at once."""
 
@@ -575,8 +578,15 @@ class LogWatcher:
             return
         try:
             connection = self._listen()
-            for _ in connection.notifies(timeout=self.interval_s, stop_after=1):
-                break
+            deadline = time.monotonic() + self.interval_s
+            # Short slices, so a stop request (a signal) is seen within one slice.
+            while not stop.is_set():
+                left_s = deadline - time.monotonic()
+                if left_s <= 0:
+                    return
+                timeout_s = min(left_s, WAIT_SLICE_S)
+                if any(True for _ in connection.notifies(timeout=timeout_s, stop_after=1)):
+                    return
         except psycopg.Error as exc:
             # The database went away: drop the connection, wait one interval (a bounded poll),
             # and LISTEN again next time; the catch-up itself reports a lasting failure.

@@ -269,3 +269,31 @@ def test_writer_processes_and_a_follower_converge(store_url: str, clock: ManualC
             assert row.balance == lg.balance(f"W{n}-cti") == 800
         lg.views.rebuild()
         assert lg.views.dump() == followed
+
+
+def test_a_postgres_follower_wakes_on_notify_before_its_poll_interval(
+    pg_url: str, clock: ManualClock
+) -> None:
+    """With a 60 s poll interval, a commit still reaches the views within seconds (NOTIFY)."""
+    with Ledger.open(pg_url, clock=clock, password_cost="fast", projections="off") as lg:
+        build_network(lg, cti_stamps=10)
+    follower = subprocess.Popen(
+        _ledger("project", "--follow", "--interval", "60", "--url", pg_url),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with Ledger.open(pg_url, clock=clock, projections="off") as lg:
+            _wait_until(lambda: _position(pg_url) == _newest(lg), "the first catch-up")
+            time.sleep(1.0)  # the follower is now waiting on LISTEN
+            started = time.monotonic()
+            lg.execute(consume())
+            _wait_until(lambda: _position(pg_url) == _newest(lg), "the NOTIFY wake-up")
+            assert time.monotonic() - started < 30
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        _, err = follower.communicate(timeout=WAIT_S)
+    assert follower.returncode == 0, err
+    assert "LISTEN/NOTIFY" in err
