@@ -91,3 +91,27 @@ def test_logs_never_carry_a_password(lg: Ledger) -> None:
     assert len(logs) == len(commands)
     assert "clave" not in repr(logs)
     assert "corta" not in repr(logs)
+
+
+def test_logs_never_carry_a_profile(lg: Ledger) -> None:
+    """Registering and updating a client logs no personal data, even when refused."""
+    profile = {
+        "name": "Rosa Íñiguez",
+        "rfc": "GODE561231GR8",
+        "email": "rosa.iniguez@example.com",
+        "postal_code": "06600",
+        "regimen_fiscal": "612",
+        "uso_cfdi": "G03",
+    }
+    with structlog.testing.capture_logs() as logs:
+        lg.execute_many(
+            [
+                {"type": "RegisterClient", "client_id": "C2", "distributor_id": "D1",
+                 "profile": profile},
+                {"type": "UpdateClientProfile", "client_id": "C2",
+                 "profile": {**profile, "postal_code": "1"}},
+            ]
+        )  # fmt: skip
+    assert len(logs) == 2
+    for secret in ("Rosa", "iniguez", "GODE561231GR8", "06600"):
+        assert secret not in repr(logs)
