@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-
 from ledger.aggregates.client import Client
 from ledger.aggregates.distributor import CANCELLED, PURGED, Distributor
 from ledger.aggregates.master_account import MasterAccount
@@ -54,25 +51,3 @@ def require_open(distributor: Distributor, today_status: str) -> None:
     """A cancelled or purged distributor receives nothing."""
     if today_status in (CANCELLED, PURGED):
         raise Rejected("distributor_not_active", distributor_id=distributor.id, status=today_status)
-
-
-DERIVED_SALE_ID = re.compile(r".+\.[0-9]+")
-"""The shape of sale ids the ledger derives: mass-transfer lines ``<batch_id>.<n>`` and
-subscriptions ``<distributor_id>.sub.<n>``."""
-
-
-def require_free_sale_ids(tx: Tx, sale_ids: Sequence[str], *, derived: bool) -> None:
-    """Rejects with ``idempotency_conflict`` when a sale id the command would record is taken.
-
-    Callers' transfer ids and the ids the ledger derives share one namespace (a sale is found by
-    its id to be invoiced), so a caller's ``B1.2`` can clash with line 2 of batch ``B1``. Left to
-    the key's primary key, that clash would fail every retry of the write and end as a
-    ``ConcurrencyError``. Derived ids are always checked; a caller's id only when it has the
-    derived shape, so an ordinary transfer costs no extra read.
-    """
-    wanted = [s for s in sale_ids if derived or DERIVED_SALE_ID.fullmatch(s)]
-    if not wanted:
-        return
-    taken = tx.lookup([f"sale:{s}" for s in wanted])
-    if taken:
-        raise Rejected("idempotency_conflict", key=min(taken))

@@ -17,6 +17,10 @@ from ledger.money import parse_money
 
 Id = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 """Caller-chosen ids: letters, digits, ``_ . -``; ``:`` and ``@`` are kept for internal streams."""
+SaleId = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+]
+"""A sale id: a caller's transfer id, or one the ledger derived (those contain ``:``)."""
 Quantity = Annotated[int, Field(gt=0, le=1_000_000_000, strict=True)]
 Unit = Literal["stamps", "points"]
 Money = Annotated[str, Field(pattern=r"^\d{1,12}\.\d{2}$")]
@@ -433,7 +437,7 @@ class RegisterInvoice(Command):
     type: Literal["RegisterInvoice"] = "RegisterInvoice"
     seller_id: Id
     invoice_ref: Annotated[str, Field(min_length=1, max_length=100)]
-    sale_ids: Annotated[tuple[Id, ...], Field(min_length=1, max_length=10_000)]
+    sale_ids: Annotated[tuple[SaleId, ...], Field(min_length=1, max_length=10_000)]
 
     def natural_keys(self) -> tuple[str, ...]:
         """Keyed by the invoice reference of the seller."""

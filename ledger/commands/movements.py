@@ -15,7 +15,6 @@ from ledger.commands.auth import (
     get_cti_of,
     get_seller,
     require_actor,
-    require_free_sale_ids,
     require_open,
 )
 from ledger.commands.models import (
@@ -59,7 +58,7 @@ def buy_package(command: BuyPackage, tx: Tx) -> Outcome:
     if isinstance(seller, Distributor):
         seller.require_active(tx.today)
         seller.require_inventory(package.unit, quantity)
-    sale_id = f"S-{uuid.uuid4().hex}"
+    sale_id = f"S:{uuid.uuid4().hex}"
     if isinstance(seller, MasterAccount):
         seller.issue(
             buyer_id=buyer.id, package=package, count=command.count, sale_id=sale_id, at=tx.now
@@ -165,7 +164,6 @@ def _single_transfer(command: TransferStamps | TransferPoints, unit: str, tx: Tx
     source.require_active(tx.today)
     target = _check_target(tx, source, unit, command.to_id)
     source.require_inventory(unit, command.quantity)
-    require_free_sale_ids(tx, (command.transfer_id,), derived=False)
     line = _Line(target, command.quantity, parse_money(command.amount))
     _transfer(tx, source, unit, command.transfer_id, line)
     return Outcome(
@@ -200,8 +198,8 @@ def mass_transfer(command: MassTransfer, tx: Tx) -> Outcome:
         for line in command.lines
     ]
     source.require_inventory(command.unit, sum(line.quantity for line in lines))
-    transfer_ids = tuple(f"{command.batch_id}.{n}" for n in range(1, len(lines) + 1))
-    require_free_sale_ids(tx, transfer_ids, derived=True)
+    # Derived ids contain ":", which caller-chosen ids cannot: they never clash with a caller's.
+    transfer_ids = tuple(f"{command.batch_id}:{n}" for n in range(1, len(lines) + 1))
     for transfer_id, line in zip(transfer_ids, lines, strict=True):
         _transfer(tx, source, command.unit, transfer_id, line)
     return Outcome(
@@ -243,7 +241,6 @@ def assign_package(command: AssignPackage, tx: Tx) -> Outcome:
         raise Rejected("not_authorised", account_id=cti.id, from_id=seller.id)
     cti.require_standard()
     seller.require_inventory(STAMPS, package.quantity)
-    require_free_sale_ids(tx, (command.grant_id,), derived=False)
     expires_on = add_days(tx.today, package.validity_days) if package.validity_days else None
     line = _Line(cti, package.quantity, package.price_centavos)
     seller.trigger(
@@ -291,7 +288,7 @@ def _auto_top_up(tx: Tx, cti: StampingAccount, cfdi_uuid: str) -> None:
     if distributor.status_on(tx.today) != "active" or distributor.stamps < rule.credit:
         cti.trigger(cti.AutoTopUpFailed, tx.now, cfdi_uuid=cfdi_uuid, available=distributor.stamps)
         return
-    transfer_id = f"auto.{cfdi_uuid}"
+    transfer_id = f"auto:{cfdi_uuid}"
     cti.trigger(cti.AutoTopUpTriggered, tx.now, cfdi_uuid=cfdi_uuid, transfer_id=transfer_id)
     _transfer(tx, distributor, STAMPS, transfer_id, _Line(cti, rule.credit, rule.amount_centavos))
 

@@ -11,7 +11,6 @@ from ledger.aggregates.master_account import MasterAccount
 from ledger.commands.auth import (
     get_seller,
     require_actor,
-    require_free_sale_ids,
     require_parent_actor,
 )
 from ledger.commands.models import (
@@ -164,8 +163,7 @@ def contract_subscription(command: ContractSubscription, tx: Tx) -> Outcome:
     months = max(whole_months_between(tx.today, distributor.expires_on), 1)
     base = parse_money(command.annual_price, field="annual_price") * months // 12
     amount = add_iva(base)
-    sale_id = f"{distributor.id}.sub.{distributor.version + 1}"
-    require_free_sale_ids(tx, (sale_id,), derived=True)
+    sale_id = f"{distributor.id}:sub:{distributor.version + 1}"
     distributor.trigger(
         distributor.SubscriptionContracted,
         tx.now,

@@ -302,23 +302,10 @@ def test_a_repeated_mass_transfer_replays(lg: Ledger) -> None:
     assert lg.balance(CTI) == 6
 
 
-def test_a_transfer_id_taken_by_a_mass_transfer_line_is_idempotency_conflict(lg: Ledger) -> None:
-    """A caller's transfer id equal to a line's derived id is refused, not retried forever."""
-    lg.execute(mass())
-    assert rejection(lg, transfer(transfer_id="B1.2")).code == "idempotency_conflict"
-
-
-def test_a_mass_transfer_whose_line_id_is_taken_is_idempotency_conflict(lg: Ledger) -> None:
-    """A batch whose derived line id is a caller's earlier transfer id is refused."""
-    lg.execute(transfer(transfer_id="B1.1"))
-    assert rejection(lg, mass()).code == "idempotency_conflict"
-
-
-def test_a_taken_line_id_in_the_same_batch_is_refused(lg: Ledger) -> None:
-    """The same clash inside one execute_many is a rejection, not a crash."""
-    results = lg.execute_many([mass(), transfer(transfer_id="B1.1")])
-    assert [r.code if isinstance(r, Rejected) else "ok" for r in results] == [
-        "ok",
-        "idempotency_conflict",
-    ]
-    assert lg.balance(CTI) == 6
+def test_a_caller_transfer_id_never_clashes_with_a_derived_line_id(lg: Ledger) -> None:
+    """Derived ids contain ":", which caller ids cannot, so a look-alike id is its own transfer."""
+    first = lg.execute(mass())
+    assert first.sale_ids == ("B1:1", "B1:2")
+    assert rejection(lg, transfer(transfer_id="B1:2")).code == "invalid_command"
+    assert lg.execute(transfer(transfer_id="B1.2")).replayed is False
+    assert lg.balance(CTI) == 6 + 10

@@ -341,7 +341,7 @@ def test_mass_transfer_moves_every_line(lg: Ledger) -> None:
     """All lines are applied, each a sale of its own."""
     sub = sub_distributor(lg)
     outcome = lg.execute(mass((CTI, 10), (sub, 200), (CTI, 5)))
-    assert (outcome.sale_ids, outcome.balance_after) == (("B1.1", "B1.2", "B1.3"), 9_785)
+    assert (outcome.sale_ids, outcome.balance_after) == (("B1:1", "B1:2", "B1:3"), 9_785)
     assert (lg.balance(CTI), lg.balance(sub), lg.balance(DISTRIBUTOR)) == (15, 200, 9_785)
 
 
