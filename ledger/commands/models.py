@@ -381,7 +381,10 @@ class ConsumeStamp(Command):
             pattern=r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
         ),
     ]
-    issuer_rfc: Annotated[str, Field(min_length=12, max_length=13)]
+    # The shape of an RFC (cheap enough for the hot path); the full check happens at registration.
+    issuer_rfc: Annotated[
+        str, Field(pattern=r"^[A-Za-zÑñ&]{3,4}[0-9]{6}[A-Za-z0-9]{3}$", min_length=12, max_length=13)
+    ]
     stamped_at: datetime | None = None
 
     @field_validator("cfdi_uuid")

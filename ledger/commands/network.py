@@ -106,7 +106,7 @@ def _move(
     distributor = tx.get(command.distributor_id, Distributor)
     require_parent_actor(command, distributor)
     distributor.move(command.action, tx.today, tx.now, expires_on)
-    return Outcome(type=command.type, details={"status": distributor.status})
+    return Outcome(type=command.type, details={"status": distributor.status_on(tx.today)})
 
 
 @handles(ValidateDistributor)

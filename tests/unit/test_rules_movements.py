@@ -16,6 +16,7 @@ from tests.support import (
     DISTRIBUTOR,
     MASTER,
     build_network,
+    consume,
     client_profile,
     distributor_profile,
 )
@@ -420,3 +421,11 @@ def test_reclaim_from_an_unlimited_cti_is_wrong_account_kind(lg: Ledger) -> None
         }
     )
     assert rejection(lg, {**reclaim(1), "from_cti_id": "U1"}).code == "wrong_account_kind"
+
+
+def test_a_consumption_with_a_malformed_issuer_rfc_is_invalid_rfc() -> None:
+    """An issuer RFC that is not shaped like an RFC is refused before anything is read."""
+    lg = Ledger.open("memory://", password_cost="fast")
+    with pytest.raises(Rejected) as e:
+        lg.execute(consume("C1-cti", issuer_rfc="NOT-AN-RFC-1"))
+    assert e.value.code == "invalid_rfc"
