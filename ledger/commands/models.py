@@ -21,6 +21,8 @@ SaleId = Annotated[
     str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 ]
 """A sale id: a caller's transfer id, or one the ledger derived (those contain ``:``)."""
+RFC_SHAPE = r"^[A-Za-zÑñ&]{3,4}[0-9]{6}[A-Za-z0-9]{3}$"
+"""Letters, a date and a homoclave: the shape of an RFC, without the date and digit checks."""
 Quantity = Annotated[int, Field(gt=0, le=1_000_000_000, strict=True)]
 Unit = Literal["stamps", "points"]
 Money = Annotated[str, Field(pattern=r"^\d{1,12}\.\d{2}$")]
@@ -382,9 +384,7 @@ class ConsumeStamp(Command):
         ),
     ]
     # The shape of an RFC (cheap enough for the hot path); the full check happens at registration.
-    issuer_rfc: Annotated[
-        str, Field(pattern=r"^[A-Za-zÑñ&]{3,4}[0-9]{6}[A-Za-z0-9]{3}$", min_length=12, max_length=13)
-    ]
+    issuer_rfc: Annotated[str, Field(pattern=RFC_SHAPE, min_length=12, max_length=13)]
     stamped_at: datetime | None = None
 
     @field_validator("cfdi_uuid")

@@ -16,8 +16,8 @@ from tests.support import (
     DISTRIBUTOR,
     MASTER,
     build_network,
-    consume,
     client_profile,
+    consume,
     distributor_profile,
 )
 
