@@ -467,6 +467,9 @@ class Engine:
                 self.evict(tx.touched)
                 tx.touched.clear()
                 tx.created.clear()
+                # An isolated attempt holds this command alone: a fact it claimed before
+                # rejecting must not be recorded either.
+                tx.keys.clear()
             else:
                 tx.discard_created()
             if p.keys and not any(k in stored_keys for k in p.keys):

@@ -1,0 +1,242 @@
+"""The batched write path on real databases: one transaction per batch, one outcome per command.
+
+Each test runs on a real SQLite file and on a real PostgreSQL database (``store_url``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import pytest
+
+from adapters.store import EventStore
+from ledger import engine
+from ledger.api import Ledger
+from ledger.clock import ManualClock
+from ledger.commands.models import Command
+from ledger.engine import ATTEMPTS_MAX, HANDLERS, KeyRecord, Tx
+from ledger.errors import ConcurrencyError, Rejected
+from ledger.outcome import Outcome
+from tests.support import CTI, DISTRIBUTOR, build_network, client_profile, consume
+
+CLIENT_2 = "C2"
+CTI_2 = "C2-cti"
+
+
+def _open(url: str, clock: ManualClock, *, create_tables: bool = True) -> Ledger:
+    return Ledger.open(
+        url, clock=clock, projections="off", create_tables=create_tables, password_cost="fast"
+    )
+
+
+@pytest.fixture
+def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
+    """A ledger with the standard network (CTI with 10 stamps) and a second client."""
+    with _open(store_url, clock) as ledger:
+        build_network(ledger, inventory=1000, cti_stamps=10)
+        ledger.execute(
+            {
+                "type": "RegisterClient",
+                "client_id": CLIENT_2,
+                "distributor_id": DISTRIBUTOR,
+                "profile": client_profile(name="Ana", email="ana@example.com"),
+            }
+        )
+        yield ledger
+
+
+def _events(lg: Ledger, aggregate_id: str) -> list[Any]:
+    assert isinstance(lg.store, EventStore)
+    return list(lg.store.app.events.get(aggregate_id))
+
+
+def _codes(results: list[Outcome | Rejected]) -> list[str]:
+    return [r.code if isinstance(r, Rejected) else "ok" for r in results]
+
+
+def _mass_transfer(batch_id: str, lines: list[tuple[str, int]]) -> dict[str, Any]:
+    return {
+        "type": "MassTransfer",
+        "batch_id": batch_id,
+        "from_id": DISTRIBUTOR,
+        "lines": [{"to_id": to_id, "quantity": q, "amount": "1.00"} for to_id, q in lines],
+    }
+
+
+def test_a_rejection_in_the_middle_keeps_the_others(lg: Ledger) -> None:
+    """A rejected command in a batch leaves the commands around it recorded."""
+    results = lg.execute_many([consume(), consume("NOBODY"), consume(), consume()])
+    assert _codes(results) == ["ok", "unknown_account", "ok", "ok"]
+    assert [r.balance_after for r in results if isinstance(r, Outcome)] == [9, 8, 7]
+    assert lg.balance(CTI) == 7
+
+
+def test_a_rejected_command_in_a_batch_records_nothing(lg: Ledger) -> None:
+    """Only the accepted commands' events are stored: the rejected one leaves no trace."""
+    before = len(_events(lg, CTI))
+    lg.execute_many([consume(), consume(CTI, issuer_rfc="X"), consume()])
+    assert len(_events(lg, CTI)) == before + 2
+
+
+def test_a_mass_transfer_is_one_outcome(lg: Ledger) -> None:
+    """A mass transfer of two lines gives one outcome with a sale per line."""
+    (result,) = lg.execute_many([_mass_transfer("B1", [(CTI, 3), (CTI_2, 4)])])
+    assert isinstance(result, Outcome)
+    assert result.sale_ids == ("B1:1", "B1:2")
+    assert (lg.balance(CTI), lg.balance(CTI_2)) == (13, 4)
+
+
+def test_a_mass_transfer_with_a_bad_line_moves_nothing(lg: Ledger) -> None:
+    """A mass transfer whose second line is refused moves none of its lines; the batch goes on."""
+    inventory = lg.balance(DISTRIBUTOR)
+    results = lg.execute_many(
+        [
+            _mass_transfer("B1", [(CTI, 3)]),
+            _mass_transfer("B2", [(CTI_2, 4), ("NOBODY-cti", 1)]),
+            consume(),
+        ]
+    )
+    assert _codes(results) == ["ok", "unknown_account", "ok"]
+    assert (lg.balance(CTI), lg.balance(CTI_2)) == (12, 0)
+    assert lg.balance(DISTRIBUTOR) == inventory - 3
+
+
+def test_a_mass_transfer_beyond_the_inventory_moves_nothing(lg: Ledger) -> None:
+    """A mass transfer whose total exceeds the pool is refused whole."""
+    inventory = lg.balance(DISTRIBUTOR)
+    results = lg.execute_many([_mass_transfer("B1", [(CTI, 1), (CTI_2, inventory)])])
+    assert _codes(results) == ["insufficient_inventory"]
+    assert (lg.balance(CTI), lg.balance(CTI_2), lg.balance(DISTRIBUTOR)) == (10, 0, inventory)
+
+
+def test_a_duplicate_cfdi_in_one_batch_gets_the_first_outcome(lg: Ledger) -> None:
+    """The same CFDI twice in one batch is stamped once; the second gets the first outcome."""
+    command = consume()
+    first, second = lg.execute_many([command, dict(command)])
+    assert isinstance(first, Outcome)
+    assert isinstance(second, Outcome)
+    assert (first.replayed, second.replayed) == (False, True)
+    assert second.balance_after == first.balance_after == 9
+    assert lg.balance(CTI) == 9
+
+
+def test_a_duplicate_cfdi_with_other_fields_in_one_batch_is_a_conflict(lg: Ledger) -> None:
+    """The same CFDI with another issuer RFC in the same batch is ``idempotency_conflict``."""
+    command = consume()
+    results = lg.execute_many([command, {**command, "issuer_rfc": "MAB9307148T4"}])
+    assert _codes(results) == ["ok", "idempotency_conflict"]
+    assert lg.balance(CTI) == 9
+
+
+def test_a_batch_that_loses_a_race_retries_and_is_right(
+    lg: Ledger, store_url: str, clock: ManualClock
+) -> None:
+    """A batch decided on a stale cached CTI loses at commit, runs again and records all."""
+    with _open(store_url, clock, create_tables=False) as other:
+        other.execute(consume())  # caches the CTI in `other`
+        lg.execute_many([consume(), consume()])  # `other`'s cached CTI is now stale
+        results = other.execute_many([consume(), consume(), consume()])
+    assert [r.balance_after for r in results if isinstance(r, Outcome)] == [6, 5, 4]
+    assert lg.balance(CTI) == 4
+    consumed = [e for e in _events(lg, CTI) if type(e).__name__ == "StampConsumed"]
+    assert len(consumed) == 6
+
+
+def test_a_stale_rejection_is_decided_again_on_fresh_state(
+    lg: Ledger, store_url: str, clock: ManualClock
+) -> None:
+    """A CTI that looked empty in a stale cache but was topped up elsewhere consumes."""
+    with _open(store_url, clock, create_tables=False) as other:
+        other.execute_many([consume() for _ in range(10)])  # `other` caches an empty CTI
+        lg.execute(
+            {
+                "type": "TransferStamps",
+                "transfer_id": "T-top-up",
+                "from_id": DISTRIBUTOR,
+                "to_id": CTI,
+                "quantity": 2,
+            }
+        )
+        result = other.execute(consume())
+    assert result.balance_after == 1
+
+
+def test_conflicts_past_the_bound_raise_concurrency_error(
+    lg: Ledger, store_url: str, clock: ManualClock
+) -> None:
+    """A batch that loses every race raises ConcurrencyError and records none of its commands."""
+    losing = consume()
+    with _open(store_url, clock, create_tables=False) as other:
+        other.execute(consume())  # `other` caches the CTI
+        store = other.store
+        assert isinstance(store, EventStore)
+        record = store.record
+        wins = []
+
+        def record_after_a_rival(events: Any, keys: Any) -> Any:
+            # A real rival write to the same CTI lands just before each attempt commits.
+            wins.append(lg.execute(consume()))
+            return record(events, keys)
+
+        store.record = record_after_a_rival  # type: ignore[method-assign]
+        with pytest.raises(ConcurrencyError):
+            other.execute(losing)
+    assert len(wins) == ATTEMPTS_MAX
+    assert lg.balance(CTI) == 10 - 1 - ATTEMPTS_MAX
+    assert isinstance(lg.store, EventStore)
+    assert lg.store.select_keys([f"cfdi:{losing['cfdi_uuid'].upper()}"]) == {}
+
+
+class _ClaimThenReject(Command):
+    """A command whose handler claims a fact and then rejects (a handler bug)."""
+
+    type: Literal["_ClaimThenReject"] = "_ClaimThenReject"
+    name: str
+
+
+def _claim_then_reject(command: _ClaimThenReject, tx: Tx) -> Outcome:
+    tx.claim(f"test:{command.name}", b"claimed")
+    raise Rejected("invalid_command", reason="rejected after a claim")
+
+
+@pytest.fixture
+def claim_then_reject() -> Iterator[None]:
+    """Registers the misbehaving handler for one test."""
+    HANDLERS[_ClaimThenReject] = _claim_then_reject
+    yield
+    del HANDLERS[_ClaimThenReject]
+
+
+@pytest.mark.usefixtures("claim_then_reject")
+def test_a_handler_that_rejects_after_a_claim_records_nothing(lg: Ledger) -> None:
+    """A command that changed state and then rejected is discarded; the rest of the batch runs."""
+    results = lg.execute_many([consume(), _ClaimThenReject(name="x"), consume()])
+    assert _codes(results) == ["ok", "invalid_command", "ok"]
+    assert isinstance(lg.store, EventStore)
+    assert lg.store.select_keys(["test:x"]) == {}
+    assert lg.balance(CTI) == 8
+
+
+def test_keys_and_events_of_a_batch_commit_together(lg: Ledger) -> None:
+    """Every consumption of a batch has its CFDI key, with the outcome it returned."""
+    commands = [consume() for _ in range(5)]
+    results = lg.execute_many(commands)
+    assert isinstance(lg.store, EventStore)
+    stored = lg.store.select_keys([f"cfdi:{c['cfdi_uuid'].upper()}" for c in commands])
+    assert len(stored) == 5
+    for command, result in zip(commands, results, strict=True):
+        record: KeyRecord = stored[f"cfdi:{command['cfdi_uuid'].upper()}"]
+        assert Outcome.decode(record.outcome) == result
+
+
+def test_a_batch_past_the_bound_is_split_into_transactions(
+    lg: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commands past the per-transaction bound go in further transactions, all recorded."""
+    monkeypatch.setattr(engine, "BATCH_SIZE_MAX", 4)
+    commits: list[Sequence[int]] = []
+    lg.engine.on_commit.append(commits.append)
+    results = lg.execute_many([consume() for _ in range(10)])
+    assert [r.balance_after for r in results if isinstance(r, Outcome)] == list(range(9, -1, -1))
+    assert [len(ids) for ids in commits] == [4, 4, 2]
