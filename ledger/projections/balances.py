@@ -49,7 +49,6 @@ EXPIRING_LOTS = Table(
 # Slots of an in-memory balance row.
 _CREDITED, _USED, _BALANCE, _CREATED, _PURCHASE, _EMISSION = range(6)
 
-_IN_CLAUSE_MAX = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,13 +236,16 @@ class _Buffer:
     def _flush_taken(self, cursor: Cursor) -> None:
         # Most consumptions take from lots without expiry, which this table does not keep:
         # find the few tracked ones first instead of updating a row per touched lot.
+        cursor.execute("SELECT 1 FROM view_expiring_lots LIMIT 1")
+        if not cursor.fetchall():
+            return
         ctis = sorted({cti for cti, _ in self.lots_taken})
         tracked: set[tuple[str, str]] = set()
-        for chunk in chunks(ctis, _IN_CLAUSE_MAX):
-            marks = ", ".join("?" * len(chunk))
+        for chunk in chunks(ctis, cursor.in_list_max):
+            match, params = cursor.any_of(chunk)
             cursor.execute(
-                f"SELECT cti_id, lot_id FROM view_expiring_lots WHERE cti_id IN ({marks})",  # noqa: S608
-                chunk,
+                f"SELECT cti_id, lot_id FROM view_expiring_lots WHERE cti_id {match}",  # noqa: S608  (placeholders only)
+                params,
             )
             tracked.update((str(c), str(lot)) for c, lot in cursor.fetchall())
         changes = [

@@ -97,6 +97,13 @@ class Cursor(Protocol):
     def insert(self, table: Table, rows: Sequence[Sequence[Any]], on_conflict: str = "") -> None:
         """Bulk-inserts full rows (in column order); ``on_conflict`` is the SQL after the key."""
 
+    @property
+    def in_list_max(self) -> int:
+        """Bound on the values one ``any_of`` takes."""
+
+    def any_of(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """SQL after a column that matches any of ``values``, and its parameters."""
+
 
 class ViewDatabase(Protocol):
     """Where views live: the events' own database (``adapters/views.py``)."""

@@ -18,7 +18,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -117,6 +118,7 @@ class Projector:
         self._dispatch: dict[type[Event], list[tuple[int, Handler]]] = {}
         self._handlers = [view.handlers() for view in self.views]
         self._lock_suffix = " FOR UPDATE" if database.dialect.name == "postgres" else ""
+        self._executor: ThreadPoolExecutor | None = None
 
     # Schema ------------------------------------------------------------------------------
 
@@ -212,35 +214,79 @@ class Projector:
         stop: threading.Event | None = None,
         pages_max: int | None = None,
     ) -> int:
-        """Projects every notification recorded so far; returns how many were processed."""
+        """Projects every notification recorded so far; returns how many were processed.
+
+        While one page's transaction runs (in the flusher thread, mostly waiting on the
+        database) the next page is read and buffered here, so the two overlap. A page's
+        buffers assume the previous page committed; if that commit finds the positions moved
+        by another processor, the assumed page is dropped and reading restarts from what is
+        committed.
+        """
         with self._lock:
-            started = time.perf_counter()
-            total = 0
-            if progress is not None:
-                positions = self._positions or self.positions()
-                newest = self.source.max_notification_id() or 0
-                total = max(newest - min(positions.values(), default=0), 0)
-            done = 0
-            pages = 0
-            moved = 0
-            while stop is None or not stop.is_set():
-                if pages_max is not None and pages >= pages_max:
-                    break
-                try:
-                    count = self._step()
-                except _Moved:
-                    moved += 1
-                    if moved > MOVED_RETRIES_MAX:
-                        raise ProjectionError("another processor kept moving the views") from None
-                    continue
-                if count == 0:
-                    break
-                moved = 0
-                pages += 1
-                done += count
-                if progress is not None:
-                    progress(Progress(done, max(total, done), time.perf_counter() - started))
-            return done
+            run = _Run(progress, self._remaining() if progress is not None else 0)
+            in_flight: Future[int] | None = None
+            try:
+                while (stop is None or not stop.is_set()) and (
+                    pages_max is None or run.pages < pages_max
+                ):
+                    page: _Page | None = self._read_page()
+                    if in_flight is not None:
+                        flushed = in_flight
+                        in_flight = None
+                        page = page if self._settle(flushed, run) else None
+                    if page is None:  # built on positions another processor replaced
+                        run.moved()
+                        continue
+                    if not page.notifications:
+                        break
+                    run.pages += 1
+                    if len(page.notifications) == self.page_size:
+                        # More pages likely follow: commit this one while reading the next.
+                        in_flight = self._flusher().submit(self._commit, page)
+                        self._positions = page.moved_to
+                    else:
+                        try:
+                            run.add(self._commit(page))
+                            self._positions = page.moved_to
+                        except _Moved:
+                            self._positions = None
+                            run.moved()
+                if in_flight is not None:
+                    flushed = in_flight
+                    in_flight = None
+                    self._settle(flushed, run)
+            finally:
+                if in_flight is not None:
+                    # Never leave a transaction running behind the caller (an error is raising).
+                    wait([in_flight])
+                    self._positions = None
+            return run.done
+
+    def _remaining(self) -> int:
+        positions = self._positions or self.positions()
+        newest = self.source.max_notification_id() or 0
+        return max(newest - min(positions.values(), default=0), 0)
+
+    def _settle(self, flushed: Future[int], run: _Run) -> bool:
+        """Waits for a page's commit; False if it found the positions moved."""
+        try:
+            run.add(flushed.result())
+        except _Moved:
+            self._positions = None
+            return False
+        return True
+
+    def _flusher(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-views")
+        return self._executor
+
+    def close(self) -> None:
+        """Stops the flusher thread (idempotent)."""
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
 
     def rebuild(
         self, *, progress: ProgressCallback | None = None, pages_max: int | None = None
@@ -267,7 +313,8 @@ class Projector:
             self._dispatch[event_class] = targets
         return targets
 
-    def _step(self) -> int:
+    def _read_page(self) -> _Page:
+        """The next page after the assumed positions, decoded into fresh view buffers."""
         positions = self._positions
         if positions is None:
             positions = self.positions()
@@ -275,11 +322,10 @@ class Projector:
         notifications = self.source.select_notifications(
             start, self.page_size, inclusive_of_start=False
         )
-        if not notifications:
-            self._positions = positions
-            return 0
         dialect = self.database.dialect
         buffers: list[Buffer] = [view.new_buffer(dialect) for view in self.views]
+        if not notifications:
+            return _Page(notifications, buffers, positions, positions)
         decode = self.decode
         dispatch = self._dispatch
         if len(set(positions.values())) == 1:
@@ -298,20 +344,55 @@ class Projector:
                         handler(buffers[index], event)
         last = int(notifications[-1].id)
         moved_to = {name: max(position, last) for name, position in positions.items()}
-        try:
-            with self.database.write() as cursor:
-                self._check_unmoved(cursor, positions)
-                for buffer in buffers:
-                    buffer.flush(cursor)
-                cursor.executemany(
-                    "UPDATE view_tracking SET position = ? WHERE name = ?",
-                    [(position, name) for name, position in moved_to.items()],
-                )
-        except _Moved:
-            self._positions = None
-            raise
-        self._positions = moved_to
-        return len(notifications)
+        return _Page(notifications, buffers, positions, moved_to)
+
+    def _commit(self, page: _Page) -> int:
+        """One transaction: check the positions, flush every buffer, move the positions."""
+        with self.database.write() as cursor:
+            self._check_unmoved(cursor, page.positions)
+            for buffer in page.buffers:
+                buffer.flush(cursor)
+            cursor.executemany(
+                "UPDATE view_tracking SET position = ? WHERE name = ?",
+                [(position, name) for name, position in page.moved_to.items()],
+            )
+        return len(page.notifications)
+
+
+@dataclass(slots=True)
+class _Run:
+    """Counters of one catch-up, and its progress reports."""
+
+    progress: ProgressCallback | None
+    total: int
+    started: float = field(default_factory=time.perf_counter)
+    done: int = 0
+    pages: int = 0
+    moves: int = 0
+
+    def add(self, count: int) -> None:
+        """A page committed."""
+        self.done += count
+        self.moves = 0
+        if self.progress is not None:
+            elapsed_s = time.perf_counter() - self.started
+            self.progress(Progress(self.done, max(self.total, self.done), elapsed_s))
+
+    def moved(self) -> None:
+        """A page given up because another processor moved the positions (bounded)."""
+        self.moves += 1
+        if self.moves > MOVED_RETRIES_MAX:
+            raise ProjectionError("another processor kept moving the views")
+
+
+@dataclass(slots=True)
+class _Page:
+    """A page of notifications buffered for every view, and the positions it moves."""
+
+    notifications: Sequence[Any]
+    buffers: list[Buffer]
+    positions: dict[str, int]
+    moved_to: dict[str, int]
 
 
 class BackgroundProjector:

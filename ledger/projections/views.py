@@ -122,6 +122,7 @@ class Views:
             self._closed = True
         if self._background is not None:
             self._background.stop()
+        self.projector.close()
         self.database.close()
 
     # Queries ------------------------------------------------------------------------------
