@@ -50,7 +50,6 @@ EXPIRING_LOTS = Table(
 _CREDITED, _USED, _BALANCE, _CREATED, _PURCHASE, _EMISSION = range(6)
 
 
-
 @dataclass(frozen=True, slots=True)
 class BalanceRow:
     """One holder's book in one unit."""
