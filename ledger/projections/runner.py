@@ -119,6 +119,11 @@ class Projector:
         self._handlers = [view.handlers() for view in self.views]
         self._lock_suffix = " FOR UPDATE" if database.dialect.name == "postgres" else ""
         self._executor: ThreadPoolExecutor | None = None
+        # Whether a full page commits in the flusher thread while the next is read. It pays
+        # where a commit mostly waits on a server (PostgreSQL: 15-20 % faster measured);
+        # SQLite's commits are in-process work that only contends for the interpreter (10 %
+        # slower measured). Tests switch it on to exercise both paths on both backends.
+        self.overlap = database.dialect.name == "postgres"
 
     # Schema ------------------------------------------------------------------------------
 
@@ -216,8 +221,8 @@ class Projector:
     ) -> int:
         """Projects every notification recorded so far; returns how many were processed.
 
-        While one page's transaction runs (in the flusher thread, mostly waiting on the
-        database) the next page is read and buffered here, so the two overlap. A page's
+        On PostgreSQL, while one page's transaction runs (in the flusher thread, mostly
+        waiting on the server) the next page is read and buffered here, so the two overlap. A page's
         buffers assume the previous page committed; if that commit finds the positions moved
         by another processor, the assumed page is dropped and reading restarts from what is
         committed.
@@ -240,7 +245,7 @@ class Projector:
                     if not page.notifications:
                         break
                     run.pages += 1
-                    if len(page.notifications) == self.page_size:
+                    if self.overlap and len(page.notifications) == self.page_size:
                         # More pages likely follow: commit this one while reading the next.
                         in_flight = self._flusher().submit(self._commit, page)
                         self._positions = page.moved_to

@@ -120,14 +120,18 @@ def test_close_twice_is_harmless(sqlite_url: str) -> None:
 # Exactly once --------------------------------------------------------------------------------
 
 
-def test_racing_projectors_never_count_a_page_twice(sqlite_url: str, clock: ManualClock) -> None:
+@pytest.mark.parametrize("overlap", [False, True])
+def test_racing_projectors_never_count_a_page_twice(
+    store_url: str, clock: ManualClock, overlap: bool
+) -> None:
     """Two processors with tiny pages race over the same log; the result equals a rebuild."""
-    _history(sqlite_url, clock, 2_000)
-    first = Ledger.open(sqlite_url, projections="off")
-    second = Ledger.open(sqlite_url, projections="off")
+    _history(store_url, clock, 2_000)
+    first = Ledger.open(store_url, projections="off")
+    second = Ledger.open(store_url, projections="off")
     try:
         for lg in (first, second):
             lg.views.projector.page_size = 7
+            lg.views.projector.overlap = overlap
         threads = [threading.Thread(target=lg.views.catch_up) for lg in (first, second)]
         for thread in threads:
             thread.start()

@@ -302,11 +302,14 @@ def _history(lg: Ledger, clock: ManualClock, operations: list[tuple[Any, ...]]) 
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(operations=st.lists(op, min_size=1, max_size=40))
-def test_rebuild_equals_incremental_in_memory(operations: list[tuple[Any, ...]]) -> None:
-    """In-process store, views in a private SQLite: many histories."""
+@given(operations=st.lists(op, min_size=1, max_size=40), overlap=st.booleans())
+def test_rebuild_equals_incremental_in_memory(
+    operations: list[tuple[Any, ...]], overlap: bool
+) -> None:
+    """In-process store, views in a private SQLite: many histories, pages overlapped or not."""
     clock = ManualClock(datetime(2026, 1, 5, 18, 0, tzinfo=UTC))
     with Ledger.open("memory://", clock=clock, password_cost="fast", projections="off") as lg:
+        lg.views.projector.overlap = overlap
         _history(lg, clock, operations)
 
 
