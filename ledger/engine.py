@@ -39,8 +39,11 @@ log = structlog.get_logger("ledger")
 
 A = TypeVar("A", bound=Aggregate)
 
-ATTEMPTS_MAX = 8
+ATTEMPTS_MAX = 10
 """Bound on attempts of one batch under optimistic-concurrency conflicts."""
+RETRY_DELAY_BASE_S = 0.001
+RETRY_DELAY_MAX_S = 0.1
+"""A lost race waits a random time up to base * 2**attempt, capped (at most ~0.5 s in all)."""
 BATCH_SIZE_MAX = 5_000
 """Bound on commands per transaction: longer batches are split."""
 CACHE_SIZE_MAX = 50_000
@@ -402,8 +405,10 @@ class Engine:
             except WriteConflict:
                 self._discard(tx)
                 check_keys = True
-                # Back off a little, randomly, so racing processes stop colliding.
-                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
+                # Back off randomly and exponentially (full jitter): with several processes on
+                # one hot aggregate, linear waits kept them colliding until the bound.
+                delay_max_s = min(RETRY_DELAY_MAX_S, RETRY_DELAY_BASE_S * 2**attempt)
+                time.sleep(random.uniform(0, delay_max_s))  # noqa: S311
                 continue
             except BaseException:
                 self._discard(tx)

@@ -167,6 +167,15 @@ def test_conflicts_past_the_bound_raise_concurrency_error(
 ) -> None:
     """A batch that loses every race raises ConcurrencyError and records none of its commands."""
     losing = consume()
+    lg.execute(
+        {
+            "type": "TransferStamps",
+            "transfer_id": "T-rivals",
+            "from_id": DISTRIBUTOR,
+            "to_id": CTI,
+            "quantity": ATTEMPTS_MAX,
+        }
+    )
     with _open(store_url, clock, create_tables=False) as other:
         other.execute(consume())  # `other` caches the CTI
         store = other.store
@@ -183,7 +192,7 @@ def test_conflicts_past_the_bound_raise_concurrency_error(
         with pytest.raises(ConcurrencyError):
             other.execute(losing)
     assert len(wins) == ATTEMPTS_MAX
-    assert lg.balance(CTI) == 10 - 1 - ATTEMPTS_MAX
+    assert lg.balance(CTI) == 10 + ATTEMPTS_MAX - 1 - ATTEMPTS_MAX
     assert isinstance(lg.store, EventStore)
     assert lg.store.select_keys([f"cfdi:{losing['cfdi_uuid'].upper()}"]) == {}
 

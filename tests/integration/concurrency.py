@@ -1,0 +1,176 @@
+"""Helpers of the concurrency tests: OS processes that consume stamps from one shared database.
+
+Workers are started with the ``spawn`` context (a fresh interpreter each, as separate servers
+would be), open their own ``Ledger`` on the database the test created (``create_tables=False``),
+wait at a barrier so they all start at once, and send back one plain dict per command.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import traceback
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from adapters.store import EventStore
+from ledger.api import Ledger
+from ledger.clock import ManualClock
+from ledger.errors import Rejected
+from tests.support import CTI, build_network, consume
+
+BATCH_SIZE = 5
+"""Commands per ``execute_many`` for workers in batch mode."""
+RESULT_TIMEOUT_S = 60
+"""Bound on the wait for one worker's results."""
+
+
+def worker(
+    url: str,
+    now: str,
+    commands: list[dict[str, Any]],
+    mode: str,
+    barrier: Any,
+    results: Any,
+) -> None:
+    """Runs in a child process: ``commands`` one by one (``single``) or in small batches."""
+    try:
+        with Ledger.open(
+            url,
+            clock=ManualClock(datetime.fromisoformat(now)),
+            projections="off",
+            create_tables=False,
+            password_cost="fast",
+        ) as lg:
+            barrier.wait(timeout=RESULT_TIMEOUT_S)
+            out: list[dict[str, Any]] = []
+            if mode == "single":
+                for command in commands:
+                    try:
+                        out.append(lg.execute(command).to_dict())
+                    except Rejected as rejection:
+                        out.append(rejection.to_dict())
+            else:
+                for start in range(0, len(commands), BATCH_SIZE):
+                    out.extend(
+                        r.to_dict() for r in lg.execute_many(commands[start : start + BATCH_SIZE])
+                    )
+        results.put(("ok", out))
+    except BaseException:
+        # Reported to the parent, which fails the test with the child's traceback.
+        results.put(("error", traceback.format_exc()))
+
+
+def run_workers(
+    url: str, now: datetime, plans: list[tuple[list[dict[str, Any]], str]]
+) -> list[list[dict[str, Any]]]:
+    """Starts one process per ``(commands, mode)`` plan at once; each one's results, in order."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(len(plans))
+    queues = [context.Queue() for _ in plans]
+    processes = [
+        context.Process(target=worker, args=(url, now.isoformat(), commands, mode, barrier, queue))
+        for (commands, mode), queue in zip(plans, queues, strict=True)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        outputs = [queue.get(timeout=RESULT_TIMEOUT_S) for queue in queues]
+    finally:
+        for process in processes:
+            process.join(timeout=RESULT_TIMEOUT_S)
+            if process.is_alive():
+                process.kill()
+    errors = [detail for status, detail in outputs if status != "ok"]
+    assert not errors, "\n".join(errors)
+    return [detail for _, detail in outputs]
+
+
+def consumed_uuids(lg: Ledger, cti_id: str) -> Counter[str]:
+    """How many StampConsumed events each CFDI UUID has in the CTI's stored stream."""
+    assert isinstance(lg.store, EventStore)
+    return Counter(
+        event.cfdi_uuid
+        for event in lg.store.app.events.get(cti_id)
+        if type(event).__name__ == "StampConsumed"
+    )
+
+
+def stored_cfdi_keys(lg: Ledger, uuids: list[str]) -> int:
+    """How many of these CFDI UUIDs have a row in the idempotency index."""
+    assert isinstance(lg.store, EventStore)
+    return len(lg.store.select_keys([f"cfdi:{u.upper()}" for u in uuids]))
+
+
+PROCESSES = 4
+"""Worker processes per scenario (two run commands one by one, two in batches)."""
+
+
+def check_processes_never_overdraw(url: str, clock: ManualClock) -> None:
+    """Four processes ask 80 consumptions of a CTI holding 40: exactly 40 succeed, none twice."""
+    stamps, per_process = 40, 20
+    with Ledger.open(url, clock=clock, projections="off", password_cost="fast") as lg:
+        build_network(lg, inventory=1000, cti_stamps=stamps)
+        plans = [
+            ([consume() for _ in range(per_process)], "single" if n % 2 == 0 else "batch")
+            for n in range(PROCESSES)
+        ]
+        outputs = run_workers(url, clock(), plans)
+        results = [r for output in outputs for r in output]
+        successes = [r for r in results if r["ok"]]
+        # One balance value per success, 39 down to 0: no two consumptions saw the same stamp.
+        assert sorted(r["balance_after"] for r in successes) == list(range(stamps))
+        assert not any(r.get("replayed", False) for r in successes)
+        assert {r["code"] for r in results if not r["ok"]} == {"insufficient_stamps"}
+        assert lg.balance(CTI) == 0
+        assert min(m.balance for m in lg.history(CTI)) == 0
+        won = [
+            c["cfdi_uuid"].upper()
+            for (commands, _), output in zip(plans, outputs, strict=True)
+            for c, r in zip(commands, output, strict=True)
+            if r["ok"]
+        ]
+        recorded = consumed_uuids(lg, CTI)
+        assert recorded == Counter(won)
+        assert set(recorded.values()) == {1}
+        assert stored_cfdi_keys(lg, [c["cfdi_uuid"] for c, _ in _all(plans)]) == stamps
+
+
+def check_racing_duplicates_record_once(url: str, clock: ManualClock) -> None:
+    """Four processes send the same 20 CFDIs at once: each stamped once, all see its outcome."""
+    stamps, cfdis = 100, 20
+    with Ledger.open(url, clock=clock, projections="off", password_cost="fast") as lg:
+        build_network(lg, inventory=1000, cti_stamps=stamps)
+        commands = [consume() for _ in range(cfdis)]
+        plans = [
+            (
+                list(commands) if n < 2 else list(reversed(commands)),
+                "single" if n % 2 == 0 else "batch",
+            )
+            for n in range(PROCESSES)
+        ]
+        outputs = run_workers(url, clock(), plans)
+        by_cfdi: dict[str, list[dict[str, Any]]] = {}
+        for (sent, _), output in zip(plans, outputs, strict=True):
+            for command, result in zip(sent, output, strict=True):
+                by_cfdi.setdefault(command["cfdi_uuid"], []).append(result)
+        for results in by_cfdi.values():
+            assert all(r["ok"] for r in results), results
+            assert sorted(r.get("replayed", False) for r in results) == [False] + [True] * (
+                PROCESSES - 1
+            )
+            first = [{k: v for k, v in r.items() if k != "replayed"} for r in results]
+            assert all(outcome == first[0] for outcome in first), results
+        assert sorted(rs[0]["balance_after"] for rs in by_cfdi.values()) == list(
+            range(stamps - cfdis, stamps)
+        )
+        assert lg.balance(CTI) == stamps - cfdis
+        recorded = consumed_uuids(lg, CTI)
+        assert recorded == Counter({c["cfdi_uuid"].upper(): 1 for c in commands})
+        assert stored_cfdi_keys(lg, [c["cfdi_uuid"] for c in commands]) == cfdis
+
+
+def _all(
+    plans: list[tuple[list[dict[str, Any]], str]],
+) -> list[tuple[dict[str, Any], str]]:
+    return [(command, mode) for commands, mode in plans for command in commands]

@@ -1,0 +1,25 @@
+"""Several OS processes write to one SQLite file at once (DESIGN §3.2, §3.3; issue 2.7).
+
+Each test starts real processes (``spawn``) that open their own ``Ledger`` on the same file;
+the scenarios and their checks are in ``tests/integration/concurrency.py``.
+"""
+
+from __future__ import annotations
+
+from ledger.clock import ManualClock
+from tests.integration.concurrency import (
+    check_processes_never_overdraw,
+    check_racing_duplicates_record_once,
+)
+
+
+def test_processes_consuming_one_cti_never_overdraw(sqlite_url: str, clock: ManualClock) -> None:
+    """More consumptions than stamps from four processes: exactly the stamps, each CFDI once."""
+    check_processes_never_overdraw(sqlite_url, clock)
+
+
+def test_processes_racing_on_the_same_cfdis_record_each_once(
+    sqlite_url: str, clock: ManualClock
+) -> None:
+    """The same CFDIs from four processes at once: one stamp each, every caller the same outcome."""
+    check_racing_duplicates_record_once(sqlite_url, clock)
