@@ -464,7 +464,7 @@ def run_balance(args: argparse.Namespace) -> int:
 # import-clients, export-clients -------------------------------------------------------------
 
 
-class ImportError_(LedgerError):  # noqa: N801  (ImportError is a builtin)
+class CsvImportError(LedgerError):
     """Raised when a clients CSV has a wrong header or bad rows; nothing was imported."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -497,13 +497,13 @@ def _column(field: str) -> str:
 
 
 def read_clients_csv(stream: TextIO, name: str) -> list[tuple[int, dict[str, Any]]]:
-    """Validated RegisterClient commands with their line numbers; ``ImportError_`` otherwise."""
+    """Validated RegisterClient commands with their line numbers; ``CsvImportError`` otherwise."""
     reader = csv.reader(stream)
     header = next(reader, None)
     if header is not None and header and header[0].startswith("\ufeff"):
         header[0] = header[0][1:]  # a byte-order mark from spreadsheet exports
     if header is None or tuple(h.strip() for h in header) != CSV_COLUMNS:
-        raise ImportError_([f"{name}:1: the header must be: {','.join(CSV_COLUMNS)}"])
+        raise CsvImportError([f"{name}:1: the header must be: {','.join(CSV_COLUMNS)}"])
     problems: list[str] = []
     commands: list[tuple[int, dict[str, Any]]] = []
     seen: dict[str, int] = {}
@@ -541,7 +541,7 @@ def read_clients_csv(stream: TextIO, name: str) -> list[tuple[int, dict[str, Any
             seen[new_id] = line
         commands.append((line, command))
     if problems:
-        raise ImportError_(problems)
+        raise CsvImportError(problems)
     return commands
 
 
@@ -568,7 +568,7 @@ def _check_against_ledger(lg: Ledger, rows: list[tuple[int, dict[str, Any]]], na
             if lg.engine.current(new_id) is not None
         )
     if problems:
-        raise ImportError_(problems)
+        raise CsvImportError(problems)
 
 
 def run_import_clients(args: argparse.Namespace) -> int:
@@ -580,7 +580,7 @@ def run_import_clients(args: argparse.Namespace) -> int:
         with _open(args) as lg:
             _check_against_ledger(lg, rows, args.file)
             results = lg.execute_many([command for _, command in rows])
-    except ImportError_ as exc:
+    except CsvImportError as exc:
         for problem in exc.problems:
             sys.stderr.write(problem + "\n")
         sys.stderr.write(f"import-clients: {exc}\n")
