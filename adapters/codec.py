@@ -109,11 +109,10 @@ class MsgspecMapper(Mapper[str]):
             state = self.compressor.compress(state)
         if self.cipher:
             state = self.cipher.encrypt(state)
+        # Positional arguments: a third faster for eventsourcing's frozen dataclass, once per
+        # event on the write path.
         return StoredEvent(
-            originator_id=domain_event.originator_id,
-            originator_version=domain_event.originator_version,
-            topic=topic,
-            state=state,
+            domain_event.originator_id, domain_event.originator_version, topic, state
         )
 
     def decode_state(self, topic: str, state: bytes) -> Any:

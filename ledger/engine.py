@@ -22,14 +22,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import msgspec
 import structlog
 from pydantic import ValidationError
 
-from ledger.clock import Clock, local_date
+from ledger.clock import MEXICO_CITY, Clock, local_date
 from ledger.commands.models import COMMAND_ADAPTER, Command
 from ledger.domain import Aggregate, Event
 from ledger.errors import ConcurrencyError, LedgerError, Rejected
@@ -50,6 +50,8 @@ CACHE_SIZE_MAX = 50_000
 """Bound on aggregates kept in memory by one engine."""
 SNAPSHOT_INTERVAL = 500
 """An aggregate is snapshotted every this many events, so long histories load fast."""
+MIDNIGHT = datetime.min.time()
+"""Where a local day starts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +125,7 @@ class Tx:
     def begin_command(self) -> None:
         """Reads the clock for the next command and starts tracking what it changes."""
         self.now = self.engine.clock()
-        self.today = local_date(self.now)
+        self.today = self.engine.local_day(self.now)
         self._read = {}
         self._created_now = []
         self._keys_before = len(self.keys)
@@ -326,6 +328,20 @@ class Engine:
     snapshot_interval: int = SNAPSHOT_INTERVAL
     _cache: OrderedDict[str, Aggregate] = field(default_factory=OrderedDict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    _day: tuple[datetime, datetime, date] | None = None
+
+    def local_day(self, at: datetime) -> date:
+        """``local_date(at)``, remembered until that local day ends (it is read per command)."""
+        day = self._day
+        if day is not None and day[0] <= at < day[1]:
+            return day[2]
+        today = local_date(at)
+        start = datetime.combine(today, MIDNIGHT, MEXICO_CITY).astimezone(UTC)
+        end = datetime.combine(today + timedelta(days=1), MIDNIGHT, MEXICO_CITY).astimezone(UTC)
+        # Kept only if the bounds are that day's (a zone change at midnight would break them).
+        if local_date(start) == today and local_date(end) == today + timedelta(days=1):
+            self._day = (start, end, today)
+        return today
 
     # Cache -----------------------------------------------------------------------------------
 
