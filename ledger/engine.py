@@ -14,7 +14,9 @@ command per transaction, where such a command is simply discarded.
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import itertools
 import logging
 import random
 import threading
@@ -48,6 +50,10 @@ BATCH_SIZE_MAX = 5_000
 """Bound on commands per transaction: longer batches are split."""
 CACHE_SIZE_MAX = 50_000
 """Bound on aggregates kept in memory by one engine."""
+EARLY_KEYS_EVERY = 500
+"""Commands decided between two sends of a long batch's keys ahead of its commit."""
+EARLY_KEYS_IDLE_S = 1.0
+"""Longest a batch's open write goes without a statement (PostgreSQL ends idle ones at 5 s)."""
 SNAPSHOT_INTERVAL = 500
 """An aggregate is snapshotted every this many events, so long histories load fast."""
 MIDNIGHT = datetime.min.time()
@@ -65,6 +71,23 @@ class KeyRecord:
 
 class WriteConflict(LedgerError):
     """Raised by a store when a write lost a race (version or key already taken)."""
+
+
+class Write(Protocol):
+    """A write transaction a store assembles while the engine decides a batch (optional).
+
+    Keys sent ahead are inserted while the rest of the batch is decided; ``commit`` sends the
+    rest, events included, and commits. Nothing is visible before the commit.
+    """
+
+    def send_keys(self, keys: Sequence[KeyRecord]) -> None:
+        """Sends keys decided so far; ``WriteConflict`` if one was already seen taken."""
+
+    def commit(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
+        """Sends the rest and commits; ``WriteConflict`` (rolled back) on a lost race."""
+
+    def abort(self) -> None:
+        """Rolls back what was sent (does nothing once committed or rolled back)."""
 
 
 class Store(Protocol):
@@ -213,6 +236,41 @@ class Tx:
                 self.engine.cache_put(fresh)
                 moved = True
         return moved
+
+
+class _GcPause:
+    """Pauses Python's cyclic garbage collector while batches run (nested across threads).
+
+    A batch allocates about ten tracked objects per command (model, event, outcome, key row,
+    stored row, ...) that all live until its commit. The collector, started every 700
+    allocations, scanned them again and again and promoted them, so that a full collection of
+    every long-lived object in the process ran about once per batch: 8 µs of 30 per command
+    (a quarter of the hot path, measured with 2,000-command batches). Reference counting still
+    frees everything at once; cycles made meanwhile wait for the next collection after the
+    batch. The collector is resumed only if it was running when the first pause began.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._resume = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._resume = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._resume:
+                gc.enable()
+
+
+GC_PAUSE = _GcPause()
+"""The process's pause of the cyclic collector during batches."""
 
 
 @dataclass(slots=True)
@@ -379,17 +437,19 @@ class Engine:
 
     def execute_many(self, commands: Sequence[Mapping[str, Any] | Command]) -> list[Result]:
         """Runs commands in order in as few transactions as is safe; one result per command."""
-        prepared = [prepare(c) for c in commands]
         results: list[Result] = []
-        with self._lock:
-            for start in range(0, len(prepared), BATCH_SIZE_MAX):
-                chunk = prepared[start : start + BATCH_SIZE_MAX]
-                try:
-                    results.extend(self._run_batch(chunk))
-                except _PartialRejection:
-                    for one in chunk:
-                        results.extend(self._run_isolated(one))
-        return results
+        remaining = iter(commands)
+        while True:
+            with GC_PAUSE:
+                chunk = [prepare(c) for c in itertools.islice(remaining, BATCH_SIZE_MAX)]
+                if not chunk:
+                    return results
+                with self._lock:
+                    try:
+                        results.extend(self._run_batch(chunk))
+                    except _PartialRejection:
+                        for one in chunk:
+                            results.extend(self._run_isolated(one))
 
     def _run_isolated(self, one: Prepared) -> list[Result]:
         try:
@@ -406,19 +466,22 @@ class Engine:
                 stored_keys = self.store.select_keys(wanted)
             tx = Tx(self)
             started = time.perf_counter()
+            write = self._open_write(len(batch))
             try:
-                results = [self._run_one(p, tx, stored_keys, isolated=isolated) for p in batch]
-            except BaseException:
-                # Cached aggregates were changed in place: nothing of this attempt may survive it.
-                self._discard(tx)
-                raise
-            events = [e for agg in tx.touched.values() for e in agg.pending_events]
-            if not events and not tx.keys:
-                self._log(batch, results, started)
-                return results
-            try:
-                notification_ids = self.store.record(events, list(tx.keys.values()))
+                results, sent = self._decide(batch, tx, stored_keys, isolated=isolated, write=write)
+                events = [e for agg in tx.touched.values() for e in agg.pending_events]
+                keys = list(tx.keys.values())
+                if not events and not keys:
+                    if write is not None:
+                        write.abort()
+                    self._log(batch, results, started)
+                    return results
+                if write is not None:
+                    notification_ids = write.commit(events, keys[sent:])
+                else:
+                    notification_ids = self.store.record(events, keys)
             except WriteConflict:
+                # Nothing was recorded (the store rolled the transaction back).
                 self._discard(tx)
                 check_keys = True
                 # Back off randomly and exponentially (full jitter): with several processes on
@@ -427,7 +490,10 @@ class Engine:
                 time.sleep(random.uniform(0, delay_max_s))  # noqa: S311
                 continue
             except BaseException:
+                # Cached aggregates were changed in place: nothing of this attempt may survive it.
                 self._discard(tx)
+                if write is not None:
+                    write.abort()
                 raise
             self._committed(tx, events)
             self._log(batch, results, started)
@@ -435,6 +501,46 @@ class Engine:
                 callback(notification_ids)
             return results
         raise ConcurrencyError(f"write conflicts persisted after {ATTEMPTS_MAX} attempts")
+
+    def _open_write(self, batch_size: int) -> Write | None:
+        """A write the store assembles during the batch, if it can and the batch is long."""
+        if batch_size <= EARLY_KEYS_EVERY:
+            return None
+        open_write = getattr(self.store, "open_write", None)
+        if open_write is None:
+            return None
+        write: Write | None = open_write()
+        return write
+
+    def _decide(
+        self,
+        batch: list[Prepared],
+        tx: Tx,
+        stored_keys: dict[str, KeyRecord],
+        *,
+        isolated: bool,
+        write: Write | None,
+    ) -> tuple[list[Result], int]:
+        """Runs every command of an attempt; with a write, sends its keys ahead as it goes.
+
+        Returns the results and how many of ``tx.keys`` (in order) were sent.
+        """
+        if write is None:
+            return [self._run_one(p, tx, stored_keys, isolated=isolated) for p in batch], 0
+        results: list[Result] = []
+        sent = 0
+        last_send = time.perf_counter()
+        for index, p in enumerate(batch, 1):
+            results.append(self._run_one(p, tx, stored_keys, isolated=isolated))
+            now = time.perf_counter()
+            # Every EARLY_KEYS_EVERY commands, and often enough that the open transaction never
+            # idles long whatever the commands cost (the server ends idle transactions).
+            if index % EARLY_KEYS_EVERY == 0 or now - last_send > EARLY_KEYS_IDLE_S:
+                keys = list(tx.keys.values())
+                write.send_keys(keys[sent:])
+                sent = len(keys)
+                last_send = now
+        return results, sent
 
     def _discard(self, tx: Tx) -> None:
         """Forgets every aggregate an attempt touched, with its unrecorded events."""

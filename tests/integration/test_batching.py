@@ -30,9 +30,21 @@ def _open(url: str, clock: ManualClock, *, create_tables: bool = True) -> Ledger
     )
 
 
-@pytest.fixture
-def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
-    """A ledger with the standard network (CTI with 10 stamps) and a second client."""
+@pytest.fixture(params=["whole", "keys-ahead"])
+def lg(
+    request: pytest.FixtureRequest,
+    store_url: str,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Ledger]:
+    """A ledger with the standard network (CTI with 10 stamps) and a second client.
+
+    ``keys-ahead`` makes every batch longer than two commands send its keys ahead of its commit
+    (on PostgreSQL; long batches do that by default), so each test also covers that path.
+    """
+    if request.param == "keys-ahead":
+        monkeypatch.setattr(engine, "EARLY_KEYS_EVERY", 2)
+        monkeypatch.setattr(engine, "EARLY_KEYS_IDLE_S", 0.0)  # and a send after every command
     with _open(store_url, clock) as ledger:
         build_network(ledger, inventory=1000, cti_stamps=10)
         ledger.execute(
@@ -141,6 +153,23 @@ def test_a_batch_that_loses_a_race_retries_and_is_right(
     assert lg.balance(CTI) == 4
     consumed = [e for e in _events(lg, CTI) if type(e).__name__ == "StampConsumed"]
     assert len(consumed) == 6
+
+
+def test_a_cfdi_stamped_through_another_ledger_replays_in_a_batch(
+    lg: Ledger, store_url: str, clock: ManualClock
+) -> None:
+    """A batch holding a CFDI another process already stamped gives it its first outcome."""
+    stamped = consume()
+    with _open(store_url, clock, create_tables=False) as other:
+        first = other.execute(stamped)
+    results = lg.execute_many([consume(), dict(stamped), consume(), consume()])
+    assert [(r.replayed, r.balance_after) for r in results if isinstance(r, Outcome)] == [
+        (False, 8),
+        (True, first.balance_after),
+        (False, 7),
+        (False, 6),
+    ]
+    assert lg.balance(CTI) == 6
 
 
 def test_a_stale_rejection_is_decided_again_on_fresh_state(

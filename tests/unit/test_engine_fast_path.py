@@ -1,16 +1,20 @@
-"""The hot path's shortcuts give exactly what the general path gives (fingerprints, log lines)."""
+"""The hot path's shortcuts behave as the general path (fingerprints, log lines, the collector)."""
 
 from __future__ import annotations
 
+import gc
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from ledger.api import Ledger
+from ledger.clock import ManualClock
 from ledger.commands.models import COMMAND_ADAPTER
 from ledger.engine import given_fields
 from ledger.logging import render_json
-from tests.support import client_profile, consume
+from tests.support import build_network, client_profile, consume
 
 COMMANDS: list[dict[str, Any]] = [
     consume(),
@@ -93,3 +97,30 @@ def test_a_log_value_json_cannot_hold_is_rendered_by_repr() -> None:
             return "<opaque>"
 
     assert json.loads(render_json({"value": Opaque()})) == {"value": "<opaque>"}
+
+
+def _collector_states(clock: ManualClock) -> tuple[bool, bool]:
+    """Whether the cyclic collector ran during a batch's commit, and after the batch."""
+    during: list[bool] = []
+    with Ledger.open("memory://", clock=clock, password_cost="fast") as lg:
+        build_network(lg, cti_stamps=5)
+        lg.engine.on_commit.append(lambda _ids: during.append(gc.isenabled()))
+        lg.execute_many([consume(), consume()])
+    return during[0], gc.isenabled()
+
+
+def test_the_collector_pauses_during_a_batch_and_runs_after() -> None:
+    """The cyclic garbage collector is paused while a batch runs and running again after it."""
+    assert gc.isenabled()
+    clock = ManualClock(datetime(2026, 1, 5, 18, 0, tzinfo=UTC))
+    assert _collector_states(clock) == (False, True)
+
+
+def test_a_collector_the_application_stopped_stays_stopped() -> None:
+    """A batch never starts a collector that the application had stopped."""
+    clock = ManualClock(datetime(2026, 1, 5, 18, 0, tzinfo=UTC))
+    gc.disable()
+    try:
+        assert _collector_states(clock) == (False, False)
+    finally:
+        gc.enable()
