@@ -50,7 +50,7 @@ BATCH_SIZE_MAX = 5_000
 """Bound on commands per transaction: longer batches are split."""
 CACHE_SIZE_MAX = 50_000
 """Bound on aggregates kept in memory by one engine."""
-EARLY_KEYS_EVERY = 500
+EARLY_KEYS_EVERY = 250
 """Commands decided between two sends of a long batch's keys ahead of its commit."""
 EARLY_KEYS_IDLE_S = 1.0
 """Longest a batch's open write goes without a statement (PostgreSQL ends idle ones at 5 s)."""
