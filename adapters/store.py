@@ -264,7 +264,10 @@ class PostgresWrite:
         """Rolls back whatever was sent (the engine gave up on this attempt)."""
         if self._open:
             self._open = False
-            with contextlib.suppress(Exception):
+            # The rollback re-raises the reason it was given (_Aborted). A database error while
+            # rolling back is not raised either: nothing was committed, the pool drops a broken
+            # connection, and the error that made the engine give up is the one to report.
+            with contextlib.suppress(_Aborted, PersistenceError):
                 self._stack.__exit__(_Aborted, _Aborted(), None)
 
     def _fail(self, exc: BaseException) -> None:

@@ -84,6 +84,15 @@ def test_a_rejection_in_the_middle_keeps_the_others(lg: Ledger) -> None:
     assert lg.balance(CTI) == 7
 
 
+def test_a_batch_of_rejections_records_nothing(lg: Ledger) -> None:
+    """A batch whose every command is refused leaves the store as it was."""
+    before = len(_events(lg, CTI))
+    results = lg.execute_many([consume("NOBODY") for _ in range(4)])
+    assert _codes(results) == ["unknown_account"] * 4
+    assert len(_events(lg, CTI)) == before
+    assert lg.balance(CTI) == 10
+
+
 def test_a_rejected_command_in_a_batch_records_nothing(lg: Ledger) -> None:
     """Only the accepted commands' events are stored: the rejected one leaves no trace."""
     before = len(_events(lg, CTI))
