@@ -26,6 +26,26 @@ def render_json(event_dict: Any, **_: Any) -> str:
     return _JSON_ENCODER.encode(event_dict).decode()
 
 
+class _StderrLogger:
+    """Writes each line to ``sys.stderr`` as it is at that moment.
+
+    A stream bound once at configuration would outlive a redirected or captured ``sys.stderr``
+    and then write into a closed file.
+    """
+
+    def msg(self, message: str) -> None:
+        """Writes one line."""
+        stream = sys.stderr
+        stream.write(message + "\n")
+        stream.flush()
+
+    info = debug = warning = error = critical = exception = msg
+
+
+def _stderr_logger_factory(*_: Any) -> _StderrLogger:
+    return _StderrLogger()
+
+
 def configure_logging(level: int = logging.INFO, *, force: bool = False) -> None:
     """Sets up structlog once: console rendering on a terminal, JSON lines otherwise."""
     global _configured  # noqa: PLW0603  (process-wide logging setup, done once)
@@ -43,7 +63,7 @@ def configure_logging(level: int = logging.INFO, *, force: bool = False) -> None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger_factory,
         cache_logger_on_first_use=True,
     )
     _configured = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Iterator
 
 import pytest
@@ -115,3 +117,18 @@ def test_logs_never_carry_a_profile(lg: Ledger) -> None:
     assert len(logs) == 2
     for secret in ("Rosa", "iniguez", "GODE561231GR8", "06600"):
         assert secret not in repr(logs)
+
+
+def test_log_lines_go_to_the_stderr_of_the_moment() -> None:
+    """Logging writes to whatever ``sys.stderr`` is when a line is written, not when configured."""
+    from ledger.logging import configure_logging  # noqa: PLC0415
+
+    configured_on = io.StringIO()
+    with contextlib.redirect_stderr(configured_on):
+        configure_logging(force=True)
+    configured_on.close()  # as a test's capture stream is closed after the test
+    now = io.StringIO()
+    with contextlib.redirect_stderr(now):
+        structlog.get_logger("ledger").info("command", type="Probe", outcome="ok")
+    configure_logging(force=True)
+    assert '"type":"Probe"' in now.getvalue()
