@@ -572,14 +572,14 @@ def _check_against_ledger(lg: Ledger, rows: list[tuple[int, dict[str, Any]]], na
 
 
 def run_import_clients(args: argparse.Namespace) -> int:
-    """``ledger import-clients FILE``: every row checked first, then one ``execute_many``."""
+    """``ledger import-clients FILE``: every row checked first, then one atomic batch."""
     _quiet_logs()
     try:
         with open(args.file, encoding="utf-8", newline="") as stream:
             rows = read_clients_csv(stream, args.file)
         with _open(args) as lg:
             _check_against_ledger(lg, rows, args.file)
-            results = lg.execute_many([command for _, command in rows])
+            results = lg.execute_many([command for _, command in rows], atomic=True)
     except CsvImportError as exc:
         for problem in exc.problems:
             sys.stderr.write(problem + "\n")
@@ -593,16 +593,16 @@ def run_import_clients(args: argparse.Namespace) -> int:
     failed = [
         (line, result)
         for (line, _), result in zip(rows, results, strict=True)
-        if isinstance(result, Rejected)
+        if isinstance(result, Rejected) and result.code != "batch_aborted"
     ]
     for line, result in failed:
         sys.stderr.write(f"{args.file}:{line}: {result.code}: {result.message}\n")
     if failed:
-        # Only a concurrent writer can cause this after the checks above. Rows are keyed by
-        # their client id, so running the same file again imports the rest and repeats nothing.
+        # Only a concurrent writer can cause this after the checks above; the batch is atomic,
+        # so nothing was imported.
         sys.stderr.write(
             f"import-clients: {len(failed)} row(s) rejected by a concurrent change; "
-            f"{len(rows) - len(failed)} imported; running the file again is safe\n"
+            "nothing imported\n"
         )
         return EXIT_REJECTED
     sys.stdout.write(f"imported {len(rows)} clients\n")

@@ -102,10 +102,16 @@ class Ledger:
             raise result
         return result
 
-    def execute_many(self, commands: Sequence[Mapping[str, Any] | Command]) -> list[Result]:
-        """Runs commands in as few transactions as is safe; one outcome or rejection each."""
+    def execute_many(
+        self, commands: Sequence[Mapping[str, Any] | Command], *, atomic: bool = False
+    ) -> list[Result]:
+        """Runs commands in as few transactions as is safe; one outcome or rejection each.
+
+        With ``atomic=True`` they share one transaction and a single rejection records nothing
+        (the others get ``batch_aborted``, with the index of the first rejection).
+        """
         self._check_open()
-        return self.engine.execute_many(commands)
+        return self.engine.execute_many(commands, atomic=atomic)
 
     def balance(self, holder_id: str, unit: str = "stamps") -> int:
         """The holder's current balance of ``unit`` from the write side (always up to date)."""

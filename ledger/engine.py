@@ -270,6 +270,22 @@ class _GcPause:
 
 
 GC_PAUSE = _GcPause()
+
+ATOMIC_SIZE_MAX = 50_000
+"""Bound on the commands of one atomic batch (one transaction, held in memory)."""
+
+
+def _aborted(results: list[Result]) -> list[Result]:
+    """The results of an atomic batch that was not recorded because of its first rejection."""
+    first = next(i for i, r in enumerate(results) if isinstance(r, Rejected))
+    return [
+        r
+        if isinstance(r, Rejected) or r.replayed
+        else Rejected("batch_aborted", rejected_index=first)
+        for r in results
+    ]
+
+
 """The process's pause of the cyclic collector during batches."""
 
 
@@ -435,8 +451,16 @@ class Engine:
 
     # Writes ----------------------------------------------------------------------------------
 
-    def execute_many(self, commands: Sequence[Mapping[str, Any] | Command]) -> list[Result]:
-        """Runs commands in order in as few transactions as is safe; one result per command."""
+    def execute_many(
+        self, commands: Sequence[Mapping[str, Any] | Command], *, atomic: bool = False
+    ) -> list[Result]:
+        """Runs commands in order in as few transactions as is safe; one result per command.
+
+        ``atomic``: one transaction for all of them, and if any is rejected none is recorded (the
+        others get ``batch_aborted``).
+        """
+        if atomic:
+            return self._execute_atomic(commands)
         results: list[Result] = []
         remaining = iter(commands)
         while True:
@@ -451,13 +475,27 @@ class Engine:
                         for one in chunk:
                             results.extend(self._run_isolated(one))
 
+    def _execute_atomic(self, commands: Sequence[Mapping[str, Any] | Command]) -> list[Result]:
+        if len(commands) > ATOMIC_SIZE_MAX:
+            raise Rejected(
+                "invalid_command", reason=f"an atomic batch holds at most {ATOMIC_SIZE_MAX}"
+            )
+        with GC_PAUSE:
+            batch = [prepare(c) for c in commands]
+            with self._lock:
+                # Isolated decisions: a command that changed state and then rejected is simply
+                # a rejection here, since any rejection aborts the whole batch anyway.
+                return self._run_batch(batch, isolated=True, atomic=True)
+
     def _run_isolated(self, one: Prepared) -> list[Result]:
         try:
             return self._run_batch([one], isolated=True)
         except _PartialRejection as exc:  # pragma: no cover - isolated runs never raise it
             raise AssertionError("isolated command raised a partial rejection") from exc
 
-    def _run_batch(self, batch: list[Prepared], *, isolated: bool = False) -> list[Result]:
+    def _run_batch(
+        self, batch: list[Prepared], *, isolated: bool = False, atomic: bool = False
+    ) -> list[Result]:
         check_keys = False
         for attempt in range(ATTEMPTS_MAX):
             stored_keys: dict[str, KeyRecord] = {}
@@ -469,6 +507,12 @@ class Engine:
             write = self._open_write(len(batch))
             try:
                 results, sent = self._decide(batch, tx, stored_keys, isolated=isolated, write=write)
+                if atomic and any(isinstance(r, Rejected) for r in results):
+                    self._discard(tx)
+                    if write is not None:
+                        write.abort()
+                    self._log(batch, results, started)
+                    return _aborted(results)
                 events = [e for agg in tx.touched.values() for e in agg.pending_events]
                 keys = list(tx.keys.values())
                 if not events and not keys:

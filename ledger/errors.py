@@ -34,6 +34,7 @@ MESSAGES: dict[str, str] = {
     "unknown_package": "El paquete no existe.",
     "unknown_sale": "La venta no existe.",
     "invalid_credentials": "Usuario o contraseña incorrectos.",
+    "batch_aborted": "No se registró nada del lote porque una de sus operaciones fue rechazada.",
 }
 
 
