@@ -693,4 +693,6 @@ class Engine:
                 )
             else:
                 outcome = "replayed" if result.replayed else "ok"
-                info("command", type=p.raw_type, outcome=outcome, duration_ms=duration_ms)
+                info(
+                    "command", type=p.raw_type, outcome=outcome, code=None, duration_ms=duration_ms
+                )

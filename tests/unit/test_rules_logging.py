@@ -47,11 +47,11 @@ def test_a_rejection_logs_its_code_and_duration(lg: Ledger) -> None:
 
 
 def test_a_success_logs_its_duration(lg: Ledger) -> None:
-    """A successful command's line carries a duration in milliseconds."""
+    """A successful command's line carries a duration in milliseconds and an empty code."""
     with structlog.testing.capture_logs() as logs:
         lg.execute(consume())
     (line,) = logs
-    assert line["outcome"] == "ok"
+    assert (line["outcome"], line["code"]) == ("ok", None)
     assert line["duration_ms"] >= 0
 
 
