@@ -11,7 +11,6 @@ aggregate state never grows with history.
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -19,7 +18,6 @@ from operator import attrgetter
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import psycopg.errors
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import (
     IntegrityError,
@@ -62,10 +60,6 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "key text PRIMARY KEY, fingerprint text NOT NULL, outcome bytea NOT NULL)"
             ).format(schema=schema, table=table)
         )
-        self.insert_keys_statement = SQL(
-            "INSERT INTO {schema}.{table} (key, fingerprint, outcome) "
-            "SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[])"
-        ).format(schema=schema, table=table)
         self.select_keys_statement = SQL(
             "SELECT key, fingerprint, outcome FROM {schema}.{table} WHERE key = ANY(%s)"
         ).format(schema=schema, table=table)
@@ -173,11 +167,6 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             events_digest(stored_events),
         )
 
-    def keys_parameters(self, keys: Sequence[KeyRecord]) -> tuple[Any, ...]:
-        """The parameters of ``insert_keys_statement``, keys in order."""
-        keys = _in_key_order(keys)
-        return ([k.key for k in keys], [k.fingerprint for k in keys], [k.outcome for k in keys])
-
     def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
         """The stored rows of those of ``keys`` that were used."""
         if not keys:
@@ -194,106 +183,6 @@ def _in_key_order(keys: Sequence[KeyRecord]) -> list[KeyRecord]:
     # Every writer inserts its keys in one global order, so two transactions that share keys
     # wait for each other in that order and never in a cycle (no deadlock between batches).
     return sorted(keys, key=attrgetter("key"))
-
-
-class PostgresWrite:
-    """A write transaction assembled while the engine is still deciding its batch.
-
-    The keys decided so far are sent ahead, pipelined in the open transaction (the client does
-    not wait for them), so the server inserts them while Python decides the rest of the batch;
-    ``commit`` then sends the remaining keys, the events and the chain link (the recorder's
-    function: table lock, NOTIFY, insert) and COMMIT. The table lock is taken only at the end,
-    so other writers wait no longer than with a single statement. Nothing is visible before
-    the commit and any failure rolls everything back.
-    """
-
-    def __init__(self, store: EventStore, recorder: LedgerPostgresRecorder) -> None:
-        self._store = store
-        self._recorder = recorder
-        self._stack = contextlib.ExitStack()
-        self._open = True
-        try:
-            self._conn = self._stack.enter_context(recorder.datastore.get_connection())
-            self._stack.enter_context(self._conn.pipeline())
-            self._stack.enter_context(self._conn.transaction())
-            self._keys_cursor = self._conn.cursor()
-        except BaseException as exc:
-            self._fail(exc)
-            raise
-
-    def send_keys(self, keys: Sequence[KeyRecord]) -> None:
-        """Queues the insert of ``keys`` (any statement also keeps the transaction from idling)."""
-        try:
-            if keys:
-                self._keys_cursor.execute(
-                    self._recorder.insert_keys_statement,
-                    self._recorder.keys_parameters(keys),
-                    prepare=True,
-                )
-            else:
-                self._keys_cursor.execute("SELECT 1", prepare=True)
-        except BaseException as exc:
-            self._fail(exc)
-            raise
-
-    def commit(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
-        """Sends the rest and commits; ``WriteConflict`` if a version or key was taken."""
-        to_stored = self._store.mapper.to_stored_event
-        stored = [to_stored(e) for e in events]
-        try:
-            curs = self._conn.cursor()
-            curs.execute(
-                self._recorder.record_statement,
-                self._recorder.record_parameters(stored, keys),
-                prepare=True,
-            )
-            # This waits for everything sent so far and raises its first error.
-            ids = [row[self._recorder.record_function_name] for row in curs.fetchall()]
-        except BaseException as exc:
-            self._fail(exc)
-            raise
-        self._open = False
-        try:
-            self._stack.close()  # COMMIT
-        except PersistenceError as exc:
-            raise _write_error(exc) from None
-        assert len(ids) == len(stored), (len(ids), len(stored))
-        return ids
-
-    def abort(self) -> None:
-        """Rolls back whatever was sent (the engine gave up on this attempt)."""
-        if self._open:
-            self._open = False
-            # The rollback re-raises the reason it was given (_Aborted). A database error while
-            # rolling back is not raised either: nothing was committed, the pool drops a broken
-            # connection, and the error that made the engine give up is the one to report.
-            with contextlib.suppress(_Aborted, PersistenceError):
-                self._stack.__exit__(_Aborted, _Aborted(), None)
-
-    def _fail(self, exc: BaseException) -> None:
-        """Rolls back after ``exc``; raises the ledger's error for it if it is a database one."""
-        self._open = False
-        try:
-            # get_connection translates psycopg's errors into eventsourcing's on the way out.
-            self._stack.__exit__(type(exc), exc, exc.__traceback__)
-        except PersistenceError as translated:
-            raise _write_error(translated) from None
-        if isinstance(exc, PersistenceError):
-            raise _write_error(exc) from None
-
-
-class _Aborted(Exception):
-    """The engine abandoned the attempt."""
-
-
-def _write_error(exc: PersistenceError) -> LedgerError:
-    """A lost race (key or version taken, deadlock, lock wait) or an infrastructure failure."""
-    cause = exc.__cause__
-    if isinstance(exc, IntegrityError) or isinstance(
-        cause, psycopg.errors.LockNotAvailable | psycopg.errors.TransactionRollback
-    ):
-        return WriteConflict(str(exc))
-    return InfrastructureError(f"cannot record events: {exc}")
 
 
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
@@ -575,12 +464,6 @@ class EventStore:
             return self.recorder.select_keys(keys)
         except PersistenceError as exc:
             raise InfrastructureError(f"cannot read idempotency keys: {exc}") from None
-
-    def open_write(self) -> PostgresWrite | None:
-        """A write transaction that takes keys ahead of its commit (PostgreSQL), or None."""
-        if isinstance(self.recorder, LedgerPostgresRecorder):
-            return PostgresWrite(self, self.recorder)
-        return None
 
     def record(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
         """Events and keys in one transaction; ``WriteConflict`` if a version or key was taken."""

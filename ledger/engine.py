@@ -50,10 +50,6 @@ BATCH_SIZE_MAX = 5_000
 """Bound on commands per transaction: longer batches are split."""
 CACHE_SIZE_MAX = 50_000
 """Bound on aggregates kept in memory by one engine."""
-EARLY_KEYS_EVERY = 250
-"""Commands decided between two sends of a long batch's keys ahead of its commit."""
-EARLY_KEYS_IDLE_S = 1.0
-"""Longest a batch's open write goes without a statement (PostgreSQL ends idle ones at 5 s)."""
 SNAPSHOT_INTERVAL = 500
 """An aggregate is snapshotted every this many events, so long histories load fast."""
 MIDNIGHT = datetime.min.time()
@@ -71,23 +67,6 @@ class KeyRecord:
 
 class WriteConflict(LedgerError):
     """Raised by a store when a write lost a race (version or key already taken)."""
-
-
-class Write(Protocol):
-    """A write transaction a store assembles while the engine decides a batch (optional).
-
-    Keys sent ahead are inserted while the rest of the batch is decided; ``commit`` sends the
-    rest, events included, and commits. Nothing is visible before the commit.
-    """
-
-    def send_keys(self, keys: Sequence[KeyRecord]) -> None:
-        """Sends keys decided so far; ``WriteConflict`` if one was already seen taken."""
-
-    def commit(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
-        """Sends the rest and commits; ``WriteConflict`` (rolled back) on a lost race."""
-
-    def abort(self) -> None:
-        """Rolls back what was sent (does nothing once committed or rolled back)."""
 
 
 class Store(Protocol):
@@ -504,26 +483,17 @@ class Engine:
                 stored_keys = self.store.select_keys(wanted)
             tx = Tx(self)
             started = time.perf_counter()
-            write = self._open_write(len(batch))
             try:
-                results, sent = self._decide(batch, tx, stored_keys, isolated=isolated, write=write)
+                results = [self._run_one(p, tx, stored_keys, isolated=isolated) for p in batch]
                 if atomic and any(isinstance(r, Rejected) for r in results):
                     self._discard(tx)
-                    if write is not None:
-                        write.abort()
                     self._log(batch, results, started)
                     return _aborted(results)
                 events = [e for agg in tx.touched.values() for e in agg.pending_events]
-                keys = list(tx.keys.values())
-                if not events and not keys:
-                    if write is not None:
-                        write.abort()
+                if not events and not tx.keys:
                     self._log(batch, results, started)
                     return results
-                if write is not None:
-                    notification_ids = write.commit(events, keys[sent:])
-                else:
-                    notification_ids = self.store.record(events, keys)
+                notification_ids = self.store.record(events, list(tx.keys.values()))
             except WriteConflict:
                 # Nothing was recorded (the store rolled the transaction back).
                 self._discard(tx)
@@ -536,8 +506,6 @@ class Engine:
             except BaseException:
                 # Cached aggregates were changed in place: nothing of this attempt may survive it.
                 self._discard(tx)
-                if write is not None:
-                    write.abort()
                 raise
             self._committed(tx, events)
             self._log(batch, results, started)
@@ -545,46 +513,6 @@ class Engine:
                 callback(notification_ids)
             return results
         raise ConcurrencyError(f"write conflicts persisted after {ATTEMPTS_MAX} attempts")
-
-    def _open_write(self, batch_size: int) -> Write | None:
-        """A write the store assembles during the batch, if it can and the batch is long."""
-        if batch_size <= EARLY_KEYS_EVERY:
-            return None
-        open_write = getattr(self.store, "open_write", None)
-        if open_write is None:
-            return None
-        write: Write | None = open_write()
-        return write
-
-    def _decide(
-        self,
-        batch: list[Prepared],
-        tx: Tx,
-        stored_keys: dict[str, KeyRecord],
-        *,
-        isolated: bool,
-        write: Write | None,
-    ) -> tuple[list[Result], int]:
-        """Runs every command of an attempt; with a write, sends its keys ahead as it goes.
-
-        Returns the results and how many of ``tx.keys`` (in order) were sent.
-        """
-        if write is None:
-            return [self._run_one(p, tx, stored_keys, isolated=isolated) for p in batch], 0
-        results: list[Result] = []
-        sent = 0
-        last_send = time.perf_counter()
-        for index, p in enumerate(batch, 1):
-            results.append(self._run_one(p, tx, stored_keys, isolated=isolated))
-            now = time.perf_counter()
-            # Every EARLY_KEYS_EVERY commands, and often enough that the open transaction never
-            # idles long whatever the commands cost (the server ends idle transactions).
-            if index % EARLY_KEYS_EVERY == 0 or now - last_send > EARLY_KEYS_IDLE_S:
-                keys = list(tx.keys.values())
-                write.send_keys(keys[sent:])
-                sent = len(keys)
-                last_send = now
-        return results, sent
 
     def _discard(self, tx: Tx) -> None:
         """Forgets every aggregate an attempt touched, with its unrecorded events."""

@@ -51,10 +51,11 @@ def worker(
                     except Rejected as rejection:
                         out.append(rejection.to_dict())
             else:
-                for start in range(0, len(commands), BATCH_SIZE):
-                    out.extend(
-                        r.to_dict() for r in lg.execute_many(commands[start : start + BATCH_SIZE])
-                    )
+                # "batch": small batches; "whole": every command in one batch (a long batch
+                # sends its keys ahead of its commit on PostgreSQL).
+                size = len(commands) if mode == "whole" else BATCH_SIZE
+                for start in range(0, len(commands), size):
+                    out.extend(r.to_dict() for r in lg.execute_many(commands[start : start + size]))
         results.put(("ok", out))
     except BaseException:
         # Reported to the parent, which fails the test with the child's traceback.
@@ -168,6 +169,31 @@ def check_racing_duplicates_record_once(url: str, clock: ManualClock) -> None:
         recorded = consumed_uuids(lg, CTI)
         assert recorded == Counter({c["cfdi_uuid"].upper(): 1 for c in commands})
         assert stored_cfdi_keys(lg, [c["cfdi_uuid"] for c in commands]) == cfdis
+
+
+def check_long_batches_racing_record_once(url: str, clock: ManualClock) -> None:
+    """Four processes send the same 600 CFDIs as one batch each, half of them in reverse order."""
+    stamps, cfdis = 1000, 600
+    with Ledger.open(url, clock=clock, projections="off", password_cost="fast") as lg:
+        build_network(lg, inventory=1000, cti_stamps=stamps)
+        commands = [consume() for _ in range(cfdis)]
+        plans = [
+            (list(commands) if n % 2 == 0 else list(reversed(commands)), "whole")
+            for n in range(PROCESSES)
+        ]
+        outputs = run_workers(url, clock(), plans)
+        by_cfdi: dict[str, list[dict[str, Any]]] = {}
+        for (sent, _), output in zip(plans, outputs, strict=True):
+            for command, result in zip(sent, output, strict=True):
+                by_cfdi.setdefault(command["cfdi_uuid"], []).append(result)
+        for results in by_cfdi.values():
+            assert sorted(r.get("replayed", False) for r in results) == [False] + [True] * (
+                PROCESSES - 1
+            ), results
+            first = [{k: v for k, v in r.items() if k != "replayed"} for r in results]
+            assert all(outcome == first[0] for outcome in first), results
+        assert lg.balance(CTI) == stamps - cfdis
+        assert consumed_uuids(lg, CTI) == Counter({c["cfdi_uuid"].upper(): 1 for c in commands})
 
 
 def _all(

@@ -30,21 +30,9 @@ def _open(url: str, clock: ManualClock, *, create_tables: bool = True) -> Ledger
     )
 
 
-@pytest.fixture(params=["whole", "keys-ahead"])
-def lg(
-    request: pytest.FixtureRequest,
-    store_url: str,
-    clock: ManualClock,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Ledger]:
-    """A ledger with the standard network (CTI with 10 stamps) and a second client.
-
-    ``keys-ahead`` makes every batch longer than two commands send its keys ahead of its commit
-    (on PostgreSQL; long batches do that by default), so each test also covers that path.
-    """
-    if request.param == "keys-ahead":
-        monkeypatch.setattr(engine, "EARLY_KEYS_EVERY", 2)
-        monkeypatch.setattr(engine, "EARLY_KEYS_IDLE_S", 0.0)  # and a send after every command
+@pytest.fixture
+def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
+    """A ledger with the standard network (CTI with 10 stamps) and a second client."""
     with _open(store_url, clock) as ledger:
         build_network(ledger, inventory=1000, cti_stamps=10)
         ledger.execute(

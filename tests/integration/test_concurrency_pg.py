@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ledger.clock import ManualClock
 from tests.integration.concurrency import (
+    check_long_batches_racing_record_once,
     check_processes_never_overdraw,
     check_racing_duplicates_record_once,
 )
@@ -23,3 +24,10 @@ def test_processes_racing_on_the_same_cfdis_record_each_once(
 ) -> None:
     """The same CFDIs from four processes at once: one stamp each, every caller the same outcome."""
     check_racing_duplicates_record_once(pg_url, clock)
+
+
+def test_processes_racing_long_batches_record_each_cfdi_once(
+    pg_url: str, clock: ManualClock
+) -> None:
+    """The same 600 CFDIs as one batch from four processes, in both orders: each stamped once."""
+    check_long_batches_racing_record_once(pg_url, clock)
