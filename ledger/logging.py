@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 import msgspec
@@ -34,16 +35,35 @@ class _StderrLogger:
     """
 
     def msg(self, message: str) -> None:
-        """Writes one line."""
-        stream = sys.stderr
-        stream.write(message + "\n")
-        stream.flush()
+        """Writes one line (``sys.stderr`` is line-buffered: no flush needed)."""
+        sys.stderr.write(message + "\n")
 
     info = debug = warning = error = critical = exception = msg
 
 
 def _stderr_logger_factory(*_: Any) -> _StderrLogger:
     return _StderrLogger()
+
+
+class _IsoTimestamp:
+    """Adds ``timestamp`` as ISO 8601 UTC with microseconds, like structlog's ``TimeStamper``.
+
+    The date and time of day are formatted once per second and reused: on the hot path this
+    processor runs once per command, and formatting a datetime each time cost a third of a line.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, _: Any, __: str, event_dict: Any) -> Any:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        return event_dict
 
 
 def configure_logging(level: int = logging.INFO, *, force: bool = False) -> None:
@@ -59,7 +79,7 @@ def configure_logging(level: int = logging.INFO, *, force: bool = False) -> None
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _IsoTimestamp(),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

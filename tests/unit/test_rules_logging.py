@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 import structlog
@@ -132,3 +135,17 @@ def test_log_lines_go_to_the_stderr_of_the_moment() -> None:
         structlog.get_logger("ledger").info("command", type="Probe", outcome="ok")
     configure_logging(force=True)
     assert '"type":"Probe"' in now.getvalue()
+
+
+def test_log_timestamps_are_iso_utc_with_microseconds() -> None:
+    """Each line's timestamp is ISO 8601 in UTC with microseconds, and it is now."""
+    from ledger.logging import configure_logging  # noqa: PLC0415
+
+    configure_logging(force=True)
+    out = io.StringIO()
+    with contextlib.redirect_stderr(out):
+        structlog.get_logger("ledger").info("command", type="Probe", outcome="ok")
+    stamp = json.loads(out.getvalue())["timestamp"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
+    at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert abs((datetime.now(tz=UTC) - at).total_seconds()) < 5
