@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import msgspec
 
-from ledger.domain import Event
+from ledger.domain import Event, Posting
 
 
 class Package(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +44,39 @@ class SaleEvent(Event, frozen=True, kw_only=True):
     def sale(self) -> Sale:
         """The sale this event records."""
         raise NotImplementedError
+
+    def keys(self) -> tuple[str, ...]:
+        """A sale id is unique."""
+        return (f"sale:{self.sale_id}",)
+
+
+class PackageSold(SaleEvent, frozen=True, kw_only=True):
+    """The seller's leg of a package purchase: ``count`` packages to ``buyer_id``."""
+
+    buyer_id: str
+    unit: str
+    quantity: int
+    package_id: str
+    count: int
+
+    def postings(self) -> tuple[Posting, ...]:
+        """The credits leave the seller (the master account: they are issued)."""
+        return (
+            Posting(self.originator_id, self.unit, -self.quantity, self.sale_id, self.buyer_id),
+        )
+
+    def sale(self) -> Sale:
+        """The package sale to the buyer."""
+        return Sale(
+            sale_id=self.sale_id,
+            seller_id=self.originator_id,
+            buyer_id=self.buyer_id,
+            at=self.timestamp,
+            unit=self.unit,
+            quantity=self.quantity,
+            amount_centavos=self.amount_centavos,
+            reference=f"{self.count} x {self.package_id}",
+        )
 
 
 def add_days(day: date, days: int) -> date:

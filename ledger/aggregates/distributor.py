@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from ledger.aggregates.common import Package, Sale, SaleEvent, add_days
+from ledger.aggregates.common import Package, PackageSold, Sale, SaleEvent, add_days
 from ledger.domain import STAMPS, Aggregate, Created, Event, Posting
 from ledger.errors import Rejected
 
@@ -181,41 +181,12 @@ class Distributor(Aggregate):
                 Posting(self.originator_id, self.unit, self.quantity, self.sale_id, self.seller_id),
             )
 
-    class CreditsSold(SaleEvent, frozen=True, kw_only=True):
+    class CreditsSold(PackageSold, frozen=True, kw_only=True):
         """This distributor sold a package to ``buyer_id`` (the seller's leg of a purchase)."""
-
-        buyer_id: str
-        unit: str
-        quantity: int
-        package_id: str
-        count: int
 
         def apply(self, aggregate: Distributor) -> None:
             """Takes from the inventory."""
             aggregate.add(self.unit, -self.quantity)
-
-        def postings(self) -> tuple[Posting, ...]:
-            """The seller's leg of the purchase."""
-            return (
-                Posting(self.originator_id, self.unit, -self.quantity, self.sale_id, self.buyer_id),
-            )
-
-        def sale(self) -> Sale:
-            """The package sale."""
-            return Sale(
-                sale_id=self.sale_id,
-                seller_id=self.originator_id,
-                buyer_id=self.buyer_id,
-                at=self.timestamp,
-                unit=self.unit,
-                quantity=self.quantity,
-                amount_centavos=self.amount_centavos,
-                reference=f"{self.count} x {self.package_id}",
-            )
-
-        def keys(self) -> tuple[str, ...]:
-            """The sale id is unique."""
-            return (f"sale:{self.sale_id}",)
 
     class CreditsTransferred(SaleEvent, frozen=True, kw_only=True):
         """Credits left the inventory for ``to_id`` (the debit leg of a transfer and a sale)."""
@@ -249,10 +220,6 @@ class Distributor(Aggregate):
                 amount_centavos=self.amount_centavos,
                 reference=self.transfer_id,
             )
-
-        def keys(self) -> tuple[str, ...]:
-            """The sale id is unique."""
-            return (f"sale:{self.sale_id}",)
 
     class CreditsReceived(Event, frozen=True, kw_only=True):
         """Credits came in from ``from_id`` (a parent's transfer, a reclaim, a redeemed code)."""
@@ -298,10 +265,6 @@ class Distributor(Aggregate):
                 amount_centavos=self.amount_centavos,
                 reference=self.product,
             )
-
-        def keys(self) -> tuple[str, ...]:
-            """The sale id is unique."""
-            return (f"sale:{self.sale_id}",)
 
     class InvoiceRegistered(Event, frozen=True, kw_only=True):
         """Sales of this distributor were invoiced under ``invoice_ref``."""

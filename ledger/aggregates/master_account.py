@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ledger.aggregates.common import Package, Sale, SaleEvent
-from ledger.domain import POINTS, STAMPS, Aggregate, Created, Event, Posting
+from ledger.aggregates.common import Package, PackageSold
+from ledger.domain import POINTS, STAMPS, Aggregate, Created, Event
 from ledger.errors import Rejected
 
 
@@ -51,41 +51,12 @@ class MasterAccount(Aggregate):
                 **{**{f: getattr(old, f) for f in old.__struct_fields__}, "retired": True}
             )
 
-    class CreditsIssued(SaleEvent, frozen=True, kw_only=True):
+    class CreditsIssued(PackageSold, frozen=True, kw_only=True):
         """New credits were created and sold to ``buyer_id`` (the source side of a purchase)."""
-
-        buyer_id: str
-        unit: str
-        quantity: int
-        package_id: str
-        count: int
 
         def apply(self, aggregate: MasterAccount) -> None:
             """Counts what was issued."""
             aggregate.issued[self.unit] += self.quantity
-
-        def postings(self) -> tuple[Posting, ...]:
-            """The issuance source goes negative by what it created."""
-            return (
-                Posting(self.originator_id, self.unit, -self.quantity, self.sale_id, self.buyer_id),
-            )
-
-        def sale(self) -> Sale:
-            """The package sale to the buyer."""
-            return Sale(
-                sale_id=self.sale_id,
-                seller_id=self.originator_id,
-                buyer_id=self.buyer_id,
-                at=self.timestamp,
-                unit=self.unit,
-                quantity=self.quantity,
-                amount_centavos=self.amount_centavos,
-                reference=f"{self.count} x {self.package_id}",
-            )
-
-        def keys(self) -> tuple[str, ...]:
-            """The sale id is unique."""
-            return (f"sale:{self.sale_id}",)
 
     class InvoiceRegistered(Event, frozen=True, kw_only=True):
         """Sales were invoiced under ``invoice_ref``."""

@@ -184,34 +184,28 @@ class BuyPackage(Command):
     pay_with: Literal["money", "points"] = "money"
 
 
-class TransferStamps(Command):
+class _Transfer(Command):
+    transfer_id: Id
+    from_id: Id
+    to_id: Id
+    quantity: Quantity
+    amount: Money = "0.00"
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the transfer id."""
+        return (f"transfer:{self.transfer_id}",)
+
+
+class TransferStamps(_Transfer):
     """A distributor transfers stamps to a client's CTI or a sub-distributor."""
 
     type: Literal["TransferStamps"] = "TransferStamps"
-    transfer_id: Id
-    from_id: Id
-    to_id: Id
-    quantity: Quantity
-    amount: Money = "0.00"
-
-    def natural_keys(self) -> tuple[str, ...]:
-        """Keyed by the transfer id."""
-        return (f"transfer:{self.transfer_id}",)
 
 
-class TransferPoints(Command):
+class TransferPoints(_Transfer):
     """A distributor transfers points to a client or a sub-distributor."""
 
     type: Literal["TransferPoints"] = "TransferPoints"
-    transfer_id: Id
-    from_id: Id
-    to_id: Id
-    quantity: Quantity
-    amount: Money = "0.00"
-
-    def natural_keys(self) -> tuple[str, ...]:
-        """Keyed by the transfer id."""
-        return (f"transfer:{self.transfer_id}",)
 
 
 class MassTransferLine(BaseModel):
@@ -484,13 +478,3 @@ AnyCommand = Annotated[
 ]
 
 COMMAND_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyCommand)
-COMMAND_TYPES: frozenset[str] = frozenset(
-    cls.model_fields["type"].default
-    for cls in Command.__subclasses__()
-    if "type" in cls.model_fields
-) | frozenset(
-    sub.model_fields["type"].default
-    for base in Command.__subclasses__()
-    for sub in base.__subclasses__()
-    if "type" in sub.model_fields
-)
