@@ -47,7 +47,7 @@ from eventsourcing.persistence import StoredEvent
 # Runs from a checkout without installing: the repository root goes first on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.store import EventStore
+from adapters.store import SQLITE_CACHE_KIB, SQLITE_WAL_AUTOCHECKPOINT_PAGES, EventStore
 from ledger.api import Ledger
 from ledger.outcome import Outcome
 
@@ -347,13 +347,17 @@ class RawSQLite:
     def __init__(self, path: Path) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
+        # The same connection settings and key-table layout as the ledger's SQLite recorder, so
+        # the raw baseline does the same work the same way.
+        self.conn.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+        self.conn.execute(f"PRAGMA wal_autocheckpoint = {SQLITE_WAL_AUTOCHECKPOINT_PAGES}")
         self.conn.execute(
             "CREATE TABLE raw_events (originator_id TEXT, originator_version INTEGER, "
             "topic TEXT, state BLOB, PRIMARY KEY (originator_id, originator_version))"
         )
         self.conn.execute(
-            "CREATE TABLE raw_keys (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
-            "outcome BLOB NOT NULL) WITHOUT ROWID"
+            "CREATE TABLE raw_keys (key TEXT NOT NULL UNIQUE, fingerprint TEXT NOT NULL, "
+            "outcome BLOB NOT NULL)"
         )
         self.conn.execute(
             "CREATE TABLE raw_chain (last_id INTEGER PRIMARY KEY, first_id INTEGER NOT NULL, "
