@@ -13,7 +13,6 @@ from adapters.views import event_decoder, notification_source, open_view_databas
 from ledger import audit
 from ledger.audit.source import source_for
 from ledger.clock import Clock, local_date, system_clock
-from ledger.commands import accounts
 from ledger.commands.handlers import __all__ as _registered  # noqa: F401  (registers handlers)
 from ledger.commands.models import Command
 from ledger.domain import UNITS
@@ -21,6 +20,7 @@ from ledger.engine import Engine, Result
 from ledger.errors import LedgerError, Rejected
 from ledger.logging import configure_logging
 from ledger.outcome import Outcome
+from ledger.passwords import PasswordCost
 from ledger.projections.runner import Projector
 from ledger.projections.views import Views, default_views
 
@@ -48,7 +48,7 @@ class Ledger:
         projections: Projections = "inline",
         clock: Clock | None = None,
         create_tables: bool = True,
-        password_cost: Literal["normal", "fast"] = "normal",  # noqa: S107  (a cost level, not a password)
+        password_cost: PasswordCost = "normal",  # noqa: S107  (a cost level, not a password)
     ) -> Ledger:
         """Opens the ledger at ``url`` (``None``: ``$LEDGER_URL`` or ``./ledger.db``)."""
         configure_logging()
@@ -58,8 +58,7 @@ class Ledger:
             store = MemoryStore()
         else:
             store = EventStore(open_application(env_for_url(url, create_tables=create_tables)))
-        engine = Engine(store=store, clock=clock or system_clock)
-        accounts.PASSWORD_COST["cost"] = password_cost
+        engine = Engine(store=store, clock=clock or system_clock, password_cost=password_cost)
         ledger = cls(store, engine, url or "", projections)
         try:
             ledger._open_views(url, create_tables=create_tables)

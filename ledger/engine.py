@@ -36,6 +36,7 @@ from ledger.commands.models import COMMAND_ADAPTER, Command
 from ledger.domain import Aggregate, Event
 from ledger.errors import ConcurrencyError, LedgerError, Rejected
 from ledger.outcome import Outcome
+from ledger.passwords import PasswordCost
 
 log = structlog.get_logger("ledger")
 
@@ -379,6 +380,7 @@ class Engine:
     on_commit: list[Callable[[Sequence[int]], None]] = field(default_factory=list)
     cache_size_max: int = CACHE_SIZE_MAX
     snapshot_interval: int = SNAPSHOT_INTERVAL
+    password_cost: PasswordCost = "normal"  # noqa: S105  (a cost level, not a password)
     _cache: OrderedDict[str, Aggregate] = field(default_factory=OrderedDict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _day: tuple[datetime, datetime, date] | None = None

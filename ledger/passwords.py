@@ -57,7 +57,11 @@ def validate_password(plaintext: str) -> None:
         )
 
 
-def hash_password(plaintext: str, *, cost: Literal["normal", "fast"] = "normal") -> str:
+PasswordCost = Literal["normal", "fast"]
+"""scrypt cost levels: ``fast`` only for tests, benchmarks and the demo."""
+
+
+def hash_password(plaintext: str, *, cost: PasswordCost = "normal") -> str:
     """Return a salted scrypt hash of a valid password; ``cost="fast"`` is for tests only."""
     # Checked here too so that nothing outside the policy can ever be stored.
     validate_password(plaintext)

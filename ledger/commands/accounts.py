@@ -29,14 +29,11 @@ from ledger.engine import Tx, handles
 from ledger.errors import Rejected
 from ledger.money import parse_money
 from ledger.outcome import Outcome
-from ledger.passwords import hash_password, verify_password
+from ledger.passwords import PasswordCost, hash_password, verify_password
 from ledger.rfc import validate_rfc
 
 UNLIMITED_FEE_POINTS_DEFAULT = 1_500
 """Yearly fee of an unlimited CTI in points, unless the distributor's settings say otherwise."""
-
-PASSWORD_COST = {"cost": "normal"}
-"""scrypt cost for new passwords; tests and benchmarks may lower it (``Ledger.open``)."""
 
 
 @handles(RegisterClient)
@@ -124,7 +121,7 @@ def open_stamping_account(command: OpenStampingAccount, tx: Tx) -> Outcome:
                 "insufficient_points", available=client.points, requested=fee, holder_id=client.id
             )
         valid_until = add_one_year(tx.today)
-    password_hash = hash_password(command.password, cost=PASSWORD_COST["cost"])  # type: ignore[arg-type]
+    password_hash = hash_password(command.password, cost=tx.engine.password_cost)
     if command.kind == UNLIMITED:
         client.spend_points(f"unlimited.{command.cti_id}.1", "unlimited-cti", fee, tx.now)
     tx.add(
@@ -166,7 +163,7 @@ def reactivate_stamping_account(command: ReactivateStampingAccount, tx: Tx) -> O
 def reset_stamping_password(command: ResetStampingPassword, tx: Tx) -> Outcome:
     """A new password; only its slow salted hash is recorded."""
     cti = get_cti_of(tx, command, command.cti_id)
-    password_hash = hash_password(command.password, cost=PASSWORD_COST["cost"])  # type: ignore[arg-type]
+    password_hash = hash_password(command.password, cost=tx.engine.password_cost)
     cti.trigger(cti.PasswordReset, tx.now, password_hash=password_hash)
     return Outcome(type=command.type)
 
@@ -174,11 +171,10 @@ def reset_stamping_password(command: ResetStampingPassword, tx: Tx) -> Outcome:
 _THROWAWAY_HASHES: dict[str, str] = {}
 
 
-def _throwaway_hash() -> str:
-    """A hash of a random password at the current cost, checked when no account matches."""
-    cost = PASSWORD_COST["cost"]
+def _throwaway_hash(cost: PasswordCost) -> str:
+    """A hash of a random password at ``cost``, checked when no account matches."""
     if cost not in _THROWAWAY_HASHES:
-        _THROWAWAY_HASHES[cost] = hash_password(secrets.token_urlsafe(16), cost=cost)  # type: ignore[arg-type]
+        _THROWAWAY_HASHES[cost] = hash_password(secrets.token_urlsafe(16), cost=cost)
     return _THROWAWAY_HASHES[cost]
 
 
@@ -189,7 +185,7 @@ def verify_stamping_credentials(command: VerifyStampingCredentials, tx: Tx) -> O
     # One answer, and one slow hash, for an unknown account and a wrong password, so neither
     # the reply nor its timing tells which ids exist.
     if not isinstance(cti, StampingAccount) or cti.password_hash is None:
-        verify_password(command.password, _throwaway_hash())
+        verify_password(command.password, _throwaway_hash(tx.engine.password_cost))
         raise Rejected("invalid_credentials")
     if not verify_password(command.password, cti.password_hash):
         raise Rejected("invalid_credentials")
