@@ -793,7 +793,7 @@ def print_views(lg: Ledger, out: TextIO) -> None:
 
 
 def run(url: str | None, *, clients: int, days: int, seed: int, out: TextIO) -> int:
-    """Builds the demo on ``url`` and prints its views; 1 if the database already has one."""
+    """Builds the demo on ``url`` and prints its views (only prints them if it is there already)."""
     started = time.perf_counter()
     now = datetime.now(UTC).replace(microsecond=0)
     today = now.astimezone(MEXICO_CITY).date()
@@ -803,8 +803,15 @@ def run(url: str | None, *, clients: int, days: int, seed: int, out: TextIO) -> 
     # The views catch up once at the end: one pass over the history beats one per batch.
     with Ledger.open(url, clock=clock, password_cost="fast", projections="off") as lg:  # noqa: S106  (a cost level)
         if lg.engine.current(MASTER) is not None:
-            out.write(f"demo: this database already holds the demo ({MASTER}); use another --url\n")
-            return 1
+            # Running the demo twice is the most natural thing to do: show what is there and
+            # record nothing (the clock has moved, so a second network would not be the same).
+            out.write(
+                f"demo: this database already holds the demo ({MASTER}); showing its views "
+                "(use another --url for a new one)\n"
+            )
+            lg.views.catch_up()
+            print_views(lg, out)
+            return 0
         builder = DemoBuilder(lg, clock, clients=clients, days=days, seed=seed, today=today)
         builder.build_network()
         builder.register_clients()
