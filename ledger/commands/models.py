@@ -13,7 +13,6 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from ledger.commands.profiles import ClientProfile, DistributorProfile
-from ledger.money import parse_money
 
 Id = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 """Caller-chosen ids: letters, digits, ``_ . -``; ``:`` and ``@`` are kept for internal streams."""
@@ -50,11 +49,6 @@ class Command(BaseModel):
         if self.idempotency_key is not None:
             keys = (*keys, f"key:{self.idempotency_key}")
         return keys
-
-
-def money_centavos(value: str) -> int:
-    """Centavos of a validated money string."""
-    return parse_money(value)
 
 
 # Catalogue and network -----------------------------------------------------------------------
