@@ -31,7 +31,6 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any, TextIO
 
 import msgspec
-import structlog
 from pydantic import ValidationError
 
 from adapters.views import LogWatcher
@@ -41,7 +40,7 @@ from ledger.clock import local_date
 from ledger.commands.models import COMMAND_ADAPTER
 from ledger.engine import validation_rejection
 from ledger.errors import LedgerError, Rejected
-from ledger.logging import configure_logging
+from ledger.logging import LOGGER_NAME, configure_cli_logging
 from ledger.projections.runner import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, Progress
 
 EXIT_OK = 0
@@ -176,15 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one subcommand; returns its exit code."""
     args = build_parser().parse_args(argv)
+    # The command line is the application: it, not the library, decides where logs go.
+    configure_cli_logging()
     code: int = args.func(args)
     return code
 
 
 def _quiet_logs() -> None:
-    """Warnings only: bulk commands (demo, import, rebuild) would print a line per command."""
-    configure_logging()  # the project's set-up first (once per process), then only the level,
-    # so the log stream chosen there stays the one in use.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    """Warnings only, unless ``$LEDGER_LOG_LEVEL`` says otherwise: bulk commands (demo, import,
+    rebuild) would print a line per command."""
+    if not os.environ.get("LEDGER_LOG_LEVEL"):
+        logging.getLogger(LOGGER_NAME).setLevel(logging.WARNING)
 
 
 def _open(args: argparse.Namespace, **options: Any) -> Ledger:

@@ -25,16 +25,16 @@ from typing import Any, Literal, cast
 
 import msgspec
 import psycopg
-import structlog
 from eventsourcing.persistence import MapperDeserialisationError, Notification, PersistenceError
 
 from adapters.memory import MemoryStore
 from adapters.store import EventStore, env_for_url
 from ledger.domain import Event
 from ledger.errors import InfrastructureError, IntegrityBreach
+from ledger.logging import get_logger
 from ledger.projections.base import Cursor, Kind, Table
 
-log = structlog.get_logger("ledger.views")
+log = get_logger("ledger.views")
 
 CONNECTIONS_MAX = 4
 """Bound on connections one view database opens."""

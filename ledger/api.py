@@ -18,7 +18,6 @@ from ledger.commands.models import Command
 from ledger.domain import UNITS
 from ledger.engine import Engine, Result
 from ledger.errors import LedgerError, Rejected
-from ledger.logging import configure_logging
 from ledger.outcome import Outcome
 from ledger.passwords import PasswordCost
 from ledger.projections.runner import Projector
@@ -51,7 +50,6 @@ class Ledger:
         password_cost: PasswordCost = "normal",  # noqa: S107  (a cost level, not a password)
     ) -> Ledger:
         """Opens the ledger at ``url`` (``None``: ``$LEDGER_URL`` or ``./ledger.db``)."""
-        configure_logging()
         store: EventStore | MemoryStore
         if url is not None and url.startswith("memory:"):
             # Tests and simulations: the engine on an in-process store, through the real codec.

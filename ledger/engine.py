@@ -28,17 +28,17 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import msgspec
-import structlog
 from pydantic import ValidationError
 
 from ledger.clock import MEXICO_CITY, Clock, local_date
 from ledger.commands.models import COMMAND_ADAPTER, Command
 from ledger.domain import Aggregate, Event
 from ledger.errors import ConcurrencyError, LedgerError, Rejected
+from ledger.logging import get_logger
 from ledger.outcome import Outcome
 from ledger.passwords import PasswordCost
 
-log = structlog.get_logger("ledger")
+log = get_logger()
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -604,13 +604,10 @@ class Engine:
         return None
 
     def _log(self, batch: list[Prepared], results: list[Result], started: float) -> None:
-        # One line per command (DESIGN §7). The lazy proxy is resolved once per batch rather
-        # than once per line, and nothing is formatted when the level filters INFO out.
-        logger = log.bind()
-        enabled = getattr(logger, "is_enabled_for", None)
-        if enabled is not None and not enabled(logging.INFO):
+        # One line per command (DESIGN §7); nothing is built when no handler wants INFO.
+        if not log.is_enabled_for(logging.INFO):
             return
-        info = logger.info
+        info = log.info
         duration_ms = round((time.perf_counter() - started) * 1000 / max(len(batch), 1), 3)
         for p, result in zip(batch, results, strict=True):
             if isinstance(result, Rejected):

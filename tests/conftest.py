@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import glob
+import logging
 import os
 import shutil
 import socket
@@ -154,3 +155,14 @@ def store_url(request: pytest.FixtureRequest) -> str:
 def clock() -> ManualClock:
     """A manual clock at noon, Mexico City, 5 January 2026."""
     return ManualClock(datetime(2026, 1, 5, 18, 0, tzinfo=UTC))
+
+
+@pytest.fixture(autouse=True)
+def _ledger_logging_restored() -> Iterator[None]:
+    """What a test (or the CLI it runs in-process) sets on the ``ledger`` logger is undone."""
+    logger = logging.getLogger("ledger")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]

@@ -22,13 +22,12 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import structlog
-
 from ledger.domain import Event
 from ledger.errors import LedgerError
+from ledger.logging import get_logger
 from ledger.projections.base import Buffer, Cursor, Handler, Table, View, ViewDatabase, resolve
 
-log = structlog.get_logger("ledger.projections")
+log = get_logger("ledger.projections")
 
 TRACKING = Table(
     "view_tracking",

@@ -18,9 +18,8 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any, Literal, TypeVar
 
-import structlog
-
 from ledger.clock import Clock, local_date
+from ledger.logging import get_logger
 from ledger.projections import balances as balances_view
 from ledger.projections import billing, consumption, directory
 from ledger.projections.balances import BalanceRow, BalancesView
@@ -36,7 +35,7 @@ from ledger.projections.directory import (
 )
 from ledger.projections.runner import BackgroundProjector, ProgressCallback, Projector
 
-log = structlog.get_logger("ledger.projections")
+log = get_logger("ledger.projections")
 
 Mode = Literal["inline", "background", "off"]
 T = TypeVar("T")

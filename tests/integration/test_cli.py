@@ -16,15 +16,7 @@ import pytest
 from adapters.cli import main
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from ledger.logging import configure_logging
 from tests.support import build_network, consume
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _logs_outlive_capsys() -> None:
-    """Logging set up before any test swaps stderr, so logs never go to a closed capture."""
-    configure_logging()
-
 
 ROOT = Path(__file__).resolve().parents[2]
 

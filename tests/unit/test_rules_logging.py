@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ import structlog
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
+from ledger.logging import capture_logs, configure_cli_logging, get_logger
 from tests.support import CLIENT, CTI, build_network, consume
 
 PASSWORD = "clave-secreta-123"
@@ -30,7 +32,7 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
 
 def test_each_command_logs_one_line(lg: Ledger) -> None:
     """A batch of three commands logs three lines, in order, with type and outcome."""
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         lg.execute_many([consume(), consume(), {"type": "TagClient", "client_id": CLIENT}])
     assert [(e["event"], e["type"], e["outcome"]) for e in logs] == [
         ("command", "ConsumeStamp", "ok"),
@@ -41,7 +43,7 @@ def test_each_command_logs_one_line(lg: Ledger) -> None:
 
 def test_a_rejection_logs_its_code_and_duration(lg: Ledger) -> None:
     """A rejected command's line carries the stable code and a duration in milliseconds."""
-    with structlog.testing.capture_logs() as logs, pytest.raises(Rejected):
+    with capture_logs() as logs, pytest.raises(Rejected):
         lg.execute(consume("NOBODY"))
     (line,) = logs
     assert (line["outcome"], line["code"]) == ("rejected", "unknown_account")
@@ -51,7 +53,7 @@ def test_a_rejection_logs_its_code_and_duration(lg: Ledger) -> None:
 
 def test_a_success_logs_its_duration(lg: Ledger) -> None:
     """A successful command's line carries a duration in milliseconds and an empty code."""
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         lg.execute(consume())
     (line,) = logs
     assert (line["outcome"], line["code"]) == ("ok", None)
@@ -60,7 +62,7 @@ def test_a_success_logs_its_duration(lg: Ledger) -> None:
 
 def test_an_invalid_command_logs_its_type(lg: Ledger) -> None:
     """A command refused by its schema still logs the type it claimed."""
-    with structlog.testing.capture_logs() as logs, pytest.raises(Rejected):
+    with capture_logs() as logs, pytest.raises(Rejected):
         lg.execute({"type": "ConsumeStamp", "cti_id": CTI})
     (line,) = logs
     assert (line["type"], line["code"]) == ("ConsumeStamp", "invalid_command")
@@ -70,7 +72,7 @@ def test_a_replay_logs_as_replayed(lg: Ledger) -> None:
     """A repeat is told apart from a first success."""
     command = consume()
     lg.execute(command)
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         lg.execute(command)
     assert [line["outcome"] for line in logs] == ["replayed"]
 
@@ -84,7 +86,7 @@ def test_logs_never_carry_a_password(lg: Ledger) -> None:
         {"type": "VerifyStampingCredentials", "cti_id": "X1", "password": PASSWORD},
         {"type": "ResetStampingPassword", "cti_id": "X1", "password": "corta"},
     ]
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         results = lg.execute_many(commands)
     assert [r.code if isinstance(r, Rejected) else "ok" for r in results] == [
         "ok",
@@ -108,7 +110,7 @@ def test_logs_never_carry_a_profile(lg: Ledger) -> None:
         "regimen_fiscal": "612",
         "uso_cfdi": "G03",
     }
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         lg.execute_many(
             [
                 {"type": "RegisterClient", "client_id": "C2", "distributor_id": "D1",
@@ -123,29 +125,119 @@ def test_logs_never_carry_a_profile(lg: Ledger) -> None:
 
 
 def test_log_lines_go_to_the_stderr_of_the_moment() -> None:
-    """Logging writes to whatever ``sys.stderr`` is when a line is written, not when configured."""
-    from ledger.logging import configure_logging  # noqa: PLC0415
-
+    """The CLI's handler writes to whatever ``sys.stderr`` is when a line is written."""
     configured_on = io.StringIO()
     with contextlib.redirect_stderr(configured_on):
-        configure_logging(force=True)
+        configure_cli_logging(logging.INFO, json=True)
     configured_on.close()  # as a test's capture stream is closed after the test
     now = io.StringIO()
-    with contextlib.redirect_stderr(now):
-        structlog.get_logger("ledger").info("command", type="Probe", outcome="ok")
-    configure_logging(force=True)
+    try:
+        with contextlib.redirect_stderr(now):
+            get_logger().info("command", type="Probe", outcome="ok")
+    finally:
+        _reset_cli_logging()
     assert '"type":"Probe"' in now.getvalue()
 
 
 def test_log_timestamps_are_iso_utc_with_microseconds() -> None:
-    """Each line's timestamp is ISO 8601 in UTC with microseconds, and it is now."""
-    from ledger.logging import configure_logging  # noqa: PLC0415
-
-    configure_logging(force=True)
+    """Each JSON line's timestamp is ISO 8601 in UTC with microseconds, and it is now."""
     out = io.StringIO()
-    with contextlib.redirect_stderr(out):
-        structlog.get_logger("ledger").info("command", type="Probe", outcome="ok")
-    stamp = json.loads(out.getvalue())["timestamp"]
+    try:
+        with contextlib.redirect_stderr(out):
+            configure_cli_logging(logging.INFO, json=True)
+            get_logger().info("command", type="Probe", outcome="ok")
+    finally:
+        _reset_cli_logging()
+    line = json.loads(out.getvalue())
+    assert (line["event"], line["level"], line["logger"]) == ("command", "info", "ledger")
+    stamp = line["timestamp"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
     at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     assert abs((datetime.now(tz=UTC) - at).total_seconds()) < 5
+
+
+def test_the_cli_renders_readable_lines_on_a_terminal() -> None:
+    """Without JSON the line is structlog's console rendering: the event, then key=value."""
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(out):
+            configure_cli_logging(logging.INFO, json=False)
+            get_logger().info("command", type="Probe", outcome="ok")
+    finally:
+        _reset_cli_logging()
+    text = out.getvalue()
+    assert "command" in text
+    assert "type=Probe" in text
+    assert not text.startswith("{")
+
+
+def test_the_log_level_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``LEDGER_LOG_LEVEL=WARNING`` silences the per-command lines of the CLI."""
+    monkeypatch.setenv("LEDGER_LOG_LEVEL", "WARNING")
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(out):
+            configure_cli_logging(json=True)
+            get_logger().info("command", type="Probe", outcome="ok")
+            get_logger().warning("something", detail=1)
+    finally:
+        _reset_cli_logging()
+    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["something"]
+
+
+def test_a_bad_log_level_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unknown level name is an error that names the variable, not a silent default."""
+    monkeypatch.setenv("LEDGER_LOG_LEVEL", "LOUD")
+    with pytest.raises(ValueError, match="LEDGER_LOG_LEVEL"):
+        configure_cli_logging(json=True)
+
+
+def test_opening_a_ledger_configures_no_logging(clock: ManualClock) -> None:
+    """The library adds no handler, sets no level and leaves structlog unconfigured."""
+    before = (
+        list(logging.getLogger().handlers),
+        list(logging.getLogger("ledger").handlers),
+        logging.getLogger("ledger").level,
+        structlog.is_configured(),
+    )
+    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
+        build_network(ledger, cti_stamps=1)
+        ledger.execute(consume())
+    after = (
+        list(logging.getLogger().handlers),
+        list(logging.getLogger("ledger").handlers),
+        logging.getLogger("ledger").level,
+        structlog.is_configured(),
+    )
+    assert after == before
+    assert before[3] is False
+
+
+def test_a_host_routes_the_lines_with_standard_logging(lg: Ledger) -> None:
+    """A host's handler on ``ledger`` receives a readable message and the fields as a dict."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("ledger")
+    handler = Keep()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        lg.execute(consume())
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    (record,) = records
+    assert record.getMessage().startswith("command type=ConsumeStamp outcome=ok")
+    assert record.ledger["type"] == "ConsumeStamp"  # type: ignore[attr-defined]
+
+
+def _reset_cli_logging() -> None:
+    logger = logging.getLogger("ledger")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
