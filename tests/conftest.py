@@ -123,9 +123,31 @@ def pg_base_url() -> str:
     pytest.skip(f"SKIPPED LOUDLY (not under CI): {reason}")
 
 
+PG_FIXTURES = frozenset({"pg_url", "pg_base_url"})
+
+
+def _uses_postgres(item: pytest.Item) -> bool:
+    if PG_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "postgres" in callspec.params.values()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that reaches PostgreSQL carries the ``postgres`` marker, so that
+    ``-m "not postgres"`` is a quick local run (CONTRIBUTING.md)."""
+    for item in items:
+        if _uses_postgres(item):
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture
-def pg_url(pg_base_url: str) -> Iterator[str]:
+def pg_url(pg_base_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    # A test that reached PostgreSQL in a way the marking above does not see must say so.
+    assert request.node.get_closest_marker("postgres") is not None, (
+        f"{request.node.nodeid} uses PostgreSQL without the postgres marker"
+    )
     name = f"ledger_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(f"{pg_base_url}/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
