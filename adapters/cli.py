@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import csv
 import io
+import json
 import logging
 import os
 import select
@@ -28,24 +29,34 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import IO, Any, TextIO
 
 import msgspec
 from pydantic import ValidationError
 
+from adapters.cli_common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_REJECTED,
+    HelpFormatter,
+    add_command,
+    amount,
+    error,
+    fail,
+    quiet_broken_pipe,
+    url_option,
+)
 from adapters.views import LogWatcher
 from ledger.aggregates.distributor import Distributor
 from ledger.api import Ledger
 from ledger.clock import local_date
 from ledger.commands.models import COMMAND_ADAPTER
+from ledger.commands.reference import command_models, json_schema
 from ledger.engine import validation_rejection
 from ledger.errors import LedgerError, Rejected
 from ledger.logging import LOGGER_NAME, configure_cli_logging
 from ledger.projections.runner import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, Progress
-
-EXIT_OK = 0
-EXIT_REJECTED = 1
-EXIT_ERROR = 2
 
 EXEC_BATCH_MAX = 1_000
 """Bound on the commands ``exec`` hands the engine at once."""
@@ -80,16 +91,6 @@ _ENCODER = msgspec.json.Encoder()
 # Parser --------------------------------------------------------------------------------------
 
 
-def _url_option(parser: argparse.ArgumentParser) -> None:
-    # SUPPRESS: a --url given before the subcommand is not overwritten by this default.
-    parser.add_argument(
-        "--url",
-        default=argparse.SUPPRESS,
-        help="ledger URL: sqlite:///FILE or postgresql://USER@HOST/DB "
-        "(default $LEDGER_URL or sqlite:///ledger.db)",
-    )
-
-
 def _interval(text: str) -> float:
     value = float(text)
     if not 0 < value <= 60:
@@ -104,21 +105,50 @@ def _page_size(text: str) -> int:
     return value
 
 
+PAGE_SIZE_HELP = f"notifications read and written per transaction (1..{PAGE_SIZE_MAX})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ledger`` parser with every subcommand (and the audit ones when present)."""
-    parser = argparse.ArgumentParser(prog="ledger", description="CFDI credits ledger")
+    parser = argparse.ArgumentParser(
+        prog="ledger",
+        description="An event-sourced ledger of CFDI stamps and points: run commands, read "
+        "balances and views, audit the history.",
+        epilog="Run `ledger COMMAND --help` for a command's arguments and examples.",
+        formatter_class=HelpFormatter,
+    )
     parser.add_argument("--url", default=None, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="build a realistic demo network and print its views")
-    _url_option(demo)
+    demo = add_command(
+        commands,
+        "demo",
+        "build a realistic demo network and print its views",
+        "Registers a master account, distributors, sub-distributors, clients and their stamping\n"
+        "accounts (CTI), then simulates weeks of purchases, transfers and consumption, and\n"
+        "prints the views. On a database that already holds the demo it only prints them.",
+        ["ledger demo", "ledger demo --url sqlite:///demo.db --clients 50 --days 30"],
+    )
+    url_option(demo)
     demo.add_argument("--clients", type=int, default=300, help="clients to register (10..5000)")
     demo.add_argument("--days", type=int, default=60, help="days of consumption (7..366)")
-    demo.add_argument("--seed", type=int, default=7, help="random seed")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (same seed, same demo)")
     demo.set_defaults(func=run_demo)
 
-    execute = commands.add_parser("exec", help="JSON-lines commands in, JSON-lines outcomes out")
-    _url_option(execute)
+    execute = add_command(
+        commands,
+        "exec",
+        "run JSON-lines commands from stdin, one JSON outcome per line on stdout",
+        'Each input line is one command object, e.g. {"type": "ConsumeStamp", ...}; each\n'
+        'gets exactly one output line, in order: {"ok": true, ...} or {"ok": false,\n'
+        '"code": ...}. Commands and fields: docs/COMMANDS.md, or `ledger schema`.',
+        [
+            "ledger exec < commands.jsonl > outcomes.jsonl",
+            'echo \'{"type": "ConsumeStamp", "actor": "M", "cti_id": "C1-cti", '
+            '"cfdi_uuid": "...", "issuer_rfc": "..."}\' | ledger exec',
+        ],
+    )
+    url_option(execute)
     execute.add_argument(
         "--projections",
         choices=("inline", "off"),
@@ -127,8 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     execute.set_defaults(func=run_exec)
 
-    project = commands.add_parser("project", help="bring the views up to date")
-    _url_option(project)
+    project = add_command(
+        commands,
+        "project",
+        "bring the views up to date",
+        "Projects the events recorded since the views' tracked position, then exits; with\n"
+        "--follow it keeps following new events (LISTEN/NOTIFY on PostgreSQL, polling on\n"
+        "SQLite) until SIGINT or SIGTERM.",
+        ["ledger project", "ledger project --follow --url postgresql://postgres@db/ledger"],
+    )
+    url_option(project)
     project.add_argument("--follow", action="store_true", help="keep following new events")
     project.add_argument(
         "--interval",
@@ -136,31 +174,88 @@ def build_parser() -> argparse.ArgumentParser:
         default=FOLLOW_INTERVAL_S_DEFAULT,
         help="seconds between polls when following (PostgreSQL also wakes on NOTIFY)",
     )
-    project.add_argument("--page-size", type=_page_size, default=PAGE_SIZE_DEFAULT)
+    project.add_argument(
+        "--page-size", type=_page_size, default=PAGE_SIZE_DEFAULT, help=PAGE_SIZE_HELP
+    )
     project.set_defaults(func=run_project)
 
-    rebuild = commands.add_parser("rebuild", help="drop the views and rebuild them from history")
-    _url_option(rebuild)
-    rebuild.add_argument("--page-size", type=_page_size, default=PAGE_SIZE_DEFAULT)
+    rebuild = add_command(
+        commands,
+        "rebuild",
+        "drop the views and rebuild them from the whole history",
+        "Every view table is rebuilt from the first event, with a progress bar on stderr.",
+        ["ledger rebuild", "ledger rebuild --page-size 20000"],
+    )
+    url_option(rebuild)
+    rebuild.add_argument(
+        "--page-size", type=_page_size, default=PAGE_SIZE_DEFAULT, help=PAGE_SIZE_HELP
+    )
     rebuild.set_defaults(func=run_rebuild)
 
-    balance = commands.add_parser("balance", help="a holder's balance (write side)")
-    balance.add_argument("holder", metavar="HOLDER")
-    balance.add_argument("--unit", choices=("stamps", "points"), default="stamps")
-    balance.add_argument("--at", metavar="ISO", help="the balance at this instant (with offset)")
-    _url_option(balance)
+    balance = add_command(
+        commands,
+        "balance",
+        "print a holder's balance",
+        "The balance of a stamping account (CTI), client, distributor or master account, from\n"
+        "the write side (always current), or at a past instant with --at.",
+        ["ledger balance C1-cti", "ledger balance D1 --unit points --at 2026-11-01T12:00:00-06:00"],
+    )
+    balance.add_argument(
+        "holder", metavar="HOLDER", help="the account id: a CTI, client, distributor or master"
+    )
+    balance.add_argument(
+        "--unit", choices=("stamps", "points"), default="stamps", help="which book to read"
+    )
+    balance.add_argument(
+        "--at",
+        metavar="ISO",
+        help="the balance at this instant: ISO 8601 with an offset, e.g. 2026-11-01T12:00:00-06:00",
+    )
+    url_option(balance)
     balance.set_defaults(func=run_balance)
 
-    imports = commands.add_parser("import-clients", help="register clients from a CSV file")
-    imports.add_argument("file", metavar="FILE")
-    _url_option(imports)
+    imports = add_command(
+        commands,
+        "import-clients",
+        "register clients from a CSV file",
+        f"The header must be exactly: {','.join(CSV_COLUMNS)}.\n"
+        "Every row is checked first; a bad row is reported with its line number and nothing\n"
+        "is imported. Then all rows are registered in one transaction, each with its default\n"
+        "stamping account. The actor of each registration is the row's distributor.",
+        ["ledger import-clients clients.csv"],
+    )
+    imports.add_argument("file", metavar="FILE", help="the CSV file (UTF-8, header row first)")
+    url_option(imports)
     imports.set_defaults(func=run_import_clients)
 
-    exports = commands.add_parser("export-clients", help="write clients as CSV")
-    _url_option(exports)
-    exports.add_argument("--distributor", help="only this distributor's clients")
-    exports.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    exports = add_command(
+        commands,
+        "export-clients",
+        "write clients as CSV",
+        f"Columns, in order: {','.join(CSV_COLUMNS)} (the format import-clients reads).",
+        ["ledger export-clients > clients.csv", "ledger export-clients --distributor D1"],
+    )
+    url_option(exports)
+    exports.add_argument(
+        "--distributor", metavar="ID", help="only this distributor's clients (default: all)"
+    )
+    exports.add_argument(
+        "--output", metavar="FILE", help="write here instead of stdout (default: stdout)"
+    )
     exports.set_defaults(func=run_export_clients)
+
+    schema = add_command(
+        commands,
+        "schema",
+        "print the JSON Schema of the commands",
+        "The JSON Schema of every command (or of one), generated from the same models that\n"
+        "validate them: for portals written in other languages.",
+        ["ledger schema > commands.schema.json", "ledger schema ConsumeStamp"],
+    )
+    schema.add_argument(
+        "type", metavar="TYPE", nargs="?", help="one command type (default: all of them)"
+    )
+    schema.set_defaults(func=run_schema)
 
     try:
         from adapters import cli_audit  # noqa: PLC0415  (optional: present when audit is installed)
@@ -177,7 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # The command line is the application: it, not the library, decides where logs go.
     configure_cli_logging()
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return quiet_broken_pipe()
     return code
 
 
@@ -192,14 +291,6 @@ def _open(args: argparse.Namespace, **options: Any) -> Ledger:
     return Ledger.open(getattr(args, "url", None), **options)
 
 
-def _fail(command: str, exc: LedgerError) -> int:
-    if isinstance(exc, Rejected):
-        sys.stderr.write(f"{command}: {exc.code}: {exc.message}\n")
-        return EXIT_REJECTED
-    sys.stderr.write(f"{command}: {exc}\n")
-    return EXIT_ERROR
-
-
 # demo ---------------------------------------------------------------------------------------
 
 
@@ -208,8 +299,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from adapters import demo  # noqa: PLC0415  (only the demo needs its name lists)
 
     if not 10 <= args.clients <= 5_000 or not 7 <= args.days <= 366:
-        sys.stderr.write("demo: --clients must be 10..5000 and --days 7..366\n")
-        return EXIT_ERROR
+        return error("demo", "--clients must be 10..5000 and --days 7..366")
     # A demo runs a hundred thousand commands: one log line each would drown the tables.
     _quiet_logs()
     try:
@@ -221,7 +311,7 @@ def run_demo(args: argparse.Namespace) -> int:
             out=sys.stdout,
         )
     except LedgerError as exc:
-        return _fail("demo", exc)
+        return fail("demo", exc)
 
 
 # exec ---------------------------------------------------------------------------------------
@@ -316,7 +406,7 @@ def run_exec(args: argparse.Namespace) -> int:
         with _open(args, projections=args.projections) as lg:
             execute_lines(lg, _input_batches(sys.stdin.buffer), sys.stdout.buffer)
     except LedgerError as exc:
-        return _fail("exec", exc)
+        return fail("exec", exc)
     return EXIT_OK
 
 
@@ -378,7 +468,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
             printer.finish(done, time.perf_counter() - started)
             sys.stdout.write(f"views rebuilt up to notification {lg.views.position()}\n")
     except LedgerError as exc:
-        return _fail("rebuild", exc)
+        return fail("rebuild", exc)
     return EXIT_OK
 
 
@@ -396,7 +486,7 @@ def run_project(args: argparse.Namespace) -> int:
                 _follow(lg, getattr(args, "url", None), args.interval, stop)
             sys.stdout.write(f"views at notification {lg.views.position()}\n")
     except LedgerError as exc:
-        return _fail("project", exc)
+        return fail("project", exc)
     return EXIT_OK
 
 
@@ -441,24 +531,35 @@ def _follow(lg: Ledger, url: str | None, interval_s: float, stop: threading.Even
 # balance ------------------------------------------------------------------------------------
 
 
+def _instant(text: str) -> datetime | None:
+    """An aware datetime from ISO 8601 with an offset; None if the text is not one."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
+
+
 def run_balance(args: argparse.Namespace) -> int:
     """``ledger balance HOLDER [--unit] [--at]``."""
+    at = None
+    if args.at is not None:
+        at = _instant(args.at)
+        if at is None:
+            return error(
+                "balance",
+                f"--at {args.at!r}: expected an ISO 8601 time with an offset, "
+                "e.g. 2026-11-01T12:00:00-06:00",
+            )
     try:
         with _open(args, projections="off", create_tables=False) as lg:
-            if args.at is None:
+            if at is None:
                 value = lg.balance(args.holder, args.unit)
             else:
-                balance_at = getattr(lg, "balance_at", None)
-                if balance_at is None:
-                    sys.stderr.write("balance: --at needs Ledger.balance_at (not in this build)\n")
-                    return EXIT_ERROR
-                value = balance_at(args.holder, args.unit, args.at)
-    except ValueError as exc:
-        sys.stderr.write(f"balance: --at: {exc}\n")
-        return EXIT_REJECTED
+                value = lg.balance_at(args.holder, args.unit, at)
     except LedgerError as exc:
-        return _fail("balance", exc)
-    sys.stdout.write(f"{value}\n")
+        return fail("balance", exc)
+    sys.stdout.write(f"{amount(value, args.unit)}\n")
     return EXIT_OK
 
 
@@ -587,10 +688,9 @@ def run_import_clients(args: argparse.Namespace) -> int:
         sys.stderr.write(f"import-clients: {exc}\n")
         return EXIT_REJECTED
     except (OSError, UnicodeDecodeError) as exc:
-        sys.stderr.write(f"import-clients: cannot read {args.file}: {exc}\n")
-        return EXIT_ERROR
+        return error("import-clients", f"cannot read {args.file}: {exc}", EXIT_ERROR)
     except LedgerError as exc:
-        return _fail("import-clients", exc)
+        return fail("import-clients", exc)
     failed = [
         (line, result)
         for (line, _), result in zip(rows, results, strict=True)
@@ -633,16 +733,37 @@ def run_export_clients(args: argparse.Namespace) -> int:
     _quiet_logs()
     try:
         with _open(args) as lg, contextlib.ExitStack() as stack:
+            if args.distributor is not None and not isinstance(
+                lg.engine.current(args.distributor), Distributor
+            ):
+                return error(
+                    "export-clients", f"--distributor: no distributor {args.distributor!r}"
+                )
             out: TextIO = sys.stdout
             if args.output:
                 out = stack.enter_context(open(args.output, "w", encoding="utf-8", newline=""))
             count = write_clients_csv(lg, args.distributor, out)
+    except BrokenPipeError:
+        raise  # the reader stopped reading: main() ends quietly
     except OSError as exc:
-        sys.stderr.write(f"export-clients: {exc}\n")
-        return EXIT_ERROR
+        return error("export-clients", f"cannot write {args.output}: {exc}", EXIT_ERROR)
     except LedgerError as exc:
-        return _fail("export-clients", exc)
+        return fail("export-clients", exc)
     sys.stderr.write(f"export-clients: {count} clients\n")
+    return EXIT_OK
+
+
+# schema -------------------------------------------------------------------------------------
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    """``ledger schema [TYPE]``: JSON Schema from the command models."""
+    try:
+        schema = json_schema(args.type)
+    except KeyError:
+        known = ", ".join(sorted(command_models()))
+        return error("schema", f"no command type {args.type!r}; known: {known}")
+    sys.stdout.write(json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
     return EXIT_OK
 
 

@@ -20,6 +20,15 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from adapters.cli_common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_REJECTED,
+    add_command,
+    describe,
+    quiet_broken_pipe,
+    url_option,
+)
 from ledger.api import Ledger
 from ledger.audit import VerifyReport, iter_history
 from ledger.audit.source import source_for
@@ -30,17 +39,23 @@ PLAIN_PROGRESS_EVERY_S = 5.0
 BREACHES_PRINTED_MAX = 50
 """Breaches listed on stdout (``--json`` lists every one the report kept)."""
 
-EXIT_OK = 0
-EXIT_BREACH = 1
-EXIT_ERROR = 2
+EXIT_BREACH = EXIT_REJECTED
 
 
 def register(subparsers: Any) -> None:
     """Adds ``verify`` and ``history`` to the ``ledger`` CLI's subparsers."""
-    verify = subparsers.add_parser(
-        "verify", help="replay every event and check the ledger's invariants (exit 1 on a breach)"
+    verify = add_command(
+        subparsers,
+        "verify",
+        "replay every event and check the ledger's invariants (exit 1 on a breach)",
+        "One pass over the whole history: the hash chain (tamper evidence), double entry and\n"
+        "zero sum per unit, no negative balance, exactly-once keys, and the views against the\n"
+        "replay. Prints the chain head: keep it elsewhere and pass it back with --expect-head\n"
+        "to detect a truncated history. Exit 0 when the books hold, 1 on any breach, 2 when\n"
+        "verification could not run.",
+        ["ledger verify", "ledger verify --expect-head 3f2a... --json > report.json"],
     )
-    _url_option(verify)
+    url_option(verify)
     verify.add_argument(
         "--expect-head",
         metavar="HEX",
@@ -49,22 +64,23 @@ def register(subparsers: Any) -> None:
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(func=run_verify)
 
-    history = subparsers.add_parser("history", help="a holder's movements with running balance")
-    history.add_argument("holder", metavar="HOLDER", help="holder id (CTI, client, distributor)")
-    history.add_argument("--unit", choices=("stamps", "points"), default="stamps")
-    _url_option(history)
+    history = add_command(
+        subparsers,
+        "history",
+        "print a holder's movements with their running balance",
+        "Every movement of the holder's book, oldest first, read from its events: time, amount,\n"
+        "running balance, counterpart and reference.",
+        ["ledger history C1-cti", "ledger history D1 --unit points --json | head"],
+    )
+    history.add_argument(
+        "holder", metavar="HOLDER", help="the account id: a CTI, client, distributor or master"
+    )
+    history.add_argument(
+        "--unit", choices=("stamps", "points"), default="stamps", help="which book to read"
+    )
+    url_option(history)
     history.add_argument("--json", action="store_true", help="one JSON object per line")
     history.set_defaults(func=run_history)
-
-
-def _url_option(parser: argparse.ArgumentParser) -> None:
-    # SUPPRESS keeps a --url given before the subcommand (if the main parser has one) from
-    # being overwritten by this subparser's default.
-    parser.add_argument(
-        "--url",
-        default=argparse.SUPPRESS,
-        help="ledger URL (sqlite:///file or postgresql://...; default $LEDGER_URL or ./ledger.db)",
-    )
 
 
 class ProgressPrinter:
@@ -138,7 +154,7 @@ def run_verify(args: argparse.Namespace) -> int:
             report = lg.verify(progress=printer, expected_head=args.expect_head)
     except LedgerError as exc:
         printer.done()
-        sys.stderr.write(f"verify: cannot verify: {exc}\n")
+        sys.stderr.write(f"verify: cannot verify: {describe(exc)}\n")
         return EXIT_ERROR
     printer.done()
     if args.json:
@@ -167,12 +183,9 @@ def run_history(args: argparse.Namespace) -> int:
                         f"{m.at.isoformat():32}  {m.amount:>+9}  {m.balance:>9}"
                         f"  {m.counterpart:24}  {m.ref:38}  {m.topic}\n"
                     )
-    except Rejected as exc:
-        sys.stderr.write(f"history: {exc.code}: {exc.message}\n")
-        return EXIT_BREACH
     except LedgerError as exc:
-        sys.stderr.write(f"history: {exc}\n")
-        return EXIT_ERROR
+        sys.stderr.write(f"history: {describe(exc)}\n")
+        return EXIT_REJECTED if isinstance(exc, Rejected) else EXIT_ERROR
     return EXIT_OK
 
 
@@ -181,7 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ledger")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return quiet_broken_pipe()
     return code
 
 

@@ -118,7 +118,7 @@ def test_balance_prints_the_write_side_balance(
         build_network(lg, cti_stamps=25)
     assert main(["balance", "C1-cti", "--url", sqlite_url]) == 0
     assert main(["balance", "D1", "--unit", "points", "--url", sqlite_url]) == 0
-    assert capsys.readouterr().out.split() == ["25", "0"]
+    assert capsys.readouterr().out.splitlines() == ["25 stamps", "0 points"]
 
 
 def test_balance_at_an_instant(
@@ -132,7 +132,7 @@ def test_balance_at_an_instant(
         lg.execute(consume())
     assert main(["balance", "C1-cti", "--at", before, "--url", sqlite_url]) == 0
     assert main(["balance", "C1-cti", "--url", sqlite_url]) == 0
-    assert capsys.readouterr().out.split() == ["25", "24"]
+    assert capsys.readouterr().out.splitlines() == ["25 stamps", "24 stamps"]
 
 
 def test_balance_of_an_unknown_holder_exits_1_with_the_code(

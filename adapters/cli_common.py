@@ -1,0 +1,115 @@
+"""What every ``ledger`` subcommand shares: help layout, ``--url``, one-line failures, pipes.
+
+A failure is one line on stderr naming the subcommand, what failed and why, in English, with the
+stable code and the Spanish message kept for end users::
+
+    balance: no account 'C1-cti' (unknown_account: La cuenta no existe.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from ledger.errors import LedgerError, Rejected
+
+EXIT_OK = 0
+EXIT_REJECTED = 1
+"""A rejection, invalid input, or (verify) a breach."""
+EXIT_ERROR = 2
+"""The ledger could not run (database unreachable, unreadable file, ...)."""
+EXIT_BROKEN_PIPE = 128 + 13
+"""What a shell reports for a command ended by SIGPIPE: the reader closed the pipe."""
+
+URL_HELP = (
+    "where the ledger lives: sqlite:///FILE or postgresql://USER@HOST[:PORT]/DB "
+    "(default: $LEDGER_URL, else sqlite:///ledger.db)"
+)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows each argument's default and keeps descriptions and examples as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # "(default: None)" and "(default: False)" say nothing: only real defaults are shown.
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def url_option(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--url`` (described once, here)."""
+    # SUPPRESS: a --url given before the subcommand is not overwritten by this default.
+    parser.add_argument("--url", default=argparse.SUPPRESS, help=URL_HELP)
+
+
+def add_command(
+    subparsers: Any, name: str, summary: str, description: str, examples: list[str]
+) -> argparse.ArgumentParser:
+    """A subcommand with its one-line summary, a description paragraph and examples."""
+    epilog = "examples:\n" + "\n".join(f"  {example}" for example in examples)
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name,
+        help=summary,
+        description=f"{summary[0].upper()}{summary[1:]}.\n\n{description}",
+        epilog=epilog,
+        formatter_class=HelpFormatter,
+    )
+    return parser
+
+
+def _invalid_fields(details: dict[str, Any]) -> str:
+    errors = details.get("errors")
+    if isinstance(errors, list) and errors:
+        return "; ".join(f"{e.get('field', '?')}: {e.get('message', '?')}" for e in errors[:5])
+    parts = [f"{k}: {v}" for k, v in details.items() if k in ("field", "reason", "line")]
+    return "; ".join(parts) or "the command is not valid"
+
+
+def describe(exc: LedgerError) -> str:
+    """What failed and why, in one English line (the code and Spanish message kept)."""
+    if not isinstance(exc, Rejected):
+        return str(exc)
+    details = exc.details
+    account = details.get("account_id")
+    if exc.code == "unknown_account" and account is not None:
+        what = f"no account {account!r}"
+    elif exc.code == "not_authorised":
+        what = f"{details.get('actor')!r} may not act on {account!r}"
+    elif exc.code in ("invalid_command", "invalid_rfc"):
+        what = _invalid_fields(details)
+    elif account is not None:
+        what = f"account {account!r}"
+    else:
+        what = ", ".join(f"{k}={v}" for k, v in details.items()) or exc.code.replace("_", " ")
+    return f"{what} ({exc.code}: {exc.message})"
+
+
+def fail(command: str, exc: LedgerError) -> int:
+    """Writes the one-line failure; returns the exit code (1 rejected, 2 could not run)."""
+    sys.stderr.write(f"{command}: {describe(exc)}\n")
+    return EXIT_REJECTED if isinstance(exc, Rejected) else EXIT_ERROR
+
+
+def error(command: str, message: str, code: int = EXIT_REJECTED) -> int:
+    """Writes ``command: message``; returns ``code``."""
+    sys.stderr.write(f"{command}: {message}\n")
+    return code
+
+
+def quiet_broken_pipe() -> int:
+    """After the reader closed stdout: no traceback, no second error at exit; SIGPIPE's status."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # stdout is not a real file (tests); nothing will flush into the closed pipe
+    return EXIT_BROKEN_PIPE
+
+
+def amount(value: int, unit: str) -> str:
+    """``6,000 points``, ``1 stamp``."""
+    name = unit[:-1] if value in (1, -1) and unit.endswith("s") else unit
+    return f"{value:,} {name}"
