@@ -27,7 +27,6 @@ import select
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import IO, Any, TextIO
@@ -40,6 +39,7 @@ from adapters.cli_common import (
     EXIT_OK,
     EXIT_REJECTED,
     HelpFormatter,
+    ProgressBar,
     add_command,
     amount,
     error,
@@ -56,14 +56,12 @@ from ledger.commands.reference import command_models, json_schema
 from ledger.engine import validation_rejection
 from ledger.errors import LedgerError, Rejected
 from ledger.logging import LOGGER_NAME, configure_cli_logging
-from ledger.projections.runner import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, Progress
+from ledger.projections.runner import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
 
 EXEC_BATCH_MAX = 1_000
 """Bound on the commands ``exec`` hands the engine at once."""
 EXEC_LINE_BYTES_MAX = 1_000_000
 """Bound on one input line of ``exec``."""
-PLAIN_PROGRESS_EVERY_S = 2.0
-"""Seconds between progress lines when stderr is not a terminal."""
 FOLLOW_INTERVAL_S_DEFAULT = 1.0
 FOLLOW_BACKOFF_S_MAX = 30.0
 IMPORT_ROWS_MAX = 100_000
@@ -413,59 +411,14 @@ def run_exec(args: argparse.Namespace) -> int:
 # project, rebuild ---------------------------------------------------------------------------
 
 
-class ProgressPrinter:
-    """Progress on stderr: a bar on a terminal, a plain line every few seconds otherwise."""
-
-    def __init__(self, label: str, stream: TextIO) -> None:
-        self.label = label
-        self.stream = stream
-        self.live = stream.isatty()
-        self._last_line = time.monotonic()
-
-    def __call__(self, progress: Progress) -> None:
-        """Shows events done, rate and time left."""
-        now = time.monotonic()
-        if not self.live and now - self._last_line < PLAIN_PROGRESS_EVERY_S:
-            return
-        self._last_line = now
-        left = progress.remaining_s
-        left_text = "?" if left is None else f"{left:,.0f} s"
-        if self.live:
-            width = 30
-            filled = width * progress.done // progress.total if progress.total else width
-            bar = "#" * filled + "." * (width - filled)
-            self.stream.write(
-                f"\r{self.label} [{bar}] {progress.done:,}/{progress.total:,} events "
-                f"{progress.rate:,.0f} ev/s, {left_text} left\x1b[K"
-            )
-        else:
-            self.stream.write(
-                f"{self.label}: {progress.done:,}/{progress.total:,} events, "
-                f"{progress.rate:,.0f} events/s, {left_text} left\n"
-            )
-        self.stream.flush()
-
-    def finish(self, done: int, elapsed_s: float) -> None:
-        """The closing line."""
-        if self.live:
-            self.stream.write("\n")
-        rate = done / elapsed_s if elapsed_s > 0 else 0.0
-        self.stream.write(
-            f"{self.label}: done, {done:,} events in {elapsed_s:.1f} s ({rate:,.0f} events/s)\n"
-        )
-        self.stream.flush()
-
-
 def run_rebuild(args: argparse.Namespace) -> int:
     """``ledger rebuild``."""
     _quiet_logs()
-    printer = ProgressPrinter("rebuild", sys.stderr)
     try:
         with _open(args, projections="off") as lg:
             lg.views.projector.page_size = args.page_size
-            started = time.perf_counter()
-            done = lg.views.rebuild(progress=printer)
-            printer.finish(done, time.perf_counter() - started)
+            with ProgressBar("rebuild") as bar:
+                lg.views.rebuild(progress=lambda p: bar(p.done, p.total))
             sys.stdout.write(f"views rebuilt up to notification {lg.views.position()}\n")
     except LedgerError as exc:
         return fail("rebuild", exc)
@@ -474,14 +427,12 @@ def run_rebuild(args: argparse.Namespace) -> int:
 
 def run_project(args: argparse.Namespace) -> int:
     """``ledger project [--follow]``."""
-    printer = ProgressPrinter("project", sys.stderr)
     stop = threading.Event()
     try:
         with _open(args, projections="off") as lg:
             lg.views.projector.page_size = args.page_size
-            started = time.perf_counter()
-            done = lg.views.projector.catch_up(progress=printer, stop=stop)
-            printer.finish(done, time.perf_counter() - started)
+            with ProgressBar("project") as bar:
+                lg.views.projector.catch_up(progress=lambda p: bar(p.done, p.total), stop=stop)
             if args.follow:
                 _follow(lg, getattr(args, "url", None), args.interval, stop)
             sys.stdout.write(f"views at notification {lg.views.position()}\n")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -24,6 +23,7 @@ from adapters.cli_common import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_REJECTED,
+    ProgressBar,
     add_command,
     describe,
     quiet_broken_pipe,
@@ -34,8 +34,6 @@ from ledger.audit import VerifyReport, iter_history
 from ledger.audit.source import source_for
 from ledger.errors import LedgerError, Rejected
 
-PLAIN_PROGRESS_EVERY_S = 5.0
-"""Seconds between progress lines when stderr is not a terminal."""
 BREACHES_PRINTED_MAX = 50
 """Breaches listed on stdout (``--json`` lists every one the report kept)."""
 
@@ -83,43 +81,6 @@ def register(subparsers: Any) -> None:
     history.set_defaults(func=run_history)
 
 
-class ProgressPrinter:
-    """Progress of ``verify``: a live line on a terminal, plain lines every few seconds else."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.live = stream.isatty()
-        self.started = time.monotonic()
-        self.last_line: float | None = None
-
-    def __call__(self, done: int, total: int) -> None:
-        """Shows how far the replay is (plain lines: the first, every few seconds, the last)."""
-        now = time.monotonic()
-        due = self.last_line is None or now - self.last_line >= PLAIN_PROGRESS_EVERY_S
-        if not self.live and not due and done < total:
-            return
-        self.last_line = now
-        elapsed = now - self.started
-        rate = done / elapsed if elapsed > 0 else 0.0
-        left = (total - done) / rate if rate > 0 else 0.0
-        percent = 100.0 * done / total if total else 100.0
-        text = (
-            f"verify: {done:,}/{total:,} events ({percent:5.1f}%), {rate:,.0f} events/s,"
-            f" {left:,.0f} s left"
-        )
-        if self.live:
-            self.stream.write("\r" + text + "\x1b[K")
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def done(self) -> None:
-        """Ends the live line."""
-        if self.live:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def print_report(report: VerifyReport, out: TextIO) -> None:
     """The human summary of a verify report."""
     verdict = "OK" if report.ok else "BREACHES FOUND"
@@ -148,15 +109,15 @@ def print_report(report: VerifyReport, out: TextIO) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     """``ledger verify``."""
-    printer = ProgressPrinter(sys.stderr)
     try:
-        with Ledger.open(getattr(args, "url", None), projections="off", create_tables=False) as lg:
-            report = lg.verify(progress=printer, expected_head=args.expect_head)
+        with (
+            Ledger.open(getattr(args, "url", None), projections="off", create_tables=False) as lg,
+            ProgressBar("verify") as bar,
+        ):
+            report = lg.verify(progress=bar, expected_head=args.expect_head)
     except LedgerError as exc:
-        printer.done()
         sys.stderr.write(f"verify: cannot verify: {describe(exc)}\n")
         return EXIT_ERROR
-    printer.done()
     if args.json:
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False) + "\n")
     else:

@@ -11,7 +11,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+import time
+from types import TracebackType
+from typing import Any, Self
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from ledger.errors import LedgerError, Rejected
 
@@ -113,3 +125,56 @@ def amount(value: int, unit: str) -> str:
     """``6,000 points``, ``1 stamp``."""
     name = unit[:-1] if value in (1, -1) and unit.endswith("s") else unit
     return f"{value:,} {name}"
+
+
+class ProgressBar:
+    """A ``rich`` progress bar on stderr for long passes (rebuild, project, verify, import).
+
+    On a terminal it redraws in place; elsewhere (a log file, CI) rich draws nothing live and
+    the closing line says what was done. Call it with ``(done, total)``.
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.console = Console(stderr=True)
+        self._progress = Progress(
+            TextColumn(f"{label}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            MofNCompleteColumn(),
+            TextColumn("events"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._task = self._progress.add_task(label, total=None)
+        self._started = time.perf_counter()
+        self.done = 0
+
+    def __enter__(self) -> Self:
+        if self.console.is_terminal:
+            self._progress.start()
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        """Moves the bar to ``done`` of ``total``."""
+        self.done = done
+        self._progress.update(self._task, completed=done, total=max(total, done))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.console.is_terminal:
+            self._progress.stop()
+        if exc_type is None:
+            elapsed_s = time.perf_counter() - self._started
+            rate = self.done / elapsed_s if elapsed_s > 0 else 0.0
+            self.console.print(
+                f"{self.label}: done, {self.done:,} events in {elapsed_s:.1f} s "
+                f"({rate:,.0f} events/s)",
+                highlight=False,
+                soft_wrap=True,
+            )
