@@ -10,6 +10,7 @@ __all__ = [
     "LedgerError",
     "Outcome",
     "Rejected",
+    "quickstart",
 ]
 
 
@@ -20,4 +21,8 @@ def __getattr__(name: str) -> object:
         from ledger.api import Ledger  # noqa: PLC0415
 
         return Ledger
+    if name == "quickstart":
+        from ledger.first_steps import quickstart  # noqa: PLC0415
+
+        return quickstart
     raise AttributeError(name)
