@@ -101,6 +101,9 @@ class Created(Event, frozen=True, kw_only=True):
         return agg
 
 
+_NO_DEFAULT = object()
+
+
 class Aggregate:
     """An event-sourced aggregate: its state is the fold of its events.
 
@@ -143,9 +146,16 @@ class Aggregate:
             for name, hint in hints.items()
             if typing.get_origin(hint) is not ClassVar and name != "pending_events"
         )
-        cls.snapshot_type = msgspec.defstruct(
-            f"{cls.__name__}State", [(n, hints[n]) for n in cls.snapshot_fields], kw_only=True
-        )
+        # A state attribute with a class-level default (``failed_checks: int = 0``) was added
+        # after snapshots were stored: snapshots without it still load, with that default.
+        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+        for n in cls.snapshot_fields:
+            default = getattr(cls, n, _NO_DEFAULT)
+            if default is None or isinstance(default, int | str | float):
+                fields.append((n, hints[n], default))
+            else:
+                fields.append((n, hints[n]))
+        cls.snapshot_type = msgspec.defstruct(f"{cls.__name__}State", fields, kw_only=True)
 
     def trigger(self, event_class: type[Event], timestamp: datetime, **fields: Any) -> Event:
         """Records a new event: constructs it as the next version, applies it, keeps it pending."""

@@ -149,6 +149,22 @@ class Tx:
             self._read[aggregate_id] = (agg, len(agg.pending_events))
         return agg
 
+    def find_current(self, aggregate_id: str) -> Aggregate | None:
+        """Like ``find``, but an aggregate from the cache is first caught up with the store.
+
+        For a decision that records nothing when it succeeds (a credentials check), so a
+        stale cache cannot hide what another process recorded (a lock); a decision that
+        records something is protected by the version check at commit instead.
+        """
+        agg = self.find(aggregate_id)
+        if agg is not None and aggregate_id in self._from_cache and not agg.pending_events:
+            self._from_cache.discard(aggregate_id)
+            agg = self.engine.store.catch_up(agg)  # in place: the cached object moves on
+            self.touched[aggregate_id] = agg
+            self._read[aggregate_id] = (agg, 0)
+            self.engine.cache_put(agg)
+        return agg
+
     def get(self, aggregate_id: str, kind: type[A]) -> A:
         """The aggregate of that kind, or ``unknown_account``."""
         agg = self.find(aggregate_id)

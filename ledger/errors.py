@@ -35,6 +35,10 @@ MESSAGES: dict[str, str] = {
     "unknown_sale": "La venta no existe.",
     "invalid_credentials": "Usuario o contraseña incorrectos.",
     "batch_aborted": "No se registró nada del lote porque una de sus operaciones fue rechazada.",
+    "credentials_locked": (
+        "La cuenta de timbrado está bloqueada temporalmente por intentos fallidos; "
+        "intenta más tarde o restablece la contraseña."
+    ),
 }
 
 

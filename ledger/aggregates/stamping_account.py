@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
 import msgspec
@@ -14,6 +14,11 @@ from ledger.errors import Rejected
 
 STANDARD = "standard"
 UNLIMITED = "unlimited"
+
+CREDENTIAL_FAILURES_MAX = 5
+"""Consecutive wrong passwords that lock a CTI's credentials (DESIGN §4)."""
+CREDENTIALS_LOCK = timedelta(minutes=15)
+"""How long, on the ledger clock, the credentials stay locked after the last allowed failure."""
 
 
 class Lot(msgspec.Struct, kw_only=True):
@@ -53,6 +58,9 @@ class StampingAccount(Aggregate):
     used: int
     auto_top_up: AutoTopUp | None
     top_up_armed: bool
+    # Added after the first snapshots were stored: the defaults let those load.
+    failed_checks: int = 0
+    locked_until: datetime | None = None
 
     class Opened(Created, frozen=True, kw_only=True):
         """The account was opened for ``client_id``."""
@@ -78,6 +86,8 @@ class StampingAccount(Aggregate):
             aggregate.used = 0
             aggregate.auto_top_up = None
             aggregate.top_up_armed = False
+            aggregate.failed_checks = 0
+            aggregate.locked_until = None
 
     class StampsCredited(Event, frozen=True, kw_only=True):
         """Stamps came in from ``from_id`` as a new lot."""
@@ -207,8 +217,38 @@ class StampingAccount(Aggregate):
         password_hash: str
 
         def apply(self, aggregate: StampingAccount) -> None:
-            """Keeps the hash."""
+            """Keeps the hash; the count of failed checks starts again (a reset unlocks)."""
             aggregate.password_hash = self.password_hash
+            aggregate.failed_checks = 0
+            aggregate.locked_until = None
+
+    class CredentialsCheckFailed(Event, frozen=True, kw_only=True):
+        """A credentials check gave a wrong password: the ``failures``-th in a row.
+
+        The one kind of event a refused attempt records (DESIGN §3.3), so that the lock holds in
+        every process. The failure that reaches ``CREDENTIAL_FAILURES_MAX`` carries
+        ``locked_until``; while that lasts, checks are refused and record nothing.
+        """
+
+        failures: int
+        locked_until: datetime | None = None
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Counts the failure and keeps the lock it decided, if any."""
+            aggregate.failed_checks = self.failures
+            aggregate.locked_until = self.locked_until
+
+    class CredentialsCheckPassed(Event, frozen=True, kw_only=True):
+        """The right password after failed checks: the count of failures starts again.
+
+        Recorded only when there were failures to forget, so a check of an account without
+        failures records nothing.
+        """
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Forgets the failures."""
+            aggregate.failed_checks = 0
+            aggregate.locked_until = None
 
     class AutoTopUpConfigured(Event, frozen=True, kw_only=True):
         """Automatic top-up was configured."""
@@ -303,7 +343,30 @@ class StampingAccount(Aggregate):
             expired.append(lot)
         return expired
 
+    def credentials_locked_until(self, now: datetime) -> datetime | None:
+        """The end of the credentials lock if it holds at ``now``, else None."""
+        locked_until = self.locked_until
+        if locked_until is not None and now < locked_until:
+            return locked_until
+        return None
+
     # Decisions -----------------------------------------------------------------------------
+
+    def record_credentials_check(self, valid: bool, now: datetime) -> None:
+        """Records a check's result: a failure always, a success only if it clears failures.
+
+        The caller refuses checks while the credentials are locked. Once a lock has ended, the
+        count starts again from the next failure.
+        """
+        assert self.credentials_locked_until(now) is None, "checked while locked"
+        if valid:
+            if self.failed_checks:
+                self.trigger(self.CredentialsCheckPassed, now)
+            return
+        previous = 0 if self.locked_until is not None else self.failed_checks
+        failures = previous + 1
+        locked_until = now + CREDENTIALS_LOCK if failures >= CREDENTIAL_FAILURES_MAX else None
+        self.trigger(self.CredentialsCheckFailed, now, failures=failures, locked_until=locked_until)
 
     @classmethod
     def open(

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from eventsourcing.persistence import MapperDeserialisationError, Notification
@@ -28,6 +29,7 @@ from eventsourcing.persistence import MapperDeserialisationError, Notification
 from adapters.chain import GENESIS, link
 from ledger.aggregates.common import SaleEvent
 from ledger.aggregates.master_account import MasterAccount
+from ledger.aggregates.stamping_account import StampingAccount
 from ledger.audit.source import AuditSource, Link
 from ledger.audit.spill import Spill
 from ledger.domain import ISSUANCE, Created, Event, Posting
@@ -56,6 +58,7 @@ CHAIN_UNCOVERED = "chain_uncovered"
 CHAIN_ORDER = "chain_order"
 ANCHOR = "anchor"
 VIEWS = "views"
+CREDENTIALS_LOCK = "credentials_lock"
 CHECKS = (
     DECODE,
     VERSION_GAP,
@@ -70,6 +73,7 @@ CHECKS = (
     CHAIN_ORDER,
     ANCHOR,
     VIEWS,
+    CREDENTIALS_LOCK,
 )
 
 Progress = Callable[[int, int], None]
@@ -334,6 +338,9 @@ class _Replay:
         self.groups: dict[tuple[str, str, str, str], _Group] = {}
         self.decoded = 0
         self.last_position = 0
+        # Per CTI with failed credentials checks in a row: their count and the lock they set.
+        # Only CTIs with failures are kept (a success or a reset drops the entry).
+        self.credential_failures: dict[str, tuple[int, datetime | None]] = {}
 
     def feed(self, row: Notification) -> None:
         """Checks one stored row and folds its event."""
@@ -385,6 +392,35 @@ class _Replay:
         if isinstance(event, SaleEvent):
             sale = event.sale()
             self.spill.sales.append((sale.sale_id, sale.seller_id, position))
+        elif isinstance(event, _CREDENTIAL_EVENTS):
+            self._credentials(event, position, stream)
+
+    def _credentials(self, event: Event, position: int, stream: str) -> None:
+        """A failed check counts on from the previous one and is never recorded while locked."""
+        if not isinstance(event, StampingAccount.CredentialsCheckFailed):
+            self.credential_failures.pop(stream, None)  # a success or a reset clears the count
+            return
+        count, locked_until = self.credential_failures.get(stream, (0, None))
+        if locked_until is not None and event.timestamp < locked_until:
+            self.report.add(
+                Breach(
+                    CREDENTIALS_LOCK,
+                    f"a failed credentials check recorded at {event.timestamp.isoformat()}"
+                    f" while locked until {locked_until.isoformat()}",
+                    position=position,
+                    aggregate_id=stream,
+                )
+            )
+        elif event.failures != (expected := 1 if locked_until is not None else count + 1):
+            self.report.add(
+                Breach(
+                    CREDENTIALS_LOCK,
+                    f"failed credentials check number {event.failures}, expected {expected}",
+                    position=position,
+                    aggregate_id=stream,
+                )
+            )
+        self.credential_failures[stream] = (event.failures, event.locked_until)
 
     def _post(self, postings: tuple[Posting, ...], position: int, stream: str) -> None:
         balances = self.balances
@@ -506,6 +542,13 @@ class _Replay:
                         aggregate_id=str(rows[0].originator_id),
                     )
                 )
+
+
+_CREDENTIAL_EVENTS = (
+    StampingAccount.CredentialsCheckFailed,
+    StampingAccount.CredentialsCheckPassed,
+    StampingAccount.PasswordReset,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,18 +180,29 @@ def _throwaway_hash(cost: PasswordCost) -> str:
 
 @handles(VerifyStampingCredentials)
 def verify_stamping_credentials(command: VerifyStampingCredentials, tx: Tx) -> Outcome:
-    """Checks a password in constant time; records nothing."""
-    cti = tx.find(command.cti_id)
-    # One answer, and one slow hash, for an unknown account and a wrong password, so neither
-    # the reply nor its timing tells which ids exist.
+    """Checks a password in constant time; a wrong one is recorded and counts towards a lock.
+
+    Every path costs one slow hash, so the time taken does not tell an unknown id, a locked
+    account and a wrong password apart. An unknown id (or a CTI without a password) answers
+    ``valid: false`` like a wrong password but records nothing: there is no account to lock.
+    """
+    # Caught up with the store: a lock another process recorded must hold here, even if this
+    # process cached the account before it (a valid answer records nothing to conflict on).
+    cti = tx.find_current(command.cti_id)
     if not isinstance(cti, StampingAccount) or cti.password_hash is None:
         verify_password(command.password, _throwaway_hash(tx.engine.password_cost))
-        raise Rejected("invalid_credentials")
-    if not verify_password(command.password, cti.password_hash):
-        raise Rejected("invalid_credentials")
-    if not cti.active:
+        return Outcome(type=command.type, valid=False)
+    locked_until = cti.credentials_locked_until(tx.now)
+    if locked_until is not None:
+        # The same hash as an unlocked check, its answer unused; nothing is recorded, so
+        # guessing on a locked account cannot grow the log.
+        verify_password(command.password, cti.password_hash)
+        raise Rejected("credentials_locked", cti_id=cti.id, locked_until=locked_until.isoformat())
+    valid = verify_password(command.password, cti.password_hash)
+    if valid and not cti.active:
         raise Rejected("account_blocked", cti_id=cti.id)
-    return Outcome(type=command.type, valid=True)
+    cti.record_credentials_check(valid, tx.now)
+    return Outcome(type=command.type, valid=valid)
 
 
 @handles(RenewUnlimitedAccount)

@@ -336,11 +336,25 @@ class RenewUnlimitedAccount(Command):
 
 
 class VerifyStampingCredentials(Command):
-    """Checks a CTI's id and password (records nothing)."""
+    """Checks a CTI's id and password; a wrong password is recorded as a failed check."""
 
     type: Literal["VerifyStampingCredentials"] = "VerifyStampingCredentials"
     cti_id: Id
     password: Annotated[str, Field(min_length=1, max_length=128)]
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _never_replayed(cls, value: str | None) -> str | None:
+        # The password is not part of a fingerprint, so a replayed check would answer another
+        # password's result: every check is judged afresh.
+        if value is not None:
+            msg = "a credentials check is never replayed: send it without idempotency_key"
+            raise ValueError(msg)
+        return value
+
+    def keys(self) -> tuple[str, ...]:
+        """None: every check is judged afresh."""
+        return ()
 
 
 class ConfigureAutoTopUp(Command):

@@ -2,8 +2,8 @@
 
 The machine drives a small network (master, distributor D1, its sub-distributor D2, three clients
 with a CTI each) through purchases, transfers of stamps and points, mass transfers, reclaims,
-client packages that expire, consumptions with repeated CFDI UUIDs, blocking, suspension and the
-clock. The model predicts each command's outcome (success, replay or the exact rejection code)
+client packages that expire, consumptions with repeated CFDI UUIDs, blocking, suspension,
+credentials checks (right and wrong passwords, lockout, resets) and the clock. The model predicts each command's outcome (success, replay or the exact rejection code)
 and every balance. After every step it checks, from the stored events alone, that each unit's
 postings sum to zero and that no holder but the issuance source is negative, and that
 ``lg.balance`` equals the model for every holder.
@@ -66,6 +66,9 @@ class Model:
     blocked: set[str] = field(default_factory=set)
     suspended: set[str] = field(default_factory=set)
     consumed: dict[str, str] = field(default_factory=dict)  # CFDI UUID -> CTI
+    password: dict[str, str] = field(default_factory=dict)  # CTI -> its password
+    failures: Counter[str] = field(default_factory=Counter)  # CTI -> failed checks in a row
+    locked_until: dict[str, datetime] = field(default_factory=dict)
 
     def status(self, distributor_id: str, today: date) -> str:
         """The distributor's status with the clock applied."""
@@ -169,6 +172,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.buy("DP30", 2)
         for cti_id in CTIS:
             self.transfer_stamps(DISTRIBUTOR_OF_CTI[cti_id], cti_id, 30)
+        for cti_id in CTIS[:2]:
+            self.reset_password(cti_id)
 
     def teardown(self) -> None:
         """Closes the ledger."""
@@ -432,6 +437,66 @@ class LedgerMachine(RuleBasedStateMachine):
     def advance_clock(self, days: int, hours: int) -> None:
         """Time passes: lots and distributors may expire."""
         self.clock.advance(timedelta(days=days, hours=hours))
+
+    @rule(minutes=st.integers(1, 20))
+    def advance_clock_minutes(self, minutes: int) -> None:
+        """A few minutes pass: credentials locks may end."""
+        self.clock.advance(timedelta(minutes=minutes))
+
+    @rule(cti_id=st.sampled_from(CTIS[:2]))
+    def reset_password(self, cti_id: str) -> None:
+        """The distributor sets a new password: the count of failures and any lock end."""
+        password = f"clave-{self.next_id('p')}"
+        command = {"type": "ResetStampingPassword", "cti_id": cti_id, "password": password,
+                   "actor": DISTRIBUTOR_OF_CTI[cti_id]}  # fmt: skip
+        self.run(command, "ok")
+        self.model.password[cti_id] = password
+        self.model.failures[cti_id] = 0
+        self.model.locked_until.pop(cti_id, None)
+
+    @rule(cti_id=st.sampled_from(CTIS), right=st.booleans(), times=st.integers(1, 6))
+    def check_credentials(self, cti_id: str, right: bool, times: int) -> None:
+        """The same check ``times`` in a row (so that locks happen)."""
+        for _ in range(times):
+            self.check_credentials_once(cti_id, right)
+
+    def check_credentials_once(self, cti_id: str, right: bool) -> None:
+        """Valid true or false, credentials_locked after 5 failures, account_blocked if so."""
+        model = self.model
+        password = model.password.get(cti_id, "sin-clave-1") if right else "incorrecta"
+        command = {"type": "VerifyStampingCredentials", "cti_id": cti_id,
+                   "password": password, "actor": MASTER}  # fmt: skip
+        store = self.lg.store
+        assert isinstance(store, MemoryStore)
+        before = len(store.stored_events())
+        now = self.clock()
+        locked_until = model.locked_until.get(cti_id)
+        valid = right and cti_id in model.password
+        (result,) = self.lg.execute_many([command])
+        recorded = len(store.stored_events()) - before
+        if locked_until is not None and now < locked_until:
+            assert isinstance(result, Rejected)
+            assert (result.code, recorded) == ("credentials_locked", 0)
+        elif cti_id not in model.password:
+            # A CTI without a password: every check is valid false and records nothing.
+            assert isinstance(result, Outcome)
+            assert (result.valid, recorded) == (False, 0)
+        elif valid and cti_id in model.blocked:
+            assert isinstance(result, Rejected)
+            assert (result.code, recorded) == ("account_blocked", 0)
+        elif valid:
+            assert isinstance(result, Outcome)
+            assert (result.valid, recorded) == (True, 1 if model.failures[cti_id] else 0)
+            model.failures[cti_id] = 0
+            model.locked_until.pop(cti_id, None)
+        else:
+            assert isinstance(result, Outcome)
+            assert (result.valid, recorded) == (False, 1)
+            failures = 1 if locked_until is not None else model.failures[cti_id] + 1
+            model.failures[cti_id] = failures
+            model.locked_until.pop(cti_id, None)
+            if failures >= 5:
+                model.locked_until[cti_id] = now + timedelta(minutes=15)
 
     # Invariants -----------------------------------------------------------------------------
 

@@ -348,21 +348,26 @@ def test_verify_credentials_accepts_the_right_password(lg: Ledger) -> None:
     assert len(lg.store.stored_events()) == before
 
 
-def test_verify_credentials_refuses_a_wrong_password(lg: Ledger) -> None:
-    """A wrong password is invalid_credentials."""
+def test_verify_credentials_answers_a_wrong_password_with_valid_false(lg: Ledger) -> None:
+    """A wrong password is an outcome with valid false, recorded as one failed check."""
     lg.execute(open_cti())
-    rejected = rejection(
-        lg, {"type": "VerifyStampingCredentials", "cti_id": "X1", "password": "nope-nope"}
+    before = len(lg.store.stored_events())
+    outcome = lg.execute(
+        {"type": "VerifyStampingCredentials", "cti_id": "X1", "password": "nope-nope"}
     )
-    assert rejected.code == "invalid_credentials"
+    assert outcome.valid is False
+    topics = [e.topic for e in lg.store.stored_events()[before:]]
+    assert topics == ["StampingAccount.CredentialsCheckFailed"]
 
 
 def test_verify_credentials_answers_the_same_for_an_unknown_cti(lg: Ledger) -> None:
-    """An unknown id is indistinguishable from a wrong password."""
-    rejected = rejection(
-        lg, {"type": "VerifyStampingCredentials", "cti_id": "NOBODY", "password": PASSWORD}
+    """An unknown id is indistinguishable from a wrong password, and records nothing."""
+    before = len(lg.store.stored_events())
+    outcome = lg.execute(
+        {"type": "VerifyStampingCredentials", "cti_id": "NOBODY", "password": PASSWORD}
     )
-    assert rejected.code == "invalid_credentials"
+    assert outcome.to_dict() == {"type": "VerifyStampingCredentials", "ok": True, "valid": False}
+    assert len(lg.store.stored_events()) == before
 
 
 def test_verify_credentials_uses_the_constant_time_check(
@@ -392,10 +397,10 @@ def test_verify_credentials_of_an_unknown_cti_costs_a_hash_too(
         return verify_password(plaintext, stored)
 
     monkeypatch.setattr(accounts, "verify_password", spy)
-    rejected = rejection(
-        lg, {"type": "VerifyStampingCredentials", "cti_id": "NOBODY", "password": PASSWORD}
+    outcome = lg.execute(
+        {"type": "VerifyStampingCredentials", "cti_id": "NOBODY", "password": PASSWORD}
     )
-    assert rejected.code == "invalid_credentials"
+    assert outcome.valid is False
     assert len(calls) == 1
     assert calls[0].startswith("scrypt$")
 
@@ -406,7 +411,7 @@ def test_a_reset_password_replaces_the_old_one(lg: Ledger) -> None:
     lg.execute({"type": "ResetStampingPassword", "cti_id": "X1", "password": "otra-clave-99"})
     verify = {"type": "VerifyStampingCredentials", "cti_id": "X1"}
     assert lg.execute({**verify, "password": "otra-clave-99"}).valid is True
-    assert rejection(lg, {**verify, "password": PASSWORD}).code == "invalid_credentials"
+    assert lg.execute({**verify, "password": PASSWORD}).valid is False
 
 
 def test_verify_credentials_of_a_blocked_cti_is_account_blocked(lg: Ledger) -> None:
