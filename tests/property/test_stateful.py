@@ -3,10 +3,11 @@
 The machine drives a small network (master, distributor D1, its sub-distributor D2, three clients
 with a CTI each) through purchases, transfers of stamps and points, mass transfers, reclaims,
 client packages that expire, consumptions with repeated CFDI UUIDs, blocking, suspension,
-credentials checks (right and wrong passwords, lockout, resets) and the clock. The model predicts each command's outcome (success, replay or the exact rejection code)
-and every balance. After every step it checks, from the stored events alone, that each unit's
-postings sum to zero and that no holder but the issuance source is negative, and that
-``lg.balance`` equals the model for every holder.
+credentials checks (right and wrong passwords, lockout, resets) and the clock. The model
+predicts each command's outcome (success, replay or the exact rejection code) and every balance.
+After every step it checks, from the stored events alone, that each unit's postings sum to zero
+and that no holder but the issuance source is negative, and that ``lg.balance`` equals the model
+for every holder.
 """
 
 from __future__ import annotations

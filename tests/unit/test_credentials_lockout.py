@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from eventsourcing.persistence import Notification
 
@@ -16,6 +17,7 @@ from ledger.api import Ledger
 from ledger.audit.source import RowsSource
 from ledger.clock import ManualClock
 from ledger.commands import accounts
+from ledger.domain import Snapshot
 from ledger.errors import Rejected
 from ledger.passwords import verify_password
 from tests.support import CLIENT, DISTRIBUTOR, MASTER, build_network
@@ -283,3 +285,17 @@ def test_verify_reports_a_failure_count_that_skips(lg: Ledger) -> None:
     rows = rows_with(lg, failure(account.version + 1, at, 3))
     report = verify_module.verify(RowsSource.one_link_per_row(rows, MsgspecMapper()))
     assert report.breach_counts == {"credentials_lock": 1}
+
+
+def test_a_snapshot_stored_before_the_lockout_still_loads(lg: Ledger, clock: ManualClock) -> None:
+    """A CTI snapshot without ``failed_checks``/``locked_until`` loads with no failures."""
+    account = lg.engine.current(CTI_ID)
+    assert isinstance(account, StampingAccount)
+    snapshot = Snapshot.take(account, clock())
+    state = msgspec.json.decode(snapshot.state)
+    del state["failed_checks"], state["locked_until"]
+    old = msgspec.structs.replace(snapshot, state=msgspec.Raw(msgspec.json.encode(state)))
+    restored = old.mutate(None)
+    assert isinstance(restored, StampingAccount)
+    assert (restored.failed_checks, restored.locked_until) == (0, None)
+    assert restored.password_hash == account.password_hash
