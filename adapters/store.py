@@ -11,12 +11,16 @@ aggregate state never grows with history.
 from __future__ import annotations
 
 import base64
+import functools
+import math
 import os
-from collections.abc import Iterable, Sequence
+import select
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from operator import attrgetter
-from typing import Any
-from urllib.parse import unquote, urlparse
+from typing import Any, TypeVar, cast
+from urllib.parse import parse_qsl, unquote, urlparse
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import (
@@ -28,21 +32,114 @@ from eventsourcing.persistence import (
     PersistenceError,
     StoredEvent,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+)
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteCursor,
     SQLiteFactory,
 )
-from eventsourcing.utils import Environment, EnvType, retry
+from eventsourcing.utils import Environment, EnvType
+from psycopg import Connection
+from psycopg import Error as PsycopgError
+from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
+from psycopg_pool import PoolTimeout
 
 from adapters.chain import GENESIS, events_digest, link
 from adapters.codec import MsgspecMapper
 from ledger.domain import Aggregate, Event, Snapshot
 from ledger.engine import KeyRecord, WriteConflict
-from ledger.errors import InfrastructureError, IntegrityBreach, LedgerError
+from ledger.errors import CommitOutcomeUnknown, InfrastructureError, IntegrityBreach, LedgerError
+
+CONNECT_TIMEOUT_S_DEFAULT = 5
+"""Seconds to open one PostgreSQL connection (URL ``?connect_timeout=``, whole seconds; libpq
+waits at least 2)."""
+POOL_TIMEOUT_S_DEFAULT = 5.0
+"""Seconds a command waits for a pooled PostgreSQL connection, (re)connecting included (URL
+``?pool_timeout=``). Past it the command fails with ``InfrastructureError``."""
+BUSY_TIMEOUT_S_DEFAULT = 5
+"""Seconds a SQLite command waits while another process holds the file's write lock (URL
+``?busy_timeout=``, whole seconds)."""
+TIMEOUT_S_MAX = 600
+"""Bound on any timeout given in a URL."""
+POSTGRES_POOL_TIMEOUT_S = "POSTGRES_POOL_TIMEOUT_S"
+"""The environment key (ours, not eventsourcing's) that carries ``pool_timeout``."""
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class _OutcomeUnknown(PersistenceError):
+    """Raised by a recorder when its connection broke after a write was sent to the server."""
+
+
+def _without_retry(method: Callable[..., Any]) -> Callable[..., Any]:
+    """eventsourcing's recorder method without its retry decorator (10 attempts, 0.2 s apart).
+
+    Those retries multiplied every wait for a connection by ten: with the server down a
+    command blocked about 52 s (10 x the pool wait) before failing.
+    """
+    inner = getattr(method, "__wrapped__", None)
+    assert callable(inner), f"{method!r} is no longer wrapped by eventsourcing's retry"
+    return cast("Callable[..., Any]", inner)
+
+
+def _read_retried_once(method: _F) -> _F:
+    """A read that is tried once more on a fresh connection if its connection broke.
+
+    A read is safe to repeat. A wait for a connection that timed out is not retried: it
+    already took the whole ``pool_timeout``.
+    """
+
+    @functools.wraps(method)
+    def read(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except (InterfaceError, OperationalError) as exc:
+            if isinstance(exc.__cause__, PoolTimeout):
+                raise
+            return method(*args, **kwargs)
+
+    return cast("_F", read)
+
+
+def _closed_by_server(conn: Connection[Any]) -> bool:
+    """Whether the server closed, or spoke on, an idle pooled connection.
+
+    An idle connection has nothing to read unless the server ended it (a restart, an
+    administrator's ``pg_terminate_backend``, an idle timeout): then a termination notice or
+    the end of the stream is waiting. One non-blocking ``select``, no round trip.
+    """
+    if conn.closed or conn.broken:
+        return True
+    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    return bool(readable)
+
+
+class LedgerPostgresDatastore(PostgresDatastore):
+    """eventsourcing's datastore that never hands out a connection the server has closed.
+
+    A write sent on such a connection would fail only after it was sent, its commit outcome
+    unknown; after a server restart every pooled connection is one. They are dropped (the pool
+    replaces them) and another is taken, without the pool's own ``check`` (a round trip per
+    use, or a sleep of a second or more after each failed check).
+    """
+
+    @contextmanager
+    def get_connection(self) -> Iterator[Connection[DictRow]]:
+        """A pooled connection that the server has not closed."""
+        for _ in range((self.pool.max_size or 1) + 1):
+            with super().get_connection() as conn:
+                if not _closed_by_server(conn):
+                    yield conn
+                    return
+                conn.close()  # the pool opens a new one when this one comes back
+        raise OperationalError("every pooled connection had been closed by the server")
 
 
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
@@ -127,7 +224,14 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             .as_string()
         )
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    select_events = _read_retried_once(_without_retry(PostgresAggregateRecorder.select_events))
+    select_notifications = _read_retried_once(
+        _without_retry(PostgresApplicationRecorder.select_notifications)
+    )
+    max_notification_id = _read_retried_once(
+        _without_retry(PostgresApplicationRecorder.max_notification_id)
+    )
+
     def insert_events(
         self,
         stored_events: Sequence[StoredEvent],
@@ -138,16 +242,27 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         """Keys, events and the chain link in one transaction; the notification ids in order.
 
         A key or version already taken raises psycopg's IntegrityError (translated by
-        ``get_connection``) and the server rolls the whole call back.
+        ``get_connection``) and the server rolls the whole call back. Never retried here: if
+        the connection breaks once the call is sent, the server may have committed it, so
+        ``_OutcomeUnknown`` is raised; if the server answered with an error (a lock timeout),
+        it rolled the call back and the error is raised as it is.
         """
         if not stored_events and not keys:
             return []
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+        with self.datastore.get_connection() as conn:
             assert conn.autocommit  # the function call is the transaction
-            curs.execute(
-                self.record_statement, self.record_parameters(stored_events, keys), prepare=True
-            )
-            ids = [row[self.record_function_name] for row in curs.fetchall()]
+            try:
+                with conn.cursor() as curs:
+                    curs.execute(
+                        self.record_statement,
+                        self.record_parameters(stored_events, keys),
+                        prepare=True,
+                    )
+                    ids = [row[self.record_function_name] for row in curs.fetchall()]
+            except PsycopgError as exc:
+                if conn.broken or conn.closed:
+                    raise _OutcomeUnknown(str(exc)) from exc
+                raise
         assert len(ids) == len(stored_events), (len(ids), len(stored_events))
         return ids
 
@@ -265,10 +380,33 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         return found
 
 
+class LedgerPostgresSnapshotRecorder(PostgresAggregateRecorder):
+    """eventsourcing's recorder of snapshots, failing fast like the events' recorder."""
+
+    select_events = _read_retried_once(_without_retry(PostgresAggregateRecorder.select_events))
+    # A snapshot only speeds up loading: a failed one is logged by the engine, never retried.
+    insert_events = _without_retry(PostgresAggregateRecorder.insert_events)
+
+
 class LedgerPostgresFactory(PostgresFactory):
-    """eventsourcing's PostgreSQL factory with the ledger's recorder."""
+    """eventsourcing's PostgreSQL factory with the ledger's recorders and bounded waits."""
 
     application_recorder_class = LedgerPostgresRecorder
+    aggregate_recorder_class = LedgerPostgresSnapshotRecorder
+
+    def __init__(self, env: Environment | EnvType | None) -> None:
+        super().__init__(env)
+        # eventsourcing builds its own datastore inline; ours only overrides a method.
+        self.datastore.__class__ = LedgerPostgresDatastore
+        pool = self.datastore.pool
+        # eventsourcing passes its POSTGRES_CONNECT_TIMEOUT as the pool's wait and gives libpq
+        # no connect timeout at all (an unreachable host then waits for the system's TCP
+        # timeout, minutes). The pool is not open yet, so both can still be set.
+        pool.timeout = float(self.env.get(POSTGRES_POOL_TIMEOUT_S) or POOL_TIMEOUT_S_DEFAULT)
+        assert isinstance(pool.kwargs, dict)
+        pool.kwargs["connect_timeout"] = int(
+            self.env.get(self.POSTGRES_CONNECT_TIMEOUT) or CONNECT_TIMEOUT_S_DEFAULT
+        )
 
 
 SQLITE_CACHE_KIB = 32_768
@@ -354,6 +492,7 @@ def env_for_url(url: str | None, *, create_tables: bool = True) -> dict[str, str
         # eventsourcing's default cipher needs pycryptodome; ours is the `cryptography` package.
         common["CIPHER_TOPIC"] = "eventsourcing.cryptography:AESCipher"
     if parsed.scheme == "sqlite":
+        sqlite_options = _url_options(url, parsed.query, {"busy_timeout": BUSY_TIMEOUT_S_DEFAULT})
         path = unquote(parsed.path)
         if parsed.netloc:
             path = parsed.netloc + path
@@ -369,9 +508,14 @@ def env_for_url(url: str | None, *, create_tables: bool = True) -> dict[str, str
             **common,
             "PERSISTENCE_MODULE": "adapters.store:LedgerSQLiteFactory",
             "SQLITE_DBNAME": path,
-            "SQLITE_LOCK_TIMEOUT": "30",
+            "SQLITE_LOCK_TIMEOUT": str(sqlite_options["busy_timeout"]),
         }
     if parsed.scheme in ("postgresql", "postgres"):
+        options = _url_options(
+            url,
+            parsed.query,
+            {"connect_timeout": CONNECT_TIMEOUT_S_DEFAULT, "pool_timeout": POOL_TIMEOUT_S_DEFAULT},
+        )
         return {
             **common,
             "PERSISTENCE_MODULE": "adapters.store:LedgerPostgresFactory",
@@ -383,9 +527,44 @@ def env_for_url(url: str | None, *, create_tables: bool = True) -> dict[str, str
             "POSTGRES_POOL_SIZE": "4",
             "POSTGRES_MAX_OVERFLOW": "4",
             "POSTGRES_LOCK_TIMEOUT": "10",
-            "POSTGRES_CONNECT_TIMEOUT": "10",
+            # libpq's connect timeout (eventsourcing reads the same key as the pool's wait;
+            # LedgerPostgresFactory sets both right).
+            "POSTGRES_CONNECT_TIMEOUT": str(options["connect_timeout"]),
+            POSTGRES_POOL_TIMEOUT_S: repr(float(options["pool_timeout"])),
         }
     raise StoreConfigError(f"unsupported ledger URL {url!r} (sqlite:/// or postgresql://)")
+
+
+def _url_options(url: str, query: str, defaults: dict[str, int | float]) -> dict[str, int | float]:
+    """The timeouts of a URL's query string over ``defaults``; anything else is refused.
+
+    Whole seconds for every option but ``pool_timeout``; each above 0 and at most
+    ``TIMEOUT_S_MAX``. An unknown or repeated option is an error, never silently ignored.
+    """
+    options = dict(defaults)
+    seen: set[str] = set()
+    shown = url.split("?", 1)[0].rsplit("@", maxsplit=1)[-1]  # never echo a password
+    for name, text in parse_qsl(query, keep_blank_values=True):
+        if name not in defaults or name in seen:
+            known = ", ".join(sorted(defaults))
+            raise StoreConfigError(
+                f"unknown or repeated option {name!r} in the ledger URL for {shown}"
+                f" (known: {known})"
+            )
+        seen.add(name)
+        whole = isinstance(defaults[name], int)
+        try:
+            value: int | float = int(text) if whole else float(text)
+        except ValueError:
+            value = math.nan
+        if not (0 < value <= TIMEOUT_S_MAX):  # also refuses nan
+            unit = "whole seconds" if whole else "seconds"
+            raise StoreConfigError(
+                f"option {name}={text!r} in the ledger URL: expected {unit} above 0 and at most"
+                f" {TIMEOUT_S_MAX}"
+            )
+        options[name] = value
+    return options
 
 
 SCHEMA_LOCK_ID = 7_310_420_001
@@ -413,11 +592,41 @@ def open_application(env: dict[str, str]) -> LedgerApplication:
                 finally:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_ID,))
         except psycopg.OperationalError as exc:
-            raise InfrastructureError(f"cannot reach PostgreSQL: {exc}") from None
+            raise InfrastructureError(infrastructure_message("open", env, exc)) from None
     try:
         return LedgerApplication(env)
     except PersistenceError as exc:
-        raise InfrastructureError(f"cannot open the event store: {exc}") from None
+        raise InfrastructureError(infrastructure_message("open", env, exc)) from None
+
+
+def describe_store(env: Mapping[str, str]) -> str:
+    """Where the events are kept, for error messages (never the password)."""
+    if "SQLITE_DBNAME" in env:
+        return f"the SQLite file {env['SQLITE_DBNAME']}"
+    return (
+        f"PostgreSQL at {env.get('POSTGRES_HOST')}:{env.get('POSTGRES_PORT')}"
+        f" (database {env.get('POSTGRES_DBNAME')}, user {env.get('POSTGRES_USER')})"
+    )
+
+
+def infrastructure_message(action: str, env: Mapping[str, str], exc: BaseException) -> str:
+    """One line: what failed, where, the driver's reason, and what to check."""
+    reason = " ".join(str(exc).split())  # libpq's messages span lines
+    if "SQLITE_DBNAME" in env:
+        check = (
+            "check that no other process (another ledger, a backup, a sqlite3 shell) holds"
+            " a long write transaction on the file, and that the file and its directory are"
+            f" writable; waited busy_timeout={env.get('SQLITE_LOCK_TIMEOUT')} s (URL option)"
+        )
+    else:
+        check = (
+            f"check that the server runs and accepts TCP connections at"
+            f" {env.get('POSTGRES_HOST')}:{env.get('POSTGRES_PORT')}, that the URL's host,"
+            f" port, database and user are right, and the network between; waited at most"
+            f" connect_timeout={env.get('POSTGRES_CONNECT_TIMEOUT')} s to connect and"
+            f" pool_timeout={env.get(POSTGRES_POOL_TIMEOUT_S)} s for a connection (URL options)"
+        )
+    return f"cannot {action}: {describe_store(env)}: {reason}. {check}"
 
 
 def _undecodable(aggregate_id: str, exc: Exception) -> IntegrityBreach:
@@ -433,6 +642,7 @@ class EventStore:
 
     def __init__(self, app: LedgerApplication) -> None:
         self.app = app
+        self.env: dict[str, str] = {k: str(v) for k, v in app.env.items()}
         recorder = app.recorder
         assert isinstance(recorder, LedgerPostgresRecorder | LedgerSQLiteRecorder)
         self.recorder: LedgerPostgresRecorder | LedgerSQLiteRecorder = recorder
@@ -447,7 +657,7 @@ class EventStore:
         except MapperDeserialisationError as exc:
             raise _undecodable(aggregate_id, exc) from None
         except PersistenceError as exc:
-            raise InfrastructureError(f"cannot load {aggregate_id!r}: {exc}") from None
+            raise self._failed(f"load {aggregate_id!r}", exc) from None
         agg.pending_events = []
         return agg
 
@@ -460,7 +670,7 @@ class EventStore:
         except MapperDeserialisationError as exc:
             raise _undecodable(aggregate.id, exc) from None
         except PersistenceError as exc:
-            raise InfrastructureError(f"cannot load {aggregate.id!r}: {exc}") from None
+            raise self._failed(f"load {aggregate.id!r}", exc) from None
         return aggregate
 
     def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
@@ -468,7 +678,7 @@ class EventStore:
         try:
             return self.recorder.select_keys(keys)
         except PersistenceError as exc:
-            raise InfrastructureError(f"cannot read idempotency keys: {exc}") from None
+            raise self._failed("read idempotency keys", exc) from None
 
     def record(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
         """Events and keys in one transaction; ``WriteConflict`` if a version or key was taken."""
@@ -478,8 +688,16 @@ class EventStore:
             ids = self.recorder.insert_events(stored, keys=keys)
         except IntegrityError as exc:
             raise WriteConflict(str(exc)) from None
+        except _OutcomeUnknown as exc:
+            raise CommitOutcomeUnknown(
+                f"the connection to {describe_store(self.env)} broke while {len(events)} events"
+                f" were being committed ({' '.join(str(exc).split())}): they may or may not be"
+                " recorded. Retry the same commands with the same keys (ids, CFDI UUIDs,"
+                " idempotency_key): one already recorded answers its first outcome again."
+                " A command without a key may be recorded twice: check its history first."
+            ) from None
         except PersistenceError as exc:
-            raise InfrastructureError(f"cannot record events: {exc}") from None
+            raise self._failed("record events", exc) from None
         return ids or []
 
     def snapshot(self, aggregates: Iterable[Aggregate], at: datetime) -> None:
@@ -488,7 +706,11 @@ class EventStore:
         try:
             self.app.snapshots.put([Snapshot.take(a, at) for a in aggregates])
         except PersistenceError as exc:
-            raise InfrastructureError(f"cannot store snapshots: {exc}") from None
+            raise self._failed("store snapshots", exc) from None
+
+    def _failed(self, action: str, exc: BaseException) -> InfrastructureError:
+        """The ``InfrastructureError`` of a failed database call, saying what to check."""
+        return InfrastructureError(infrastructure_message(action, self.env, exc))
 
     def close(self) -> None:
         """Closes the database connections."""

@@ -1,9 +1,16 @@
 """Event-sourced credits ledger for CFDI resellers: stamps and points, exactly once."""
 
-from ledger.errors import ConcurrencyError, InfrastructureError, LedgerError, Rejected
+from ledger.errors import (
+    CommitOutcomeUnknown,
+    ConcurrencyError,
+    InfrastructureError,
+    LedgerError,
+    Rejected,
+)
 from ledger.outcome import Outcome
 
 __all__ = [
+    "CommitOutcomeUnknown",
     "ConcurrencyError",
     "InfrastructureError",
     "Ledger",

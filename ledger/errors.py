@@ -81,7 +81,20 @@ class ConcurrencyError(LedgerError):
 
 
 class InfrastructureError(LedgerError):
-    """Raised when the database or another piece of infrastructure failed; nothing half-done."""
+    """Raised when the database could not be reached or used in time; nothing half-done.
+
+    The message says what failed and what to check (the host and port, that the server runs,
+    the timeouts of the URL). The command may be retried once the database is back.
+    """
+
+
+class CommitOutcomeUnknown(InfrastructureError):
+    """Raised when the connection broke while a commit was under way: recorded or not, unknown.
+
+    Retrying the same commands with the same keys (ids, CFDI UUIDs, ``idempotency_key``) is
+    safe: one that was recorded answers its first outcome again and records nothing new. A
+    command without any key may be recorded twice by a retry; check its history first.
+    """
 
 
 class IntegrityBreach(LedgerError):

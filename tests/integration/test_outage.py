@@ -1,0 +1,217 @@
+"""Database outages fail fast and clearly (DESIGN §7): typed errors, bounded waits, safe retries.
+
+The databases are real. Faults are injected from outside the ledger: a TCP proxy that closes
+its port or cuts a connection exactly when the server answers the commit, another connection
+that holds a lock and terminates the ledger's backend with ``pg_terminate_backend``, and a
+second SQLite connection that holds the file's write lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ledger.api import Ledger
+from ledger.clock import ManualClock
+from ledger.errors import CommitOutcomeUnknown, InfrastructureError, LedgerError
+from tests.support import CTI, MASTER, build_network, consume
+from tests.tcp_proxy import TcpProxy
+
+FAST = "pool_timeout=1&connect_timeout=2"
+"""Short waits, so a test of an outage takes about a second."""
+UUID = "0b9c3d1e-6f2a-4c4b-9a51-2f1f5c1d7e10"
+WAIT_S_MAX = 10.0
+"""Bound on how long a test polls for the state it waits for."""
+
+
+def stamp(cfdi_uuid: str = UUID) -> dict[str, object]:
+    """A ConsumeStamp by the stamping service."""
+    return consume(cfdi_uuid=cfdi_uuid, actor=MASTER)
+
+
+def consumptions(pg_url: str, cfdi_uuid: str) -> int:
+    """How many stored events consume ``cfdi_uuid`` (read with plain SQL)."""
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM ledger_events WHERE topic LIKE 'StampingAccount.StampConsumed%%'"
+            " AND convert_from(state, 'UTF8') ILIKE %s",
+            (f"%{cfdi_uuid}%",),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def wait_for(predicate: object, what: str) -> None:
+    """Polls ``predicate`` until it holds (bounded)."""
+    assert callable(predicate)
+    deadline = time.monotonic() + WAIT_S_MAX
+    while not predicate():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def network(pg_url: str, clock: ManualClock) -> str:
+    """The test network in ``pg_url``; C1's CTI holds 10 stamps."""
+    with Ledger.open(pg_url, clock=clock, password_cost="fast", projections="off") as lg:
+        build_network(lg, cti_stamps=10)
+    return pg_url
+
+
+@pytest.fixture
+def proxied(network: str, clock: ManualClock) -> Iterator[tuple[Ledger, TcpProxy]]:
+    """A ledger reaching the network's database through a TCP proxy, CTI cached."""
+    with TcpProxy(network) as proxy:
+        lg = Ledger.open(
+            f"{proxy.url}?{FAST}", clock=clock, password_cost="fast", projections="off"
+        )
+        try:
+            lg.execute(stamp("11111111-1111-4111-8111-111111111111"))  # warms the cache
+            yield lg, proxy
+        finally:
+            lg.close()
+
+
+def test_open_on_a_closed_port_is_an_infrastructure_error_saying_what_to_check(
+    clock: ManualClock,
+) -> None:
+    """Nothing listens: InfrastructureError naming the host and port and what to check."""
+    with TcpProxy("postgresql://postgres@127.0.0.1:5432/x") as proxy:
+        url = f"{proxy.url}?{FAST}"
+    with pytest.raises(InfrastructureError) as caught:
+        Ledger.open(url, clock=clock)
+    message = str(caught.value)
+    assert isinstance(caught.value, LedgerError)
+    assert not isinstance(caught.value, CommitOutcomeUnknown)
+    assert f"PostgreSQL at 127.0.0.1:{proxy.port}" in message
+    assert "check that the server runs and accepts TCP connections" in message
+    assert "\n" not in message
+
+
+def test_a_command_after_the_server_went_away_is_an_infrastructure_error(
+    proxied: tuple[Ledger, TcpProxy], network: str
+) -> None:
+    """The port closes under a running ledger: InfrastructureError, and nothing recorded."""
+    lg, proxy = proxied
+    proxy.close()
+    with pytest.raises(InfrastructureError) as caught:
+        lg.execute(stamp())
+    assert type(caught.value) is InfrastructureError
+    assert f"127.0.0.1:{proxy.port}" in str(caught.value)
+    assert "pool_timeout=1.0 s" in str(caught.value)
+    assert consumptions(network, UUID) == 0
+
+
+def test_a_commit_whose_answer_is_lost_is_outcome_unknown_and_its_retry_replays(
+    proxied: tuple[Ledger, TcpProxy], network: str
+) -> None:
+    """The server commits, the connection breaks before the answer: retrying records nothing."""
+    lg, proxy = proxied
+    before = lg.balance(CTI, "stamps")
+    proxy.cut_at_next_select_result()
+    with pytest.raises(CommitOutcomeUnknown) as caught:
+        lg.execute(stamp())
+    assert proxy.cuts == 1
+    assert "Retry the same commands with the same keys" in str(caught.value)
+    assert consumptions(network, UUID) == 1  # it was committed
+    retried = lg.execute(stamp())
+    assert (retried.replayed, retried.balance_after) == (True, before - 1)
+    assert consumptions(network, UUID) == 1
+    assert lg.balance(CTI, "stamps") == before - 1
+
+
+def test_a_backend_killed_during_its_commit_is_outcome_unknown_and_its_retry_records_once(
+    network: str, clock: ManualClock
+) -> None:
+    """pg_terminate_backend while the commit waits for a lock: unknown; the retry records it."""
+    with (
+        Ledger.open(network, clock=clock, password_cost="fast", projections="off") as lg,
+        psycopg.connect(network, autocommit=True) as admin,
+        psycopg.connect(network) as blocker,
+    ):
+        before = lg.balance(CTI, "stamps")
+        blocker.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                lg.execute(stamp())
+            except BaseException as exc:  # noqa: BLE001  (handed to the test thread)
+                errors.append(exc)
+
+        writer = threading.Thread(target=run)
+        writer.start()
+        waiting = (
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE '%ledger_record%'"
+        )
+        wait_for(lambda: admin.execute(waiting).fetchone() is not None, "the blocked commit")
+        row = admin.execute(waiting).fetchone()
+        assert row is not None
+        admin.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+        writer.join(WAIT_S_MAX)
+        blocker.rollback()
+        assert [type(e) for e in errors] == [CommitOutcomeUnknown]
+        assert consumptions(network, UUID) == 0  # the server rolled it back
+        retried = lg.execute(stamp())
+        assert (retried.replayed, retried.balance_after) == (False, before - 1)
+        assert lg.execute(stamp()).replayed is True
+        assert consumptions(network, UUID) == 1
+
+
+def test_connections_the_server_closed_while_idle_are_not_used(
+    network: str, clock: ManualClock
+) -> None:
+    """After every idle backend is terminated (a restart), the next command just works."""
+    with (
+        Ledger.open(network, clock=clock, password_cost="fast", projections="off") as lg,
+        psycopg.connect(network, autocommit=True) as admin,
+    ):
+        before = lg.balance(CTI, "stamps")
+        others = (
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+        pids = [row[0] for row in admin.execute(others).fetchall()]
+        assert pids, "the ledger holds pooled connections"
+        for pid in pids:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        wait_for(
+            lambda: not set(pids) & {r[0] for r in admin.execute(others).fetchall()},
+            "the terminated backends to end",
+        )
+        outcome = lg.execute(stamp())
+        assert (outcome.replayed, outcome.balance_after) == (False, before - 1)
+        assert consumptions(network, UUID) == 1
+
+
+def test_a_locked_sqlite_file_is_a_bounded_infrastructure_error(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Another process holds the write lock past busy_timeout: InfrastructureError, no trace."""
+    path = tmp_path / "ledger.db"
+    with Ledger.open(
+        f"sqlite:///{path}?busy_timeout=1", clock=clock, password_cost="fast", projections="off"
+    ) as lg:
+        build_network(lg, cti_stamps=10)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN EXCLUSIVE")
+            with pytest.raises(InfrastructureError) as caught:
+                lg.execute(stamp())
+            blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
+        message = str(caught.value)
+        assert type(caught.value) is InfrastructureError
+        assert "the SQLite file " in message
+        assert str(path) in message
+        assert "busy_timeout=1 s" in message
+        assert lg.execute(stamp()).replayed is False
+        assert lg.balance(CTI, "stamps") == 9
