@@ -611,16 +611,16 @@ def describe_store(env: Mapping[str, str]) -> str:
 
 def infrastructure_message(action: str, env: Mapping[str, str], exc: BaseException) -> str:
     """One line: what failed, where, the driver's reason, and what to check."""
-    reason = " ".join(str(exc).split())  # libpq's messages span lines
+    reason = " ".join(str(exc).split()).rstrip(".?! ")  # libpq's messages span lines
     if "SQLITE_DBNAME" in env:
         check = (
-            "check that no other process (another ledger, a backup, a sqlite3 shell) holds"
+            "Check that no other process (another ledger, a backup, a sqlite3 shell) holds"
             " a long write transaction on the file, and that the file and its directory are"
             f" writable; waited busy_timeout={env.get('SQLITE_LOCK_TIMEOUT')} s (URL option)"
         )
     else:
         check = (
-            f"check that the server runs and accepts TCP connections at"
+            f"Check that the server runs and accepts TCP connections at"
             f" {env.get('POSTGRES_HOST')}:{env.get('POSTGRES_PORT')}, that the URL's host,"
             f" port, database and user are right, and the network between; waited at most"
             f" connect_timeout={env.get('POSTGRES_CONNECT_TIMEOUT')} s to connect and"

@@ -90,7 +90,7 @@ def test_open_on_a_closed_port_is_an_infrastructure_error_saying_what_to_check(
     assert isinstance(caught.value, LedgerError)
     assert not isinstance(caught.value, CommitOutcomeUnknown)
     assert f"PostgreSQL at 127.0.0.1:{proxy.port}" in message
-    assert "check that the server runs and accepts TCP connections" in message
+    assert "Check that the server runs and accepts TCP connections" in message
     assert "\n" not in message
 
 
@@ -142,7 +142,7 @@ def test_a_backend_killed_during_its_commit_is_outcome_unknown_and_its_retry_rec
         def run() -> None:
             try:
                 lg.execute(stamp())
-            except BaseException as exc:  # noqa: BLE001  (handed to the test thread)
+            except BaseException as exc:  # handed to the test thread
                 errors.append(exc)
 
         writer = threading.Thread(target=run)
