@@ -13,6 +13,9 @@ time order), dates as ``YYYY-MM-DD`` and booleans as 0/1.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import queue
 import re
 import sqlite3
@@ -26,13 +29,15 @@ from typing import Any, Literal, cast
 import msgspec
 import psycopg
 from eventsourcing.persistence import MapperDeserialisationError, Notification, PersistenceError
+from psycopg import sql
 
 from adapters.memory import MemoryStore
 from adapters.store import EventStore, env_for_url
 from ledger.domain import Event
 from ledger.errors import InfrastructureError, IntegrityBreach
 from ledger.logging import get_logger
-from ledger.projections.base import Cursor, Kind, Table
+from ledger.projections.base import Cursor, Kind, Table, ViewWriteError
+from ledger.projections.runner import TRACKING
 
 log = get_logger("ledger.views")
 
@@ -194,6 +199,10 @@ class SQLiteCursor:
         """The rows of the last query."""
         return self._cursor.fetchall()
 
+    def fetchmany(self, size: int) -> list[tuple[Any, ...]]:
+        """Up to ``size`` more rows of the last query."""
+        return self._cursor.fetchmany(size)
+
     def insert(self, table: Table, rows: Sequence[Sequence[Any]], on_conflict: str = "") -> None:
         """One prepared INSERT run over every row."""
         if not rows:
@@ -225,6 +234,11 @@ class PostgresCursor:
         self._cursor = cursor
         self._sql: dict[str, str] = {}
 
+    @property
+    def raw(self) -> psycopg.Cursor[Any]:
+        """The psycopg cursor (for composed SQL with identifiers)."""
+        return self._cursor
+
     def _convert(self, sql: str) -> str:
         converted = self._sql.get(sql)
         if converted is None:
@@ -243,6 +257,10 @@ class PostgresCursor:
     def fetchall(self) -> list[tuple[Any, ...]]:
         """The rows of the last query."""
         return self._cursor.fetchall()
+
+    def fetchmany(self, size: int) -> list[tuple[Any, ...]]:
+        """Up to ``size`` more rows of the last query."""
+        return self._cursor.fetchmany(size)
 
     def insert(self, table: Table, rows: Sequence[Sequence[Any]], on_conflict: str = "") -> None:
         """One INSERT ... SELECT over a JSON array of the rows: a single statement and parameter.
@@ -323,13 +341,14 @@ class _Pool:
 
 
 class SQLiteViewDatabase:
-    """Views in the events' SQLite file (or a private in-memory database for tests)."""
+    """Views in a SQLite file (or a private in-memory database for tests)."""
 
     dialect = SQLITE
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, durable: bool = True) -> None:
         self.path = path
         self.memory = path == ":memory:"
+        self._durable = durable
         # A private in-memory database exists per connection: then one connection serves all.
         self._pool = _Pool(self._connect, 1 if self.memory else CONNECTIONS_MAX)
 
@@ -344,7 +363,8 @@ class SQLiteViewDatabase:
             if not self.memory:
                 # Durable against a process crash; a power loss may drop the last view page,
                 # which is then projected again (rows and position go together either way).
-                connection.execute("PRAGMA synchronous=NORMAL")
+                # Views built aside are thrown away after a crash, so they skip even that.
+                connection.execute(f"PRAGMA synchronous={'NORMAL' if self._durable else 'OFF'}")
         except sqlite3.Error as exc:
             raise InfrastructureError(f"cannot open the view database: {exc}") from None
         return connection
@@ -364,6 +384,8 @@ class SQLiteViewDatabase:
                 raise
             finally:
                 cursor.close()
+        except (sqlite3.DataError, sqlite3.IntegrityError) as exc:
+            raise ViewWriteError(f"view database: {exc}") from None
         except sqlite3.Error as exc:
             raise InfrastructureError(f"view database: {exc}") from None
         finally:
@@ -377,6 +399,10 @@ class SQLiteViewDatabase:
         """A read transaction (a consistent WAL snapshot)."""
         return self._transaction("BEGIN")
 
+    def snapshot(self) -> Any:
+        """A read transaction: SQLite's are snapshots already."""
+        return self._transaction("BEGIN")
+
     def create(self, tables: Sequence[Table]) -> None:
         """Creates missing tables in one transaction."""
         with self.write() as cursor:
@@ -384,36 +410,147 @@ class SQLiteViewDatabase:
                 for statement in SQLITE.create_statements(table):
                     cursor.execute(statement)
 
+    @contextmanager
+    def aside(self) -> Iterator[SQLiteViewDatabase]:
+        """A scratch file beside this one (``<file>.views-aside``), locked against a second
+        rebuild and removed on exit; a private in-memory database for ``:memory:``."""
+        if self.memory:
+            scratch = SQLiteViewDatabase(":memory:")
+            try:
+                yield scratch
+            finally:
+                scratch.close()
+            return
+        path = f"{self.path}.views-aside"
+        with open(f"{path}.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise InfrastructureError(
+                    f"another rebuild of these views is running ({path}.lock is locked)"
+                ) from None
+            _remove_sqlite_files(path)  # left by a rebuild that crashed
+            scratch = SQLiteViewDatabase(path, durable=False)
+            try:
+                yield scratch
+            finally:
+                scratch.close()
+                _remove_sqlite_files(path)
+
+    def swap_in(self, aside: Any, tables: Sequence[Table]) -> None:
+        """Copies the views built in ``aside`` over these ones in one write transaction."""
+        assert isinstance(aside, SQLiteViewDatabase)
+        names = ", ".join(TRACKING.column_names)
+        if aside.memory:
+            # Private in-memory databases cannot be attached: copy the rows through Python.
+            copied: dict[str, list[tuple[Any, ...]]] = {}
+            with aside.read() as cursor:
+                for table in (*tables, TRACKING):
+                    cursor.execute(f"SELECT * FROM {table.name}")  # noqa: S608  (names from the table specs)
+                    copied[table.name] = cursor.fetchall()
+            with self.write() as cursor:
+                for table in tables:
+                    _replace_table(cursor, table)
+                    cursor.insert(table, copied[table.name])
+                cursor.executemany(
+                    "DELETE FROM view_tracking WHERE name = ?",
+                    [(row[0],) for row in copied["view_tracking"]],
+                )
+                cursor.insert(TRACKING, copied["view_tracking"])
+            return
+        connection = self._pool.get()
+        try:
+            connection.execute("ATTACH DATABASE ? AS aside", (aside.path,))
+            try:
+                with _sqlite_errors(), contextlib.closing(connection.cursor()) as raw:
+                    raw.execute("BEGIN IMMEDIATE")
+                    try:
+                        cursor = SQLiteCursor(raw)
+                        for table in tables:
+                            _replace_table(cursor, table)
+                            cursor.execute(
+                                f"INSERT INTO main.{table.name} SELECT * FROM aside.{table.name}"  # noqa: S608  (names from the table specs)
+                            )
+                        cursor.execute(
+                            "DELETE FROM main.view_tracking"
+                            " WHERE name IN (SELECT name FROM aside.view_tracking)"
+                        )
+                        cursor.execute(
+                            f"INSERT INTO main.view_tracking ({names})"  # noqa: S608  (constant SQL)
+                            f" SELECT {names} FROM aside.view_tracking"
+                        )
+                        raw.execute("COMMIT")
+                    except BaseException:
+                        if connection.in_transaction:
+                            raw.execute("ROLLBACK")
+                        raise
+            finally:
+                connection.execute("DETACH DATABASE aside")
+        except sqlite3.Error as exc:
+            raise InfrastructureError(f"view database: {exc}") from None
+        finally:
+            self._pool.put(connection)
+
     def close(self) -> None:
         """Closes every connection."""
         self._pool.close()
 
 
+def _replace_table(cursor: Cursor, table: Table) -> None:
+    """Drops a SQLite view table of ``main`` and creates it empty (its spec may have changed)."""
+    cursor.execute(f"DROP TABLE IF EXISTS main.{table.name}")
+    for statement in cursor.dialect.create_statements(table):
+        cursor.execute(statement)
+
+
+@contextmanager
+def _sqlite_errors() -> Iterator[None]:
+    try:
+        yield
+    except (sqlite3.DataError, sqlite3.IntegrityError) as exc:
+        raise ViewWriteError(f"view database: {exc}") from None
+
+
+def _remove_sqlite_files(path: str) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path + suffix)
+
+
 class PostgresViewDatabase:
-    """Views in the events' PostgreSQL database."""
+    """Views in a PostgreSQL database (in ``schema``, else the connection's current schema)."""
 
     dialect = POSTGRES
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, *, schema: str | None = None) -> None:
         self.conninfo = conninfo
+        self.schema = schema
         self._pool = _Pool(self._connect, CONNECTIONS_MAX)
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
             connection = psycopg.connect(self.conninfo, autocommit=True)
             connection.execute("SET TIME ZONE 'UTC'")
+            if self.schema is not None:
+                connection.execute(
+                    sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema))
+                )
         except psycopg.Error as exc:
             raise InfrastructureError(f"cannot reach PostgreSQL: {exc}") from None
         return connection
 
     @contextmanager
-    def _transaction(self, *, read_only: bool) -> Iterator[Cursor]:
+    def _transaction(self, *, read_only: bool, snapshot: bool = False) -> Iterator[Cursor]:
         connection = self._pool.get()
         try:
             with connection.transaction(), connection.cursor() as cursor:
-                if read_only:
+                if snapshot:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                elif read_only:
                     cursor.execute("SET TRANSACTION READ ONLY")
                 yield PostgresCursor(cursor)
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+            raise ViewWriteError(f"view database: {exc}") from None
         except psycopg.Error as exc:
             if connection.broken or connection.closed:
                 self._pool.discard(connection)
@@ -431,6 +568,10 @@ class PostgresViewDatabase:
         """A read-only transaction."""
         return self._transaction(read_only=True)
 
+    def snapshot(self) -> Any:
+        """A read-only repeatable-read transaction."""
+        return self._transaction(read_only=True, snapshot=True)
+
     def create(self, tables: Sequence[Table]) -> None:
         """Creates missing tables, serialised between processes by an advisory lock."""
         with self.write() as cursor:
@@ -439,9 +580,72 @@ class PostgresViewDatabase:
                 for statement in POSTGRES.create_statements(table):
                     cursor.execute(statement)
 
+    @contextmanager
+    def aside(self) -> Iterator[PostgresViewDatabase]:
+        """The schema ``ledger_views_aside`` of the same database, made empty; one rebuild at
+        a time (a session advisory lock), dropped on exit."""
+        try:
+            guard = psycopg.connect(self.conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise InfrastructureError(f"cannot reach PostgreSQL: {exc}") from None
+        schema = sql.Identifier(ASIDE_SCHEMA)
+        try:
+            row = guard.execute("SELECT pg_try_advisory_lock(%s)", (REBUILD_LOCK_ID,)).fetchone()
+            if row is None or not row[0]:
+                raise InfrastructureError("another rebuild of these views is running")
+            guard.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
+            guard.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+            scratch = PostgresViewDatabase(self.conninfo, schema=ASIDE_SCHEMA)
+            try:
+                yield scratch
+            finally:
+                scratch.close()
+                guard.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
+        except psycopg.Error as exc:
+            raise InfrastructureError(f"view database: {exc}") from None
+        finally:
+            guard.close()
+
+    def swap_in(self, aside: Any, tables: Sequence[Table]) -> None:
+        """Moves the tables built in ``aside``'s schema over these ones in one transaction."""
+        assert isinstance(aside, PostgresViewDatabase)
+        assert aside.schema is not None
+        source = sql.Identifier(aside.schema)
+        names = sql.SQL(", ").join(sql.Identifier(name) for name in TRACKING.column_names)
+        with self.write() as cursor:
+            raw = cast(PostgresCursor, cursor).raw
+            raw.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK_ID,))
+            row = raw.execute("SELECT current_schema()").fetchone()
+            if row is None or row[0] is None:
+                raise InfrastructureError("the view database has no current schema")
+            target = sql.Identifier(str(row[0]))
+            raw.execute("SELECT name FROM view_tracking FOR UPDATE")
+            for table in tables:
+                name = sql.Identifier(table.name)
+                raw.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(target, name))
+                raw.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(source, name, target))
+            raw.execute(
+                sql.SQL(
+                    "DELETE FROM {target}.view_tracking"
+                    " WHERE name IN (SELECT name FROM {source}.view_tracking)"
+                ).format(target=target, source=source)
+            )
+            raw.execute(
+                sql.SQL(
+                    "INSERT INTO {target}.view_tracking ({names})"
+                    " SELECT {names} FROM {source}.view_tracking"
+                ).format(target=target, source=source, names=names)
+            )
+
     def close(self) -> None:
         """Closes every connection."""
         self._pool.close()
+
+
+ASIDE_SCHEMA = "ledger_views_aside"
+"""The PostgreSQL schema where ``rebuild`` builds views before swapping them in."""
+REBUILD_LOCK_ID = 7_310_420_003
+"""PostgreSQL advisory lock held by the one rebuild that may run at a time."""
 
 
 def postgres_conninfo(env: Mapping[str, str]) -> str:

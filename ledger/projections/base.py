@@ -21,7 +21,7 @@ from datetime import date, datetime
 from typing import Any, ClassVar, Literal, Protocol
 
 from ledger.domain import Event
-from ledger.errors import Rejected
+from ledger.errors import InfrastructureError, Rejected
 
 Kind = Literal["text", "int", "bool", "ts", "date"]
 """Column kinds: text, 64-bit integer, boolean, aware timestamp, calendar date."""
@@ -44,6 +44,11 @@ class Table:
     def column_names(self) -> tuple[str, ...]:
         """The columns in declaration order (the order of inserted row tuples)."""
         return tuple(name for name, _ in self.columns)
+
+
+class ViewWriteError(InfrastructureError):
+    """Raised when the view database refuses a page's rows themselves (a value it cannot
+    store, a broken constraint): unlike a lost connection, the same rows fail again."""
 
 
 class Dialect(Protocol):
@@ -94,6 +99,9 @@ class Cursor(Protocol):
     def fetchall(self) -> list[tuple[Any, ...]]:
         """The rows of the last query."""
 
+    def fetchmany(self, size: int) -> list[tuple[Any, ...]]:
+        """Up to ``size`` more rows of the last query."""
+
     def insert(self, table: Table, rows: Sequence[Sequence[Any]], on_conflict: str = "") -> None:
         """Bulk-inserts full rows (in column order); ``on_conflict`` is the SQL after the key."""
 
@@ -118,8 +126,18 @@ class ViewDatabase(Protocol):
     def read(self) -> AbstractContextManager[Cursor]:
         """A read-only transaction (a consistent snapshot)."""
 
+    def snapshot(self) -> AbstractContextManager[Cursor]:
+        """A read-only transaction whose every statement sees the same committed state."""
+
     def create(self, tables: Sequence[Table]) -> None:
         """Creates the tables and indexes that do not exist yet (safe between processes)."""
+
+    def aside(self) -> AbstractContextManager[ViewDatabase]:
+        """An empty place beside this database to build views in, removed on exit."""
+
+    def swap_in(self, aside: ViewDatabase, tables: Sequence[Table]) -> None:
+        """Replaces ``tables`` and the tracking rows of the views with those built in
+        ``aside``, in one transaction."""
 
     def close(self) -> None:
         """Releases every connection; calling it again does nothing."""
