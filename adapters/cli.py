@@ -6,7 +6,11 @@ Every subcommand takes ``--url`` (default ``$LEDGER_URL`` or ``sqlite:///ledger.
 - ``exec``: JSON-lines commands on stdin, JSON-lines outcomes on stdout, one per non-blank line,
   in order; a bad line gets its ``{"ok": false, ...}`` and the next line runs;
 - ``project [--follow]``: brings the views up to date (and keeps them so with ``--follow``);
-- ``rebuild``: drops the views and projects the whole history, with progress on stderr;
+- ``rebuild``: projects the whole history aside, then swaps the new views in (progress on
+  stderr); on failure the current views stay and the error names the event;
+- ``status``: each view's position, lag behind the log (events, seconds) and last error;
+- ``project``, ``rebuild``, ``status`` and ``verify`` take ``--views-url``: the views live there
+  and the log is read from ``--url`` (which may be a hot standby);
 - ``balance HOLDER [--unit] [--at ISO]``: a balance from the write side (or at an instant);
 - ``import-clients FILE`` / ``export-clients``: clients as CSV with ``CSV_COLUMNS`` in order;
 - ``verify`` and ``history`` come from ``adapters/cli_audit.py`` when it is installed.
@@ -89,6 +93,16 @@ _ENCODER = msgspec.json.Encoder()
 # Parser --------------------------------------------------------------------------------------
 
 
+def views_url_option(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--views-url``: where the views live, when not in the events' database."""
+    parser.add_argument(
+        "--views-url",
+        default=None,
+        help="database of the views and their tracking (default: the --url database); the"
+        " log is then read from --url, which may be a read-only hot standby",
+    )
+
+
 def _interval(text: str) -> float:
     value = float(text)
     if not 0 < value <= 60:
@@ -104,6 +118,72 @@ def _page_size(text: str) -> int:
 
 
 PAGE_SIZE_HELP = f"notifications read and written per transaction (1..{PAGE_SIZE_MAX})"
+
+
+def _add_view_commands(commands: Any) -> None:
+    """``project``, ``status`` and ``rebuild``."""
+    project = add_command(
+        commands,
+        "project",
+        "bring the views up to date",
+        "Projects the events recorded since the views' tracked position, then exits; with\n"
+        "--follow it keeps following new events (LISTEN/NOTIFY on a PostgreSQL primary,\n"
+        "polling on a hot standby and on SQLite) until SIGINT or SIGTERM; a failed catch-up is\n"
+        "reported on stderr and retried. Without --follow, an event the views cannot take\n"
+        "exits 2 naming it (notification id, aggregate); the views keep every earlier event.",
+        [
+            "ledger project",
+            "ledger project --follow --url postgresql://postgres@db/ledger",
+            "ledger project --follow --url postgresql://postgres@standby/ledger"
+            " --views-url postgresql://postgres@views/ledger_views",
+        ],
+    )
+    url_option(project)
+    views_url_option(project)
+    project.add_argument("--follow", action="store_true", help="keep following new events")
+    project.add_argument(
+        "--interval",
+        type=_interval,
+        default=FOLLOW_INTERVAL_S_DEFAULT,
+        help="seconds between polls when following (PostgreSQL also wakes on NOTIFY)",
+    )
+    project.add_argument(
+        "--page-size", type=_page_size, default=PAGE_SIZE_DEFAULT, help=PAGE_SIZE_HELP
+    )
+    project.set_defaults(func=run_project)
+
+    status = add_command(
+        commands,
+        "status",
+        "print each view's position, lag and last projection error",
+        "For each view: the notification id it has reached, its lag behind the log (events,\n"
+        "and seconds since the oldest event it lacks was recorded) and the last projection\n"
+        "error (with the notification id and aggregate of the event that caused it). Also\n"
+        "whether the log is read from a hot standby, and that standby's replay lag.\n"
+        "Exit 0, or 1 when a view's last page failed.",
+        ["ledger status", "ledger status --json --views-url postgresql://postgres@views/v"],
+    )
+    url_option(status)
+    views_url_option(status)
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(func=run_status)
+
+    rebuild = add_command(
+        commands,
+        "rebuild",
+        "rebuild the views from the whole history aside, then swap them in",
+        "Every view table is rebuilt from the first event in a place beside the current views\n"
+        "(a schema on PostgreSQL, a file on SQLite), with a progress bar on stderr, then swapped\n"
+        "in with their tracking in one transaction. The current views answer meanwhile; if the\n"
+        "build fails they stay, and the error names the event (notification id, aggregate).",
+        ["ledger rebuild", "ledger rebuild --page-size 20000"],
+    )
+    url_option(rebuild)
+    views_url_option(rebuild)
+    rebuild.add_argument(
+        "--page-size", type=_page_size, default=PAGE_SIZE_DEFAULT, help=PAGE_SIZE_HELP
+    )
+    rebuild.set_defaults(func=run_rebuild)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,40 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     execute.set_defaults(func=run_exec)
 
-    project = add_command(
-        commands,
-        "project",
-        "bring the views up to date",
-        "Projects the events recorded since the views' tracked position, then exits; with\n"
-        "--follow it keeps following new events (LISTEN/NOTIFY on PostgreSQL, polling on\n"
-        "SQLite) until SIGINT or SIGTERM.",
-        ["ledger project", "ledger project --follow --url postgresql://postgres@db/ledger"],
-    )
-    url_option(project)
-    project.add_argument("--follow", action="store_true", help="keep following new events")
-    project.add_argument(
-        "--interval",
-        type=_interval,
-        default=FOLLOW_INTERVAL_S_DEFAULT,
-        help="seconds between polls when following (PostgreSQL also wakes on NOTIFY)",
-    )
-    project.add_argument(
-        "--page-size", type=_page_size, default=PAGE_SIZE_DEFAULT, help=PAGE_SIZE_HELP
-    )
-    project.set_defaults(func=run_project)
-
-    rebuild = add_command(
-        commands,
-        "rebuild",
-        "drop the views and rebuild them from the whole history",
-        "Every view table is rebuilt from the first event, with a progress bar on stderr.",
-        ["ledger rebuild", "ledger rebuild --page-size 20000"],
-    )
-    url_option(rebuild)
-    rebuild.add_argument(
-        "--page-size", type=_page_size, default=PAGE_SIZE_DEFAULT, help=PAGE_SIZE_HELP
-    )
-    rebuild.set_defaults(func=run_rebuild)
+    _add_view_commands(commands)
 
     balance = add_command(
         commands,
@@ -286,6 +333,9 @@ def _quiet_logs() -> None:
 
 
 def _open(args: argparse.Namespace, **options: Any) -> Ledger:
+    views_url = getattr(args, "views_url", None)
+    if views_url is not None:
+        options["views_url"] = views_url
     return Ledger.open(getattr(args, "url", None), **options)
 
 
@@ -431,19 +481,58 @@ def run_project(args: argparse.Namespace) -> int:
     try:
         with _open(args, projections="off") as lg:
             lg.views.projector.page_size = args.page_size
-            with ProgressBar("project") as bar:
-                lg.views.projector.catch_up(progress=lambda p: bar(p.done, p.total), stop=stop)
             if args.follow:
-                _follow(lg, getattr(args, "url", None), args.interval, stop)
+                # A follower reports a failed catch-up and keeps going (``_follow``).
+                _follow(lg, getattr(args, "url", None), args.interval, stop, first=True)
+            else:
+                with ProgressBar("project") as bar:
+                    lg.views.projector.catch_up(progress=lambda p: bar(p.done, p.total), stop=stop)
             sys.stdout.write(f"views at notification {lg.views.position()}\n")
     except LedgerError as exc:
         return fail("project", exc)
     return EXIT_OK
 
 
-def _follow(lg: Ledger, url: str | None, interval_s: float, stop: threading.Event) -> None:
-    """Catches up whenever events may have arrived, until SIGINT or SIGTERM."""
+def run_status(args: argparse.Namespace) -> int:
+    """``ledger status``: exit 0, or 1 when some view's last page failed."""
+    try:
+        with _open(args, projections="off", create_tables=False) as lg:
+            status = lg.status()
+    except LedgerError as exc:
+        return fail("status", exc)
+    views: list[dict[str, Any]] = status["views"]
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(status).decode() + "\n")
+    else:
+        out = sys.stdout
+        standby = ""
+        if status["log_standby"]:
+            lag = status["log_replay_lag_s"]
+            standby = f", read from a hot standby {'?' if lag is None else f'{lag:.1f}'} s behind"
+        out.write(f"log: newest notification {status['log_position']}{standby}\n")
+        out.write(f"{'view':12} {'position':>10} {'lag events':>11} {'lag s':>9}  last error\n")
+        for view in views:
+            lag_s = "?" if view["lag_s"] is None else f"{view['lag_s']:.1f}"
+            error = view["error"] or "-"
+            if view["error"]:
+                error = f"{error} (at {view['error_at']}, {view['failures']} failed attempts)"
+            out.write(
+                f"{view['name']:12} {view['position']:>10} {view['lag_events']:>11}"
+                f" {lag_s:>9}  {error}\n"
+            )
+    return EXIT_REJECTED if any(view["error"] for view in views) else EXIT_OK
+
+
+def _follow(
+    lg: Ledger, url: str | None, interval_s: float, stop: threading.Event, *, first: bool = False
+) -> None:
+    """Catches up whenever events may have arrived, until SIGINT or SIGTERM.
+
+    A failed catch-up (the database away, an event the views cannot take) is reported on
+    stderr and retried after a bounded, growing wait; the follower never exits for it.
+    """
     projector = lg.views.projector
+    projector.failed_retry_after_s = 0.0  # the backoff below bounds the retries
     watcher = LogWatcher(url, interval_s=interval_s)
 
     def request_stop(_signum: int, _frame: object) -> None:
@@ -460,7 +549,9 @@ def _follow(lg: Ledger, url: str | None, interval_s: float, stop: threading.Even
     backoff_s = interval_s
     try:
         while not stop.is_set():
-            watcher.wait(stop)
+            if not first:
+                watcher.wait(stop)
+            first = False
             if stop.is_set():
                 break
             try:

@@ -59,6 +59,11 @@ def register(subparsers: Any) -> None:
         metavar="HEX",
         help="a chain head hash recorded earlier: a breach if history no longer contains it",
     )
+    verify.add_argument(
+        "--views-url",
+        default=None,
+        help="database of the views, when not the --url one (compared with the replay)",
+    )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(func=run_verify)
 
@@ -111,7 +116,12 @@ def run_verify(args: argparse.Namespace) -> int:
     """``ledger verify``."""
     try:
         with (
-            Ledger.open(getattr(args, "url", None), projections="off", create_tables=False) as lg,
+            Ledger.open(
+                getattr(args, "url", None),
+                projections="off",
+                create_tables=False,
+                views_url=args.views_url,
+            ) as lg,
             ProgressBar("verify") as bar,
         ):
             report = lg.verify(progress=bar, expected_head=args.expect_head)

@@ -586,6 +586,10 @@ def open_application(env: dict[str, str]) -> LedgerApplication:
         )
         try:
             with psycopg.connect(conninfo, autocommit=True) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+                if row is not None and row[0]:
+                    # A hot standby is read-only: its tables come from the primary.
+                    return open_application({**env, "CREATE_TABLE": "n"})
                 conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_ID,))
                 try:
                     return LedgerApplication(env)

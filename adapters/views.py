@@ -32,7 +32,7 @@ from eventsourcing.persistence import MapperDeserialisationError, Notification, 
 from psycopg import sql
 
 from adapters.memory import MemoryStore
-from adapters.store import EventStore, env_for_url
+from adapters.store import EventStore, LedgerPostgresRecorder, env_for_url
 from ledger.domain import Event
 from ledger.errors import InfrastructureError, IntegrityBreach
 from ledger.logging import get_logger
@@ -773,7 +773,7 @@ def event_decoder(store: EventStore | MemoryStore) -> Callable[[Notification], E
 
 
 class LogWatcher:
-    """Waits for new events: PostgreSQL LISTEN on the events table's channel, else polling.
+    """Waits for new events: LISTEN on a PostgreSQL primary's events channel, else polling.
 
     eventsourcing's PostgreSQL recorder NOTIFYs ``ledger_events`` in every write transaction, so
     a follower wakes as soon as events commit; the wait is still bounded, so a lost notification
@@ -787,6 +787,7 @@ class LogWatcher:
         self.interval_s = interval_s
         self._channel = channel
         self._conninfo: str | None = None
+        self._standby: bool | None = None
         self._connection: psycopg.Connection[Any] | None = None
         if url is None or not url.startswith("memory:"):
             env = env_for_url(url)
@@ -795,8 +796,22 @@ class LogWatcher:
 
     @property
     def listening(self) -> bool:
-        """Whether waits end on a NOTIFY (PostgreSQL) rather than only on the interval."""
-        return self._conninfo is not None
+        """Whether waits end on a NOTIFY (a PostgreSQL primary) rather than on the interval.
+
+        A hot standby cannot ``LISTEN`` (nor would it hear the primary's NOTIFYs): there the
+        follower polls at the interval.
+        """
+        if self._conninfo is None:
+            return False
+        if self._standby is None:
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True) as connection:
+                    row = connection.execute("SELECT pg_is_in_recovery()").fetchone()
+            except psycopg.Error as exc:
+                log.warning("listen_failed", channel=self._channel, error=str(exc))
+                return True  # not known yet: try LISTEN, which falls back to the interval
+            self._standby = bool(row and row[0])
+        return not self._standby
 
     def _listen(self) -> psycopg.Connection[Any]:
         if self._connection is None or self._connection.closed:
@@ -808,7 +823,7 @@ class LogWatcher:
 
     def wait(self, stop: threading.Event) -> None:
         """Returns when events may have arrived, after the interval at the latest, or on stop."""
-        if self._conninfo is None:
+        if not self.listening:
             stop.wait(self.interval_s)
             return
         try:
@@ -836,3 +851,30 @@ class LogWatcher:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def log_replication(store: EventStore | MemoryStore) -> dict[str, Any]:
+    """Whether the log is read from a hot standby, and how far its replay is behind (seconds).
+
+    The replay lag is 0 when the standby has replayed all it received, else the time since the
+    last transaction it replayed was committed on the primary (PostgreSQL's own measure).
+    """
+    if isinstance(store, MemoryStore) or not isinstance(store.recorder, LedgerPostgresRecorder):
+        return {"log_standby": False, "log_replay_lag_s": None}
+    try:
+        with store.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                "SELECT pg_is_in_recovery() AS standby,"
+                " CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
+                " ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END AS lag_s"
+            )
+            row = cursor.fetchone()
+    except (PersistenceError, psycopg.Error) as exc:
+        raise InfrastructureError(f"cannot read the log's replication state: {exc}") from None
+    assert row is not None  # a SELECT without FROM returns one row
+    standby = bool(row["standby"])
+    lag_s = row["lag_s"]
+    return {
+        "log_standby": standby,
+        "log_replay_lag_s": float(lag_s) if standby and lag_s is not None else None,
+    }

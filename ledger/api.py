@@ -9,7 +9,12 @@ from typing import Any, Literal, Self
 
 from adapters.memory import MemoryStore
 from adapters.store import EventStore, env_for_url, open_application
-from adapters.views import event_decoder, notification_source, open_view_database
+from adapters.views import (
+    event_decoder,
+    log_replication,
+    notification_source,
+    open_view_database,
+)
 from ledger import audit
 from ledger.audit.source import source_for
 from ledger.clock import Clock, local_date, system_clock
@@ -35,6 +40,7 @@ class Ledger:
         self.store = store
         self.engine = engine
         self.url = url
+        self.views_url = url
         self.projections = projections
         self._views: Views | None = None
         self._closed = False
@@ -48,8 +54,13 @@ class Ledger:
         clock: Clock | None = None,
         create_tables: bool = True,
         password_cost: PasswordCost = "normal",  # noqa: S107  (a cost level, not a password)
+        views_url: str | None = None,
     ) -> Ledger:
-        """Opens the ledger at ``url`` (``None``: ``$LEDGER_URL`` or ``./ledger.db``)."""
+        """Opens the ledger at ``url`` (``None``: ``$LEDGER_URL`` or ``./ledger.db``).
+
+        ``views_url`` (default ``url``) is where the views and their tracking live (DESIGN §8):
+        the log is read from ``url``, which may then be a read-only hot standby.
+        """
         store: EventStore | MemoryStore
         if url is not None and url.startswith("memory:"):
             # Tests and simulations: the engine on an in-process store, through the real codec.
@@ -59,17 +70,20 @@ class Ledger:
         engine = Engine(store=store, clock=clock or system_clock, password_cost=password_cost)
         ledger = cls(store, engine, url or "", projections)
         try:
-            ledger._open_views(url, create_tables=create_tables)
+            ledger.views_url = views_url or url or ""
+            ledger._open_views(views_url or url, create_tables=create_tables)
         except BaseException:
             ledger.close()
             raise
         return ledger
 
-    def _open_views(self, url: str | None, *, create_tables: bool) -> None:
-        """The read side (``ledger/projections``) in the same database, run as asked."""
+    def _open_views(self, views_url: str | None, *, create_tables: bool) -> None:
+        """The read side (``ledger/projections``) in ``views_url``, run as asked."""
         if self.projections not in ("inline", "background", "off"):
             raise Rejected("invalid_command", field="projections", reason="inline|background|off")
-        database = open_view_database(url)
+        if isinstance(self.store, MemoryStore) and views_url != self.url:
+            raise Rejected("invalid_command", field="views_url", reason="not with memory://")
+        database = open_view_database(views_url)
         projector = Projector(
             database, notification_source(self.store), event_decoder(self.store), default_views()
         )
@@ -110,6 +124,18 @@ class Ledger:
         self._check_open()
         return self.engine.execute_many(commands, atomic=atomic)
 
+    def status(self) -> dict[str, Any]:
+        """The read side's health (DESIGN §7): the log's newest notification id, whether it is
+        read from a hot standby and that standby's replay lag, the mode, and for each view its
+        position, lag in events and seconds, and last projection error."""
+        self._check_open()
+        status = self.views.status()
+        return {
+            "log_position": self.views.projector.source.max_notification_id() or 0,
+            **log_replication(self.store),
+            **status,
+        }
+
     def balance(self, holder_id: str, unit: str = "stamps") -> int:
         """The holder's current balance of ``unit`` from the write side (always up to date)."""
         self._check_open()
@@ -145,9 +171,12 @@ class Ledger:
     ) -> audit.VerifyReport:
         """Replays every event and checks DESIGN §3 (``ledger.audit.verify``)."""
         self._check_open()
+        # The in-memory store's views are private to this process and followed on demand.
+        database = None if isinstance(self.store, MemoryStore) else self.views.database
         return audit.verify(
             source_for(self.store),
-            views=audit.view_checks(self.store),
+            views=audit.view_checks(database),
+            health=None if database is None else audit.ProjectionHealth(database),
             progress=progress,
             expected_head=expected_head,
         )

@@ -160,6 +160,13 @@ class ReplayState(Protocol):
         """The notification id of the last replayed event."""
 
 
+class HealthCheck(Protocol):
+    """Finds views whose last page failed or that are stuck behind the log."""
+
+    def breaches(self, head: int) -> tuple[list[Breach], list[str]]:
+        """``VIEWS`` breaches and notes; ``head`` is the log's newest id when verify started."""
+
+
 class ViewCheck(Protocol):
     """Compares one read-side view with the replay at the position the view has tracked."""
 
@@ -561,6 +568,7 @@ def verify(
     source: AuditSource,
     *,
     views: Sequence[ViewCheck] = (),
+    health: HealthCheck | None = None,
     progress: Progress | None = None,
     expected_head: str | None = None,
     page_size: int = PAGE_SIZE,
@@ -611,6 +619,11 @@ def verify(
             report.notes.append("chain: skipped, this store keeps no hash chain")
         replay.finish()
         pending.compare_rest(replay)
+    if health is not None:
+        breaches, notes = health.breaches(total)
+        for breach in breaches:
+            report.add(breach)
+        report.notes.extend(notes)
     report.duration_s = time.perf_counter() - started
     return report
 

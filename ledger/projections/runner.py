@@ -231,6 +231,10 @@ class Projector:
         self._lock_suffix = " FOR UPDATE" if database.dialect.name == "postgres" else ""
         self._executor: ThreadPoolExecutor | None = None
         self._known_failure: tuple[ProjectionFailed, float] | None = None
+        self.failed_retry_after_s = FAILED_RETRY_AFTER_S
+        """Within this time of a failure, a catch-up still behind it raises it again at once.
+        Inline mode needs it (every commit and query catches up); a follower or background
+        thread that backs off on its own sets it to 0."""
         # Whether a full page commits in the flusher thread while the next is read. It pays
         # where a commit mostly waits on a server (PostgreSQL: 15-20 % faster measured);
         # SQLite's commits are in-process work that only contends for the interpreter (10 %
@@ -465,7 +469,7 @@ class Projector:
         if known is None:
             return
         failure, failed_at = known
-        if time.monotonic() - failed_at >= FAILED_RETRY_AFTER_S:
+        if time.monotonic() - failed_at >= self.failed_retry_after_s:
             return
         if self.position() >= failure.notification_id:
             self._known_failure = None  # another processor got past it
@@ -812,6 +816,7 @@ class BackgroundProjector:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ledger-projections", daemon=True)
+        projector.failed_retry_after_s = 0.0  # this thread backs off on its own
 
     def start(self) -> None:
         """Starts the thread."""
@@ -840,6 +845,10 @@ class BackgroundProjector:
                 self.projector.catch_up(stop=self._stop)
                 self.last_error = None
                 backoff_s = self.poll_interval_s
+            except ProjectionFailed as exc:
+                # Logged and recorded in ``view_tracking`` by the projector; retried later.
+                self.last_error = exc
+                backoff_s = min(backoff_s * 2, 30.0)
             except Exception as exc:
                 # The events are safe; the views lag until the database answers again. The error
                 # is logged with its traceback and kept in ``last_error`` for ``views.status()``.

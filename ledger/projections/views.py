@@ -13,6 +13,7 @@ date in Mexico City.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from datetime import date
@@ -33,7 +34,12 @@ from ledger.projections.directory import (
     DistributorRow,
     StampingAccountRow,
 )
-from ledger.projections.runner import BackgroundProjector, ProgressCallback, Projector
+from ledger.projections.runner import (
+    BackgroundProjector,
+    ProgressCallback,
+    ProjectionFailed,
+    Projector,
+)
 
 log = get_logger("ledger.projections")
 
@@ -76,6 +82,8 @@ class Views:
         elif self.mode == "inline":
             try:
                 self.projector.catch_up()
+            except ProjectionFailed:
+                return  # logged and recorded by the projector already; see ``_query``
             except Exception as exc:
                 # The command is recorded and its outcome is true; failing it now would invite
                 # a retry of something done. The views lag instead, and the next query catches
@@ -103,14 +111,16 @@ class Views:
         return self.projector.dump()
 
     def status(self) -> dict[str, Any]:
-        """Mode, position, lag and the background thread's last error (if any)."""
+        """Mode, position, lag, the background thread's last error, and each view's status."""
         error = self._background.last_error if self._background is not None else None
+        views = self.projector.status(self._clock())
         return {
             "mode": self.mode,
             "background_alive": self._background is not None and self._background.alive,
-            "position": self.position(),
-            "lag": self.lag(),
+            "position": min((view.position for view in views), default=0),
+            "lag": max((view.lag_events for view in views), default=0),
             "last_error": None if error is None else str(error),
+            "views": [view.to_dict() for view in views],
         }
 
     def close(self) -> None:
@@ -128,7 +138,11 @@ class Views:
 
     def _query(self, run: Callable[[Cursor, date], T]) -> T:
         if self.mode == "inline":
-            self.projector.catch_up()
+            # One event the views cannot take must not stop every tenant's reads: they answer
+            # as of the event before it. The failure is logged and recorded where ``status()``
+            # and ``verify`` report it, and retried on later catch-ups.
+            with contextlib.suppress(ProjectionFailed):
+                self.projector.catch_up()
         today = local_date(self._clock())
         with self.database.read() as cursor:
             return run(cursor, today)
