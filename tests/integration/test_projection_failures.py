@@ -88,8 +88,10 @@ def remove_hostile_event(url: str) -> None:
 
 HOSTILE = [
     pytest.param(("sqlite", "undecodable"), id="sqlite-undecodable"),
-    pytest.param(("postgres", "undecodable"), id="postgres-undecodable"),
-    pytest.param(("postgres", "nul"), id="postgres-nul-in-a-name"),
+    pytest.param(
+        ("postgres", "undecodable"), id="postgres-undecodable", marks=pytest.mark.postgres
+    ),
+    pytest.param(("postgres", "nul"), id="postgres-nul-in-a-name", marks=pytest.mark.postgres),
 ]
 
 
