@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from ledger.clock import MEXICO_CITY, Clock, local_date
 from ledger.commands.models import COMMAND_ADAPTER, Command
 from ledger.domain import Aggregate, Event
-from ledger.errors import ConcurrencyError, LedgerError, Rejected
+from ledger.errors import ConcurrencyError, LedgerError, RecordedRejection, Rejected
 from ledger.logging import get_logger
 from ledger.outcome import Outcome
 from ledger.passwords import PasswordCost
@@ -339,9 +339,10 @@ def prepare(command: Mapping[str, Any] | Command) -> Prepared:
 
 
 # A password never enters the fingerprint: an unsalted fast hash of it, kept forever in the key
-# index, could be brute-forced offline. A retry with another password replays.
+# index, could be brute-forced offline. A retry with another password replays. A command's own
+# ``secret_fields`` (a credit code, a NIP) are left out too; ``secret_fingerprint()`` stands in.
 _NOT_FINGERPRINTED = frozenset({"idempotency_key", "password"})
-_PLAIN_SERIALISATION: dict[type[Command], bool] = {}
+_PLAIN_SERIALISATION: dict[type[Command], tuple[bool, frozenset[str]]] = {}
 
 
 def _has_custom_serialisation(schema: object) -> bool:
@@ -365,15 +366,19 @@ def given_fields(model: Command) -> dict[str, Any]:
     read straight from the model: the hot path (ConsumeStamp) then skips pydantic's serializer.
     """
     cls = type(model)
-    plain = _PLAIN_SERIALISATION.get(cls)
-    if plain is None:
-        plain = not _has_custom_serialisation(cls.__pydantic_core_schema__)
-        _PLAIN_SERIALISATION[cls] = plain
+    known = _PLAIN_SERIALISATION.get(cls)
+    if known is None:
+        known = (
+            not _has_custom_serialisation(cls.__pydantic_core_schema__),
+            _NOT_FINGERPRINTED | cls.secret_fields,
+        )
+        _PLAIN_SERIALISATION[cls] = known
+    plain, excluded = known
     if plain:
         values = model.__dict__
         given: dict[str, Any] = {}
         for name in model.model_fields_set:
-            if name in _NOT_FINGERPRINTED:
+            if name in excluded:
                 continue
             value = values[name]
             if value is not None and type(value) not in (str, int, bool):
@@ -381,9 +386,13 @@ def given_fields(model: Command) -> dict[str, Any]:
             given[name] = value
         else:
             given["type"] = model.type  # type: ignore[attr-defined]
+            if cls.secret_fields:
+                given.update(model.secret_fingerprint())
             return given
-    given = model.model_dump(mode="json", exclude_unset=True, exclude=set(_NOT_FINGERPRINTED))
+    given = model.model_dump(mode="json", exclude_unset=True, exclude=set(excluded))
     given["type"] = model.type  # type: ignore[attr-defined]
+    if cls.secret_fields:
+        given.update(model.secret_fingerprint())
     return given
 
 
@@ -506,7 +515,7 @@ class Engine:
                 if atomic and any(isinstance(r, Rejected) for r in results):
                     self._discard(tx)
                     self._log(batch, results, started)
-                    return _aborted(results)
+                    return self._record_failed_checks(batch, _aborted(results))
                 events = [e for agg in tx.touched.values() for e in agg.pending_events]
                 if not events and not tx.keys:
                     self._log(batch, results, started)
@@ -531,6 +540,17 @@ class Engine:
                 callback(notification_ids)
             return results
         raise ConcurrencyError(f"write conflicts persisted after {ATTEMPTS_MAX} attempts")
+
+    def _record_failed_checks(self, batch: list[Prepared], results: list[Result]) -> list[Result]:
+        """An aborted atomic batch still records its failed secret checks (DESIGN §3.3).
+
+        Otherwise wrapping a guess in a batch that is bound to fail would make NIP guesses free.
+        Each runs again alone and is decided afresh on what is recorded.
+        """
+        return [
+            self._run_isolated(p)[0] if isinstance(r, RecordedRejection) else r
+            for p, r in zip(batch, results, strict=True)
+        ]
 
     def _discard(self, tx: Tx) -> None:
         """Forgets every aggregate an attempt touched, with its unrecorded events."""
@@ -577,6 +597,10 @@ class Engine:
                     outcome = handler(command, tx)  # decided again on fresh state
                 else:
                     raise
+        except RecordedRejection as rejection:
+            # A failed secret check: its events stay in the attempt and are recorded with it;
+            # its keys are not claimed, so a retry is judged afresh (DESIGN §3.3).
+            return rejection
         except Rejected as rejection:
             if tx.changed():
                 if not isolated:
@@ -614,7 +638,9 @@ class Engine:
             code = (
                 "already_exists"
                 if command.creates and key.startswith("id:")
-                else ("idempotency_conflict")
+                else "idempotency_conflict"
+                if key.startswith("key:")
+                else command.conflict_code
             )
             return Rejected(code, key=key)
         return None

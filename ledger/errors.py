@@ -39,6 +39,8 @@ MESSAGES: dict[str, str] = {
         "La cuenta de timbrado está bloqueada temporalmente por intentos fallidos; "
         "intenta más tarde o restablece la contraseña."
     ),
+    "unknown_code": "El código no existe.",
+    "code_cancelled": "El código fue cancelado.",
 }
 
 
@@ -74,6 +76,15 @@ class Rejected(LedgerError):
 
 def _rebuild_rejected(code: str, message: str, details: dict[str, Any]) -> Rejected:
     return Rejected(code, message, **details)
+
+
+class RecordedRejection(Rejected):
+    """Raised when a failed secret check (a wrong NIP) is rejected AND recorded.
+
+    DESIGN §3.3's one exception: the events the handler triggered before raising (the failed
+    attempt, a lock) are recorded, so that the lock they count towards holds in every process.
+    Nothing else of the command is: its idempotency keys stay unused, so a retry is judged afresh.
+    """
 
 
 class ConcurrencyError(LedgerError):

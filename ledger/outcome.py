@@ -35,7 +35,13 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         return out
 
     def encode(self) -> bytes:
-        """Compact JSON, as kept beside an idempotency key."""
+        """Compact JSON, as kept beside an idempotency key: without the secrets.
+
+        A credit code and its NIP are shown once, in the outcome of ``IssueCreditCode``; the key
+        index keeps that outcome forever, so a replay answers everything but them.
+        """
+        if self.code is not None or self.nip is not None:
+            return _ENCODER.encode(msgspec.structs.replace(self, code=None, nip=None))
         return _ENCODER.encode(self)
 
     @classmethod

@@ -65,6 +65,11 @@ def hash_password(plaintext: str, *, cost: PasswordCost = "normal") -> str:
     """Return a salted scrypt hash of a valid password; ``cost="fast"`` is for tests only."""
     # Checked here too so that nothing outside the policy can ever be stored.
     validate_password(plaintext)
+    return hash_secret(plaintext, cost=cost)
+
+
+def hash_secret(plaintext: str, *, cost: PasswordCost = "normal") -> str:
+    """A salted scrypt hash of any secret (a credit code's NIP), without the password policy."""
     n, r, p = _COSTS[cost]
     salt = secrets.token_bytes(_SALT_BYTES)
     digest = _scrypt(plaintext, salt, n=n, r=r, p=p, length=_HASH_BYTES)
@@ -72,7 +77,10 @@ def hash_password(plaintext: str, *, cost: PasswordCost = "normal") -> str:
 
 
 def verify_password(plaintext: str, stored: str) -> bool:
-    """Whether the password matches a hash made by ``hash_password`` (constant-time comparison)."""
+    """Whether the password matches a hash made by ``hash_password`` (constant-time comparison).
+
+    It also checks a secret hashed by ``hash_secret`` (the same format).
+    """
     n, r, p, salt, expected = _parse(stored)
     # Any text is hashed, even one outside today's policy: a wrong password is simply "no", and
     # a policy change must not lock out passwords set before it.

@@ -242,6 +242,22 @@ class Distributor(Aggregate):
                 ),
             )
 
+    class CreditsSetAside(Event, frozen=True, kw_only=True):
+        """Credits left the inventory into credit code ``code_id``'s own book."""
+
+        code_id: str
+        unit: str
+        quantity: int
+
+        def apply(self, aggregate: Distributor) -> None:
+            """Takes from the inventory."""
+            aggregate.add(self.unit, -self.quantity)
+
+        def postings(self) -> tuple[Posting, ...]:
+            """The issuer's leg of the set-aside (the code's is ``CreditCode.Issued``)."""
+            ref = f"code:{self.code_id}:issued"
+            return (Posting(self.originator_id, self.unit, -self.quantity, ref, self.code_id),)
+
     class SubscriptionContracted(SaleEvent, frozen=True, kw_only=True):
         """A Multinivel or MKL subscription runs until ``expires_on``; the parent sold it."""
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from ledger.commands.profiles import ClientProfile, DistributorProfile
+from ledger.credit_codes import code_digest
 
 Id = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 """Caller-chosen ids: letters, digits, ``_ . -``; ``:`` and ``@`` are kept for internal streams."""
@@ -38,6 +39,15 @@ class Command(BaseModel):
     # Commands that create an aggregate are keyed by the id they create: a repeat with other
     # fields is then ``already_exists`` rather than ``idempotency_conflict``.
     creates: ClassVar[bool] = False
+    # The code a repeat of a natural key with other fields gets (``code_redeemed`` for a code
+    # redeemed to another target).
+    conflict_code: ClassVar[str] = "idempotency_conflict"
+    # Fields that never enter the idempotency fingerprint (a credit code, a NIP).
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def secret_fingerprint(self) -> dict[str, str]:
+        """What stands in for the secret fields in the fingerprint (never the secrets)."""
+        return {}
 
     def natural_keys(self) -> tuple[str, ...]:
         """Keys the command's own fields make (ids it creates, transfer ids, CFDI UUIDs)."""
@@ -436,6 +446,53 @@ class SpendPoints(Command):
         return (f"spend:{self.spend_id}",) if self.spend_id else ()
 
 
+class IssueCreditCode(Command):
+    """A distributor sets credits aside behind a code and NIP (shown once, in the outcome)."""
+
+    type: Literal["IssueCreditCode"] = "IssueCreditCode"
+    code_id: Id
+    distributor_id: Id
+    unit: Unit
+    quantity: Quantity
+    amount: Money | None = None
+    expires_on: date | None = None
+    creates: ClassVar[bool] = True
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the code id (the issuer's own key, never the secret code)."""
+        return (f"id:{self.code_id}",)
+
+
+class RedeemCreditCode(Command):
+    """The bearer of a code and its NIP moves the credits to a CTI (stamps) or a wallet (points)."""
+
+    type: Literal["RedeemCreditCode"] = "RedeemCreditCode"
+    code: Annotated[str, Field(min_length=16, max_length=40, pattern=r"^[0-9A-Za-z -]+$")]
+    nip: Annotated[str, Field(pattern=r"^[0-9]{6}$")]
+    to_id: Id
+    conflict_code: ClassVar[str] = "code_redeemed"
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"code", "nip"})
+
+    def code_digest(self) -> str:
+        """The SHA-256 of the normalised code (what the ledger keeps instead of the code)."""
+        return code_digest(self.code)
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """A code is redeemed once: keyed by its digest, never by the code itself."""
+        return (f"redeem:{self.code_digest()}",)
+
+    def secret_fingerprint(self) -> dict[str, str]:
+        """The code's digest stands in for the code; the NIP never enters the fingerprint."""
+        return {"code_sha256": self.code_digest()}
+
+
+class CancelCreditCode(Command):
+    """The issuer cancels an active code (or closes an expired one): its credits come back."""
+
+    type: Literal["CancelCreditCode"] = "CancelCreditCode"
+    code_id: Id
+
+
 class RegisterInvoice(Command):
     """Marks sales of a seller as invoiced; a sale is invoiced once."""
 
@@ -481,6 +538,9 @@ AnyCommand = Annotated[
     | ConsumeStamp
     | AssignPackage
     | SpendPoints
+    | IssueCreditCode
+    | RedeemCreditCode
+    | CancelCreditCode
     | RegisterInvoice,
     Field(discriminator="type"),
 ]

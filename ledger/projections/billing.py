@@ -9,10 +9,11 @@ Year and month filters follow the Mexico City calendar.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from ledger.aggregates.common import SaleEvent
+from ledger.aggregates.credit_code import CreditCode
 from ledger.aggregates.distributor import Distributor
 from ledger.aggregates.master_account import MasterAccount
 from ledger.clock import MEXICO_CITY
@@ -54,6 +55,24 @@ INVOICES = Table(
     indexes=(("seller_id", "at"),),
 )
 
+CREDIT_CODES = Table(
+    "view_credit_codes",
+    (
+        ("code_id", "text"),
+        ("distributor_id", "text"),
+        ("unit", "text"),
+        ("quantity", "int"),
+        ("amount_centavos", "int"),
+        ("state", "text"),
+        ("redeemed_by", "text"),
+        ("redeemed_at", "ts"),
+        ("expires_on", "date"),
+        ("issued_at", "ts"),
+    ),
+    key=("code_id",),
+    indexes=(("distributor_id", "issued_at"),),
+)
+
 SALE_UNITS = ("stamps", "points", "subscription")
 
 
@@ -84,27 +103,82 @@ class InvoiceRow:
 
 @dataclass(frozen=True, slots=True)
 class CreditCodeRow:
-    """A credit code a distributor issued (DESIGN §6 billing)."""
+    """A credit code a distributor issued (DESIGN §6 billing); never the code or its NIP.
 
-    code: str
-    nip: str
+    ``state`` is active, locked, redeemed, expired (also an active code past ``expires_on``,
+    computed at query time) or cancelled; ``redeemed_by`` is the receptor (CTI or client).
+    """
+
+    code_id: str
+    distributor_id: str
     unit: str
     quantity: int
     amount: str
-    consumed: bool
-    receptor: str | None
+    state: str
+    redeemed_by: str | None
+    redeemed_at: datetime | None
+    expires_on: date | None
+    issued_at: datetime
+
+    @property
+    def consumed(self) -> bool:
+        """Whether the code was redeemed."""
+        return self.state == "redeemed"
 
 
 class _Buffer:
-    """Sales and invoices of one page."""
+    """Sales, invoices and credit codes of one page."""
 
-    __slots__ = ("dialect", "invoiced", "invoices", "sales")
+    __slots__ = ("code_updates", "codes", "dialect", "invoiced", "invoices", "sales")
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self.sales: dict[str, list[Any]] = {}
         self.invoices: list[tuple[Any, ...]] = []
         self.invoiced: list[tuple[str, str]] = []
+        self.codes: dict[str, list[Any]] = {}
+        # (state, redeemed_by, redeemed_at, code_id) of codes issued in earlier pages.
+        self.code_updates: dict[str, list[Any]] = {}
+
+    def code_issued(self, event: CreditCode.Issued) -> None:
+        """A new active code."""
+        self.codes[event.originator_id] = [
+            event.originator_id,
+            event.distributor_id,
+            event.unit,
+            event.quantity,
+            event.amount_centavos,
+            "active",
+            None,
+            None,
+            self.dialect.day(event.expires_on),
+            self.dialect.ts(event.timestamp),
+        ]
+
+    def _code_state(self, code_id: str, state: str, by: str | None, at: datetime | None) -> None:
+        row = self.codes.get(code_id)
+        if row is not None:
+            row[5], row[6], row[7] = state, by, self.dialect.ts(at)
+            return
+        update = self.code_updates.get(code_id)
+        if update is None or state == "redeemed" or update[1] is None:
+            self.code_updates[code_id] = [state, by, self.dialect.ts(at), code_id]
+
+    def code_redeemed(self, event: CreditCode.Redeemed) -> None:
+        """Redeemed to a CTI or wallet."""
+        self._code_state(event.originator_id, "redeemed", event.to_id, event.timestamp)
+
+    def code_locked(self, event: CreditCode.Locked) -> None:
+        """Locked by wrong NIPs."""
+        self._code_state(event.originator_id, "locked", None, None)
+
+    def code_cancelled(self, event: CreditCode.Cancelled) -> None:
+        """Cancelled by its issuer."""
+        self._code_state(event.originator_id, "cancelled", None, None)
+
+    def code_expired(self, event: CreditCode.Expired) -> None:
+        """Expiry recorded."""
+        self._code_state(event.originator_id, "expired", None, None)
 
     def sale(self, event: SaleEvent) -> None:
         """A billable sale."""
@@ -140,14 +214,20 @@ class _Buffer:
         cursor.insert(SALES, list(self.sales.values()))
         cursor.insert(INVOICES, self.invoices)
         cursor.executemany("UPDATE view_sales SET invoice_ref = ? WHERE sale_id = ?", self.invoiced)
+        cursor.insert(CREDIT_CODES, list(self.codes.values()))
+        cursor.executemany(
+            "UPDATE view_credit_codes SET state = ?, redeemed_by = ?, redeemed_at = ? "
+            "WHERE code_id = ?",
+            list(self.code_updates.values()),
+        )
 
 
 class BillingView(View):
     """Sales and invoices."""
 
     name = "billing"
-    version = 1
-    tables = (SALES, INVOICES)
+    version = 2
+    tables = (SALES, INVOICES, CREDIT_CODES)
 
     def new_buffer(self, dialect: Dialect) -> _Buffer:
         """An empty page."""
@@ -159,6 +239,11 @@ class BillingView(View):
             SaleEvent: _Buffer.sale,
             MasterAccount.InvoiceRegistered: _Buffer.invoice,
             Distributor.InvoiceRegistered: _Buffer.invoice,
+            CreditCode.Issued: _Buffer.code_issued,
+            CreditCode.Redeemed: _Buffer.code_redeemed,
+            CreditCode.Locked: _Buffer.code_locked,
+            CreditCode.Cancelled: _Buffer.code_cancelled,
+            CreditCode.Expired: _Buffer.code_expired,
         }
 
 
@@ -270,5 +355,78 @@ def invoices(
         assert when is not None
         rows.append(
             InvoiceRow(invoice_ref=str(ref), seller_id=seller_id, at=when, sales=tuple(sales[ref]))
+        )
+    return rows
+
+
+_CODE_COLUMNS = (
+    "code_id, distributor_id, unit, quantity, amount_centavos, state, redeemed_by, redeemed_at, "
+    "expires_on, issued_at"
+)
+CODE_STATES = ("active", "locked", "redeemed", "expired", "cancelled")
+
+
+def credit_codes(
+    cursor: Cursor,
+    distributor_id: str,
+    today: date,
+    *,
+    state: str | None = None,
+    limit: int = PAGE_LIMIT_DEFAULT,
+    offset: int = 0,
+) -> list[CreditCodeRow]:
+    """The codes a distributor issued, newest first; an active code past its date is expired."""
+    check_page(limit, offset)
+    check_choice("state", state, CODE_STATES)
+    dialect = cursor.dialect
+    where = ["distributor_id = ?"]
+    params: list[Any] = [distributor_id]
+    # An active code past its date is expired from that day on, even before that is recorded.
+    if state == "active":
+        where.append("state = 'active' AND (expires_on IS NULL OR expires_on >= ?)")
+        params.append(dialect.day(today))
+    elif state == "expired":
+        where.append("(state = 'expired' OR (state = 'active' AND expires_on < ?))")
+        params.append(dialect.day(today))
+    elif state is not None:
+        where.append("state = ?")
+        params.append(state)
+    cursor.execute(
+        f"SELECT {_CODE_COLUMNS} FROM view_credit_codes WHERE {' AND '.join(where)} "  # noqa: S608
+        "ORDER BY issued_at DESC, code_id LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    )
+    rows = []
+    for (
+        code_id,
+        issuer,
+        unit,
+        quantity,
+        amount,
+        stored,
+        by,
+        at,
+        expires,
+        issued,
+    ) in cursor.fetchall():
+        expires_on = dialect.to_day(expires)
+        shown = str(stored)
+        if shown == "active" and expires_on is not None and today > expires_on:
+            shown = "expired"
+        issued_at = dialect.to_ts(issued)
+        assert issued_at is not None
+        rows.append(
+            CreditCodeRow(
+                code_id=str(code_id),
+                distributor_id=str(issuer),
+                unit=str(unit),
+                quantity=int(quantity),
+                amount=format_money(int(amount)),
+                state=shown,
+                redeemed_by=None if by is None else str(by),
+                redeemed_at=dialect.to_ts(at),
+                expires_on=expires_on,
+                issued_at=issued_at,
+            )
         )
     return rows

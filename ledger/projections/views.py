@@ -259,10 +259,20 @@ class Views:
             lambda cursor, _today: billing.invoices(cursor, seller_id, limit=limit, offset=offset)
         )
 
-    def credit_codes(self, distributor_id: str) -> list[CreditCodeRow]:
-        """Credit codes of a distributor: always empty, the core does not issue codes yet."""
-        del distributor_id  # IssueCreditCode is not implemented in the write side yet.
-        return []
+    def credit_codes(
+        self,
+        distributor_id: str,
+        *,
+        state: str | None = None,
+        limit: int = PAGE_LIMIT_DEFAULT,
+        offset: int = 0,
+    ) -> list[CreditCodeRow]:
+        """Credit codes a distributor issued, newest first (never a code or a NIP)."""
+        return self._query(
+            lambda cursor, today: billing.credit_codes(
+                cursor, distributor_id, today, state=state, limit=limit, offset=offset
+            )
+        )
 
     def client_profiles(
         self, distributor_id: str | None = None, *, after_id: str = "", limit: int = 500
