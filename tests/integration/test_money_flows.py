@@ -6,8 +6,6 @@ is what is stored, and ``verify`` replays it all.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from ledger.api import Ledger
@@ -17,11 +15,11 @@ from tests.support import CLIENT, CTI, DISTRIBUTOR, build_network
 
 
 @pytest.fixture
-def url(store_url: str, clock: ManualClock) -> Iterator[str]:
+def url(store_url: str, clock: ManualClock) -> str:
     """A database holding the standard network (D1 with 10,000 stamps, C1 and its CTI)."""
     with Ledger.open(store_url, clock=clock, password_cost="fast") as lg:
         build_network(lg)
-    yield store_url
+    return store_url
 
 
 def test_a_code_is_locked_in_every_process_and_its_credits_return(
