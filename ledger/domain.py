@@ -119,6 +119,9 @@ class Aggregate:
 
     snapshot_fields: ClassVar[tuple[str, ...]] = ()
     snapshot_type: ClassVar[type[msgspec.Struct]]
+    # State added after snapshots of the aggregate were stored: its value in those snapshots
+    # (a factory), so they still decode. Snapshots are stored schema too.
+    snapshot_defaults: ClassVar[dict[str, Any]] = {}
 
     def base_init(self, aggregate_id: str, timestamp: datetime) -> None:
         """Sets the attributes every aggregate has."""
@@ -148,10 +151,13 @@ class Aggregate:
         )
         # A state attribute with a class-level default (``failed_checks: int = 0``) was added
         # after snapshots were stored: snapshots without it still load, with that default.
+        # A mutable one (a dict) names a factory in ``snapshot_defaults`` instead.
         fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
         for n in cls.snapshot_fields:
             default = getattr(cls, n, _NO_DEFAULT)
-            if default is None or isinstance(default, int | str | float):
+            if n in cls.snapshot_defaults:
+                fields.append((n, hints[n], msgspec.field(default_factory=cls.snapshot_defaults[n])))
+            elif default is None or isinstance(default, int | str | float):
                 fields.append((n, hints[n], default))
             else:
                 fields.append((n, hints[n]))

@@ -33,6 +33,7 @@ class Sale(msgspec.Struct, frozen=True, kw_only=True):
     quantity: int
     amount_centavos: int
     reference: str
+    paid_with: str = "money"
 
 
 class SaleEvent(Event, frozen=True, kw_only=True):
@@ -58,6 +59,10 @@ class PackageSold(SaleEvent, frozen=True, kw_only=True):
     quantity: int
     package_id: str
     count: int
+    # Paid with points: the buyer's points went to the seller (a distributor) or were spent
+    # (the master account); ``amount_centavos`` is still the price, 1 point = 1 MXN.
+    pay_with: str = "money"
+    points_paid: int = 0
 
     def postings(self) -> tuple[Posting, ...]:
         """The credits leave the seller (the master account: they are issued)."""
@@ -76,7 +81,13 @@ class PackageSold(SaleEvent, frozen=True, kw_only=True):
             quantity=self.quantity,
             amount_centavos=self.amount_centavos,
             reference=f"{self.count} x {self.package_id}",
+            paid_with=self.pay_with,
         )
+
+
+def points_ref(sale_id: str) -> str:
+    """The movement of the points that paid for sale ``sale_id``."""
+    return f"{sale_id}:points"
 
 
 def add_days(day: date, days: int) -> date:

@@ -5,8 +5,15 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from ledger.aggregates.common import Package, PackageSold, Sale, SaleEvent, add_days
-from ledger.domain import STAMPS, Aggregate, Created, Event, Posting
+from ledger.aggregates.common import (
+    Package,
+    PackageSold,
+    Sale,
+    SaleEvent,
+    add_days,
+    points_ref,
+)
+from ledger.domain import POINTS, SINK_SPENT, STAMPS, Aggregate, Created, Event, Posting
 from ledger.errors import Rejected
 
 UNVALIDATED = "unvalidated"
@@ -68,11 +75,9 @@ class Distributor(Aggregate):
             aggregate.points = 0
             aggregate.subscriptions = {}
             aggregate.packages = {}
-            aggregate.settings = {
-                "bulk_stamp_price_centavos": None,
-                "allow_pcc_stamp_purchase": False,
-                "allow_pcc_point_purchase": False,
-            }
+            # Unset settings fall back to the master account's, then to the ledger's defaults
+            # (``ledger.commands.pricing``).
+            aggregate.settings = {}
 
     class StatusChanged(Event, frozen=True, kw_only=True):
         """The distributor's status moved (base of the status events)."""
@@ -150,6 +155,18 @@ class Distributor(Aggregate):
             """Keeps the package by id."""
             aggregate.packages[self.package.package_id] = self.package
 
+    class PackageRetired(Event, frozen=True, kw_only=True):
+        """A package of the price list is no longer sold."""
+
+        package_id: str
+
+        def apply(self, aggregate: Distributor) -> None:
+            """Marks the package retired."""
+            old = aggregate.packages[self.package_id]
+            aggregate.packages[self.package_id] = Package(
+                **{**{f: getattr(old, f) for f in old.__struct_fields__}, "retired": True}
+            )
+
     class SettingsChanged(Event, frozen=True, kw_only=True):
         """Global settings changed (only the fields given)."""
 
@@ -170,23 +187,52 @@ class Distributor(Aggregate):
         sale_id: str
         amount_centavos: int
         pay_with: str
+        # Paid with points: they went to ``points_to`` (the seller, or the spent sink when the
+        # master account sold).
+        points_paid: int = 0
+        points_to: str = ""
 
         def apply(self, aggregate: Distributor) -> None:
-            """Adds to the inventory."""
+            """Adds to the inventory; takes the points paid."""
             aggregate.add(self.unit, self.quantity)
+            if self.points_paid:
+                aggregate.add(POINTS, -self.points_paid)
 
         def postings(self) -> tuple[Posting, ...]:
-            """The buyer's leg of the purchase."""
-            return (
-                Posting(self.originator_id, self.unit, self.quantity, self.sale_id, self.seller_id),
-            )
+            """The buyer's leg of the purchase, and of its payment in points."""
+            legs = [
+                Posting(self.originator_id, self.unit, self.quantity, self.sale_id, self.seller_id)
+            ]
+            if self.points_paid:
+                ref = points_ref(self.sale_id)
+                legs.append(
+                    Posting(self.originator_id, POINTS, -self.points_paid, ref, self.points_to)
+                )
+                if self.points_to == SINK_SPENT:
+                    legs.append(
+                        Posting(SINK_SPENT, POINTS, self.points_paid, ref, self.originator_id)
+                    )
+            return tuple(legs)
 
     class CreditsSold(PackageSold, frozen=True, kw_only=True):
         """This distributor sold a package to ``buyer_id`` (the seller's leg of a purchase)."""
 
         def apply(self, aggregate: Distributor) -> None:
-            """Takes from the inventory."""
+            """Takes from the inventory; receives the points paid."""
             aggregate.add(self.unit, -self.quantity)
+            if self.points_paid:
+                aggregate.add(POINTS, self.points_paid)
+
+        def postings(self) -> tuple[Posting, ...]:
+            """The seller's leg of the sale, and of the points it was paid with."""
+            legs = super().postings()
+            if not self.points_paid:
+                return legs
+            ref = points_ref(self.sale_id)
+            return (
+                *legs,
+                Posting(self.originator_id, POINTS, self.points_paid, ref, self.buyer_id),
+            )
 
     class CreditsTransferred(SaleEvent, frozen=True, kw_only=True):
         """Credits left the inventory for ``to_id`` (the debit leg of a transfer and a sale)."""

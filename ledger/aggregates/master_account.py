@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, ClassVar
 
 from ledger.aggregates.common import Package, PackageSold
 from ledger.domain import POINTS, STAMPS, Aggregate, Created, Event
@@ -16,6 +17,9 @@ class MasterAccount(Aggregate):
     rfc: str
     packages: dict[str, Package]
     issued: dict[str, int]
+    settings: dict[str, Any]
+
+    snapshot_defaults: ClassVar[dict[str, Any]] = {"settings": dict}
 
     class Opened(Created, frozen=True, kw_only=True):
         """The platform's master account was opened."""
@@ -29,6 +33,7 @@ class MasterAccount(Aggregate):
             aggregate.rfc = self.rfc
             aggregate.packages = {}
             aggregate.issued = {STAMPS: 0, POINTS: 0}
+            aggregate.settings = {}
 
     class PackageDefined(Event, frozen=True, kw_only=True):
         """A package was added to (or replaced in) the catalogue."""
@@ -57,6 +62,15 @@ class MasterAccount(Aggregate):
         def apply(self, aggregate: MasterAccount) -> None:
             """Counts what was issued."""
             aggregate.issued[self.unit] += self.quantity
+
+    class SettingsChanged(Event, frozen=True, kw_only=True):
+        """The network's default settings changed (only the fields given)."""
+
+        changes: dict[str, Any]
+
+        def apply(self, aggregate: MasterAccount) -> None:
+            """Merges the changes."""
+            aggregate.settings.update(self.changes)
 
     class InvoiceRegistered(Event, frozen=True, kw_only=True):
         """Sales were invoiced under ``invoice_ref``."""
@@ -98,6 +112,7 @@ class MasterAccount(Aggregate):
         count: int,
         sale_id: str,
         at: datetime,
+        points_paid: int = 0,
     ) -> CreditsIssued:
         """Creates ``count`` packages worth of credits, sold to ``buyer_id``."""
         event = self.trigger(
@@ -110,6 +125,8 @@ class MasterAccount(Aggregate):
             count=count,
             sale_id=sale_id,
             amount_centavos=package.price_centavos * count,
+            pay_with="points" if points_paid else "money",
+            points_paid=points_paid,
         )
         assert isinstance(event, self.CreditsIssued)
         return event

@@ -35,6 +35,8 @@ class AutoTopUp(msgspec.Struct, frozen=True, kw_only=True):
     minimum: int
     credit: int
     amount_centavos: int
+    # True when the rule names no amount: each top-up is priced by the price list then.
+    priced_by_list: bool = False
 
 
 def _lot_order(lot: Lot) -> tuple[bool, date]:
@@ -274,6 +276,8 @@ class StampingAccount(Aggregate):
 
         cfdi_uuid: str
         available: int
+        distributor_id: str = ""
+        requested: int = 0
 
         def apply(self, aggregate: StampingAccount) -> None:
             """Disarms until the balance is back at the minimum (once per crossing)."""

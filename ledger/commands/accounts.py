@@ -25,15 +25,13 @@ from ledger.commands.models import (
     VerifyStampingCredentials,
 )
 from ledger.commands.network import claim_admin
+from ledger.commands.pricing import setting
 from ledger.engine import Tx, handles
 from ledger.errors import Rejected
 from ledger.money import parse_money
 from ledger.outcome import Outcome
 from ledger.passwords import PasswordCost, hash_password, verify_password
 from ledger.rfc import validate_rfc
-
-UNLIMITED_FEE_POINTS_DEFAULT = 1_500
-"""Yearly fee of an unlimited CTI in points, unless the distributor's settings say otherwise."""
 
 
 @handles(RegisterClient)
@@ -101,9 +99,9 @@ def assign_admin_profile(command: AssignAdminProfile, tx: Tx) -> Outcome:
 
 
 def _unlimited_fee(tx: Tx, client: Client) -> int:
+    """The yearly fee in points: the distributor's setting, else the master's, else 1,500."""
     distributor = tx.get(client.distributor_id, Distributor)
-    fee = distributor.settings.get("unlimited_fee_points") or UNLIMITED_FEE_POINTS_DEFAULT
-    return int(fee)
+    return int(setting(tx, distributor, "unlimited_cti_fee_points"))
 
 
 @handles(OpenStampingAccount)
@@ -228,7 +226,8 @@ def configure_auto_top_up(command: ConfigureAutoTopUp, tx: Tx) -> Outcome:
     rule = AutoTopUp(
         minimum=command.minimum,
         credit=command.credit,
-        amount_centavos=parse_money(command.amount),
+        amount_centavos=0 if command.amount is None else parse_money(command.amount),
+        priced_by_list=command.amount is None,
     )
     cti.trigger(cti.AutoTopUpConfigured, tx.now, rule=rule)
     return Outcome(type=command.type)

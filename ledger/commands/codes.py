@@ -20,16 +20,12 @@ from ledger.aggregates.master_account import MasterAccount
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.commands.auth import require_actor
 from ledger.commands.models import CancelCreditCode, IssueCreditCode, RedeemCreditCode
+from ledger.commands.pricing import amount_of, network_of
 from ledger.credit_codes import code_digest, new_code, new_nip
-from ledger.domain import Aggregate
 from ledger.engine import Tx, handles
 from ledger.errors import RecordedRejection, Rejected
-from ledger.money import parse_money
 from ledger.outcome import Outcome
 from ledger.passwords import PasswordCost, hash_secret, verify_password
-
-NETWORK_DEPTH_MAX = 50
-"""Bound on the levels walked from a client's distributor up to the master account."""
 
 
 @handles(IssueCreditCode)
@@ -43,7 +39,7 @@ def issue_credit_code(command: IssueCreditCode, tx: Tx) -> Outcome:
     if tx.find(command.code_id) is not None:
         raise Rejected("already_exists", account_id=command.code_id)
     distributor.require_inventory(command.unit, command.quantity)
-    amount = 0 if command.amount is None else parse_money(command.amount)
+    amount = amount_of(command.amount, tx, distributor, command.unit, command.quantity, None)
     code, nip = new_code(), new_nip()
     digest = code_digest(code)
     tx.add(
@@ -92,19 +88,6 @@ def _throwaway_hash(cost: PasswordCost) -> str:
     return _THROWAWAY_HASHES[cost]
 
 
-def _network_of(tx: Tx, distributor_id: str) -> list[Aggregate]:
-    """The distributor and its ancestors up to the master account, nearest first."""
-    chain: list[Aggregate] = []
-    current: str | None = distributor_id
-    while current is not None and len(chain) < NETWORK_DEPTH_MAX:
-        node = tx.find(current)
-        if node is None:
-            break
-        chain.append(node)
-        current = node.parent_id if isinstance(node, Distributor) else None
-    return chain
-
-
 def _redemption_target(
     tx: Tx, command: RedeemCreditCode, code: CreditCode
 ) -> StampingAccount | Client:
@@ -121,7 +104,7 @@ def _redemption_target(
             kind=type(target).__name__,
             unit=code.unit,
         )
-    chain = _network_of(tx, target.distributor_id)
+    chain = network_of(tx, target.distributor_id)
     if code.distributor_id not in {node.id for node in chain}:
         raise Rejected("not_authorised", account_id=command.to_id, code_id=code.id)
     # Who may redeem: the client itself, its distributor, or the platform (DESIGN §4a).

@@ -84,12 +84,17 @@ class DefinePackage(Command):
     type: Literal["DefinePackage"] = "DefinePackage"
     seller_id: Id
     package_id: Id
-    unit: Unit
-    quantity: Quantity
-    price: Money
-    audience: Literal["client", "distributor"]
+    # Required unless ``retire`` (checked by the handler, which names the missing field).
+    unit: Unit | None = None
+    quantity: Quantity | None = None
+    price: Money | None = None
+    audience: Literal["client", "distributor"] | None = None
     validity_days: Annotated[int, Field(gt=0, le=3660)] | None = None
     services: tuple[Annotated[str, Field(min_length=1, max_length=50)], ...] = ()
+    # A package id is defined once: ``replaces`` says a new definition replaces the old one on
+    # purpose; ``retire`` takes the package off sale (``PackageRetired``).
+    replaces: bool = False
+    retire: bool = False
 
 
 class RegisterDistributor(Command):
@@ -172,6 +177,7 @@ class ChangeSettings(Command):
     bulk_stamp_price: Money | None = None
     allow_pcc_stamp_purchase: bool | None = None
     allow_pcc_point_purchase: bool | None = None
+    unlimited_cti_fee_points: Annotated[int, Field(gt=0, le=1_000_000, strict=True)] | None = None
 
 
 # Purchases and transfers ---------------------------------------------------------------------
@@ -193,7 +199,8 @@ class _Transfer(Command):
     from_id: Id
     to_id: Id
     quantity: Quantity
-    amount: Money = "0.00"
+    # None: the seller's price list (``ledger.commands.pricing``).
+    amount: Money | None = None
 
     def natural_keys(self) -> tuple[str, ...]:
         """Keyed by the transfer id."""
@@ -219,7 +226,7 @@ class MassTransferLine(BaseModel):
 
     to_id: Id
     quantity: Quantity
-    amount: Money = "0.00"
+    amount: Money | None = None
 
 
 class MassTransfer(Command):
@@ -374,7 +381,8 @@ class ConfigureAutoTopUp(Command):
     cti_id: Id
     minimum: Quantity
     credit: Quantity
-    amount: Money = "0.00"
+    # None: priced by the price list each time the rule fires.
+    amount: Money | None = None
 
 
 class DisableAutoTopUp(Command):

@@ -27,10 +27,16 @@ from ledger.commands.models import (
     TransferPoints,
     TransferStamps,
 )
-from ledger.domain import POINTS, STAMPS, Aggregate
+from ledger.commands.pricing import (
+    POINT_PRICE_CENTAVOS,
+    amount_of,
+    client_of,
+    discounted,
+    list_amount,
+)
+from ledger.domain import POINTS, SINK_SPENT, STAMPS, Aggregate
 from ledger.engine import Tx, handles
 from ledger.errors import Rejected
-from ledger.money import parse_money
 from ledger.outcome import Outcome
 
 
@@ -48,20 +54,59 @@ def buy_package(command: BuyPackage, tx: Tx) -> Outcome:
     require_actor(command, buyer.id, buyer.id)
     if command.seller_id != buyer.parent_id:
         raise Rejected("not_authorised", buyer_id=buyer.id, seller_id=command.seller_id)
-    if command.pay_with != "money":
-        raise Rejected("invalid_command", field="pay_with", reason="only money for now")
     buyer.require_active(tx.today)
     seller = get_seller(tx, command.seller_id)
     package = _package_for(seller, command.package_id, "distributor")
-    quantity = package.quantity * command.count
-    amount = package.price_centavos * command.count
+    points = _points_price(package, command.count) if command.pay_with == "points" else 0
+    if points:
+        buyer.require_inventory(POINTS, points)
     if isinstance(seller, Distributor):
         seller.require_active(tx.today)
-        seller.require_inventory(package.unit, quantity)
+        seller.require_inventory(package.unit, package.quantity * command.count)
+    sale_id = sell_package(tx, seller, buyer, package, command.count, points)
+    return Outcome(
+        type=command.type, sale_ids=(sale_id,), balance_after=buyer.balance(package.unit)
+    )
+
+
+def _points_price(package: Package, count: int) -> int:
+    """The price of ``count`` packages in points (1 point = 1 MXN), or ``invalid_command``."""
+    if package.unit == POINTS:
+        raise Rejected(
+            "invalid_command", field="pay_with", reason="a points package is paid with money"
+        )
+    centavos = package.price_centavos * count
+    if centavos % POINT_PRICE_CENTAVOS:
+        raise Rejected(
+            "invalid_command", field="pay_with", reason="the price is not a whole number of points"
+        )
+    return centavos // POINT_PRICE_CENTAVOS
+
+
+def sell_package(
+    tx: Tx,
+    seller: MasterAccount | Distributor,
+    buyer: Distributor,
+    package: Package,
+    count: int,
+    points: int = 0,
+) -> str:
+    """The events of a checked package sale to a distributor; returns the sale id.
+
+    ``points`` > 0: paid with that many of the buyer's points (checked to be there), which go to
+    a distributor seller or are spent when the master account sells.
+    """
+    quantity = package.quantity * count
+    amount = package.price_centavos * count
     sale_id = f"S:{uuid.uuid4().hex}"
     if isinstance(seller, MasterAccount):
         seller.issue(
-            buyer_id=buyer.id, package=package, count=command.count, sale_id=sale_id, at=tx.now
+            buyer_id=buyer.id,
+            package=package,
+            count=count,
+            sale_id=sale_id,
+            at=tx.now,
+            points_paid=points,
         )
     else:
         seller.trigger(
@@ -71,26 +116,30 @@ def buy_package(command: BuyPackage, tx: Tx) -> Outcome:
             unit=package.unit,
             quantity=quantity,
             package_id=package.package_id,
-            count=command.count,
+            count=count,
             sale_id=sale_id,
             amount_centavos=amount,
+            pay_with="points" if points else "money",
+            points_paid=points,
         )
     buyer.trigger(
         buyer.PackageBought,
         tx.now,
         seller_id=seller.id,
         package_id=package.package_id,
-        count=command.count,
+        count=count,
         unit=package.unit,
         quantity=quantity,
         sale_id=sale_id,
         amount_centavos=amount,
-        pay_with=command.pay_with,
+        pay_with="points" if points else "money",
+        points_paid=points,
+        points_to=(SINK_SPENT if isinstance(seller, MasterAccount) else seller.id)
+        if points
+        else "",
     )
     tx.claim(f"sale:{sale_id}", seller.id.encode())
-    return Outcome(
-        type=command.type, sale_ids=(sale_id,), balance_after=buyer.balance(package.unit)
-    )
+    return sale_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +213,8 @@ def _single_transfer(command: TransferStamps | TransferPoints, unit: str, tx: Tx
     source.require_active(tx.today)
     target = _check_target(tx, source, unit, command.to_id)
     source.require_inventory(unit, command.quantity)
-    line = _Line(target, command.quantity, parse_money(command.amount))
+    amount = amount_of(command.amount, tx, source, unit, command.quantity, client_of(tx, target))
+    line = _Line(target, command.quantity, amount)
     _transfer(tx, source, unit, command.transfer_id, line)
     return Outcome(
         type=command.type, sale_ids=(command.transfer_id,), balance_after=source.balance(unit)
@@ -189,14 +239,13 @@ def mass_transfer(command: MassTransfer, tx: Tx) -> Outcome:
     source = tx.get(command.from_id, Distributor)
     require_actor(command, source.id, source.id)
     source.require_active(tx.today)
-    lines = [
-        _Line(
-            _check_target(tx, source, command.unit, line.to_id),
-            line.quantity,
-            parse_money(line.amount),
+    lines = []
+    for given in command.lines:
+        target = _check_target(tx, source, command.unit, given.to_id)
+        amount = amount_of(
+            given.amount, tx, source, command.unit, given.quantity, client_of(tx, target)
         )
-        for line in command.lines
-    ]
+        lines.append(_Line(target, given.quantity, amount))
     source.require_inventory(command.unit, sum(line.quantity for line in lines))
     # Derived ids contain ":", which caller-chosen ids cannot: they never clash with a caller's.
     transfer_ids = tuple(f"{command.batch_id}:{n}" for n in range(1, len(lines) + 1))
@@ -242,7 +291,7 @@ def assign_package(command: AssignPackage, tx: Tx) -> Outcome:
     cti.require_standard()
     seller.require_inventory(STAMPS, package.quantity)
     expires_on = add_days(tx.today, package.validity_days) if package.validity_days else None
-    line = _Line(cti, package.quantity, package.price_centavos)
+    line = _Line(cti, package.quantity, discounted(package.price_centavos, client_of(tx, cti)))
     seller.trigger(
         seller.CreditsTransferred,
         tx.now,
@@ -272,7 +321,20 @@ def consume_stamp(command: ConsumeStamp, tx: Tx) -> Outcome:
     cti.consume(cfdi_uuid, command.issuer_rfc, stamped_at, tx.today, tx.now)
     rule = cti.auto_top_up
     if rule is not None and cti.top_up_armed and cti.balance(STAMPS, tx.today) < rule.minimum:
-        _auto_top_up(tx, cti, cfdi_uuid)
+        sale_id = auto_top_up(tx, cti, f"auto:{cfdi_uuid}", cfdi_uuid)
+        if sale_id is None:
+            return Outcome(
+                type=command.type,
+                balance_after=cti.balance(STAMPS, tx.today),
+                warnings=("auto_top_up_failed",),
+                details={"local_date": local_date(stamped_at).isoformat()},
+            )
+        return Outcome(
+            type=command.type,
+            sale_ids=(sale_id,),
+            balance_after=cti.balance(STAMPS, tx.today),
+            details={"local_date": local_date(stamped_at).isoformat()},
+        )
     return Outcome(
         type=command.type,
         balance_after=cti.balance(STAMPS, tx.today),
@@ -280,17 +342,29 @@ def consume_stamp(command: ConsumeStamp, tx: Tx) -> Outcome:
     )
 
 
-def _auto_top_up(tx: Tx, cti: StampingAccount, cfdi_uuid: str) -> None:
-    """The balance crossed the minimum: the distributor sends stamps, or the failure is kept."""
+def auto_top_up(tx: Tx, cti: StampingAccount, transfer_id: str, cfdi_uuid: str) -> str | None:
+    """The CTI's rule fires: the distributor sends stamps (the sale id), or the failure is kept."""
     rule = cti.auto_top_up
     assert rule is not None
     distributor = tx.get(cti.distributor_id, Distributor)
     if distributor.status_on(tx.today) != "active" or distributor.stamps < rule.credit:
-        cti.trigger(cti.AutoTopUpFailed, tx.now, cfdi_uuid=cfdi_uuid, available=distributor.stamps)
-        return
-    transfer_id = f"auto:{cfdi_uuid}"
+        cti.trigger(
+            cti.AutoTopUpFailed,
+            tx.now,
+            cfdi_uuid=cfdi_uuid,
+            available=distributor.stamps,
+            distributor_id=distributor.id,
+            requested=rule.credit,
+        )
+        return None
+    amount = (
+        list_amount(tx, distributor, STAMPS, rule.credit, client_of(tx, cti))
+        if rule.priced_by_list
+        else rule.amount_centavos
+    )
     cti.trigger(cti.AutoTopUpTriggered, tx.now, cfdi_uuid=cfdi_uuid, transfer_id=transfer_id)
-    _transfer(tx, distributor, STAMPS, transfer_id, _Line(cti, rule.credit, rule.amount_centavos))
+    _transfer(tx, distributor, STAMPS, transfer_id, _Line(cti, rule.credit, amount))
+    return transfer_id
 
 
 @handles(SpendPoints)

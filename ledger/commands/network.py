@@ -55,13 +55,28 @@ def open_master_account(command: OpenMasterAccount, tx: Tx) -> Outcome:
 
 @handles(DefinePackage)
 def define_package(command: DefinePackage, tx: Tx) -> Outcome:
-    """Adds a package to a seller's catalogue."""
+    """Adds a package to a seller's catalogue, replaces one on purpose, or retires one."""
     seller = get_seller(tx, command.seller_id)
     require_actor(command, seller.id, seller.id)
+    existing = seller.packages.get(command.package_id)
+    if command.retire:
+        if existing is None or existing.retired:
+            raise Rejected("unknown_package", package_id=command.package_id, seller_id=seller.id)
+        seller.trigger(seller.PackageRetired, tx.now, package_id=command.package_id)
+        return Outcome(type=command.type, details={"retired": True})
+    for name in ("unit", "quantity", "price", "audience"):
+        if getattr(command, name) is None:
+            raise Rejected("invalid_command", field=name, reason="required")
+    assert command.unit is not None
+    assert command.quantity is not None
+    assert command.price is not None
+    assert command.audience is not None
     if isinstance(seller, MasterAccount) and command.audience != "distributor":
         raise Rejected(
             "invalid_command", field="audience", reason="the master sells to distributors"
         )
+    if existing is not None and not command.replaces:
+        raise Rejected("already_exists", package_id=command.package_id, seller_id=seller.id)
     package = Package(
         package_id=command.package_id,
         unit=command.unit,
@@ -179,8 +194,8 @@ def contract_subscription(command: ContractSubscription, tx: Tx) -> Outcome:
 
 @handles(ChangeSettings)
 def change_settings(command: ChangeSettings, tx: Tx) -> Outcome:
-    """Changes a distributor's global settings (only the fields given)."""
-    seller = tx.get(command.seller_id, Distributor)
+    """Changes a seller's settings (only the fields given); the master's are network defaults."""
+    seller = get_seller(tx, command.seller_id)
     require_actor(command, seller.id, seller.id)
     changes: dict[str, object] = {}
     if command.bulk_stamp_price is not None:
@@ -191,6 +206,8 @@ def change_settings(command: ChangeSettings, tx: Tx) -> Outcome:
         changes["allow_pcc_stamp_purchase"] = command.allow_pcc_stamp_purchase
     if command.allow_pcc_point_purchase is not None:
         changes["allow_pcc_point_purchase"] = command.allow_pcc_point_purchase
+    if command.unlimited_cti_fee_points is not None:
+        changes["unlimited_cti_fee_points"] = command.unlimited_cti_fee_points
     if not changes:
         raise Rejected("invalid_command", reason="no setting given")
     seller.trigger(seller.SettingsChanged, tx.now, changes=changes)

@@ -44,6 +44,7 @@ SALES = Table(
         ("amount_centavos", "int"),
         ("reference", "text"),
         ("invoice_ref", "text"),
+        ("paid_with", "text"),
     ),
     key=("sale_id",),
     indexes=(("seller_id", "at"), ("seller_id", "invoice_ref")),
@@ -89,6 +90,7 @@ class SaleRow:
     amount: str
     invoice_ref: str | None
     reference: str
+    paid_with: str = "money"
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +195,7 @@ class _Buffer:
             sale.amount_centavos,
             sale.reference,
             None,
+            sale.paid_with,
         ]
 
     def invoice(
@@ -248,12 +251,13 @@ class BillingView(View):
 
 
 _SALE_COLUMNS = (
-    "sale_id, seller_id, buyer_id, at, unit, quantity, amount_centavos, invoice_ref, reference"
+    "sale_id, seller_id, buyer_id, at, unit, quantity, amount_centavos, invoice_ref, reference, "
+    "paid_with"
 )
 
 
 def _sale_row(dialect: Dialect, row: tuple[Any, ...]) -> SaleRow:
-    sale_id, seller, buyer, at, unit, quantity, amount, invoice_ref, reference = row
+    sale_id, seller, buyer, at, unit, quantity, amount, invoice_ref, reference, paid_with = row
     when = dialect.to_ts(at)
     assert when is not None
     return SaleRow(
@@ -266,6 +270,7 @@ def _sale_row(dialect: Dialect, row: tuple[Any, ...]) -> SaleRow:
         amount=format_money(int(amount)),
         invoice_ref=None if invoice_ref is None else str(invoice_ref),
         reference=str(reference),
+        paid_with=str(paid_with),
     )
 
 

@@ -1,0 +1,436 @@
+"""Purchases paid with points, prices from the seller's list, retired packages, settings.
+
+DESIGN §4 (purchases and transfers; ChangeSettings) and issue 9 items 2, 3 and 5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ledger.api import Ledger
+from ledger.clock import ManualClock
+from ledger.errors import Rejected
+from tests.support import (
+    CLIENT,
+    CTI,
+    DISTRIBUTOR,
+    MASTER,
+    build_network,
+    client_profile,
+    distributor_profile,
+)
+
+SUB = "D1a"
+
+
+@pytest.fixture
+def lg(clock: ManualClock) -> Iterator[Ledger]:
+    """The standard network; D1 also holds 3,000 points."""
+    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
+        build_network(ledger)
+        ledger.execute(buy("PTS3000"))
+        yield ledger
+
+
+def buy(package_id: str = "P1000", **extra: Any) -> dict[str, Any]:
+    """BuyPackage by D1 from the master."""
+    return {
+        "type": "BuyPackage",
+        "buyer_id": DISTRIBUTOR,
+        "seller_id": MASTER,
+        "package_id": package_id,
+        "actor": DISTRIBUTOR,
+        **extra,
+    }
+
+
+def stored(lg: Ledger) -> int:
+    """How many events are recorded."""
+    return len(lg.store.stored_events())
+
+
+def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
+    """The rejection of ``command``, checking that it recorded nothing."""
+    before = stored(lg)
+    with pytest.raises(Rejected) as caught:
+        lg.execute(command)
+    assert stored(lg) == before
+    return caught.value
+
+
+def ok(lg: Ledger, *commands: dict[str, Any]) -> None:
+    """Every command succeeds."""
+    for result in lg.execute_many(list(commands)):
+        assert not isinstance(result, Rejected), result.to_dict()
+
+
+def package(
+    seller: str, package_id: str, unit: str, quantity: int, price: str, **extra: Any
+) -> dict:
+    """DefinePackage."""
+    return {
+        "type": "DefinePackage",
+        "seller_id": seller,
+        "package_id": package_id,
+        "unit": unit,
+        "quantity": quantity,
+        "price": price,
+        "audience": "distributor",
+        "actor": seller,
+        **extra,
+    }
+
+
+def sub_distributor(lg: Ledger) -> None:
+    """D1 (with Multinivel) registers and activates D1a."""
+    ok(
+        lg,
+        {
+            "type": "ContractSubscription",
+            "distributor_id": DISTRIBUTOR,
+            "product": "Multinivel",
+            "annual_price": "1200.00",
+            "actor": DISTRIBUTOR,
+        },
+        {
+            "type": "RegisterDistributor",
+            "distributor_id": SUB,
+            "parent_id": DISTRIBUTOR,
+            "profile": distributor_profile("Sub", "sub@example.com"),
+            "actor": DISTRIBUTOR,
+        },
+        {"type": "ValidateDistributor", "distributor_id": SUB, "actor": DISTRIBUTOR},
+        {
+            "type": "ActivateDistributor",
+            "distributor_id": SUB,
+            "actor": DISTRIBUTOR,
+            "expires_on": "2026-12-31",
+        },
+    )
+
+
+# Paying with points ----------------------------------------------------------------------------
+
+
+def test_the_master_sells_stamps_for_points(lg: Ledger) -> None:
+    """500.00 is 500 points: they leave D1's points (spent) as 1,000 stamps arrive."""
+    outcome = lg.execute(buy(pay_with="points"))
+    assert outcome.balance_after == 11_000
+    assert lg.balance(DISTRIBUTOR, "points") == 2_500
+    assert lg.balance(MASTER, "points") == -3_000
+    (sale,) = [s for s in lg.views.unbilled_sales(MASTER) if s.sale_id == outcome.sale_ids[0]]
+    assert (sale.unit, sale.quantity, sale.amount, sale.paid_with) == (
+        "stamps",
+        1_000,
+        "500.00",
+        "points",
+    )
+    assert lg.verify().ok
+
+
+def test_a_purchase_beyond_the_points_is_insufficient_points(lg: Ledger) -> None:
+    """Seven packages cost 3,500 points; D1 has 3,000."""
+    rejected = rejection(lg, buy(pay_with="points", count=7))
+    assert rejected.code == "insufficient_points"
+    assert rejected.details == {"available": 3_000, "requested": 3_500, "holder_id": DISTRIBUTOR}
+
+
+def test_a_distributor_seller_receives_the_points(lg: Ledger) -> None:
+    """D1a pays D1 300 points for 500 of D1's stamps."""
+    sub_distributor(lg)
+    ok(
+        lg,
+        package(DISTRIBUTOR, "SUB500", "stamps", 500, "300.00"),
+        {
+            "type": "TransferPoints",
+            "transfer_id": "TP1",
+            "from_id": DISTRIBUTOR,
+            "to_id": SUB,
+            "quantity": 1_000,
+            "amount": "0.00",
+            "actor": DISTRIBUTOR,
+        },
+    )
+    outcome = lg.execute(
+        {
+            "type": "BuyPackage",
+            "buyer_id": SUB,
+            "seller_id": DISTRIBUTOR,
+            "package_id": "SUB500",
+            "pay_with": "points",
+            "actor": SUB,
+        }
+    )
+    assert outcome.balance_after == 500
+    assert (lg.balance(SUB, "points"), lg.balance(DISTRIBUTOR, "points")) == (700, 2_300)
+    assert lg.balance(DISTRIBUTOR, "stamps") == 9_500
+    (sale,) = [s for s in lg.views.unbilled_sales(DISTRIBUTOR) if s.sale_id == outcome.sale_ids[0]]
+    assert sale.paid_with == "points"
+    assert lg.verify().ok
+
+
+def test_a_points_package_is_not_paid_with_points(lg: Ledger) -> None:
+    """Points for points is refused."""
+    rejected = rejection(lg, buy("PTS3000", pay_with="points"))
+    assert (rejected.code, rejected.details["field"]) == ("invalid_command", "pay_with")
+
+
+def test_a_price_with_centavos_cannot_be_paid_in_points(lg: Ledger) -> None:
+    """1 point is 1 peso: 99.50 has no price in whole points."""
+    lg.execute(package(MASTER, "ODD", "stamps", 100, "99.50"))
+    rejected = rejection(lg, buy("ODD", pay_with="points"))
+    assert (rejected.code, rejected.details["field"]) == ("invalid_command", "pay_with")
+
+
+# Price lists -----------------------------------------------------------------------------------
+
+
+def transfer(quantity: int = 100, to_id: str = CTI, **extra: Any) -> dict[str, Any]:
+    """TransferStamps from D1 without an amount unless given."""
+    return {
+        "type": "TransferStamps",
+        "transfer_id": f"T-{to_id}-{quantity}",
+        "from_id": DISTRIBUTOR,
+        "to_id": to_id,
+        "quantity": quantity,
+        "actor": DISTRIBUTOR,
+        **extra,
+    }
+
+
+def settings(seller: str = DISTRIBUTOR, **changes: Any) -> dict[str, Any]:
+    """ChangeSettings."""
+    return {"type": "ChangeSettings", "seller_id": seller, "actor": seller, **changes}
+
+
+def client_pricing(lg: Ledger, **pricing: Any) -> None:
+    """Sets C1's own bulk price and discount in its profile."""
+    lg.execute(
+        {
+            "type": "UpdateClientProfile",
+            "client_id": CLIENT,
+            "profile": {**client_profile(), **pricing},
+            "actor": DISTRIBUTOR,
+        }
+    )
+
+
+def sale_amount(lg: Ledger, seller: str, sale_id: str) -> str:
+    """The amount of one of the seller's sales, as the billing view shows it."""
+    (sale,) = [s for s in lg.views.unbilled_sales(seller) if s.sale_id == sale_id]
+    return sale.amount
+
+
+def test_without_a_price_anywhere_a_transfer_is_free(lg: Ledger) -> None:
+    """No amount, no bulk price: 0.00."""
+    (sale_id,) = lg.execute(transfer()).sale_ids
+    assert sale_amount(lg, DISTRIBUTOR, sale_id) == "0.00"
+
+
+def test_the_distributors_bulk_price_prices_a_transfer(lg: Ledger) -> None:
+    """100 stamps at D1's bulk price of 0.85."""
+    lg.execute(settings(bulk_stamp_price="0.85"))
+    (sale_id,) = lg.execute(transfer()).sale_ids
+    assert sale_amount(lg, DISTRIBUTOR, sale_id) == "85.00"
+
+
+def test_the_clients_own_bulk_price_comes_first(lg: Ledger) -> None:
+    """C1's bulk price of 0.70 beats D1's 0.85."""
+    lg.execute(settings(bulk_stamp_price="0.85"))
+    client_pricing(lg, bulk_stamp_price="0.70")
+    (sale_id,) = lg.execute(transfer()).sale_ids
+    assert sale_amount(lg, DISTRIBUTOR, sale_id) == "70.00"
+
+
+def test_the_clients_discount_applies_rounded_half_up(lg: Ledger) -> None:
+    """333 stamps at 0.85 is 283.05; 7.5 % off is 261.82 (261.82125 rounded)."""
+    lg.execute(settings(bulk_stamp_price="0.85"))
+    client_pricing(lg, discount_pct="7.5")
+    (sale_id,) = lg.execute(transfer(333)).sale_ids
+    assert sale_amount(lg, DISTRIBUTOR, sale_id) == "261.82"
+
+
+def test_an_amount_given_is_kept(lg: Ledger) -> None:
+    """The command's amount wins over the price list, discount included."""
+    lg.execute(settings(bulk_stamp_price="0.85"))
+    client_pricing(lg, discount_pct="10")
+    (sale_id,) = lg.execute(transfer(amount="12.34")).sale_ids
+    assert sale_amount(lg, DISTRIBUTOR, sale_id) == "12.34"
+
+
+def test_points_to_a_client_are_priced_at_face_value_less_discount(lg: Ledger) -> None:
+    """200 points are 200.00; C1's 10 % makes it 180.00."""
+    client_pricing(lg, discount_pct="10")
+    outcome = lg.execute(
+        {
+            "type": "TransferPoints",
+            "transfer_id": "TP1",
+            "from_id": DISTRIBUTOR,
+            "to_id": CLIENT,
+            "quantity": 200,
+            "actor": DISTRIBUTOR,
+        }
+    )
+    assert sale_amount(lg, DISTRIBUTOR, outcome.sale_ids[0]) == "180.00"
+
+
+def test_a_client_package_gets_the_clients_discount(lg: Ledger) -> None:
+    """AssignPackage of a 60.00 package to C1 with 5 % off: 57.00."""
+    client_pricing(lg, discount_pct="5")
+    lg.execute({**package(DISTRIBUTOR, "CP100", "stamps", 100, "60.00"), "audience": "client"})
+    outcome = lg.execute(
+        {
+            "type": "AssignPackage",
+            "grant_id": "G1",
+            "seller_id": DISTRIBUTOR,
+            "cti_id": CTI,
+            "package_id": "CP100",
+            "actor": DISTRIBUTOR,
+        }
+    )
+    assert sale_amount(lg, DISTRIBUTOR, outcome.sale_ids[0]) == "57.00"
+
+
+def test_mass_transfer_lines_without_amount_use_the_price_list(lg: Ledger) -> None:
+    """Each line is priced on its own."""
+    lg.execute(settings(bulk_stamp_price="1.00"))
+    outcome = lg.execute(
+        {
+            "type": "MassTransfer",
+            "batch_id": "B1",
+            "from_id": DISTRIBUTOR,
+            "lines": [
+                {"to_id": CTI, "quantity": 10},
+                {"to_id": CTI, "quantity": 5, "amount": "1.00"},
+            ],
+            "actor": DISTRIBUTOR,
+        }
+    )
+    assert [sale_amount(lg, DISTRIBUTOR, s) for s in outcome.sale_ids] == ["10.00", "1.00"]
+
+
+# Catalogue -------------------------------------------------------------------------------------
+
+
+def test_a_retired_package_is_not_sold(lg: Ledger) -> None:
+    """DefinePackage with retire: PackageRetired is recorded, then buying it is unknown_package."""
+    lg.execute(
+        {
+            "type": "DefinePackage",
+            "seller_id": MASTER,
+            "package_id": "P1000",
+            "retire": True,
+            "actor": MASTER,
+        }
+    )
+    topics = [row.topic for row in lg.store.stored_events()]
+    assert topics[-1] == "MasterAccount.PackageRetired"
+    assert rejection(lg, buy()).code == "unknown_package"
+
+
+def test_redefining_a_package_is_already_exists(lg: Ledger) -> None:
+    """The same id again without replaces is already_exists."""
+    rejected = rejection(lg, package(MASTER, "P1000", "stamps", 2000, "900.00"))
+    assert rejected.code == "already_exists"
+
+
+def test_a_package_replaced_on_purpose_sells_at_its_new_terms(lg: Ledger) -> None:
+    """replaces=true swaps the package."""
+    lg.execute(package(MASTER, "P1000", "stamps", 2000, "900.00", replaces=True))
+    assert lg.execute(buy()).balance_after == 12_000
+
+
+def test_retiring_an_unknown_package_is_unknown_package(lg: Ledger) -> None:
+    """Nothing to retire."""
+    command = {
+        "type": "DefinePackage",
+        "seller_id": MASTER,
+        "package_id": "NOPE",
+        "retire": True,
+        "actor": MASTER,
+    }
+    assert rejection(lg, command).code == "unknown_package"
+
+
+# Settings --------------------------------------------------------------------------------------
+
+
+def test_the_master_changes_its_settings(lg: Ledger) -> None:
+    """ChangeSettings works for the master account (network defaults)."""
+    outcome = lg.execute(settings(MASTER, bulk_stamp_price="0.90", unlimited_cti_fee_points=1_200))
+    assert outcome.ok
+
+
+def test_the_masters_bulk_price_is_the_network_default(lg: Ledger) -> None:
+    """D1 sets no price: the master's 0.90 prices D1's transfer."""
+    lg.execute(settings(MASTER, bulk_stamp_price="0.90"))
+    (sale_id,) = lg.execute(transfer()).sale_ids
+    assert sale_amount(lg, DISTRIBUTOR, sale_id) == "90.00"
+
+
+def test_the_unlimited_fee_follows_the_settings(lg: Ledger) -> None:
+    """D1's fee of 1,000 points opens an unlimited CTI; the master's default is overridden."""
+    lg.execute(settings(MASTER, unlimited_cti_fee_points=2_000))
+    lg.execute(settings(unlimited_cti_fee_points=1_000))
+    lg.execute(
+        {
+            "type": "TransferPoints",
+            "transfer_id": "TP1",
+            "from_id": DISTRIBUTOR,
+            "to_id": CLIENT,
+            "quantity": 1_000,
+            "actor": DISTRIBUTOR,
+        }
+    )
+    lg.execute(
+        {
+            "type": "OpenStampingAccount",
+            "cti_id": "U1",
+            "client_id": CLIENT,
+            "kind": "unlimited",
+            "password": "secreto-123",
+            "actor": DISTRIBUTOR,
+        }
+    )
+    assert lg.balance(CLIENT, "points") == 0
+
+
+def test_the_masters_unlimited_fee_applies_when_the_distributor_sets_none(lg: Ledger) -> None:
+    """The master's 2,000 points: 1,500 are not enough."""
+    lg.execute(settings(MASTER, unlimited_cti_fee_points=2_000))
+    lg.execute(
+        {
+            "type": "TransferPoints",
+            "transfer_id": "TP1",
+            "from_id": DISTRIBUTOR,
+            "to_id": CLIENT,
+            "quantity": 1_500,
+            "actor": DISTRIBUTOR,
+        }
+    )
+    rejected = rejection(
+        lg,
+        {
+            "type": "OpenStampingAccount",
+            "cti_id": "U1",
+            "client_id": CLIENT,
+            "kind": "unlimited",
+            "password": "secreto-123",
+            "actor": DISTRIBUTOR,
+        },
+    )
+    assert (rejected.code, rejected.details["requested"]) == ("insufficient_points", 2_000)
+
+
+def test_settings_of_another_seller_are_not_authorised(lg: Ledger) -> None:
+    """D1 cannot change the master's settings."""
+    command = {**settings(MASTER, bulk_stamp_price="0.10"), "actor": DISTRIBUTOR}
+    assert rejection(lg, command).code == "not_authorised"
+
+
+def test_settings_without_a_change_are_invalid(lg: Ledger) -> None:
+    """Nothing given: invalid_command."""
+    assert rejection(lg, settings()).code == "invalid_command"
