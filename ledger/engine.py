@@ -665,3 +665,7 @@ class Engine:
                 info(
                     "command", type=p.raw_type, outcome=outcome, code=None, duration_ms=duration_ms
                 )
+                if result.warnings and not result.replayed:
+                    # What succeeded with a caveat (an automatic top-up that failed, an RFC
+                    # check digit) gets its own line, so the command lines keep one shape.
+                    logger.warning("command_warning", type=p.raw_type, warnings=result.warnings)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from ledger.domain import POINTS, SINK_SPENT, Aggregate, Created, Event, Posting
 from ledger.errors import Rejected
@@ -23,6 +23,9 @@ class Client(Aggregate):
     points: int
     licences: dict[str, date]
     converted_to: str | None
+    default_cti_id: str
+
+    snapshot_defaults: ClassVar[dict[str, Any]] = {"default_cti_id": str}
 
     class Registered(Created, frozen=True, kw_only=True):
         """The client was registered by ``distributor_id``."""
@@ -30,9 +33,12 @@ class Client(Aggregate):
         distributor_id: str
         nic: str
         profile: dict[str, Any]
+        # The default CTI opened with the client (events before this field: the derived id).
+        cti_id: str = ""
 
         def apply(self, aggregate: Client) -> None:
             """Starts with an empty wallet and no tags."""
+            aggregate.default_cti_id = self.cti_id or f"{self.originator_id}-cti"
             aggregate.distributor_id = self.distributor_id
             aggregate.nic = self.nic
             aggregate.profile = self.profile
@@ -139,11 +145,23 @@ class Client(Aggregate):
 
     @classmethod
     def register(
-        cls, client_id: str, distributor_id: str, nic: str, profile: dict[str, Any], at: datetime
+        cls,
+        client_id: str,
+        distributor_id: str,
+        nic: str,
+        profile: dict[str, Any],
+        at: datetime,
+        cti_id: str = "",
     ) -> Client:
-        """Registers a client."""
+        """Registers a client (``cti_id``: its default stamping account)."""
         return cls.create(
-            cls.Registered, client_id, at, distributor_id=distributor_id, nic=nic, profile=profile
+            cls.Registered,
+            client_id,
+            at,
+            distributor_id=distributor_id,
+            nic=nic,
+            profile=profile,
+            cti_id=cti_id,
         )
 
     def balance(self, unit: str) -> int:

@@ -46,7 +46,7 @@ def register_client(command: RegisterClient, tx: Tx) -> Outcome:
             raise Rejected("already_exists", account_id=new_id)
     profile = command.profile.model_dump(mode="json", exclude_none=True)
     nic = command.nic or command.client_id
-    tx.add(Client.register(command.client_id, distributor.id, nic, profile, tx.now))
+    tx.add(Client.register(command.client_id, distributor.id, nic, profile, tx.now, cti_id))
     tx.add(
         StampingAccount.open(
             cti_id,

@@ -392,6 +392,19 @@ class DisableAutoTopUp(Command):
     cti_id: Id
 
 
+class MassAutoTopUp(Command):
+    """A distributor sells each selected CTI its automatic top-up now: all or none."""
+
+    type: Literal["MassAutoTopUp"] = "MassAutoTopUp"
+    batch_id: Id
+    distributor_id: Id
+    cti_ids: Annotated[tuple[Id, ...], Field(min_length=1, max_length=10_000)]
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the batch id (each line's transfer id derives from it)."""
+        return (f"batch:{self.batch_id}",)
+
+
 class ConsumeStamp(Command):
     """One stamped CFDI consumes one stamp (the hot path)."""
 
@@ -438,6 +451,20 @@ class AssignPackage(Command):
     def natural_keys(self) -> tuple[str, ...]:
         """Keyed by the grant id."""
         return (f"transfer:{self.grant_id}",)
+
+
+class ClientBuyPackage(Command):
+    """A client buys a package of its distributor's price list through its panel (PCC)."""
+
+    type: Literal["ClientBuyPackage"] = "ClientBuyPackage"
+    client_id: Id
+    package_id: Id
+    cti_id: Id | None = None
+    purchase_id: Id | None = None
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the purchase id when given (it is also the sale id)."""
+        return (f"transfer:{self.purchase_id}",) if self.purchase_id else ()
 
 
 class SpendPoints(Command):
@@ -543,8 +570,10 @@ AnyCommand = Annotated[
     | VerifyStampingCredentials
     | ConfigureAutoTopUp
     | DisableAutoTopUp
+    | MassAutoTopUp
     | ConsumeStamp
     | AssignPackage
+    | ClientBuyPackage
     | SpendPoints
     | IssueCreditCode
     | RedeemCreditCode

@@ -20,7 +20,9 @@ from ledger.commands.auth import (
 from ledger.commands.models import (
     AssignPackage,
     BuyPackage,
+    ClientBuyPackage,
     ConsumeStamp,
+    MassAutoTopUp,
     MassTransfer,
     ReclaimStamps,
     SpendPoints,
@@ -33,6 +35,7 @@ from ledger.commands.pricing import (
     client_of,
     discounted,
     list_amount,
+    setting,
 )
 from ledger.domain import POINTS, SINK_SPENT, STAMPS, Aggregate
 from ledger.engine import Tx, handles
@@ -376,3 +379,127 @@ def spend_points(command: SpendPoints, tx: Tx) -> Outcome:
     ref = command.spend_id or f"spend.{client.id}.{client.version + 1}"
     client.spend_points(ref, command.product, command.points, tx.now)
     return Outcome(type=command.type, balance_after=client.points)
+
+
+@handles(ClientBuyPackage)
+def client_buy_package(command: ClientBuyPackage, tx: Tx) -> Outcome:
+    """A client's own purchase (PCC): stamps to its CTI, points to its wallet; a billable sale.
+
+    A points order the distributor cannot cover first buys the smallest covering points package
+    from the distributor's own seller, in the same transaction.
+    """
+    client = tx.get(command.client_id, Client)
+    if command.actor is not None and command.actor != client.id:
+        raise Rejected("not_authorised", actor=command.actor, account_id=client.id)
+    distributor = tx.get(client.distributor_id, Distributor)
+    distributor.require_active(tx.today)
+    package = _package_for(distributor, command.package_id, "client")
+    permission = (
+        "allow_pcc_stamp_purchase" if package.unit == STAMPS else "allow_pcc_point_purchase"
+    )
+    if not setting(tx, distributor, permission):
+        raise Rejected("pcc_purchase_not_allowed", distributor_id=distributor.id, unit=package.unit)
+    amount = discounted(package.price_centavos, client)
+    sale_id = command.purchase_id or f"PCC:{uuid.uuid4().hex}"
+    if package.unit == STAMPS:
+        cti = tx.get(command.cti_id or client.default_cti_id, StampingAccount)
+        if cti.client_id != client.id:
+            raise Rejected("not_authorised", account_id=cti.id, client_id=client.id)
+        cti.require_standard()
+        distributor.require_inventory(STAMPS, package.quantity)
+        expires_on = add_days(tx.today, package.validity_days) if package.validity_days else None
+        distributor.trigger(
+            distributor.CreditsTransferred,
+            tx.now,
+            transfer_id=sale_id,
+            to_id=cti.id,
+            unit=STAMPS,
+            quantity=package.quantity,
+            sale_id=sale_id,
+            amount_centavos=amount,
+        )
+        tx.claim(f"sale:{sale_id}", distributor.id.encode())
+        cti.credit(sale_id, distributor.id, package.quantity, tx.now, expires_on, today=tx.today)
+        return Outcome(
+            type=command.type,
+            sale_ids=(sale_id,),
+            balance_after=cti.balance(STAMPS, tx.today),
+            details={
+                "cti_id": cti.id,
+                "expires_on": expires_on.isoformat() if expires_on else None,
+            },
+        )
+    if command.cti_id is not None:
+        raise Rejected("invalid_command", field="cti_id", reason="points go to the wallet")
+    supply = _supply_points(tx, distributor, package.quantity - distributor.points)
+    supply_sale_ids = tuple(
+        sell_package(tx, seller, distributor, top, count) for seller, top, count in supply
+    )
+    _transfer(tx, distributor, POINTS, sale_id, _Line(client, package.quantity, amount))
+    return Outcome(
+        type=command.type,
+        sale_ids=(sale_id, *supply_sale_ids),
+        balance_after=client.points,
+        details={"supply_sale_ids": list(supply_sale_ids)},
+    )
+
+
+def _supply_points(
+    tx: Tx, distributor: Distributor, short: int
+) -> list[tuple[MasterAccount | Distributor, Package, int]]:
+    """The purchase that covers ``short`` points: the smallest covering points package of the
+    distributor's seller (or its largest, as many times as needed); nothing when not short."""
+    if short <= 0:
+        return []
+    seller = get_seller(tx, distributor.parent_id)
+    offers = sorted(
+        (
+            p
+            for p in seller.packages.values()
+            if p.unit == POINTS and p.audience == "distributor" and not p.retired
+        ),
+        key=lambda p: (p.quantity, p.price_centavos, p.package_id),
+    )
+    if not offers:
+        raise Rejected(
+            "insufficient_points",
+            available=distributor.points,
+            requested=distributor.points + short,
+            holder_id=distributor.id,
+        )
+    covering = [p for p in offers if p.quantity >= short]
+    top = covering[0] if covering else offers[-1]
+    count = 1 if covering else -(-short // top.quantity)
+    if isinstance(seller, Distributor):
+        seller.require_active(tx.today)
+        seller.require_inventory(POINTS, top.quantity * count)
+    return [(seller, top, count)]
+
+
+@handles(MassAutoTopUp)
+def mass_auto_top_up(command: MassAutoTopUp, tx: Tx) -> Outcome:
+    """Each selected CTI gets its rule's ``credit`` at the rule's amount; all lines or none."""
+    source = tx.get(command.distributor_id, Distributor)
+    require_actor(command, source.id, source.id)
+    source.require_active(tx.today)
+    if len(set(command.cti_ids)) != len(command.cti_ids):
+        raise Rejected("invalid_command", field="cti_ids", reason="a CTI is listed twice")
+    lines = []
+    for cti_id in command.cti_ids:
+        cti = _check_target(tx, source, STAMPS, cti_id)
+        if not isinstance(cti, StampingAccount):
+            raise Rejected("wrong_account_kind", account_id=cti_id, kind=type(cti).__name__)
+        rule = cti.auto_top_up
+        if rule is None:
+            raise Rejected("invalid_transition", cti_id=cti.id, status="auto_top_up_off")
+        amount = (
+            list_amount(tx, source, STAMPS, rule.credit, client_of(tx, cti))
+            if rule.priced_by_list
+            else rule.amount_centavos
+        )
+        lines.append(_Line(cti, rule.credit, amount))
+    source.require_inventory(STAMPS, sum(line.quantity for line in lines))
+    transfer_ids = tuple(f"{command.batch_id}:{n}" for n in range(1, len(lines) + 1))
+    for transfer_id, line in zip(transfer_ids, lines, strict=True):
+        _transfer(tx, source, STAMPS, transfer_id, line)
+    return Outcome(type=command.type, sale_ids=transfer_ids, balance_after=source.stamps)

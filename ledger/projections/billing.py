@@ -16,6 +16,7 @@ from ledger.aggregates.common import SaleEvent
 from ledger.aggregates.credit_code import CreditCode
 from ledger.aggregates.distributor import Distributor
 from ledger.aggregates.master_account import MasterAccount
+from ledger.aggregates.stamping_account import StampingAccount
 from ledger.clock import MEXICO_CITY
 from ledger.domain import Event
 from ledger.errors import Rejected
@@ -74,6 +75,20 @@ CREDIT_CODES = Table(
     indexes=(("distributor_id", "issued_at"),),
 )
 
+AUTO_TOP_UP_FAILURES = Table(
+    "view_auto_top_up_failures",
+    (
+        ("cti_id", "text"),
+        ("cfdi_uuid", "text"),
+        ("distributor_id", "text"),
+        ("at", "ts"),
+        ("available", "int"),
+        ("requested", "int"),
+    ),
+    key=("cti_id", "cfdi_uuid"),
+    indexes=(("distributor_id", "at"),),
+)
+
 SALE_UNITS = ("stamps", "points", "subscription")
 
 
@@ -104,6 +119,18 @@ class InvoiceRow:
 
 
 @dataclass(frozen=True, slots=True)
+class AutoTopUpFailureRow:
+    """An automatic top-up that could not be sold (the distributor's inventory was short)."""
+
+    cti_id: str
+    cfdi_uuid: str
+    distributor_id: str
+    at: datetime
+    available: int
+    requested: int
+
+
+@dataclass(frozen=True, slots=True)
 class CreditCodeRow:
     """A credit code a distributor issued (DESIGN §6 billing); never the code or its NIP.
 
@@ -131,7 +158,15 @@ class CreditCodeRow:
 class _Buffer:
     """Sales, invoices and credit codes of one page."""
 
-    __slots__ = ("code_updates", "codes", "dialect", "invoiced", "invoices", "sales")
+    __slots__ = (
+        "code_updates",
+        "codes",
+        "dialect",
+        "failures",
+        "invoiced",
+        "invoices",
+        "sales",
+    )
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -141,6 +176,20 @@ class _Buffer:
         self.codes: dict[str, list[Any]] = {}
         # (state, redeemed_by, redeemed_at, code_id) of codes issued in earlier pages.
         self.code_updates: dict[str, list[Any]] = {}
+        self.failures: list[tuple[Any, ...]] = []
+
+    def top_up_failed(self, event: StampingAccount.AutoTopUpFailed) -> None:
+        """An automatic top-up the distributor could not cover."""
+        self.failures.append(
+            (
+                event.originator_id,
+                event.cfdi_uuid,
+                event.distributor_id,
+                self.dialect.ts(event.timestamp),
+                event.available,
+                event.requested,
+            )
+        )
 
     def code_issued(self, event: CreditCode.Issued) -> None:
         """A new active code."""
@@ -218,6 +267,7 @@ class _Buffer:
         cursor.insert(INVOICES, self.invoices)
         cursor.executemany("UPDATE view_sales SET invoice_ref = ? WHERE sale_id = ?", self.invoiced)
         cursor.insert(CREDIT_CODES, list(self.codes.values()))
+        cursor.insert(AUTO_TOP_UP_FAILURES, self.failures)
         cursor.executemany(
             "UPDATE view_credit_codes SET state = ?, redeemed_by = ?, redeemed_at = ? "
             "WHERE code_id = ?",
@@ -230,7 +280,7 @@ class BillingView(View):
 
     name = "billing"
     version = 2
-    tables = (SALES, INVOICES, CREDIT_CODES)
+    tables = (SALES, INVOICES, CREDIT_CODES, AUTO_TOP_UP_FAILURES)
 
     def new_buffer(self, dialect: Dialect) -> _Buffer:
         """An empty page."""
@@ -247,6 +297,7 @@ class BillingView(View):
             CreditCode.Locked: _Buffer.code_locked,
             CreditCode.Cancelled: _Buffer.code_cancelled,
             CreditCode.Expired: _Buffer.code_expired,
+            StampingAccount.AutoTopUpFailed: _Buffer.top_up_failed,
         }
 
 
@@ -432,6 +483,35 @@ def credit_codes(
                 redeemed_at=dialect.to_ts(at),
                 expires_on=expires_on,
                 issued_at=issued_at,
+            )
+        )
+    return rows
+
+
+def auto_top_up_failures(
+    cursor: Cursor, distributor_id: str, *, limit: int = PAGE_LIMIT_DEFAULT, offset: int = 0
+) -> list[AutoTopUpFailureRow]:
+    """The distributor's automatic top-ups that failed, newest first."""
+    check_page(limit, offset)
+    dialect = cursor.dialect
+    cursor.execute(
+        "SELECT cti_id, cfdi_uuid, distributor_id, at, available, requested "
+        "FROM view_auto_top_up_failures WHERE distributor_id = ? "
+        "ORDER BY at DESC, cti_id, cfdi_uuid LIMIT ? OFFSET ?",
+        (distributor_id, limit, offset),
+    )
+    rows = []
+    for cti_id, cfdi_uuid, distributor, at, available, requested in cursor.fetchall():
+        when = dialect.to_ts(at)
+        assert when is not None
+        rows.append(
+            AutoTopUpFailureRow(
+                cti_id=str(cti_id),
+                cfdi_uuid=str(cfdi_uuid),
+                distributor_id=str(distributor),
+                at=when,
+                available=int(available),
+                requested=int(requested),
             )
         )
     return rows

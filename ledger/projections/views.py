@@ -25,7 +25,13 @@ from ledger.projections import balances as balances_view
 from ledger.projections import billing, consumption, directory
 from ledger.projections.balances import BalanceRow, BalancesView
 from ledger.projections.base import PAGE_LIMIT_DEFAULT, Cursor, View, ViewDatabase
-from ledger.projections.billing import BillingView, CreditCodeRow, InvoiceRow, SaleRow
+from ledger.projections.billing import (
+    AutoTopUpFailureRow,
+    BillingView,
+    CreditCodeRow,
+    InvoiceRow,
+    SaleRow,
+)
 from ledger.projections.consumption import DAILY_DAYS_DEFAULT, ConsumptionRow, ConsumptionView
 from ledger.projections.directory import (
     ClientProfileRow,
@@ -271,6 +277,16 @@ class Views:
         return self._query(
             lambda cursor, today: billing.credit_codes(
                 cursor, distributor_id, today, state=state, limit=limit, offset=offset
+            )
+        )
+
+    def auto_top_up_failures(
+        self, distributor_id: str, *, limit: int = PAGE_LIMIT_DEFAULT, offset: int = 0
+    ) -> list[AutoTopUpFailureRow]:
+        """Automatic top-ups of the distributor's CTIs that its inventory could not cover."""
+        return self._query(
+            lambda cursor, _today: billing.auto_top_up_failures(
+                cursor, distributor_id, limit=limit, offset=offset
             )
         )
 

@@ -434,3 +434,120 @@ def test_settings_of_another_seller_are_not_authorised(lg: Ledger) -> None:
 def test_settings_without_a_change_are_invalid(lg: Ledger) -> None:
     """Nothing given: invalid_command."""
     assert rejection(lg, settings()).code == "invalid_command"
+
+
+# Client panel purchases (PCC) ------------------------------------------------------------------
+
+
+def client_packages(lg: Ledger) -> None:
+    """D1's client packages: 100 stamps for 60.00 valid 30 days, and 500 points for 500.00."""
+    ok(
+        lg,
+        {**package(DISTRIBUTOR, "CP100", "stamps", 100, "60.00"), "audience": "client",
+         "validity_days": 30},
+        {**package(DISTRIBUTOR, "CPTS500", "points", 500, "500.00"), "audience": "client"},
+    )  # fmt: skip
+
+
+def panel(package_id: str = "CP100", **extra: Any) -> dict[str, Any]:
+    """ClientBuyPackage by C1 itself."""
+    return {
+        "type": "ClientBuyPackage",
+        "client_id": CLIENT,
+        "package_id": package_id,
+        "actor": CLIENT,
+        **extra,
+    }
+
+
+def test_a_client_buys_stamps_through_its_panel(lg: Ledger) -> None:
+    """Allowed: 100 stamps to the default CTI (expiring in 30 days), a billable sale of 60.00."""
+    client_packages(lg)
+    lg.execute(settings(allow_pcc_stamp_purchase=True))
+    outcome = lg.execute(panel())
+    assert outcome.balance_after == 100
+    assert outcome.details == {"cti_id": CTI, "expires_on": "2026-02-04"}
+    assert lg.balance(DISTRIBUTOR, "stamps") == 9_900
+    (sale_id,) = outcome.sale_ids
+    assert sale_amount(lg, DISTRIBUTOR, sale_id) == "60.00"
+    assert lg.verify().ok
+
+
+def test_panel_purchases_need_the_distributors_permission(lg: Ledger) -> None:
+    """Not allowed (the default): pcc_purchase_not_allowed."""
+    client_packages(lg)
+    rejected = rejection(lg, panel())
+    assert rejected.code == "pcc_purchase_not_allowed"
+    assert rejected.details == {"distributor_id": DISTRIBUTOR, "unit": "stamps"}
+    lg.execute(settings(allow_pcc_stamp_purchase=True))
+    assert rejection(lg, panel("CPTS500")).code == "pcc_purchase_not_allowed"
+
+
+def test_the_masters_permission_is_the_network_default(lg: Ledger) -> None:
+    """The master allows stamp purchases; D1 set nothing, so its clients may buy."""
+    client_packages(lg)
+    lg.execute(settings(MASTER, allow_pcc_stamp_purchase=True))
+    assert lg.execute(panel()).balance_after == 100
+    lg.execute(settings(allow_pcc_stamp_purchase=False))
+    assert rejection(lg, panel()).code == "pcc_purchase_not_allowed"
+
+
+def test_a_panel_purchase_goes_to_the_named_cti(lg: Ledger) -> None:
+    """cti_id names another CTI of the client."""
+    client_packages(lg)
+    ok(
+        lg,
+        settings(allow_pcc_stamp_purchase=True),
+        {"type": "OpenStampingAccount", "cti_id": "C1-b", "client_id": CLIENT,
+         "password": "secreto-123", "actor": DISTRIBUTOR},
+    )  # fmt: skip
+    assert lg.execute(panel(cti_id="C1-b")).details["cti_id"] == "C1-b"
+    assert (lg.balance("C1-b"), lg.balance(CTI)) == (100, 0)
+
+
+def test_only_the_client_buys_through_its_panel(lg: Ledger) -> None:
+    """Its distributor acting is not_authorised."""
+    client_packages(lg)
+    lg.execute(settings(allow_pcc_stamp_purchase=True))
+    assert rejection(lg, panel(actor=DISTRIBUTOR)).code == "not_authorised"
+
+
+def test_the_clients_discount_applies_to_panel_purchases(lg: Ledger) -> None:
+    """60.00 less 10 % is 54.00."""
+    client_packages(lg)
+    lg.execute(settings(allow_pcc_stamp_purchase=True))
+    client_pricing(lg, discount_pct="10")
+    (sale_id,) = lg.execute(panel()).sale_ids
+    assert sale_amount(lg, DISTRIBUTOR, sale_id) == "54.00"
+
+
+def test_a_points_order_the_distributor_covers_goes_to_the_wallet(lg: Ledger) -> None:
+    """500 points leave D1's 3,000 for C1's wallet."""
+    client_packages(lg)
+    lg.execute(settings(allow_pcc_point_purchase=True))
+    outcome = lg.execute(panel("CPTS500"))
+    assert outcome.balance_after == 500
+    assert len(outcome.sale_ids) == 1
+    assert lg.balance(DISTRIBUTOR, "points") == 2_500
+
+
+def test_a_points_order_beyond_the_inventory_buys_the_smallest_covering_package(
+    lg: Ledger,
+) -> None:
+    """D1 holds 100 points: it first buys the master's 1,000-point package (not the 3,000)."""
+    client_packages(lg)
+    ok(
+        lg,
+        package(MASTER, "PTS1000", "points", 1_000, "960.00"),
+        settings(allow_pcc_point_purchase=True),
+        {"type": "TransferPoints", "transfer_id": "TP1", "from_id": DISTRIBUTOR, "to_id": CLIENT,
+         "quantity": 2_900, "actor": DISTRIBUTOR},
+    )  # fmt: skip
+    outcome = lg.execute(panel("CPTS500"))
+    client_sale, supply_sale = outcome.sale_ids
+    assert outcome.details == {"supply_sale_ids": [supply_sale]}
+    assert lg.balance(CLIENT, "points") == 3_400
+    assert lg.balance(DISTRIBUTOR, "points") == 100 + 1_000 - 500
+    assert sale_amount(lg, MASTER, supply_sale) == "960.00"
+    assert sale_amount(lg, DISTRIBUTOR, client_sale) == "500.00"
+    assert lg.verify().ok

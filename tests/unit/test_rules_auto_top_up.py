@@ -1,0 +1,158 @@
+"""Automatic top-up: fires once per crossing, re-arms, names its sale; failures are kept."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from ledger.api import Ledger
+from ledger.clock import ManualClock
+from ledger.errors import Rejected
+from tests.support import CLIENT, CTI, DISTRIBUTOR, build_network, consume
+
+
+@pytest.fixture
+def lg(clock: ManualClock) -> Iterator[Ledger]:
+    """C1-cti holds 12 stamps; its rule: below 10, D1 sends 50 at 25.00."""
+    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
+        build_network(ledger, cti_stamps=12)
+        ledger.execute(rule())
+        yield ledger
+
+
+def rule(cti_id: str = CTI, **extra: Any) -> dict[str, Any]:
+    """ConfigureAutoTopUp."""
+    return {
+        "type": "ConfigureAutoTopUp",
+        "cti_id": cti_id,
+        "minimum": 10,
+        "credit": 50,
+        "amount": "25.00",
+        "actor": DISTRIBUTOR,
+        **extra,
+    }
+
+
+def stamp(lg: Ledger, n: int = 1) -> list[Any]:
+    """``n`` consumptions on C1-cti, one at a time; their outcomes."""
+    return [lg.execute(consume(actor="M")) for _ in range(n)]
+
+
+def topics(lg: Ledger) -> list[str]:
+    """Stored event topics in order."""
+    return [row.topic for row in lg.store.stored_events()]
+
+
+def test_the_consumption_that_crosses_names_the_automatic_sale(lg: Ledger) -> None:
+    """12 → 11 → 10 → 9: the third consumption crosses; D1 sends 50 at 25.00."""
+    first, second, third = stamp(lg, 3)
+    assert first.sale_ids == second.sale_ids == ()
+    (sale_id,) = third.sale_ids
+    assert third.balance_after == 59
+    assert lg.balance(DISTRIBUTOR) == 10_000 - 12 - 50
+    (sale,) = [s for s in lg.views.unbilled_sales(DISTRIBUTOR) if s.sale_id == sale_id]
+    assert (sale.buyer_id, sale.quantity, sale.amount) == (CTI, 50, "25.00")
+    assert lg.verify().ok
+
+
+def test_it_fires_once_per_crossing_and_rearms_above_the_minimum(lg: Ledger) -> None:
+    """After the top-up (59) it fires again only after the balance crosses 10 again."""
+    stamp(lg, 3)
+    outcomes = stamp(lg, 50)  # 59 → 9: the 50th crosses again
+    assert [bool(o.sale_ids) for o in outcomes] == [False] * 49 + [True]
+    assert outcomes[-1].balance_after == 59
+
+
+def test_a_short_inventory_records_the_failure_once(lg: Ledger) -> None:
+    """D1 holds 20 of 50: AutoTopUpFailed is recorded, warned and shown; no second failure."""
+    held = lg.balance(DISTRIBUTOR)
+    lg.execute(
+        {"type": "IssueCreditCode", "code_id": "K-drain", "distributor_id": DISTRIBUTOR,
+         "unit": "stamps", "quantity": held - 20, "actor": DISTRIBUTOR}
+    )  # fmt: skip
+    with structlog.testing.capture_logs() as logs:
+        outcomes = stamp(lg, 3)  # 12 → 11 → 10 → 9: the third crosses
+    assert [o.warnings for o in outcomes] == [(), (), ("auto_top_up_failed",)]
+    assert outcomes[-1].sale_ids == ()
+    assert outcomes[-1].balance_after == 9
+    assert topics(lg)[-1] == "StampingAccount.AutoTopUpFailed"
+    warning = {"event": "command_warning", "type": "ConsumeStamp",
+               "warnings": ("auto_top_up_failed",), "log_level": "warning"}  # fmt: skip
+    assert warning in logs
+    (failure,) = lg.views.auto_top_up_failures(DISTRIBUTOR)
+    assert (failure.cti_id, failure.available, failure.requested) == (CTI, 20, 50)
+    before = len(topics(lg))
+    (fourth,) = stamp(lg)
+    assert fourth.warnings == ()
+    assert len(topics(lg)) == before + 1  # the consumption only
+    assert lg.verify().ok
+
+
+def test_a_rule_without_amount_is_priced_by_the_list(lg: Ledger) -> None:
+    """No amount: 50 stamps at D1's bulk price of 0.80 are 40.00."""
+    lg.execute(
+        {"type": "ChangeSettings", "seller_id": DISTRIBUTOR, "bulk_stamp_price": "0.80",
+         "actor": DISTRIBUTOR}
+    )  # fmt: skip
+    lg.execute({k: v for k, v in rule().items() if k != "amount"})
+    (sale_id,) = stamp(lg, 3)[-1].sale_ids
+    (sale,) = [s for s in lg.views.unbilled_sales(DISTRIBUTOR) if s.sale_id == sale_id]
+    assert sale.amount == "40.00"
+
+
+def open_second_cti(lg: Ledger) -> None:
+    """C1-b, a second standard CTI of C1, with its own rule (credit 50)."""
+    lg.execute(
+        {"type": "OpenStampingAccount", "cti_id": "C1-b", "client_id": CLIENT,
+         "password": "secreto-123", "actor": DISTRIBUTOR}
+    )  # fmt: skip
+    lg.execute(rule("C1-b", credit=30, amount="15.00"))
+
+
+def test_a_mass_auto_sale_sells_each_selected_cti_its_top_up(lg: Ledger) -> None:
+    """Two CTIs: 50 and 30 stamps, two sales, one command."""
+    open_second_cti(lg)
+    outcome = lg.execute(
+        {"type": "MassAutoTopUp", "batch_id": "A1", "distributor_id": DISTRIBUTOR,
+         "cti_ids": [CTI, "C1-b"], "actor": DISTRIBUTOR}
+    )  # fmt: skip
+    assert outcome.sale_ids == ("A1:1", "A1:2")
+    assert (lg.balance(CTI), lg.balance("C1-b")) == (62, 30)
+    assert outcome.balance_after == 10_000 - 12 - 80
+
+
+def test_a_mass_auto_sale_is_all_or_nothing(lg: Ledger) -> None:
+    """A selected CTI without a rule: nothing is sold."""
+    lg.execute(
+        {"type": "OpenStampingAccount", "cti_id": "C1-b", "client_id": CLIENT,
+         "password": "secreto-123", "actor": DISTRIBUTOR}
+    )  # fmt: skip
+    before = len(topics(lg))
+    with pytest.raises(Rejected) as caught:
+        lg.execute(
+            {"type": "MassAutoTopUp", "batch_id": "A1", "distributor_id": DISTRIBUTOR,
+             "cti_ids": [CTI, "C1-b"], "actor": DISTRIBUTOR}
+        )  # fmt: skip
+    assert caught.value.code == "invalid_transition"
+    assert len(topics(lg)) == before
+    assert lg.balance(CTI) == 12
+
+
+def test_a_mass_auto_sale_beyond_the_inventory_sells_nothing(lg: Ledger) -> None:
+    """80 stamps wanted, fewer held: insufficient_inventory."""
+    open_second_cti(lg)
+    held = lg.balance(DISTRIBUTOR)
+    lg.execute(
+        {"type": "IssueCreditCode", "code_id": "K", "distributor_id": DISTRIBUTOR,
+         "unit": "stamps", "quantity": held - 79, "actor": DISTRIBUTOR}
+    )  # fmt: skip
+    with pytest.raises(Rejected) as caught:
+        lg.execute(
+            {"type": "MassAutoTopUp", "batch_id": "A1", "distributor_id": DISTRIBUTOR,
+             "cti_ids": [CTI, "C1-b"], "actor": DISTRIBUTOR}
+        )  # fmt: skip
+    assert caught.value.code == "insufficient_inventory"
+    assert lg.balance(DISTRIBUTOR) == 79
