@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import structlog
 
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
+from ledger.logging import capture_logs
 from tests.support import CLIENT, CTI, DISTRIBUTOR, build_network, consume
 
 
@@ -73,7 +73,7 @@ def test_a_short_inventory_records_the_failure_once(lg: Ledger) -> None:
         {"type": "IssueCreditCode", "code_id": "K-drain", "distributor_id": DISTRIBUTOR,
          "unit": "stamps", "quantity": held - 20, "actor": DISTRIBUTOR}
     )  # fmt: skip
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         outcomes = stamp(lg, 3)  # 12 → 11 → 10 → 9: the third crosses
     assert [o.warnings for o in outcomes] == [(), (), ("auto_top_up_failed",)]
     assert outcomes[-1].sale_ids == ()

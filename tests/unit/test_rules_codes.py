@@ -9,11 +9,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-import structlog
 
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
+from ledger.logging import capture_logs
 from ledger.outcome import Outcome
 from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, build_network, client_profile
 
@@ -355,7 +355,7 @@ def test_an_idempotency_key_reused_with_another_code_conflicts(lg: Ledger) -> No
 
 def test_no_secret_is_logged_stored_or_detailed(lg: Ledger) -> None:
     """The code and NIP appear in no log line, stored event, key, view row or rejection."""
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         code = lg.execute(issue())
         assert code.code is not None
         assert code.nip is not None
