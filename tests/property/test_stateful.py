@@ -42,6 +42,7 @@ PACKAGES = {  # seller's package id -> (seller, unit, quantity)
     "D50": (D1, "stamps", 50),
     "DP30": (D1, "points", 30),
 }
+CLIENT_PACKAGES = {"CS10": ("stamps", 10), "CP40": ("points", 40)}  # D1's panel packages
 GRANT_QUANTITY = 20
 GRANT_VALIDITY_DAYS = 7
 EXPIRES_ON = {D1: date(2026, 2, 15), D2: date(2026, 1, 20)}
@@ -58,6 +59,27 @@ class Lot:
 
 
 @dataclass
+class Code:
+    """A credit code as the model sees it."""
+
+    code: str
+    nip: str
+    issuer: str
+    unit: str
+    quantity: int
+    expires_on: date | None
+    state: str = "active"
+    wrong_nips: int = 0
+    redeemed_to: str | None = None
+
+    def state_on(self, today: date) -> str:
+        """The state with the clock applied."""
+        if self.state == "active" and self.expires_on is not None and today > self.expires_on:
+            return "expired"
+        return self.state
+
+
+@dataclass
 class Model:
     """What the ledger should hold."""
 
@@ -70,6 +92,7 @@ class Model:
     password: dict[str, str] = field(default_factory=dict)  # CTI -> its password
     failures: Counter[str] = field(default_factory=Counter)  # CTI -> failed checks in a row
     locked_until: dict[str, datetime] = field(default_factory=dict)
+    codes: dict[str, Code] = field(default_factory=dict)
 
     def status(self, distributor_id: str, today: date) -> str:
         """The distributor's status with the clock applied."""
@@ -135,7 +158,14 @@ def setup_commands() -> list[dict[str, Any]]:
         {"type": "DefinePackage", "seller_id": D1, "package_id": "G20", "unit": "stamps",
          "quantity": GRANT_QUANTITY, "price": "40.00", "audience": "client",
          "validity_days": GRANT_VALIDITY_DAYS},
+        {"type": "ChangeSettings", "seller_id": D1, "allow_pcc_stamp_purchase": True,
+         "allow_pcc_point_purchase": True},
     ]  # fmt: skip
+    for package_id, (unit, quantity) in CLIENT_PACKAGES.items():
+        commands.append(
+            {"type": "DefinePackage", "seller_id": D1, "package_id": package_id, "unit": unit,
+             "quantity": quantity, "price": f"{quantity}.00", "audience": "client"}
+        )  # fmt: skip
     for package_id, (seller, unit, quantity) in PACKAGES.items():
         commands.append(
             {"type": "DefinePackage", "seller_id": seller, "package_id": package_id,
@@ -498,6 +528,165 @@ class LedgerMachine(RuleBasedStateMachine):
             model.locked_until.pop(cti_id, None)
             if failures >= 5:
                 model.locked_until[cti_id] = now + timedelta(minutes=15)
+    # Credit codes, points purchases, panel purchases ----------------------------------------
+
+    @rule(
+        issuer=st.sampled_from(DISTRIBUTORS),
+        unit=st.sampled_from(["stamps", "points"]),
+        quantity=st.integers(1, 80),
+        days=st.one_of(st.none(), st.integers(0, 3)),
+    )
+    def issue_code(self, issuer: str, unit: str, quantity: int, days: int | None) -> None:
+        """A distributor sets credits aside behind a code and NIP."""
+        code_id = self.next_id("K")
+        book = self.model.holds(unit)
+        expected = "ok"
+        if self.model.status(issuer, self.today) != "active":
+            expected = "distributor_not_active"
+        elif book[issuer] < quantity:
+            expected = "insufficient_inventory" if unit == "stamps" else "insufficient_points"
+        expires_on = None if days is None else self.today + timedelta(days=days)
+        command: dict[str, Any] = {
+            "type": "IssueCreditCode",
+            "code_id": code_id,
+            "distributor_id": issuer,
+            "unit": unit,
+            "quantity": quantity,
+        }
+        if expires_on is not None:
+            command["expires_on"] = expires_on.isoformat()  # fmt: skip
+        outcome = self.run(command, expected)
+        if outcome is not None:
+            assert outcome.code is not None
+            assert outcome.nip is not None
+            book[issuer] -= quantity
+            book[code_id] += quantity
+            self.model.codes[code_id] = Code(
+                outcome.code, outcome.nip, issuer, unit, quantity, expires_on
+            )
+
+    def redemption_target_check(self, code: Code, to_id: str) -> str | None:
+        """The rejection code of a redemption's target, or None."""
+        if code.unit == "stamps" and to_id in CTIS:
+            owner = DISTRIBUTOR_OF_CTI[to_id]
+        elif code.unit == "points" and to_id in CLIENTS:
+            owner = CLIENT_OF[to_id]
+        else:
+            return "wrong_account_kind"
+        # The issuer's network: its own clients and those of its sub-distributors.
+        return None if code.issuer in (owner, PARENT.get(owner)) else "not_authorised"
+
+    @rule(
+        pick=st.integers(0, 1_000),
+        right_nip=st.booleans(),
+        to_id=st.sampled_from((*CTIS, *CLIENTS)),
+    )
+    def redeem_code(self, pick: int, right_nip: bool, to_id: str) -> None:
+        """Redeems a code: right or wrong NIP, to a CTI or wallet, inside the network or not."""
+        if not self.model.codes:
+            return
+        code_id = sorted(self.model.codes)[pick % len(self.model.codes)]
+        code = self.model.codes[code_id]
+        nip = code.nip if right_nip else f"{(int(code.nip) + 1) % 1_000_000:06d}"
+        state = code.state_on(self.today)
+        actor = to_id if to_id in CLIENTS else CTI_OF[to_id]
+        command = {"type": "RedeemCreditCode", "code": code.code, "nip": nip, "to_id": to_id,
+                   "actor": actor}  # fmt: skip
+        target_code = self.redemption_target_check(code, to_id)
+        if state == "redeemed":
+            self.run(command, "replayed" if code.redeemed_to == to_id else "code_redeemed")
+            return
+        if state != "active":
+            self.run(command, f"code_{state}")
+            return
+        if target_code is not None:
+            self.run(command, target_code)
+            return
+        book = self.model.holds(code.unit)
+        if not right_nip:
+            code.wrong_nips += 1
+            if code.wrong_nips < 5:
+                self.run(command, "wrong_nip")
+                return
+            self.run(command, "code_locked")
+            code.state = "locked"
+            book[code_id] -= code.quantity
+            book[code.issuer] += code.quantity
+            return
+        self.run(command, "ok")
+        code.state, code.redeemed_to = "redeemed", to_id
+        book[code_id] -= code.quantity
+        self.receive(code.unit, to_id, f"code:{code_id}:redeemed", code.quantity)
+
+    @rule(pick=st.integers(0, 1_000))
+    def cancel_code(self, pick: int) -> None:
+        """The issuer cancels a code (or closes an expired one); its credits come back."""
+        if not self.model.codes:
+            return
+        code_id = sorted(self.model.codes)[pick % len(self.model.codes)]
+        code = self.model.codes[code_id]
+        command = {"type": "CancelCreditCode", "code_id": code_id, "actor": code.issuer}
+        state = code.state_on(self.today)
+        if code.state != "active":
+            self.run(command, "invalid_transition")
+            return
+        self.run(command, "ok")
+        code.state = "cancelled" if state == "active" else "expired"
+        book = self.model.holds(code.unit)
+        book[code_id] -= code.quantity
+        book[code.issuer] += code.quantity
+
+    @rule(package_id=st.sampled_from(["P100", "D50"]), count=st.integers(1, 3))
+    def buy_with_points(self, package_id: str, count: int) -> None:
+        """D1 pays the master, or D2 pays D1, in points (10.00 a package: 10 points)."""
+        seller, _unit, quantity = PACKAGES[package_id]
+        buyer = D1 if seller == MASTER else D2
+        points = 10 * count
+        seller_status = "active" if seller == MASTER else self.model.status(seller, self.today)
+        expected = "ok"
+        if self.model.status(buyer, self.today) != "active":
+            expected = "distributor_not_active"
+        elif self.model.points[buyer] < points:
+            expected = "insufficient_points"
+        elif seller_status != "active":
+            expected = "distributor_not_active"
+        elif seller != MASTER and self.model.stamps[seller] < quantity * count:
+            expected = "insufficient_inventory"
+        command = {"type": "BuyPackage", "buyer_id": buyer, "seller_id": seller,
+                   "package_id": package_id, "count": count, "pay_with": "points"}  # fmt: skip
+        if self.run(command, expected):
+            self.model.stamps[seller] -= quantity * count
+            self.model.stamps[buyer] += quantity * count
+            self.model.points[buyer] -= points
+            if seller != MASTER:
+                self.model.points[seller] += points
+
+    @rule(
+        client_id=st.sampled_from(("C1", "C2")), package_id=st.sampled_from(sorted(CLIENT_PACKAGES))
+    )
+    def client_buys(self, client_id: str, package_id: str) -> None:
+        """A client of D1 buys through its panel; D1 restocks points from the master if short."""
+        unit, quantity = CLIENT_PACKAGES[package_id]
+        expected = "ok"
+        if self.model.status(D1, self.today) != "active":
+            expected = "distributor_not_active"
+        elif unit == "stamps" and self.model.stamps[D1] < quantity:
+            expected = "insufficient_inventory"
+        command = {"type": "ClientBuyPackage", "client_id": client_id, "package_id": package_id,
+                   "actor": client_id}  # fmt: skip
+        outcome = self.run(command, expected)
+        if outcome is None:
+            return
+        if unit == "points" and self.model.points[D1] < quantity:
+            self.model.points[D1] += 300  # the master's smallest covering package, PTS300
+            self.model.points[MASTER] -= 300
+            assert len(outcome.sale_ids) == 2
+        self.model.holds(unit)[D1] -= quantity
+        if unit == "stamps":
+            cti_id = f"{client_id}-cti"
+            self.receive("stamps", cti_id, outcome.sale_ids[0], quantity)
+        else:
+            self.model.points[client_id] += quantity
 
     # Invariants -----------------------------------------------------------------------------
 
@@ -536,6 +725,8 @@ class LedgerMachine(RuleBasedStateMachine):
             assert self.posted[(client_id, "points")] == self.model.points[client_id]
         for cti_id in CTIS:
             assert self.posted[(cti_id, "stamps")] == self.model.booked(cti_id)
+        for code_id, code in self.model.codes.items():
+            assert self.posted[(code_id, code.unit)] == self.model.holds(code.unit)[code_id]
 
     @invariant()
     def balances_match_the_model(self) -> None:
@@ -547,6 +738,8 @@ class LedgerMachine(RuleBasedStateMachine):
             assert self.lg.balance(client_id, "points") == self.model.points[client_id]
         for cti_id in CTIS:
             assert self.lg.balance(cti_id) == self.model.usable(cti_id, self.today), cti_id
+        for code_id, code in self.model.codes.items():
+            assert self.lg.balance(code_id, code.unit) == self.model.holds(code.unit)[code_id]
 
 
 LedgerMachine.TestCase.settings = settings(
