@@ -635,6 +635,65 @@ class DemoBuilder:
                 )
         self._run(commands)
 
+    def codes_and_panel(self) -> None:
+        """D-NORTE sells credit codes and lets its clients buy through their panel (PCC)."""
+        seller = next(s for s in self.sellers if s.distributor_id == "D-NORTE")
+        buyers = [c for c in seller.clients if f"{c}-cti" in self.accounts][:3]
+        if len(buyers) < 2:
+            return
+        north = "D-NORTE"
+        self._run(
+            [
+                {"type": "ChangeSettings", "seller_id": north, "bulk_stamp_price": "0.85",
+                 "allow_pcc_stamp_purchase": True, "allow_pcc_point_purchase": True,
+                 "actor": north},
+                {"type": "DefinePackage", "seller_id": north, "package_id": "PANEL-100",
+                 "unit": "stamps", "quantity": 100, "price": "95.00", "audience": "client",
+                 "validity_days": 365, "actor": north},
+                {"type": "DefinePackage", "seller_id": north, "package_id": "PANEL-PTS-500",
+                 "unit": "points", "quantity": 500, "price": "500.00", "audience": "client",
+                 "actor": north},
+                {"type": "ClientBuyPackage", "client_id": buyers[0], "package_id": "PANEL-100",
+                 "actor": buyers[0]},
+                {"type": "ClientBuyPackage", "client_id": buyers[1],
+                 "package_id": "PANEL-PTS-500", "actor": buyers[1]},
+            ]
+        )  # fmt: skip
+        expires = (self.clock().date() + timedelta(days=90)).isoformat()
+        issued = self._run(
+            [
+                {"type": "IssueCreditCode", "code_id": f"CODIGO-{n}", "distributor_id": north,
+                 "unit": unit, "quantity": quantity, "expires_on": expires, "actor": north}
+                for n, unit, quantity in (
+                    (1, "stamps", 200), (2, "points", 1_000), (3, "stamps", 50), (4, "stamps", 500)
+                )
+            ]
+        )  # fmt: skip
+        if any(outcome is None or outcome.code is None for outcome in issued):
+            return
+        first, second, _third, _fourth = issued
+        assert first is not None
+        assert second is not None
+        self._run(
+            [
+                {"type": "RedeemCreditCode", "code": first.code, "nip": first.nip,
+                 "to_id": f"{buyers[2 % len(buyers)]}-cti", "actor": buyers[2 % len(buyers)]},
+                {"type": "CancelCreditCode", "code_id": "CODIGO-4", "actor": north},
+            ]
+        )  # fmt: skip
+        # Someone guesses the second code's NIP five times: the code locks for good and its
+        # points go back to D-NORTE. These rejections are the point, so they are not counted.
+        assert second.nip is not None
+        wrong = f"{(int(second.nip) + 1) % 1_000_000:06d}"
+        guesses = self.lg.execute_many(
+            [
+                {"type": "RedeemCreditCode", "code": second.code, "nip": wrong,
+                 "to_id": buyers[0], "actor": buyers[0]}
+            ]
+            * 5
+        )  # fmt: skip
+        self.report.commands += len(guesses)
+
     def finish(self, now: datetime) -> None:
         """The clock back to the real present; a sub-distributor suspended for the views."""
         self.clock.set(now)
@@ -773,6 +832,25 @@ def print_views(lg: Ledger, out: TextIO) -> None:
             ],
         )
     )
+    codes = views.credit_codes("D-NORTE")
+    out.write(
+        render_table(
+            "\nCredit codes of D-NORTE (the code and NIP were shown once, when issued)",
+            ("code id", "unit", "quantity", "amount", "state", "redeemed by", "expires"),
+            [
+                (c.code_id, c.unit, c.quantity, c.amount, c.state, c.redeemed_by, c.expires_on)
+                for c in codes
+            ],
+        )
+    )
+    panel = [s for s in views.unbilled_sales("D-NORTE", limit=500) if s.sale_id.startswith("PCC:")]
+    out.write(
+        render_table(
+            "\nPanel purchases from D-NORTE (clients buying through their own panel)",
+            ("sale", "date", "buyer", "unit", "quantity", "amount"),
+            [(s.sale_id[:14], s.at, s.buyer_id, s.unit, s.quantity, s.amount) for s in panel],
+        )
+    )
     invoices = views.invoices(MASTER) + views.invoices("D-CENTRO")
     out.write(
         render_table(
@@ -817,6 +895,7 @@ def run(url: str | None, *, clients: int, days: int, seed: int, out: TextIO) -> 
         builder.register_clients()
         builder.initial_stamps()
         builder.simulate()
+        builder.codes_and_panel()
         builder.finish(max(now, clock()))
         lg.views.catch_up()
         report = builder.report

@@ -156,7 +156,9 @@ class Aggregate:
         for n in cls.snapshot_fields:
             default = getattr(cls, n, _NO_DEFAULT)
             if n in cls.snapshot_defaults:
-                fields.append((n, hints[n], msgspec.field(default_factory=cls.snapshot_defaults[n])))
+                fields.append(
+                    (n, hints[n], msgspec.field(default_factory=cls.snapshot_defaults[n]))
+                )
             elif default is None or isinstance(default, int | str | float):
                 fields.append((n, hints[n], default))
             else:

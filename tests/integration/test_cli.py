@@ -200,6 +200,8 @@ def test_demo_builds_a_network_and_prints_its_views(
         "Sub-distributors of D-CENTRO",
         "Stamping accounts of D-NORTE",
         "Sales of PLATAFORMA not invoiced yet",
+        "Credit codes of D-NORTE",
+        "Panel purchases from D-NORTE",
     ):
         assert title in out
     with Ledger.open(sqlite_url, projections="off") as lg:
@@ -209,6 +211,13 @@ def test_demo_builds_a_network_and_prints_its_views(
             "D-CENTRO": "active",
             "D-SUR": "active",
             "D-OESTE": "unvalidated",
+        }
+        codes = {c.code_id: c.state for c in lg.views.credit_codes("D-NORTE")}
+        assert codes == {
+            "CODIGO-1": "redeemed",
+            "CODIGO-2": "locked",
+            "CODIGO-3": "active",
+            "CODIGO-4": "cancelled",
         }
         assert lg.verify().ok
 
