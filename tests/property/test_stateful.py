@@ -528,6 +528,7 @@ class LedgerMachine(RuleBasedStateMachine):
             model.locked_until.pop(cti_id, None)
             if failures >= 5:
                 model.locked_until[cti_id] = now + timedelta(minutes=15)
+
     # Credit codes, points purchases, panel purchases ----------------------------------------
 
     @rule(
