@@ -37,7 +37,8 @@ EXIT_BROKEN_PIPE = 128 + 13
 
 URL_HELP = (
     "where the ledger lives: sqlite:///FILE or postgresql://USER@HOST[:PORT]/DB "
-    "(default: $LEDGER_URL, else sqlite:///ledger.db)"
+    "(default: $LEDGER_URL, else sqlite:///ledger.db); bounded waits, 5 s by default, as "
+    "?connect_timeout=S&pool_timeout=S (PostgreSQL) or ?busy_timeout=S (SQLite)"
 )
 
 

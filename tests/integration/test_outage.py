@@ -17,6 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from adapters.cli import main
+from adapters.cli_common import EXIT_ERROR
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import CommitOutcomeUnknown, InfrastructureError, LedgerError
@@ -215,3 +217,16 @@ def test_a_locked_sqlite_file_is_a_bounded_infrastructure_error(
         assert "busy_timeout=1 s" in message
         assert lg.execute(stamp()).replayed is False
         assert lg.balance(CTI, "stamps") == 9
+
+
+def test_the_command_line_reports_an_unreachable_server_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``ledger balance`` on a closed port exits 2 with one line saying what to check."""
+    with TcpProxy("postgresql://postgres@127.0.0.1:5432/x") as proxy:
+        url = f"{proxy.url}?{FAST}"
+    assert main(["balance", "M", "--url", url]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"PostgreSQL at 127.0.0.1:{proxy.port}" in err
+    assert "Check that the server runs" in err
