@@ -99,7 +99,7 @@ def test_open_on_a_closed_port_is_an_infrastructure_error_saying_what_to_check(
 def test_a_command_after_the_server_went_away_is_an_infrastructure_error(
     proxied: tuple[Ledger, TcpProxy], network: str
 ) -> None:
-    """The port closes under a running ledger: InfrastructureError, and nothing recorded."""
+    """The port closes under a running ledger: commands and reads are InfrastructureError."""
     lg, proxy = proxied
     proxy.close()
     with pytest.raises(InfrastructureError) as caught:
@@ -107,6 +107,9 @@ def test_a_command_after_the_server_went_away_is_an_infrastructure_error(
     assert type(caught.value) is InfrastructureError
     assert f"127.0.0.1:{proxy.port}" in str(caught.value)
     assert "pool_timeout=1.0 s" in str(caught.value)
+    with pytest.raises(InfrastructureError) as read:
+        lg.balance(CTI, "stamps")
+    assert f"cannot load {CTI!r}" in str(read.value)
     assert consumptions(network, UUID) == 0
 
 
