@@ -33,7 +33,14 @@ from pydantic import ValidationError
 from ledger.clock import MEXICO_CITY, Clock, local_date
 from ledger.commands.models import COMMAND_ADAPTER, Command
 from ledger.domain import Aggregate, Event
-from ledger.errors import ConcurrencyError, LedgerError, RecordedRejection, Rejected
+from ledger.errors import (
+    CommitOutcomeUnknown,
+    ConcurrencyError,
+    InfrastructureError,
+    LedgerError,
+    RecordedRejection,
+    Rejected,
+)
 from ledger.logging import get_logger
 from ledger.outcome import Outcome
 from ledger.passwords import PasswordCost
@@ -503,14 +510,15 @@ class Engine:
         self, batch: list[Prepared], *, isolated: bool = False, atomic: bool = False
     ) -> list[Result]:
         check_keys = False
+        unknown: CommitOutcomeUnknown | None = None
         for attempt in range(ATTEMPTS_MAX):
             stored_keys: dict[str, KeyRecord] = {}
-            if check_keys:
-                wanted = [k for p in batch for k in p.keys]
-                stored_keys = self.store.select_keys(wanted)
             tx = Tx(self)
             started = time.perf_counter()
             try:
+                if check_keys:
+                    wanted = [k for p in batch for k in p.keys]
+                    stored_keys = self.store.select_keys(wanted)
                 results = [self._run_one(p, tx, stored_keys, isolated=isolated) for p in batch]
                 if atomic and any(isinstance(r, Rejected) for r in results):
                     self._discard(tx)
@@ -530,9 +538,24 @@ class Engine:
                 delay_max_s = min(RETRY_DELAY_MAX_S, RETRY_DELAY_BASE_S * 2**attempt)
                 time.sleep(random.uniform(0, delay_max_s))  # noqa: S311
                 continue
-            except BaseException:
+            except CommitOutcomeUnknown as exc:
+                self._discard(tx)
+                if unknown is not None or not all(p.keys for p in batch if p.command is not None):
+                    raise
+                # Every command has a key, so running the batch once more is exactly once: a
+                # command that was recorded finds its key and replays its first outcome, and
+                # the key index refuses to record one twice even if the first commit is still
+                # under way on the server.
+                log.warning("commit_outcome_unknown", commands=len(batch), retried=True)
+                unknown = exc
+                check_keys = True
+                continue
+            except BaseException as exc:
                 # Cached aggregates were changed in place: nothing of this attempt may survive it.
                 self._discard(tx)
+                if unknown is not None and isinstance(exc, InfrastructureError):
+                    # The retry could not reach the database: the first commit stays unknown.
+                    raise unknown from exc
                 raise
             self._committed(tx, events)
             self._log(batch, results, started)

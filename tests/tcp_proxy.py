@@ -30,6 +30,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._cut_at_select = False
+        self._close_after_cut = False
         self.cuts = 0
         self._accepting = threading.Thread(target=self._accept, daemon=True)
         self._accepting.start()
@@ -40,10 +41,15 @@ class TcpProxy:
         netloc = f"{self._url.username or 'postgres'}@127.0.0.1:{self.port}"
         return urlunparse(self._url._replace(netloc=netloc))
 
-    def cut_at_next_select_result(self) -> None:
-        """Drops the connection that next receives a SELECT's result, instead of the result."""
+    def cut_at_next_select_result(self, *, then_close: bool = False) -> None:
+        """Drops the connection that next receives a SELECT's result, instead of the result.
+
+        ``then_close``: the port closes and every connection is cut at that moment too (the
+        server is gone for good).
+        """
         with self._lock:
             self._cut_at_select = True
+            self._close_after_cut = then_close
 
     def cut_all(self) -> None:
         """Closes every connection through the proxy (the port stays open)."""
@@ -54,14 +60,17 @@ class TcpProxy:
 
     def close(self) -> None:
         """Closes the port (connecting is then refused) and every connection."""
+        self._close_port()
+        self._accepting.join(timeout=5)
+        self.cut_all()
+
+    def _close_port(self) -> None:
         # shutdown() first: close() alone leaves the port listening while a thread waits in
         # accept() on it (the kernel keeps the socket until accept() returns).
         with suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         with suppress(OSError):
             self._listener.close()
-        self._accepting.join(timeout=5)
-        self.cut_all()
 
     def __enter__(self) -> TcpProxy:
         return self
@@ -102,6 +111,9 @@ class TcpProxy:
                         cut, self._cut_at_select = self._cut_at_select, False
                     if cut:
                         self.cuts += 1
+                        if self._close_after_cut:
+                            self._close_port()
+                            self.cut_all()
                         break
                 sink.sendall(data)
         except OSError:

@@ -22,7 +22,8 @@ from adapters.cli_common import EXIT_ERROR
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import CommitOutcomeUnknown, InfrastructureError, LedgerError
-from tests.support import CTI, MASTER, build_network, consume
+from ledger.outcome import Outcome
+from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, build_network, consume
 from tests.tcp_proxy import TcpProxy
 
 FAST = "pool_timeout=1&connect_timeout=2"
@@ -113,61 +114,103 @@ def test_a_command_after_the_server_went_away_is_an_infrastructure_error(
     assert consumptions(network, UUID) == 0
 
 
-def test_a_commit_whose_answer_is_lost_is_outcome_unknown_and_its_retry_replays(
+def test_a_commit_whose_answer_is_lost_is_retried_by_the_ledger_and_replays(
     proxied: tuple[Ledger, TcpProxy], network: str
 ) -> None:
-    """The server commits, the connection breaks before the answer: retrying records nothing."""
+    """The server commits, the answer is lost: every command has a key, so the ledger retries
+    at once and answers the first outcome (replayed); the stamp is consumed once."""
     lg, proxy = proxied
     before = lg.balance(CTI, "stamps")
     proxy.cut_at_next_select_result()
+    outcome = lg.execute(stamp())
+    assert proxy.cuts == 1
+    assert (outcome.replayed, outcome.balance_after) == (True, before - 1)
+    assert consumptions(network, UUID) == 1
+    assert lg.balance(CTI, "stamps") == before - 1
+
+
+def test_a_lost_commit_answer_with_the_server_gone_is_outcome_unknown(
+    proxied: tuple[Ledger, TcpProxy], network: str, clock: ManualClock
+) -> None:
+    """The answer is lost and the server unreachable: CommitOutcomeUnknown; the caller's retry
+    with the same key, once the database is back, replays it and records nothing."""
+    lg, proxy = proxied
+    before = lg.balance(CTI, "stamps")
+    proxy.cut_at_next_select_result(then_close=True)
     with pytest.raises(CommitOutcomeUnknown) as caught:
         lg.execute(stamp())
     assert proxy.cuts == 1
     assert "Retry the same commands with the same keys" in str(caught.value)
     assert consumptions(network, UUID) == 1  # it was committed
-    retried = lg.execute(stamp())
-    assert (retried.replayed, retried.balance_after) == (True, before - 1)
+    with Ledger.open(network, clock=clock, password_cost="fast", projections="off") as back:
+        retried = back.execute(stamp())
+        assert (retried.replayed, retried.balance_after) == (True, before - 1)
+        assert back.balance(CTI, "stamps") == before - 1
     assert consumptions(network, UUID) == 1
-    assert lg.balance(CTI, "stamps") == before - 1
 
 
-def test_a_backend_killed_during_its_commit_is_outcome_unknown_and_its_retry_records_once(
-    network: str, clock: ManualClock
-) -> None:
-    """pg_terminate_backend while the commit waits for a lock: unknown; the retry records it."""
+def killed_at_commit(lg: Ledger, network: str, command: dict[str, object]) -> object:
+    """Runs ``command`` while its commit waits for a lock, kills that backend with
+    ``pg_terminate_backend``, releases the lock; the outcome or the error raised."""
+    answers: list[object] = []
+
+    def run() -> None:
+        try:
+            answers.append(lg.execute(command))
+        except BaseException as exc:  # handed to the test thread
+            answers.append(exc)
+
+    waiting = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND query LIKE '%ledger_record%'"
+    )
     with (
-        Ledger.open(network, clock=clock, password_cost="fast", projections="off") as lg,
         psycopg.connect(network, autocommit=True) as admin,
         psycopg.connect(network) as blocker,
     ):
-        before = lg.balance(CTI, "stamps")
         blocker.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                lg.execute(stamp())
-            except BaseException as exc:  # handed to the test thread
-                errors.append(exc)
-
         writer = threading.Thread(target=run)
         writer.start()
-        waiting = (
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock' AND query LIKE '%ledger_record%'"
-        )
         wait_for(lambda: admin.execute(waiting).fetchone() is not None, "the blocked commit")
         row = admin.execute(waiting).fetchone()
         assert row is not None
         admin.execute("SELECT pg_terminate_backend(%s)", (row[0],))
-        writer.join(WAIT_S_MAX)
+        wait_for(lambda: not writer.is_alive() or admin.execute(waiting).fetchone(), "a retry")
         blocker.rollback()
-        assert [type(e) for e in errors] == [CommitOutcomeUnknown]
-        assert consumptions(network, UUID) == 0  # the server rolled it back
-        retried = lg.execute(stamp())
-        assert (retried.replayed, retried.balance_after) == (False, before - 1)
+        writer.join(WAIT_S_MAX)
+    (answer,) = answers
+    return answer
+
+
+def test_a_backend_killed_during_its_commit_is_retried_by_the_ledger_and_recorded_once(
+    network: str, clock: ManualClock
+) -> None:
+    """pg_terminate_backend during the commit of a keyed command: the server rolled it back,
+    the ledger's own retry records it, and a later retry replays it."""
+    with Ledger.open(network, clock=clock, password_cost="fast", projections="off") as lg:
+        before = lg.balance(CTI, "stamps")
+        outcome = killed_at_commit(lg, network, stamp())
+        assert isinstance(outcome, Outcome)
+        assert (outcome.replayed, outcome.balance_after) == (False, before - 1)
         assert lg.execute(stamp()).replayed is True
         assert consumptions(network, UUID) == 1
+
+
+def test_a_command_without_a_key_killed_during_its_commit_is_outcome_unknown(
+    network: str, clock: ManualClock
+) -> None:
+    """Without a key a retry could record it twice, so the ledger says the outcome is unknown
+    (here the server rolled it back: nothing is recorded)."""
+    tag = {"type": "TagClient", "client_id": CLIENT, "favourite": True, "actor": DISTRIBUTOR}
+    with Ledger.open(network, clock=clock, password_cost="fast", projections="off") as lg:
+        error = killed_at_commit(lg, network, tag)
+        assert isinstance(error, CommitOutcomeUnknown)
+        assert "A command without a key may be recorded twice" in str(error)
+    with psycopg.connect(network) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM ledger_events WHERE topic LIKE 'Client.Tagged%%'"
+        ).fetchone()
+    assert row == (0,)
 
 
 def test_connections_the_server_closed_while_idle_are_not_used(
