@@ -16,11 +16,12 @@ from adapters.views import (
     open_view_database,
 )
 from ledger import audit
+from ledger.aggregates.stamping_account import StampingAccount
 from ledger.audit.source import source_for
 from ledger.clock import Clock, local_date, system_clock
 from ledger.commands.handlers import __all__ as _registered  # noqa: F401  (registers handlers)
 from ledger.commands.models import Command
-from ledger.domain import UNITS
+from ledger.domain import HELD_PREFIX, UNITS
 from ledger.engine import Engine, Result
 from ledger.errors import LedgerError, Rejected
 from ledger.outcome import Outcome
@@ -141,14 +142,21 @@ class Ledger:
         self._check_open()
         if unit not in UNITS:
             raise Rejected("invalid_command", field="unit", reason="stamps or points")
+        if holder_id.startswith(HELD_PREFIX):
+            # A CTI's held book: the stamps its open holds set aside now.
+            cti = self.engine.current(holder_id.removeprefix(HELD_PREFIX))
+            if not isinstance(cti, StampingAccount):
+                raise Rejected("unknown_account", account_id=holder_id)
+            return cti.held(self.engine.clock()) if unit == "stamps" else 0
         holder = self.engine.current(holder_id)
         if holder is None:
             raise Rejected("unknown_account", account_id=holder_id)
         balance = getattr(holder, "balance", None)
         if balance is None:
             raise Rejected("wrong_account_kind", account_id=holder_id)
-        if unit == "stamps" and hasattr(holder, "lots"):
-            return int(balance(unit, local_date(self.engine.clock())))
+        if unit == "stamps" and isinstance(holder, StampingAccount):
+            now = self.engine.clock()
+            return holder.balance(unit, local_date(now), now)
         return int(balance(unit))
 
     def balance_at(

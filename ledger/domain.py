@@ -30,6 +30,13 @@ SINK_CONSUMED = "sink:consumed"
 SINK_SPENT = "sink:spent"
 SINK_EXPIRED = "sink:expired"
 SINKS = (SINK_CONSUMED, SINK_SPENT, SINK_EXPIRED)
+HELD_PREFIX = "held:"
+"""A CTI's held book (``held:<cti_id>``): stamps set aside by its open holds (DESIGN §4 Holds)."""
+
+
+def held_book(cti_id: str) -> str:
+    """The holder id of a CTI's held book."""
+    return HELD_PREFIX + cti_id
 
 
 class Posting(msgspec.Struct, frozen=True, array_like=True):

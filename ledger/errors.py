@@ -41,6 +41,9 @@ MESSAGES: dict[str, str] = {
     ),
     "unknown_code": "El código no existe.",
     "code_cancelled": "El código fue cancelado.",
+    "unknown_hold": "La reservación no existe.",
+    "hold_expired": "La reservación ha vencido.",
+    "hold_closed": "La reservación ya fue cerrada.",
 }
 
 

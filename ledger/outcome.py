@@ -25,6 +25,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     code: str | None = None
     nip: str | None = None
     valid: bool | None = None
+    hold_id: str | None = None
+    expires_at: str | None = None
     warnings: tuple[str, ...] = ()
     details: dict[str, Any] = {}
 

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
 import msgspec
 
 from ledger.clock import MEXICO_CITY
-from ledger.domain import SINK_CONSUMED, SINK_EXPIRED, STAMPS, Aggregate, Created, Event, Posting
+from ledger.domain import (
+    SINK_CONSUMED,
+    SINK_EXPIRED,
+    STAMPS,
+    Aggregate,
+    Created,
+    Event,
+    Posting,
+    held_book,
+)
 from ledger.errors import Rejected
 
 STANDARD = "standard"
@@ -39,6 +49,22 @@ class AutoTopUp(msgspec.Struct, frozen=True, kw_only=True):
     priced_by_list: bool = False
 
 
+class Hold(msgspec.Struct, frozen=True, kw_only=True):
+    """An open hold: one stamp set aside for a CFDI until ``expires_at`` (DESIGN §4 Holds).
+
+    ``lot_id`` is the lot the stamp came from ("" on an unlimited account, which sets nothing
+    aside); a void puts the stamp back there, ``lot_expires_on`` recreating the lot if it was
+    emptied meanwhile.
+    """
+
+    hold_id: str
+    cfdi_uuid: str
+    issuer_rfc: str
+    expires_at: datetime
+    lot_id: str = ""
+    lot_expires_on: date | None = None
+
+
 def _lot_order(lot: Lot) -> tuple[bool, date]:
     # The lot that expires first goes first; lots that never expire go last. Among equals the
     # list order (oldest first) holds because the sort is stable.
@@ -63,6 +89,14 @@ class StampingAccount(Aggregate):
     # Added after the first snapshots were stored: the defaults let those load.
     failed_checks: int = 0
     locked_until: datetime | None = None
+    holds: dict[str, Hold]
+    held_cfdis: dict[str, str]
+
+    # Added with holds: snapshots stored before them restore no open hold.
+    snapshot_defaults: ClassVar[dict[str, Callable[[], Any]]] = {
+        "holds": dict,
+        "held_cfdis": dict,
+    }
 
     class Opened(Created, frozen=True, kw_only=True):
         """The account was opened for ``client_id``."""
@@ -90,6 +124,8 @@ class StampingAccount(Aggregate):
             aggregate.top_up_armed = False
             aggregate.failed_checks = 0
             aggregate.locked_until = None
+            aggregate.holds = {}
+            aggregate.held_cfdis = {}
 
     class StampsCredited(Event, frozen=True, kw_only=True):
         """Stamps came in from ``from_id`` as a new lot."""
@@ -303,6 +339,107 @@ class StampingAccount(Aggregate):
             """Extends validity."""
             aggregate.valid_until = self.valid_until
 
+    class StampReserved(Event, frozen=True, kw_only=True):
+        """One stamp was set aside for a CFDI until ``expires_at`` (a hold was opened).
+
+        ``lot_id`` is empty on an unlimited account: the hold is recorded but sets no stamp aside.
+        """
+
+        hold_id: str
+        cfdi_uuid: str
+        issuer_rfc: str
+        expires_at: datetime
+        lot_id: str = ""
+        lot_expires_on: date | None = None
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """Takes the stamp from its lot and keeps the hold open."""
+            if self.lot_id:
+                aggregate.take_from_lot(self.lot_id, 1)
+            aggregate.holds[self.hold_id] = Hold(
+                hold_id=self.hold_id,
+                cfdi_uuid=self.cfdi_uuid,
+                issuer_rfc=self.issuer_rfc,
+                expires_at=self.expires_at,
+                lot_id=self.lot_id,
+                lot_expires_on=self.lot_expires_on,
+            )
+            aggregate.held_cfdis[self.cfdi_uuid] = self.hold_id
+
+        def postings(self) -> tuple[Posting, ...]:
+            """Both legs: the account to its held book (none for unlimited accounts)."""
+            if not self.lot_id:
+                return ()
+            ref = f"hold:{self.hold_id}"
+            held = held_book(self.originator_id)
+            return (
+                Posting(self.originator_id, STAMPS, -1, ref, held),
+                Posting(held, STAMPS, 1, ref, self.originator_id),
+            )
+
+        def keys(self) -> tuple[str, ...]:
+            """A hold id is opened once."""
+            return (f"hold:{self.hold_id}",)
+
+    class ReservationPosted(Event, frozen=True, kw_only=True):
+        """A hold became the consumption of its CFDI, counted on ``local_date`` like one."""
+
+        hold_id: str
+        cfdi_uuid: str
+        issuer_rfc: str
+        stamped_at: datetime
+        local_date: date
+        lot_id: str = ""
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """The held stamp is used; the hold closes."""
+            aggregate.used += 1
+            aggregate.close_hold(self.hold_id)
+
+        def postings(self) -> tuple[Posting, ...]:
+            """Both legs: the held book to the consumed sink (none for unlimited accounts)."""
+            if not self.lot_id:
+                return ()
+            held = held_book(self.originator_id)
+            return (
+                Posting(held, STAMPS, -1, self.cfdi_uuid, SINK_CONSUMED),
+                Posting(SINK_CONSUMED, STAMPS, 1, self.cfdi_uuid, held),
+            )
+
+        def keys(self) -> tuple[str, ...]:
+            """A hold closes once, and a CFDI is consumed once whichever way."""
+            return (f"hold-closed:{self.hold_id}", f"cfdi:{self.cfdi_uuid}")
+
+    class ReservationVoided(Event, frozen=True, kw_only=True):
+        """A hold closed without a consumption: voided, or ``expired`` (settled after its time)."""
+
+        hold_id: str
+        expired: bool
+        lot_id: str = ""
+        lot_expires_on: date | None = None
+
+        def apply(self, aggregate: StampingAccount) -> None:
+            """The stamp goes back to its lot; the hold closes."""
+            if self.lot_id:
+                aggregate.return_to_lot(self.lot_id, self.lot_expires_on)
+            aggregate.close_hold(self.hold_id)
+            aggregate.rearm_top_up()
+
+        def postings(self) -> tuple[Posting, ...]:
+            """Both legs: the held book back to the account (none for unlimited accounts)."""
+            if not self.lot_id:
+                return ()
+            ref = f"hold:{self.hold_id}"
+            held = held_book(self.originator_id)
+            return (
+                Posting(held, STAMPS, -1, ref, self.originator_id),
+                Posting(self.originator_id, STAMPS, 1, ref, held),
+            )
+
+        def keys(self) -> tuple[str, ...]:
+            """A hold closes once."""
+            return (f"hold-closed:{self.hold_id}",)
+
     # State helpers (used by apply: no rules here) -----------------------------------------
 
     def take_from_lot(self, lot_id: str, quantity: int) -> None:
@@ -313,6 +450,24 @@ class StampingAccount(Aggregate):
                 if lot.remaining <= 0:
                     del self.lots[index]
                 return
+
+    def return_to_lot(self, lot_id: str, expires_on: date | None) -> None:
+        """Puts one stamp back into lot ``lot_id``, recreating the lot if it was emptied."""
+        for lot in self.lots:
+            if lot.lot_id == lot_id:
+                lot.remaining += 1
+                return
+        # The hold took from the first lot, so every lot now in the list with the same expiry
+        # date is younger: the recreated lot goes first among them (oldest first).
+        bisect.insort_left(
+            self.lots, Lot(lot_id=lot_id, remaining=1, expires_on=expires_on), key=_lot_order
+        )
+
+    def close_hold(self, hold_id: str) -> None:
+        """Forgets an open hold (posted, voided or expired)."""
+        hold = self.holds.pop(hold_id, None)
+        if hold is not None and self.held_cfdis.get(hold.cfdi_uuid) == hold_id:
+            del self.held_cfdis[hold.cfdi_uuid]
 
     def rearm_top_up(self) -> None:
         """Arms the top-up rule once the balance is back at or above its minimum."""
@@ -326,15 +481,46 @@ class StampingAccount(Aggregate):
 
     # Queries -------------------------------------------------------------------------------
 
-    def balance(self, unit: str = STAMPS, today: date | None = None) -> int:
-        """Stamps available on ``today`` (expired lots excluded); all lots when no date given."""
+    def balance(
+        self, unit: str = STAMPS, today: date | None = None, now: datetime | None = None
+    ) -> int:
+        """Stamps available on ``today`` (expired lots excluded); all lots when no date given.
+
+        Held stamps are not available. With ``now``, the stamp of a hold past its
+        ``expires_at`` counts again at once (unless its lot has expired), as it will once the
+        expiry is recorded.
+        """
         if unit != STAMPS:
             return 0
         if today is None:
             return sum(lot.remaining for lot in self.lots)
-        return sum(
+        available = sum(
             lot.remaining for lot in self.lots if lot.expires_on is None or lot.expires_on >= today
         )
+        if now is not None and self.holds:
+            available += sum(
+                1
+                for hold in self.holds.values()
+                if hold.lot_id
+                and hold.expires_at <= now
+                and (hold.lot_expires_on is None or hold.lot_expires_on >= today)
+            )
+        return available
+
+    def held(self, now: datetime | None = None) -> int:
+        """Stamps set aside by open holds; with ``now``, those past their time no longer count."""
+        return sum(
+            1
+            for hold in self.holds.values()
+            if hold.lot_id and (now is None or hold.expires_at > now)
+        )
+
+    def open_hold(self, hold_id: str, now: datetime) -> Hold | None:
+        """The hold if it is open and not past its time."""
+        hold = self.holds.get(hold_id)
+        if hold is None or hold.expires_at <= now:
+            return None
+        return hold
 
     def expired_lots(self, today: date) -> list[Lot]:
         """Lots whose expiry date has passed."""
@@ -404,9 +590,32 @@ class StampingAccount(Aggregate):
             raise Rejected("wrong_account_kind", cti_id=self.id, kind=self.kind)
 
     def settle_expiry(self, today: date, at: datetime) -> None:
-        """Records the expiry of lots past their date (called on successful commands only)."""
+        """Records the expiry of holds past their time, then of lots past their date.
+
+        Called on successful commands only. Holds go first: a returned stamp may land in a lot
+        that has expired meanwhile, and then leaves with it.
+        """
+        if self.holds:
+            for hold in [h for h in self.holds.values() if h.expires_at <= at]:
+                self.trigger(
+                    self.ReservationVoided,
+                    at,
+                    hold_id=hold.hold_id,
+                    expired=True,
+                    lot_id=hold.lot_id,
+                    lot_expires_on=hold.lot_expires_on,
+                )
         for lot in self.expired_lots(today):
             self.trigger(self.StampsExpired, at, lot_id=lot.lot_id, quantity=lot.remaining)
+
+    def check_rules(self, issuer_rfc: str, today: date) -> None:
+        """Checks the account may stamp for ``issuer_rfc`` today (not its balance)."""
+        if not self.active:
+            raise Rejected("account_blocked", cti_id=self.id)
+        if self.rfc_lock is not None and issuer_rfc.upper() != self.rfc_lock:
+            raise Rejected("rfc_not_allowed", cti_id=self.id)
+        if self.kind == UNLIMITED and (self.valid_until is None or today > self.valid_until):
+            raise Rejected("unlimited_expired", cti_id=self.id, valid_until=self.valid_until)
 
     def check_consume(self, issuer_rfc: str, today: date) -> str:
         """Checks a consumption may happen; returns the lot to take from ("" if unlimited)."""
@@ -428,10 +637,13 @@ class StampingAccount(Aggregate):
         self, cfdi_uuid: str, issuer_rfc: str, stamped_at: datetime, today: date, at: datetime
     ) -> None:
         """Consumes one stamp for a CFDI (rules checked first, then the events)."""
-        lot_id = self.check_consume(issuer_rfc, today)
-        if lot_id and self.lots[0].lot_id != lot_id:
-            # Lots are in expiry order, so the lots before the usable one are the expired ones.
-            self.settle_expiry(today, at)
+        if self.holds:
+            lot_id = self.take_with_holds(cfdi_uuid, issuer_rfc, today, at)
+        else:
+            lot_id = self.check_consume(issuer_rfc, today)
+            if lot_id and self.lots[0].lot_id != lot_id:
+                # Lots are in expiry order, so the lots before the usable one are the expired ones.
+                self.settle_expiry(today, at)
         self.trigger(
             self.StampConsumed,
             at,
@@ -441,6 +653,79 @@ class StampingAccount(Aggregate):
             lot_id=lot_id,
             local_date=stamped_at.astimezone(MEXICO_CITY).date(),
         )
+
+    def take_with_holds(self, cfdi_uuid: str, issuer_rfc: str, today: date, at: datetime) -> str:
+        """Checks a stamp may be taken from an account with open holds; settles; the lot.
+
+        A CFDI held open here is refused (its hold will consume it). The stamps of holds past
+        their time count as available; they are returned (recorded) before the lot is chosen,
+        so the lot order is the same as if they had never been held.
+        """
+        hold_id = self.held_cfdis.get(cfdi_uuid)
+        if hold_id is not None and self.holds[hold_id].expires_at > at:
+            raise Rejected("idempotency_conflict", key=f"cfdi:{cfdi_uuid}", hold_id=hold_id)
+        self.check_rules(issuer_rfc, today)
+        if self.kind == STANDARD and self.balance(STAMPS, today, at) < 1:
+            raise Rejected("insufficient_stamps", cti_id=self.id, available=0)
+        self.settle_expiry(today, at)
+        return self.check_consume(issuer_rfc, today)
+
+    def reserve(
+        self,
+        hold_id: str,
+        cfdi_uuid: str,
+        issuer_rfc: str,
+        expires_at: datetime,
+        today: date,
+        at: datetime,
+    ) -> None:
+        """Sets one stamp aside for a CFDI (same rules and lot order as a consumption)."""
+        if self.holds:
+            lot_id = self.take_with_holds(cfdi_uuid, issuer_rfc, today, at)
+        else:
+            lot_id = self.check_consume(issuer_rfc, today)
+            self.settle_expiry(today, at)
+        lot_expires_on = self.lots[0].expires_on if lot_id else None
+        assert not lot_id or self.lots[0].lot_id == lot_id
+        self.trigger(
+            self.StampReserved,
+            at,
+            hold_id=hold_id,
+            cfdi_uuid=cfdi_uuid,
+            issuer_rfc=issuer_rfc,
+            expires_at=expires_at,
+            lot_id=lot_id,
+            lot_expires_on=lot_expires_on,
+        )
+
+    def post_hold(self, hold: Hold, stamped_at: datetime, today: date, at: datetime) -> None:
+        """Consumes the held stamp for the hold's CFDI (the handler checked it is open)."""
+        assert self.holds.get(hold.hold_id) is hold
+        assert hold.expires_at > at
+        self.trigger(
+            self.ReservationPosted,
+            at,
+            hold_id=hold.hold_id,
+            cfdi_uuid=hold.cfdi_uuid,
+            issuer_rfc=hold.issuer_rfc,
+            stamped_at=stamped_at,
+            local_date=stamped_at.astimezone(MEXICO_CITY).date(),
+            lot_id=hold.lot_id,
+        )
+        self.settle_expiry(today, at)
+
+    def void_hold(self, hold: Hold, today: date, at: datetime) -> None:
+        """Gives the held stamp back to its lot (an open hold, or one past its time)."""
+        assert self.holds.get(hold.hold_id) is hold
+        self.trigger(
+            self.ReservationVoided,
+            at,
+            hold_id=hold.hold_id,
+            expired=hold.expires_at <= at,
+            lot_id=hold.lot_id,
+            lot_expires_on=hold.lot_expires_on,
+        )
+        self.settle_expiry(today, at)
 
     def credit(
         self,
@@ -470,7 +755,7 @@ class StampingAccount(Aggregate):
     ) -> None:
         """Gives ``quantity`` unused stamps back to the distributor, never below zero."""
         self.require_standard()
-        available = self.balance(STAMPS, today)
+        available = self.balance(STAMPS, today, at)
         if available < quantity:
             raise Rejected(
                 "insufficient_stamps", cti_id=self.id, available=available, requested=quantity

@@ -29,7 +29,7 @@ from typing import Any
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.audit.source import AuditSource
 from ledger.clock import local_date, parse_time
-from ledger.domain import STAMPS, UNITS, Aggregate, Event
+from ledger.domain import HELD_PREFIX, STAMPS, UNITS, Aggregate, Event
 from ledger.errors import Rejected
 
 STREAM_PAGE_SIZE = 2_000
@@ -101,7 +101,8 @@ def iter_history(source: AuditSource, holder_id: str, unit: str = STAMPS) -> Ite
     check_unit(unit)
     balance = 0
     seen = False
-    for event in stream(source, holder_id):
+    # A CTI's held book has no stream of its own: its legs are in the CTI's events.
+    for event in stream(source, holder_id.removeprefix(HELD_PREFIX)):
         seen = True
         for posting in event.postings():
             if posting.holder != holder_id or posting.unit != unit:
@@ -140,14 +141,20 @@ def balance_at(
     """The holder's balance of ``unit`` at ``at`` (see the module docstring for the semantics)."""
     check_unit(unit)
     instant = parse_instant(at)
-    aggregate, exists = state_at(source, holder_id, instant)
-    if not exists:
+    held = holder_id.startswith(HELD_PREFIX)
+    aggregate, exists = state_at(source, holder_id.removeprefix(HELD_PREFIX), instant)
+    if not exists or (held and not isinstance(aggregate, StampingAccount | None)):
         raise Rejected("unknown_account", account_id=holder_id)
     if aggregate is None:
         return 0  # the holder did not exist yet
+    if held:
+        assert isinstance(aggregate, StampingAccount)
+        if unit != STAMPS:
+            return 0
+        return aggregate.held() if booked else aggregate.held(instant)
     balance = getattr(aggregate, "balance", None)
     if balance is None:
         raise Rejected("wrong_account_kind", account_id=holder_id)
     if isinstance(aggregate, StampingAccount) and unit == STAMPS and not booked:
-        return aggregate.balance(STAMPS, local_date(instant))
+        return aggregate.balance(STAMPS, local_date(instant), instant)
     return int(balance(unit))

@@ -439,6 +439,65 @@ class ConsumeStamp(Command):
         return (f"cfdi:{self.cfdi_uuid.upper()}",)
 
 
+HOLD_EXPIRES_IN_S_DEFAULT = 300
+HOLD_EXPIRES_IN_S_MAX = 86_400
+"""Bounds of a hold's life: five minutes unless the caller asks, at most one day."""
+CFDI_UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+
+
+class ReserveStamp(Command):
+    """Sets one stamp aside for a CFDI until it is posted, voided or expires (a hold)."""
+
+    type: Literal["ReserveStamp"] = "ReserveStamp"
+    hold_id: Id
+    cti_id: Id
+    cfdi_uuid: Annotated[str, Field(pattern=CFDI_UUID_PATTERN)]
+    issuer_rfc: Annotated[str, Field(pattern=RFC_SHAPE, min_length=12, max_length=13)]
+    expires_in_s: Annotated[int, Field(ge=1, le=HOLD_EXPIRES_IN_S_MAX, strict=True)] = (
+        HOLD_EXPIRES_IN_S_DEFAULT
+    )
+
+    @field_validator("cfdi_uuid")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        # As ConsumeStamp: the same CFDI in other letters is the same CFDI.
+        return value.upper()
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """A hold id is opened once."""
+        return (f"hold:{self.hold_id}",)
+
+
+class PostReservation(Command):
+    """A hold becomes the consumption of its CFDI (``stamped_at`` defaults to the clock)."""
+
+    type: Literal["PostReservation"] = "PostReservation"
+    hold_id: Id
+    stamped_at: datetime | None = None
+
+    @field_validator("stamped_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("stamped_at needs an offset")
+        return value
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """A hold is posted once (the same post again replays)."""
+        return (f"hold-post:{self.hold_id}",)
+
+
+class VoidReservation(Command):
+    """A hold closes without a consumption: its stamp goes back to its lot."""
+
+    type: Literal["VoidReservation"] = "VoidReservation"
+    hold_id: Id
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """A hold is voided once (the same void again replays)."""
+        return (f"hold-void:{self.hold_id}",)
+
+
 class AssignPackage(Command):
     """A seller grants a client package (stamps with a validity) to a CTI."""
 
@@ -572,6 +631,9 @@ AnyCommand = Annotated[
     | DisableAutoTopUp
     | MassAutoTopUp
     | ConsumeStamp
+    | ReserveStamp
+    | PostReservation
+    | VoidReservation
     | AssignPackage
     | ClientBuyPackage
     | SpendPoints
