@@ -25,6 +25,7 @@ _SCHEMA = (
     " debit INTEGER, credit INTEGER, position INTEGER, holder TEXT)",
     "CREATE TABLE sales (sale_id TEXT, seller TEXT, position INTEGER)",
     "CREATE TABLE invoiced (sale_id TEXT, seller TEXT, position INTEGER)",
+    "CREATE TABLE holds (hold_id TEXT, opened INTEGER, position INTEGER, holder TEXT)",
 )
 
 Leg = tuple[str, str, str, str, int, int, int, int, str]
@@ -51,6 +52,7 @@ class Spill:
         self.legs: list[Leg] = []
         self.sales: list[tuple[str, str, int]] = []
         self.invoiced: list[tuple[str, str, int]] = []
+        self.holds: list[tuple[str, int, int, str]] = []
 
     def flush(self) -> None:
         """Writes the buffered rows (called once per page, so buffers stay page-sized)."""
@@ -68,6 +70,9 @@ class Spill:
         if self.invoiced:
             db.executemany("INSERT INTO invoiced VALUES (?,?,?)", self.invoiced)
             self.invoiced.clear()
+        if self.holds:
+            db.executemany("INSERT INTO holds VALUES (?,?,?,?)", self.holds)
+            self.holds.clear()
         db.execute("COMMIT")
 
     def repeated_keys(self) -> Iterator[list[int]]:
@@ -120,6 +125,18 @@ class Spill:
         )
         for sale_id, seller, position, actual in rows:
             yield sale_id, seller, int(position), actual
+
+    def holds_closed_unopened(self) -> Iterator[tuple[str, int, str]]:
+        """``(hold_id, position, holder)`` of holds closed without having been opened first."""
+        self.flush()
+        rows = self.db.execute(
+            "SELECT hold_id, min(position), min(holder) FROM holds GROUP BY hold_id"
+            " HAVING min(CASE WHEN opened = 1 THEN position END) IS NULL"
+            " OR min(CASE WHEN opened = 1 THEN position END)"
+            " > min(CASE WHEN opened = 0 THEN position END) ORDER BY min(position)"
+        )
+        for hold_id, position, holder in rows:
+            yield hold_id, int(position), holder
 
     def close(self) -> None:
         """Deletes the spill file."""

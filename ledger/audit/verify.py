@@ -7,8 +7,9 @@ One streaming pass, page by page, over the stored rows. Each row feeds two check
   order are breaches. This is what catches a row edited, deleted or inserted with SQL.
 - the replay: the row is decoded and checked for gap-free versions, its postings move per-holder
   balances (no balance below zero outside the issuance source, §3.2; per-unit zero sum, §3.1) and
-  are paired by movement (every transfer's two sides present and equal); its idempotency keys and
-  sales go to a disk spill (§3.3, a sale invoiced at most once).
+  are paired by movement (every transfer's two sides present and equal); its idempotency keys,
+  sales and holds go to a disk spill (§3.3, a sale invoiced at most once, a hold closed at most
+  once and only after it was opened; a CTI's held book is a holder, so it never goes negative).
 
 Memory holds one page, one transaction's unpaired legs, one balance per holder and one version per
 stream, never per-event data: the sets over all keys and movements live in ``Spill`` on disk.
@@ -53,6 +54,8 @@ TRANSFER_SIDES = "transfer_sides"
 KEY_REUSED = "key_reused"
 INVOICED_TWICE = "invoiced_twice"
 INVOICED_UNKNOWN_SALE = "invoiced_unknown_sale"
+HOLD_CLOSED_TWICE = "hold_closed_twice"
+HOLD_NOT_OPENED = "hold_not_opened"
 CHAIN_MISMATCH = "chain_mismatch"
 CHAIN_UNCOVERED = "chain_uncovered"
 CHAIN_ORDER = "chain_order"
@@ -68,6 +71,8 @@ CHECKS = (
     KEY_REUSED,
     INVOICED_TWICE,
     INVOICED_UNKNOWN_SALE,
+    HOLD_CLOSED_TWICE,
+    HOLD_NOT_OPENED,
     CHAIN_MISMATCH,
     CHAIN_UNCOVERED,
     CHAIN_ORDER,
@@ -326,6 +331,13 @@ class _Chain:
             )
 
 
+_HOLD_EVENTS = (
+    StampingAccount.StampReserved,
+    StampingAccount.ReservationPosted,
+    StampingAccount.ReservationVoided,
+)
+"""The events that open and close holds (each hold opens once, then closes at most once)."""
+
 _Group = list[Any]
 """``[sum of deltas, has debit, has credit, first position, holder of the first leg]``."""
 
@@ -401,6 +413,9 @@ class _Replay:
             self.spill.sales.append((sale.sale_id, sale.seller_id, position))
         elif isinstance(event, _CREDENTIAL_EVENTS):
             self._credentials(event, position, stream)
+        elif isinstance(event, _HOLD_EVENTS):
+            opened = int(isinstance(event, StampingAccount.StampReserved))
+            self.spill.holds.append((event.hold_id, opened, position, stream))
 
     def _credentials(self, event: Event, position: int, stream: str) -> None:
         """A failed check counts on from the previous one and is never recorded while locked."""
@@ -523,6 +538,15 @@ class _Replay:
                     aggregate_id=seller,
                 )
             )
+        for hold_id, position, holder in self.spill.holds_closed_unopened():
+            report.add(
+                Breach(
+                    HOLD_NOT_OPENED,
+                    f"hold {hold_id!r} was closed without having been opened before",
+                    position=position,
+                    aggregate_id=holder,
+                )
+            )
         report.aggregates = len(self.versions)
         report.holders = len({holder for holder, _ in self.balances})
         report.totals = dict(sorted(self.totals.items()))
@@ -540,7 +564,13 @@ class _Replay:
                 if key not in first_use:
                     first_use[key] = position
                     continue
-                check = INVOICED_TWICE if key.startswith("invoiced:") else KEY_REUSED
+                check = (
+                    INVOICED_TWICE
+                    if key.startswith("invoiced:")
+                    else HOLD_CLOSED_TWICE
+                    if key.startswith("hold-closed:")
+                    else KEY_REUSED
+                )
                 self.report.add(
                     Breach(
                         check,

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
 from tests.support import CTI, DISTRIBUTOR, ISSUER_RFC, MASTER, build_network, consume
+from tests.unit.test_audit_verify import check, forged, next_version, rows_of
 
 CFDI = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
 
@@ -174,7 +176,7 @@ def test_a_void_returns_the_stamp_to_its_lot(lg: Ledger) -> None:
             "amount": "0.00",
         }
     )
-    for n in range(2):
+    for _ in range(2):
         lg.execute(consume())
     cti = lg.engine.current(CTI)
     assert [(lot.lot_id, lot.remaining) for lot in cti.lots] == [("T2", 1)]  # type: ignore[union-attr]
@@ -201,9 +203,7 @@ def test_an_expired_hold_counts_back_at_once_and_cannot_be_posted(
     assert rejection(lg, post()).code == "hold_expired"
 
 
-def test_an_expired_hold_is_settled_by_the_next_consumption(
-    lg: Ledger, clock: ManualClock
-) -> None:
+def test_an_expired_hold_is_settled_by_the_next_consumption(lg: Ledger, clock: ManualClock) -> None:
     """With all stamps held and one hold expired, a consumption takes that stamp."""
     for n in range(3):
         lg.execute(reserve(f"H{n}", expires_in_s=60 * (n + 1)))
@@ -383,3 +383,38 @@ def test_a_hold_time_is_the_ledger_clock(lg: Ledger, clock: ManualClock) -> None
     """``expires_at`` counts from the ledger clock, not the caller's."""
     clock.set(datetime(2026, 1, 6, 0, 0, tzinfo=UTC))
     assert lg.execute(reserve()).expires_at == "2026-01-06T00:05:00+00:00"
+
+
+# verify ----------------------------------------------------------------------------------------
+
+
+def _forge_close(rows: list[Any], hold_id: str, lot_id: str = "T-setup") -> list[Any]:
+    event = StampingAccount.ReservationVoided(
+        originator_id=CTI,
+        originator_version=next_version(rows, CTI),
+        timestamp=datetime(2026, 1, 5, 18, 30, tzinfo=UTC),
+        hold_id=hold_id,
+        expired=False,
+        lot_id=lot_id,
+    )
+    return forged(rows, event)
+
+
+def test_verify_reports_a_hold_closed_twice(lg: Ledger) -> None:
+    """A second close of a hold is ``hold_closed_twice`` (its stamp came back twice)."""
+    lg.execute(reserve("A"))
+    lg.execute(reserve("B"))
+    lg.execute(void("A"))
+    rows = _forge_close(rows_of(lg), "A")
+    report = check(rows)
+    assert report.breach_counts == {"hold_closed_twice": 1}, report.breaches
+    assert report.breaches[0].position == rows[-1].id
+
+
+def test_verify_reports_a_hold_closed_unopened_and_a_negative_held_book(lg: Ledger) -> None:
+    """Closing a hold never opened takes the held book below zero."""
+    rows = _forge_close(rows_of(lg), "ghost")
+    report = check(rows)
+    assert report.breach_counts == {"hold_not_opened": 1, "negative_balance": 1}
+    negative = next(b for b in report.breaches if b.check == "negative_balance")
+    assert negative.message.startswith(f"held:{CTI} goes to -1 stamps")
