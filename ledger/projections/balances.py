@@ -11,6 +11,11 @@ issuance source and the sinks included: per unit the balances sum to zero, as in
   keeps what is left of every lot that has an expiry date, and queries subtract the expired ones.
 - ``created_at``, ``last_purchase_at`` (stamps or points received by purchase or transfer, not by
   reclaim), ``last_emission_at`` (the latest ``stamped_at`` of a CTI's consumptions).
+- holds: a CTI's held stamps sit in its held book (holder ``held:<cti_id>``, a row like any
+  other). On the CTI's own row a reserve or a void moves only ``balance`` (it is neither a
+  credit nor a use) and a posted hold counts in ``used``. ``view_holds`` keeps the open holds
+  that set a stamp aside, with their ``expires_at``: queries count a hold past its time back into
+  the CTI's balance at once (unless its lot has expired) and out of ``held``, as for lots.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ledger.aggregates.client import Client
 from ledger.aggregates.distributor import Distributor
 from ledger.aggregates.master_account import MasterAccount
 from ledger.aggregates.stamping_account import StampingAccount
+from ledger.clock import local_date
 from ledger.domain import POINTS, SINK_CONSUMED, STAMPS, Event
 from ledger.projections.base import Cursor, Dialect, Handler, Table, View, chunks
 
@@ -45,6 +51,17 @@ EXPIRING_LOTS = Table(
     (("cti_id", "text"), ("lot_id", "text"), ("expires_on", "date"), ("remaining", "int")),
     key=("cti_id", "lot_id"),
 )
+HOLDS = Table(
+    "view_holds",
+    (
+        ("cti_id", "text"),
+        ("hold_id", "text"),
+        ("expires_at", "ts"),
+        ("lot_id", "text"),
+        ("lot_expires_on", "date"),
+    ),
+    key=("cti_id", "hold_id"),
+)
 
 # Slots of an in-memory balance row.
 _CREDITED, _USED, _BALANCE, _CREATED, _PURCHASE, _EMISSION = range(6)
@@ -52,7 +69,7 @@ _CREDITED, _USED, _BALANCE, _CREATED, _PURCHASE, _EMISSION = range(6)
 
 @dataclass(frozen=True, slots=True)
 class BalanceRow:
-    """One holder's book in one unit."""
+    """One holder's book in one unit (``held``: a CTI's stamps set aside by open holds)."""
 
     holder_id: str
     unit: str
@@ -62,6 +79,7 @@ class BalanceRow:
     created_at: datetime | None
     last_purchase_at: datetime | None
     last_emission_at: datetime | None
+    held: int = 0
 
 
 class _Buffer:
@@ -72,7 +90,10 @@ class _Buffer:
         "dialect",
         "emissions",
         "first_consumed_at",
+        "holds_closed",
+        "holds_new",
         "lots_new",
+        "lots_returned",
         "lots_taken",
         "rows",
     )
@@ -85,6 +106,9 @@ class _Buffer:
         self.first_consumed_at: datetime | None = None
         self.lots_new: dict[tuple[str, str], list[Any]] = {}
         self.lots_taken: dict[tuple[str, str], int] = {}
+        self.lots_returned: dict[tuple[str, str], date] = {}
+        self.holds_new: dict[tuple[str, str], tuple[datetime, str, date | None]] = {}
+        self.holds_closed: set[tuple[str, str]] = set()
 
     def _row(self, holder: str, unit: str, at: datetime) -> list[Any]:
         row = self.rows.get((holder, unit))
@@ -200,6 +224,57 @@ class _Buffer:
         for lot_id, quantity in event.taken:
             self._take(event.originator_id, lot_id, quantity)
 
+    def _held_legs(self, event: Event) -> None:
+        """A hold's legs: the held book's like any holder's; on the CTI's row only the balance."""
+        cti_id = event.originator_id
+        for posting in event.postings():
+            if posting.holder == cti_id:
+                row = self._row(cti_id, posting.unit, event.timestamp)
+                row[_BALANCE] += posting.delta
+            else:
+                row = self._row(posting.holder, posting.unit, event.timestamp)
+                if posting.delta > 0:
+                    row[_CREDITED] += posting.delta
+                else:
+                    row[_USED] -= posting.delta
+                row[_BALANCE] += posting.delta
+
+    def stamp_reserved(self, event: StampingAccount.StampReserved) -> None:
+        """A stamp set aside: out of its lot, into the held book; the hold is open."""
+        self._held_legs(event)
+        if event.lot_id:
+            self._take(event.originator_id, event.lot_id, 1)
+            self.holds_new[(event.originator_id, event.hold_id)] = (
+                event.expires_at,
+                event.lot_id,
+                event.lot_expires_on,
+            )
+
+    def _close_hold(self, cti_id: str, hold_id: str) -> None:
+        if self.holds_new.pop((cti_id, hold_id), None) is None:
+            self.holds_closed.add((cti_id, hold_id))
+
+    def reservation_posted(self, event: StampingAccount.ReservationPosted) -> None:
+        """A posted hold is a consumption of the CTI (its stamp left the balance when held)."""
+        self._held_legs(event)
+        cti_id = event.originator_id
+        row = self._row(cti_id, STAMPS, event.timestamp)
+        row[_USED] += 1
+        if row[_EMISSION] is None or event.stamped_at > row[_EMISSION]:
+            row[_EMISSION] = event.stamped_at
+        if event.lot_id:
+            self._close_hold(cti_id, event.hold_id)
+
+    def reservation_voided(self, event: StampingAccount.ReservationVoided) -> None:
+        """The stamp goes back to its lot (recreated in ``view_expiring_lots`` if emptied)."""
+        self._held_legs(event)
+        if event.lot_id:
+            cti_id = event.originator_id
+            self._close_hold(cti_id, event.hold_id)
+            if event.lot_expires_on is not None:
+                self.lots_returned[(cti_id, event.lot_id)] = event.lot_expires_on
+                self._take(cti_id, event.lot_id, -1)
+
     def _take(self, cti_id: str, lot_id: str, quantity: int) -> None:
         key = (cti_id, lot_id)
         new = self.lots_new.get(key)
@@ -220,8 +295,12 @@ class _Buffer:
             ],
             _upsert(self.dialect),
         )
+        if self.lots_returned:
+            self._flush_returned(cursor)
         if self.lots_taken:
             self._flush_taken(cursor)
+        if self.holds_new or self.holds_closed:
+            self._flush_holds(cursor)
         day = self.dialect.day
         cursor.insert(
             EXPIRING_LOTS,
@@ -229,6 +308,35 @@ class _Buffer:
                 (cti, lot, day(expires_on), remaining)
                 for (cti, lot), (expires_on, remaining) in self.lots_new.items()
                 if remaining > 0
+            ],
+        )
+
+    def _flush_returned(self, cursor: Cursor) -> None:
+        # A stamp returned to a lot whose row was deleted when it emptied: the row comes back
+        # (at zero, then the page's net change is applied like any other).
+        day = self.dialect.day
+        cursor.insert(
+            EXPIRING_LOTS,
+            [
+                (cti, lot, day(expires_on), 0)
+                for (cti, lot), expires_on in self.lots_returned.items()
+                if self.lots_taken.get((cti, lot), 0) < 0
+            ],
+            "DO NOTHING",
+        )
+
+    def _flush_holds(self, cursor: Cursor) -> None:
+        ts, day = self.dialect.ts, self.dialect.day
+        if self.holds_closed:
+            cursor.executemany(
+                "DELETE FROM view_holds WHERE cti_id = ? AND hold_id = ?",
+                sorted(self.holds_closed),
+            )
+        cursor.insert(
+            HOLDS,
+            [
+                (cti, hold, ts(expires_at), lot, day(lot_expires_on))
+                for (cti, hold), (expires_at, lot, lot_expires_on) in self.holds_new.items()
             ],
         )
 
@@ -287,7 +395,7 @@ class BalancesView(View):
 
     name = "balances"
     version = 1
-    tables = (BALANCES, EXPIRING_LOTS)
+    tables = (BALANCES, EXPIRING_LOTS, HOLDS)
 
     def new_buffer(self, dialect: Dialect) -> _Buffer:
         """An empty page."""
@@ -308,6 +416,9 @@ class BalancesView(View):
             StampingAccount.StampConsumed: _Buffer.stamp_consumed,
             StampingAccount.StampsExpired: _Buffer.stamps_expired,
             StampingAccount.StampsReclaimed: _Buffer.stamps_reclaimed,
+            StampingAccount.StampReserved: _Buffer.stamp_reserved,
+            StampingAccount.ReservationPosted: _Buffer.reservation_posted,
+            StampingAccount.ReservationVoided: _Buffer.reservation_voided,
         }
 
 
@@ -316,17 +427,36 @@ EXPIRED_STAMPS_SQL = (
     "WHERE l.cti_id = {cti} AND l.expires_on < ?), 0)"
 )
 """SQL for the stamps of a CTI in lots past their date (one ``?``: today)."""
+AVAILABLE_STAMPS_SQL = (
+    "COALESCE({balance}, 0) - "  # noqa: S608  (constant SQL fragments; values are bound parameters)
+    + EXPIRED_STAMPS_SQL
+    + " + COALESCE((SELECT COUNT(*) FROM view_holds h WHERE h.cti_id = {cti} "
+    "AND h.expires_at <= ? AND (h.lot_expires_on IS NULL OR h.lot_expires_on >= ?)), 0)"
+)
+"""SQL for a CTI's available stamps from its booked ``balance``: lots past their date leave,
+stamps of holds past their time come back (three ``?``: ``available_params``)."""
+HELD_STAMPS_SQL = (
+    "COALESCE((SELECT COUNT(*) FROM view_holds h WHERE h.cti_id = {cti} AND h.expires_at > ?), 0)"
+)
+"""SQL for a CTI's stamps held by holds not past their time (one ``?``: now)."""
 
 
-def balances(cursor: Cursor, holder_id: str, today: date) -> list[BalanceRow]:
-    """The holder's rows (one per unit), expired lots no longer counted."""
+def available_params(dialect: Dialect, now: datetime) -> list[Any]:
+    """The parameters of ``AVAILABLE_STAMPS_SQL``: today, now, today."""
+    today = dialect.day(local_date(now))
+    return [today, dialect.ts(now), today]
+
+
+def balances(cursor: Cursor, holder_id: str, now: datetime) -> list[BalanceRow]:
+    """The holder's rows (one per unit), expired lots no longer counted, held stamps apart."""
     dialect = cursor.dialect
     cursor.execute(
-        "SELECT b.holder_id, b.unit, b.credited, b.used, b.balance - "
-        + EXPIRED_STAMPS_SQL.format(cti="b.holder_id")
-        + ", b.created_at, b.last_purchase_at, b.last_emission_at "
-        "FROM view_balances b WHERE b.holder_id = ? ORDER BY b.unit",
-        (dialect.day(today), holder_id),
+        "SELECT b.holder_id, b.unit, b.credited, b.used, "  # noqa: S608  (constant SQL fragments; every value is a bound parameter)
+        + AVAILABLE_STAMPS_SQL.format(balance="b.balance", cti="b.holder_id")
+        + ", b.created_at, b.last_purchase_at, b.last_emission_at, "
+        + HELD_STAMPS_SQL.format(cti="b.holder_id")
+        + " FROM view_balances b WHERE b.holder_id = ? ORDER BY b.unit",
+        (*available_params(dialect, now), dialect.ts(now), holder_id),
     )
     return [
         BalanceRow(
@@ -338,6 +468,7 @@ def balances(cursor: Cursor, holder_id: str, today: date) -> list[BalanceRow]:
             created_at=dialect.to_ts(created),
             last_purchase_at=dialect.to_ts(purchase),
             last_emission_at=dialect.to_ts(emission),
+            held=int(held),
         )
-        for h, u, c, used, b, created, purchase, emission in cursor.fetchall()
+        for h, u, c, used, b, created, purchase, emission, held in cursor.fetchall()
     ]

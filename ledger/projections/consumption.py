@@ -15,12 +15,13 @@ stored (DESIGN §6):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from ledger.aggregates.stamping_account import UNLIMITED, StampingAccount
+from ledger.clock import local_date
 from ledger.domain import Event
 from ledger.errors import Rejected
-from ledger.projections.balances import EXPIRED_STAMPS_SQL
+from ledger.projections.balances import AVAILABLE_STAMPS_SQL, available_params
 from ledger.projections.base import Cursor, Dialect, Handler, Table, View
 
 CONSUMPTION = Table(
@@ -95,8 +96,10 @@ class _Buffer:
         self.dialect = dialect
         self.counts: dict[tuple[str, date], int] = {}
 
-    def stamp_consumed(self, event: StampingAccount.StampConsumed) -> None:
-        """One more stamp on the consumption's local day."""
+    def stamp_consumed(
+        self, event: StampingAccount.StampConsumed | StampingAccount.ReservationPosted
+    ) -> None:
+        """One more stamp on the consumption's local day (a posted hold is a consumption)."""
         key = (event.originator_id, event.local_date)
         counts = self.counts
         counts[key] = counts.get(key, 0) + 1
@@ -123,8 +126,11 @@ class ConsumptionView(View):
         return _Buffer(dialect)
 
     def handlers(self) -> dict[type[Event], Handler]:
-        """Only consumptions."""
-        return {StampingAccount.StampConsumed: _Buffer.stamp_consumed}
+        """Only consumptions, posted holds included."""
+        return {
+            StampingAccount.StampConsumed: _Buffer.stamp_consumed,
+            StampingAccount.ReservationPosted: _Buffer.stamp_consumed,
+        }
 
 
 CPD_INPUTS_SQL = (
@@ -136,21 +142,22 @@ CPD_INPUTS_SQL = (
 
 
 def consumption(
-    cursor: Cursor, cti_id: str, today: date, days: int = DAILY_DAYS_DEFAULT
+    cursor: Cursor, cti_id: str, now: datetime, days: int = DAILY_DAYS_DEFAULT
 ) -> ConsumptionRow:
     """CPD, DR and the last ``days`` local days with consumption (today included)."""
+    today = local_date(now)
     if not 1 <= days <= DAILY_DAYS_MAX:
         raise Rejected("invalid_command", field="days", reason=f"1 to {DAILY_DAYS_MAX}")
     dialect = cursor.dialect
     first, last = window(today)
     cursor.execute(
-        "SELECT s.kind, COALESCE(b.balance, 0) - "  # noqa: S608  (constant SQL fragments; every value is a bound parameter)
-        + EXPIRED_STAMPS_SQL.format(cti="s.cti_id")
+        "SELECT s.kind, "  # noqa: S608  (constant SQL fragments; every value is a bound parameter)
+        + AVAILABLE_STAMPS_SQL.format(balance="b.balance", cti="s.cti_id")
         + ", "
         + CPD_INPUTS_SQL.format(cti="s.cti_id")
         + " FROM view_stamping_accounts s LEFT JOIN view_balances b "
         "ON b.holder_id = s.cti_id AND b.unit = 'stamps' WHERE s.cti_id = ?",
-        (dialect.day(today), dialect.day(first), dialect.day(last), cti_id),
+        (*available_params(dialect, now), dialect.day(first), dialect.day(last), cti_id),
     )
     found = cursor.fetchall()
     if not found:

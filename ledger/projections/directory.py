@@ -22,8 +22,13 @@ from ledger.aggregates.client import Client
 from ledger.aggregates.common import add_days
 from ledger.aggregates.distributor import PURGE_AFTER_DAYS, STATUSES, Distributor
 from ledger.aggregates.stamping_account import UNLIMITED, StampingAccount
+from ledger.clock import local_date
 from ledger.domain import Event
-from ledger.projections.balances import EXPIRED_STAMPS_SQL
+from ledger.projections.balances import (
+    AVAILABLE_STAMPS_SQL,
+    HELD_STAMPS_SQL,
+    available_params,
+)
 from ledger.projections.base import (
     PAGE_LIMIT_DEFAULT,
     Cursor,
@@ -139,6 +144,7 @@ class StampingAccountRow:
     last_emission_at: datetime | None
     cpd: float | None
     days_remaining: int | None
+    held: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,7 +465,7 @@ def _client_filters(
 def stamping_accounts(
     cursor: Cursor,
     distributor_id: str,
-    today: date,
+    now: datetime,
     *,
     search: str | None = None,
     sort: str = "name",
@@ -470,6 +476,7 @@ def stamping_accounts(
     offset: int = 0,
 ) -> list[StampingAccountRow]:
     """A distributor's CTIs: searched, filtered, sorted and paginated."""
+    today = local_date(now)
     check_page(limit, offset)
     check_choice("sort", sort, SORTS)
     check_choice("tag", tag, TAGS)
@@ -490,10 +497,11 @@ def stamping_accounts(
     inner = (
         "SELECT s.cti_id, s.client_id, c.nic, c.name, s.kind, s.active, "
         "COALESCE(b.credited, 0) AS credited, COALESCE(b.used, 0) AS used, "
-        "COALESCE(b.balance, 0) - "
-        + EXPIRED_STAMPS_SQL.format(cti="s.cti_id")
+        + AVAILABLE_STAMPS_SQL.format(balance="b.balance", cti="s.cti_id")
         + " AS balance, COALESCE(p.balance, 0) AS points, s.created_at, "
-        "b.last_purchase_at, b.last_emission_at, c.sort_name, c.nic_sort "
+        "b.last_purchase_at, b.last_emission_at, c.sort_name, c.nic_sort, "
+        + HELD_STAMPS_SQL.format(cti="s.cti_id")
+        + " AS held "
         "FROM view_stamping_accounts s JOIN view_clients c ON c.client_id = s.client_id "
         "LEFT JOIN view_balances b ON b.holder_id = s.cti_id AND b.unit = 'stamps' "
         "LEFT JOIN view_balances p ON p.holder_id = s.client_id AND p.unit = 'points' "
@@ -501,7 +509,7 @@ def stamping_accounts(
     )
     cursor.execute(
         f"SELECT * FROM ({inner}) q ORDER BY {_order(sort)}, q.cti_id LIMIT ? OFFSET ?",  # noqa: S608
-        [dialect.day(today), *params, limit, offset],
+        [*available_params(dialect, now), dialect.ts(now), *params, limit, offset],
     )
     found = cursor.fetchall()
     cpd_inputs = _cpd_inputs(cursor, [str(row[0]) for row in found], today)
@@ -536,6 +544,7 @@ def stamping_accounts(
                 last_emission_at=dialect.to_ts(last_emission_at),
                 cpd=cpd,
                 days_remaining=days_remaining,
+                held=int(row[15]),
             )
         )
     return rows
@@ -565,7 +574,7 @@ def _cpd_inputs(
 def clients(
     cursor: Cursor,
     distributor_id: str,
-    today: date,
+    now: datetime,
     *,
     search: str | None = None,
     sort: str = "name",
@@ -595,7 +604,11 @@ def clients(
         f"c.dropped, c.colour, COALESCE((SELECT SUM(b.balance) {own_ctis}), 0) - "
         "COALESCE((SELECT SUM(l.remaining) FROM view_expiring_lots l "
         "JOIN view_stamping_accounts s ON s.cti_id = l.cti_id "
-        "WHERE s.client_id = c.client_id AND l.expires_on < ?), 0) AS balance, "
+        "WHERE s.client_id = c.client_id AND l.expires_on < ?), 0) + "
+        "COALESCE((SELECT COUNT(*) FROM view_holds h "
+        "JOIN view_stamping_accounts s ON s.cti_id = h.cti_id "
+        "WHERE s.client_id = c.client_id AND h.expires_at <= ? "
+        "AND (h.lot_expires_on IS NULL OR h.lot_expires_on >= ?)), 0) AS balance, "
         "COALESCE(p.balance, 0) AS points, c.created_at, "
         f"(SELECT MAX(b.last_purchase_at) {own_ctis}) AS last_purchase_at, "
         f"(SELECT MAX(b.last_emission_at) {own_ctis}) AS last_emission_at, "
@@ -606,7 +619,7 @@ def clients(
     )
     cursor.execute(
         f"SELECT * FROM ({inner}) q ORDER BY {_order(sort)}, q.client_id LIMIT ? OFFSET ?",  # noqa: S608
-        [dialect.day(today), *params, limit, offset],
+        [*available_params(dialect, now), *params, limit, offset],
     )
     rows = []
     for row in cursor.fetchall():

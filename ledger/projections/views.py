@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Literal, TypeVar
 
 from ledger.clock import Clock, local_date
@@ -143,15 +143,19 @@ class Views:
     # Queries ------------------------------------------------------------------------------
 
     def _query(self, run: Callable[[Cursor, date], T]) -> T:
+        return self._query_at(lambda cursor, now: run(cursor, local_date(now)))
+
+    def _query_at(self, run: Callable[[Cursor, datetime], T]) -> T:
+        """Runs a query at the clock's now (holds expire to the second, not to the day)."""
         if self.mode == "inline":
             # One event the views cannot take must not stop every tenant's reads: they answer
             # as of the event before it. The failure is logged and recorded where ``status()``
             # and ``verify`` report it, and retried on later catch-ups.
             with contextlib.suppress(ProjectionFailed):
                 self.projector.catch_up()
-        today = local_date(self._clock())
+        now = self._clock()
         with self.database.read() as cursor:
-            return run(cursor, today)
+            return run(cursor, now)
 
     def stamping_accounts(
         self,
@@ -166,11 +170,11 @@ class Views:
         offset: int = 0,
     ) -> list[StampingAccountRow]:
         """A distributor's CTIs (``tag``: favourite|dropped, ``status``: active|blocked)."""
-        return self._query(
-            lambda cursor, today: directory.stamping_accounts(
+        return self._query_at(
+            lambda cursor, now: directory.stamping_accounts(
                 cursor,
                 distributor_id,
-                today,
+                now,
                 search=search,
                 sort=sort,
                 tag=tag,
@@ -193,11 +197,11 @@ class Views:
         offset: int = 0,
     ) -> list[ClientRow]:
         """A distributor's clients."""
-        return self._query(
-            lambda cursor, today: directory.clients(
+        return self._query_at(
+            lambda cursor, now: directory.clients(
                 cursor,
                 distributor_id,
-                today,
+                now,
                 search=search,
                 sort=sort,
                 tag=tag,
@@ -224,13 +228,13 @@ class Views:
 
     def consumption(self, cti_id: str, *, days: int = DAILY_DAYS_DEFAULT) -> ConsumptionRow:
         """CPD, days remaining and the last ``days`` local days of a CTI."""
-        return self._query(
-            lambda cursor, today: consumption.consumption(cursor, cti_id, today, days)
+        return self._query_at(
+            lambda cursor, now: consumption.consumption(cursor, cti_id, now, days)
         )
 
     def balances(self, holder_id: str) -> list[BalanceRow]:
         """A holder's books, one row per unit."""
-        return self._query(lambda cursor, today: balances_view.balances(cursor, holder_id, today))
+        return self._query_at(lambda cursor, now: balances_view.balances(cursor, holder_id, now))
 
     def unbilled_sales(
         self,
