@@ -2,12 +2,13 @@
 
 The machine drives a small network (master, distributor D1, its sub-distributor D2, three clients
 with a CTI each) through purchases, transfers of stamps and points, mass transfers, reclaims,
-client packages that expire, consumptions with repeated CFDI UUIDs, blocking, suspension,
+client packages that expire, consumptions with repeated CFDI UUIDs, holds (reserved, posted,
+voided, and expired by the clock, with CFDIs shared with consumptions), blocking, suspension,
 credentials checks (right and wrong passwords, lockout, resets) and the clock. The model
 predicts each command's outcome (success, replay or the exact rejection code) and every balance.
 After every step it checks, from the stored events alone, that each unit's postings sum to zero
-and that no holder but the issuance source is negative, and that ``lg.balance`` equals the model
-for every holder.
+and that no holder but the issuance source is negative, and that ``lg.balance`` (held books
+included) equals the model for every holder.
 """
 
 from __future__ import annotations
@@ -80,6 +81,24 @@ class Code:
 
 
 @dataclass
+class ModelHold:
+    """A hold as the model sees it; ``open`` until an event closes it (expired ones included)."""
+
+    hold_id: str
+    cti_id: str
+    cfdi_uuid: str
+    expires_at: datetime
+    lot_id: str
+    lot_expires_on: date | None
+    open: bool = True
+    closed_by: str = ""  # "post", "void", "void-expired" or "expiry"
+
+
+def _lot_key(lot: Lot) -> tuple[bool, date]:
+    return (lot.expires_on is None, lot.expires_on or date.max)
+
+
+@dataclass
 class Model:
     """What the ledger should hold."""
 
@@ -88,11 +107,44 @@ class Model:
     lots: dict[str, list[Lot]] = field(default_factory=lambda: {c: [] for c in CTIS})
     blocked: set[str] = field(default_factory=set)
     suspended: set[str] = field(default_factory=set)
-    consumed: dict[str, str] = field(default_factory=dict)  # CFDI UUID -> CTI
     password: dict[str, str] = field(default_factory=dict)  # CTI -> its password
     failures: Counter[str] = field(default_factory=Counter)  # CTI -> failed checks in a row
     locked_until: dict[str, datetime] = field(default_factory=dict)
     codes: dict[str, Code] = field(default_factory=dict)
+    consumed: dict[str, str] = field(default_factory=dict)  # CFDI UUID -> CTI, or "hold"
+    hold_of: dict[str, ModelHold] = field(default_factory=dict)
+    voided: set[str] = field(default_factory=set)  # holds whose VoidReservation is recorded
+
+    def open_holds(self, cti_id: str) -> list[ModelHold]:
+        """Holds the CTI's state keeps (closed by no event yet), oldest first."""
+        return [h for h in self.hold_of.values() if h.open and h.cti_id == cti_id]
+
+    def held(self, cti_id: str, now: datetime | None = None) -> int:
+        """Stamps set aside (with ``now``: by holds not past their time)."""
+        return sum(
+            1 for h in self.open_holds(cti_id) if h.lot_id and (now is None or h.expires_at > now)
+        )
+
+    def returning(self, cti_id: str, today: date, now: datetime) -> int:
+        """Stamps of holds past their time whose lot has not expired: available again."""
+        return sum(
+            1
+            for h in self.open_holds(cti_id)
+            if h.lot_id
+            and h.expires_at <= now
+            and (h.lot_expires_on is None or h.lot_expires_on >= today)
+        )
+
+    def return_stamp(self, hold: ModelHold) -> None:
+        """The hold's stamp back to its lot; an emptied lot comes back first among its equals."""
+        lots = self.lots[hold.cti_id]
+        for lot in lots:
+            if lot.lot_id == hold.lot_id:
+                lot.remaining += 1
+                return
+        new = Lot(hold.lot_id, 1, hold.lot_expires_on)
+        index = next((i for i, x in enumerate(lots) if _lot_key(x) >= _lot_key(new)), len(lots))
+        lots.insert(index, new)
 
     def status(self, distributor_id: str, today: date) -> str:
         """The distributor's status with the clock applied."""
@@ -112,15 +164,22 @@ class Model:
         """Stamps the CTI's postings hold (expired lots count until their expiry is recorded)."""
         return sum(lot.remaining for lot in self.lots[cti_id])
 
-    def settle(self, cti_id: str, today: date) -> None:
-        """Drops expired lots, as the ledger records their expiry."""
+    def settle(self, cti_id: str, today: date, now: datetime | None = None) -> None:
+        """Closes holds past their time (with ``now``), then drops expired lots, as recorded."""
+        if now is not None:
+            for hold in self.open_holds(cti_id):
+                if hold.expires_at <= now:
+                    hold.open = False
+                    hold.closed_by = "expiry"
+                    if hold.lot_id:
+                        self.return_stamp(hold)
         self.lots[cti_id] = [
             lot for lot in self.lots[cti_id] if lot.expires_on is None or lot.expires_on >= today
         ]
 
-    def credit(self, cti_id: str, lot: Lot, today: date) -> None:
+    def credit(self, cti_id: str, lot: Lot, today: date, now: datetime) -> None:
         """A new lot, after recording expired ones; lots stay in consumption order."""
-        self.settle(cti_id, today)
+        self.settle(cti_id, today, now)
         self.lots[cti_id].append(lot)
         # Stable sort: expiring first by date, never-expiring last, ties oldest first.
         self.lots[cti_id].sort(key=lambda x: (x.expires_on is None, x.expires_on or date.max))
@@ -245,7 +304,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def receive(self, unit: str, to_id: str, transfer_id: str, quantity: int) -> None:
         """The model's side of a transfer's credit."""
         if to_id in CTIS:
-            self.model.credit(to_id, Lot(transfer_id, quantity, None), self.today)
+            self.model.credit(to_id, Lot(transfer_id, quantity, None), self.today, self.clock())
         else:
             self.model.holds(unit)[to_id] += quantity
 
@@ -369,43 +428,67 @@ class LedgerMachine(RuleBasedStateMachine):
         if self.run(command, expected):
             self.model.stamps[D1] -= GRANT_QUANTITY
             expires_on = self.today + timedelta(days=GRANT_VALIDITY_DAYS)
-            self.model.credit(cti_id, Lot(grant_id, GRANT_QUANTITY, expires_on), self.today)
+            self.model.credit(
+                cti_id, Lot(grant_id, GRANT_QUANTITY, expires_on), self.today, self.clock()
+            )
 
     @rule(cti_id=st.sampled_from(CTIS), quantity=st.integers(1, 10))
     def reclaim(self, cti_id: str, quantity: int) -> None:
         """The CTI's distributor takes unused stamps back."""
         expected = "ok"
-        if self.model.usable(cti_id, self.today) < quantity:
+        if self.available(cti_id) < quantity:
             expected = "insufficient_stamps"
         command = {"type": "ReclaimStamps", "transfer_id": self.next_id("R"),
                    "from_cti_id": cti_id, "quantity": quantity, "reason": "impago"}  # fmt: skip
         if self.run(command, expected):
-            self.model.settle(cti_id, self.today)
+            self.model.settle(cti_id, self.today, self.clock())
             self.model.take(cti_id, quantity)
             self.model.stamps[DISTRIBUTOR_OF_CTI[cti_id]] += quantity
 
-    def predict_consume(self, cti_id: str, cfdi: str | None) -> tuple[dict[str, Any], str]:
-        """A ConsumeStamp command and its predicted end; the model takes its effect."""
-        self.counter += 1
-        cfdi_uuid = cfdi or f"00000000-0000-4000-9000-{self.counter:012d}"
+    def available(self, cti_id: str) -> int:
+        """What ``lg.balance`` reports now: usable lots and the stamps of holds past their time."""
+        now = self.clock()
+        return self.model.usable(cti_id, self.today) + self.model.returning(cti_id, self.today, now)
+
+    def predict_take(self, cti_id: str, cfdi_uuid: str) -> tuple[str, str]:
+        """Whether one stamp may be taken for a CFDI now (a consumption or a hold): the end,
+        and the lot it comes from; the model settles as the ledger records, but takes nothing."""
+        now = self.clock()
+        open_holds = self.model.open_holds(cti_id)
+        if open_holds:
+            if any(h.cfdi_uuid == cfdi_uuid and h.expires_at > now for h in open_holds):
+                return "idempotency_conflict", ""
+            if cti_id in self.model.blocked:
+                return "account_blocked", ""
+            if self.available(cti_id) < 1:
+                return "insufficient_stamps", ""
+            self.model.settle(cti_id, self.today, now)
+            return "ok", self.model.lots[cti_id][0].lot_id
         usable = [
             lot
             for lot in self.model.lots[cti_id]
             if lot.expires_on is None or lot.expires_on >= self.today
         ]
+        if cti_id in self.model.blocked:
+            return "account_blocked", ""
+        if not usable:
+            return "insufficient_stamps", ""
+        if usable[0] is not self.model.lots[cti_id][0]:
+            self.model.settle(cti_id, self.today)
+        return "ok", usable[0].lot_id
+
+    def predict_consume(self, cti_id: str, cfdi: str | None) -> tuple[dict[str, Any], str]:
+        """A ConsumeStamp command and its predicted end; the model takes its effect."""
+        self.counter += 1
+        cfdi_uuid = cfdi or f"00000000-0000-4000-9000-{self.counter:012d}"
         first_cti = self.model.consumed.get(cfdi_uuid.upper())
         if first_cti is not None:
             expected = "replayed" if first_cti == cti_id else "idempotency_conflict"
-        elif cti_id in self.model.blocked:
-            expected = "account_blocked"
-        elif not usable:
-            expected = "insufficient_stamps"
         else:
-            expected = "ok"
-            if usable[0] is not self.model.lots[cti_id][0]:
-                self.model.settle(cti_id, self.today)
-            self.model.take(cti_id, 1)
-            self.model.consumed[cfdi_uuid.upper()] = cti_id
+            expected, _ = self.predict_take(cti_id, cfdi_uuid.upper())
+            if expected == "ok":
+                self.model.take(cti_id, 1)
+                self.model.consumed[cfdi_uuid.upper()] = cti_id
         command = {"type": "ConsumeStamp", "cti_id": cti_id, "cfdi_uuid": cfdi_uuid,
                    "issuer_rfc": ISSUER_RFC}  # fmt: skip
         return command, expected
@@ -463,6 +546,93 @@ class LedgerMachine(RuleBasedStateMachine):
                 self.model.suspended.add(D2)
             else:
                 self.model.suspended.discard(D2)
+
+    @rule(
+        cti_id=st.sampled_from(CTIS),
+        cfdi=st.one_of(st.sampled_from(UUID_POOL), st.none()),
+        expires_in_s=st.sampled_from((60, 300, 7200)),
+    )
+    def reserve(self, cti_id: str, cfdi: str | None, expires_in_s: int) -> None:
+        """The stamping service sets a stamp aside; pool CFDIs may be held or consumed already."""
+        hold_id = self.next_id("H")
+        cfdi_uuid = (cfdi or f"00000000-0000-4000-a000-{self.counter:012d}").upper()
+        now = self.clock()
+        if cfdi_uuid in self.model.consumed:
+            expected, lot_id = "idempotency_conflict", ""
+        else:
+            expected, lot_id = self.predict_take(cti_id, cfdi_uuid)
+        command = {"type": "ReserveStamp", "hold_id": hold_id, "cti_id": cti_id,
+                   "cfdi_uuid": cfdi_uuid, "issuer_rfc": ISSUER_RFC,
+                   "expires_in_s": expires_in_s, "actor": MASTER}  # fmt: skip
+        if self.run(command, expected):
+            lot = self.model.lots[cti_id][0]
+            assert lot.lot_id == lot_id
+            self.model.take(cti_id, 1)
+            self.model.hold_of[hold_id] = ModelHold(
+                hold_id, cti_id, cfdi_uuid, now + timedelta(seconds=expires_in_s),
+                lot_id, lot.expires_on,
+            )  # fmt: skip
+
+    def pick_hold(self, index: int) -> str:
+        """A hold id the model knows (or an unknown one when there is none)."""
+        known = sorted(self.model.hold_of)
+        return known[index % len(known)] if known else "H-unknown"
+
+    @rule(index=st.integers(0, 50))
+    def post(self, index: int) -> None:
+        """The stamping service posts a hold: its CFDI's consumption, unless too late or taken."""
+        hold_id = self.pick_hold(index)
+        hold = self.model.hold_of.get(hold_id)
+        now = self.clock()
+        if hold is None:
+            expected = "unknown_hold"
+        elif hold.closed_by == "post":
+            expected = "replayed"
+        elif hold.closed_by == "void":
+            expected = "hold_closed"
+        elif hold.closed_by in ("void-expired", "expiry") or hold.expires_at <= now:
+            expected = "hold_expired"
+        elif hold.cfdi_uuid in self.model.consumed:
+            expected = "idempotency_conflict"
+        else:
+            expected = "ok"
+        command = {"type": "PostReservation", "hold_id": hold_id, "actor": MASTER}
+        if self.run(command, expected):
+            assert hold is not None
+            hold.open = False
+            hold.closed_by = "post"
+            self.model.consumed[hold.cfdi_uuid] = "hold"
+            self.model.settle(hold.cti_id, self.today, now)
+
+    @rule(index=st.integers(0, 50))
+    def void(self, index: int) -> None:
+        """The stamping service voids a hold; a hold past its time is void already."""
+        hold_id = self.pick_hold(index)
+        hold = self.model.hold_of.get(hold_id)
+        now = self.clock()
+        if hold is None:
+            expected = "unknown_hold"
+        elif hold.closed_by == "post":
+            expected = "hold_closed"
+        elif hold_id in self.model.voided:
+            expected = "replayed"
+        else:
+            expected = "ok"
+        command = {"type": "VoidReservation", "hold_id": hold_id, "actor": MASTER}
+        if self.run(command, expected):
+            assert hold is not None
+            self.model.voided.add(hold_id)
+            if hold.open:
+                hold.open = False
+                hold.closed_by = "void-expired" if hold.expires_at <= now else "void"
+                if hold.lot_id:
+                    self.model.return_stamp(hold)
+                self.model.settle(hold.cti_id, self.today, now)
+
+    @rule(seconds=st.sampled_from((30, 60, 240, 3600)))
+    def advance_seconds(self, seconds: int) -> None:
+        """A few seconds or minutes pass: holds may expire."""
+        self.clock.advance(timedelta(seconds=seconds))
 
     @rule(days=st.integers(0, 4), hours=st.integers(0, 23))
     def advance_clock(self, days: int, hours: int) -> None:
@@ -726,6 +896,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert self.posted[(client_id, "points")] == self.model.points[client_id]
         for cti_id in CTIS:
             assert self.posted[(cti_id, "stamps")] == self.model.booked(cti_id)
+            assert self.posted[(f"held:{cti_id}", "stamps")] == self.model.held(cti_id)
         for code_id, code in self.model.codes.items():
             assert self.posted[(code_id, code.unit)] == self.model.holds(code.unit)[code_id]
 
@@ -737,8 +908,10 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert self.lg.balance(holder, unit) == self.model.holds(unit)[holder], holder
         for client_id in CLIENTS:
             assert self.lg.balance(client_id, "points") == self.model.points[client_id]
+        now = self.clock()
         for cti_id in CTIS:
-            assert self.lg.balance(cti_id) == self.model.usable(cti_id, self.today), cti_id
+            assert self.lg.balance(cti_id) == self.available(cti_id), cti_id
+            assert self.lg.balance(f"held:{cti_id}") == self.model.held(cti_id, now), cti_id
         for code_id, code in self.model.codes.items():
             assert self.lg.balance(code_id, code.unit) == self.model.holds(code.unit)[code_id]
 
