@@ -7,11 +7,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock
+from ledger.domain import Snapshot
 from ledger.errors import Rejected
 from tests.support import CTI, DISTRIBUTOR, ISSUER_RFC, MASTER, build_network, consume
 from tests.unit.test_audit_verify import check, forged, next_version, rows_of
@@ -418,3 +420,16 @@ def test_verify_reports_a_hold_closed_unopened_and_a_negative_held_book(lg: Ledg
     assert report.breach_counts == {"hold_not_opened": 1, "negative_balance": 1}
     negative = next(b for b in report.breaches if b.check == "negative_balance")
     assert negative.message.startswith(f"held:{CTI} goes to -1 stamps")
+
+
+def test_a_snapshot_stored_before_holds_restores_a_cti_without_open_holds(lg: Ledger) -> None:
+    """Snapshots are stored schema too: one without the hold fields still loads."""
+    cti = lg.engine.current(CTI)
+    assert isinstance(cti, StampingAccount)
+    taken = Snapshot.take(cti, cti.modified_on)
+    state = msgspec.json.decode(taken.state)
+    del state["holds"], state["held_cfdis"]
+    old = msgspec.structs.replace(taken, state=msgspec.Raw(msgspec.json.encode(state)))
+    restored = old.mutate(None)
+    assert isinstance(restored, StampingAccount)
+    assert (restored.holds, restored.held_cfdis, restored.balance()) == ({}, {}, 3)
