@@ -49,8 +49,12 @@ def require_stamping_service(tx: Tx, command: Command, cti: StampingAccount) -> 
     raise Rejected("not_authorised", actor=command.actor, account_id=cti.id)
 
 
-def _hold_of(tx: Tx, hold_id: str) -> tuple[StampingAccount, Outcome]:
-    """The CTI of a hold and the hold's first outcome, or ``unknown_hold``."""
+def hold_account(tx: Tx, hold_id: str) -> tuple[StampingAccount, Outcome]:
+    """The CTI of a hold and the hold's first outcome (its reserve's), or ``unknown_hold``.
+
+    PostReservation and VoidReservation name no account: this is how who may act on a hold is
+    decided (the hold's CTI), in the handler or in a rule table.
+    """
     key = f"hold:{hold_id}"
     found = tx.lookup([key]).get(key)
     if found is None:
@@ -128,7 +132,7 @@ def _closed(tx: Tx, hold_id: str, other_key: str, reserved: Outcome) -> Rejected
 @handles(PostReservation)
 def post_reservation(command: PostReservation, tx: Tx) -> Outcome:
     """The hold's stamp is consumed for its CFDI, under the CFDI's consumption key."""
-    cti, reserved = _hold_of(tx, command.hold_id)
+    cti, reserved = hold_account(tx, command.hold_id)
     require_stamping_service(tx, command, cti)
     hold: Hold | None = cti.holds.get(command.hold_id)
     if hold is None:
@@ -147,7 +151,7 @@ def post_reservation(command: PostReservation, tx: Tx) -> Outcome:
 @handles(VoidReservation)
 def void_reservation(command: VoidReservation, tx: Tx) -> Outcome:
     """The hold's stamp goes back to its lot; a hold past its time is void already."""
-    cti, reserved = _hold_of(tx, command.hold_id)
+    cti, reserved = hold_account(tx, command.hold_id)
     require_stamping_service(tx, command, cti)
     hold = cti.holds.get(command.hold_id)
     if hold is None:
