@@ -106,6 +106,16 @@ class MemoryStore:
 
     # Inspection for tests --------------------------------------------------------------------
 
+    def copy(self) -> MemoryStore:
+        """An independent store holding the same events, keys and snapshots (test fixtures)."""
+        twin = MemoryStore(self.mapper)
+        with self._lock:
+            twin._log = list(self._log)
+            twin._streams = {i: list(rows) for i, rows in self._streams.items()}
+            twin._keys = dict(self._keys)
+            twin._snapshots = dict(self._snapshots)
+        return twin
+
     def stored_events(self) -> list[StoredEvent]:
         """Every stored row in notification order (id = position + 1)."""
         with self._lock:

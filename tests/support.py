@@ -38,6 +38,7 @@ def consume(cti_id: str = CTI, cfdi_uuid: str | None = None, **extra: Any) -> di
     """A ConsumeStamp command with a fresh CFDI UUID unless one is given."""
     return {
         "type": "ConsumeStamp",
+        "actor": MASTER,
         "cti_id": cti_id,
         "cfdi_uuid": cfdi_uuid or str(uuid.uuid4()),
         "issuer_rfc": ISSUER_RFC,
@@ -67,6 +68,7 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
         },
         {
             "type": "DefinePackage",
+            "actor": MASTER,
             "seller_id": MASTER,
             "package_id": "P1000",
             "unit": "stamps",
@@ -76,6 +78,7 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
         },
         {
             "type": "DefinePackage",
+            "actor": MASTER,
             "seller_id": MASTER,
             "package_id": "PTS3000",
             "unit": "points",
@@ -85,6 +88,7 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
         },
         {
             "type": "RegisterDistributor",
+            "actor": MASTER,
             "distributor_id": DISTRIBUTOR,
             "parent_id": MASTER,
             "profile": distributor_profile(),
@@ -98,6 +102,7 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
         },
         {
             "type": "BuyPackage",
+            "actor": DISTRIBUTOR,
             "buyer_id": DISTRIBUTOR,
             "seller_id": MASTER,
             "package_id": "P1000",
@@ -105,6 +110,7 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
         },
         {
             "type": "RegisterClient",
+            "actor": DISTRIBUTOR,
             "client_id": CLIENT,
             "distributor_id": DISTRIBUTOR,
             "profile": client_profile(),
@@ -114,6 +120,7 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
         commands.append(
             {
                 "type": "TransferStamps",
+                "actor": DISTRIBUTOR,
                 "transfer_id": "T-setup",
                 "from_id": DISTRIBUTOR,
                 "to_id": CTI,

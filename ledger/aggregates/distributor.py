@@ -48,6 +48,8 @@ class Distributor(Aggregate):
     """A reseller. Holds stamps and points; sells to its clients and sub-distributors."""
 
     parent_id: str
+    # The master account at the root of its network; "" when registered before the field existed.
+    master_id: str = ""
     profile: dict[str, Any]
     status: str
     expires_on: date | None
@@ -63,10 +65,12 @@ class Distributor(Aggregate):
 
         parent_id: str
         profile: dict[str, Any]
+        master_id: str = ""
 
         def apply(self, aggregate: Distributor) -> None:
             """Starts unvalidated with empty inventory."""
             aggregate.parent_id = self.parent_id
+            aggregate.master_id = self.master_id
             aggregate.profile = self.profile
             aggregate.status = UNVALIDATED
             aggregate.expires_on = None
@@ -374,10 +378,23 @@ class Distributor(Aggregate):
 
     @classmethod
     def register(
-        cls, distributor_id: str, parent_id: str, profile: dict[str, Any], at: datetime
+        cls,
+        distributor_id: str,
+        parent_id: str,
+        profile: dict[str, Any],
+        at: datetime,
+        *,
+        master_id: str,
     ) -> Distributor:
-        """Registers a new, unvalidated distributor."""
-        return cls.create(cls.Registered, distributor_id, at, parent_id=parent_id, profile=profile)
+        """Registers a new, unvalidated distributor in the network of ``master_id``."""
+        return cls.create(
+            cls.Registered,
+            distributor_id,
+            at,
+            parent_id=parent_id,
+            profile=profile,
+            master_id=master_id,
+        )
 
     def require_active(self, today: date) -> None:
         """Rejects with ``distributor_not_active`` unless active on ``today``."""

@@ -38,6 +38,7 @@ def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
         ledger.execute(
             {
                 "type": "RegisterClient",
+                "actor": DISTRIBUTOR,
                 "client_id": CLIENT_2,
                 "distributor_id": DISTRIBUTOR,
                 "profile": client_profile(name="Ana", email="ana@example.com"),
@@ -58,6 +59,7 @@ def _codes(results: list[Outcome | Rejected]) -> list[str]:
 def _mass_transfer(batch_id: str, lines: list[tuple[str, int]]) -> dict[str, Any]:
     return {
         "type": "MassTransfer",
+        "actor": DISTRIBUTOR,
         "batch_id": batch_id,
         "from_id": DISTRIBUTOR,
         "lines": [{"to_id": to_id, "quantity": q, "amount": "1.00"} for to_id, q in lines],
@@ -178,6 +180,7 @@ def test_a_stale_rejection_is_decided_again_on_fresh_state(
         lg.execute(
             {
                 "type": "TransferStamps",
+                "actor": DISTRIBUTOR,
                 "transfer_id": "T-top-up",
                 "from_id": DISTRIBUTOR,
                 "to_id": CTI,
@@ -196,6 +199,7 @@ def test_conflicts_past_the_bound_raise_concurrency_error(
     lg.execute(
         {
             "type": "TransferStamps",
+            "actor": DISTRIBUTOR,
             "transfer_id": "T-rivals",
             "from_id": DISTRIBUTOR,
             "to_id": CTI,

@@ -78,6 +78,7 @@ class History:
             *[
                 {
                     "type": "DefinePackage",
+                    "actor": self.ids("M", 0),
                     "seller_id": self.ids("M", 0),
                     "package_id": package,
                     "unit": unit,
@@ -90,24 +91,28 @@ class History:
             *self._distributor(distributor, self.ids("M", 0)),
             {
                 "type": "BuyPackage",
+                "actor": distributor,
                 "buyer_id": distributor,
                 "seller_id": self.ids("M", 0),
                 "package_id": "S",
             },
             {
                 "type": "BuyPackage",
+                "actor": distributor,
                 "buyer_id": distributor,
                 "seller_id": self.ids("M", 0),
                 "package_id": "P",
             },
             {
                 "type": "ContractSubscription",
+                "actor": distributor,
                 "distributor_id": distributor,
                 "product": "Multinivel",
                 "annual_price": "1200.00",
             },
             {
                 "type": "DefinePackage",
+                "actor": distributor,
                 "seller_id": distributor,
                 "package_id": "G",
                 "unit": "stamps",
@@ -125,6 +130,7 @@ class History:
         return [
             {
                 "type": "RegisterDistributor",
+                "actor": parent_id,
                 "distributor_id": distributor_id,
                 "parent_id": parent_id,
                 "profile": distributor_profile(email=f"{distributor_id.lower()}@example.com"),
@@ -141,6 +147,7 @@ class History:
     def _client(self, n: int) -> dict[str, Any]:
         return {
             "type": "RegisterClient",
+            "actor": self.ids("D", 1),
             "client_id": self.ids("C", n),
             "distributor_id": self.ids("D", 1),
             "profile": client_profile(
@@ -179,6 +186,7 @@ class History:
         elif kind == "transfer":
             command = {
                 "type": "TransferStamps",
+                "actor": distributor,
                 "transfer_id": self.unique(),
                 "from_id": distributor,
                 "to_id": self.cti(args[0]),
@@ -191,6 +199,7 @@ class History:
                 self.pending.append(
                     {
                         "type": "ConsumeStamp",
+                        "actor": "M",
                         "cti_id": self.cti(args[0]),
                         "cfdi_uuid": str(uuid.uuid4()),
                         "issuer_rfc": ISSUER_RFC,
@@ -200,6 +209,7 @@ class History:
         elif kind == "grant":
             command = {
                 "type": "AssignPackage",
+                "actor": "D1",
                 "grant_id": self.unique(),
                 "seller_id": distributor,
                 "cti_id": self.cti(args[0]),
@@ -208,6 +218,7 @@ class History:
         elif kind == "reclaim":
             command = {
                 "type": "ReclaimStamps",
+                "actor": "D1",
                 "transfer_id": self.unique(),
                 "from_cti_id": self.cti(args[0]),
                 "quantity": args[1],
@@ -216,6 +227,7 @@ class History:
         elif kind == "points":
             command = {
                 "type": "TransferPoints",
+                "actor": distributor,
                 "transfer_id": self.unique(),
                 "from_id": distributor,
                 "to_id": self.ids("C", args[0]),
@@ -224,6 +236,7 @@ class History:
         elif kind == "spend":
             command = {
                 "type": "SpendPoints",
+                "actor": "D1",
                 "client_id": self.ids("C", args[0]),
                 "product": "timbrado",
                 "points": args[1],
@@ -231,6 +244,7 @@ class History:
         elif kind == "tag":
             command = {
                 "type": "TagClient",
+                "actor": "D1",
                 "client_id": self.ids("C", args[0]),
                 "favourite": args[1],
                 "colour": args[2],
@@ -238,6 +252,7 @@ class History:
         elif kind == "profile":
             command = {
                 "type": "UpdateClientProfile",
+                "actor": "D1",
                 "client_id": self.ids("C", args[0]),
                 "profile": client_profile(name=args[1], email=f"{self.unique().lower()}@x.mx"),
             }
@@ -249,6 +264,7 @@ class History:
         elif kind == "unlimited":
             command = {
                 "type": "OpenStampingAccount",
+                "actor": "D1",
                 "cti_id": self.unique(),
                 "client_id": self.ids("C", args[0]),
                 "kind": "unlimited",
@@ -257,6 +273,7 @@ class History:
         elif kind == "invoice" and self.sales:
             command = {
                 "type": "RegisterInvoice",
+                "actor": distributor,
                 "seller_id": distributor,
                 "invoice_ref": self.unique(),
                 "sale_ids": [self.sales[args[0] % len(self.sales)]],
@@ -270,6 +287,7 @@ class History:
         elif kind == "mass":
             command = {
                 "type": "MassTransfer",
+                "actor": distributor,
                 "batch_id": self.unique(),
                 "from_id": distributor,
                 "lines": [{"to_id": self.cti(n), "quantity": 3} for n in args[0]],

@@ -202,19 +202,20 @@ def setup_commands() -> list[dict[str, Any]]:
     """The network, with empty inventories."""
     commands: list[dict[str, Any]] = [
         {"type": "OpenMasterAccount", "master_id": MASTER, "name": "P", "rfc": "SAT970701NN3"},
-        {"type": "RegisterDistributor", "distributor_id": D1, "parent_id": MASTER,
+        {"type": "RegisterDistributor", "actor": MASTER, "distributor_id": D1, "parent_id": MASTER,
          "profile": distributor_profile("Uno", "uno@example.com")},
         {"type": "ValidateDistributor", "distributor_id": D1, "actor": MASTER},
         {"type": "ActivateDistributor", "distributor_id": D1, "actor": MASTER,
          "expires_on": EXPIRES_ON[D1].isoformat()},
-        {"type": "ContractSubscription", "distributor_id": D1, "product": "Multinivel",
+        {"type": "ContractSubscription", "actor": D1, "distributor_id": D1, "product": "Multinivel",
          "annual_price": "1200.00"},
-        {"type": "RegisterDistributor", "distributor_id": D2, "parent_id": D1,
+        {"type": "RegisterDistributor", "actor": D1, "distributor_id": D2, "parent_id": D1,
          "profile": distributor_profile("Dos", "dos@example.com")},
         {"type": "ValidateDistributor", "distributor_id": D2, "actor": D1},
         {"type": "ActivateDistributor", "distributor_id": D2, "actor": D1,
          "expires_on": EXPIRES_ON[D2].isoformat()},
-        {"type": "DefinePackage", "seller_id": D1, "package_id": "G20", "unit": "stamps",
+        {"type": "DefinePackage", "actor": D1,
+         "seller_id": D1, "package_id": "G20", "unit": "stamps",
          "quantity": GRANT_QUANTITY, "price": "40.00", "audience": "client",
          "validity_days": GRANT_VALIDITY_DAYS},
         {"type": "ChangeSettings", "seller_id": D1, "allow_pcc_stamp_purchase": True,
@@ -227,12 +228,14 @@ def setup_commands() -> list[dict[str, Any]]:
         )  # fmt: skip
     for package_id, (seller, unit, quantity) in PACKAGES.items():
         commands.append(
-            {"type": "DefinePackage", "seller_id": seller, "package_id": package_id,
+            {"type": "DefinePackage", "actor": seller,
+             "seller_id": seller, "package_id": package_id,
              "unit": unit, "quantity": quantity, "price": "10.00", "audience": "distributor"}
         )  # fmt: skip
     for client_id, distributor_id in CLIENT_OF.items():
         commands.append(
-            {"type": "RegisterClient", "client_id": client_id, "distributor_id": distributor_id,
+            {"type": "RegisterClient", "actor": distributor_id,
+             "client_id": client_id, "distributor_id": distributor_id,
              "profile": client_profile(client_id, f"{client_id.lower()}@example.com")}
         )  # fmt: skip
     return commands
@@ -323,7 +326,7 @@ class LedgerMachine(RuleBasedStateMachine):
             expected = "distributor_not_active"
         elif seller != MASTER and book[seller] < total:
             expected = "insufficient_inventory" if unit == "stamps" else "insufficient_points"
-        command = {"type": "BuyPackage", "buyer_id": buyer, "seller_id": seller,
+        command = {"type": "BuyPackage", "actor": buyer, "buyer_id": buyer, "seller_id": seller,
                    "package_id": package_id, "count": count}  # fmt: skip
         if self.run(command, expected):
             book[seller] -= total
@@ -405,6 +408,7 @@ class LedgerMachine(RuleBasedStateMachine):
             expected = "insufficient_inventory"
         command = {
             "type": "MassTransfer",
+            "actor": D1,
             "batch_id": batch_id,
             "from_id": D1,
             "lines": [{"to_id": to_id, "quantity": quantity} for to_id, quantity in lines],
@@ -423,7 +427,7 @@ class LedgerMachine(RuleBasedStateMachine):
             expected = "distributor_not_active"
         elif self.model.stamps[D1] < GRANT_QUANTITY:
             expected = "insufficient_inventory"
-        command = {"type": "AssignPackage", "grant_id": grant_id, "seller_id": D1,
+        command = {"type": "AssignPackage", "actor": "D1", "grant_id": grant_id, "seller_id": D1,
                    "cti_id": cti_id, "package_id": "G20"}  # fmt: skip
         if self.run(command, expected):
             self.model.stamps[D1] -= GRANT_QUANTITY
@@ -438,7 +442,7 @@ class LedgerMachine(RuleBasedStateMachine):
         expected = "ok"
         if self.available(cti_id) < quantity:
             expected = "insufficient_stamps"
-        command = {"type": "ReclaimStamps", "transfer_id": self.next_id("R"),
+        command = {"type": "ReclaimStamps", "actor": "D1", "transfer_id": self.next_id("R"),
                    "from_cti_id": cti_id, "quantity": quantity, "reason": "impago"}  # fmt: skip
         if self.run(command, expected):
             self.model.settle(cti_id, self.today, self.clock())
@@ -489,7 +493,8 @@ class LedgerMachine(RuleBasedStateMachine):
             if expected == "ok":
                 self.model.take(cti_id, 1)
                 self.model.consumed[cfdi_uuid.upper()] = cti_id
-        command = {"type": "ConsumeStamp", "cti_id": cti_id, "cfdi_uuid": cfdi_uuid,
+        command = {"type": "ConsumeStamp", "actor": MASTER,
+                   "cti_id": cti_id, "cfdi_uuid": cfdi_uuid,
                    "issuer_rfc": ISSUER_RFC}  # fmt: skip
         return command, expected
 
