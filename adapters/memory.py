@@ -94,6 +94,11 @@ class MemoryStore:
                 self._keys[key.key] = key
             return list(range(first_id, len(self._log) + 1))
 
+    def has_events_of(self, topic: str) -> bool:
+        """Whether any event of ``topic`` was recorded."""
+        with self._lock:
+            return any(row.topic == topic for row in self._log)
+
     def snapshot(self, aggregates: Iterable[Aggregate], at: datetime) -> None:
         """Keeps the latest snapshot of each aggregate, encoded like the SQL stores do."""
         rows = [self.mapper.to_stored_event(Snapshot.take(a, at)) for a in aggregates]

@@ -96,6 +96,9 @@ class Store(Protocol):
     def snapshot(self, aggregates: Iterable[Aggregate], at: datetime) -> None:
         """Stores snapshots of the aggregates' current state."""
 
+    def has_events_of(self, topic: str) -> bool:
+        """Whether any event of ``topic`` was recorded (a rare question: may scan)."""
+
 
 Handler = Callable[[Any, "Tx"], Outcome]
 HANDLERS: dict[type[Command], Handler] = {}

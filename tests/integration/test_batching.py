@@ -12,13 +12,15 @@ import pytest
 
 from adapters.store import EventStore
 from ledger import engine
+from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock
+from ledger.commands.auth import NOBODY_ELSE, RULES, rule
 from ledger.commands.models import Command
 from ledger.engine import ATTEMPTS_MAX, HANDLERS, KeyRecord, Tx
 from ledger.errors import ConcurrencyError, Rejected
 from ledger.outcome import Outcome
-from tests.support import CTI, DISTRIBUTOR, build_network, client_profile, consume
+from tests.support import CTI, DISTRIBUTOR, MASTER, build_network, client_profile, consume
 
 CLIENT_2 = "C2"
 CTI_2 = "C2-cti"
@@ -232,6 +234,7 @@ class _ClaimThenReject(Command):
 
     type: Literal["_ClaimThenReject"] = "_ClaimThenReject"
     name: str
+    cti_id: str = CTI
 
 
 def _claim_then_reject(command: _ClaimThenReject, tx: Tx) -> Outcome:
@@ -241,16 +244,18 @@ def _claim_then_reject(command: _ClaimThenReject, tx: Tx) -> Outcome:
 
 @pytest.fixture
 def claim_then_reject() -> Iterator[None]:
-    """Registers the misbehaving handler for one test."""
+    """Registers the misbehaving handler, and who may run it, for one test."""
     HANDLERS[_ClaimThenReject] = _claim_then_reject
+    RULES[_ClaimThenReject] = rule("cti_id", StampingAccount, NOBODY_ELSE)
     yield
     del HANDLERS[_ClaimThenReject]
+    del RULES[_ClaimThenReject]
 
 
 @pytest.mark.usefixtures("claim_then_reject")
 def test_a_handler_that_rejects_after_a_claim_records_nothing(lg: Ledger) -> None:
     """A command that changed state and then rejected is discarded; the rest of the batch runs."""
-    results = lg.execute_many([consume(), _ClaimThenReject(name="x"), consume()])
+    results = lg.execute_many([consume(), _ClaimThenReject(name="x", actor=MASTER), consume()])
     assert _codes(results) == ["ok", "invalid_command", "ok"]
     assert isinstance(lg.store, EventStore)
     assert lg.store.select_keys(["test:x"]) == {}

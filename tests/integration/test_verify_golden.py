@@ -153,3 +153,15 @@ def test_accounts_recorded_before_their_network_are_authorised_through_their_par
         assert lg.balance(CTI) == 4
         assert lg.execute(consume(cfdi_uuid=NEW_UUID)).balance_after == 3
         assert [m.actor for m in lg.history(CTI)][-2:] == [None, MASTER]
+
+
+def test_a_ledger_with_masters_from_before_needs_an_actor_to_open_another(
+    golden_url: str, later_clock: ManualClock
+) -> None:
+    """The golden ledger has a master but no first-master key: a new one still needs an actor."""
+    command = {"type": "OpenMasterAccount", "master_id": "M9", "name": "X", "rfc": "SAT970701NN3"}
+    with open_ledger(golden_url, later_clock) as lg:
+        with pytest.raises(Rejected) as refused:
+            lg.execute(command)
+        assert refused.value.code == "invalid_command"
+        assert lg.execute({**command, "actor": MASTER}).ok

@@ -344,7 +344,7 @@ class LedgerMachine(RuleBasedStateMachine):
         elif book[source] < quantity:
             expected = "insufficient_inventory" if unit == "stamps" else "insufficient_points"
         kind = "TransferStamps" if unit == "stamps" else "TransferPoints"
-        command = {"type": kind, "transfer_id": transfer_id, "from_id": source,
+        command = {"type": kind, "actor": source, "transfer_id": transfer_id, "from_id": source,
                    "to_id": to_id, "quantity": quantity}  # fmt: skip
         if self.run(command, expected):
             book[source] -= quantity
@@ -427,7 +427,7 @@ class LedgerMachine(RuleBasedStateMachine):
             expected = "distributor_not_active"
         elif self.model.stamps[D1] < GRANT_QUANTITY:
             expected = "insufficient_inventory"
-        command = {"type": "AssignPackage", "actor": "D1", "grant_id": grant_id, "seller_id": D1,
+        command = {"type": "AssignPackage", "actor": D1, "grant_id": grant_id, "seller_id": D1,
                    "cti_id": cti_id, "package_id": "G20"}  # fmt: skip
         if self.run(command, expected):
             self.model.stamps[D1] -= GRANT_QUANTITY
@@ -442,8 +442,9 @@ class LedgerMachine(RuleBasedStateMachine):
         expected = "ok"
         if self.available(cti_id) < quantity:
             expected = "insufficient_stamps"
-        command = {"type": "ReclaimStamps", "actor": "D1", "transfer_id": self.next_id("R"),
-                   "from_cti_id": cti_id, "quantity": quantity, "reason": "impago"}  # fmt: skip
+        command = {"type": "ReclaimStamps", "actor": DISTRIBUTOR_OF_CTI[cti_id],
+                   "transfer_id": self.next_id("R"), "from_cti_id": cti_id, "quantity": quantity,
+                   "reason": "impago"}  # fmt: skip
         if self.run(command, expected):
             self.model.settle(cti_id, self.today, self.clock())
             self.model.take(cti_id, quantity)
@@ -532,7 +533,7 @@ class LedgerMachine(RuleBasedStateMachine):
         """Blocks or reactivates a CTI; the same state again is invalid_transition."""
         already = (cti_id in self.model.blocked) == block
         kind = "BlockStampingAccount" if block else "ReactivateStampingAccount"
-        command = {"type": kind, "cti_id": cti_id}
+        command = {"type": kind, "actor": DISTRIBUTOR_OF_CTI[cti_id], "cti_id": cti_id}
         if self.run(command, "invalid_transition" if already else "ok"):
             if block:
                 self.model.blocked.add(cti_id)
