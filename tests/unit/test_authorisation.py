@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
 from adapters.memory import MemoryStore
 from ledger.api import Ledger
@@ -24,6 +23,7 @@ from ledger.commands.auth import RULES
 from ledger.commands.models import AnyCommand
 from ledger.engine import Engine
 from ledger.errors import Rejected
+from ledger.logging import capture_logs
 from ledger.outcome import Outcome
 from tests.support import (
     CLIENT,
