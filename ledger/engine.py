@@ -721,4 +721,6 @@ class Engine:
                 if result.warnings and not result.replayed:
                     # What succeeded with a caveat (an automatic top-up that failed, an RFC
                     # check digit) gets its own line, so the command lines keep one shape.
-                    log.warning("command_warning", type=p.raw_type, warnings=result.warnings)
+                    log.warning(
+                        "command_warning", type=p.raw_type, actor=actor, warnings=result.warnings
+                    )

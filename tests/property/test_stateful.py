@@ -218,13 +218,13 @@ def setup_commands() -> list[dict[str, Any]]:
          "seller_id": D1, "package_id": "G20", "unit": "stamps",
          "quantity": GRANT_QUANTITY, "price": "40.00", "audience": "client",
          "validity_days": GRANT_VALIDITY_DAYS},
-        {"type": "ChangeSettings", "seller_id": D1, "allow_pcc_stamp_purchase": True,
-         "allow_pcc_point_purchase": True},
+        {"type": "ChangeSettings", "actor": D1, "seller_id": D1,
+         "allow_pcc_stamp_purchase": True, "allow_pcc_point_purchase": True},
     ]  # fmt: skip
     for package_id, (unit, quantity) in CLIENT_PACKAGES.items():
         commands.append(
-            {"type": "DefinePackage", "seller_id": D1, "package_id": package_id, "unit": unit,
-             "quantity": quantity, "price": f"{quantity}.00", "audience": "client"}
+            {"type": "DefinePackage", "actor": D1, "seller_id": D1, "package_id": package_id,
+             "unit": unit, "quantity": quantity, "price": f"{quantity}.00", "audience": "client"}
         )  # fmt: skip
     for package_id, (seller, unit, quantity) in PACKAGES.items():
         commands.append(
@@ -725,6 +725,7 @@ class LedgerMachine(RuleBasedStateMachine):
         expires_on = None if days is None else self.today + timedelta(days=days)
         command: dict[str, Any] = {
             "type": "IssueCreditCode",
+            "actor": issuer,
             "code_id": code_id,
             "distributor_id": issuer,
             "unit": unit,
@@ -829,7 +830,7 @@ class LedgerMachine(RuleBasedStateMachine):
             expected = "distributor_not_active"
         elif seller != MASTER and self.model.stamps[seller] < quantity * count:
             expected = "insufficient_inventory"
-        command = {"type": "BuyPackage", "buyer_id": buyer, "seller_id": seller,
+        command = {"type": "BuyPackage", "actor": buyer, "buyer_id": buyer, "seller_id": seller,
                    "package_id": package_id, "count": count, "pay_with": "points"}  # fmt: skip
         if self.run(command, expected):
             self.model.stamps[seller] -= quantity * count

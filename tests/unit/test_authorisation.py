@@ -9,7 +9,7 @@ outcome, and a refusal records nothing (no event, no key).
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -134,6 +134,8 @@ class Case:
     owner: str = DISTRIBUTOR
     setup: tuple[dict[str, Any], ...] = ()
     expected: dict[str, str] = field(default_factory=dict)
+    # Fields taken from the outcomes of ``setup`` (a credit code and its NIP).
+    complete: Callable[[list[Outcome]], dict[str, Any]] | None = None
 
     def outcome_for(self, actor_kind: str) -> str:
         """The expected outcome for a kind of actor."""
@@ -199,6 +201,14 @@ CLIENT_PACKAGE = {
     "audience": "client",
     "validity_days": 365,
 }
+ISSUE_CODE = {
+    "type": "IssueCreditCode",
+    "code_id": "K1",
+    "distributor_id": DISTRIBUTOR,
+    "unit": "stamps",
+    "quantity": 5,
+}
+AUTO_TOP_UP = {"type": "ConfigureAutoTopUp", "cti_id": CTI, "minimum": 2, "credit": 10}
 STAMPING_SERVICE = {"owner": REFUSED}
 """The master alone: the CTI's own distributor may not consume or check credentials."""
 
@@ -347,6 +357,42 @@ CASES: dict[str, Case] = {
         },
         setup=(by(DISTRIBUTOR, CLIENT_PACKAGE),),
     ),
+    "IssueCreditCode": Case(ISSUE_CODE),
+    "CancelCreditCode": Case(
+        {"type": "CancelCreditCode", "code_id": "K1"}, setup=(by(DISTRIBUTOR, ISSUE_CODE),)
+    ),
+    "RedeemCreditCode": Case(
+        {"type": "RedeemCreditCode", "to_id": CTI},
+        owner=CLIENT,
+        setup=(by(DISTRIBUTOR, ISSUE_CODE),),
+        expected={"client": OK},
+        complete=lambda outcomes: {"code": outcomes[0].code, "nip": outcomes[0].nip},
+    ),
+    "ClientBuyPackage": Case(
+        {"type": "ClientBuyPackage", "client_id": CLIENT, "package_id": "F100"},
+        owner=CLIENT,
+        setup=(
+            by(DISTRIBUTOR, CLIENT_PACKAGE),
+            by(
+                DISTRIBUTOR,
+                {
+                    "type": "ChangeSettings",
+                    "seller_id": DISTRIBUTOR,
+                    "allow_pcc_stamp_purchase": True,
+                },
+            ),
+        ),
+        expected={"client": OK},
+    ),
+    "MassAutoTopUp": Case(
+        {
+            "type": "MassAutoTopUp",
+            "batch_id": "B2",
+            "distributor_id": DISTRIBUTOR,
+            "cti_ids": [CTI],
+        },
+        setup=(by(DISTRIBUTOR, AUTO_TOP_UP),),
+    ),
     "SpendPoints": Case(
         {"type": "SpendPoints", "client_id": CLIENT, "product": "licencia", "points": 10},
         owner=CLIENT,
@@ -413,10 +459,12 @@ def test_authorisation_matrix(template: MemoryStore, command_type: str, actor_ki
     case = CASES[command_type]
     store = template.copy()
     engine = Engine(store=store, clock=ManualClock(NOW), password_cost="fast")
-    for result in engine.execute_many([by(case.owner, c) for c in case.setup]):
-        assert isinstance(result, Outcome), result
+    prepared = engine.execute_many(list(case.setup))
+    assert all(isinstance(result, Outcome) for result in prepared), prepared
     actor = case.actor(actor_kind)
     command = dict(case.command) if actor is None else by(actor, case.command)
+    if case.complete is not None:
+        command.update(case.complete(typing.cast(list[Outcome], prepared)))
     before = (len(store.stored_events()), store.key_count())
     (result,) = engine.execute_many([command])
     assert code_of(result) == case.outcome_for(actor_kind)
