@@ -12,8 +12,9 @@ their parents and remembered by the engine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ledger.aggregates.client import Client
 from ledger.aggregates.credit_code import CreditCode
@@ -41,6 +42,7 @@ from ledger.commands.models import (
     MassTransfer,
     OpenMasterAccount,
     OpenStampingAccount,
+    PostReservation,
     ReactivateDistributor,
     ReactivateStampingAccount,
     ReclaimStamps,
@@ -50,6 +52,7 @@ from ledger.commands.models import (
     RegisterInvoice,
     RenewDistributor,
     RenewUnlimitedAccount,
+    ReserveStamp,
     ResetStampingPassword,
     SpendPoints,
     SuspendDistributor,
@@ -59,6 +62,7 @@ from ledger.commands.models import (
     UpdateClientProfile,
     ValidateDistributor,
     VerifyStampingCredentials,
+    VoidReservation,
 )
 from ledger.domain import Aggregate
 from ledger.errors import Rejected
@@ -87,24 +91,43 @@ NETWORK_DEPTH_MAX = 1_000
 """Bound on the parents walked to find the network of an account recorded without it."""
 
 
+Locate = Callable[[Any, "Tx"], Aggregate | None]
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """The account a command acts on (``field`` names its id, ``kind`` its class) and who acts."""
+    """The account a command acts on (``field`` names its id, ``kind`` its class) and who acts.
+
+    ``locate`` finds the account when the command names it only through something else (a hold
+    names its CTI through the key index).
+    """
 
     field: str
     kind: Account
     who: tuple[str, ...]
+    locate: Locate | None = None
 
 
-def rule(field: str, kind: Account, *who: str) -> Rule:
+def rule(field: str, kind: Account, *who: str, locate: Locate | None = None) -> Rule:
     """A rule: the master of the account's network, and ``who``, may act on it."""
-    return Rule(field, kind, who)
+    return Rule(field, kind, who, locate)
+
+
+def _hold_cti(command: Any, tx: Tx) -> Aggregate | None:
+    """The CTI a hold was reserved on (``unknown_hold`` if there is no such hold)."""
+    from ledger.commands.holds import hold_account  # noqa: PLC0415  (holds imports the engine)
+
+    cti, _ = hold_account(tx, command.hold_id)
+    return cti
 
 
 RULES: dict[type[Command], Rule] = {
     # A master account alone: the stamping service.
     ConsumeStamp: rule("cti_id", CTI, NOBODY_ELSE),
     VerifyStampingCredentials: rule("cti_id", CTI, NOBODY_ELSE),
+    ReserveStamp: rule("cti_id", CTI, NOBODY_ELSE),
+    PostReservation: rule("hold_id", CTI, NOBODY_ELSE, locate=_hold_cti),
+    VoidReservation: rule("hold_id", CTI, NOBODY_ELSE, locate=_hold_cti),
     # A master account (or, for itself, a distributor): its own catalogue and settings.
     DefinePackage: rule("seller_id", SELLER, ITSELF),
     ChangeSettings: rule("seller_id", SELLER, ITSELF),
@@ -171,7 +194,7 @@ def authorise(command: Command, tx: Tx) -> str:
             "not_authorised", actor=actor, reason=f"no rule for {type(command).__name__}"
         )
     account_id = getattr(command, found.field)
-    account = tx.find(account_id)
+    account = found.locate(command, tx) if found.locate is not None else tx.find(account_id)
     if account is None and isinstance(command, VerifyStampingCredentials):
         # An unknown CTI answers like a wrong password (the handler spends the same hash), so
         # that no actor learns which ids exist; only a master account gets that far.

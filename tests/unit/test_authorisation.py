@@ -209,6 +209,13 @@ ISSUE_CODE = {
     "quantity": 5,
 }
 AUTO_TOP_UP = {"type": "ConfigureAutoTopUp", "cti_id": CTI, "minimum": 2, "credit": 10}
+RESERVE = {
+    "type": "ReserveStamp",
+    "hold_id": "H1",
+    "cti_id": CTI,
+    "cfdi_uuid": "6F1C2A9E-0B4D-4C55-9A1E-3D2B7C8E9F0A",
+    "issuer_rfc": "GODE561231GR8",
+}
 STAMPING_SERVICE = {"owner": REFUSED}
 """The master alone: the CTI's own distributor may not consume or check credentials."""
 
@@ -343,6 +350,17 @@ CASES: dict[str, Case] = {
                 {"type": "ConfigureAutoTopUp", "cti_id": CTI, "minimum": 2, "credit": 10},
             ),
         ),
+    ),
+    "ReserveStamp": Case(RESERVE, expected=STAMPING_SERVICE),
+    "PostReservation": Case(
+        {"type": "PostReservation", "hold_id": "H1"},
+        setup=(by(MASTER, RESERVE),),
+        expected=STAMPING_SERVICE,
+    ),
+    "VoidReservation": Case(
+        {"type": "VoidReservation", "hold_id": "H1"},
+        setup=(by(MASTER, RESERVE),),
+        expected=STAMPING_SERVICE,
     ),
     "ConsumeStamp": Case(
         {k: v for k, v in consume().items() if k != "actor"}, expected=STAMPING_SERVICE
