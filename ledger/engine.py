@@ -25,14 +25,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, get_args
 
 import msgspec
 from pydantic import ValidationError
 
 from ledger.clock import MEXICO_CITY, Clock, local_date
 from ledger.commands.auth import authorise
-from ledger.commands.models import COMMAND_ADAPTER, Command
+from ledger.commands.models import COMMAND_ADAPTER, AnyCommand, Command, time_errors
 from ledger.domain import Aggregate, Event
 from ledger.errors import (
     CommitOutcomeUnknown,
@@ -317,35 +317,65 @@ class Prepared:
 Result = Outcome | Rejected
 
 
+_FIELD_NAME_CHARS_MAX = 100
+
+
+def _field_name(part: str | int) -> str:
+    """A location part of a field error; a name the caller made up (an unknown field) is cut
+    and escaped, since it goes back to the caller and may hold anything."""
+    text = str(part)
+    if len(text) > _FIELD_NAME_CHARS_MAX or not text.isprintable():
+        text = text[:_FIELD_NAME_CHARS_MAX].encode("ascii", "backslashreplace").decode("ascii")
+    return text
+
+
 def validation_rejection(exc: ValidationError) -> Rejected:
     """``invalid_command`` (or ``invalid_rfc``) with field errors; input values are never echoed."""
     errors = []
     code = "invalid_command"
     for error in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(part) for part in error["loc"])
+        where = ".".join(_field_name(part) for part in error["loc"])
+        message = error["msg"]
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            # pydantic's message quotes the type given, which may be anything at all.
+            where, message = "type", "unknown or missing command type"
         # A missing RFC field is a malformed command, not a bad RFC.
-        if where.endswith(("rfc", "rfc_lock")) and error["type"] != "missing":
+        elif where.endswith(("rfc", "rfc_lock")) and error["type"] != "missing":
             code = "invalid_rfc"
-        errors.append({"field": where, "message": error["msg"]})
+        errors.append({"field": where, "message": message})
     return Rejected(code, errors=errors)
 
 
 _FINGERPRINT_ENCODER = msgspec.json.Encoder(order="sorted")
+COMMAND_TYPES = frozenset(
+    member.model_fields["type"].default for member in get_args(get_args(AnyCommand)[0])
+)
+"""Every command type the ledger knows."""
 
 
-def prepare(command: Mapping[str, Any] | Command) -> Prepared:
-    """Parses a command once: its model, its keys and the fingerprint of the fields given."""
+def prepare(command: Mapping[str, Any] | Command, now: datetime) -> Prepared:
+    """Parses a command once: its model, its keys and the fingerprint of the fields given.
+
+    ``now`` is the ledger clock's time: no time in a command may lie more than a day after it.
+    """
     raw_type = "?"
     try:
         if isinstance(command, Command):
             model = command
         else:
-            raw_type = str(command.get("type", "?")) if isinstance(command, Mapping) else "?"
+            if isinstance(command, Mapping):
+                given_type = command.get("type")
+                # Only a known type goes into the log line, never whatever the caller sent.
+                if isinstance(given_type, str) and given_type in COMMAND_TYPES:
+                    raw_type = given_type
             model = COMMAND_ADAPTER.validate_python(command)
     except ValidationError as exc:
         return Prepared(None, rejection=validation_rejection(exc), raw_type=raw_type)
     except Rejected as exc:
         return Prepared(None, rejection=exc, raw_type=raw_type)
+    late = time_errors(model, now, f"{model.type}.")  # type: ignore[attr-defined]
+    if late:
+        return Prepared(None, rejection=Rejected("invalid_command", errors=late), raw_type=raw_type)
     keys = model.keys()
     fingerprint = ""
     if keys:
@@ -493,7 +523,8 @@ class Engine:
         remaining = iter(commands)
         while True:
             with GC_PAUSE:
-                chunk = [prepare(c) for c in itertools.islice(remaining, BATCH_SIZE_MAX)]
+                now = self.clock()
+                chunk = [prepare(c, now) for c in itertools.islice(remaining, BATCH_SIZE_MAX)]
                 if not chunk:
                     return results
                 with self._lock:
@@ -509,7 +540,8 @@ class Engine:
                 "invalid_command", reason=f"an atomic batch holds at most {ATOMIC_SIZE_MAX}"
             )
         with GC_PAUSE:
-            batch = [prepare(c) for c in commands]
+            now = self.clock()
+            batch = [prepare(c, now) for c in commands]
             with self._lock:
                 # Isolated decisions: a command that changed state and then rejected is simply
                 # a rejection here, since any rejection aborts the whole batch anyway.

@@ -7,25 +7,59 @@ UUID, the id of what it creates) and the caller's ``idempotency_key`` when given
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator
 
+from ledger.commands.fields import (
+    CLEAN,
+    CLEAN_MULTILINE,
+    Comments,
+    FutureDate,
+    Id,
+    IdempotencyKey,
+    Instant,
+    Label,
+    Money,
+    Name,
+    Reason,
+    SaleId,
+    Secret,
+    SecretGuess,
+    time_errors,
+)
 from ledger.commands.profiles import ClientProfile, DistributorProfile
 from ledger.credit_codes import code_digest
 
-Id = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-"""Caller-chosen ids: letters, digits, ``_ . -``; ``:`` and ``@`` are kept for internal streams."""
-SaleId = Annotated[
-    str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+# Re-exported for the command models of other modules: every text and time field of a command
+# uses one of these types (``ledger/commands/fields.py``).
+__all__ = [
+    "CLEAN",
+    "CLEAN_MULTILINE",
+    "COMMAND_ADAPTER",
+    "AnyCommand",
+    "Command",
+    "Comments",
+    "FutureDate",
+    "Id",
+    "IdempotencyKey",
+    "Instant",
+    "Label",
+    "Money",
+    "Name",
+    "Reason",
+    "SaleId",
+    "Secret",
+    "SecretGuess",
+    "time_errors",
 ]
-"""A sale id: a caller's transfer id, or one the ledger derived (those contain ``:``)."""
+
 RFC_SHAPE = r"^[A-Za-zÑñ&]{3,4}[0-9]{6}[A-Za-z0-9]{3}$"
 """Letters, a date and a homoclave: the shape of an RFC, without the date and digit checks."""
 Quantity = Annotated[int, Field(gt=0, le=1_000_000_000, strict=True)]
 Unit = Literal["stamps", "points"]
-Money = Annotated[str, Field(pattern=r"^\d{1,12}\.\d{2}$")]
+RfcText = Annotated[str, StringConstraints(min_length=1, max_length=20), CLEAN]
+"""An RFC as given; the handler checks it in full (``invalid_rfc``)."""
 
 
 class Command(BaseModel):
@@ -33,7 +67,7 @@ class Command(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    idempotency_key: IdempotencyKey | None = None
     # Who acts (DESIGN §4a): required, so a command without it is ``invalid_command`` naming
     # ``actor``. Who may act on what is decided by ``ledger/commands/auth.py``.
     actor: Id
@@ -73,8 +107,8 @@ class OpenMasterAccount(Command):
     # The first master account of a ledger may open itself without an actor (DESIGN §4a).
     actor: Id | None = None  # type: ignore[assignment]
     master_id: Id
-    name: Annotated[str, Field(min_length=1, max_length=300)]
-    rfc: str
+    name: Name
+    rfc: RfcText
     creates: ClassVar[bool] = True
 
     def natural_keys(self) -> tuple[str, ...]:
@@ -94,7 +128,10 @@ class DefinePackage(Command):
     price: Money | None = None
     audience: Literal["client", "distributor"] | None = None
     validity_days: Annotated[int, Field(gt=0, le=3660)] | None = None
-    services: tuple[Annotated[str, Field(min_length=1, max_length=50)], ...] = ()
+    services: Annotated[
+        tuple[Annotated[str, StringConstraints(min_length=1, max_length=50), CLEAN], ...],
+        Field(max_length=50),
+    ] = ()
     # A package id is defined once: ``replaces`` says a new definition replaces the old one on
     # purpose; ``retire`` takes the package off sale (``PackageRetired``).
     replaces: bool = False
@@ -131,7 +168,7 @@ class ActivateDistributor(_StatusCommand):
     """The parent activates a distributor until ``expires_on``."""
 
     type: Literal["ActivateDistributor"] = "ActivateDistributor"
-    expires_on: date
+    expires_on: FutureDate
     action: ClassVar[str] = "activate"
 
 
@@ -153,7 +190,7 @@ class RenewDistributor(_StatusCommand):
     """The parent renews a distributor until ``expires_on``."""
 
     type: Literal["RenewDistributor"] = "RenewDistributor"
-    expires_on: date
+    expires_on: FutureDate
     action: ClassVar[str] = "renew"
 
 
@@ -169,7 +206,7 @@ class ContractSubscription(Command):
 
     type: Literal["ContractSubscription"] = "ContractSubscription"
     distributor_id: Id
-    product: Annotated[str, Field(min_length=1, max_length=100)]
+    product: Label
     annual_price: Money
 
 
@@ -254,7 +291,7 @@ class ReclaimStamps(Command):
     transfer_id: Id
     from_cti_id: Id
     quantity: Quantity
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    reason: Reason
 
     def natural_keys(self) -> tuple[str, ...]:
         """Keyed by the transfer id."""
@@ -271,7 +308,7 @@ class RegisterClient(Command):
     client_id: Id
     distributor_id: Id
     profile: ClientProfile
-    nic: Annotated[str, Field(min_length=1, max_length=50)] | None = None
+    nic: Annotated[str, StringConstraints(min_length=1, max_length=50), CLEAN] | None = None
     cti_id: Id | None = None
     creates: ClassVar[bool] = True
 
@@ -299,7 +336,7 @@ class TagClient(Command):
     client_id: Id
     favourite: bool | None = None
     dropped: bool | None = None
-    colour: Annotated[str, Field(max_length=30)] | None = None
+    colour: Annotated[str, StringConstraints(max_length=30), CLEAN] | None = None
 
 
 class AssignAdminProfile(Command):
@@ -307,8 +344,12 @@ class AssignAdminProfile(Command):
 
     type: Literal["AssignAdminProfile"] = "AssignAdminProfile"
     client_id: Id
-    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
-    mobile: Annotated[str, Field(pattern=r"^\+?[0-9 ]{10,15}$")]
+    email: Annotated[
+        str,
+        StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254),
+        CLEAN,
+    ]
+    mobile: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ]{10,15}$", max_length=16)]
 
 
 class OpenStampingAccount(Command):
@@ -318,8 +359,8 @@ class OpenStampingAccount(Command):
     cti_id: Id
     client_id: Id
     kind: Literal["standard", "unlimited"] = "standard"
-    password: Annotated[str, Field(min_length=8, max_length=128)]
-    rfc_lock: str | None = None
+    password: Secret
+    rfc_lock: RfcText | None = None
     creates: ClassVar[bool] = True
 
     def natural_keys(self) -> tuple[str, ...]:
@@ -346,7 +387,7 @@ class ResetStampingPassword(Command):
 
     type: Literal["ResetStampingPassword"] = "ResetStampingPassword"
     cti_id: Id
-    password: Annotated[str, Field(min_length=8, max_length=128)]
+    password: Secret
 
 
 class RenewUnlimitedAccount(Command):
@@ -361,7 +402,7 @@ class VerifyStampingCredentials(Command):
 
     type: Literal["VerifyStampingCredentials"] = "VerifyStampingCredentials"
     cti_id: Id
-    password: Annotated[str, Field(min_length=1, max_length=128)]
+    password: SecretGuess
 
     @field_validator("idempotency_key")
     @classmethod
@@ -416,13 +457,14 @@ class ConsumeStamp(Command):
     cti_id: Id
     cfdi_uuid: Annotated[
         str,
-        Field(
-            pattern=r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+        StringConstraints(
+            max_length=36,
+            pattern=r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",
         ),
     ]
     # The shape of an RFC (cheap enough for the hot path); the full check happens at registration.
-    issuer_rfc: Annotated[str, Field(pattern=RFC_SHAPE, min_length=12, max_length=13)]
-    stamped_at: datetime | None = None
+    issuer_rfc: Annotated[str, StringConstraints(pattern=RFC_SHAPE, min_length=12, max_length=13)]
+    stamped_at: Instant | None = None
 
     @field_validator("cfdi_uuid")
     @classmethod
@@ -430,13 +472,6 @@ class ConsumeStamp(Command):
         # Hex digits have no case: the same CFDI retried in other letters is a repeat, and the
         # fingerprint of the fields given must say so.
         return value.upper()
-
-    @field_validator("stamped_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("stamped_at needs an offset")
-        return value
 
     def natural_keys(self) -> tuple[str, ...]:
         """A CFDI UUID is consumed once, forever."""
@@ -535,7 +570,7 @@ class SpendPoints(Command):
 
     type: Literal["SpendPoints"] = "SpendPoints"
     client_id: Id
-    product: Annotated[str, Field(min_length=1, max_length=100)]
+    product: Label
     points: Quantity
     spend_id: Id | None = None
 
@@ -596,7 +631,7 @@ class RegisterInvoice(Command):
 
     type: Literal["RegisterInvoice"] = "RegisterInvoice"
     seller_id: Id
-    invoice_ref: Annotated[str, Field(min_length=1, max_length=100)]
+    invoice_ref: Label
     sale_ids: Annotated[tuple[SaleId, ...], Field(min_length=1, max_length=10_000)]
 
     def natural_keys(self) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ledger.catalogs import check_regimen, check_uso, regimen, uso
+from ledger.commands.fields import CLEAN, CLEAN_MULTILINE
 from ledger.errors import Rejected
 from ledger.money import parse_money
 from ledger.rfc import validate_rfc
@@ -92,17 +93,29 @@ def _check_money(value: str, info: ValidationInfo) -> str:
 
 # Free text is trimmed, since surrounding blanks from forms and spreadsheets carry no meaning.
 # Codes (RFC, postal code, e-mail) are not: a blank inside them is an error to report.
+# Every text refuses control characters (``CLEAN``), checked before anything reads the text.
 Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=_NAME_CHARS_MAX)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=_NAME_CHARS_MAX),
+    CLEAN,
 ]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=_TEXT_CHARS_MAX)]
-Comments = Annotated[str, StringConstraints(strip_whitespace=True, max_length=_COMMENTS_CHARS_MAX)]
-Email = Annotated[str, StringConstraints(max_length=_EMAIL_CHARS_MAX), AfterValidator(_check_email)]
-Phone = Annotated[str, StringConstraints(max_length=40), AfterValidator(_check_phone)]
-RFCText = Annotated[str, StringConstraints(max_length=20), AfterValidator(_check_rfc)]
-PostalCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{5}$")]
-CatalogueCode = Annotated[str, StringConstraints(min_length=1, max_length=4)]
-MoneyText = Annotated[str, StringConstraints(max_length=20), AfterValidator(_check_money)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=_TEXT_CHARS_MAX), CLEAN]
+Comments = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=_COMMENTS_CHARS_MAX),
+    CLEAN_MULTILINE,
+]
+Email = Annotated[
+    str,
+    StringConstraints(max_length=_EMAIL_CHARS_MAX),
+    CLEAN,
+    AfterValidator(_check_email),
+]
+Phone = Annotated[str, StringConstraints(max_length=40), CLEAN, AfterValidator(_check_phone)]
+RFCText = Annotated[str, StringConstraints(max_length=20), CLEAN, AfterValidator(_check_rfc)]
+PostalCode = Annotated[str, StringConstraints(max_length=5, pattern=r"^[0-9]{5}$")]
+CatalogueCode = Annotated[str, StringConstraints(min_length=1, max_length=4), CLEAN]
+MoneyText = Annotated[str, StringConstraints(max_length=20), CLEAN, AfterValidator(_check_money)]
 
 
 class _Input(BaseModel):

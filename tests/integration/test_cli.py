@@ -35,7 +35,7 @@ MASTER = {"type": "OpenMasterAccount", "master_id": "M", "name": "P", "rfc": "SA
 def test_exec_answers_every_line_in_order_and_never_stops(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Good, not-JSON, not-an-object, invalid and repeated lines each get their outcome."""
+    """Good, not-JSON, not-an-object, empty, invalid and repeated lines each get their outcome."""
     lines = [
         json.dumps(MASTER),
         "{not json",
@@ -53,11 +53,13 @@ def test_exec_answers_every_line_in_order_and_never_stops(
         (False, "invalid_command"),
         (False, "invalid_command"),
         (False, "invalid_command"),
+        (False, "invalid_command"),
         (True, None),
         (False, "invalid_command"),
     ]
     assert outcomes[1]["details"]["line"] == 2
-    assert outcomes[4]["replayed"] is True
+    assert outcomes[3]["details"]["line"] == 4
+    assert outcomes[5]["replayed"] is True
     assert outcomes[0]["type"] == "OpenMasterAccount"
 
 
