@@ -325,7 +325,7 @@ def _field_name(part: str | int) -> str:
     and escaped, since it goes back to the caller and may hold anything."""
     text = str(part)
     if len(text) > _FIELD_NAME_CHARS_MAX or not text.isprintable():
-        text = text[:_FIELD_NAME_CHARS_MAX].encode("ascii", "backslashreplace").decode("ascii")
+        text = text[:_FIELD_NAME_CHARS_MAX].encode("unicode_escape").decode("ascii")
     return text
 
 

@@ -111,9 +111,11 @@ def parse_command_json(data: bytes) -> dict[str, Any]:
     if not data.strip():
         raise Rejected("invalid_command", reason="empty line: a JSON object was expected")
     try:
+        data.decode()  # msgspec reports bad UTF-8 only sometimes as such; say it plainly
+    except UnicodeDecodeError as exc:
+        raise Rejected("invalid_command", reason=f"not UTF-8 text (byte {exc.start})") from None
+    try:
         value = _DECODER.decode(data)
-    except UnicodeDecodeError:
-        raise Rejected("invalid_command", reason="not UTF-8 text") from None
     except RecursionError:
         raise Rejected("invalid_command", reason="JSON nested too deeply") from None
     except msgspec.DecodeError as exc:
