@@ -373,9 +373,11 @@ def prepare(command: Mapping[str, Any] | Command, now: datetime) -> Prepared:
         return Prepared(None, rejection=validation_rejection(exc), raw_type=raw_type)
     except Rejected as exc:
         return Prepared(None, rejection=exc, raw_type=raw_type)
-    late = time_errors(model, now, f"{model.type}.")  # type: ignore[attr-defined]
+    command_type: str = model.type  # type: ignore[attr-defined]
+    late = time_errors(model, now, f"{command_type}.")
     if late:
-        return Prepared(None, rejection=Rejected("invalid_command", errors=late), raw_type=raw_type)
+        rejection = Rejected("invalid_command", errors=late)
+        return Prepared(None, rejection=rejection, raw_type=command_type)
     keys = model.keys()
     fingerprint = ""
     if keys:
@@ -383,7 +385,7 @@ def prepare(command: Mapping[str, Any] | Command, now: datetime) -> Prepared:
         fingerprint = hashlib.blake2b(
             _FINGERPRINT_ENCODER.encode(given), digest_size=16
         ).hexdigest()
-    return Prepared(model, keys, fingerprint, raw_type=model.type)  # type: ignore[attr-defined]
+    return Prepared(model, keys, fingerprint, raw_type=command_type)
 
 
 # A password never enters the fingerprint: an unsalted fast hash of it, kept forever in the key

@@ -15,16 +15,9 @@ import pytest
 from adapters.cli import EXEC_LINE_BYTES_MAX, main
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from ledger.logging import configure_logging
 from tests.support import CTI, DISTRIBUTOR, MASTER, build_network, client_profile, consume
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _logs_outlive_capsys() -> None:
-    """Logging set up before any test swaps stderr, so logs never go to a closed capture."""
-    configure_logging()
 
 
 def _stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:

@@ -222,8 +222,10 @@ def _typed(result: object) -> None:
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 def lg(request: pytest.FixtureRequest, clock: ManualClock) -> Iterator[Ledger]:
     """A ledger with the standard network, a sub-distributor and a second CTI, per backend."""
-    url = "memory://" if request.param == "memory" else request.getfixturevalue(
-        f"{'sqlite' if request.param == 'sqlite' else 'pg'}_url"
+    url = (
+        "memory://"
+        if request.param == "memory"
+        else request.getfixturevalue(f"{'sqlite' if request.param == 'sqlite' else 'pg'}_url")
     )
     with Ledger.open(url, clock=clock, password_cost="fast") as ledger:
         build_network(ledger, inventory=20_000, cti_stamps=2_000)

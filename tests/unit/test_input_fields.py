@@ -337,7 +337,12 @@ def test_expires_on_years_ahead_is_accepted(lg: Ledger, clock: ManualClock) -> N
     """An expiry lies ahead by nature: ten years ahead is fine."""
     ahead = (clock() + timedelta(days=3650)).date().isoformat()
     outcome = lg.execute(
-        {"type": "RenewDistributor", "distributor_id": DISTRIBUTOR, "expires_on": ahead, "actor": MASTER}
+        {
+            "type": "RenewDistributor",
+            "distributor_id": DISTRIBUTOR,
+            "expires_on": ahead,
+            "actor": MASTER,
+        }
     )
     assert outcome.ok is True
     assert CLIENT  # the network's client is untouched by a renewal
