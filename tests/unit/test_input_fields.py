@@ -346,3 +346,12 @@ def test_expires_on_years_ahead_is_accepted(lg: Ledger, clock: ManualClock) -> N
     )
     assert outcome.ok is True
     assert CLIENT  # the network's client is untouched by a renewal
+
+
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00+00:00", "9999-12-31T23:00:00-12:00"])
+def test_balance_at_an_extreme_instant_is_invalid_command(lg: Ledger, at: str) -> None:
+    """A query time outside 2000-01-01..2199-12-31 is refused (it raised OverflowError)."""
+    with pytest.raises(Rejected) as caught:
+        lg.balance_at(CTI, "stamps", at)
+    assert caught.value.code == "invalid_command"
+    assert caught.value.details["field"] == "at"
