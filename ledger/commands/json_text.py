@@ -102,24 +102,29 @@ def _duplicated_key(data: bytes) -> str:
     raise AssertionError("text said to repeat a key parsed without a duplicate")  # pragma: no cover
 
 
+def _not_json(data: bytes, exc: Exception) -> Rejected:
+    """Why ``data`` did not decode, said plainly (checked only once decoding failed)."""
+    if not data.strip():
+        return Rejected("invalid_command", reason="empty line: a JSON object was expected")
+    try:
+        data.decode()  # msgspec reports bad UTF-8 only sometimes as such
+    except UnicodeDecodeError as bad:
+        return Rejected("invalid_command", reason=f"not UTF-8 text (byte {bad.start})")
+    return Rejected("invalid_command", reason=f"not JSON: {exc}")
+
+
 def parse_command_json(data: bytes) -> dict[str, Any]:
     """The JSON object in ``data``; raises ``Rejected("invalid_command")`` for anything else.
 
     Refused: invalid UTF-8, text that is not JSON, a JSON value that is not an object, nesting
     too deep, and any object (at any depth) with a duplicated key.
     """
-    if not data.strip():
-        raise Rejected("invalid_command", reason="empty line: a JSON object was expected")
-    try:
-        data.decode()  # msgspec reports bad UTF-8 only sometimes as such; say it plainly
-    except UnicodeDecodeError as exc:
-        raise Rejected("invalid_command", reason=f"not UTF-8 text (byte {exc.start})") from None
     try:
         value = _DECODER.decode(data)
     except RecursionError:
         raise Rejected("invalid_command", reason="JSON nested too deeply") from None
-    except msgspec.DecodeError as exc:
-        raise Rejected("invalid_command", reason=f"not JSON: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise _not_json(data, exc) from None
     if not isinstance(value, dict):
         raise Rejected("invalid_command", reason="not a JSON object")
     if _repeats_a_key(data, value):
