@@ -588,7 +588,7 @@ class IssueCreditCode(Command):
     unit: Unit
     quantity: Quantity
     amount: Money | None = None
-    expires_on: date | None = None
+    expires_on: FutureDate | None = None
     creates: ClassVar[bool] = True
 
     def natural_keys(self) -> tuple[str, ...]:
@@ -601,7 +601,7 @@ class RedeemCreditCode(Command):
 
     type: Literal["RedeemCreditCode"] = "RedeemCreditCode"
     code: Annotated[str, Field(min_length=16, max_length=40, pattern=r"^[0-9A-Za-z -]+$")]
-    nip: Annotated[str, Field(pattern=r"^[0-9]{6}$")]
+    nip: Annotated[str, Field(max_length=6, pattern=r"^[0-9]{6}$")]
     to_id: Id
     conflict_code: ClassVar[str] = "code_redeemed"
     secret_fields: ClassVar[frozenset[str]] = frozenset({"code", "nip"})

@@ -118,6 +118,14 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "points": QUANTITY,
     "invoice_ref": NEW_ID,
     "sale_ids": st.lists(NEW_ID, min_size=1, max_size=2),
+    "replaces": st.booleans(),
+    "retire": st.booleans(),
+    "unlimited_cti_fee_points": QUANTITY,
+    "cti_ids": st.lists(st.sampled_from([CTI, SECOND_CTI]), min_size=1, max_size=2),
+    "purchase_id": NEW_ID,
+    "code_id": st.sampled_from(["code-1", "code-2"]),
+    "code": st.sampled_from(["ABCD-EFGH-JKLM-NPQR", "0000 0000 0000 0000 0000"]),
+    "nip": st.sampled_from(["123456", "000000"]),
 }
 """A plausible value for each field name of any command (a new field needs one here)."""
 
