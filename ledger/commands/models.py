@@ -490,7 +490,7 @@ class ReserveStamp(Command):
     type: Literal["ReserveStamp"] = "ReserveStamp"
     hold_id: Id
     cti_id: Id
-    cfdi_uuid: Annotated[str, Field(pattern=CFDI_UUID_PATTERN)]
+    cfdi_uuid: Annotated[str, Field(max_length=36, pattern=CFDI_UUID_PATTERN)]
     issuer_rfc: Annotated[str, Field(pattern=RFC_SHAPE, min_length=12, max_length=13)]
     expires_in_s: Annotated[int, Field(ge=1, le=HOLD_EXPIRES_IN_S_MAX, strict=True)] = (
         HOLD_EXPIRES_IN_S_DEFAULT
@@ -512,14 +512,7 @@ class PostReservation(Command):
 
     type: Literal["PostReservation"] = "PostReservation"
     hold_id: Id
-    stamped_at: datetime | None = None
-
-    @field_validator("stamped_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("stamped_at needs an offset")
-        return value
+    stamped_at: Instant | None = None
 
     def natural_keys(self) -> tuple[str, ...]:
         """A hold is posted once (the same post again replays)."""

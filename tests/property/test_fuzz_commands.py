@@ -126,6 +126,8 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "code_id": st.sampled_from(["code-1", "code-2"]),
     "code": st.sampled_from(["ABCD-EFGH-JKLM-NPQR", "0000 0000 0000 0000 0000"]),
     "nip": st.sampled_from(["123456", "000000"]),
+    "hold_id": st.sampled_from(["hold-1", "hold-2"]),
+    "expires_in_s": st.integers(1, 600),
 }
 """A plausible value for each field name of any command (a new field needs one here)."""
 
