@@ -142,7 +142,6 @@ def build_network(lg: Ledger, ctis: int, stamps_each: int, prefix: str = "C") ->
             "quantity": SETUP_PACKAGE_STAMPS,
             "price": "500.00",
             "audience": "distributor",
-            "actor": "M",
         },
         {
             "type": "RegisterDistributor",
@@ -150,7 +149,6 @@ def build_network(lg: Ledger, ctis: int, stamps_each: int, prefix: str = "C") ->
             "distributor_id": "D",
             "parent_id": "M",
             "profile": _distributor_profile(),
-            "actor": "M",
         },
         {"type": "ValidateDistributor", "distributor_id": "D", "actor": "M"},
         {
@@ -170,7 +168,6 @@ def build_network(lg: Ledger, ctis: int, stamps_each: int, prefix: str = "C") ->
                 "seller_id": "M",
                 "package_id": "P",
                 "count": count,
-                "actor": "D",
             }
         )
         packages -= count
@@ -182,7 +179,6 @@ def build_network(lg: Ledger, ctis: int, stamps_each: int, prefix: str = "C") ->
             "client_id": c,
             "distributor_id": "D",
             "profile": _client_profile(i),
-            "actor": "D",
         }
         for i, c in enumerate(ids)
     ]
@@ -194,7 +190,6 @@ def build_network(lg: Ledger, ctis: int, stamps_each: int, prefix: str = "C") ->
             "from_id": "D",
             "to_id": f"{c}-cti",
             "quantity": stamps_each,
-            "actor": "D",
         }
         for c in ids
     ]
@@ -214,7 +209,6 @@ def consumptions(ctis: Sequence[str], count: int) -> list[dict[str, Any]]:
             "cti_id": order[i % len(order)],
             "cfdi_uuid": str(uuid.uuid4()),
             "issuer_rfc": ISSUER_RFC,
-            "actor": "M",
         }
         for i in range(count)
     ]
@@ -280,7 +274,6 @@ def measure_loading(url: str, s: Settings) -> Loading:
                 "seller_id": "M",
                 "package_id": "P",
                 "count": -(-s.long_history // SETUP_PACKAGE_STAMPS),
-                "actor": "D",
             }
         )
         transfers = [
@@ -291,7 +284,6 @@ def measure_loading(url: str, s: Settings) -> Loading:
                 "from_id": "D",
                 "to_id": target,
                 "quantity": 1,
-                "actor": "D",
             }
             for n in range(s.long_history)
         ]

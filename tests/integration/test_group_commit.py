@@ -15,8 +15,10 @@ from typing import Any, Literal
 
 import pytest
 
+from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock
+from ledger.commands.auth import NOBODY_ELSE, RULES, rule
 from ledger.commands.models import Command
 from ledger.engine import HANDLERS, Result, Tx
 from ledger.errors import Rejected
@@ -142,6 +144,7 @@ class _Faulty(Command):
     """A command whose handler fails with an unexpected error (a bug)."""
 
     type: Literal["_Faulty"] = "_Faulty"
+    cti_id: str = CTI
 
 
 def _faulty(_command: _Faulty, _tx: Tx) -> Outcome:
@@ -152,8 +155,10 @@ def _faulty(_command: _Faulty, _tx: Tx) -> Outcome:
 def faulty() -> Iterator[None]:
     """Registers the failing handler for one test."""
     HANDLERS[_Faulty] = _faulty
+    RULES[_Faulty] = rule("cti_id", StampingAccount, NOBODY_ELSE)
     yield
     del HANDLERS[_Faulty]
+    del RULES[_Faulty]
 
 
 @pytest.mark.usefixtures("faulty")
@@ -164,7 +169,7 @@ def test_a_handler_fault_in_a_shared_commit_reaches_only_its_caller(lg: Ledger) 
         _execute(lg, consume(actor=MASTER)),
         [
             _execute(lg, consume(actor=MASTER)),
-            lambda: lg.execute(_Faulty()),
+            lambda: lg.execute(_Faulty(actor=MASTER)),
             _execute(lg, consume(actor=MASTER)),
         ],
         queued=3,
