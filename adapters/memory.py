@@ -59,6 +59,16 @@ class MemoryStore:
             self.mapper.to_domain_event(stored).mutate(aggregate)
         return aggregate
 
+    def load_many(self, aggregate_ids: Collection[str]) -> dict[str, Aggregate]:
+        """``load`` of each aggregate that exists."""
+        loaded = ((i, self.load(i)) for i in aggregate_ids)
+        return {i: agg for i, agg in loaded if agg is not None}
+
+    def catch_up_many(self, aggregates: Sequence[Aggregate]) -> None:
+        """``catch_up`` of each aggregate, in place."""
+        for agg in aggregates:
+            self.catch_up(agg)
+
     def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
         """The stored rows of those of ``keys`` that were used."""
         with self._lock:

@@ -163,6 +163,39 @@ LOCK_BUCKETS = 256
 """Advisory locks per PostgreSQL transaction at most: aggregates are locked by bucket of id."""
 
 
+def _select_many(
+    recorder: PostgresAggregateRecorder, statement: str, params: tuple[Any, ...]
+) -> list[StoredEvent]:
+    """Stored rows of a batched read (``statement`` yields id, version, topic, state)."""
+    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+        curs.execute(statement, params, prepare=True)
+        return [
+            StoredEvent(
+                row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"])
+            )
+            for row in curs.fetchall()
+        ]
+
+
+def _select_after_statement(recorder: PostgresAggregateRecorder) -> str:
+    """Rows of many streams after a version each, in one query (stream by stream, in order)."""
+    return (
+        SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+            "FROM unnest(%b::{id_type}[], %b::bigint[]) AS t(id, version) "
+            "JOIN {schema}.{table} e "
+            "ON e.originator_id = t.id AND e.originator_version > t.version "
+            "ORDER BY e.originator_id, e.originator_version"
+        )
+        .format(
+            id_type=Identifier(recorder.datastore.originator_id_type),
+            schema=Identifier(recorder.datastore.schema),
+            table=Identifier(recorder.events_table_name),
+        )
+        .as_string()
+    )
+
+
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
     """PostgreSQL application recorder that also writes idempotency keys in the same transaction."""
 
@@ -289,6 +322,17 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     max_notification_id = _read_retried_once(
         _without_retry(PostgresApplicationRecorder.max_notification_id)
     )
+
+    @_read_retried_once
+    def select_events_after(self, streams: Sequence[tuple[str, int]]) -> list[StoredEvent]:
+        """The events of each stream after its version, in one query (one round trip)."""
+        ids = [i for i, _ in streams]
+        versions = [v for _, v in streams]
+        return _select_many(self, self._select_after, (ids, versions))
+
+    @functools.cached_property
+    def _select_after(self) -> str:
+        return _select_after_statement(self)
 
     def insert_events(
         self,
@@ -557,6 +601,26 @@ class LedgerPostgresSnapshotRecorder(PostgresAggregateRecorder):
     # A snapshot only speeds up loading: a failed one is logged by the engine, never retried.
     insert_events = _without_retry(PostgresAggregateRecorder.insert_events)
 
+    @_read_retried_once
+    def select_latest(self, originator_ids: Sequence[str]) -> list[StoredEvent]:
+        """The latest snapshot of each of ``originator_ids`` that has one, in one query."""
+        return _select_many(self, self._select_latest, (list(originator_ids),))
+
+    @functools.cached_property
+    def _select_latest(self) -> str:
+        return (
+            SQL(
+                "SELECT DISTINCT ON (originator_id) originator_id, originator_version, "
+                "topic, state FROM {schema}.{table} WHERE originator_id = ANY(%b) "
+                "ORDER BY originator_id, originator_version DESC"
+            )
+            .format(
+                schema=Identifier(self.datastore.schema),
+                table=Identifier(self.events_table_name),
+            )
+            .as_string()
+        )
+
 
 class LedgerPostgresFactory(PostgresFactory):
     """eventsourcing's PostgreSQL factory with the ledger's recorders and bounded waits."""
@@ -809,6 +873,10 @@ def _undecodable(aggregate_id: str, exc: Exception) -> IntegrityBreach:
     )
 
 
+BATCHED_READ_MIN = 2
+"""Aggregates from which a load or catch-up is one query on PostgreSQL instead of one each."""
+
+
 class EventStore:
     """The engine's ``Store`` on an eventsourcing application."""
 
@@ -844,6 +912,58 @@ class EventStore:
         except PersistenceError as exc:
             raise self._failed(f"load {aggregate.id!r}", exc) from None
         return aggregate
+
+    def load_many(self, aggregate_ids: Collection[str]) -> dict[str, Aggregate]:
+        """The aggregates that exist among ``aggregate_ids`` (``load`` of each; on PostgreSQL
+        two queries in all: the latest snapshots, then the events after them)."""
+        snapshots = self.app.snapshots
+        if (
+            len(aggregate_ids) < BATCHED_READ_MIN
+            or not isinstance(self.recorder, LedgerPostgresRecorder)
+            or snapshots is None
+            or not isinstance(snapshots.recorder, LedgerPostgresSnapshotRecorder)
+        ):
+            loaded = ((i, self.load(i)) for i in aggregate_ids)
+            return {i: agg for i, agg in loaded if agg is not None}
+        found: dict[str, Aggregate] = {}
+        try:
+            for stored in snapshots.recorder.select_latest(list(aggregate_ids)):
+                restored = self.mapper.to_domain_event(stored)
+                assert isinstance(restored, Snapshot)
+                found[restored.originator_id] = restored.mutate(None)
+            after = [(i, found[i].version if i in found else 0) for i in aggregate_ids]
+            for stored in self.recorder.select_events_after(after):
+                aggregate_id = str(stored.originator_id)
+                event = self.mapper.to_domain_event(stored)
+                assert isinstance(event, Event)
+                found[aggregate_id] = event.mutate(found.get(aggregate_id))
+        except MapperDeserialisationError as exc:
+            raise _undecodable(", ".join(sorted(aggregate_ids)[:3]), exc) from None
+        except PersistenceError as exc:
+            raise self._failed(f"load {len(aggregate_ids)} aggregates", exc) from None
+        for agg in found.values():
+            agg.pending_events = []
+        return found
+
+    def catch_up_many(self, aggregates: Sequence[Aggregate]) -> None:
+        """``catch_up`` of each aggregate (in place); on PostgreSQL in one query."""
+        if len(aggregates) < BATCHED_READ_MIN or not isinstance(
+            self.recorder, LedgerPostgresRecorder
+        ):
+            for agg in aggregates:
+                self.catch_up(agg)
+            return
+        by_id = {a.id: a for a in aggregates}
+        streams = [(a.id, a.version) for a in aggregates]
+        try:
+            for stored in self.recorder.select_events_after(streams):
+                event = self.mapper.to_domain_event(stored)
+                assert isinstance(event, Event)
+                event.mutate(by_id[str(stored.originator_id)])
+        except MapperDeserialisationError as exc:
+            raise _undecodable(", ".join(sorted(by_id)[:3]), exc) from None
+        except PersistenceError as exc:
+            raise self._failed(f"load {len(aggregates)} aggregates", exc) from None
 
     def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
         """Stored rows of the keys that were used."""

@@ -94,6 +94,12 @@ class Store(Protocol):
     def catch_up(self, aggregate: Aggregate) -> Aggregate:
         """The aggregate advanced by events recorded after its version."""
 
+    def load_many(self, aggregate_ids: Collection[str]) -> dict[str, Aggregate]:
+        """``load`` of each aggregate that exists, by id (a database may answer in one go)."""
+
+    def catch_up_many(self, aggregates: Sequence[Aggregate]) -> None:
+        """``catch_up`` of each aggregate, in place (a database may answer in one go)."""
+
     def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
         """The stored rows of the keys that were used."""
 
@@ -148,6 +154,8 @@ class Tx:
         self.pristine: dict[str, Aggregate] = {}
         self.created: dict[str, Aggregate] = {}
         self.keys: dict[str, KeyRecord] = {}
+        # Aggregates of a fresh attempt already caught up under its lock (in one query).
+        self.current: set[str] = set()
         self.now: datetime = engine.clock()
         self.today: date = local_date(self.now)
         self._from_cache: set[str] = set()
@@ -173,7 +181,8 @@ class Tx:
             agg = self.engine.cache_get(aggregate_id)
             if agg is not None:
                 if self.fresh:
-                    agg = self.engine.store.catch_up(agg)
+                    if aggregate_id not in self.current:
+                        agg = self.engine.store.catch_up(agg)
                 else:
                     self._from_cache.add(aggregate_id)
                 if self.engine.is_hot(aggregate_id):
@@ -877,12 +886,14 @@ class Engine:
                     with self.store.locked(list(tx.touched)) as record:
                         if self._caught_up(tx):
                             self._discard(tx)
-                            tx = Tx(self, fresh=True)
+                            self._preload(tx.touched)
+                            tx = self._fresh_tx(tx.touched)
                             stored_keys = self._stored_keys(batch)
                             results = self._decide(batch, tx, stored_keys, isolated=isolated)
                         return self._write(batch, tx, results, record, started, atomic)
                 self._preload(locked)
                 with self.store.locked(locked) as record:
+                    tx = self._fresh_tx(locked)
                     stored_keys = self._stored_keys(batch)
                     results = self._decide(batch, tx, stored_keys, isolated=isolated)
                     return self._write(batch, tx, results, record, started, atomic)
@@ -925,11 +936,18 @@ class Engine:
     def _preload(self, aggregate_ids: Iterable[str]) -> None:
         """Loads evicted aggregates before a locked attempt, so that under the lock each is
         only caught up (one short read) while the transaction waits."""
-        for aggregate_id in aggregate_ids:
-            if aggregate_id not in self._cache:
-                agg = self.store.load(aggregate_id)
-                if agg is not None:
-                    self.cache_put(agg)
+        missing = [i for i in aggregate_ids if i not in self._cache]
+        for agg in self.store.load_many(missing).values():
+            self.cache_put(agg)
+
+    def _fresh_tx(self, aggregate_ids: Collection[str]) -> Tx:
+        """An attempt under the lock of ``aggregate_ids``, their cached state caught up at once
+        (one query on PostgreSQL, instead of one per aggregate as the attempt reaches it)."""
+        tx = Tx(self, fresh=True)
+        cached = [a for i in aggregate_ids if (a := self._cache.get(i)) is not None]
+        self.store.catch_up_many(cached)
+        tx.current.update(a.id for a in cached)
+        return tx
 
     def _decide(
         self, batch: list[Prepared], tx: Tx, stored_keys: dict[str, KeyRecord], *, isolated: bool
@@ -941,12 +959,10 @@ class Engine:
 
     def _caught_up(self, tx: Tx) -> bool:
         """Whether a hot aggregate the attempt decided on was written since (it is now current)."""
-        moved = False
-        for original in tx.pristine.values():
-            version = original.version
-            self.store.catch_up(original)
-            moved = moved or original.version != version
-        return moved
+        originals = list(tx.pristine.values())
+        versions = [original.version for original in originals]
+        self.store.catch_up_many(originals)
+        return any(o.version != v for o, v in zip(originals, versions, strict=True))
 
     def _write(
         self,

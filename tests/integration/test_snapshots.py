@@ -23,7 +23,7 @@ from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.domain import Aggregate
 from ledger.engine import SNAPSHOT_INTERVAL
-from tests.support import CTI, DISTRIBUTOR, build_network, consume
+from tests.support import CTI, DISTRIBUTOR, MASTER, build_network, consume
 
 LONG_HISTORY = int(os.environ.get("LEDGER_LONG_HISTORY", "20000"))
 """Events in a long history (consumptions of one CTI, transfers of one distributor)."""
@@ -141,3 +141,36 @@ def test_a_snapshot_restores_what_the_events_build(store_url: str, clock: Manual
     assert read < SNAPSHOT_INTERVAL
     assert loaded.version == replayed.version
     assert loaded.snapshot_state() == replayed.snapshot_state()
+
+
+def test_loading_and_catching_up_many_at_once_equals_one_by_one(
+    store_url: str, clock: ManualClock
+) -> None:
+    """``load_many`` (latest snapshots + later events, one query each on PostgreSQL) and
+    ``catch_up_many`` (one query) give exactly the state ``load``/``catch_up`` give each one,
+    across a snapshot, for aggregates of several kinds, and leave out unknown ids."""
+    with _open(store_url, clock, create_tables=True) as lg:
+        build_network(lg, cti_stamps=SNAPSHOT_INTERVAL + 50)
+        _run(lg, [consume() for _ in range(SNAPSHOT_INTERVAL + 7)])  # CTI past a snapshot
+        store = lg.store
+        assert isinstance(store, EventStore)
+        ids = [CTI, DISTRIBUTOR, MASTER, "no-such-account"]
+        many = store.load_many(ids)
+        assert sorted(many) == sorted(ids[:3])
+        for aggregate_id, agg in many.items():
+            one = store.load(aggregate_id)
+            assert one is not None
+            assert agg.version == one.version
+            assert agg.snapshot_state() == one.snapshot_state()
+            assert agg.pending_events == []
+        behind = [store.load(CTI), store.load(DISTRIBUTOR)]
+        assert all(a is not None for a in behind)
+        lg.execute_many([consume() for _ in range(3)])
+        stale = [a for a in behind if a is not None]
+        store.catch_up_many(stale)
+        for agg in stale:
+            now = store.load(agg.id)
+            assert now is not None
+            assert agg.version == now.version
+            assert agg.snapshot_state() == now.snapshot_state()
+        assert stale[0].version == many[CTI].version + 3
