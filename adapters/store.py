@@ -13,16 +13,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import hashlib
 import math
 import os
 import select
 import sqlite3
+import struct
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from operator import attrgetter
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, Self, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlparse
 
 import psycopg
@@ -52,6 +54,9 @@ from eventsourcing.sqlite import (
 from eventsourcing.utils import Environment, EnvType
 from psycopg import Connection
 from psycopg import Error as PsycopgError
+from psycopg.abc import AdaptContext, Buffer
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import PoolTimeout
@@ -161,6 +166,139 @@ machine takes seconds) before the server ends it; eventsourcing's default for it
 transactions, 5 s, is kept elsewhere."""
 LOCK_BUCKETS = 256
 """Advisory locks per PostgreSQL transaction at most: aggregates are locked by bucket of id."""
+
+
+_INT4 = struct.Struct(">i")
+_ARRAY_HEADER = struct.Struct(">iiiii")  # dimensions, has-nulls flag, element type, length, base
+_EMPTY_ARRAY_HEADER = struct.Struct(">iii")
+_INT8_ELEMENT = struct.Struct(">iq")  # an int8 element: its length (8) and its value
+_DIGEST_LENGTH = struct.Struct(">Q")  # the length prefix of each part in ``events_digest``
+_TOPIC_BYTES: dict[str, bytes] = {}
+"""Encoded topics (a few dozen, used by every event)."""
+
+
+class _BinaryArray(bytes):
+    """A one-dimensional PostgreSQL array, already in the binary wire format."""
+
+    element_oid: ClassVar[int]
+    array_oid: ClassVar[int]
+
+    @classmethod
+    def of(cls, elements: Sequence[bytes]) -> Self:
+        """The array of ``elements`` (each in its type's binary format; none is NULL)."""
+        if not elements:
+            return cls(_EMPTY_ARRAY_HEADER.pack(0, 0, cls.element_oid))
+        parts = [_ARRAY_HEADER.pack(1, 0, cls.element_oid, len(elements), 1)]
+        add = parts.append
+        pack = _INT4.pack
+        for element in elements:
+            add(pack(len(element)))
+            add(element)
+        return cls(b"".join(parts))
+
+
+class _TextArray(_BinaryArray):
+    """``text[]`` of UTF-8 texts."""
+
+    element_oid = 25
+    array_oid = 1009
+
+
+class _ByteaArray(_BinaryArray):
+    """``bytea[]``."""
+
+    element_oid = 17
+    array_oid = 1001
+
+
+class _Int8Array(bytes):
+    """``bigint[]``, already in the binary wire format."""
+
+    array_oid: ClassVar[int] = 1016
+
+    @classmethod
+    def of(cls, values: Sequence[int]) -> Self:
+        """The array of ``values``."""
+        if not values:
+            return cls(_EMPTY_ARRAY_HEADER.pack(0, 0, 20))
+        pack = _INT8_ELEMENT.pack
+        return cls(
+            b"".join([_ARRAY_HEADER.pack(1, 0, 20, len(values), 1), *[pack(8, v) for v in values]])
+        )
+
+
+class _ReadyArrayDumper(Dumper):
+    """Sends a ready binary array as it is (its type from its class)."""
+
+    format = Format.BINARY
+
+    def __init__(self, cls: type, context: AdaptContext | None = None) -> None:
+        super().__init__(cls, context)
+        self.oid = cls.array_oid  # type: ignore[attr-defined]
+        connection = self.connection
+        if connection is not None and connection.info.encoding != "utf-8":
+            raise StoreConfigError(
+                f"the PostgreSQL client encoding is {connection.info.encoding}, not UTF-8"
+            )
+
+    def dump(self, obj: Any) -> Buffer:
+        """The array's bytes."""
+        return cast("bytes", obj)
+
+
+for _array_class in (_TextArray, _ByteaArray, _Int8Array):
+    psycopg.adapters.register_dumper(_array_class, _ReadyArrayDumper)
+
+
+def record_parameters(
+    stored_events: Sequence[StoredEvent], keys: Sequence[KeyRecord]
+) -> tuple[Any, ...]:
+    """The parameters of ``ledger_record``: column arrays, keys in order, the digest.
+
+    The arrays go in PostgreSQL's binary array format, built here in one pass that also
+    feeds the digest (``adapters.chain.events_digest`` of the rows, byte for byte): psycopg's
+    own list dumpers inspect every element in Python, ~3 µs an event in a batch and ~50 µs
+    a single call.
+    """
+    keys = _in_key_order(keys)
+    ids: list[bytes] = []
+    versions: list[int] = []
+    topics: list[bytes] = []
+    states: list[bytes] = []
+    digest_parts: list[bytes] = []
+    add = digest_parts.append
+    length = _DIGEST_LENGTH.pack
+    topic_bytes = _TOPIC_BYTES
+    for stored in stored_events:
+        originator_id = str(stored.originator_id).encode()
+        version = stored.originator_version
+        version_text = str(version).encode()
+        topic = topic_bytes.get(stored.topic)
+        if topic is None:
+            topic = topic_bytes.setdefault(stored.topic, stored.topic.encode())
+        state = bytes(stored.state)
+        ids.append(originator_id)
+        versions.append(version)
+        topics.append(topic)
+        states.append(state)
+        add(length(len(originator_id)))
+        add(originator_id)
+        add(length(len(version_text)))
+        add(version_text)
+        add(length(len(topic)))
+        add(topic)
+        add(length(len(state)))
+        add(state)
+    return (
+        _TextArray.of(ids),
+        _Int8Array.of(versions),
+        _TextArray.of(topics),
+        _ByteaArray.of(states),
+        _TextArray.of([k.key.encode() for k in keys]),
+        _TextArray.of([k.fingerprint.encode() for k in keys]),
+        _ByteaArray.of([k.outcome for k in keys]),
+        hashlib.sha256(b"".join(digest_parts)).digest(),
+    )
 
 
 def _select_many(
@@ -419,18 +557,8 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def record_parameters(
         self, stored_events: Sequence[StoredEvent], keys: Sequence[KeyRecord]
     ) -> tuple[Any, ...]:
-        """The parameters of ``record_statement``: column arrays, keys in order, the digest."""
-        keys = _in_key_order(keys)
-        return (
-            [s.originator_id for s in stored_events],
-            [s.originator_version for s in stored_events],
-            [s.topic for s in stored_events],
-            [s.state for s in stored_events],
-            [k.key for k in keys],
-            [k.fingerprint for k in keys],
-            [k.outcome for k in keys],
-            events_digest(stored_events),
-        )
+        """The parameters of ``record_statement`` (``record_parameters``)."""
+        return record_parameters(stored_events, keys)
 
     def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
         """The stored rows of those of ``keys`` that were used."""
