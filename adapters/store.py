@@ -57,7 +57,7 @@ from psycopg import Error as PsycopgError
 from psycopg.abc import AdaptContext, Buffer
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import PoolTimeout
 
@@ -368,6 +368,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         # again (``locked``), so nobody can write those aggregates between its read and its
         # commit: its retry cannot lose the same race twice.
         self.lock_function_name = f"{prefix}_lock"
+        lock_class = zlib.crc32(events_table_name.encode()) & 0x7FFF_FFFF
         lock_function = Identifier(self.datastore.schema, self.lock_function_name)
         self.sql_create_statements.append(
             SQL(
@@ -388,7 +389,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 lock_timeout=self.datastore.lock_timeout,
                 mask=LOCK_BUCKETS - 1,
                 idle_s=LOCKED_IDLE_TIMEOUT_S,
-                lock_class=zlib.crc32(events_table_name.encode()) & 0x7FFF_FFFF,
+                lock_class=lock_class,
             )
         )
         self.lock_statement = (
@@ -411,27 +412,38 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "CREATE OR REPLACE FUNCTION {function}("
                 "ids {id_type}[], versions bigint[], topics text[], states bytea[], "
                 "key_names text[], fingerprints text[], outcomes bytea[], digest bytea) "
-                "RETURNS SETOF bigint LANGUAGE plpgsql AS $$ "
+                "RETURNS SETOF bigint LANGUAGE plpgsql "
+                # Plans made once per session: with custom plans (the default for the first
+                # calls, and kept when their estimate beats the generic one) every call
+                # planned its statements again.
+                "SET plan_cache_mode = force_generic_plan AS $$ "
+                "DECLARE new_ids bigint[]; "
                 "BEGIN "
-                "PERFORM {lock_function}(ids); "
+                "SET LOCAL lock_timeout = '{lock_timeout}s'; "
+                # The aggregates' locks as {lock_function} takes them (same buckets, same
+                # ascending order), without its call and its second setting.
+                "PERFORM pg_advisory_xact_lock({lock_class}, bucket) FROM ("
+                "SELECT DISTINCT hashtext(i::text) & {mask} AS bucket "
+                "FROM unnest(ids) AS i ORDER BY 1) AS buckets; "
                 "IF cardinality(key_names) > 0 THEN "
                 "INSERT INTO {schema}.{keys} (key, fingerprint, outcome) "
                 "SELECT * FROM unnest(key_names, fingerprints, outcomes); "
                 "END IF; "
                 "IF cardinality(ids) > 0 THEN "
-                "SET LOCAL lock_timeout = '{lock_timeout}s'; "
                 "LOCK TABLE {schema}.{events} IN EXCLUSIVE MODE; "
                 "NOTIFY {channel}; "
-                "RETURN QUERY WITH new AS ("
+                "WITH new AS ("
                 "INSERT INTO {schema}.{events} "
                 "(originator_id, originator_version, topic, state) "
                 "SELECT * FROM unnest(ids, versions, topics, states) "
-                "RETURNING notification_id), "
-                "link AS (INSERT INTO {schema}.{chain} (last_id, first_id, hash) "
-                "SELECT max(notification_id), min(notification_id), sha256(coalesce("
+                "RETURNING notification_id) "
+                "SELECT array_agg(notification_id ORDER BY notification_id) INTO new_ids "
+                "FROM new; "
+                "INSERT INTO {schema}.{chain} (last_id, first_id, hash) VALUES ("
+                "new_ids[cardinality(new_ids)], new_ids[1], sha256(coalesce("
                 "(SELECT hash FROM {schema}.{chain} ORDER BY last_id DESC LIMIT 1), "
-                "''::bytea) || digest) FROM new) "
-                "SELECT notification_id FROM new ORDER BY notification_id; "
+                "''::bytea) || digest)); "
+                "RETURN QUERY SELECT unnest(new_ids); "
                 "END IF; "
                 "END $$"
             ).format(
@@ -444,6 +456,8 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 chain=chain,
                 channel=Identifier(self.channel_name),
                 lock_timeout=self.datastore.lock_timeout,
+                lock_class=lock_class,
+                mask=LOCK_BUCKETS - 1,
             )
         )
         # Rendered once: a composed query is rendered again on every execute otherwise.
@@ -492,13 +506,13 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn:
             assert conn.autocommit  # the function call is the transaction
             try:
-                with conn.cursor() as curs:
+                with conn.cursor(row_factory=tuple_row) as curs:
                     curs.execute(
                         self.record_statement,
                         self.record_parameters(stored_events, keys),
                         prepare=True,
                     )
-                    ids = [row[self.record_function_name] for row in curs.fetchall()]
+                    ids = [row[0] for row in curs.fetchall()]
             except PsycopgError as exc:
                 if conn.broken or conn.closed:
                     raise _OutcomeUnknown(str(exc)) from exc
@@ -524,13 +538,13 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 stored_events: Sequence[StoredEvent], keys: Sequence[KeyRecord]
             ) -> list[int]:
                 nonlocal done
-                with _postgres_errors(), conn.cursor() as curs:
+                with _postgres_errors(), conn.cursor(row_factory=tuple_row) as curs:
                     curs.execute(
                         self.record_statement,
                         self.record_parameters(stored_events, keys),
                         prepare=True,
                     )
-                    ids = [row[self.record_function_name] for row in curs.fetchall()]
+                    ids = [row[0] for row in curs.fetchall()]
                 done = True  # committed, or rolled back by the server: never roll back here
                 try:
                     conn.execute("COMMIT")

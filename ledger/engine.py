@@ -406,9 +406,9 @@ class _Request:
         self.done = True
         if self.wake is not None:
             self.wake.set()
-        else:
-            assert self.notify is not None
+        elif self.notify is not None:
             self.notify(self)
+        # else: a leader's own request, delivered in its own thread
 
 
 def _settle(future: asyncio.Future[list[Result]], request: _Request) -> None:
@@ -690,11 +690,13 @@ class Engine:
         """Queues a caller's commands, leads if nobody does, and waits for their results."""
         if not batch:
             return []
-        request = _Request(batch, atomic, threading.Event())
         with self._queue_lock:
             self._check_open()
-            self._queue.append(request)
             lead = not self._leading
+            # A caller that leads at once is never woken: it needs no event (one fewer
+            # lock and condition per single call).
+            request = _Request(batch, atomic, None if lead else threading.Event())
+            self._queue.append(request)
             self._leading = True
         if not lead:
             assert request.wake is not None
