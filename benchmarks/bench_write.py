@@ -23,8 +23,8 @@ Measures in one run, on SQLite (a temp file) and PostgreSQL (a fresh database):
   transfers, each from a cold cache (snapshots at work).
 
 Every rate is the median of ``--repetitions`` runs (the machine is shared and noisy; min-max in
-brackets); within a repetition the ledger and its raw baselines alternate, so they share the
-load of the moment. Logs are rendered as in production (JSON lines, one per command) and written
+brackets); within a repetition the ledger and its raw baselines take turns, batch by batch and
+every ``SINGLE_TURN`` single calls, so that each ratio compares the same moments of load. Logs are rendered as in production (JSON lines, one per command) and written
 to /dev/null. Projections are off (DESIGN: views may follow in another process): this measures
 the write path. Usage::
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import multiprocessing
 import os
 import random
@@ -215,6 +216,19 @@ def consumptions(ctis: Sequence[str], count: int) -> list[dict[str, Any]]:
         }
         for i in range(count)
     ]
+
+
+def elapsed(run: Callable[..., object], *args: Any) -> float:
+    """Seconds ``run(*args)`` took."""
+    started = time.perf_counter()
+    run(*args)
+    return time.perf_counter() - started
+
+
+def each(work: Callable[[Any], object], items: Sequence[Any]) -> None:
+    """``work`` of every item, in order."""
+    for item in items:
+        work(item)
 
 
 def timed(run: Callable[[], int]) -> float:
@@ -544,6 +558,8 @@ def process_worker(url: str, commands: list[dict[str, Any]], barrier: Any, resul
 
 PROCESS_TIMEOUT_S = 600
 """Bound on the wait for one worker process."""
+SINGLE_TURN = 25
+"""Single calls in a row before the raw baseline takes its turn (and back)."""
 
 
 def run_processes(url: str, plans: list[list[dict[str, Any]]]) -> ProcessRun:
@@ -634,41 +650,42 @@ def measure(
             assert all(isinstance(r, Outcome) and not r.replayed for r in results)
         return len(commands)
 
+    links = itertools.count(1)  # keys of the raw chain links
     for _ in range(s.repetitions):
+        # Batch by batch, the ledger and each raw baseline in turn: the load of the shared
+        # machine shifts from second to second, and each ratio compares like moments.
         commands = consumptions(ctis, s.batched_commands)
-        rate = timed(lambda commands=commands: ledger_batched(commands))
-        rates.setdefault("ledger_batched", Rates()).values.append(rate)
-        for kind in raw.kinds:
-            rows = raw_rows(ctis, s.batched_commands, version, sample)
-            keys = key_rows(s.batched_commands)
-            version += s.batched_commands
-
-            def raw_batched(
-                kind: str = kind,
-                rows: list[tuple[Any, ...]] = rows,
-                keys: list[tuple[str, str, bytes]] = keys,
-                version: int = version,
-            ) -> int:
-                for start in range(0, len(rows), b):
-                    raw.batch(
-                        kind, rows[start : start + b], keys[start : start + b], version + start
-                    )
-                return len(rows)
-
-            rates.setdefault(kind, Rates()).values.append(timed(raw_batched))
-        for threads in s.thread_counts:
+        seconds: Counter[str] = Counter()
+        raws = {}
+        for kind in raw.kinds:  # each its own event versions
+            raws[kind] = (raw_rows(ctis, len(commands), version, sample), key_rows(len(commands)))
+            version += len(commands)
+        for start in range(0, len(commands), b):
+            chunk = slice(start, start + b)
+            seconds["ledger_batched"] += elapsed(ledger_batched, commands[chunk])
+            for kind, (rows, keys) in raws.items():
+                link = next(links)
+                seconds[kind] += elapsed(raw.batch, kind, rows[chunk], keys[chunk], link)
+        for name, spent in seconds.items():
+            rates.setdefault(name, Rates()).values.append(len(commands) / spent)
+        # One caller, one command per call, against raw one-row transactions: in turns of
+        # SINGLE_TURN calls each, for the same reason.
+        commands = consumptions(ctis, s.single_commands)
+        rows = raw_rows(ctis, s.single_commands, version, sample)
+        version += s.single_commands
+        ledger_s = raw_s = 0.0
+        for start in range(0, len(commands), SINGLE_TURN):
+            turn = slice(start, start + SINGLE_TURN)
+            ledger_s += elapsed(each, lg.execute, commands[turn])
+            raw_s += elapsed(each, raw.single, rows[turn])
+        rates.setdefault(f"ledger_threads_{min(s.thread_counts)}", Rates()).values.append(
+            len(commands) / ledger_s
+        )
+        rates.setdefault("single", Rates()).values.append(len(rows) / raw_s)
+        for threads in s.thread_counts[1:]:
             commands = consumptions(ctis, s.single_commands)
             rate = in_threads(threads, lg.execute, commands)
             rates.setdefault(f"ledger_threads_{threads}", Rates()).values.append(rate)
-        rows = raw_rows(ctis, s.single_commands, version, sample)
-        version += s.single_commands
-
-        def raw_single(rows: list[tuple[Any, ...]] = rows) -> int:
-            for row in rows:
-                raw.single(row)
-            return len(rows)
-
-        rates.setdefault("single", Rates()).values.append(timed(raw_single))
         rows = raw_rows(ctis, s.single_commands, version, sample)
         version += s.single_commands
         threads = max(s.thread_counts)
