@@ -259,6 +259,19 @@ def build_parser() -> argparse.ArgumentParser:
     url_option(balance)
     balance.set_defaults(func=run_balance)
 
+    purge = add_command(
+        commands,
+        "purge-due",
+        "purge every distributor cancelled 30 days ago or more",
+        "Brings the views up to date, then records PurgeDistributor (by the parent) for each\n"
+        "cancelled distributor whose purge day has come: its and its clients' personal data\n"
+        "leave the view tables; the events stay. One JSON outcome per purge on stdout. Safe to\n"
+        "run again, or in two processes: each distributor is purged once.",
+        ["ledger purge-due", "ledger purge-due --url postgresql://postgres@db/ledger"],
+    )
+    url_option(purge)
+    purge.set_defaults(func=run_purge_due)
+
     imports = add_command(
         commands,
         "import-clients",
@@ -456,6 +469,21 @@ def run_exec(args: argparse.Namespace) -> int:
     except LedgerError as exc:
         return fail("exec", exc)
     return EXIT_OK
+
+
+def run_purge_due(args: argparse.Namespace) -> int:
+    """``ledger purge-due``: one JSON line per purge; exit 1 if any was rejected."""
+    try:
+        with _open(args) as lg:
+            results = lg.purge_due()
+    except LedgerError as exc:
+        return fail("purge-due", exc)
+    for result in results:
+        sys.stdout.buffer.write(_ENCODER.encode(result.to_dict()) + b"\n")
+    sys.stdout.flush()
+    purged = sum(1 for r in results if not isinstance(r, Rejected))
+    sys.stderr.write(f"purge-due: {purged} purged, {len(results) - purged} rejected\n")
+    return EXIT_OK if purged == len(results) else EXIT_REJECTED
 
 
 # project, rebuild ---------------------------------------------------------------------------

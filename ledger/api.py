@@ -29,6 +29,11 @@ from ledger.passwords import PasswordCost
 from ledger.projections.runner import Projector
 from ledger.projections.views import Views, default_views
 
+PURGE_PAGE_SIZE = 500
+"""Distributors purged per batch by ``purge_due``."""
+PURGE_PAGES_MAX = 1_000
+"""Bound on the batches of one ``purge_due`` run (half a million purges)."""
+
 Projections = Literal["inline", "background", "off"]
 
 
@@ -136,6 +141,28 @@ class Ledger:
             **log_replication(self.store),
             **status,
         }
+
+    def purge_due(self) -> list[Result]:
+        """Purges every distributor cancelled 30 days ago or more; one result per purge.
+
+        The candidates come from the distributors view (brought up to date first); each purge
+        is a ``PurgeDistributor`` by the distributor's parent, checked again by the write side
+        and keyed ``purge:<id>``, so running this again, or in two processes, purges each once.
+        """
+        self._check_open()
+        self.views.catch_up()
+        results: list[Result] = []
+        seen: set[str] = set()
+        for _ in range(PURGE_PAGES_MAX):
+            due = [(d, p) for d, p in self.views.purge_due(limit=PURGE_PAGE_SIZE) if d not in seen]
+            if not due:
+                return results
+            seen.update(d for d, _ in due)
+            results += self.execute_many(
+                [{"type": "PurgeDistributor", "distributor_id": d, "actor": p} for d, p in due]
+            )
+            self.views.catch_up()
+        return results
 
     def balance(self, holder_id: str, unit: str = "stamps") -> int:
         """The holder's current balance of ``unit`` from the write side (always up to date)."""

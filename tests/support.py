@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.demo import subscription_catalogue
 from ledger.api import Ledger
 
 MASTER = "M"
@@ -124,3 +125,19 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
     for result in lg.execute_many(commands):
         assert getattr(result, "ok", False), result
     return Network()
+
+
+def define_catalogue(lg: Ledger, master_id: str = MASTER) -> None:
+    """The seed's subscription catalogue (Multinivel 1,999.00, MKL Dóminus 1,850.00, ...)."""
+    for result in lg.execute_many(subscription_catalogue(master_id)):
+        assert getattr(result, "ok", False), result
+
+
+def contract(product: str, distributor_id: str = DISTRIBUTOR) -> dict[str, Any]:
+    """``distributor_id`` contracts a catalogue subscription."""
+    return {
+        "type": "ContractSubscription",
+        "distributor_id": distributor_id,
+        "product": product,
+        "actor": distributor_id,
+    }

@@ -26,6 +26,8 @@ RFC_SHAPE = r"^[A-Za-zÑñ&]{3,4}[0-9]{6}[A-Za-z0-9]{3}$"
 Quantity = Annotated[int, Field(gt=0, le=1_000_000_000, strict=True)]
 Unit = Literal["stamps", "points"]
 Money = Annotated[str, Field(pattern=r"^\d{1,12}\.\d{2}$")]
+Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+ProductName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class Command(BaseModel):
@@ -71,6 +73,8 @@ class OpenMasterAccount(Command):
     master_id: Id
     name: Annotated[str, Field(min_length=1, max_length=300)]
     rfc: str
+    email: Email | None = None
+    """The platform administrator's login (indexed: no client may use it as its admin login)."""
     creates: ClassVar[bool] = True
 
     def natural_keys(self) -> tuple[str, ...]:
@@ -160,13 +164,48 @@ class CancelDistributor(_StatusCommand):
     action: ClassVar[str] = "cancel"
 
 
+class PurgeDistributor(Command):
+    """The parent purges a distributor cancelled 30 days ago or more (once)."""
+
+    type: Literal["PurgeDistributor"] = "PurgeDistributor"
+    distributor_id: Id
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """A distributor is purged once; a repeat (``ledger purge-due`` again) replays."""
+        return (f"purge:{self.distributor_id}",)
+
+
+class DefineSubscriptionProduct(Command):
+    """The master account lists a yearly subscription (Multinivel or an MKL) at a pre-IVA price."""
+
+    type: Literal["DefineSubscriptionProduct"] = "DefineSubscriptionProduct"
+    seller_id: Id
+    product: ProductName
+    kind: Literal["multinivel", "mkl"]
+    annual_price: Money
+    licence_points: Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)] = 0
+    """The points a licence of this MKL's software costs (``GenerateLicence``); 0: free."""
+
+
 class ContractSubscription(Command):
-    """A distributor contracts Multinivel or an MKL, pro rata until its expiry."""
+    """A distributor contracts a catalogue subscription, pro rata until its expiry."""
 
     type: Literal["ContractSubscription"] = "ContractSubscription"
     distributor_id: Id
-    product: Annotated[str, Field(min_length=1, max_length=100)]
-    annual_price: Money
+    product: ProductName
+
+
+class ConvertClientToDistributor(Command):
+    """A client's distributor turns the client into a sub-distributor of its own."""
+
+    type: Literal["ConvertClientToDistributor"] = "ConvertClientToDistributor"
+    client_id: Id
+    distributor_id: Id
+    creates: ClassVar[bool] = True
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the distributor id it creates."""
+        return (f"id:{self.distributor_id}",)
 
 
 class ChangeSettings(Command):
@@ -587,6 +626,68 @@ class CancelCreditCode(Command):
     code_id: Id
 
 
+class GenerateLicence(Command):
+    """A yearly licence of a software product for a client, under the distributor's MKL."""
+
+    type: Literal["GenerateLicence"] = "GenerateLicence"
+    client_id: Id
+    product: ProductName
+    licence_id: Id | None = None
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the licence id when given."""
+        return (f"licence:{self.licence_id}",) if self.licence_id else ()
+
+
+class BuyUserSeat(Command):
+    """A client's distributor sells it a yearly extra-user seat."""
+
+    type: Literal["BuyUserSeat"] = "BuyUserSeat"
+    seat_id: Id
+    client_id: Id
+    price: Money
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the seat id."""
+        return (f"seat:{self.seat_id}",)
+
+
+class AddPortalUser(Command):
+    """A portal user of a client takes a free seat."""
+
+    type: Literal["AddPortalUser"] = "AddPortalUser"
+    user_id: Id
+    client_id: Id
+    email: Email
+    creates: ClassVar[bool] = True
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the id it creates."""
+        return (f"id:{self.user_id}",)
+
+
+class DeactivatePortalUser(Command):
+    """A portal user can no longer log in; it keeps its seat."""
+
+    type: Literal["DeactivatePortalUser"] = "DeactivatePortalUser"
+    user_id: Id
+
+
+class ChangePortalUser(Command):
+    """A portal user's seat goes to another e-mail (and is active again)."""
+
+    type: Literal["ChangePortalUser"] = "ChangePortalUser"
+    user_id: Id
+    email: Email
+
+
+class DeletePortalUser(Command):
+    """A portal user is deleted; its seat is lost for good."""
+
+    type: Literal["DeletePortalUser"] = "DeletePortalUser"
+    user_id: Id
+
+
 class RegisterInvoice(Command):
     """Marks sales of a seller as invoiced; a sale is invoiced once."""
 
@@ -610,7 +711,10 @@ AnyCommand = Annotated[
     | ReactivateDistributor
     | RenewDistributor
     | CancelDistributor
+    | PurgeDistributor
+    | DefineSubscriptionProduct
     | ContractSubscription
+    | ConvertClientToDistributor
     | ChangeSettings
     | BuyPackage
     | TransferStamps
@@ -640,6 +744,12 @@ AnyCommand = Annotated[
     | IssueCreditCode
     | RedeemCreditCode
     | CancelCreditCode
+    | GenerateLicence
+    | BuyUserSeat
+    | AddPortalUser
+    | DeactivatePortalUser
+    | ChangePortalUser
+    | DeletePortalUser
     | RegisterInvoice,
     Field(discriminator="type"),
 ]

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adapters.demo import subscription_catalogue
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
@@ -87,6 +88,7 @@ class History:
                 }
                 for package, unit in (("S", "stamps"), ("P", "points"))
             ],
+            *subscription_catalogue(self.ids("M", 0)),
             *self._distributor(distributor, self.ids("M", 0)),
             {
                 "type": "BuyPackage",
@@ -104,7 +106,7 @@ class History:
                 "type": "ContractSubscription",
                 "distributor_id": distributor,
                 "product": "Multinivel",
-                "annual_price": "1200.00",
+                "actor": distributor,
             },
             {
                 "type": "DefinePackage",

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from adapters.demo import subscription_catalogue
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
@@ -113,11 +114,12 @@ def sub_distributor(lg: Ledger) -> str:
     """Registers and activates D1's sub-distributor ``D1a`` (D1 contracts Multinivel)."""
     results = lg.execute_many(
         [
+            *subscription_catalogue(MASTER),
             {
                 "type": "ContractSubscription",
                 "distributor_id": DISTRIBUTOR,
                 "product": "Multinivel",
-                "annual_price": "1200.00",
+                "actor": DISTRIBUTOR,
             },
             {
                 "type": "RegisterDistributor",
