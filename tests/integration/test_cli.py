@@ -211,6 +211,7 @@ def test_demo_builds_a_network_and_prints_its_views(
             "D-CENTRO": "active",
             "D-SUR": "active",
             "D-OESTE": "unvalidated",
+            "D-BAJA": "cancelled",  # purged by the demo only 30 days after (--days 30 or more)
         }
         codes = {c.code_id: c.state for c in lg.views.credit_codes("D-NORTE")}
         assert codes == {
@@ -219,7 +220,24 @@ def test_demo_builds_a_network_and_prints_its_views(
             "CODIGO-3": "active",
             "CODIGO-4": "cancelled",
         }
+        licences = sorted(lic.product for lic in lg.views.licences("CL-LICENCIAS"))
+        assert licences == ["Dóminus", "NomiCloud"]
         assert lg.verify().ok
+
+
+def test_purge_due_purges_once_and_a_second_run_does_nothing(
+    sqlite_url: str, clock: ManualClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A distributor cancelled on 5 Jan 2026 is due by now; the second run finds nothing."""
+    with Ledger.open(sqlite_url, clock=clock, password_cost="fast") as lg:
+        build_network(lg)
+        for command_type in ("SuspendDistributor", "CancelDistributor"):
+            lg.execute({"type": command_type, "distributor_id": "D1", "actor": "M"})
+    assert main(["purge-due", "--url", sqlite_url]) == 0
+    (outcome,) = _outcomes(capsys.readouterr().out)
+    assert (outcome["type"], outcome["details"]) == ("PurgeDistributor", {"status": "purged"})
+    assert main(["purge-due", "--url", sqlite_url]) == 0
+    assert capsys.readouterr().out == ""
 
 
 def test_a_second_demo_shows_the_first_and_records_nothing(
