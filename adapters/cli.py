@@ -186,6 +186,23 @@ def _add_view_commands(commands: Any) -> None:
     rebuild.set_defaults(func=run_rebuild)
 
 
+def _add_purge_due(commands: Any) -> None:
+    """The ``purge-due`` subcommand."""
+    purge = add_command(
+        commands,
+        "purge-due",
+        "purge every distributor cancelled 30 days ago or more",
+        "Brings the views up to date, then records PurgeDistributor (by the parent) for each\n"
+        "cancelled distributor whose purge day has come: its and its clients' personal data\n"
+        "leave the view tables; the events stay. One JSON outcome per purge on stdout. Safe to\n"
+        "run again, or in two processes: each distributor is purged once.",
+        ["ledger purge-due", "ledger purge-due --url postgresql://postgres@db/ledger"],
+    )
+    url_option(purge)
+    views_url_option(purge)
+    purge.set_defaults(func=run_purge_due)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ledger`` parser with every subcommand (and the audit ones when present)."""
     parser = argparse.ArgumentParser(
@@ -259,18 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     url_option(balance)
     balance.set_defaults(func=run_balance)
 
-    purge = add_command(
-        commands,
-        "purge-due",
-        "purge every distributor cancelled 30 days ago or more",
-        "Brings the views up to date, then records PurgeDistributor (by the parent) for each\n"
-        "cancelled distributor whose purge day has come: its and its clients' personal data\n"
-        "leave the view tables; the events stay. One JSON outcome per purge on stdout. Safe to\n"
-        "run again, or in two processes: each distributor is purged once.",
-        ["ledger purge-due", "ledger purge-due --url postgresql://postgres@db/ledger"],
-    )
-    url_option(purge)
-    purge.set_defaults(func=run_purge_due)
+    _add_purge_due(commands)
 
     imports = add_command(
         commands,
