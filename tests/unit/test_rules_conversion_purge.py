@@ -122,9 +122,9 @@ def test_the_new_distributor_id_must_be_free(lg: Ledger) -> None:
 
 
 def test_only_the_clients_distributor_converts_it(lg: Ledger) -> None:
-    """The master account is not C1's distributor: not_authorised."""
+    """Another distributor is not C1's distributor: not_authorised."""
     lg.execute(contract("Multinivel"))
-    assert rejection(lg, convert(actor=MASTER)).code == "not_authorised"
+    assert rejection(lg, convert(actor="OTRO")).code == "not_authorised"
 
 
 # Purge ----------------------------------------------------------------------------------------
