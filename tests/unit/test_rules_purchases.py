@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from adapters.demo import subscription_catalogue
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
@@ -88,11 +89,11 @@ def sub_distributor(lg: Ledger) -> None:
     """D1 (with Multinivel) registers and activates D1a."""
     ok(
         lg,
+        *subscription_catalogue(MASTER),
         {
             "type": "ContractSubscription",
             "distributor_id": DISTRIBUTOR,
             "product": "Multinivel",
-            "annual_price": "1200.00",
             "actor": DISTRIBUTOR,
         },
         {
