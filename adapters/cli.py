@@ -660,6 +660,7 @@ def _row_command(row: dict[str, str]) -> dict[str, Any]:
             profile[field] = row[field]
     command: dict[str, Any] = {
         "type": "RegisterClient",
+        "actor": row["distributor_id"],
         "client_id": row["client_id"],
         "distributor_id": row["distributor_id"],
         "profile": profile,

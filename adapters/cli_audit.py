@@ -144,7 +144,7 @@ def run_history(args: argparse.Namespace) -> int:
             if not args.json:
                 out.write(
                     f"{'time':32}  {'amount':>9}  {'balance':>9}  {'counterpart':24}"
-                    f"  {'ref':38}  event\n"
+                    f"  {'ref':38}  {'actor':16}  event\n"
                 )
             for m in movements:
                 if args.json:
@@ -152,7 +152,7 @@ def run_history(args: argparse.Namespace) -> int:
                 else:
                     out.write(
                         f"{m.at.isoformat():32}  {m.amount:>+9}  {m.balance:>9}"
-                        f"  {m.counterpart:24}  {m.ref:38}  {m.topic}\n"
+                        f"  {m.counterpart:24}  {m.ref:38}  {m.actor or '-':16}  {m.topic}\n"
                     )
     except LedgerError as exc:
         sys.stderr.write(f"history: {describe(exc)}\n")

@@ -260,6 +260,7 @@ class DemoBuilder:
             *[
                 {
                     "type": "DefinePackage",
+                    "actor": MASTER,
                     "seller_id": MASTER,
                     "package_id": package_id,
                     "unit": unit,
@@ -283,6 +284,7 @@ class DemoBuilder:
         commands.append(
             {
                 "type": "RegisterDistributor",
+                "actor": MASTER,
                 "distributor_id": "D-OESTE",
                 "parent_id": MASTER,
                 "profile": self._company_profile("Timbrado de Occidente SA de CV", "occidente"),
@@ -291,6 +293,7 @@ class DemoBuilder:
         commands += [
             {
                 "type": "BuyPackage",
+                "actor": seller.distributor_id,
                 "buyer_id": seller.distributor_id,
                 "seller_id": MASTER,
                 "package_id": "TIM-50000",
@@ -302,6 +305,7 @@ class DemoBuilder:
         commands += [
             {
                 "type": "BuyPackage",
+                "actor": seller.distributor_id,
                 "buyer_id": seller.distributor_id,
                 "seller_id": MASTER,
                 "package_id": "PTS-3000",
@@ -327,6 +331,7 @@ class DemoBuilder:
             ],
             {
                 "type": "DefinePackage",
+                "actor": "D-CENTRO",
                 "seller_id": "D-CENTRO",
                 "package_id": "MAYOREO-5000",
                 "unit": "stamps",
@@ -341,6 +346,7 @@ class DemoBuilder:
         commands += [
             {
                 "type": "BuyPackage",
+                "actor": "D-CENTRO-QRO",
                 "buyer_id": "D-CENTRO-QRO",
                 "seller_id": "D-CENTRO",
                 "package_id": "MAYOREO-5000",
@@ -348,6 +354,7 @@ class DemoBuilder:
             },
             {
                 "type": "TransferStamps",
+                "actor": "D-CENTRO",
                 "transfer_id": "T-CENTRO-PUE-1",
                 "from_id": "D-CENTRO",
                 "to_id": "D-CENTRO-PUE",
@@ -357,6 +364,7 @@ class DemoBuilder:
             *[
                 {
                     "type": "TransferPoints",
+                    "actor": "D-CENTRO",
                     "transfer_id": f"TP-{sub}-1",
                     "from_id": "D-CENTRO",
                     "to_id": sub,
@@ -373,9 +381,9 @@ class DemoBuilder:
         return [
             {
                 "type": "RegisterDistributor",
+                "actor": seller.parent_id,
                 "distributor_id": seller.distributor_id,
                 "parent_id": seller.parent_id,
-                "actor": seller.parent_id,
                 "profile": self._company_profile(seller.name, domain),
             },
             {
@@ -451,6 +459,7 @@ class DemoBuilder:
             commands.append(
                 {
                     "type": "RegisterClient",
+                    "actor": seller.distributor_id,
                     "client_id": client_id,
                     "distributor_id": seller.distributor_id,
                     "nic": f"{seller.distributor_id[2:5]}{n:05d}",
@@ -473,6 +482,7 @@ class DemoBuilder:
                     commands.append(
                         {
                             "type": "OpenStampingAccount",
+                            "actor": seller.distributor_id,
                             "cti_id": cti_id,
                             "client_id": client_id,
                             "password": PASSWORD,
@@ -486,6 +496,7 @@ class DemoBuilder:
                     commands += [
                         {
                             "type": "TransferPoints",
+                            "actor": seller.distributor_id,
                             "transfer_id": f"TP-{client_id}",
                             "from_id": seller.distributor_id,
                             "to_id": client_id,
@@ -494,6 +505,7 @@ class DemoBuilder:
                         },
                         {
                             "type": "OpenStampingAccount",
+                            "actor": seller.distributor_id,
                             "cti_id": cti_id,
                             "client_id": client_id,
                             "kind": "unlimited",
@@ -510,18 +522,31 @@ class DemoBuilder:
                     )
                 if rng.random() < 0.1:
                     commands.append(
-                        {"type": "TagClient", "client_id": client_id, "favourite": True}
+                        {
+                            "type": "TagClient",
+                            "actor": seller.distributor_id,
+                            "client_id": client_id,
+                            "favourite": True,
+                        }
                     )
                 if rng.random() < 0.2:
                     commands.append(
                         {
                             "type": "TagClient",
+                            "actor": seller.distributor_id,
                             "client_id": client_id,
                             "colour": rng.choice(_COLOURS),
                         }
                     )
                 if rng.random() < 0.04:
-                    commands.append({"type": "TagClient", "client_id": client_id, "dropped": True})
+                    commands.append(
+                        {
+                            "type": "TagClient",
+                            "actor": seller.distributor_id,
+                            "client_id": client_id,
+                            "dropped": True,
+                        }
+                    )
         self._run(commands)
 
     def initial_stamps(self) -> None:
@@ -545,6 +570,7 @@ class DemoBuilder:
                 commands.append(
                     {
                         "type": "MassTransfer",
+                        "actor": seller.distributor_id,
                         "batch_id": f"ALTA-{seller.distributor_id}",
                         "from_id": seller.distributor_id,
                         "lines": lines,
@@ -554,6 +580,7 @@ class DemoBuilder:
         commands.extend(
             {
                 "type": "ConfigureAutoTopUp",
+                "actor": self.accounts[account].distributor_id,
                 "cti_id": account,
                 "minimum": 50,
                 "credit": 500,
@@ -581,6 +608,7 @@ class DemoBuilder:
                 commands.append(
                     {
                         "type": "BuyPackage",
+                        "actor": seller.distributor_id,
                         "buyer_id": seller.distributor_id,
                         "seller_id": seller.parent_id,
                         "package_id": package,
@@ -601,6 +629,7 @@ class DemoBuilder:
                 commands.append(
                     {
                         "type": "TransferStamps",
+                        "actor": account.distributor_id,
                         "transfer_id": f"RECARGA-{account.cti_id}-{day_number}",
                         "from_id": account.distributor_id,
                         "to_id": account.cti_id,
@@ -630,6 +659,7 @@ class DemoBuilder:
                 commands.append(
                     {
                         "type": "ConsumeStamp",
+                        "actor": MASTER,
                         "cti_id": account.cti_id,
                         "cfdi_uuid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                         "issuer_rfc": "GODE561231GR8",
@@ -662,7 +692,12 @@ class DemoBuilder:
         candidates = [a for a in self.accounts.values() if not a.unlimited][:2]
         for account in candidates:
             account.blocked = True
-        self._run([{"type": "BlockStampingAccount", "cti_id": a.cti_id} for a in candidates])
+        self._run(
+            [
+                {"type": "BlockStampingAccount", "actor": a.distributor_id, "cti_id": a.cti_id}
+                for a in candidates
+            ]
+        )
 
     def _invoice_first_month(self) -> None:
         commands = []
@@ -676,6 +711,7 @@ class DemoBuilder:
                 commands.append(
                     {
                         "type": "RegisterInvoice",
+                        "actor": seller_id,
                         "seller_id": seller_id,
                         "invoice_ref": f"FAC-{seller_id}-0001",
                         "sale_ids": sale_ids,

@@ -94,6 +94,11 @@ class MemoryStore:
                 self._keys[key.key] = key
             return list(range(first_id, len(self._log) + 1))
 
+    def has_events_of(self, topic: str) -> bool:
+        """Whether any event of ``topic`` was recorded."""
+        with self._lock:
+            return any(row.topic == topic for row in self._log)
+
     def snapshot(self, aggregates: Iterable[Aggregate], at: datetime) -> None:
         """Keeps the latest snapshot of each aggregate, encoded like the SQL stores do."""
         rows = [self.mapper.to_stored_event(Snapshot.take(a, at)) for a in aggregates]
@@ -105,6 +110,16 @@ class MemoryStore:
         """Nothing to release; present so the ledger closes every store alike."""
 
     # Inspection for tests --------------------------------------------------------------------
+
+    def copy(self) -> MemoryStore:
+        """An independent store holding the same events, keys and snapshots (test fixtures)."""
+        twin = MemoryStore(self.mapper)
+        with self._lock:
+            twin._log = list(self._log)
+            twin._streams = {i: list(rows) for i, rows in self._streams.items()}
+            twin._keys = dict(self._keys)
+            twin._snapshots = dict(self._snapshots)
+        return twin
 
     def stored_events(self) -> list[StoredEvent]:
         """Every stored row in notification order (id = position + 1)."""

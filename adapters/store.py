@@ -684,6 +684,13 @@ class EventStore:
         except PersistenceError as exc:
             raise self._failed("read idempotency keys", exc) from None
 
+    def has_events_of(self, topic: str) -> bool:
+        """Whether any event of ``topic`` was recorded (the first one in notification order)."""
+        try:
+            return bool(self.recorder.select_notifications(None, 1, topics=[topic]))
+        except PersistenceError as exc:
+            raise InfrastructureError(f"cannot read events of {topic!r}: {exc}") from None
+
     def record(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
         """Events and keys in one transaction; ``WriteConflict`` if a version or key was taken."""
         to_stored = self.mapper.to_stored_event

@@ -65,6 +65,7 @@ def generate(url: str, events: int, ctis: int) -> int:
             {"type": "OpenMasterAccount", "master_id": "M", "name": "P", "rfc": "SAT970701NN3"},
             {
                 "type": "DefinePackage",
+                "actor": "M",
                 "seller_id": "M",
                 "package_id": "P1M",
                 "unit": "stamps",
@@ -74,6 +75,7 @@ def generate(url: str, events: int, ctis: int) -> int:
             },
             {
                 "type": "RegisterDistributor",
+                "actor": "M",
                 "distributor_id": "D1",
                 "parent_id": "M",
                 "profile": {
@@ -92,6 +94,7 @@ def generate(url: str, events: int, ctis: int) -> int:
             },
             {
                 "type": "BuyPackage",
+                "actor": "D1",
                 "buyer_id": "D1",
                 "seller_id": "M",
                 "package_id": "P1M",
@@ -101,6 +104,7 @@ def generate(url: str, events: int, ctis: int) -> int:
         setup += [
             {
                 "type": "RegisterClient",
+                "actor": "D1",
                 "client_id": f"C{n}",
                 "distributor_id": "D1",
                 "profile": _profile(n),
@@ -111,6 +115,7 @@ def generate(url: str, events: int, ctis: int) -> int:
         setup += [
             {
                 "type": "TransferStamps",
+                "actor": "D1",
                 "transfer_id": f"T{n}",
                 "from_id": "D1",
                 "to_id": f"C{n}-cti",

@@ -94,25 +94,27 @@ def generate(url: str, events: int, ctis: int) -> int:
         setup: list[dict[str, Any]] = [
             {"type": "OpenMasterAccount", "master_id": "M", "name": "Plataforma",
              "rfc": "SAT970701NN3"},
-            {"type": "DefinePackage", "seller_id": "M", "package_id": "P1000", "unit": "stamps",
+            {"type": "DefinePackage", "actor": "M",
+             "seller_id": "M", "package_id": "P1000", "unit": "stamps",
              "quantity": 1000, "price": "500.00", "audience": "distributor"},
-            {"type": "RegisterDistributor", "distributor_id": "D1", "parent_id": "M",
+            {"type": "RegisterDistributor", "actor": "M", "distributor_id": "D1", "parent_id": "M",
              "profile": {"name": "Distribuidora", "rfc": "MAB9307148T4",
                          "email": "d1@example.com", "postal_code": "06600"}},
             {"type": "ValidateDistributor", "distributor_id": "D1", "actor": "M"},
             {"type": "ActivateDistributor", "distributor_id": "D1", "actor": "M",
              "expires_on": "2027-12-31"},
-            {"type": "BuyPackage", "buyer_id": "D1", "seller_id": "M", "package_id": "P1000",
+            {"type": "BuyPackage", "actor": "D1",
+             "buyer_id": "D1", "seller_id": "M", "package_id": "P1000",
              "count": events // 1000 + ctis},
         ]  # fmt: skip
         per_cti = events // ctis + 2
         setup += [
-            {"type": "RegisterClient", "client_id": f"C{n}", "distributor_id": "D1",
+            {"type": "RegisterClient", "actor": "D1", "client_id": f"C{n}", "distributor_id": "D1",
              "profile": profile(n)}
             for n in range(ctis)
         ]  # fmt: skip
         setup += [
-            {"type": "TransferStamps", "transfer_id": f"T{n}", "from_id": "D1",
+            {"type": "TransferStamps", "actor": "D1", "transfer_id": f"T{n}", "from_id": "D1",
              "to_id": f"C{n}-cti", "quantity": per_cti, "amount": "1.00"}
             for n in range(ctis)
         ]  # fmt: skip
@@ -123,7 +125,7 @@ def generate(url: str, events: int, ctis: int) -> int:
         while written < events:
             size = min(BATCH_SIZE, events - written)
             batch = [
-                {"type": "ConsumeStamp", "cti_id": f"C{(n + i) % ctis}-cti",
+                {"type": "ConsumeStamp", "actor": "M", "cti_id": f"C{(n + i) % ctis}-cti",
                  "cfdi_uuid": str(uuid.uuid4()), "issuer_rfc": ISSUER_RFC}
                 for i in range(size)
             ]  # fmt: skip

@@ -123,6 +123,7 @@ def build_network(lg: Ledger, ctis: int, stamps_each: int, prefix: str = "C") ->
         },
         {
             "type": "DefinePackage",
+            "actor": "M",
             "seller_id": "M",
             "package_id": "P",
             "unit": "stamps",
@@ -132,6 +133,7 @@ def build_network(lg: Ledger, ctis: int, stamps_each: int, prefix: str = "C") ->
         },
         {
             "type": "RegisterDistributor",
+            "actor": "M",
             "distributor_id": "D",
             "parent_id": "M",
             "profile": _distributor_profile(),
@@ -149,6 +151,7 @@ def build_network(lg: Ledger, ctis: int, stamps_each: int, prefix: str = "C") ->
         commands.append(
             {
                 "type": "BuyPackage",
+                "actor": "D",
                 "buyer_id": "D",
                 "seller_id": "M",
                 "package_id": "P",
@@ -160,6 +163,7 @@ def build_network(lg: Ledger, ctis: int, stamps_each: int, prefix: str = "C") ->
     commands += [
         {
             "type": "RegisterClient",
+            "actor": "D",
             "client_id": c,
             "distributor_id": "D",
             "profile": _client_profile(i),
@@ -169,6 +173,7 @@ def build_network(lg: Ledger, ctis: int, stamps_each: int, prefix: str = "C") ->
     commands += [
         {
             "type": "TransferStamps",
+            "actor": "D",
             "transfer_id": f"T-{c}",
             "from_id": "D",
             "to_id": f"{c}-cti",
@@ -188,6 +193,7 @@ def consumptions(ctis: Sequence[str], count: int) -> list[dict[str, Any]]:
     return [
         {
             "type": "ConsumeStamp",
+            "actor": "M",
             "cti_id": order[i % len(order)],
             "cfdi_uuid": str(uuid.uuid4()),
             "issuer_rfc": ISSUER_RFC,
@@ -225,6 +231,7 @@ def measure_loading(url: str, s: Settings) -> Loading:
         lg.execute(
             {
                 "type": "BuyPackage",
+                "actor": "D",
                 "buyer_id": "D",
                 "seller_id": "M",
                 "package_id": "P",
@@ -234,6 +241,7 @@ def measure_loading(url: str, s: Settings) -> Loading:
         transfers = [
             {
                 "type": "TransferStamps",
+                "actor": "D",
                 "transfer_id": f"TL-{n}",
                 "from_id": "D",
                 "to_id": target,

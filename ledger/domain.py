@@ -65,6 +65,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     originator_id: str
     originator_version: int
     timestamp: datetime
+    # Who acted (DESIGN §4a): the ``actor`` of the command that made the event. Events stored
+    # before the field existed decode with None.
+    actor: str | None = None
 
     topic: ClassVar[str] = ""
     class_version: ClassVar[int] = 1

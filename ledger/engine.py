@@ -31,6 +31,7 @@ import msgspec
 from pydantic import ValidationError
 
 from ledger.clock import MEXICO_CITY, Clock, local_date
+from ledger.commands.auth import authorise
 from ledger.commands.models import COMMAND_ADAPTER, Command
 from ledger.domain import Aggregate, Event
 from ledger.errors import (
@@ -94,6 +95,9 @@ class Store(Protocol):
 
     def snapshot(self, aggregates: Iterable[Aggregate], at: datetime) -> None:
         """Stores snapshots of the aggregates' current state."""
+
+    def has_events_of(self, topic: str) -> bool:
+        """Whether any event of ``topic`` was recorded (a rare question: may scan)."""
 
 
 Handler = Callable[[Any, "Tx"], Outcome]
@@ -187,6 +191,13 @@ class Tx:
         self.created[aggregate.id] = aggregate
         self._read[aggregate.id] = (aggregate, 0)
         self._created_now.append(aggregate.id)
+
+    def record_actor(self, actor: str) -> None:
+        """Puts ``actor`` on every event the current command made (DESIGN §4a)."""
+        for agg, count in self._read.values():
+            pending = agg.pending_events
+            for index in range(count, len(pending)):
+                pending[index] = msgspec.structs.replace(pending[index], actor=actor)
 
     def changed(self) -> bool:
         """Whether the current command made events or claims (a rejection must not have)."""
@@ -348,7 +359,9 @@ def prepare(command: Mapping[str, Any] | Command) -> Prepared:
 # A password never enters the fingerprint: an unsalted fast hash of it, kept forever in the key
 # index, could be brute-forced offline. A retry with another password replays. A command's own
 # ``secret_fields`` (a credit code, a NIP) are left out too; ``secret_fingerprint()`` stands in.
-_NOT_FINGERPRINTED = frozenset({"idempotency_key", "password"})
+# Nor does the actor: it says who acts, not what is done, and it is checked before any replay
+# is returned (a key stored before actors were required still replays for an authorised actor).
+_NOT_FINGERPRINTED = frozenset({"idempotency_key", "password", "actor"})
 _PLAIN_SERIALISATION: dict[type[Command], tuple[bool, frozenset[str]]] = {}
 
 
@@ -416,6 +429,8 @@ class Engine:
     _cache: OrderedDict[str, Aggregate] = field(default_factory=OrderedDict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _day: tuple[datetime, datetime, date] | None = None
+    network_masters: dict[str, str] = field(default_factory=dict)
+    """Master of each account recorded before ``master_id`` existed (see ``commands/auth``)."""
 
     def local_day(self, at: datetime) -> date:
         """``local_date(at)``, remembered until that local day ends (it is read per command)."""
@@ -605,13 +620,20 @@ class Engine:
             return p.rejection
         command = p.command
         assert command is not None
-        replay = self._replay(p, tx, stored_keys)
-        if replay is not None:
-            return replay
         handler = HANDLERS.get(type(command))
         if handler is None:  # pragma: no cover - every command model has a handler
             return Rejected("invalid_command", reason=f"no handler for {p.raw_type}")
         tx.begin_command()
+        try:
+            # Before any replay: a repeat's first outcome is shown only to who may act.
+            actor = authorise(command, tx)
+        except Rejected as rejection:
+            assert not tx.changed(), "authorise records nothing"
+            tx.discard_created()
+            return rejection
+        replay = self._replay(p, tx, stored_keys)
+        if replay is not None:
+            return replay
         try:
             try:
                 outcome = handler(command, tx)
@@ -644,6 +666,7 @@ class Engine:
                 if replay is not None:
                     return replay
             return rejection
+        tx.record_actor(actor)
         for key in p.keys:
             tx.keys[key] = KeyRecord(key, p.fingerprint, outcome.encode())
         return outcome
@@ -675,20 +698,29 @@ class Engine:
         info = log.info
         duration_ms = round((time.perf_counter() - started) * 1000 / max(len(batch), 1), 3)
         for p, result in zip(batch, results, strict=True):
+            actor = p.command.actor if p.command is not None else None
             if isinstance(result, Rejected):
                 info(
                     "command",
                     type=p.raw_type,
                     outcome="rejected",
                     code=result.code,
+                    actor=actor,
                     duration_ms=duration_ms,
                 )
             else:
                 outcome = "replayed" if result.replayed else "ok"
                 info(
-                    "command", type=p.raw_type, outcome=outcome, code=None, duration_ms=duration_ms
+                    "command",
+                    type=p.raw_type,
+                    outcome=outcome,
+                    code=None,
+                    actor=actor,
+                    duration_ms=duration_ms,
                 )
                 if result.warnings and not result.replayed:
                     # What succeeded with a caveat (an automatic top-up that failed, an RFC
                     # check digit) gets its own line, so the command lines keep one shape.
-                    log.warning("command_warning", type=p.raw_type, warnings=result.warnings)
+                    log.warning(
+                        "command_warning", type=p.raw_type, actor=actor, warnings=result.warnings
+                    )

@@ -39,6 +39,7 @@ def consume(cti_id: str = CTI, cfdi_uuid: str | None = None, **extra: Any) -> di
     """A ConsumeStamp command with a fresh CFDI UUID unless one is given."""
     return {
         "type": "ConsumeStamp",
+        "actor": MASTER,
         "cti_id": cti_id,
         "cfdi_uuid": cfdi_uuid or str(uuid.uuid4()),
         "issuer_rfc": ISSUER_RFC,
@@ -68,6 +69,7 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
         },
         {
             "type": "DefinePackage",
+            "actor": MASTER,
             "seller_id": MASTER,
             "package_id": "P1000",
             "unit": "stamps",
@@ -77,6 +79,7 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
         },
         {
             "type": "DefinePackage",
+            "actor": MASTER,
             "seller_id": MASTER,
             "package_id": "PTS3000",
             "unit": "points",
@@ -86,6 +89,7 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
         },
         {
             "type": "RegisterDistributor",
+            "actor": MASTER,
             "distributor_id": DISTRIBUTOR,
             "parent_id": MASTER,
             "profile": distributor_profile(),
@@ -99,6 +103,7 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
         },
         {
             "type": "BuyPackage",
+            "actor": DISTRIBUTOR,
             "buyer_id": DISTRIBUTOR,
             "seller_id": MASTER,
             "package_id": "P1000",
@@ -106,6 +111,7 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
         },
         {
             "type": "RegisterClient",
+            "actor": DISTRIBUTOR,
             "client_id": CLIENT,
             "distributor_id": DISTRIBUTOR,
             "profile": client_profile(),
@@ -115,6 +121,7 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
         commands.append(
             {
                 "type": "TransferStamps",
+                "actor": DISTRIBUTOR,
                 "transfer_id": "T-setup",
                 "from_id": DISTRIBUTOR,
                 "to_id": CTI,

@@ -23,6 +23,8 @@ class Client(Aggregate):
     """A customer of a distributor. Its stamps live in its stamping accounts; points live here."""
 
     distributor_id: str
+    # The master account of its network; "" when registered before the field existed.
+    master_id: str = ""
     nic: str
     profile: dict[str, Any]
     favourite: bool
@@ -46,11 +48,13 @@ class Client(Aggregate):
         profile: dict[str, Any]
         # The default CTI opened with the client (events before this field: the derived id).
         cti_id: str = ""
+        master_id: str = ""
 
         def apply(self, aggregate: Client) -> None:
             """Starts with an empty wallet and no tags."""
             aggregate.default_cti_id = self.cti_id or f"{self.originator_id}-cti"
             aggregate.distributor_id = self.distributor_id
+            aggregate.master_id = self.master_id
             aggregate.nic = self.nic
             aggregate.profile = self.profile
             aggregate.favourite = False
@@ -207,8 +211,11 @@ class Client(Aggregate):
         profile: dict[str, Any],
         at: datetime,
         cti_id: str = "",
+        *,
+        master_id: str,
     ) -> Client:
-        """Registers a client (``cti_id``: its default stamping account)."""
+        """Registers a client of ``distributor_id`` in the network of ``master_id``
+        (``cti_id``: its default stamping account)."""
         return cls.create(
             cls.Registered,
             client_id,
@@ -217,6 +224,7 @@ class Client(Aggregate):
             nic=nic,
             profile=profile,
             cti_id=cti_id,
+            master_id=master_id,
         )
 
     def free_seat(self, today: date) -> str:

@@ -49,6 +49,8 @@ class Distributor(Aggregate):
     """A reseller. Holds stamps and points; sells to its clients and sub-distributors."""
 
     parent_id: str
+    # The master account at the root of its network; "" when registered before the field existed.
+    master_id: str = ""
     profile: dict[str, Any]
     status: str
     expires_on: date | None
@@ -68,11 +70,13 @@ class Distributor(Aggregate):
         parent_id: str
         profile: dict[str, Any]
         converted_from: str | None = None
+        master_id: str = ""
 
         def apply(self, aggregate: Distributor) -> None:
             """Starts unvalidated with empty inventory."""
             aggregate.converted_from = self.converted_from
             aggregate.parent_id = self.parent_id
+            aggregate.master_id = self.master_id
             aggregate.profile = self.profile
             aggregate.status = UNVALIDATED
             aggregate.expires_on = None
@@ -419,15 +423,19 @@ class Distributor(Aggregate):
         parent_id: str,
         profile: dict[str, Any],
         at: datetime,
+        *,
+        master_id: str,
         converted_from: str | None = None,
     ) -> Distributor:
-        """Registers a new, unvalidated distributor (``converted_from``: the client it was)."""
+        """Registers a new, unvalidated distributor in the network of ``master_id``
+        (``converted_from``: the client it was)."""
         return cls.create(
             cls.Registered,
             distributor_id,
             at,
             parent_id=parent_id,
             profile=profile,
+            master_id=master_id,
             converted_from=converted_from,
         )
 

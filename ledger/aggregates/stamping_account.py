@@ -76,6 +76,9 @@ class StampingAccount(Aggregate):
 
     client_id: str
     distributor_id: str
+    # The master account of its network, which alone runs the stamping service (DESIGN §4a);
+    # "" when opened before the field existed.
+    master_id: str = ""
     kind: str
     active: bool
     password_hash: str | None
@@ -107,11 +110,13 @@ class StampingAccount(Aggregate):
         password_hash: str | None = None
         rfc_lock: str | None = None
         valid_until: date | None = None
+        master_id: str = ""
 
         def apply(self, aggregate: StampingAccount) -> None:
             """Starts active and empty."""
             aggregate.client_id = self.client_id
             aggregate.distributor_id = self.distributor_id
+            aggregate.master_id = self.master_id
             aggregate.kind = self.kind
             aggregate.active = True
             aggregate.password_hash = self.password_hash
@@ -565,6 +570,7 @@ class StampingAccount(Aggregate):
         *,
         client_id: str,
         distributor_id: str,
+        master_id: str,
         kind: str,
         at: datetime,
         password_hash: str | None = None,
@@ -578,6 +584,7 @@ class StampingAccount(Aggregate):
             at,
             client_id=client_id,
             distributor_id=distributor_id,
+            master_id=master_id,
             kind=kind,
             password_hash=password_hash,
             rfc_lock=rfc_lock,

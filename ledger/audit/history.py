@@ -41,7 +41,8 @@ class Movement:
     """One movement of a holder: when, with whom, how much (signed) and the balance after it.
 
     ``topic`` is the event's stable name (``"StampingAccount.StampConsumed"``) whatever version
-    stored it; ``version`` is the event's position in the holder's stream.
+    stored it; ``version`` is the event's position in the holder's stream; ``actor`` is who
+    acted (None for events recorded before actors were recorded).
     """
 
     at: datetime
@@ -53,6 +54,7 @@ class Movement:
     ref: str
     topic: str
     version: int
+    actor: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The movement as JSON-ready data."""
@@ -66,6 +68,7 @@ class Movement:
             "ref": self.ref,
             "topic": self.topic,
             "version": self.version,
+            "actor": self.actor,
         }
 
 
@@ -118,6 +121,7 @@ def iter_history(source: AuditSource, holder_id: str, unit: str = STAMPS) -> Ite
                 ref=posting.ref,
                 topic=event.topic.partition("#")[0],
                 version=event.originator_version,
+                actor=event.actor,
             )
     if not seen:
         raise Rejected("unknown_account", account_id=holder_id)

@@ -9,7 +9,7 @@ from ledger.aggregates.client import Client
 from ledger.aggregates.common import add_one_year
 from ledger.aggregates.distributor import PURGED, Distributor
 from ledger.aggregates.stamping_account import STANDARD, UNLIMITED, AutoTopUp, StampingAccount
-from ledger.commands.auth import get_client_of, get_cti_of, require_actor
+from ledger.commands.auth import network_master
 from ledger.commands.models import (
     AssignAdminProfile,
     BlockStampingAccount,
@@ -38,7 +38,6 @@ from ledger.rfc import validate_rfc
 def register_client(command: RegisterClient, tx: Tx) -> Outcome:
     """The client and its default standard CTI, atomically."""
     distributor = tx.get(command.distributor_id, Distributor)
-    require_actor(command, distributor.id, distributor.id)
     distributor.require_active(tx.today)
     cti_id = command.default_cti_id()
     for new_id in (command.client_id, cti_id):
@@ -46,12 +45,18 @@ def register_client(command: RegisterClient, tx: Tx) -> Outcome:
             raise Rejected("already_exists", account_id=new_id)
     profile = command.profile.model_dump(mode="json", exclude_none=True)
     nic = command.nic or command.client_id
-    tx.add(Client.register(command.client_id, distributor.id, nic, profile, tx.now, cti_id))
+    master_id = network_master(tx, distributor)
+    tx.add(
+        Client.register(
+            command.client_id, distributor.id, nic, profile, tx.now, cti_id, master_id=master_id
+        )
+    )
     tx.add(
         StampingAccount.open(
             cti_id,
             client_id=command.client_id,
             distributor_id=distributor.id,
+            master_id=master_id,
             kind=STANDARD,
             at=tx.now,
         )
@@ -73,7 +78,7 @@ def require_distributor_not_purged(tx: Tx, client: Client) -> None:
 @handles(UpdateClientProfile)
 def update_client_profile(command: UpdateClientProfile, tx: Tx) -> Outcome:
     """Replaces a client's profile."""
-    client = get_client_of(tx, command, command.client_id)
+    client = tx.get(command.client_id, Client)
     require_distributor_not_purged(tx, client)
     profile = command.profile.model_dump(mode="json", exclude_none=True)
     client.trigger(client.ProfileChanged, tx.now, profile=profile)
@@ -83,7 +88,7 @@ def update_client_profile(command: UpdateClientProfile, tx: Tx) -> Outcome:
 @handles(TagClient)
 def tag_client(command: TagClient, tx: Tx) -> Outcome:
     """Sets favourite, dropped (baja) and colour tags."""
-    client = get_client_of(tx, command, command.client_id)
+    client = tx.get(command.client_id, Client)
     if command.favourite is None and command.dropped is None and command.colour is None:
         raise Rejected("invalid_command", reason="no tag given")
     client.trigger(
@@ -99,7 +104,7 @@ def tag_client(command: TagClient, tx: Tx) -> Outcome:
 @handles(AssignAdminProfile)
 def assign_admin_profile(command: AssignAdminProfile, tx: Tx) -> Outcome:
     """Sets a client's admin login; refused for a login of a master account or distributor."""
-    client = get_client_of(tx, command, command.client_id)
+    client = tx.get(command.client_id, Client)
     require_distributor_not_purged(tx, client)
     index = tx.find(admin_profile_id(command.email))
     if isinstance(index, AdminProfile) and index.administers_platform_or_distributor():
@@ -120,7 +125,7 @@ def _unlimited_fee(tx: Tx, client: Client) -> int:
 @handles(OpenStampingAccount)
 def open_stamping_account(command: OpenStampingAccount, tx: Tx) -> Outcome:
     """A new CTI; an unlimited one is paid a year ahead from the client's points."""
-    client = get_client_of(tx, command, command.client_id)
+    client = tx.get(command.client_id, Client)
     rfc_lock = validate_rfc(command.rfc_lock).rfc if command.rfc_lock is not None else None
     if tx.find(command.cti_id) is not None:
         raise Rejected("already_exists", account_id=command.cti_id)
@@ -140,6 +145,7 @@ def open_stamping_account(command: OpenStampingAccount, tx: Tx) -> Outcome:
             command.cti_id,
             client_id=client.id,
             distributor_id=client.distributor_id,
+            master_id=network_master(tx, client),
             kind=command.kind,
             at=tx.now,
             password_hash=password_hash,
@@ -153,7 +159,7 @@ def open_stamping_account(command: OpenStampingAccount, tx: Tx) -> Outcome:
 @handles(BlockStampingAccount)
 def block_stamping_account(command: BlockStampingAccount, tx: Tx) -> Outcome:
     """An active CTI stops stamping."""
-    cti = get_cti_of(tx, command, command.cti_id)
+    cti = tx.get(command.cti_id, StampingAccount)
     if not cti.active:
         raise Rejected("invalid_transition", cti_id=cti.id, status="blocked")
     cti.trigger(cti.Blocked, tx.now)
@@ -163,7 +169,7 @@ def block_stamping_account(command: BlockStampingAccount, tx: Tx) -> Outcome:
 @handles(ReactivateStampingAccount)
 def reactivate_stamping_account(command: ReactivateStampingAccount, tx: Tx) -> Outcome:
     """A blocked CTI stamps again."""
-    cti = get_cti_of(tx, command, command.cti_id)
+    cti = tx.get(command.cti_id, StampingAccount)
     if cti.active:
         raise Rejected("invalid_transition", cti_id=cti.id, status="active")
     cti.trigger(cti.Reactivated, tx.now)
@@ -173,7 +179,7 @@ def reactivate_stamping_account(command: ReactivateStampingAccount, tx: Tx) -> O
 @handles(ResetStampingPassword)
 def reset_stamping_password(command: ResetStampingPassword, tx: Tx) -> Outcome:
     """A new password; only its slow salted hash is recorded."""
-    cti = get_cti_of(tx, command, command.cti_id)
+    cti = tx.get(command.cti_id, StampingAccount)
     password_hash = hash_password(command.password, cost=tx.engine.password_cost)
     cti.trigger(cti.PasswordReset, tx.now, password_hash=password_hash)
     return Outcome(type=command.type)
@@ -219,7 +225,7 @@ def verify_stamping_credentials(command: VerifyStampingCredentials, tx: Tx) -> O
 @handles(RenewUnlimitedAccount)
 def renew_unlimited_account(command: RenewUnlimitedAccount, tx: Tx) -> Outcome:
     """Another year of an unlimited CTI, paid from the client's points."""
-    cti = get_cti_of(tx, command, command.cti_id)
+    cti = tx.get(command.cti_id, StampingAccount)
     if cti.kind != UNLIMITED:
         raise Rejected("wrong_account_kind", cti_id=cti.id, kind=cti.kind)
     client = tx.get(cti.client_id, Client)
@@ -234,7 +240,7 @@ def renew_unlimited_account(command: RenewUnlimitedAccount, tx: Tx) -> Outcome:
 @handles(ConfigureAutoTopUp)
 def configure_auto_top_up(command: ConfigureAutoTopUp, tx: Tx) -> Outcome:
     """Automatic top-up for a standard CTI."""
-    cti = get_cti_of(tx, command, command.cti_id)
+    cti = tx.get(command.cti_id, StampingAccount)
     cti.require_standard()
     rule = AutoTopUp(
         minimum=command.minimum,
@@ -249,11 +255,8 @@ def configure_auto_top_up(command: ConfigureAutoTopUp, tx: Tx) -> Outcome:
 @handles(DisableAutoTopUp)
 def disable_auto_top_up(command: DisableAutoTopUp, tx: Tx) -> Outcome:
     """Turns automatic top-up off."""
-    cti = get_cti_of(tx, command, command.cti_id)
+    cti = tx.get(command.cti_id, StampingAccount)
     if cti.auto_top_up is None:
         raise Rejected("invalid_transition", cti_id=cti.id, status="auto_top_up_off")
     cti.trigger(cti.AutoTopUpDisabled, tx.now)
     return Outcome(type=command.type)
-
-
-__all__ = ["require_actor"]

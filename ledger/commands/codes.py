@@ -16,9 +16,7 @@ from ledger.aggregates.credit_code import (
     returned_ref,
 )
 from ledger.aggregates.distributor import Distributor
-from ledger.aggregates.master_account import MasterAccount
 from ledger.aggregates.stamping_account import StampingAccount
-from ledger.commands.auth import require_actor
 from ledger.commands.models import CancelCreditCode, IssueCreditCode, RedeemCreditCode
 from ledger.commands.pricing import amount_of, network_of
 from ledger.credit_codes import code_digest, new_code, new_nip
@@ -32,7 +30,6 @@ from ledger.passwords import PasswordCost, hash_secret, verify_password
 def issue_credit_code(command: IssueCreditCode, tx: Tx) -> Outcome:
     """The credits leave the issuer's inventory for the code's book; code and NIP shown once."""
     distributor = tx.get(command.distributor_id, Distributor)
-    require_actor(command, distributor.id, distributor.id)
     distributor.require_active(tx.today)
     if command.expires_on is not None and command.expires_on < tx.today:
         raise Rejected("invalid_command", field="expires_on", reason="in the past")
@@ -107,13 +104,7 @@ def _redemption_target(
     chain = network_of(tx, target.distributor_id)
     if code.distributor_id not in {node.id for node in chain}:
         raise Rejected("not_authorised", account_id=command.to_id, code_id=code.id)
-    # Who may redeem: the client itself, its distributor, or the platform (DESIGN §4a).
-    client_id = target.id if isinstance(target, Client) else target.client_id
-    allowed = {client_id, target.distributor_id}
-    if chain and isinstance(chain[-1], MasterAccount):
-        allowed.add(chain[-1].id)
-    if command.actor is not None and command.actor not in allowed:
-        raise Rejected("not_authorised", actor=command.actor, account_id=command.to_id)
+    # Who may redeem (the client itself, its distributor, the master) is in ``auth.RULES``.
     return target
 
 
@@ -172,7 +163,6 @@ def _return_to_issuer(tx: Tx, code: CreditCode) -> None:
 def cancel_credit_code(command: CancelCreditCode, tx: Tx) -> Outcome:
     """The issuer cancels an active code, or closes an expired one; the credits come back."""
     code = tx.get(command.code_id, CreditCode)
-    require_actor(command, code.distributor_id, code.id)
     code.close(tx.today, tx.now)
     _return_to_issuer(tx, code)
     issuer = tx.get(code.distributor_id, Distributor)

@@ -7,12 +7,10 @@ from ledger.aggregates.common import add_one_year, mkl_key
 from ledger.aggregates.distributor import Distributor
 from ledger.aggregates.portal_user import PortalUser
 from ledger.commands.accounts import require_distributor_not_purged
-from ledger.commands.auth import get_client_of
 from ledger.commands.models import (
     AddPortalUser,
     BuyUserSeat,
     ChangePortalUser,
-    Command,
     DeactivatePortalUser,
     DeletePortalUser,
     GenerateLicence,
@@ -33,7 +31,7 @@ def generate_licence(command: GenerateLicence, tx: Tx) -> Outcome:
     wallet when the wallet covers it, else the distributor's inventory; never split between
     them. Neither covering it is ``insufficient_points``.
     """
-    client = get_client_of(tx, command, command.client_id)
+    client = tx.get(command.client_id, Client)
     distributor = tx.get(client.distributor_id, Distributor)
     distributor.require_active(tx.today)
     mkl = mkl_key(command.product)
@@ -83,7 +81,7 @@ def generate_licence(command: GenerateLicence, tx: Tx) -> Outcome:
 @handles(BuyUserSeat)
 def buy_user_seat(command: BuyUserSeat, tx: Tx) -> Outcome:
     """A yearly extra-user seat: a billable sale of the client's distributor."""
-    client = get_client_of(tx, command, command.client_id)
+    client = tx.get(command.client_id, Client)
     distributor = tx.get(client.distributor_id, Distributor)
     distributor.require_active(tx.today)
     if command.seat_id in client.seats:
@@ -106,23 +104,20 @@ def buy_user_seat(command: BuyUserSeat, tx: Tx) -> Outcome:
     )
 
 
-def _client_for_users(tx: Tx, command: Command, client_id: str) -> Client:
-    """A client whose portal users the actor may manage: its distributor or the client itself."""
-    client = tx.get(client_id, Client)
-    if command.actor is not None and command.actor not in (client.distributor_id, client.id):
-        raise Rejected("not_authorised", actor=command.actor, account_id=client.id)
-    return client
+def _client_for_users(tx: Tx, client_id: str) -> Client:
+    """The client whose portal users the command manages (who may act: ``auth.RULES``)."""
+    return tx.get(client_id, Client)
 
 
-def _user(tx: Tx, command: Command, user_id: str) -> tuple[PortalUser, Client]:
+def _user(tx: Tx, user_id: str) -> tuple[PortalUser, Client]:
     user = tx.get(user_id, PortalUser)
-    return user, _client_for_users(tx, command, user.client_id)
+    return user, _client_for_users(tx, user.client_id)
 
 
 @handles(AddPortalUser)
 def add_portal_user(command: AddPortalUser, tx: Tx) -> Outcome:
     """A new portal user on a free seat of the client (``no_free_seat`` otherwise)."""
-    client = _client_for_users(tx, command, command.client_id)
+    client = _client_for_users(tx, command.client_id)
     require_distributor_not_purged(tx, client)
     if tx.find(command.user_id) is not None:
         raise Rejected("already_exists", account_id=command.user_id)
@@ -144,7 +139,7 @@ def add_portal_user(command: AddPortalUser, tx: Tx) -> Outcome:
 @handles(DeactivatePortalUser)
 def deactivate_portal_user(command: DeactivatePortalUser, tx: Tx) -> Outcome:
     """The user stops logging in and keeps its seat."""
-    user, _client = _user(tx, command, command.user_id)
+    user, _client = _user(tx, command.user_id)
     user.deactivate(tx.now)
     return Outcome(type=command.type, details={"seat_id": user.seat_id})
 
@@ -152,7 +147,7 @@ def deactivate_portal_user(command: DeactivatePortalUser, tx: Tx) -> Outcome:
 @handles(ChangePortalUser)
 def change_portal_user(command: ChangePortalUser, tx: Tx) -> Outcome:
     """The user's seat goes to another e-mail, active again; a lapsed seat is ``no_free_seat``."""
-    user, client = _user(tx, command, command.user_id)
+    user, client = _user(tx, command.user_id)
     require_distributor_not_purged(tx, client)
     user.require_not_deleted("change")
     client.require_seat_valid(user.seat_id, tx.today)
@@ -163,6 +158,6 @@ def change_portal_user(command: ChangePortalUser, tx: Tx) -> Outcome:
 @handles(DeletePortalUser)
 def delete_portal_user(command: DeletePortalUser, tx: Tx) -> Outcome:
     """The user is gone and its seat with it."""
-    user, _client = _user(tx, command, command.user_id)
+    user, _client = _user(tx, command.user_id)
     user.delete(tx.now)
     return Outcome(type=command.type, details={"seat_id": user.seat_id})

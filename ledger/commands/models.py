@@ -31,12 +31,14 @@ ProductName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x
 
 
 class Command(BaseModel):
-    """Fields every command may carry."""
+    """Fields every command may carry, and ``actor``, which every command must carry."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    actor: Id | None = None
+    # Who acts (DESIGN §4a): required, so a command without it is ``invalid_command`` naming
+    # ``actor``. Who may act on what is decided by ``ledger/commands/auth.py``.
+    actor: Id
 
     # Commands that create an aggregate are keyed by the id they create: a repeat with other
     # fields is then ``already_exists`` rather than ``idempotency_conflict``.
@@ -70,6 +72,8 @@ class OpenMasterAccount(Command):
     """Opens the platform's master account."""
 
     type: Literal["OpenMasterAccount"] = "OpenMasterAccount"
+    # The first master account of a ledger may open itself without an actor (DESIGN §4a).
+    actor: Id | None = None  # type: ignore[assignment]
     master_id: Id
     name: Annotated[str, Field(min_length=1, max_length=300)]
     rfc: str

@@ -271,14 +271,7 @@ class Projector:
 
     def _add_error_columns(self, cursor: Cursor) -> None:
         """Adds the failure columns to a tracking table made before they existed."""
-        if cursor.dialect.name == "postgres":
-            cursor.execute(
-                "SELECT column_name FROM information_schema.columns"
-                " WHERE table_schema = current_schema() AND table_name = 'view_tracking'"
-            )
-        else:
-            cursor.execute("SELECT name FROM pragma_table_info('view_tracking')")
-        present = {str(row[0]) for row in cursor.fetchall()}
+        present = _tracking_columns(cursor)
         types = {"text": "text", "int": "bigint", "ts": "timestamptz"}
         if cursor.dialect.name == "sqlite":
             types = {"text": "TEXT", "int": "INTEGER", "ts": "TEXT"}
@@ -338,10 +331,16 @@ class Projector:
         """Each view's position, lag (events and seconds) and last failure, as committed."""
         now = now or datetime.now(UTC)
         with self.database.read() as cursor:
-            cursor.execute(
-                "SELECT name, version, position, error, error_notification_id,"
-                " error_aggregate_id, error_topic, error_at, failures FROM view_tracking"
-            )
+            if _tracking_columns(cursor) >= {name for name, _ in _ERROR_COLUMNS}:
+                cursor.execute(
+                    "SELECT name, version, position, error, error_notification_id,"
+                    " error_aggregate_id, error_topic, error_at, failures FROM view_tracking"
+                )
+            else:  # made by a release that recorded no failures, not opened to write since
+                cursor.execute(
+                    "SELECT name, version, position, NULL, NULL, NULL, NULL, NULL, 0"
+                    " FROM view_tracking"
+                )
             rows = {str(row[0]): row for row in cursor.fetchall()}
         newest = self.source.max_notification_id() or 0
         waited: dict[int, float | None] = {}
@@ -727,6 +726,18 @@ class Projector:
                 [(position, name) for name, position in page.moved_to.items()],
             )
         return len(page.notifications)
+
+
+def _tracking_columns(cursor: Cursor) -> set[str]:
+    """The columns ``view_tracking`` has in the view database."""
+    if cursor.dialect.name == "postgres":
+        cursor.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = 'view_tracking'"
+        )
+    else:
+        cursor.execute("SELECT name FROM pragma_table_info('view_tracking')")
+    return {str(row[0]) for row in cursor.fetchall()}
 
 
 _CLEARED = (

@@ -12,13 +12,15 @@ import pytest
 
 from adapters.store import EventStore
 from ledger import engine
+from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock
+from ledger.commands.auth import NOBODY_ELSE, RULES, rule
 from ledger.commands.models import Command
 from ledger.engine import ATTEMPTS_MAX, HANDLERS, KeyRecord, Tx
 from ledger.errors import ConcurrencyError, Rejected
 from ledger.outcome import Outcome
-from tests.support import CTI, DISTRIBUTOR, build_network, client_profile, consume
+from tests.support import CTI, DISTRIBUTOR, MASTER, build_network, client_profile, consume
 
 CLIENT_2 = "C2"
 CTI_2 = "C2-cti"
@@ -38,6 +40,7 @@ def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
         ledger.execute(
             {
                 "type": "RegisterClient",
+                "actor": DISTRIBUTOR,
                 "client_id": CLIENT_2,
                 "distributor_id": DISTRIBUTOR,
                 "profile": client_profile(name="Ana", email="ana@example.com"),
@@ -58,6 +61,7 @@ def _codes(results: list[Outcome | Rejected]) -> list[str]:
 def _mass_transfer(batch_id: str, lines: list[tuple[str, int]]) -> dict[str, Any]:
     return {
         "type": "MassTransfer",
+        "actor": DISTRIBUTOR,
         "batch_id": batch_id,
         "from_id": DISTRIBUTOR,
         "lines": [{"to_id": to_id, "quantity": q, "amount": "1.00"} for to_id, q in lines],
@@ -178,6 +182,7 @@ def test_a_stale_rejection_is_decided_again_on_fresh_state(
         lg.execute(
             {
                 "type": "TransferStamps",
+                "actor": DISTRIBUTOR,
                 "transfer_id": "T-top-up",
                 "from_id": DISTRIBUTOR,
                 "to_id": CTI,
@@ -196,6 +201,7 @@ def test_conflicts_past_the_bound_raise_concurrency_error(
     lg.execute(
         {
             "type": "TransferStamps",
+            "actor": DISTRIBUTOR,
             "transfer_id": "T-rivals",
             "from_id": DISTRIBUTOR,
             "to_id": CTI,
@@ -228,6 +234,7 @@ class _ClaimThenReject(Command):
 
     type: Literal["_ClaimThenReject"] = "_ClaimThenReject"
     name: str
+    cti_id: str = CTI
 
 
 def _claim_then_reject(command: _ClaimThenReject, tx: Tx) -> Outcome:
@@ -237,16 +244,18 @@ def _claim_then_reject(command: _ClaimThenReject, tx: Tx) -> Outcome:
 
 @pytest.fixture
 def claim_then_reject() -> Iterator[None]:
-    """Registers the misbehaving handler for one test."""
+    """Registers the misbehaving handler, and who may run it, for one test."""
     HANDLERS[_ClaimThenReject] = _claim_then_reject
+    RULES[_ClaimThenReject] = rule("cti_id", StampingAccount, NOBODY_ELSE)
     yield
     del HANDLERS[_ClaimThenReject]
+    del RULES[_ClaimThenReject]
 
 
 @pytest.mark.usefixtures("claim_then_reject")
 def test_a_handler_that_rejects_after_a_claim_records_nothing(lg: Ledger) -> None:
     """A command that changed state and then rejected is discarded; the rest of the batch runs."""
-    results = lg.execute_many([consume(), _ClaimThenReject(name="x"), consume()])
+    results = lg.execute_many([consume(), _ClaimThenReject(name="x", actor=MASTER), consume()])
     assert _codes(results) == ["ok", "invalid_command", "ok"]
     assert isinstance(lg.store, EventStore)
     assert lg.store.select_keys(["test:x"]) == {}

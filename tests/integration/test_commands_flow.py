@@ -41,40 +41,45 @@ def network(lg: Ledger) -> None:
             [
                 {"type": "OpenMasterAccount", "master_id": MASTER, "name": "Plataforma",
                  "rfc": "SAT970701NN3"},
-                {"type": "DefinePackage", "seller_id": MASTER, "package_id": "P1000",
+                {"type": "DefinePackage", "actor": MASTER,
+                 "seller_id": MASTER, "package_id": "P1000",
                  "unit": "stamps", "quantity": 1000, "price": "500.00", "audience": "distributor"},
-                {"type": "DefinePackage", "seller_id": MASTER, "package_id": "PTS3000",
+                {"type": "DefinePackage", "actor": MASTER,
+                 "seller_id": MASTER, "package_id": "PTS3000",
                  "unit": "points", "quantity": 3000, "price": "2850.00",
                  "audience": "distributor"},
-                {"type": "RegisterDistributor", "distributor_id": D1, "parent_id": MASTER,
+                {"type": "RegisterDistributor", "actor": MASTER,
+                 "distributor_id": D1, "parent_id": MASTER,
                  "profile": distributor_profile("Uno", "uno@example.com")},
                 {"type": "ValidateDistributor", "distributor_id": D1, "actor": MASTER},
                 {"type": "ActivateDistributor", "distributor_id": D1, "actor": MASTER,
                  "expires_on": "2027-01-31"},
-                {"type": "BuyPackage", "buyer_id": D1, "seller_id": MASTER,
+                {"type": "BuyPackage", "actor": D1, "buyer_id": D1, "seller_id": MASTER,
                  "package_id": "P1000", "count": 5},
-                {"type": "BuyPackage", "buyer_id": D1, "seller_id": MASTER,
+                {"type": "BuyPackage", "actor": D1, "buyer_id": D1, "seller_id": MASTER,
                  "package_id": "PTS3000", "count": 2},
                 {"type": "DefineSubscriptionProduct", "seller_id": MASTER, "actor": MASTER,
                  "product": "Multinivel", "kind": "multinivel", "annual_price": "12000.00"},
                 {"type": "ContractSubscription", "distributor_id": D1, "product": "Multinivel",
                  "actor": D1},
-                {"type": "RegisterDistributor", "distributor_id": D2, "parent_id": D1,
+                {"type": "RegisterDistributor", "actor": D1, "distributor_id": D2, "parent_id": D1,
                  "profile": distributor_profile("Dos", "dos@example.com")},
                 {"type": "ValidateDistributor", "distributor_id": D2, "actor": D1},
                 {"type": "ActivateDistributor", "distributor_id": D2, "actor": D1,
                  "expires_on": "2026-12-31"},
-                {"type": "DefinePackage", "seller_id": D1, "package_id": "D500",
+                {"type": "DefinePackage", "actor": D1, "seller_id": D1, "package_id": "D500",
                  "unit": "stamps", "quantity": 500, "price": "300.00", "audience": "distributor"},
-                {"type": "DefinePackage", "seller_id": D1, "package_id": "G30", "unit": "stamps",
+                {"type": "DefinePackage", "actor": D1,
+                 "seller_id": D1, "package_id": "G30", "unit": "stamps",
                  "quantity": 30, "price": "60.00", "audience": "client", "validity_days": 10},
-                {"type": "BuyPackage", "buyer_id": D2, "seller_id": D1, "package_id": "D500",
+                {"type": "BuyPackage", "actor": D2,
+                 "buyer_id": D2, "seller_id": D1, "package_id": "D500",
                  "count": 2},
-                {"type": "RegisterClient", "client_id": C1, "distributor_id": D1,
+                {"type": "RegisterClient", "actor": D1, "client_id": C1, "distributor_id": D1,
                  "profile": client_profile("Juan", "juan@example.com")},
-                {"type": "RegisterClient", "client_id": C2, "distributor_id": D1,
+                {"type": "RegisterClient", "actor": D1, "client_id": C2, "distributor_id": D1,
                  "profile": client_profile("Ana", "ana@example.com")},
-                {"type": "RegisterClient", "client_id": C3, "distributor_id": D2,
+                {"type": "RegisterClient", "actor": D2, "client_id": C3, "distributor_id": D2,
                  "profile": client_profile("Luis", "luis@example.com")},
             ]
         )
@@ -86,19 +91,23 @@ def movements(lg: Ledger, clock: ManualClock) -> None:
     all_ok(
         lg.execute_many(
             [
-                {"type": "TransferStamps", "transfer_id": "T1", "from_id": D1, "to_id": CTI1,
+                {"type": "TransferStamps", "actor": D1,
+                 "transfer_id": "T1", "from_id": D1, "to_id": CTI1,
                  "quantity": 1000, "amount": "600.00"},
-                {"type": "MassTransfer", "batch_id": "B1", "from_id": D1,
+                {"type": "MassTransfer", "actor": D1, "batch_id": "B1", "from_id": D1,
                  "lines": [{"to_id": CTI1, "quantity": 100, "amount": "60.00"},
                            {"to_id": CTI2, "quantity": 50, "amount": "30.00"},
                            {"to_id": D2, "quantity": 200, "amount": "100.00"}]},
-                {"type": "TransferPoints", "transfer_id": "P1", "from_id": D1, "to_id": C1,
+                {"type": "TransferPoints", "actor": D1,
+                 "transfer_id": "P1", "from_id": D1, "to_id": C1,
                  "quantity": 2000},
-                {"type": "OpenStampingAccount", "cti_id": UNLIMITED, "client_id": C1,
+                {"type": "OpenStampingAccount", "actor": "D1", "cti_id": UNLIMITED, "client_id": C1,
                  "kind": "unlimited", "password": "clave-larga-1"},
-                {"type": "AssignPackage", "grant_id": "G-1", "seller_id": D1, "cti_id": CTI2,
+                {"type": "AssignPackage", "actor": "D1",
+                 "grant_id": "G-1", "seller_id": D1, "cti_id": CTI2,
                  "package_id": "G30"},
-                {"type": "TransferStamps", "transfer_id": "T2", "from_id": D2, "to_id": CTI3,
+                {"type": "TransferStamps", "actor": D2,
+                 "transfer_id": "T2", "from_id": D2, "to_id": CTI3,
                  "quantity": 120},
             ]
         )
@@ -112,7 +121,8 @@ def movements(lg: Ledger, clock: ManualClock) -> None:
     all_ok(lg.execute_many([consume(CTI3) for _ in range(20)]))
     all_ok(lg.execute_many([consume(UNLIMITED) for _ in range(3)]))
     lg.execute(
-        {"type": "ReclaimStamps", "transfer_id": "R1", "from_cti_id": CTI1, "quantity": 60,
+        {"type": "ReclaimStamps", "actor": "D1",
+         "transfer_id": "R1", "from_cti_id": CTI1, "quantity": 60,
          "reason": "falta de pago"}
     )  # fmt: skip
 
@@ -186,7 +196,8 @@ def test_repeats_replay_after_reopening(store_url: str, clock: ManualClock) -> N
     with open_ledger(store_url, clock) as reopened:
         again = reopened.execute(consume(CTI1, cfdi_uuid=REPEATED_CFDI))
         transfer = reopened.execute(
-            {"type": "TransferStamps", "transfer_id": "T1", "from_id": D1, "to_id": CTI1,
+            {"type": "TransferStamps", "actor": D1,
+             "transfer_id": "T1", "from_id": D1, "to_id": CTI1,
              "quantity": 1000, "amount": "600.00"}
         )  # fmt: skip
         assert (again.replayed, transfer.replayed) == (True, True)
@@ -201,7 +212,8 @@ def test_work_continues_after_reopening(store_url: str, clock: ManualClock) -> N
     with open_ledger(store_url, clock) as reopened:
         all_ok(reopened.execute_many([consume(CTI1) for _ in range(20)]))
         reopened.execute(
-            {"type": "TransferStamps", "transfer_id": "T3", "from_id": D1, "to_id": CTI1,
+            {"type": "TransferStamps", "actor": D1,
+             "transfer_id": "T3", "from_id": D1, "to_id": CTI1,
              "quantity": 80}
         )  # fmt: skip
     with open_ledger(store_url, clock) as third:
@@ -228,7 +240,8 @@ def test_two_ledgers_on_one_database_never_overdraw(store_url: str, clock: Manua
     with open_ledger(store_url, clock) as first:
         network(first)
         first.execute(
-            {"type": "TransferStamps", "transfer_id": "T1", "from_id": D1, "to_id": CTI1,
+            {"type": "TransferStamps", "actor": D1,
+             "transfer_id": "T1", "from_id": D1, "to_id": CTI1,
              "quantity": 3}
         )  # fmt: skip
         with open_ledger(store_url, clock) as second:
@@ -253,7 +266,8 @@ def test_a_stale_refusal_is_decided_again(store_url: str, clock: ManualClock) ->
         with open_ledger(store_url, clock) as second:
             assert second.balance(CTI1) == 0
             first.execute(
-                {"type": "TransferStamps", "transfer_id": "T1", "from_id": D1, "to_id": CTI1,
+                {"type": "TransferStamps", "actor": D1,
+                 "transfer_id": "T1", "from_id": D1, "to_id": CTI1,
                  "quantity": 2}
             )  # fmt: skip
             assert second.execute(consume(CTI1)).balance_after == 1

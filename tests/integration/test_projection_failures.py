@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -279,7 +280,8 @@ def test_verify_calls_a_view_that_no_projector_moves_stuck(
 def test_an_older_tracking_table_gets_the_failure_columns(
     store_url: str, clock: ManualClock
 ) -> None:
-    """A tracking table made before failures were recorded is extended on open."""
+    """A tracking table made before failures were recorded is read by ``status`` as it is,
+    and extended when the ledger is opened to write."""
     with Ledger.open(store_url, clock=clock, password_cost="fast") as lg:
         build_network(lg)
         position = lg.views.position()
@@ -292,6 +294,8 @@ def test_an_older_tracking_table_gets_the_failure_columns(
         "failures",
     ):
         _sql(store_url, f"ALTER TABLE view_tracking DROP COLUMN {column}")
+    with Ledger.open(store_url, clock=clock, password_cost="fast", create_tables=False) as lg:
+        assert [view["failures"] for view in lg.status()["views"]] == [0] * 4
     with Ledger.open(store_url, clock=clock, password_cost="fast") as lg:
         assert [view["error"] for view in lg.status()["views"]] == [None] * len(VIEW_NAMES)
         assert lg.views.position() == position
@@ -308,3 +312,43 @@ def _wait_for(condition: object, timeout_s: float = FOLLOW_WAIT_S) -> None:
         if time.monotonic() > deadline:
             pytest.fail("the condition did not hold in time")
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("views_backend", ["sqlite", "postgres"])
+def test_views_live_in_their_own_database(
+    store_url: str,
+    views_backend: str,
+    tmp_path: Path,
+    clock: ManualClock,
+    request: pytest.FixtureRequest,
+) -> None:
+    """With ``views_url`` the views and their tracking are written there, and nothing of the
+    read side is in the events' database; a rebuild there gives the same rows."""
+    if views_backend == "sqlite":
+        views_url = f"sqlite:///{tmp_path / 'views.db'}"
+    else:
+        base = str(request.getfixturevalue("pg_base_url"))
+        name = f"ledger_views_{uuid.uuid4().hex[:12]}"
+        _sql(f"{base}/postgres", f'CREATE DATABASE "{name}"')
+        request.addfinalizer(
+            lambda: _sql(f"{base}/postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        )
+        views_url = f"{base}/{name}"
+    with Ledger.open(store_url, clock=clock, password_cost="fast", views_url=views_url) as lg:
+        build_network(lg, cti_stamps=5)
+        lg.execute(consume(actor=MASTER))
+        (cti,) = lg.views.stamping_accounts("D1")
+        assert (cti.cti_id, cti.balance, cti.used) == ("C1-cti", 4, 1)
+        before = lg.views.dump()
+        lg.views.rebuild()
+        assert lg.views.dump() == before
+        assert lg.status()["views"][0]["lag_events"] == 0
+    if store_url.startswith("sqlite"):
+        found = _sql(store_url, "SELECT name FROM sqlite_master WHERE name LIKE 'view_%'")
+    else:
+        found = _sql(
+            store_url,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            " AND table_name LIKE 'view_%%'",
+        )
+    assert found == []

@@ -208,6 +208,7 @@ def test_writer_processes_and_a_follower_converge(store_url: str, clock: ManualC
             [
                 {
                     "type": "RegisterClient",
+                    "actor": "D1",
                     "client_id": f"W{n}",
                     "distributor_id": "D1",
                     "profile": {
@@ -224,6 +225,7 @@ def test_writer_processes_and_a_follower_converge(store_url: str, clock: ManualC
             + [
                 {
                     "type": "TransferStamps",
+                    "actor": "D1",
                     "transfer_id": f"TW{n}",
                     "from_id": "D1",
                     "to_id": f"W{n}-cti",

@@ -28,6 +28,7 @@ def _ok(lg: Ledger, commands: list[dict[str, Any]]) -> list[Any]:
 def _client(client_id: str, name: str, nic: str, **profile: Any) -> dict[str, Any]:
     return {
         "type": "RegisterClient",
+        "actor": "D1",
         "client_id": client_id,
         "distributor_id": "D1",
         "nic": nic,
@@ -41,6 +42,7 @@ def _client(client_id: str, name: str, nic: str, **profile: Any) -> dict[str, An
 def _stamps(transfer_id: str, to_id: str, quantity: int) -> dict[str, Any]:
     return {
         "type": "TransferStamps",
+        "actor": "D1",
         "transfer_id": transfer_id,
         "from_id": "D1",
         "to_id": to_id,
@@ -56,7 +58,15 @@ def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
         build_network(ledger, inventory=10_000)
         _ok(
             ledger,
-            [{"type": "BuyPackage", "buyer_id": "D1", "seller_id": "M", "package_id": "PTS3000"}],
+            [
+                {
+                    "type": "BuyPackage",
+                    "actor": "D1",
+                    "buyer_id": "D1",
+                    "seller_id": "M",
+                    "package_id": "PTS3000",
+                }
+            ],
         )
         clock.advance(HOUR)
         _ok(ledger, [_client("C2", "ana Benítez", "N-200")])
@@ -87,6 +97,7 @@ def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
             [
                 {
                     "type": "TransferPoints",
+                    "actor": "D1",
                     "transfer_id": "P4",
                     "from_id": "D1",
                     "to_id": "C4",
@@ -94,6 +105,7 @@ def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
                 },
                 {
                     "type": "TransferPoints",
+                    "actor": "D1",
                     "transfer_id": "P3",
                     "from_id": "D1",
                     "to_id": "C3",
@@ -101,10 +113,10 @@ def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
                 },
                 consume("C3-cti", stamped_at="2026-01-05T20:00:00+00:00"),
                 consume("C2-cti", stamped_at="2026-01-05T19:00:00+00:00"),
-                {"type": "BlockStampingAccount", "cti_id": "C4-cti"},
-                {"type": "TagClient", "client_id": "C2", "favourite": True},
-                {"type": "TagClient", "client_id": "C4", "dropped": True},
-                {"type": "TagClient", "client_id": "C3", "colour": "verde"},
+                {"type": "BlockStampingAccount", "actor": "D1", "cti_id": "C4-cti"},
+                {"type": "TagClient", "actor": "D1", "client_id": "C2", "favourite": True},
+                {"type": "TagClient", "actor": "D1", "client_id": "C4", "dropped": True},
+                {"type": "TagClient", "actor": "D1", "client_id": "C3", "colour": "verde"},
             ],
         )
         yield ledger
@@ -151,6 +163,7 @@ def test_stamps_of_an_expired_lot_stop_counting_on_its_date(lg: Ledger, clock: M
         [
             {
                 "type": "DefinePackage",
+                "actor": "D1",
                 "seller_id": "D1",
                 "package_id": "PK10",
                 "unit": "stamps",
@@ -161,6 +174,7 @@ def test_stamps_of_an_expired_lot_stop_counting_on_its_date(lg: Ledger, clock: M
             },
             {
                 "type": "AssignPackage",
+                "actor": "D1",
                 "grant_id": "G1",
                 "seller_id": "D1",
                 "cti_id": "C1-cti",
@@ -183,6 +197,7 @@ def test_an_unlimited_cti_counts_its_stamps_as_used(lg: Ledger) -> None:
         [
             {
                 "type": "TransferPoints",
+                "actor": "D1",
                 "transfer_id": "P1",
                 "from_id": "D1",
                 "to_id": "C1",
@@ -190,6 +205,7 @@ def test_an_unlimited_cti_counts_its_stamps_as_used(lg: Ledger) -> None:
             },
             {
                 "type": "OpenStampingAccount",
+                "actor": "D1",
                 "cti_id": "C1-unl",
                 "client_id": "C1",
                 "kind": "unlimited",
@@ -241,9 +257,31 @@ def test_consumption_of_an_unknown_cti_is_unknown_account(lg: Ledger) -> None:
 def test_unbilled_sales_filter_by_local_month_and_unit(lg: Ledger, clock: ManualClock) -> None:
     """January holds two sales of M (stamps and points), February the new one."""
     clock.set(datetime(2026, 2, 1, 5, 30, tzinfo=UTC))  # 23:30 on 31 January in Mexico City
-    _ok(lg, [{"type": "BuyPackage", "buyer_id": "D1", "seller_id": "M", "package_id": "P1000"}])
+    _ok(
+        lg,
+        [
+            {
+                "type": "BuyPackage",
+                "actor": "D1",
+                "buyer_id": "D1",
+                "seller_id": "M",
+                "package_id": "P1000",
+            }
+        ],
+    )
     clock.set(datetime(2026, 2, 1, 6, 30, tzinfo=UTC))  # 00:30 on 1 February
-    _ok(lg, [{"type": "BuyPackage", "buyer_id": "D1", "seller_id": "M", "package_id": "P1000"}])
+    _ok(
+        lg,
+        [
+            {
+                "type": "BuyPackage",
+                "actor": "D1",
+                "buyer_id": "D1",
+                "seller_id": "M",
+                "package_id": "P1000",
+            }
+        ],
+    )
     january = lg.views.unbilled_sales("M", year=2026, month=1)
     assert sorted((s.unit, s.quantity, s.amount) for s in january) == [
         ("points", 3_000, "2850.00"),
@@ -267,6 +305,7 @@ def test_an_invoiced_sale_leaves_unbilled_and_lists_under_its_invoice(lg: Ledger
         [
             {
                 "type": "RegisterInvoice",
+                "actor": "M",
                 "seller_id": "M",
                 "invoice_ref": "F-1",
                 "sale_ids": [first.sale_id],
@@ -439,10 +478,11 @@ def test_a_profile_change_and_a_cleared_colour_reach_the_views(lg: Ledger) -> No
         [
             {
                 "type": "UpdateClientProfile",
+                "actor": "D1",
                 "client_id": "C2",
                 "profile": client_profile(name="Ana Beltrán", email="ana@nuevo.mx"),
             },
-            {"type": "TagClient", "client_id": "C3", "colour": ""},
+            {"type": "TagClient", "actor": "D1", "client_id": "C3", "colour": ""},
         ],
     )
     assert _ids(lg.views.clients("D1", search="beltran")) == ["C2"]
@@ -457,6 +497,7 @@ def test_distributors_are_listed_by_status_with_the_clock_applied(
     commands: list[dict[str, Any]] = [
         {
             "type": "RegisterDistributor",
+            "actor": "M",
             "distributor_id": f"D{n}",
             "parent_id": "M",
             "profile": distributor_profile(name=f"Distribuidora {n}", email=f"d{n}@x.mx"),

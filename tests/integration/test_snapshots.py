@@ -114,6 +114,7 @@ def test_a_distributor_with_a_long_history_loads_from_its_snapshot(
         transfers = [
             {
                 "type": "TransferStamps",
+                "actor": DISTRIBUTOR,
                 "transfer_id": f"T{n}",
                 "from_id": DISTRIBUTOR,
                 "to_id": CTI,

@@ -12,8 +12,9 @@ import pytest
 
 from ledger.api import Ledger
 from ledger.clock import ManualClock
+from ledger.errors import Rejected
 from tests.integration.test_tamper import RawDb
-from tests.support import CLIENT, CTI, DISTRIBUTOR, consume
+from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, consume
 
 GOLDEN = json.loads(
     (Path(__file__).parents[1] / "golden" / "history_v1.json").read_text(encoding="utf-8")
@@ -138,3 +139,29 @@ def test_views_rebuilt_across_the_change_equal_the_replay(
         report = lg.verify()
     assert report.ok, report.breaches
     assert f"views: balances compared at position {report.last_position}" in report.notes
+
+
+def test_accounts_recorded_before_their_network_are_authorised_through_their_parents(
+    golden_url: str, later_clock: ManualClock
+) -> None:
+    """A v1 CTI (no ``master_id``) stamps for its network's master only; the refusal records
+    nothing, and the consumption records the master as its actor."""
+    with open_ledger(golden_url, later_clock) as lg:
+        with pytest.raises(Rejected) as refused:
+            lg.execute(consume(cfdi_uuid=NEW_UUID, actor=DISTRIBUTOR))
+        assert refused.value.code == "not_authorised"
+        assert lg.balance(CTI) == 4
+        assert lg.execute(consume(cfdi_uuid=NEW_UUID)).balance_after == 3
+        assert [m.actor for m in lg.history(CTI)][-2:] == [None, MASTER]
+
+
+def test_a_ledger_with_masters_from_before_needs_an_actor_to_open_another(
+    golden_url: str, later_clock: ManualClock
+) -> None:
+    """The golden ledger has a master but no first-master key: a new one still needs an actor."""
+    command = {"type": "OpenMasterAccount", "master_id": "M9", "name": "X", "rfc": "SAT970701NN3"}
+    with open_ledger(golden_url, later_clock) as lg:
+        with pytest.raises(Rejected) as refused:
+            lg.execute(command)
+        assert refused.value.code == "invalid_command"
+        assert lg.execute({**command, "actor": MASTER}).ok

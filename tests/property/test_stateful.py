@@ -224,7 +224,7 @@ def setup_commands() -> list[dict[str, Any]]:
     """The network, with empty inventories."""
     commands: list[dict[str, Any]] = [
         {"type": "OpenMasterAccount", "master_id": MASTER, "name": "P", "rfc": "SAT970701NN3"},
-        {"type": "RegisterDistributor", "distributor_id": D1, "parent_id": MASTER,
+        {"type": "RegisterDistributor", "actor": MASTER, "distributor_id": D1, "parent_id": MASTER,
          "profile": distributor_profile("Uno", "uno@example.com")},
         {"type": "ValidateDistributor", "distributor_id": D1, "actor": MASTER},
         {"type": "ActivateDistributor", "distributor_id": D1, "actor": MASTER,
@@ -236,30 +236,33 @@ def setup_commands() -> list[dict[str, Any]]:
          "licence_points": LICENCE_POINTS},
         *[{"type": "ContractSubscription", "distributor_id": D1, "product": product, "actor": D1}
           for product in SUBSCRIPTIONS[D1]],
-        {"type": "RegisterDistributor", "distributor_id": D2, "parent_id": D1,
+        {"type": "RegisterDistributor", "actor": D1, "distributor_id": D2, "parent_id": D1,
          "profile": distributor_profile("Dos", "dos@example.com")},
         {"type": "ValidateDistributor", "distributor_id": D2, "actor": D1},
         {"type": "ActivateDistributor", "distributor_id": D2, "actor": D1,
          "expires_on": EXPIRES_ON[D2].isoformat()},
-        {"type": "DefinePackage", "seller_id": D1, "package_id": "G20", "unit": "stamps",
+        {"type": "DefinePackage", "actor": D1,
+         "seller_id": D1, "package_id": "G20", "unit": "stamps",
          "quantity": GRANT_QUANTITY, "price": "40.00", "audience": "client",
          "validity_days": GRANT_VALIDITY_DAYS},
-        {"type": "ChangeSettings", "seller_id": D1, "allow_pcc_stamp_purchase": True,
-         "allow_pcc_point_purchase": True},
+        {"type": "ChangeSettings", "actor": D1, "seller_id": D1,
+         "allow_pcc_stamp_purchase": True, "allow_pcc_point_purchase": True},
     ]  # fmt: skip
     for package_id, (unit, quantity) in CLIENT_PACKAGES.items():
         commands.append(
-            {"type": "DefinePackage", "seller_id": D1, "package_id": package_id, "unit": unit,
-             "quantity": quantity, "price": f"{quantity}.00", "audience": "client"}
+            {"type": "DefinePackage", "actor": D1, "seller_id": D1, "package_id": package_id,
+             "unit": unit, "quantity": quantity, "price": f"{quantity}.00", "audience": "client"}
         )  # fmt: skip
     for package_id, (seller, unit, quantity) in PACKAGES.items():
         commands.append(
-            {"type": "DefinePackage", "seller_id": seller, "package_id": package_id,
+            {"type": "DefinePackage", "actor": seller,
+             "seller_id": seller, "package_id": package_id,
              "unit": unit, "quantity": quantity, "price": "10.00", "audience": "distributor"}
         )  # fmt: skip
     for client_id, distributor_id in CLIENT_OF.items():
         commands.append(
-            {"type": "RegisterClient", "client_id": client_id, "distributor_id": distributor_id,
+            {"type": "RegisterClient", "actor": distributor_id,
+             "client_id": client_id, "distributor_id": distributor_id,
              "profile": client_profile(client_id, f"{client_id.lower()}@example.com")}
         )  # fmt: skip
     return commands
@@ -350,7 +353,7 @@ class LedgerMachine(RuleBasedStateMachine):
             expected = "distributor_not_active"
         elif seller != MASTER and book[seller] < total:
             expected = "insufficient_inventory" if unit == "stamps" else "insufficient_points"
-        command = {"type": "BuyPackage", "buyer_id": buyer, "seller_id": seller,
+        command = {"type": "BuyPackage", "actor": buyer, "buyer_id": buyer, "seller_id": seller,
                    "package_id": package_id, "count": count}  # fmt: skip
         if self.run(command, expected):
             book[seller] -= total
@@ -368,7 +371,7 @@ class LedgerMachine(RuleBasedStateMachine):
         elif book[source] < quantity:
             expected = "insufficient_inventory" if unit == "stamps" else "insufficient_points"
         kind = "TransferStamps" if unit == "stamps" else "TransferPoints"
-        command = {"type": kind, "transfer_id": transfer_id, "from_id": source,
+        command = {"type": kind, "actor": source, "transfer_id": transfer_id, "from_id": source,
                    "to_id": to_id, "quantity": quantity}  # fmt: skip
         if self.run(command, expected):
             book[source] -= quantity
@@ -432,6 +435,7 @@ class LedgerMachine(RuleBasedStateMachine):
             expected = "insufficient_inventory"
         command = {
             "type": "MassTransfer",
+            "actor": D1,
             "batch_id": batch_id,
             "from_id": D1,
             "lines": [{"to_id": to_id, "quantity": quantity} for to_id, quantity in lines],
@@ -450,7 +454,7 @@ class LedgerMachine(RuleBasedStateMachine):
             expected = "distributor_not_active"
         elif self.model.stamps[D1] < GRANT_QUANTITY:
             expected = "insufficient_inventory"
-        command = {"type": "AssignPackage", "grant_id": grant_id, "seller_id": D1,
+        command = {"type": "AssignPackage", "actor": D1, "grant_id": grant_id, "seller_id": D1,
                    "cti_id": cti_id, "package_id": "G20"}  # fmt: skip
         if self.run(command, expected):
             self.model.stamps[D1] -= GRANT_QUANTITY
@@ -465,8 +469,9 @@ class LedgerMachine(RuleBasedStateMachine):
         expected = "ok"
         if self.available(cti_id) < quantity:
             expected = "insufficient_stamps"
-        command = {"type": "ReclaimStamps", "transfer_id": self.next_id("R"),
-                   "from_cti_id": cti_id, "quantity": quantity, "reason": "impago"}  # fmt: skip
+        command = {"type": "ReclaimStamps", "actor": DISTRIBUTOR_OF_CTI[cti_id],
+                   "transfer_id": self.next_id("R"), "from_cti_id": cti_id, "quantity": quantity,
+                   "reason": "impago"}  # fmt: skip
         if self.run(command, expected):
             self.model.settle(cti_id, self.today, self.clock())
             self.model.take(cti_id, quantity)
@@ -516,7 +521,8 @@ class LedgerMachine(RuleBasedStateMachine):
             if expected == "ok":
                 self.model.take(cti_id, 1)
                 self.model.consumed[cfdi_uuid.upper()] = cti_id
-        command = {"type": "ConsumeStamp", "cti_id": cti_id, "cfdi_uuid": cfdi_uuid,
+        command = {"type": "ConsumeStamp", "actor": MASTER,
+                   "cti_id": cti_id, "cfdi_uuid": cfdi_uuid,
                    "issuer_rfc": ISSUER_RFC}  # fmt: skip
         return command, expected
 
@@ -554,7 +560,7 @@ class LedgerMachine(RuleBasedStateMachine):
         """Blocks or reactivates a CTI; the same state again is invalid_transition."""
         already = (cti_id in self.model.blocked) == block
         kind = "BlockStampingAccount" if block else "ReactivateStampingAccount"
-        command = {"type": kind, "cti_id": cti_id}
+        command = {"type": kind, "actor": DISTRIBUTOR_OF_CTI[cti_id], "cti_id": cti_id}
         if self.run(command, "invalid_transition" if already else "ok"):
             if block:
                 self.model.blocked.add(cti_id)
@@ -839,6 +845,7 @@ class LedgerMachine(RuleBasedStateMachine):
         expires_on = None if days is None else self.today + timedelta(days=days)
         command: dict[str, Any] = {
             "type": "IssueCreditCode",
+            "actor": issuer,
             "code_id": code_id,
             "distributor_id": issuer,
             "unit": unit,
@@ -943,7 +950,7 @@ class LedgerMachine(RuleBasedStateMachine):
             expected = "distributor_not_active"
         elif seller != MASTER and self.model.stamps[seller] < quantity * count:
             expected = "insufficient_inventory"
-        command = {"type": "BuyPackage", "buyer_id": buyer, "seller_id": seller,
+        command = {"type": "BuyPackage", "actor": buyer, "buyer_id": buyer, "seller_id": seller,
                    "package_id": package_id, "count": count, "pay_with": "points"}  # fmt: skip
         if self.run(command, expected):
             self.model.stamps[seller] -= quantity * count

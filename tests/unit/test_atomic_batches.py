@@ -24,6 +24,7 @@ def register(client_id: str) -> dict[str, object]:
     """A RegisterClient of D1."""
     return {
         "type": "RegisterClient",
+        "actor": DISTRIBUTOR,
         "client_id": client_id,
         "distributor_id": DISTRIBUTOR,
         "profile": client_profile(name=f"Cliente {client_id}"),
@@ -56,6 +57,7 @@ def test_an_aborted_atomic_batch_leaves_the_cache_clean(lg: Ledger) -> None:
     """State changed in memory by an aborted batch is not seen afterwards."""
     transfer = {
         "type": "TransferStamps",
+        "actor": DISTRIBUTOR,
         "transfer_id": "T9",
         "from_id": DISTRIBUTOR,
         "to_id": CTI,

@@ -40,11 +40,11 @@ def test_history_lists_each_movement_with_running_balance(lg: Ledger, clock: Man
     first, second = two_in_one_second(lg, clock)
     assert lg.history(CTI) == [
         Movement(START, CTI, "stamps", 10, 10, DISTRIBUTOR, "T-setup",
-                 "StampingAccount.StampsCredited", 2),
+                 "StampingAccount.StampsCredited", 2, DISTRIBUTOR),
         Movement(first, CTI, "stamps", -1, 9, "sink:consumed", UUID_A,
-                 "StampingAccount.StampConsumed", 3),
+                 "StampingAccount.StampConsumed", 3, MASTER),
         Movement(second, CTI, "stamps", -1, 8, "sink:consumed", UUID_B,
-                 "StampingAccount.StampConsumed", 4),
+                 "StampingAccount.StampConsumed", 4, MASTER),
     ]  # fmt: skip
 
 
@@ -59,11 +59,12 @@ def test_history_of_the_issuance_source_runs_negative(lg: Ledger) -> None:
 def test_history_of_points_lists_only_points(lg: Ledger) -> None:
     """D1's points history: the package it bought and the points it sent to C1."""
     lg.execute(
-        {"type": "BuyPackage", "buyer_id": DISTRIBUTOR, "seller_id": MASTER,
+        {"type": "BuyPackage", "actor": DISTRIBUTOR, "buyer_id": DISTRIBUTOR, "seller_id": MASTER,
          "package_id": "PTS3000", "count": 1}
     )  # fmt: skip
     lg.execute(
-        {"type": "TransferPoints", "transfer_id": "TP-1", "from_id": DISTRIBUTOR,
+        {"type": "TransferPoints", "actor": DISTRIBUTOR,
+         "transfer_id": "TP-1", "from_id": DISTRIBUTOR,
          "to_id": CLIENT, "quantity": 500, "amount": "475.00"}
     )  # fmt: skip
     assert [(m.amount, m.balance, m.counterpart) for m in lg.history(DISTRIBUTOR, "points")] == [
@@ -144,11 +145,13 @@ def test_balance_at_now_equals_the_write_sides_balance(lg: Ledger, clock: Manual
 def grant_expiring_lot(lg: Ledger) -> None:
     """D1 grants C1's CTI a package of 5 stamps valid for 10 days (until 15 January)."""
     lg.execute(
-        {"type": "DefinePackage", "seller_id": DISTRIBUTOR, "package_id": "G5", "unit": "stamps",
+        {"type": "DefinePackage", "actor": DISTRIBUTOR,
+         "seller_id": DISTRIBUTOR, "package_id": "G5", "unit": "stamps",
          "quantity": 5, "price": "10.00", "audience": "client", "validity_days": 10}
     )  # fmt: skip
     lg.execute(
-        {"type": "AssignPackage", "grant_id": "G-1", "seller_id": DISTRIBUTOR, "cti_id": CTI,
+        {"type": "AssignPackage", "actor": DISTRIBUTOR,
+         "grant_id": "G-1", "seller_id": DISTRIBUTOR, "cti_id": CTI,
          "package_id": "G5"}
     )  # fmt: skip
 

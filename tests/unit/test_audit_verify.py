@@ -42,6 +42,7 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
         ledger.execute(
             {
                 "type": "RegisterInvoice",
+                "actor": DISTRIBUTOR,
                 "seller_id": DISTRIBUTOR,
                 "invoice_ref": "F-1",
                 "sale_ids": ["T-setup"],
@@ -377,6 +378,7 @@ def test_time_between_events_does_not_matter(lg: Ledger, clock: ManualClock) -> 
     lg.execute(
         {
             "type": "TransferStamps",
+            "actor": DISTRIBUTOR,
             "transfer_id": "T-later",
             "from_id": DISTRIBUTOR,
             "to_id": CTI,

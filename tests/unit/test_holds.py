@@ -171,6 +171,7 @@ def test_a_void_returns_the_stamp_to_its_lot(lg: Ledger) -> None:
     lg.execute(
         {
             "type": "TransferStamps",
+            "actor": DISTRIBUTOR,
             "transfer_id": "T2",
             "from_id": DISTRIBUTOR,
             "to_id": CTI,
@@ -280,6 +281,7 @@ def test_a_hold_whose_cfdi_was_consumed_elsewhere_cannot_be_posted(lg: Ledger) -
     lg.execute(
         {
             "type": "TransferStamps",
+            "actor": DISTRIBUTOR,
             "transfer_id": "T2",
             "from_id": DISTRIBUTOR,
             "to_id": "C1-cti2",

@@ -51,6 +51,7 @@ def transfer(quantity: int = 10, transfer_id: str = "T1", **extra: Any) -> dict[
     """A stamp transfer from D1 to C1's CTI."""
     return {
         "type": "TransferStamps",
+        "actor": DISTRIBUTOR,
         "transfer_id": transfer_id,
         "from_id": DISTRIBUTOR,
         "to_id": CTI,
@@ -104,7 +105,9 @@ def test_a_conflict_in_the_same_batch_is_refused(lg: Ledger) -> None:
 def test_a_model_and_a_dict_with_the_same_fields_are_the_same_command(lg: Ledger) -> None:
     """Idempotency compares what the caller gave, however it was given."""
     first = lg.execute(
-        TransferStamps(transfer_id="T1", from_id=DISTRIBUTOR, to_id=CTI, quantity=10)
+        TransferStamps(
+            transfer_id="T1", from_id=DISTRIBUTOR, to_id=CTI, quantity=10, actor=DISTRIBUTOR
+        )
     )
     assert lg.execute(transfer()) == replay_of(first)
 
@@ -124,6 +127,7 @@ def test_a_cfdi_is_consumed_once_across_accounts(lg: Ledger) -> None:
     lg.execute(
         {
             "type": "RegisterClient",
+            "actor": DISTRIBUTOR,
             "client_id": "C2",
             "distributor_id": DISTRIBUTOR,
             "profile": client_profile("Ana", "ana@example.com"),
@@ -166,6 +170,7 @@ def test_a_batch_with_a_refused_command_keeps_the_others_exact(lg: Ledger) -> No
             transfer(quantity=5),
             {
                 "type": "RegisterClient",
+                "actor": DISTRIBUTOR,
                 "client_id": "C2",
                 "cti_id": "C2",
                 "distributor_id": DISTRIBUTOR,
@@ -218,6 +223,7 @@ def buy(count: int = 1, **extra: Any) -> dict[str, Any]:
     """D1 buys stamps from the master account."""
     return {
         "type": "BuyPackage",
+        "actor": DISTRIBUTOR,
         "buyer_id": DISTRIBUTOR,
         "seller_id": MASTER,
         "package_id": "P1000",
@@ -244,7 +250,14 @@ def test_an_idempotency_key_on_another_command_type_conflicts(lg: Ledger) -> Non
     """A key names one command, whatever its type."""
     lg.execute(buy(idempotency_key="k-1"))
     rejected = rejection(
-        lg, {"type": "TagClient", "client_id": CLIENT, "favourite": True, "idempotency_key": "k-1"}
+        lg,
+        {
+            "type": "TagClient",
+            "actor": DISTRIBUTOR,
+            "client_id": CLIENT,
+            "favourite": True,
+            "idempotency_key": "k-1",
+        },
     )
     assert rejected.code == "idempotency_conflict"
 
@@ -263,6 +276,7 @@ def register(profile_name: str = "Ana") -> dict[str, Any]:
     """RegisterClient C2 under D1."""
     return {
         "type": "RegisterClient",
+        "actor": DISTRIBUTOR,
         "client_id": "C2",
         "distributor_id": DISTRIBUTOR,
         "profile": client_profile(profile_name, "ana@example.com"),
@@ -289,6 +303,7 @@ def mass(batch_id: str = "B1") -> dict[str, Any]:
     """A mass transfer of two lines to C1's CTI."""
     return {
         "type": "MassTransfer",
+        "actor": DISTRIBUTOR,
         "batch_id": batch_id,
         "from_id": DISTRIBUTOR,
         "lines": [{"to_id": CTI, "quantity": 1}, {"to_id": CTI, "quantity": 2}],

@@ -38,6 +38,7 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
         ledger.execute(
             {
                 "type": "BuyPackage",
+                "actor": DISTRIBUTOR,
                 "buyer_id": DISTRIBUTOR,
                 "seller_id": MASTER,
                 "package_id": "PTS3000",
@@ -59,6 +60,7 @@ def open_cti(cti_id: str = "X1", kind: str = "standard", **extra: Any) -> dict[s
     """OpenStampingAccount for C1."""
     return {
         "type": "OpenStampingAccount",
+        "actor": DISTRIBUTOR,
         "cti_id": cti_id,
         "client_id": CLIENT,
         "kind": kind,
@@ -71,6 +73,7 @@ def give_points(quantity: int, transfer_id: str = "P1") -> dict[str, Any]:
     """D1 sends points to C1."""
     return {
         "type": "TransferPoints",
+        "actor": DISTRIBUTOR,
         "transfer_id": transfer_id,
         "from_id": DISTRIBUTOR,
         "to_id": CLIENT,
@@ -82,6 +85,7 @@ def register_client(client_id: str = "C2", **extra: Any) -> dict[str, Any]:
     """RegisterClient under D1."""
     return {
         "type": "RegisterClient",
+        "actor": DISTRIBUTOR,
         "client_id": client_id,
         "distributor_id": DISTRIBUTOR,
         "profile": client_profile("Ana", "ana@example.com"),
@@ -131,8 +135,8 @@ def test_register_client_with_the_same_id_for_both_is_refused(lg: Ledger) -> Non
 
 
 def test_register_client_for_another_distributor_is_not_authorised(lg: Ledger) -> None:
-    """The actor must be the distributor that registers."""
-    assert rejection(lg, register_client(actor=MASTER)).code == "not_authorised"
+    """The actor must be the distributor that registers (or its master)."""
+    assert rejection(lg, register_client(actor="D2")).code == "not_authorised"
 
 
 def test_registering_a_taken_client_id_is_already_exists(lg: Ledger) -> None:
@@ -160,34 +164,37 @@ def test_an_empty_cti_is_insufficient_stamps(lg: Ledger) -> None:
 
 def test_a_blocked_cti_cannot_stamp(lg: Ledger) -> None:
     """Blocking stops consumption with account_blocked."""
-    lg.execute({"type": "BlockStampingAccount", "cti_id": CTI})
+    lg.execute({"type": "BlockStampingAccount", "actor": DISTRIBUTOR, "cti_id": CTI})
     assert rejection(lg, consume()).code == "account_blocked"
 
 
 def test_a_reactivated_cti_stamps_again(lg: Ledger) -> None:
     """Reactivation restores consumption."""
-    lg.execute({"type": "BlockStampingAccount", "cti_id": CTI})
-    lg.execute({"type": "ReactivateStampingAccount", "cti_id": CTI})
+    lg.execute({"type": "BlockStampingAccount", "actor": DISTRIBUTOR, "cti_id": CTI})
+    lg.execute({"type": "ReactivateStampingAccount", "actor": DISTRIBUTOR, "cti_id": CTI})
     assert lg.execute(consume()).balance_after == 4
 
 
 def test_blocking_twice_is_invalid_transition(lg: Ledger) -> None:
     """A blocked CTI cannot be blocked again."""
-    lg.execute({"type": "BlockStampingAccount", "cti_id": CTI})
+    lg.execute({"type": "BlockStampingAccount", "actor": DISTRIBUTOR, "cti_id": CTI})
     assert (
-        rejection(lg, {"type": "BlockStampingAccount", "cti_id": CTI}).code == "invalid_transition"
+        rejection(lg, {"type": "BlockStampingAccount", "actor": DISTRIBUTOR, "cti_id": CTI}).code
+        == "invalid_transition"
     )
 
 
 def test_reactivating_an_active_cti_is_invalid_transition(lg: Ledger) -> None:
     """An active CTI cannot be reactivated."""
-    rejected = rejection(lg, {"type": "ReactivateStampingAccount", "cti_id": CTI})
+    rejected = rejection(
+        lg, {"type": "ReactivateStampingAccount", "actor": DISTRIBUTOR, "cti_id": CTI}
+    )
     assert rejected.code == "invalid_transition"
 
 
 def test_blocking_another_distributors_cti_is_not_authorised(lg: Ledger) -> None:
-    """Only the CTI's distributor blocks it."""
-    rejected = rejection(lg, {"type": "BlockStampingAccount", "cti_id": CTI, "actor": MASTER})
+    """Only the CTI's distributor (or its master) blocks it."""
+    rejected = rejection(lg, {"type": "BlockStampingAccount", "cti_id": CTI, "actor": "D2"})
     assert rejected.code == "not_authorised"
 
 
@@ -202,6 +209,7 @@ def test_an_rfc_lock_refuses_other_issuers(lg: Ledger) -> None:
     lg.execute(
         {
             "type": "TransferStamps",
+            "actor": DISTRIBUTOR,
             "transfer_id": "T9",
             "from_id": DISTRIBUTOR,
             "to_id": "X1",
@@ -217,6 +225,7 @@ def test_an_rfc_lock_accepts_its_issuer(lg: Ledger) -> None:
     lg.execute(
         {
             "type": "TransferStamps",
+            "actor": DISTRIBUTOR,
             "transfer_id": "T9",
             "from_id": DISTRIBUTOR,
             "to_id": "X1",
@@ -232,6 +241,7 @@ def test_an_rfc_lock_ignores_the_case_of_the_issuer_rfc(lg: Ledger) -> None:
     lg.execute(
         {
             "type": "TransferStamps",
+            "actor": DISTRIBUTOR,
             "transfer_id": "T9",
             "from_id": DISTRIBUTOR,
             "to_id": "X1",
@@ -281,7 +291,7 @@ def test_renewing_an_unlimited_cti_charges_another_year(lg: Ledger, clock: Manua
     """A renewal spends the fee again and extends validity by a year from its end."""
     lg.execute(give_points(3_000))
     lg.execute(open_cti("U1", "unlimited"))
-    outcome = lg.execute({"type": "RenewUnlimitedAccount", "cti_id": "U1"})
+    outcome = lg.execute({"type": "RenewUnlimitedAccount", "actor": DISTRIBUTOR, "cti_id": "U1"})
     assert outcome.details == {"valid_until": "2028-01-05"}
     assert lg.balance(CLIENT, "points") == 0
 
@@ -289,13 +299,14 @@ def test_renewing_an_unlimited_cti_charges_another_year(lg: Ledger, clock: Manua
 def test_renewing_a_standard_cti_is_wrong_account_kind(lg: Ledger) -> None:
     """Only unlimited CTIs renew."""
     assert (
-        rejection(lg, {"type": "RenewUnlimitedAccount", "cti_id": CTI}).code == "wrong_account_kind"
+        rejection(lg, {"type": "RenewUnlimitedAccount", "actor": DISTRIBUTOR, "cti_id": CTI}).code
+        == "wrong_account_kind"
     )
 
 
 def test_opening_a_cti_for_another_distributors_client_is_not_authorised(lg: Ledger) -> None:
-    """The actor must be the client's distributor."""
-    assert rejection(lg, open_cti(actor=MASTER)).code == "not_authorised"
+    """The actor must be the client's distributor (or its master)."""
+    assert rejection(lg, open_cti(actor="D2")).code == "not_authorised"
 
 
 def test_opening_a_taken_cti_id_is_already_exists(lg: Ledger) -> None:
@@ -309,7 +320,14 @@ def test_opening_a_taken_cti_id_is_already_exists(lg: Ledger) -> None:
 def test_passwords_are_never_stored_in_plaintext(lg: Ledger) -> None:
     """Neither the events nor the idempotency index hold the password or its UTF-8 bytes."""
     lg.execute(open_cti())
-    lg.execute({"type": "ResetStampingPassword", "cti_id": "X1", "password": PASSWORD + "!"})
+    lg.execute(
+        {
+            "type": "ResetStampingPassword",
+            "actor": DISTRIBUTOR,
+            "cti_id": "X1",
+            "password": PASSWORD + "!",
+        }
+    )
     stored = b"".join(row.state for row in lg.store.stored_events())
     assert PASSWORD.encode() not in stored
     assert PASSWORD.encode("unicode_escape") not in stored
@@ -342,7 +360,7 @@ def test_verify_credentials_accepts_the_right_password(lg: Ledger) -> None:
     lg.execute(open_cti())
     before = len(lg.store.stored_events())
     outcome = lg.execute(
-        {"type": "VerifyStampingCredentials", "cti_id": "X1", "password": PASSWORD}
+        {"type": "VerifyStampingCredentials", "actor": MASTER, "cti_id": "X1", "password": PASSWORD}
     )
     assert outcome.valid is True
     assert len(lg.store.stored_events()) == before
@@ -353,7 +371,12 @@ def test_verify_credentials_answers_a_wrong_password_with_valid_false(lg: Ledger
     lg.execute(open_cti())
     before = len(lg.store.stored_events())
     outcome = lg.execute(
-        {"type": "VerifyStampingCredentials", "cti_id": "X1", "password": "nope-nope"}
+        {
+            "type": "VerifyStampingCredentials",
+            "actor": MASTER,
+            "cti_id": "X1",
+            "password": "nope-nope",
+        }
     )
     assert outcome.valid is False
     topics = [e.topic for e in lg.store.stored_events()[before:]]
@@ -364,7 +387,12 @@ def test_verify_credentials_answers_the_same_for_an_unknown_cti(lg: Ledger) -> N
     """An unknown id is indistinguishable from a wrong password, and records nothing."""
     before = len(lg.store.stored_events())
     outcome = lg.execute(
-        {"type": "VerifyStampingCredentials", "cti_id": "NOBODY", "password": PASSWORD}
+        {
+            "type": "VerifyStampingCredentials",
+            "actor": MASTER,
+            "cti_id": "NOBODY",
+            "password": PASSWORD,
+        }
     )
     assert outcome.to_dict() == {"type": "VerifyStampingCredentials", "ok": True, "valid": False}
     assert len(lg.store.stored_events()) == before
@@ -382,7 +410,9 @@ def test_verify_credentials_uses_the_constant_time_check(
         return verify_password(plaintext, stored)
 
     monkeypatch.setattr(accounts, "verify_password", spy)
-    lg.execute({"type": "VerifyStampingCredentials", "cti_id": "X1", "password": PASSWORD})
+    lg.execute(
+        {"type": "VerifyStampingCredentials", "actor": MASTER, "cti_id": "X1", "password": PASSWORD}
+    )
     assert calls == [cti(lg, "X1").password_hash]
 
 
@@ -398,7 +428,12 @@ def test_verify_credentials_of_an_unknown_cti_costs_a_hash_too(
 
     monkeypatch.setattr(accounts, "verify_password", spy)
     outcome = lg.execute(
-        {"type": "VerifyStampingCredentials", "cti_id": "NOBODY", "password": PASSWORD}
+        {
+            "type": "VerifyStampingCredentials",
+            "actor": MASTER,
+            "cti_id": "NOBODY",
+            "password": PASSWORD,
+        }
     )
     assert outcome.valid is False
     assert len(calls) == 1
@@ -408,8 +443,15 @@ def test_verify_credentials_of_an_unknown_cti_costs_a_hash_too(
 def test_a_reset_password_replaces_the_old_one(lg: Ledger) -> None:
     """After a reset the new password verifies and the old one does not."""
     lg.execute(open_cti())
-    lg.execute({"type": "ResetStampingPassword", "cti_id": "X1", "password": "otra-clave-99"})
-    verify = {"type": "VerifyStampingCredentials", "cti_id": "X1"}
+    lg.execute(
+        {
+            "type": "ResetStampingPassword",
+            "actor": DISTRIBUTOR,
+            "cti_id": "X1",
+            "password": "otra-clave-99",
+        }
+    )
+    verify = {"type": "VerifyStampingCredentials", "actor": MASTER, "cti_id": "X1"}
     assert lg.execute({**verify, "password": "otra-clave-99"}).valid is True
     assert lg.execute({**verify, "password": PASSWORD}).valid is False
 
@@ -417,9 +459,15 @@ def test_a_reset_password_replaces_the_old_one(lg: Ledger) -> None:
 def test_verify_credentials_of_a_blocked_cti_is_account_blocked(lg: Ledger) -> None:
     """A blocked account does not log in, even with the right password."""
     lg.execute(open_cti())
-    lg.execute({"type": "BlockStampingAccount", "cti_id": "X1"})
+    lg.execute({"type": "BlockStampingAccount", "actor": DISTRIBUTOR, "cti_id": "X1"})
     rejected = rejection(
-        lg, {"type": "VerifyStampingCredentials", "cti_id": "X1", "password": PASSWORD}
+        lg,
+        {
+            "type": "VerifyStampingCredentials",
+            "actor": MASTER,
+            "cti_id": "X1",
+            "password": PASSWORD,
+        },
     )
     assert rejected.code == "account_blocked"
 
@@ -431,6 +479,7 @@ def admin(email: str, client_id: str = CLIENT) -> dict[str, Any]:
     """AssignAdminProfile for a client."""
     return {
         "type": "AssignAdminProfile",
+        "actor": DISTRIBUTOR,
         "client_id": client_id,
         "email": email,
         "mobile": "5512345678",
@@ -455,6 +504,7 @@ def test_a_sub_distributors_login_cannot_administer_a_client(lg: Ledger) -> None
     lg.execute(
         {
             "type": "RegisterDistributor",
+            "actor": MASTER,
             "distributor_id": "D2",
             "parent_id": MASTER,
             "profile": distributor_profile("Dos", "dos@example.com"),
@@ -471,5 +521,5 @@ def test_one_email_may_administer_two_clients(lg: Ledger) -> None:
 
 
 def test_assigning_an_admin_for_another_distributors_client_is_not_authorised(lg: Ledger) -> None:
-    """The actor must be the client's distributor."""
-    assert rejection(lg, {**admin("a@b.mx"), "actor": MASTER}).code == "not_authorised"
+    """The actor must be the client's distributor (or its master)."""
+    assert rejection(lg, {**admin("a@b.mx"), "actor": "D2"}).code == "not_authorised"

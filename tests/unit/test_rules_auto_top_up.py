@@ -79,7 +79,7 @@ def test_a_short_inventory_records_the_failure_once(lg: Ledger) -> None:
     assert outcomes[-1].sale_ids == ()
     assert outcomes[-1].balance_after == 9
     assert topics(lg)[-1] == "StampingAccount.AutoTopUpFailed"
-    warning = {"event": "command_warning", "type": "ConsumeStamp",
+    warning = {"event": "command_warning", "type": "ConsumeStamp", "actor": "M",
                "warnings": ("auto_top_up_failed",), "log_level": "warning"}  # fmt: skip
     assert warning in logs
     (failure,) = lg.views.auto_top_up_failures(DISTRIBUTOR)

@@ -33,7 +33,13 @@ def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
 def purchase(lg: Ledger) -> str:
     """D1 buys a package from the master; the master's sale id."""
     outcome = lg.execute(
-        {"type": "BuyPackage", "buyer_id": DISTRIBUTOR, "seller_id": MASTER, "package_id": "P1000"}
+        {
+            "type": "BuyPackage",
+            "actor": DISTRIBUTOR,
+            "buyer_id": DISTRIBUTOR,
+            "seller_id": MASTER,
+            "package_id": "P1000",
+        }
     )
     (sale_id,) = outcome.sale_ids
     return sale_id
@@ -43,6 +49,7 @@ def invoice(seller_id: str, ref: str, *sale_ids: str, **extra: Any) -> dict[str,
     """RegisterInvoice."""
     return {
         "type": "RegisterInvoice",
+        "actor": seller_id,
         "seller_id": seller_id,
         "invoice_ref": ref,
         "sale_ids": list(sale_ids),
@@ -61,6 +68,7 @@ def test_a_transfer_is_a_sale_its_distributor_invoices(lg: Ledger) -> None:
     lg.execute(
         {
             "type": "TransferStamps",
+            "actor": DISTRIBUTOR,
             "transfer_id": "T1",
             "from_id": DISTRIBUTOR,
             "to_id": CTI,

@@ -289,9 +289,10 @@ def assign_admin(email: str) -> dict[str, Any]:
 def test_the_masters_admin_login_is_not_allowed_for_a_client(clock: ManualClock) -> None:
     """A master account opened with an admin e-mail: a client admin with it is refused."""
     with Ledger.open("memory://", clock=clock, password_cost="fast") as lg:
-        lg.execute({"type": "OpenMasterAccount", "master_id": "M2", "name": "Plataforma 2",
-                    "rfc": "SAT970701NN3", "email": "Admin@Plataforma.mx"})  # fmt: skip
         build_network(lg)
+        lg.execute({"type": "OpenMasterAccount", "master_id": "M2", "name": "Plataforma 2",
+                    "rfc": "SAT970701NN3", "email": "Admin@Plataforma.mx",
+                    "actor": MASTER})  # fmt: skip
         assert rejection(lg, assign_admin("admin@plataforma.mx")).code == (
             "admin_profile_not_allowed"
         )
@@ -311,7 +312,7 @@ def test_a_client_admin_login_cannot_open_a_master_account(lg: Ledger) -> None:
     rejected = rejection(
         lg,
         {"type": "OpenMasterAccount", "master_id": "M3", "name": "Otra", "rfc": "SAT970701NN3",
-         "email": "cliente@example.com"},
+         "email": "cliente@example.com", "actor": MASTER},
     )  # fmt: skip
     assert rejected.code == "admin_profile_not_allowed"
 

@@ -11,7 +11,7 @@ from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
 from ledger.rfc import CHECK_DIGIT_WARNING
-from tests.support import CLIENT, DISTRIBUTOR, build_network, client_profile
+from tests.support import CLIENT, DISTRIBUTOR, MASTER, build_network, client_profile
 
 
 @pytest.fixture
@@ -40,6 +40,7 @@ def register_client(client_id: str = "C2", **profile: Any) -> dict[str, Any]:
     """A RegisterClient command under D1 with ``profile`` overrides."""
     return {
         "type": "RegisterClient",
+        "actor": DISTRIBUTOR,
         "client_id": client_id,
         "distributor_id": DISTRIBUTOR,
         "profile": {**client_profile(), **profile},
@@ -55,6 +56,7 @@ def test_wrong_type_of_field_is_invalid_command_naming_the_field(lg: Ledger) -> 
         lg,
         {
             "type": "TransferStamps",
+            "actor": DISTRIBUTOR,
             "transfer_id": "T1",
             "from_id": DISTRIBUTOR,
             "to_id": "C1-cti",
@@ -68,7 +70,14 @@ def test_wrong_type_of_field_is_invalid_command_naming_the_field(lg: Ledger) -> 
 def test_missing_field_is_invalid_command_naming_the_field(lg: Ledger) -> None:
     """A command without a required field names the missing field."""
     rejected = rejection(
-        lg, {"type": "TransferStamps", "transfer_id": "T1", "from_id": DISTRIBUTOR, "quantity": 1}
+        lg,
+        {
+            "type": "TransferStamps",
+            "actor": DISTRIBUTOR,
+            "transfer_id": "T1",
+            "from_id": DISTRIBUTOR,
+            "quantity": 1,
+        },
     )
     assert rejected.code == "invalid_command"
     assert fields(rejected) == ["TransferStamps.to_id"]
@@ -76,7 +85,9 @@ def test_missing_field_is_invalid_command_naming_the_field(lg: Ledger) -> None:
 
 def test_unknown_field_is_invalid_command(lg: Ledger) -> None:
     """A misspelt field is an error, not silently ignored."""
-    rejected = rejection(lg, {"type": "TagClient", "client_id": CLIENT, "favorite": True})
+    rejected = rejection(
+        lg, {"type": "TagClient", "actor": DISTRIBUTOR, "client_id": CLIENT, "favorite": True}
+    )
     assert rejected.code == "invalid_command"
     assert fields(rejected) == ["TagClient.favorite"]
 
@@ -93,6 +104,7 @@ def test_quantity_must_be_a_positive_integer(lg: Ledger, quantity: object) -> No
         lg,
         {
             "type": "TransferStamps",
+            "actor": DISTRIBUTOR,
             "transfer_id": "T1",
             "from_id": DISTRIBUTOR,
             "to_id": "C1-cti",
@@ -110,6 +122,7 @@ def test_money_needs_two_decimals(lg: Ledger, amount: str) -> None:
         lg,
         {
             "type": "TransferStamps",
+            "actor": DISTRIBUTOR,
             "transfer_id": "T1",
             "from_id": DISTRIBUTOR,
             "to_id": "C1-cti",
@@ -126,7 +139,13 @@ def test_schema_errors_never_echo_input_values(lg: Ledger) -> None:
     secret = "Zq7-s3c"  # too short for a password and not an e-mail address
     rejected = rejection(
         lg,
-        {"type": "OpenStampingAccount", "cti_id": "X1", "client_id": CLIENT, "password": secret},
+        {
+            "type": "OpenStampingAccount",
+            "actor": DISTRIBUTOR,
+            "cti_id": "X1",
+            "client_id": CLIENT,
+            "password": secret,
+        },
     )
     assert rejected.code == "invalid_command"
     assert fields(rejected) == ["OpenStampingAccount.password"]
@@ -156,6 +175,7 @@ def test_aware_stamping_time_is_required(lg: Ledger) -> None:
         lg,
         {
             "type": "ConsumeStamp",
+            "actor": "M",
             "cti_id": "C1-cti",
             "cfdi_uuid": "6f1c1a2e-0000-4000-8000-000000000001",
             "issuer_rfc": "GODE561231GR8",
@@ -202,6 +222,7 @@ def test_a_short_issuer_rfc_is_invalid_rfc(lg: Ledger) -> None:
         lg,
         {
             "type": "ConsumeStamp",
+            "actor": "M",
             "cti_id": "C1-cti",
             "cfdi_uuid": "6f1c1a2e-0000-4000-8000-000000000001",
             "issuer_rfc": "GODE56",
@@ -245,6 +266,7 @@ def test_bad_rfc_lock_is_invalid_rfc(lg: Ledger) -> None:
         lg,
         {
             "type": "OpenStampingAccount",
+            "actor": DISTRIBUTOR,
             "cti_id": "X1",
             "client_id": CLIENT,
             "password": "correct horse",
@@ -257,6 +279,13 @@ def test_bad_rfc_lock_is_invalid_rfc(lg: Ledger) -> None:
 def test_bad_master_rfc_is_invalid_rfc(lg: Ledger) -> None:
     """The master account's RFC is checked too."""
     rejected = rejection(
-        lg, {"type": "OpenMasterAccount", "master_id": "M2", "name": "Otra", "rfc": "SAT97"}
+        lg,
+        {
+            "type": "OpenMasterAccount",
+            "actor": MASTER,
+            "master_id": "M2",
+            "name": "Otra",
+            "rfc": "SAT97",
+        },
     )
     assert rejected.code == "invalid_rfc"

@@ -33,7 +33,9 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
 def test_each_command_logs_one_line(lg: Ledger) -> None:
     """A batch of three commands logs three lines, in order, with type and outcome."""
     with capture_logs() as logs:
-        lg.execute_many([consume(), consume(), {"type": "TagClient", "client_id": CLIENT}])
+        lg.execute_many(
+            [consume(), consume(), {"type": "TagClient", "actor": "D1", "client_id": CLIENT}]
+        )
     assert [(e["event"], e["type"], e["outcome"]) for e in logs] == [
         ("command", "ConsumeStamp", "ok"),
         ("command", "ConsumeStamp", "rejected"),
@@ -63,7 +65,7 @@ def test_a_success_logs_its_duration(lg: Ledger) -> None:
 def test_an_invalid_command_logs_its_type(lg: Ledger) -> None:
     """A command refused by its schema still logs the type it claimed."""
     with capture_logs() as logs, pytest.raises(Rejected):
-        lg.execute({"type": "ConsumeStamp", "cti_id": CTI})
+        lg.execute({"type": "ConsumeStamp", "actor": "M", "cti_id": CTI})
     (line,) = logs
     assert (line["type"], line["code"]) == ("ConsumeStamp", "invalid_command")
 
@@ -80,11 +82,27 @@ def test_a_replay_logs_as_replayed(lg: Ledger) -> None:
 def test_logs_never_carry_a_password(lg: Ledger) -> None:
     """Opening, resetting, verifying (right and wrong) and refusing passwords logs none of them."""
     commands = [
-        {"type": "OpenStampingAccount", "cti_id": "X1", "client_id": CLIENT, "password": PASSWORD},
-        {"type": "ResetStampingPassword", "cti_id": "X1", "password": PASSWORD + "-2"},
-        {"type": "VerifyStampingCredentials", "cti_id": "X1", "password": PASSWORD + "-2"},
-        {"type": "VerifyStampingCredentials", "cti_id": "X1", "password": PASSWORD},
-        {"type": "ResetStampingPassword", "cti_id": "X1", "password": "corta"},
+        {
+            "type": "OpenStampingAccount",
+            "actor": "D1",
+            "cti_id": "X1",
+            "client_id": CLIENT,
+            "password": PASSWORD,
+        },
+        {
+            "type": "ResetStampingPassword",
+            "actor": "D1",
+            "cti_id": "X1",
+            "password": PASSWORD + "-2",
+        },
+        {
+            "type": "VerifyStampingCredentials",
+            "actor": "M",
+            "cti_id": "X1",
+            "password": PASSWORD + "-2",
+        },
+        {"type": "VerifyStampingCredentials", "actor": "M", "cti_id": "X1", "password": PASSWORD},
+        {"type": "ResetStampingPassword", "actor": "D1", "cti_id": "X1", "password": "corta"},
     ]
     with capture_logs() as logs:
         results = lg.execute_many(commands)
@@ -113,9 +131,9 @@ def test_logs_never_carry_a_profile(lg: Ledger) -> None:
     with capture_logs() as logs:
         lg.execute_many(
             [
-                {"type": "RegisterClient", "client_id": "C2", "distributor_id": "D1",
+                {"type": "RegisterClient", "actor": "D1", "client_id": "C2", "distributor_id": "D1",
                  "profile": profile},
-                {"type": "UpdateClientProfile", "client_id": "C2",
+                {"type": "UpdateClientProfile", "actor": "D1", "client_id": "C2",
                  "profile": {**profile, "postal_code": "1"}},
             ]
         )  # fmt: skip

@@ -13,7 +13,7 @@ from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.domain import Event
 from ledger.errors import Rejected
-from tests.support import CTI, DISTRIBUTOR, MASTER, build_network, consume
+from tests.support import CTI, DISTRIBUTOR, build_network, consume
 
 
 @pytest.fixture
@@ -25,6 +25,7 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
             ledger.execute(
                 {
                     "type": "DefinePackage",
+                    "actor": DISTRIBUTOR,
                     "seller_id": DISTRIBUTOR,
                     "package_id": package_id,
                     "unit": "stamps",
@@ -50,6 +51,7 @@ def grant(grant_id: str, package_id: str = "G10", **extra: Any) -> dict[str, Any
     """D1 assigns a client package to C1's CTI."""
     return {
         "type": "AssignPackage",
+        "actor": DISTRIBUTOR,
         "grant_id": grant_id,
         "seller_id": DISTRIBUTOR,
         "cti_id": CTI,
@@ -62,6 +64,7 @@ def transfer(transfer_id: str, quantity: int = 5) -> dict[str, Any]:
     """D1 transfers bought stamps (they never expire) to C1's CTI."""
     return {
         "type": "TransferStamps",
+        "actor": DISTRIBUTOR,
         "transfer_id": transfer_id,
         "from_id": DISTRIBUTOR,
         "to_id": CTI,
@@ -100,8 +103,8 @@ def test_a_package_lands_as_a_lot_with_its_validity(lg: Ledger) -> None:
 
 
 def test_a_package_for_another_distributors_cti_is_not_authorised(lg: Ledger) -> None:
-    """The actor must be the seller."""
-    assert rejection(lg, grant("G1", actor=MASTER)).code == "not_authorised"
+    """The actor must be the CTI's distributor (or its master)."""
+    assert rejection(lg, grant("G1", actor="D2")).code == "not_authorised"
 
 
 def test_an_unknown_package_is_refused(lg: Ledger) -> None:
@@ -235,6 +238,7 @@ def test_a_reclaim_takes_only_valid_stamps(lg: Ledger, clock: ManualClock) -> No
     clock.advance(timedelta(days=11))
     reclaim = {
         "type": "ReclaimStamps",
+        "actor": DISTRIBUTOR,
         "transfer_id": "R1",
         "from_cti_id": CTI,
         "quantity": 6,
@@ -252,6 +256,7 @@ def test_a_reclaim_takes_the_lot_that_expires_first(lg: Ledger) -> None:
     lg.execute(
         {
             "type": "ReclaimStamps",
+            "actor": DISTRIBUTOR,
             "transfer_id": "R1",
             "from_cti_id": CTI,
             "quantity": 12,

@@ -37,6 +37,7 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
                 buy("PTS3000"),
                 {
                     "type": "RegisterDistributor",
+                    "actor": MASTER,
                     "distributor_id": OTHER,
                     "parent_id": MASTER,
                     "profile": distributor_profile("Dos", "dos@example.com"),
@@ -50,6 +51,7 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
                 },
                 {
                     "type": "RegisterClient",
+                    "actor": OTHER,
                     "client_id": OTHER_CLIENT,
                     "distributor_id": OTHER,
                     "profile": client_profile("Ana", "ana@example.com"),
@@ -73,6 +75,7 @@ def buy(package_id: str = "P1000", count: int = 1, **extra: Any) -> dict[str, An
     """D1 buys from the master account."""
     return {
         "type": "BuyPackage",
+        "actor": DISTRIBUTOR,
         "buyer_id": DISTRIBUTOR,
         "seller_id": MASTER,
         "package_id": package_id,
@@ -87,6 +90,7 @@ def stamps(
     """A stamp transfer from D1."""
     return {
         "type": "TransferStamps",
+        "actor": DISTRIBUTOR,
         "transfer_id": transfer_id,
         "from_id": DISTRIBUTOR,
         "to_id": to_id,
@@ -102,6 +106,7 @@ def points(
     """A point transfer from D1."""
     return {
         "type": "TransferPoints",
+        "actor": DISTRIBUTOR,
         "transfer_id": transfer_id,
         "from_id": DISTRIBUTOR,
         "to_id": to_id,
@@ -117,12 +122,13 @@ def sub_distributor(lg: Ledger) -> str:
             *subscription_catalogue(MASTER),
             {
                 "type": "ContractSubscription",
+                "actor": DISTRIBUTOR,
                 "distributor_id": DISTRIBUTOR,
                 "product": "Multinivel",
-                "actor": DISTRIBUTOR,
             },
             {
                 "type": "RegisterDistributor",
+                "actor": DISTRIBUTOR,
                 "distributor_id": "D1a",
                 "parent_id": DISTRIBUTOR,
                 "profile": distributor_profile("Sub", "sub@example.com"),
@@ -180,6 +186,7 @@ def test_a_sub_distributor_buys_from_its_parents_inventory(lg: Ledger) -> None:
     lg.execute(
         {
             "type": "DefinePackage",
+            "actor": DISTRIBUTOR,
             "seller_id": DISTRIBUTOR,
             "package_id": "SUB500",
             "unit": "stamps",
@@ -191,6 +198,7 @@ def test_a_sub_distributor_buys_from_its_parents_inventory(lg: Ledger) -> None:
     lg.execute(
         {
             "type": "BuyPackage",
+            "actor": sub,
             "buyer_id": sub,
             "seller_id": DISTRIBUTOR,
             "package_id": "SUB500",
@@ -206,6 +214,7 @@ def test_a_parent_short_of_stock_cannot_sell(lg: Ledger) -> None:
     lg.execute(
         {
             "type": "DefinePackage",
+            "actor": DISTRIBUTOR,
             "seller_id": DISTRIBUTOR,
             "package_id": "BIG",
             "unit": "stamps",
@@ -218,6 +227,7 @@ def test_a_parent_short_of_stock_cannot_sell(lg: Ledger) -> None:
         lg,
         {
             "type": "BuyPackage",
+            "actor": sub,
             "buyer_id": sub,
             "seller_id": DISTRIBUTOR,
             "package_id": "BIG",
@@ -308,6 +318,7 @@ def test_stamps_to_an_unlimited_cti_are_wrong_account_kind(lg: Ledger) -> None:
     lg.execute(
         {
             "type": "OpenStampingAccount",
+            "actor": DISTRIBUTOR,
             "cti_id": "U1",
             "client_id": CLIENT,
             "kind": "unlimited",
@@ -332,6 +343,7 @@ def mass(*lines: tuple[str, int], batch_id: str = "B1") -> dict[str, Any]:
     """A mass stamp transfer from D1."""
     return {
         "type": "MassTransfer",
+        "actor": DISTRIBUTOR,
         "batch_id": batch_id,
         "from_id": DISTRIBUTOR,
         "lines": [
@@ -381,6 +393,7 @@ def reclaim(quantity: int, transfer_id: str = "R1", **extra: Any) -> dict[str, A
     """D1 takes stamps back from its client's CTI."""
     return {
         "type": "ReclaimStamps",
+        "actor": DISTRIBUTOR,
         "transfer_id": transfer_id,
         "from_cti_id": CTI,
         "quantity": quantity,
@@ -416,6 +429,7 @@ def test_reclaim_from_an_unlimited_cti_is_wrong_account_kind(lg: Ledger) -> None
     lg.execute(
         {
             "type": "OpenStampingAccount",
+            "actor": DISTRIBUTOR,
             "cti_id": "U1",
             "client_id": CLIENT,
             "kind": "unlimited",

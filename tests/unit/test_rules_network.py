@@ -82,6 +82,7 @@ def register(lg: Ledger, distributor_id: str = NEW, parent_id: str = MASTER) -> 
     lg.execute(
         {
             "type": "RegisterDistributor",
+            "actor": parent_id,
             "distributor_id": distributor_id,
             "parent_id": parent_id,
             "profile": distributor_profile(email=f"{distributor_id.lower()}@example.com"),
@@ -116,6 +117,7 @@ def transfer_to_cti(transfer_id: str = "T1", from_id: str = DISTRIBUTOR) -> dict
     """A transfer of one stamp from D1 to its client's CTI."""
     return {
         "type": "TransferStamps",
+        "actor": from_id,
         "transfer_id": transfer_id,
         "from_id": from_id,
         "to_id": CTI,
@@ -230,7 +232,14 @@ def test_an_unactivated_distributor_cannot_buy(lg: Ledger, clock: ManualClock) -
     """Buying needs an active buyer."""
     drive_to(lg, clock, "unactivated")
     rejected = rejection(
-        lg, {"type": "BuyPackage", "buyer_id": NEW, "seller_id": MASTER, "package_id": "P1000"}
+        lg,
+        {
+            "type": "BuyPackage",
+            "actor": NEW,
+            "buyer_id": NEW,
+            "seller_id": MASTER,
+            "package_id": "P1000",
+        },
     )
     assert rejected.code == "distributor_not_active"
 
@@ -242,6 +251,7 @@ def test_an_expired_distributor_cannot_register_clients(lg: Ledger, clock: Manua
         lg,
         {
             "type": "RegisterClient",
+            "actor": DISTRIBUTOR,
             "client_id": "C2",
             "distributor_id": DISTRIBUTOR,
             "profile": {
@@ -260,20 +270,28 @@ def test_an_expired_distributor_cannot_register_clients(lg: Ledger, clock: Manua
 # Who may move a status -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("actor", [None, DISTRIBUTOR, "D2"])
-def test_only_the_parent_moves_a_status(lg: Ledger, actor: str | None) -> None:
-    """No actor, the distributor itself or a stranger gets not_authorised."""
+@pytest.mark.parametrize("actor", [DISTRIBUTOR, "D2"])
+def test_only_the_parent_moves_a_status(lg: Ledger, actor: str) -> None:
+    """The distributor itself or a stranger gets not_authorised."""
     register(lg, "D2")
     rejected = rejection(lg, act("suspend", DISTRIBUTOR, actor=actor))
     assert rejected.code == "not_authorised"
 
 
-def test_the_grandparent_may_not_move_a_sub_distributor(lg: Ledger) -> None:
-    """Only the direct parent acts: the master account cannot validate D1's sub-distributor."""
+def test_a_status_move_without_an_actor_is_invalid_command(lg: Ledger) -> None:
+    """The actor is required (DESIGN §4a): its absence is a malformed command."""
+    rejected = rejection(lg, act("suspend", DISTRIBUTOR, actor=None))
+    assert rejected.code == "invalid_command"
+    assert [e["field"] for e in rejected.details["errors"]] == ["SuspendDistributor.actor"]
+
+
+def test_the_master_moves_a_sub_distributor_of_its_network(lg: Ledger) -> None:
+    """The master acts inside its own network; a sibling of the parent does not."""
     lg.execute(contract_multinivel())
     register(lg, "D2", parent_id=DISTRIBUTOR)
-    assert rejection(lg, act("validate", "D2", actor=MASTER)).code == "not_authorised"
-    assert lg.execute(act("validate", "D2", actor=DISTRIBUTOR)).details == {"status": "unactivated"}
+    register(lg, "D3")
+    assert rejection(lg, act("validate", "D2", actor="D3")).code == "not_authorised"
+    assert lg.execute(act("validate", "D2", actor=MASTER)).details == {"status": "unactivated"}
 
 
 # Registration ----------------------------------------------------------------------------------
@@ -295,6 +313,7 @@ def test_a_distributor_parent_needs_multinivel(lg: Ledger) -> None:
         lg,
         {
             "type": "RegisterDistributor",
+            "actor": DISTRIBUTOR,
             "distributor_id": "D2",
             "parent_id": DISTRIBUTOR,
             "profile": distributor_profile(email="d2@example.com"),
@@ -326,6 +345,7 @@ def test_registering_a_taken_distributor_id_is_already_exists(lg: Ledger) -> Non
         lg,
         {
             "type": "RegisterDistributor",
+            "actor": MASTER,
             "distributor_id": DISTRIBUTOR,
             "parent_id": MASTER,
             "profile": distributor_profile(name="Otra"),
@@ -340,6 +360,7 @@ def test_an_id_taken_by_another_kind_is_already_exists(lg: Ledger) -> None:
         lg,
         {
             "type": "RegisterDistributor",
+            "actor": MASTER,
             "distributor_id": CTI,
             "parent_id": MASTER,
             "profile": distributor_profile(email="otro@example.com"),
@@ -363,6 +384,7 @@ def test_registering_under_an_unknown_parent_is_unknown_account(lg: Ledger) -> N
         lg,
         {
             "type": "RegisterDistributor",
+            "actor": "NOBODY",
             "distributor_id": "D2",
             "parent_id": "NOBODY",
             "profile": distributor_profile(email="d2@example.com"),

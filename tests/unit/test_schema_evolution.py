@@ -26,6 +26,7 @@ from ledger.domain import Event, Snapshot
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "history_v1.json"
 V1_TOPIC = "StampingAccount.StampConsumed"
+AT = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
 
 
 def golden_rows() -> list[dict[str, Any]]:
@@ -122,9 +123,13 @@ def _new(aggregate_name: str) -> Any:
     """A freshly created aggregate of that kind."""
     at = datetime(2026, 1, 5, tzinfo=UTC)
     if aggregate_name == "Distributor":
-        return ledger.aggregates.distributor.Distributor.register("D", "M", {"name": "x"}, at)
+        return ledger.aggregates.distributor.Distributor.register(
+            "D", "M", {"name": "x"}, at, master_id="M"
+        )
     if aggregate_name == "Client":
-        return ledger.aggregates.client.Client.register("C", "D", "1", {"name": "x"}, at)
+        return ledger.aggregates.client.Client.register(
+            "C", "D", "1", {"name": "x"}, at, master_id="M"
+        )
     return ledger.aggregates.master_account.MasterAccount.open("M", "P", "SAT970701NN3", at)
 
 
@@ -147,3 +152,36 @@ def test_a_snapshot_stored_before_an_attribute_existed_still_loads(
     older = msgspec.structs.replace(snapshot, state=msgspec.Raw(msgspec.json.encode(state)))
     aggregate = older.mutate(None)
     assert {n: getattr(aggregate, n) for n in added} == added
+
+
+# Actors and networks (DESIGN §4a): fields added with defaults -----------------------------------
+
+
+def test_every_v1_event_decodes_without_an_actor() -> None:
+    """Bytes stored before events recorded their actor decode with ``actor`` None."""
+    rows = golden_rows()
+    assert all('"actor"' not in row["state"] for row in rows)
+    assert {decode(row).actor for row in rows} == {None}
+
+
+@pytest.mark.parametrize(
+    "topic", ["Distributor.Registered", "Client.Registered", "StampingAccount.Opened"]
+)
+def test_v1_accounts_decode_without_their_network(topic: str) -> None:
+    """An account opened before ``master_id`` existed decodes with "" (found by its parents)."""
+    (row,) = [r for r in golden_rows() if r["topic"] == topic]
+    assert '"master_id"' not in row["state"]
+    event = decode(row)
+    assert event.master_id == ""  # type: ignore[attr-defined]
+    assert event.mutate(None).master_id == ""
+
+
+def test_a_snapshot_stored_before_master_id_restores_with_the_default() -> None:
+    """Snapshot state lacking an attribute added with a default takes the default."""
+    account = StampingAccount.open(
+        "X", client_id="C", distributor_id="D", master_id="M", kind="standard", at=AT
+    )
+    state = json.loads(msgspec.json.encode(account.snapshot_state()))
+    del state["master_id"]
+    restored = msgspec.json.decode(json.dumps(state), type=StampingAccount.snapshot_type)
+    assert restored.master_id == ""  # type: ignore[attr-defined]
