@@ -3,8 +3,8 @@
 Every subcommand takes ``--url`` (default ``$LEDGER_URL`` or ``sqlite:///ledger.db``):
 
 - ``demo``: builds a realistic network on the database and prints the main views;
-- ``exec``: JSON-lines commands on stdin, JSON-lines outcomes on stdout, one per non-blank line,
-  in order; a bad line gets its ``{"ok": false, ...}`` and the next line runs;
+- ``exec``: JSON-lines commands on stdin, JSON-lines outcomes on stdout, exactly one per line, in
+  order, whatever the line holds; a bad line gets its ``{"ok": false, ...}`` and the next runs;
 - ``project [--follow]``: brings the views up to date (and keeps them so with ``--follow``);
 - ``rebuild``: projects the whole history aside, then swaps the new views in (progress on
   stderr); on failure the current views stay and the error names the event;
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import io
 import json
 import logging
@@ -55,6 +56,7 @@ from adapters.views import LogWatcher
 from ledger.aggregates.distributor import Distributor
 from ledger.api import Ledger
 from ledger.clock import local_date
+from ledger.commands.json_text import parse_command_json
 from ledger.commands.models import COMMAND_ADAPTER
 from ledger.commands.reference import command_models, json_schema
 from ledger.engine import validation_rejection
@@ -65,7 +67,11 @@ from ledger.projections.runner import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
 EXEC_BATCH_MAX = 1_000
 """Bound on the commands ``exec`` hands the engine at once."""
 EXEC_LINE_BYTES_MAX = 1_000_000
-"""Bound on one input line of ``exec``."""
+"""Bound on one input line of ``exec``: a longer line is one ``invalid_command``, skipped."""
+EXEC_BATCH_BYTES_MAX = 8_000_000
+"""Bound on the bytes of the lines ``exec`` holds at once."""
+EXEC_READ_BYTES = 1 << 16
+"""Bytes ``exec`` reads from its input at a time."""
 FOLLOW_INTERVAL_S_DEFAULT = 1.0
 FOLLOW_BACKOFF_S_MAX = 30.0
 IMPORT_ROWS_MAX = 100_000
@@ -384,72 +390,100 @@ def run_demo(args: argparse.Namespace) -> int:
 # exec ---------------------------------------------------------------------------------------
 
 
-def _input_batches(stream: IO[bytes]) -> Iterator[list[bytes]]:
+def _input_batches(stream: IO[bytes]) -> Iterator[list[bytes | None]]:
     """Lines of ``stream`` in batches: what is already readable, without waiting for more.
 
     A file or a fast pipe gives big batches (few transactions); an interactive writer gets each
-    outcome as soon as its line is complete.
+    outcome as soon as its line is complete. A line longer than ``EXEC_LINE_BYTES_MAX`` is
+    ``None``: its bytes are skipped up to its end, never held, so a line costs at most that much
+    memory and a batch at most ``EXEC_BATCH_BYTES_MAX``.
     """
     try:
         fd = stream.fileno()
         select.select([fd], [], [], 0)
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         fd = -1
-    if fd < 0:
-        batch: list[bytes] = []
-        for line in stream:
-            batch.append(line)
-            if len(batch) >= EXEC_BATCH_MAX:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-        return
-    pending = b""
-    eof = False
-    while not eof:
-        chunk = os.read(fd, 1 << 16)
-        eof = not chunk
-        pending += chunk
-        while not eof and pending.count(b"\n") < EXEC_BATCH_MAX:
-            if not select.select([fd], [], [], 0)[0]:
+    if fd >= 0:
+
+        def read() -> bytes:
+            return os.read(fd, EXEC_READ_BYTES)
+
+        def more_ready() -> bool:
+            return bool(select.select([fd], [], [], 0)[0])
+
+    else:
+        read = functools.partial(getattr(stream, "read1", stream.read), EXEC_READ_BYTES)
+
+        def more_ready() -> bool:
+            return True  # an in-memory stream never makes its reader wait
+
+    line = bytearray()  # the current line so far, never over EXEC_LINE_BYTES_MAX
+    skipping = False  # the current line is too long: already answered, its rest is dropped
+    batch: list[bytes | None] = []
+    batch_bytes = 0
+    while True:
+        chunk = read()
+        if not chunk:
+            if line and not skipping:
+                batch.append(bytes(line))
+            yield from _slices(batch)
+            return
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            if not skipping:
+                if len(line) + len(piece) > EXEC_LINE_BYTES_MAX:
+                    batch.append(None)
+                    skipping = True
+                    line.clear()
+                else:
+                    line += piece
+            if end < 0:
                 break
-            chunk = os.read(fd, 1 << 16)
-            eof = not chunk
-            pending += chunk
-        *lines, pending = pending.split(b"\n")
-        if eof and pending:
-            lines.append(pending)
-            pending = b""
-        if len(pending) > EXEC_LINE_BYTES_MAX:
-            lines.append(pending)  # reported as too long below, never buffered forever
-            pending = b""
-        for start in range(0, len(lines), EXEC_BATCH_MAX):
-            yield lines[start : start + EXEC_BATCH_MAX]
+            if not skipping:
+                batch.append(bytes(line))
+                batch_bytes += len(line)
+            line.clear()
+            skipping = False
+            start = end + 1
+        if batch and (
+            len(batch) >= EXEC_BATCH_MAX or batch_bytes >= EXEC_BATCH_BYTES_MAX or not more_ready()
+        ):
+            yield from _slices(batch)
+            batch = []
+            batch_bytes = 0
 
 
-def _parse_line(line: bytes, number: int) -> dict[str, Any] | Rejected:
-    if len(line) > EXEC_LINE_BYTES_MAX:
-        return Rejected("invalid_command", line=number, reason="line too long")
+def _slices(batch: list[bytes | None]) -> Iterator[list[bytes | None]]:
+    for start in range(0, len(batch), EXEC_BATCH_MAX):
+        yield batch[start : start + EXEC_BATCH_MAX]
+
+
+def _parse_line(line: bytes | None, number: int) -> dict[str, Any] | Rejected:
+    if line is None:
+        return Rejected(
+            "invalid_command",
+            line=number,
+            reason=f"line longer than {EXEC_LINE_BYTES_MAX} bytes",
+        )
     try:
-        command = msgspec.json.decode(line)
-    except msgspec.DecodeError as exc:
-        return Rejected("invalid_command", line=number, reason=f"not JSON: {exc}")
-    if not isinstance(command, dict):
-        return Rejected("invalid_command", line=number, reason="not a JSON object")
-    return command
+        return parse_command_json(line)
+    except Rejected as rejection:
+        return Rejected(rejection.code, line=number, **rejection.details)
 
 
-def execute_lines(lg: Ledger, batches: Iterator[list[bytes]], out: IO[bytes]) -> tuple[int, int]:
-    """Runs JSON-lines commands; writes one outcome line per non-blank line. (ok, rejected)."""
+def execute_lines(
+    lg: Ledger, batches: Iterator[list[bytes | None]], out: IO[bytes]
+) -> tuple[int, int]:
+    """Runs JSON-lines commands; writes exactly one outcome line per input line. (ok, rejected)."""
     number = 0
     ok = rejected = 0
     for batch in batches:
         parsed: list[dict[str, Any] | Rejected] = []
         for raw in batch:
             number += 1
-            if raw.strip():
-                parsed.append(_parse_line(raw, number))
+            parsed.append(_parse_line(raw, number))
         commands = [p for p in parsed if not isinstance(p, Rejected)]
         results = iter(lg.execute_many(commands)) if commands else iter(())
         lines = []
@@ -457,10 +491,9 @@ def execute_lines(lg: Ledger, batches: Iterator[list[bytes]], out: IO[bytes]) ->
             result = item if isinstance(item, Rejected) else next(results)
             if isinstance(result, Rejected):
                 rejected += 1
-                lines.append(_ENCODER.encode(result.to_dict()))
             else:
                 ok += 1
-                lines.append(_ENCODER.encode(result.to_dict()))
+            lines.append(_ENCODER.encode(result.to_dict()))
         if lines:
             out.write(b"\n".join(lines) + b"\n")
             out.flush()

@@ -31,45 +31,6 @@ from ledger.outcome import Outcome
 from ledger.rfc import validate_rfc
 
 MASTER = "PLATAFORMA"
-SUBSCRIPTION_CATALOGUE: tuple[tuple[str, str, str, int], ...] = (
-    ("Multinivel", "multinivel", "1999.00", 0),
-    ("MKL NomiCloud", "mkl", "1999.00", 0),
-    ("MKL Dóminus", "mkl", "1850.00", 250),
-    ("MKL MaxiComercio ERP 2014", "mkl", "15000.00", 0),
-    ("MKL Contablink", "mkl", "0.00", 0),
-    ("MKL FactuDesk 2014", "mkl", "0.00", 0),
-    ("MKL Maxicomercio Pequeños Negocios", "mkl", "0.00", 0),
-    ("MKL CFDI Explorer", "mkl", "0.00", 0),
-)
-"""The seed's subscription list (product, kind, pre-IVA yearly price, points per licence).
-
-Prices as the distributors' manual shows them; the licence price in points is the demo's own
-(the manual does not give one).
-"""
-
-
-LICENSED_CLIENT = "CL-LICENCIAS"
-SEATED_CLIENT = "CL-USUARIOS"
-CONVERTED_CLIENT = "CL-CONVERTIDO"
-CONVERTED_DISTRIBUTOR = "D-CONVERTIDO"
-
-
-def subscription_catalogue(master_id: str) -> list[dict[str, Any]]:
-    """The ``DefineSubscriptionProduct`` commands of ``SUBSCRIPTION_CATALOGUE``."""
-    return [
-        {
-            "type": "DefineSubscriptionProduct",
-            "seller_id": master_id,
-            "actor": master_id,
-            "product": product,
-            "kind": kind,
-            "annual_price": price,
-            "licence_points": licence_points,
-        }
-        for product, kind, price, licence_points in SUBSCRIPTION_CATALOGUE
-    ]
-
-
 PASSWORD = "demo-contraseña-1"  # noqa: S105  (a demo account's password, printed nowhere)
 
 _FIRST_NAMES = (
@@ -179,7 +140,6 @@ class DemoReport:
     rejected: int = 0
     events: int = 0
     seconds: float = 0.0
-    purged: int = 0
     first_rejections: list[str] = field(default_factory=list)
 
 
@@ -226,11 +186,13 @@ class DemoBuilder:
             else:
                 sale_ids = () if command["type"] == "RegisterInvoice" else result.sale_ids
                 for sale_id in sale_ids:
-                    # Subscriptions are sold by the master account's catalogue; seats by the
-                    # client's distributor (the actor).
                     seller = command.get("from_id") or command.get("seller_id") or MASTER
-                    if command["type"] == "BuyUserSeat":
-                        seller = command["actor"]
+                    if command["type"] == "ContractSubscription":
+                        seller = next(
+                            s.parent_id
+                            for s in self.sellers
+                            if s.distributor_id == command["distributor_id"]
+                        )
                     self.sales.setdefault(seller, []).append((self.clock().date(), sale_id))
                 outcomes.append(result)
         return outcomes
@@ -275,7 +237,6 @@ class DemoBuilder:
                     ("PTS-3000", "points", 3_000, "2850.00"),
                 )
             ],
-            *subscription_catalogue(MASTER),
         ]
         for seller in self.sellers:
             if seller.parent_id != MASTER:
@@ -315,20 +276,13 @@ class DemoBuilder:
             if seller.parent_id == MASTER
         ]
         commands += [
-            *[
-                {
-                    "type": "ContractSubscription",
-                    "distributor_id": distributor_id,
-                    "product": product,
-                    "actor": distributor_id,
-                }
-                for distributor_id, product in (
-                    ("D-CENTRO", "Multinivel"),
-                    ("D-CENTRO", "MKL Dóminus"),
-                    ("D-NORTE", "MKL Dóminus"),
-                    ("D-NORTE", "MKL NomiCloud"),
-                )
-            ],
+            {
+                "type": "ContractSubscription",
+                "actor": "D-CENTRO",
+                "distributor_id": "D-CENTRO",
+                "product": "Multinivel",
+                "annual_price": "12000.00",
+            },
             {
                 "type": "DefinePackage",
                 "actor": "D-CENTRO",
@@ -778,91 +732,12 @@ class DemoBuilder:
         )  # fmt: skip
         self.report.commands += len(guesses)
 
-    def lifecycle(self) -> None:
-        """The eve of day one: licences, seats and users, a conversion, a distributor cancelled.
-
-        D-BAJA, registered and cancelled on the first day, is purged at the end (30 days or
-        more later) by ``Ledger.purge_due``.
-        """
-        self.clock.set(self._at(self.first_day - timedelta(days=1), 12))
-        licensed, seated, converted = LICENSED_CLIENT, SEATED_CLIENT, CONVERTED_CLIENT
-        expires = (self.today + timedelta(days=365)).isoformat()
-        baja = _Seller("D-BAJA", MASTER, "Timbres que Cierran SA de CV", 0.0)
-        commands: list[dict[str, Any]] = [
-            {
-                "type": "RegisterClient",
-                "client_id": client_id,
-                "distributor_id": distributor_id,
-                "profile": self._client_profile()[0],
-                "actor": distributor_id,
-            }
-            for client_id, distributor_id in (
-                (licensed, "D-NORTE"),
-                (seated, "D-NORTE"),
-                (converted, "D-CENTRO"),
-            )
-        ]
-        commands += [
-            *[
-                {
-                    "type": "GenerateLicence",
-                    "client_id": licensed,
-                    "product": product,
-                    "licence_id": f"LIC-{licensed}-{n}",
-                    "actor": "D-NORTE",
-                }
-                for n, product in enumerate(("Dóminus", "NomiCloud"), start=1)
-            ],
-            *[
-                {
-                    "type": "BuyUserSeat",
-                    "seat_id": f"SEAT-{seated}-{n}",
-                    "client_id": seated,
-                    "price": "288.84",
-                    "actor": "D-NORTE",
-                }
-                for n in (1, 2)
-            ],
-            {
-                "type": "AddPortalUser",
-                "user_id": f"USR-{seated}-1",
-                "client_id": seated,
-                "email": "contabilidad@example.com",
-                "actor": seated,
-            },
-            {
-                "type": "AddPortalUser",
-                "user_id": f"USR-{seated}-2",
-                "client_id": seated,
-                "email": "ventas@example.com",
-                "actor": seated,
-            },
-            {"type": "DeactivatePortalUser", "user_id": f"USR-{seated}-2", "actor": seated},
-            {
-                "type": "ConvertClientToDistributor",
-                "client_id": converted,
-                "distributor_id": CONVERTED_DISTRIBUTOR,
-                "actor": "D-CENTRO",
-            },
-            *self._register_distributor(baja, expires),
-            {"type": "SuspendDistributor", "distributor_id": "D-BAJA", "actor": MASTER},
-            {"type": "CancelDistributor", "distributor_id": "D-BAJA", "actor": MASTER},
-        ]
-        self._run(commands)
-
     def finish(self, now: datetime) -> None:
-        """The clock back to the real present; a sub-distributor suspended; due purges."""
+        """The clock back to the real present; a sub-distributor suspended for the views."""
         self.clock.set(now)
         self._run(
             [{"type": "SuspendDistributor", "distributor_id": "D-CENTRO-PUE", "actor": "D-CENTRO"}]
         )
-        for result in self.lg.purge_due():
-            self.report.commands += 1
-            if isinstance(result, Rejected):
-                self.report.rejected += 1
-                self.report.first_rejections.append(f"PurgeDistributor: {result}")
-            else:
-                self.report.purged += 1
 
 
 # Printing -------------------------------------------------------------------------------------
@@ -910,70 +785,16 @@ def render_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any
 def print_views(lg: Ledger, out: TextIO) -> None:
     """The main views of the demo network."""
     views = lg.views
-    columns = ("distributor", "name", "status", "expires", "stamps", "points", "was client")
+    columns = ("distributor", "name", "status", "expires", "stamps", "points")
 
     def distributor_rows(parent: str) -> list[tuple[Any, ...]]:
         return [
-            (
-                d.distributor_id,
-                d.name,
-                d.status,
-                d.expires_on,
-                d.stamps,
-                d.points,
-                d.converted_from,
-            )
+            (d.distributor_id, d.name, d.status, d.expires_on, d.stamps, d.points)
             for d in views.distributors(parent)
         ]
 
     out.write(render_table(f"\nDistributors of {MASTER}", columns, distributor_rows(MASTER)))
     out.write(render_table("\nSub-distributors of D-CENTRO", columns, distributor_rows("D-CENTRO")))
-    out.write(
-        render_table(
-            "\nSubscriptions (charged pro rata plus IVA, renewed with the distributor)",
-            ("distributor", "product", "kind", "expires", "running"),
-            [
-                (d.distributor_id, s.product, s.kind, s.expires_on, s.active)
-                for d in views.distributors(MASTER)
-                for s in d.subscriptions
-            ],
-        )
-    )
-    out.write(
-        render_table(
-            f"\nLicences of {LICENSED_CLIENT} (D-NORTE's MKL)",
-            ("licence", "product", "expires", "points", "paid by"),
-            [
-                (lic.licence_id, lic.product, lic.expires_on, lic.points, lic.paid_by)
-                for lic in views.licences(LICENSED_CLIENT)
-            ],
-        )
-    )
-    out.write(
-        render_table(
-            f"\nExtra-user seats of {SEATED_CLIENT}",
-            ("seat", "expires", "price", "user", "e-mail", "status"),
-            [
-                (
-                    seat.seat_id,
-                    seat.expires_on,
-                    seat.price,
-                    seat.user_id,
-                    seat.email,
-                    seat.user_status,
-                )
-                for seat in views.seats(SEATED_CLIENT)
-            ],
-        )
-    )
-    converted = [c for c in views.clients("D-CENTRO", search=CONVERTED_CLIENT) if c.converted_to]
-    out.write(
-        render_table(
-            "\nClients of D-CENTRO converted into distributors",
-            ("client", "name", "became"),
-            [(c.client_id, c.name, c.converted_to) for c in converted],
-        )
-    )
     ctis = views.stamping_accounts("D-NORTE", sort="balance_desc", limit=12)
     out.write(
         render_table(
@@ -1111,7 +932,6 @@ def run(url: str | None, *, clients: int, days: int, seed: int, out: TextIO) -> 
         builder.build_network()
         builder.register_clients()
         builder.initial_stamps()
-        builder.lifecycle()
         builder.simulate()
         builder.codes_and_panel()
         builder.finish(max(now, clock()))

@@ -11,17 +11,22 @@ aggregate state never grows with history.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import math
 import os
 import select
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import sqlite3
+import zlib
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from operator import attrgetter
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlparse
 
+import psycopg
+import psycopg.errors
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import (
     IntegrityError,
@@ -54,8 +59,14 @@ from psycopg_pool import PoolTimeout
 from adapters.chain import GENESIS, events_digest, link
 from adapters.codec import MsgspecMapper
 from ledger.domain import Aggregate, Event, Snapshot
-from ledger.engine import KeyRecord, WriteConflict
-from ledger.errors import CommitOutcomeUnknown, InfrastructureError, IntegrityBreach, LedgerError
+from ledger.engine import KeyRecord, Record, WriteConflict
+from ledger.errors import (
+    CommitOutcomeUnknown,
+    ConcurrencyError,
+    InfrastructureError,
+    IntegrityBreach,
+    LedgerError,
+)
 
 CONNECT_TIMEOUT_S_DEFAULT = 5
 """Seconds to open one PostgreSQL connection (URL ``?connect_timeout=``, whole seconds; libpq
@@ -142,6 +153,16 @@ class LedgerPostgresDatastore(PostgresDatastore):
         raise OperationalError("every pooled connection had been closed by the server")
 
 
+RecordRows = Callable[[Sequence[StoredEvent], Sequence[KeyRecord]], Sequence[int]]
+"""Records stored rows and keys in a locked transaction and commits it."""
+LOCKED_IDLE_TIMEOUT_S = 60
+"""How long a locked retry's transaction may wait on its decision (a long batch on a loaded
+machine takes seconds) before the server ends it; eventsourcing's default for its own
+transactions, 5 s, is kept elsewhere."""
+LOCK_BUCKETS = 256
+"""Advisory locks per PostgreSQL transaction at most: aggregates are locked by bucket of id."""
+
+
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
     """PostgreSQL application recorder that also writes idempotency keys in the same transaction."""
 
@@ -168,15 +189,50 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "last_id bigint PRIMARY KEY, first_id bigint NOT NULL, hash bytea NOT NULL)"
             ).format(schema=schema, chain=chain)
         )
+        # Every writer of an aggregate holds a transaction-scoped advisory lock on it (on its
+        # bucket: the lock table is shared by the whole server, so a transaction takes at most
+        # LOCK_BUCKETS locks) from before its first write until its commit. The locks are
+        # taken in ascending order, so writers never wait on each other in a cycle. A writer
+        # that lost a race takes the locks of what it touched BEFORE reading and deciding
+        # again (``locked``), so nobody can write those aggregates between its read and its
+        # commit: its retry cannot lose the same race twice.
+        self.lock_function_name = f"{prefix}_lock"
+        lock_function = Identifier(self.datastore.schema, self.lock_function_name)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {function}(ids {id_type}[]) "
+                "RETURNS void LANGUAGE plpgsql AS $$ "
+                "DECLARE bucket int; "
+                "BEGIN "
+                "SET LOCAL lock_timeout = '{lock_timeout}s'; "
+                "SET LOCAL idle_in_transaction_session_timeout = '{idle_s}s'; "
+                "FOR bucket IN SELECT DISTINCT hashtext(i::text) & {mask} "
+                "FROM unnest(ids) AS i ORDER BY 1 LOOP "
+                "PERFORM pg_advisory_xact_lock({lock_class}, bucket); "
+                "END LOOP; "
+                "END $$"
+            ).format(
+                function=lock_function,
+                id_type=Identifier(self.datastore.originator_id_type),
+                lock_timeout=self.datastore.lock_timeout,
+                mask=LOCK_BUCKETS - 1,
+                idle_s=LOCKED_IDLE_TIMEOUT_S,
+                lock_class=zlib.crc32(events_table_name.encode()) & 0x7FFF_FFFF,
+            )
+        )
+        self.lock_statement = (
+            SQL("SELECT {function}(%b)").format(function=lock_function).as_string()
+        )
         # The whole write is one server-side function, called as one statement in autocommit
-        # (its own transaction): keys first (no table lock needed: their primary key makes a
-        # racing duplicate fail, and a writer holds the table lock only after its keys are in,
-        # so keys and lock never wait on each other in a cycle), then eventsourcing's table
-        # lock and NOTIFY (so notification ids commit in order), the events, and the chain
-        # link computed from the previous link and the ids just issued. One round trip per
-        # write, as a one-row insert; eventsourcing's own path takes seven statements and two
-        # syncs, and sends events as a composite-type array that psycopg renders as text,
-        # escaping every byte of every state in Python (~30 µs an event).
+        # (its own transaction) or as the last statement of a locked transaction: the
+        # aggregates' locks, keys (no table lock needed: their primary key makes a racing
+        # duplicate fail, and a writer holds the table lock only after its keys are in, so
+        # keys and lock never wait on each other in a cycle), then eventsourcing's table lock
+        # and NOTIFY (so notification ids commit in order), the events, and the chain link
+        # computed from the previous link and the ids just issued. One round trip per write,
+        # as a one-row insert; eventsourcing's own path takes seven statements and two syncs,
+        # and sends events as a composite-type array that psycopg renders as text, escaping
+        # every byte of every state in Python (~30 µs an event).
         self.record_function_name = f"{prefix}_record"
         record_function = Identifier(self.datastore.schema, self.record_function_name)
         self.sql_create_statements.append(
@@ -186,6 +242,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "key_names text[], fingerprints text[], outcomes bytea[], digest bytea) "
                 "RETURNS SETOF bigint LANGUAGE plpgsql AS $$ "
                 "BEGIN "
+                "PERFORM {lock_function}(ids); "
                 "IF cardinality(key_names) > 0 THEN "
                 "INSERT INTO {schema}.{keys} (key, fingerprint, outcome) "
                 "SELECT * FROM unnest(key_names, fingerprints, outcomes); "
@@ -208,6 +265,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "END $$"
             ).format(
                 function=record_function,
+                lock_function=lock_function,
                 id_type=Identifier(self.datastore.originator_id_type),
                 schema=schema,
                 keys=table,
@@ -266,6 +324,54 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         assert len(ids) == len(stored_events), (len(ids), len(stored_events))
         return ids
 
+    @contextmanager
+    def locked(self, aggregate_ids: Sequence[str]) -> Iterator[RecordRows]:
+        """A transaction that holds the aggregates' locks; yields what records in it and commits.
+
+        Reads made meanwhile (on other connections) see every aggregate of ``aggregate_ids`` as
+        it will be when this transaction writes, since any writer of them waits for the locks.
+        Leaving without recording rolls back. Errors: a taken key (or a deadlock, possible only
+        when the write touches aggregates it had not locked) is ``WriteConflict``; a lock
+        waited for past the lock timeout is ``ConcurrencyError``.
+        """
+        with self.datastore.get_connection() as conn:
+            assert conn.autocommit
+            done = False
+
+            def record(
+                stored_events: Sequence[StoredEvent], keys: Sequence[KeyRecord]
+            ) -> list[int]:
+                nonlocal done
+                with _postgres_errors(), conn.cursor() as curs:
+                    curs.execute(
+                        self.record_statement,
+                        self.record_parameters(stored_events, keys),
+                        prepare=True,
+                    )
+                    ids = [row[self.record_function_name] for row in curs.fetchall()]
+                done = True  # committed, or rolled back by the server: never roll back here
+                try:
+                    conn.execute("COMMIT")
+                except PsycopgError as exc:
+                    if conn.broken or conn.closed:
+                        raise _OutcomeUnknown(str(exc)) from exc
+                    with _postgres_errors():
+                        raise
+                assert len(ids) == len(stored_events), (len(ids), len(stored_events))
+                return ids
+
+            try:
+                with _postgres_errors():
+                    conn.execute("BEGIN")
+                    conn.execute(self.lock_statement, (list(aggregate_ids),), prepare=True)
+                yield record
+            finally:
+                if not done:
+                    # A broken connection cannot roll back, and need not: the server ends its
+                    # transaction, and the pool discards the connection.
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+
     def record_parameters(
         self, stored_events: Sequence[StoredEvent], keys: Sequence[KeyRecord]
     ) -> tuple[Any, ...]:
@@ -292,6 +398,20 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 row["key"]: KeyRecord(row["key"], row["fingerprint"], bytes(row["outcome"]))
                 for row in curs.fetchall()
             }
+
+
+@contextmanager
+def _postgres_errors() -> Iterator[None]:
+    """PostgreSQL errors of a locked write as the engine's: retry, give up, or infrastructure."""
+    try:
+        yield
+    except (psycopg.errors.IntegrityError, psycopg.errors.DeadlockDetected) as exc:
+        raise WriteConflict(str(exc)) from None
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+        raise ConcurrencyError(f"timed out waiting for a lock: {exc}") from None
+    except psycopg.Error as exc:
+        # Described by ``EventStore`` like every other failed call.
+        raise PersistenceError(str(exc)) from exc
 
 
 def _in_key_order(keys: Sequence[KeyRecord]) -> list[KeyRecord]:
@@ -360,6 +480,37 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         )
         return list(range(first, last + 1))
 
+    @contextmanager
+    def locked(self, aggregate_ids: Sequence[str]) -> Iterator[RecordRows]:  # noqa: ARG002
+        """A transaction that holds SQLite's write lock (``BEGIN IMMEDIATE``) from the start.
+
+        SQLite has one writer at a time, so holding its lock before reading and deciding means
+        nobody can write anything before this transaction commits, whatever it touches.
+        Yields what records in the transaction and commits; leaving without recording rolls
+        back. Waiting for the lock past the busy timeout is ``ConcurrencyError``.
+        """
+        with self.datastore.get_connection(commit=True) as conn:
+            cursor = conn.cursor()
+            done = False
+
+            def record(
+                stored_events: Sequence[StoredEvent], keys: Sequence[KeyRecord]
+            ) -> list[int]:
+                nonlocal done
+                with _sqlite_errors():
+                    ids = self._insert_events(cursor, stored_events, keys=keys)
+                    conn.commit()
+                done = True
+                return list(ids or [])
+
+            try:
+                with _sqlite_errors():
+                    cursor.execute("BEGIN IMMEDIATE")
+                yield record
+            finally:
+                if not done:
+                    conn.rollback()
+
     def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
         """The stored rows of those of ``keys`` that were used."""
         found: dict[str, KeyRecord] = {}
@@ -378,6 +529,25 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 for row in c.fetchall():
                     found[row[0]] = KeyRecord(row[0], row[1], bytes(row[2]))
         return found
+
+
+@contextmanager
+def _sqlite_errors() -> Iterator[None]:
+    """SQLite errors of a locked write as the engine's: retry, give up, or infrastructure."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise WriteConflict(str(exc)) from None
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise ConcurrencyError(
+                f"timed out waiting for the write lock: {exc} (another process held it past"
+                " busy_timeout)"
+            ) from None
+        raise PersistenceError(str(exc)) from exc
+    except sqlite3.Error as exc:
+        # Described by ``EventStore`` like every other failed call.
+        raise PersistenceError(str(exc)) from exc
 
 
 class LedgerPostgresSnapshotRecorder(PostgresAggregateRecorder):
@@ -574,8 +744,6 @@ SCHEMA_LOCK_ID = 7_310_420_001
 def open_application(env: dict[str, str]) -> LedgerApplication:
     """Constructs the eventsourcing application, creating tables once even under a race."""
     if env["PERSISTENCE_MODULE"].endswith("LedgerPostgresFactory") and env["CREATE_TABLE"] == "y":
-        import psycopg  # noqa: PLC0415
-
         conninfo = psycopg.conninfo.make_conninfo(
             dbname=env["POSTGRES_DBNAME"],
             host=env["POSTGRES_HOST"],
@@ -700,16 +868,40 @@ class EventStore:
         except IntegrityError as exc:
             raise WriteConflict(str(exc)) from None
         except _OutcomeUnknown as exc:
-            raise CommitOutcomeUnknown(
-                f"the connection to {describe_store(self.env)} broke while {len(events)} events"
-                f" were being committed ({' '.join(str(exc).split())}): they may or may not be"
-                " recorded. Retry the same commands with the same keys (ids, CFDI UUIDs,"
-                " idempotency_key): one already recorded answers its first outcome again."
-                " A command without a key may be recorded twice: check its history first."
-            ) from None
+            raise self._outcome_unknown(len(events), exc) from None
         except PersistenceError as exc:
             raise self._failed("record events", exc) from None
         return ids or []
+
+    def _outcome_unknown(self, events: int, exc: BaseException) -> CommitOutcomeUnknown:
+        """The error of a commit whose connection broke: recorded or not, nobody knows."""
+        return CommitOutcomeUnknown(
+            f"the connection to {describe_store(self.env)} broke while {events} events"
+            f" were being committed ({' '.join(str(exc).split())}): they may or may not be"
+            " recorded. Retry the same commands with the same keys (ids, CFDI UUIDs,"
+            " idempotency_key): one already recorded answers its first outcome again."
+            " A command without a key may be recorded twice: check its history first."
+        )
+
+    @contextmanager
+    def locked(self, aggregate_ids: Collection[str]) -> Iterator[Record]:
+        """A transaction that no other writer of these aggregates can pass (see the recorders).
+
+        Yields ``record`` for that transaction; it commits. Leaving without it rolls back.
+        """
+        to_stored = self.mapper.to_stored_event
+        try:
+            with self.recorder.locked(sorted(aggregate_ids)) as insert:
+
+                def record(events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
+                    try:
+                        return insert([to_stored(e) for e in events], keys)
+                    except _OutcomeUnknown as exc:
+                        raise self._outcome_unknown(len(events), exc) from None
+
+                yield record
+        except PersistenceError as exc:
+            raise self._failed("record events", exc) from None
 
     def snapshot(self, aggregates: Iterable[Aggregate], at: datetime) -> None:
         """Stores snapshots of the aggregates as they are now."""

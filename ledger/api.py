@@ -164,6 +164,24 @@ class Ledger:
             self.views.catch_up()
         return results
 
+    async def aexecute(self, command: Mapping[str, Any] | Command) -> Outcome:
+        """``execute`` for asyncio: the same group commit, without blocking the event loop.
+
+        Cancelling the awaiting task does not withdraw a command already queued: it may still
+        be recorded (send it again with the same idempotency key to learn its outcome).
+        """
+        (result,) = await self.aexecute_many([command])
+        if isinstance(result, Rejected):
+            raise result
+        return result
+
+    async def aexecute_many(
+        self, commands: Sequence[Mapping[str, Any] | Command], *, atomic: bool = False
+    ) -> list[Result]:
+        """``execute_many`` for asyncio: the same group commit, without blocking the event loop."""
+        self._check_open()
+        return await self.engine.aexecute_many(commands, atomic=atomic)
+
     def balance(self, holder_id: str, unit: str = "stamps") -> int:
         """The holder's current balance of ``unit`` from the write side (always up to date)."""
         self._check_open()
@@ -222,10 +240,13 @@ class Ledger:
             return
         self._closed = True
         try:
-            if self._views is not None:
-                self._views.close()
+            self.engine.close()
         finally:
-            self.store.close()
+            try:
+                if self._views is not None:
+                    self._views.close()
+            finally:
+                self.store.close()
 
     def _check_open(self) -> None:
         if self._closed:

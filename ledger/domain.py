@@ -210,6 +210,14 @@ class Aggregate:
         """The aggregate's state as its generated snapshot struct."""
         return self.snapshot_type(**{n: getattr(self, n) for n in self.snapshot_fields})
 
+    def clone(self) -> Self:
+        """An independent copy of the recorded state (no pending events)."""
+        assert not self.pending_events, "only recorded state is cloned"
+        state = msgspec.json.decode(
+            _STATE_ENCODER.encode(self.snapshot_state()), type=self.snapshot_type
+        )
+        return self.from_snapshot_state(state)
+
     @classmethod
     def from_snapshot_state(cls, state: msgspec.Struct) -> Self:
         """Restores an aggregate from its snapshot struct."""

@@ -14,6 +14,7 @@ command per transaction, where such a command is simply discarded.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import itertools
@@ -21,18 +22,20 @@ import logging
 import random
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, get_args
 
 import msgspec
 from pydantic import ValidationError
 
 from ledger.clock import MEXICO_CITY, Clock, local_date
 from ledger.commands.auth import authorise
-from ledger.commands.models import COMMAND_ADAPTER, Command
+from ledger.commands.models import COMMAND_ADAPTER, AnyCommand, Command, time_errors
 from ledger.domain import Aggregate, Event
 from ledger.errors import (
     CommitOutcomeUnknown,
@@ -61,6 +64,10 @@ CACHE_SIZE_MAX = 50_000
 """Bound on aggregates kept in memory by one engine."""
 SNAPSHOT_INTERVAL = 500
 """An aggregate is snapshotted every this many events, so long histories load fast."""
+HOT_WINDOW_S = 10.0
+"""An aggregate that lost a race is written under its lock for this long after."""
+HOT_SIZE_MAX = 10_000
+"""Bound on the hot aggregates one engine remembers."""
 MIDNIGHT = datetime.min.time()
 """Where a local day starts."""
 
@@ -93,12 +100,22 @@ class Store(Protocol):
     def record(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
         """Writes events and keys in one transaction; raises ``WriteConflict`` on a lost race."""
 
+    def locked(self, aggregate_ids: Collection[str]) -> AbstractContextManager[Record]:
+        """A transaction no other writer of these aggregates can pass; yields its ``record``.
+
+        Entered before the aggregates are read and the commands decided again, so the retry of
+        a lost race cannot lose it again. Leaving without recording rolls back.
+        """
+
     def snapshot(self, aggregates: Iterable[Aggregate], at: datetime) -> None:
         """Stores snapshots of the aggregates' current state."""
 
     def has_events_of(self, topic: str) -> bool:
         """Whether any event of ``topic`` was recorded (a rare question: may scan)."""
 
+
+Record = Callable[[Sequence[Event], Sequence[KeyRecord]], Sequence[int]]
+"""Writes events and keys in one transaction (the store's ``record``)."""
 
 Handler = Callable[[Any, "Tx"], Outcome]
 HANDLERS: dict[type[Command], Handler] = {}
@@ -121,9 +138,14 @@ class _PartialRejection(Exception):
 class Tx:
     """The aggregates one attempt works on, and what it will record."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, fresh: bool = False) -> None:
         self.engine = engine
+        # Under the lock of what it touches, an attempt catches cached aggregates up first.
+        self.fresh = fresh
         self.touched: dict[str, Aggregate] = {}
+        # Hot aggregates are decided on a clone: the cached original stays as recorded, so a
+        # lost race costs a catch-up of it, not a reload.
+        self.pristine: dict[str, Aggregate] = {}
         self.created: dict[str, Aggregate] = {}
         self.keys: dict[str, KeyRecord] = {}
         self.now: datetime = engine.clock()
@@ -150,7 +172,13 @@ class Tx:
         if agg is None:
             agg = self.engine.cache_get(aggregate_id)
             if agg is not None:
-                self._from_cache.add(aggregate_id)
+                if self.fresh:
+                    agg = self.engine.store.catch_up(agg)
+                else:
+                    self._from_cache.add(aggregate_id)
+                if self.engine.is_hot(aggregate_id):
+                    self.pristine[aggregate_id] = agg
+                    agg = agg.clone()
             else:
                 agg = self.engine.store.load(aggregate_id)
                 if agg is None:
@@ -170,10 +198,18 @@ class Tx:
         agg = self.find(aggregate_id)
         if agg is not None and aggregate_id in self._from_cache and not agg.pending_events:
             self._from_cache.discard(aggregate_id)
-            agg = self.engine.store.catch_up(agg)  # in place: the cached object moves on
+            original = self.pristine.get(aggregate_id)
+            if original is not None:
+                # A hot aggregate: the cached original moves on, the attempt gets a new clone.
+                version = original.version
+                self.engine.store.catch_up(original)
+                if original.version != version:
+                    agg = original.clone()
+            else:
+                agg = self.engine.store.catch_up(agg)  # in place: the cached object moves on
+                self.engine.cache_put(agg)
             self.touched[aggregate_id] = agg
             self._read[aggregate_id] = (agg, 0)
-            self.engine.cache_put(agg)
         return agg
 
     def get(self, aggregate_id: str, kind: type[A]) -> A:
@@ -242,13 +278,23 @@ class Tx:
             agg = self.touched[aggregate_id]
             if agg.pending_events:
                 continue  # a stale write is caught by the version check at commit
-            version = agg.version
-            fresh = self.engine.store.catch_up(agg)
             self._from_cache.discard(aggregate_id)
-            if fresh.version != version:
-                self.touched[aggregate_id] = fresh
+            original = self.pristine.get(aggregate_id)
+            if original is not None:
+                version = original.version
+                self.engine.store.catch_up(original)
+                if original.version == version:
+                    continue
+                fresh = original.clone()
+            else:
+                version = agg.version
+                fresh = self.engine.store.catch_up(agg)
+                if fresh.version == version:
+                    continue
                 self.engine.cache_put(fresh)
-                moved = True
+            self.touched[aggregate_id] = fresh
+            self._read[aggregate_id] = (fresh, 0)
+            moved = True
         return moved
 
 
@@ -300,7 +346,71 @@ def _aborted(results: list[Result]) -> list[Result]:
     ]
 
 
-"""The process's pause of the cyclic collector during batches."""
+GC_PAUSE_COMMANDS_MIN = 200
+"""Batches at least this long pause the cyclic collector (shorter ones gain nothing from it)."""
+CLOSE_WAIT_S = 60.0
+"""Bound on how long ``close`` waits for queued commands to commit."""
+PREPARE_INLINE_MAX = 32
+"""``aexecute_many`` parses at most this many commands in the event loop; more go to a thread."""
+
+
+def _gc_pause_for(commands: int) -> AbstractContextManager[None]:
+    """The collector's pause for a batch of that many commands, or nothing for a short one."""
+    return GC_PAUSE if commands >= GC_PAUSE_COMMANDS_MIN else nullcontext()
+
+
+def _check_atomic_size(commands: Sequence[object]) -> None:
+    if len(commands) > ATOMIC_SIZE_MAX:
+        raise Rejected("invalid_command", reason=f"an atomic batch holds at most {ATOMIC_SIZE_MAX}")
+
+
+async def _aprepare(
+    commands: Sequence[Mapping[str, Any] | Command], now: datetime
+) -> list[Prepared]:
+    """Parses commands for an asyncio caller; a long list in a thread, not in the event loop."""
+    if len(commands) <= PREPARE_INLINE_MAX:
+        return [prepare(c, now) for c in commands]
+    return await asyncio.to_thread(lambda: [prepare(c, now) for c in commands])
+
+
+@dataclass(eq=False, slots=True)
+class _Request:
+    """One caller's commands waiting for the transaction that will carry them.
+
+    A thread waits on ``wake`` (set when its results are in, or when it must lead); an asyncio
+    caller is told through ``notify``, called in the leading thread.
+    """
+
+    batch: list[Prepared]
+    atomic: bool
+    wake: threading.Event | None
+    notify: Callable[[_Request], None] | None = None
+    results: list[Result] | None = None
+    error: BaseException | None = None
+    done: bool = False
+    lead: bool = False
+
+    def deliver(self, results: list[Result] | None, error: BaseException | None) -> None:
+        """Hands the caller its results (or the error that stopped its transaction)."""
+        self.results = results
+        self.error = error
+        self.done = True
+        if self.wake is not None:
+            self.wake.set()
+        else:
+            assert self.notify is not None
+            self.notify(self)
+
+
+def _settle(future: asyncio.Future[list[Result]], request: _Request) -> None:
+    """Resolves an asyncio caller's future in its loop (unless the caller gave up waiting)."""
+    if future.cancelled():
+        return
+    if request.error is not None:
+        future.set_exception(request.error)
+    else:
+        assert request.results is not None
+        future.set_result(request.results)
 
 
 @dataclass(slots=True)
@@ -317,35 +427,67 @@ class Prepared:
 Result = Outcome | Rejected
 
 
+_FIELD_NAME_CHARS_MAX = 100
+
+
+def _field_name(part: str | int) -> str:
+    """A location part of a field error; a name the caller made up (an unknown field) is cut
+    and escaped, since it goes back to the caller and may hold anything."""
+    text = str(part)
+    if len(text) > _FIELD_NAME_CHARS_MAX or not text.isprintable():
+        text = text[:_FIELD_NAME_CHARS_MAX].encode("unicode_escape").decode("ascii")
+    return text
+
+
 def validation_rejection(exc: ValidationError) -> Rejected:
     """``invalid_command`` (or ``invalid_rfc``) with field errors; input values are never echoed."""
     errors = []
     code = "invalid_command"
     for error in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(part) for part in error["loc"])
+        where = ".".join(_field_name(part) for part in error["loc"])
+        message = error["msg"]
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            # pydantic's message quotes the type given, which may be anything at all.
+            where, message = "type", "unknown or missing command type"
         # A missing RFC field is a malformed command, not a bad RFC.
-        if where.endswith(("rfc", "rfc_lock")) and error["type"] != "missing":
+        elif where.endswith(("rfc", "rfc_lock")) and error["type"] != "missing":
             code = "invalid_rfc"
-        errors.append({"field": where, "message": error["msg"]})
+        errors.append({"field": where, "message": message})
     return Rejected(code, errors=errors)
 
 
 _FINGERPRINT_ENCODER = msgspec.json.Encoder(order="sorted")
+COMMAND_TYPES = frozenset(
+    member.model_fields["type"].default for member in get_args(get_args(AnyCommand)[0])
+)
+"""Every command type the ledger knows."""
 
 
-def prepare(command: Mapping[str, Any] | Command) -> Prepared:
-    """Parses a command once: its model, its keys and the fingerprint of the fields given."""
+def prepare(command: Mapping[str, Any] | Command, now: datetime) -> Prepared:
+    """Parses a command once: its model, its keys and the fingerprint of the fields given.
+
+    ``now`` is the ledger clock's time: no time in a command may lie more than a day after it.
+    """
     raw_type = "?"
     try:
         if isinstance(command, Command):
             model = command
         else:
-            raw_type = str(command.get("type", "?")) if isinstance(command, Mapping) else "?"
+            if isinstance(command, Mapping):
+                given_type = command.get("type")
+                # Only a known type goes into the log line, never whatever the caller sent.
+                if isinstance(given_type, str) and given_type in COMMAND_TYPES:
+                    raw_type = given_type
             model = COMMAND_ADAPTER.validate_python(command)
     except ValidationError as exc:
         return Prepared(None, rejection=validation_rejection(exc), raw_type=raw_type)
     except Rejected as exc:
         return Prepared(None, rejection=exc, raw_type=raw_type)
+    command_type: str = model.type  # type: ignore[attr-defined]
+    late = time_errors(model, now, f"{command_type}.")
+    if late:
+        rejection = Rejected("invalid_command", errors=late)
+        return Prepared(None, rejection=rejection, raw_type=command_type)
     keys = model.keys()
     fingerprint = ""
     if keys:
@@ -353,7 +495,7 @@ def prepare(command: Mapping[str, Any] | Command) -> Prepared:
         fingerprint = hashlib.blake2b(
             _FINGERPRINT_ENCODER.encode(given), digest_size=16
         ).hexdigest()
-    return Prepared(model, keys, fingerprint, raw_type=model.type)  # type: ignore[attr-defined]
+    return Prepared(model, keys, fingerprint, raw_type=command_type)
 
 
 # A password never enters the fingerprint: an unsalted fast hash of it, kept forever in the key
@@ -431,6 +573,16 @@ class Engine:
     _day: tuple[datetime, datetime, date] | None = None
     network_masters: dict[str, str] = field(default_factory=dict)
     """Master of each account recorded before ``master_id`` existed (see ``commands/auth``)."""
+    _queue: deque[_Request] = field(default_factory=deque)
+    _queue_lock: threading.Lock = field(default_factory=threading.Lock)
+    _idle: threading.Condition = field(init=False)
+    _leading: bool = False
+    _closed: bool = False
+    _committer_pool: ThreadPoolExecutor | None = None
+    _hot: OrderedDict[str, float] = field(default_factory=OrderedDict)
+
+    def __post_init__(self) -> None:
+        self._idle = threading.Condition(self._queue_lock)
 
     def local_day(self, at: datetime) -> date:
         """``local_date(at)``, remembered until that local day ends (it is read per command)."""
@@ -484,36 +636,211 @@ class Engine:
     ) -> list[Result]:
         """Runs commands in order in as few transactions as is safe; one result per command.
 
-        ``atomic``: one transaction for all of them, and if any is rejected none is recorded (the
-        others get ``batch_aborted``).
+        Concurrent callers share transactions (group commit, ``_submit``). ``atomic``: one
+        transaction for all of them alone, and if any is rejected none is recorded (the others
+        get ``batch_aborted``).
         """
         if atomic:
-            return self._execute_atomic(commands)
+            _check_atomic_size(commands)
+            with _gc_pause_for(len(commands)):
+                now = self.clock()
+                return self._submit([prepare(c, now) for c in commands], atomic=True)
         results: list[Result] = []
         remaining = iter(commands)
-        while True:
-            with GC_PAUSE:
-                chunk = [prepare(c) for c in itertools.islice(remaining, BATCH_SIZE_MAX)]
-                if not chunk:
-                    return results
-                with self._lock:
-                    try:
-                        results.extend(self._run_batch(chunk))
-                    except _PartialRejection:
-                        for one in chunk:
-                            results.extend(self._run_isolated(one))
+        while chunk := list(itertools.islice(remaining, BATCH_SIZE_MAX)):
+            # Parsed in the caller's thread, outside the commit in flight.
+            with _gc_pause_for(len(chunk)):
+                now = self.clock()
+                results.extend(self._submit([prepare(c, now) for c in chunk], atomic=False))
+        return results
 
-    def _execute_atomic(self, commands: Sequence[Mapping[str, Any] | Command]) -> list[Result]:
-        if len(commands) > ATOMIC_SIZE_MAX:
-            raise Rejected(
-                "invalid_command", reason=f"an atomic batch holds at most {ATOMIC_SIZE_MAX}"
+    async def aexecute_many(
+        self, commands: Sequence[Mapping[str, Any] | Command], *, atomic: bool = False
+    ) -> list[Result]:
+        """``execute_many`` for asyncio: joins the same queue without blocking the event loop."""
+        if atomic:
+            _check_atomic_size(commands)
+            return await self._asubmit(await _aprepare(commands, self.clock()), atomic=True)
+        results: list[Result] = []
+        for start in range(0, len(commands), BATCH_SIZE_MAX):
+            chunk = commands[start : start + BATCH_SIZE_MAX]
+            results.extend(await self._asubmit(await _aprepare(chunk, self.clock()), atomic=False))
+        return results
+
+    # Group commit ----------------------------------------------------------------------------
+    #
+    # Callers queue their prepared commands. One caller at a time leads: it takes every request
+    # queued (up to BATCH_SIZE_MAX commands) and runs them as ONE batch, in ONE transaction,
+    # while newcomers queue behind it; then it hands each caller its own results and, once its
+    # own are done, passes the lead to the next waiting thread. A caller alone leads at once
+    # (no added latency, no thread switch); under load, each transaction carries what arrived
+    # during the previous one. asyncio callers are led by a committer thread instead, so the
+    # event loop never waits for the database.
+
+    def _submit(self, batch: list[Prepared], *, atomic: bool) -> list[Result]:
+        """Queues a caller's commands, leads if nobody does, and waits for their results."""
+        if not batch:
+            return []
+        request = _Request(batch, atomic, threading.Event())
+        with self._queue_lock:
+            self._check_open()
+            self._queue.append(request)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            assert request.wake is not None
+            request.wake.wait()
+            lead = request.lead
+        if lead:
+            self._lead(request)
+        if request.error is not None:
+            raise request.error
+        assert request.results is not None
+        return request.results
+
+    def _asubmit(self, batch: list[Prepared], *, atomic: bool) -> asyncio.Future[list[Result]]:
+        """Queues an asyncio caller's commands; the future resolves in its event loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Result]] = loop.create_future()
+        if not batch:
+            future.set_result([])
+            return future
+
+        def notify(request: _Request) -> None:
+            try:
+                loop.call_soon_threadsafe(_settle, future, request)
+            except RuntimeError:
+                # The caller's loop closed while its commands were committed: nobody is left
+                # to tell. What was recorded stays recorded; a retry replays it.
+                log.warning("caller_gone", commands=len(request.batch))
+
+        request = _Request(batch, atomic, None, notify)
+        with self._queue_lock:
+            self._check_open()
+            self._queue.append(request)
+            if self._leading:
+                return future
+            self._leading = True
+            committer = self._committer()
+        committer.submit(self._lead, None)
+        return future
+
+    def _lead(self, own: _Request | None) -> None:
+        """Commits queued groups until ``own`` is done (without one: until the queue is empty)."""
+        try:
+            while own is None or not own.done:
+                group = self._next_group()
+                if not group:  # nobody leads any more
+                    assert own is None, "a waiting request left the queue unserved"
+                    return
+                self._commit_group(group)
+        except BaseException:
+            self._hand_off()  # the others must not wait for a leader that is gone
+            raise
+        if own is not None:
+            self._hand_off()
+
+    def _next_group(self) -> list[_Request]:
+        """The next requests to commit together, or none (and nobody leads any more)."""
+        with self._queue_lock:
+            if not self._queue:
+                self._leading = False
+                self._idle.notify_all()
+                return []
+            first = self._queue.popleft()
+            group = [first]
+            if first.atomic:
+                return group  # an atomic batch shares its transaction with nobody
+            size = len(first.batch)
+            while self._queue:
+                head = self._queue[0]
+                if head.atomic or size + len(head.batch) > BATCH_SIZE_MAX:
+                    break
+                group.append(self._queue.popleft())
+                size += len(head.batch)
+            return group
+
+    def _hand_off(self) -> None:
+        """Passes the lead to the first waiting thread, or to the committer thread."""
+        with self._queue_lock:
+            if not self._queue:
+                self._leading = False
+                self._idle.notify_all()
+                return
+            for request in self._queue:
+                if request.wake is not None:
+                    request.lead = True
+                    request.wake.set()
+                    return
+            self._committer().submit(self._lead, None)
+
+    def _committer(self) -> ThreadPoolExecutor:
+        """The thread that leads for asyncio callers (made on first use; the queue lock is held)."""
+        if self._committer_pool is None:
+            self._committer_pool = ThreadPoolExecutor(1, thread_name_prefix="ledger-commit")
+        return self._committer_pool
+
+    def _commit_group(self, group: list[_Request]) -> None:
+        """Runs a group's commands in one batch and gives each request its own results."""
+        batch = group[0].batch if len(group) == 1 else [p for r in group for p in r.batch]
+        try:
+            with self._lock, _gc_pause_for(len(batch)):
+                results = self._run(batch, atomic=group[0].atomic)
+        except LedgerError as exc:
+            # The database failed or a lock timed out: the transaction carried them all.
+            for request in group:
+                request.deliver(None, exc)
+            return
+        except Exception as exc:
+            if len(group) > 1:
+                # A fault in one command (a handler's bug) fails only its own caller.
+                for request in group:
+                    self._commit_group([request])
+                return
+            group[0].deliver(None, exc)
+            return
+        except BaseException as exc:
+            for request in group:
+                request.deliver(None, exc)
+            raise
+        start = 0
+        for request in group:
+            end = start + len(request.batch)
+            request.deliver(results[start:end], None)
+            start = end
+
+    def _run(self, batch: list[Prepared], *, atomic: bool) -> list[Result]:
+        if atomic:
+            # Isolated decisions: a command that changed state and then rejected is simply a
+            # rejection here, since any rejection aborts the whole batch anyway. Failed secret
+            # checks of an aborted batch are recorded after it, each alone.
+            return self._record_failed_checks(
+                batch, self._run_batch(batch, isolated=True, atomic=True)
             )
-        with GC_PAUSE:
-            batch = [prepare(c) for c in commands]
-            with self._lock:
-                # Isolated decisions: a command that changed state and then rejected is simply
-                # a rejection here, since any rejection aborts the whole batch anyway.
-                return self._run_batch(batch, isolated=True, atomic=True)
+        try:
+            return self._run_batch(batch)
+        except _PartialRejection:
+            return [r for one in batch for r in self._run_isolated(one)]
+
+    def queued(self) -> int:
+        """How many commands wait for a transaction (not counting the one in flight)."""
+        with self._queue_lock:
+            return sum(len(r.batch) for r in self._queue)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+
+    def close(self) -> None:
+        """Refuses new commands, lets queued ones commit, and stops the committer thread."""
+        with self._queue_lock:
+            self._closed = True
+            self._idle.wait_for(lambda: not self._leading, timeout=CLOSE_WAIT_S)
+            pool, self._committer_pool = self._committer_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    # One batch -------------------------------------------------------------------------------
 
     def _run_isolated(self, one: Prepared) -> list[Result]:
         try:
@@ -524,35 +851,46 @@ class Engine:
     def _run_batch(
         self, batch: list[Prepared], *, isolated: bool = False, atomic: bool = False
     ) -> list[Result]:
-        check_keys = False
+        # The first attempt is optimistic: decided on cached state, written in one statement,
+        # and a version or key already taken makes it lose (nothing recorded). Every later
+        # attempt first locks what the lost attempts touched (``Store.locked``), then reads it
+        # afresh, checks the keys and decides under the lock: nobody can write those aggregates
+        # before it commits, so contention alone never exhausts the attempts. Aggregates that
+        # lost a race lately are hot: their writers lock before writing even the first time
+        # and keep the decision if nobody wrote them meanwhile (else decide again, still
+        # under the lock), so on a hot account writers queue instead of losing races.
+        locked: set[str] | None = None
         unknown: CommitOutcomeUnknown | None = None
         for attempt in range(ATTEMPTS_MAX):
-            stored_keys: dict[str, KeyRecord] = {}
-            tx = Tx(self)
+            if attempt > 1:
+                # A locked attempt lost too: its commands reached an aggregate it had not
+                # locked, or a key another aggregate's writer took. Back off a little.
+                delay_max_s = min(RETRY_DELAY_MAX_S, RETRY_DELAY_BASE_S * 2**attempt)
+                time.sleep(random.uniform(0, delay_max_s))  # noqa: S311
             started = time.perf_counter()
+            tx = Tx(self, fresh=locked is not None)
             try:
-                if check_keys:
-                    wanted = [k for p in batch for k in p.keys]
-                    stored_keys = self.store.select_keys(wanted)
-                results = [self._run_one(p, tx, stored_keys, isolated=isolated) for p in batch]
-                if atomic and any(isinstance(r, Rejected) for r in results):
-                    self._discard(tx)
-                    self._log(batch, results, started)
-                    return self._record_failed_checks(batch, _aborted(results))
-                events = [e for agg in tx.touched.values() for e in agg.pending_events]
-                if not events and not tx.keys:
-                    self._log(batch, results, started)
-                    return results
-                notification_ids = self.store.record(events, list(tx.keys.values()))
+                if locked is None:
+                    results = self._decide(batch, tx, {}, isolated=isolated)
+                    if not tx.pristine:
+                        return self._write(batch, tx, results, self.store.record, started, atomic)
+                    with self.store.locked(list(tx.touched)) as record:
+                        if self._caught_up(tx):
+                            self._discard(tx)
+                            tx = Tx(self, fresh=True)
+                            stored_keys = self._stored_keys(batch)
+                            results = self._decide(batch, tx, stored_keys, isolated=isolated)
+                        return self._write(batch, tx, results, record, started, atomic)
+                self._preload(locked)
+                with self.store.locked(locked) as record:
+                    stored_keys = self._stored_keys(batch)
+                    results = self._decide(batch, tx, stored_keys, isolated=isolated)
+                    return self._write(batch, tx, results, record, started, atomic)
             except WriteConflict:
                 # Nothing was recorded (the store rolled the transaction back).
                 self._discard(tx)
-                check_keys = True
-                # Back off randomly and exponentially (full jitter): with several processes on
-                # one hot aggregate, linear waits kept them colliding until the bound.
-                delay_max_s = min(RETRY_DELAY_MAX_S, RETRY_DELAY_BASE_S * 2**attempt)
-                time.sleep(random.uniform(0, delay_max_s))  # noqa: S311
-                continue
+                self.mark_hot(tx.touched)
+                locked = (locked or set()) | set(tx.touched)
             except CommitOutcomeUnknown as exc:
                 self._discard(tx)
                 if unknown is not None or not all(p.keys for p in batch if p.command is not None):
@@ -560,11 +898,10 @@ class Engine:
                 # Every command has a key, so running the batch once more is exactly once: a
                 # command that was recorded finds its key and replays its first outcome, and
                 # the key index refuses to record one twice even if the first commit is still
-                # under way on the server.
+                # under way on the server. The retry is locked, so it checks the keys first.
                 log.warning("commit_outcome_unknown", commands=len(batch), retried=True)
                 unknown = exc
-                check_keys = True
-                continue
+                locked = (locked or set()) | set(tx.touched)
             except BaseException as exc:
                 # Cached aggregates were changed in place: nothing of this attempt may survive it.
                 self._discard(tx)
@@ -572,11 +909,6 @@ class Engine:
                     # The retry could not reach the database: the first commit stays unknown.
                     raise unknown from exc
                 raise
-            self._committed(tx, events)
-            self._log(batch, results, started)
-            for callback in self.on_commit:
-                callback(notification_ids)
-            return results
         raise ConcurrencyError(f"write conflicts persisted after {ATTEMPTS_MAX} attempts")
 
     def _record_failed_checks(self, batch: list[Prepared], results: list[Result]) -> list[Result]:
@@ -590,9 +922,79 @@ class Engine:
             for p, r in zip(batch, results, strict=True)
         ]
 
+    def _preload(self, aggregate_ids: Iterable[str]) -> None:
+        """Loads evicted aggregates before a locked attempt, so that under the lock each is
+        only caught up (one short read) while the transaction waits."""
+        for aggregate_id in aggregate_ids:
+            if aggregate_id not in self._cache:
+                agg = self.store.load(aggregate_id)
+                if agg is not None:
+                    self.cache_put(agg)
+
+    def _decide(
+        self, batch: list[Prepared], tx: Tx, stored_keys: dict[str, KeyRecord], *, isolated: bool
+    ) -> list[Result]:
+        return [self._run_one(p, tx, stored_keys, isolated=isolated) for p in batch]
+
+    def _stored_keys(self, batch: list[Prepared]) -> dict[str, KeyRecord]:
+        return self.store.select_keys([k for p in batch for k in p.keys])
+
+    def _caught_up(self, tx: Tx) -> bool:
+        """Whether a hot aggregate the attempt decided on was written since (it is now current)."""
+        moved = False
+        for original in tx.pristine.values():
+            version = original.version
+            self.store.catch_up(original)
+            moved = moved or original.version != version
+        return moved
+
+    def _write(
+        self,
+        batch: list[Prepared],
+        tx: Tx,
+        results: list[Result],
+        record: Record,
+        started: float,
+        atomic: bool,
+    ) -> list[Result]:
+        """Records what an attempt decided (raises ``WriteConflict`` if it lost a race)."""
+        if atomic and any(isinstance(r, Rejected) for r in results):
+            self._discard(tx)
+            self._log(batch, results, started)
+            return _aborted(results)
+        events = [e for agg in tx.touched.values() for e in agg.pending_events]
+        if not events and not tx.keys:
+            self._log(batch, results, started)
+            return results
+        notification_ids = record(events, list(tx.keys.values()))
+        self._committed(tx, events)
+        self._log(batch, results, started)
+        for callback in self.on_commit:
+            callback(notification_ids)
+        return results
+
+    # Hot aggregates --------------------------------------------------------------------------
+
+    def is_hot(self, aggregate_id: str) -> bool:
+        """Whether the aggregate lost a race in the last ``HOT_WINDOW_S`` seconds."""
+        lost_at = self._hot.get(aggregate_id)
+        return lost_at is not None and time.monotonic() - lost_at < HOT_WINDOW_S
+
+    def mark_hot(self, aggregate_ids: Iterable[str]) -> None:
+        """Remembers that these aggregates lost a race now."""
+        now = time.monotonic()
+        for aggregate_id in aggregate_ids:
+            self._hot[aggregate_id] = now
+            self._hot.move_to_end(aggregate_id)
+        while len(self._hot) > HOT_SIZE_MAX:
+            self._hot.popitem(last=False)
+
     def _discard(self, tx: Tx) -> None:
-        """Forgets every aggregate an attempt touched, with its unrecorded events."""
-        self.evict(tx.touched)
+        """Forgets every aggregate an attempt touched, with its unrecorded events.
+
+        The originals of hot aggregates stay cached: the attempt changed only their clones.
+        """
+        self.evict(i for i in tx.touched if i not in tx.pristine)
         for agg in tx.touched.values():
             agg.pending_events.clear()
 

@@ -29,6 +29,7 @@ from typing import Any
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.audit.source import AuditSource
 from ledger.clock import local_date, parse_time
+from ledger.commands.fields import DATE_MAX, TIME_MIN
 from ledger.domain import HELD_PREFIX, STAMPS, UNITS, Aggregate, Event
 from ledger.errors import Rejected
 
@@ -81,11 +82,17 @@ def check_unit(unit: str) -> None:
 def parse_instant(at: str | datetime) -> datetime:
     """An aware datetime from an ISO 8601 string with an offset, or ``invalid_command``."""
     try:
-        return parse_time(at)
+        instant = parse_time(at)
     except (ValueError, TypeError):
         raise Rejected(
             "invalid_command", field="at", reason="an ISO 8601 time with an offset"
         ) from None
+    # Out of these bounds, converting the time to Mexico City's date would overflow.
+    if instant < TIME_MIN or instant.date() > DATE_MAX:
+        raise Rejected(
+            "invalid_command", field="at", reason=f"between {TIME_MIN.date()} and {DATE_MAX}"
+        )
+    return instant
 
 
 def stream(source: AuditSource, holder_id: str) -> Iterator[Event]:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from ledger.aggregates.distributor import Distributor
-from ledger.aggregates.master_account import MasterAccount
 from ledger.aggregates.stamping_account import Hold, StampingAccount
 from ledger.clock import local_date
 from ledger.commands.models import Command, PostReservation, ReserveStamp, VoidReservation
@@ -27,26 +25,6 @@ from ledger.domain import STAMPS
 from ledger.engine import Tx, handles
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
-
-NETWORK_DEPTH_MAX = 64
-"""Bound on the levels walked from a CTI's distributor up to its master account."""
-
-
-def require_stamping_service(tx: Tx, command: Command, cti: StampingAccount) -> None:
-    """The actor must be the master account of the CTI's network (DESIGN §4a: it alone stamps)."""
-    if command.actor is None:
-        raise Rejected("invalid_command", field="actor", reason="required")
-    parent_id = cti.distributor_id
-    for _ in range(NETWORK_DEPTH_MAX):
-        holder = tx.find(parent_id)
-        if isinstance(holder, MasterAccount):
-            if holder.id == command.actor:
-                return
-            break
-        if not isinstance(holder, Distributor):
-            break
-        parent_id = holder.parent_id
-    raise Rejected("not_authorised", actor=command.actor, account_id=cti.id)
 
 
 def hold_account(tx: Tx, hold_id: str) -> tuple[StampingAccount, Outcome]:
@@ -81,7 +59,6 @@ def _outcome(
 def reserve_stamp(command: ReserveStamp, tx: Tx) -> Outcome:
     """Sets one stamp aside for a CFDI, from the lot a consumption would take."""
     cti = tx.get(command.cti_id, StampingAccount)
-    require_stamping_service(tx, command, cti)
     cfdi_key = f"cfdi:{command.cfdi_uuid}"
     if tx.lookup([cfdi_key]):
         raise Rejected("idempotency_conflict", key=cfdi_key, reason="consumed")
@@ -133,7 +110,6 @@ def _closed(tx: Tx, hold_id: str, other_key: str, reserved: Outcome) -> Rejected
 def post_reservation(command: PostReservation, tx: Tx) -> Outcome:
     """The hold's stamp is consumed for its CFDI, under the CFDI's consumption key."""
     cti, reserved = hold_account(tx, command.hold_id)
-    require_stamping_service(tx, command, cti)
     hold: Hold | None = cti.holds.get(command.hold_id)
     if hold is None:
         raise _closed(tx, command.hold_id, f"hold-void:{command.hold_id}", reserved)
@@ -152,7 +128,6 @@ def post_reservation(command: PostReservation, tx: Tx) -> Outcome:
 def void_reservation(command: VoidReservation, tx: Tx) -> Outcome:
     """The hold's stamp goes back to its lot; a hold past its time is void already."""
     cti, reserved = hold_account(tx, command.hold_id)
-    require_stamping_service(tx, command, cti)
     hold = cti.holds.get(command.hold_id)
     if hold is None:
         rejection = _closed(tx, command.hold_id, f"hold-post:{command.hold_id}", reserved)

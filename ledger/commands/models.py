@@ -7,27 +7,61 @@ UUID, the id of what it creates) and the caller's ``idempotency_key`` when given
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator
 
+from ledger.commands.fields import (
+    CLEAN,
+    CLEAN_MULTILINE,
+    Comments,
+    Email,
+    FutureDate,
+    Id,
+    IdempotencyKey,
+    Instant,
+    Label,
+    Money,
+    Name,
+    Reason,
+    SaleId,
+    Secret,
+    SecretGuess,
+    time_errors,
+)
 from ledger.commands.profiles import ClientProfile, DistributorProfile
 from ledger.credit_codes import code_digest
 
-Id = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-"""Caller-chosen ids: letters, digits, ``_ . -``; ``:`` and ``@`` are kept for internal streams."""
-SaleId = Annotated[
-    str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+# Re-exported for the command models of other modules: every text and time field of a command
+# uses one of these types (``ledger/commands/fields.py``).
+__all__ = [
+    "CLEAN",
+    "CLEAN_MULTILINE",
+    "COMMAND_ADAPTER",
+    "AnyCommand",
+    "Command",
+    "Comments",
+    "Email",
+    "FutureDate",
+    "Id",
+    "IdempotencyKey",
+    "Instant",
+    "Label",
+    "Money",
+    "Name",
+    "Reason",
+    "SaleId",
+    "Secret",
+    "SecretGuess",
+    "time_errors",
 ]
-"""A sale id: a caller's transfer id, or one the ledger derived (those contain ``:``)."""
+
 RFC_SHAPE = r"^[A-Za-zÑñ&]{3,4}[0-9]{6}[A-Za-z0-9]{3}$"
 """Letters, a date and a homoclave: the shape of an RFC, without the date and digit checks."""
 Quantity = Annotated[int, Field(gt=0, le=1_000_000_000, strict=True)]
 Unit = Literal["stamps", "points"]
-Money = Annotated[str, Field(pattern=r"^\d{1,12}\.\d{2}$")]
-Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
-ProductName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+RfcText = Annotated[str, StringConstraints(min_length=1, max_length=20), CLEAN]
+"""An RFC as given; the handler checks it in full (``invalid_rfc``)."""
 
 
 class Command(BaseModel):
@@ -35,7 +69,7 @@ class Command(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    idempotency_key: IdempotencyKey | None = None
     # Who acts (DESIGN §4a): required, so a command without it is ``invalid_command`` naming
     # ``actor``. Who may act on what is decided by ``ledger/commands/auth.py``.
     actor: Id
@@ -75,8 +109,8 @@ class OpenMasterAccount(Command):
     # The first master account of a ledger may open itself without an actor (DESIGN §4a).
     actor: Id | None = None  # type: ignore[assignment]
     master_id: Id
-    name: Annotated[str, Field(min_length=1, max_length=300)]
-    rfc: str
+    name: Name
+    rfc: RfcText
     email: Email | None = None
     """The platform administrator's login (indexed: no client may use it as its admin login)."""
     creates: ClassVar[bool] = True
@@ -98,7 +132,10 @@ class DefinePackage(Command):
     price: Money | None = None
     audience: Literal["client", "distributor"] | None = None
     validity_days: Annotated[int, Field(gt=0, le=3660)] | None = None
-    services: tuple[Annotated[str, Field(min_length=1, max_length=50)], ...] = ()
+    services: Annotated[
+        tuple[Annotated[str, StringConstraints(min_length=1, max_length=50), CLEAN], ...],
+        Field(max_length=50),
+    ] = ()
     # A package id is defined once: ``replaces`` says a new definition replaces the old one on
     # purpose; ``retire`` takes the package off sale (``PackageRetired``).
     replaces: bool = False
@@ -135,7 +172,7 @@ class ActivateDistributor(_StatusCommand):
     """The parent activates a distributor until ``expires_on``."""
 
     type: Literal["ActivateDistributor"] = "ActivateDistributor"
-    expires_on: date
+    expires_on: FutureDate
     action: ClassVar[str] = "activate"
 
 
@@ -157,7 +194,7 @@ class RenewDistributor(_StatusCommand):
     """The parent renews a distributor until ``expires_on``."""
 
     type: Literal["RenewDistributor"] = "RenewDistributor"
-    expires_on: date
+    expires_on: FutureDate
     action: ClassVar[str] = "renew"
 
 
@@ -184,7 +221,7 @@ class DefineSubscriptionProduct(Command):
 
     type: Literal["DefineSubscriptionProduct"] = "DefineSubscriptionProduct"
     seller_id: Id
-    product: ProductName
+    product: Label
     kind: Literal["multinivel", "mkl"]
     annual_price: Money
     licence_points: Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)] = 0
@@ -196,7 +233,7 @@ class ContractSubscription(Command):
 
     type: Literal["ContractSubscription"] = "ContractSubscription"
     distributor_id: Id
-    product: ProductName
+    product: Label
 
 
 class ConvertClientToDistributor(Command):
@@ -293,7 +330,7 @@ class ReclaimStamps(Command):
     transfer_id: Id
     from_cti_id: Id
     quantity: Quantity
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    reason: Reason
 
     def natural_keys(self) -> tuple[str, ...]:
         """Keyed by the transfer id."""
@@ -310,7 +347,7 @@ class RegisterClient(Command):
     client_id: Id
     distributor_id: Id
     profile: ClientProfile
-    nic: Annotated[str, Field(min_length=1, max_length=50)] | None = None
+    nic: Annotated[str, StringConstraints(min_length=1, max_length=50), CLEAN] | None = None
     cti_id: Id | None = None
     creates: ClassVar[bool] = True
 
@@ -338,7 +375,7 @@ class TagClient(Command):
     client_id: Id
     favourite: bool | None = None
     dropped: bool | None = None
-    colour: Annotated[str, Field(max_length=30)] | None = None
+    colour: Annotated[str, StringConstraints(max_length=30), CLEAN] | None = None
 
 
 class AssignAdminProfile(Command):
@@ -346,8 +383,8 @@ class AssignAdminProfile(Command):
 
     type: Literal["AssignAdminProfile"] = "AssignAdminProfile"
     client_id: Id
-    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
-    mobile: Annotated[str, Field(pattern=r"^\+?[0-9 ]{10,15}$")]
+    email: Email
+    mobile: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ]{10,15}$", max_length=16)]
 
 
 class OpenStampingAccount(Command):
@@ -357,8 +394,8 @@ class OpenStampingAccount(Command):
     cti_id: Id
     client_id: Id
     kind: Literal["standard", "unlimited"] = "standard"
-    password: Annotated[str, Field(min_length=8, max_length=128)]
-    rfc_lock: str | None = None
+    password: Secret
+    rfc_lock: RfcText | None = None
     creates: ClassVar[bool] = True
 
     def natural_keys(self) -> tuple[str, ...]:
@@ -385,7 +422,7 @@ class ResetStampingPassword(Command):
 
     type: Literal["ResetStampingPassword"] = "ResetStampingPassword"
     cti_id: Id
-    password: Annotated[str, Field(min_length=8, max_length=128)]
+    password: Secret
 
 
 class RenewUnlimitedAccount(Command):
@@ -400,7 +437,7 @@ class VerifyStampingCredentials(Command):
 
     type: Literal["VerifyStampingCredentials"] = "VerifyStampingCredentials"
     cti_id: Id
-    password: Annotated[str, Field(min_length=1, max_length=128)]
+    password: SecretGuess
 
     @field_validator("idempotency_key")
     @classmethod
@@ -455,13 +492,14 @@ class ConsumeStamp(Command):
     cti_id: Id
     cfdi_uuid: Annotated[
         str,
-        Field(
-            pattern=r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+        StringConstraints(
+            max_length=36,
+            pattern=r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",
         ),
     ]
     # The shape of an RFC (cheap enough for the hot path); the full check happens at registration.
-    issuer_rfc: Annotated[str, Field(pattern=RFC_SHAPE, min_length=12, max_length=13)]
-    stamped_at: datetime | None = None
+    issuer_rfc: Annotated[str, StringConstraints(pattern=RFC_SHAPE, min_length=12, max_length=13)]
+    stamped_at: Instant | None = None
 
     @field_validator("cfdi_uuid")
     @classmethod
@@ -469,13 +507,6 @@ class ConsumeStamp(Command):
         # Hex digits have no case: the same CFDI retried in other letters is a repeat, and the
         # fingerprint of the fields given must say so.
         return value.upper()
-
-    @field_validator("stamped_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("stamped_at needs an offset")
-        return value
 
     def natural_keys(self) -> tuple[str, ...]:
         """A CFDI UUID is consumed once, forever."""
@@ -494,7 +525,7 @@ class ReserveStamp(Command):
     type: Literal["ReserveStamp"] = "ReserveStamp"
     hold_id: Id
     cti_id: Id
-    cfdi_uuid: Annotated[str, Field(pattern=CFDI_UUID_PATTERN)]
+    cfdi_uuid: Annotated[str, Field(max_length=36, pattern=CFDI_UUID_PATTERN)]
     issuer_rfc: Annotated[str, Field(pattern=RFC_SHAPE, min_length=12, max_length=13)]
     expires_in_s: Annotated[int, Field(ge=1, le=HOLD_EXPIRES_IN_S_MAX, strict=True)] = (
         HOLD_EXPIRES_IN_S_DEFAULT
@@ -516,14 +547,7 @@ class PostReservation(Command):
 
     type: Literal["PostReservation"] = "PostReservation"
     hold_id: Id
-    stamped_at: datetime | None = None
-
-    @field_validator("stamped_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("stamped_at needs an offset")
-        return value
+    stamped_at: Instant | None = None
 
     def natural_keys(self) -> tuple[str, ...]:
         """A hold is posted once (the same post again replays)."""
@@ -574,7 +598,7 @@ class SpendPoints(Command):
 
     type: Literal["SpendPoints"] = "SpendPoints"
     client_id: Id
-    product: Annotated[str, Field(min_length=1, max_length=100)]
+    product: Label
     points: Quantity
     spend_id: Id | None = None
 
@@ -592,7 +616,7 @@ class IssueCreditCode(Command):
     unit: Unit
     quantity: Quantity
     amount: Money | None = None
-    expires_on: date | None = None
+    expires_on: FutureDate | None = None
     creates: ClassVar[bool] = True
 
     def natural_keys(self) -> tuple[str, ...]:
@@ -605,7 +629,7 @@ class RedeemCreditCode(Command):
 
     type: Literal["RedeemCreditCode"] = "RedeemCreditCode"
     code: Annotated[str, Field(min_length=16, max_length=40, pattern=r"^[0-9A-Za-z -]+$")]
-    nip: Annotated[str, Field(pattern=r"^[0-9]{6}$")]
+    nip: Annotated[str, Field(max_length=6, pattern=r"^[0-9]{6}$")]
     to_id: Id
     conflict_code: ClassVar[str] = "code_redeemed"
     secret_fields: ClassVar[frozenset[str]] = frozenset({"code", "nip"})
@@ -635,7 +659,7 @@ class GenerateLicence(Command):
 
     type: Literal["GenerateLicence"] = "GenerateLicence"
     client_id: Id
-    product: ProductName
+    product: Label
     licence_id: Id | None = None
 
     def natural_keys(self) -> tuple[str, ...]:
@@ -697,7 +721,7 @@ class RegisterInvoice(Command):
 
     type: Literal["RegisterInvoice"] = "RegisterInvoice"
     seller_id: Id
-    invoice_ref: Annotated[str, Field(min_length=1, max_length=100)]
+    invoice_ref: Label
     sale_ids: Annotated[tuple[SaleId, ...], Field(min_length=1, max_length=10_000)]
 
     def natural_keys(self) -> tuple[str, ...]:

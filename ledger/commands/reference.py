@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
-from pydantic import BaseModel
-
-from ledger.commands.models import COMMAND_ADAPTER, AnyCommand
+from ledger.commands.models import COMMAND_ADAPTER, AnyCommand, Command
 
 
-def command_models() -> dict[str, type[BaseModel]]:
+def command_models() -> dict[str, type[Command]]:
     """Every command model by its ``type``, in the order of the command union."""
     union = get_args(AnyCommand)[0]
-    models: dict[str, type[BaseModel]] = {}
+    models: dict[str, type[Command]] = {}
     for model in get_args(union):
         models[str(model.model_fields["type"].default)] = model
     return models

@@ -1,13 +1,14 @@
 """Helpers of the concurrency tests: OS processes that consume stamps from one shared database.
 
-Workers are started with the ``spawn`` context (a fresh interpreter each, as separate servers
-would be), open their own ``Ledger`` on the database the test created (``create_tables=False``),
+Workers are forked from a fork server (clean processes, as separate servers would be), open
+their own ``Ledger`` on the database the test created (``create_tables=False``),
 wait at a barrier so they all start at once, and send back one plain dict per command.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import traceback
 from collections import Counter
 from datetime import datetime
@@ -17,12 +18,14 @@ from adapters.store import EventStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
-from tests.support import CTI, build_network, consume
+from tests.support import CTI, MASTER, build_network, consume
 
 BATCH_SIZE = 5
 """Commands per ``execute_many`` for workers in batch mode."""
-RESULT_TIMEOUT_S = 60
+RESULT_TIMEOUT_S = 120
 """Bound on the wait for one worker's results."""
+THREADS = 4
+"""Threads sharing one ``Ledger`` in a worker in ``threads`` mode."""
 
 
 def worker(
@@ -33,7 +36,8 @@ def worker(
     barrier: Any,
     results: Any,
 ) -> None:
-    """Runs in a child process: ``commands`` one by one (``single``) or in small batches."""
+    """Runs in a child process: ``commands`` one by one (``single``), from ``THREADS`` threads
+    (``threads``) or in batches (``batch``, ``whole``)."""
     try:
         with Ledger.open(
             url,
@@ -45,11 +49,9 @@ def worker(
             barrier.wait(timeout=RESULT_TIMEOUT_S)
             out: list[dict[str, Any]] = []
             if mode == "single":
-                for command in commands:
-                    try:
-                        out.append(lg.execute(command).to_dict())
-                    except Rejected as rejection:
-                        out.append(rejection.to_dict())
+                out = [_execute(lg, command) for command in commands]
+            elif mode == "threads":
+                out = _execute_in_threads(lg, commands)
             else:
                 # "batch": small batches; "whole": every command in one batch (a long batch
                 # sends its keys ahead of its commit on PostgreSQL).
@@ -62,11 +64,46 @@ def worker(
         results.put(("error", traceback.format_exc()))
 
 
+def _execute(lg: Ledger, command: dict[str, Any]) -> dict[str, Any]:
+    """One command's outcome or rejection as a plain dict; any other error propagates."""
+    try:
+        return lg.execute(command).to_dict()
+    except Rejected as rejection:
+        return rejection.to_dict()
+
+
+def _execute_in_threads(lg: Ledger, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``THREADS`` threads share the process's ledger, each sending every THREADS-th command."""
+    out: list[dict[str, Any] | None] = [None] * len(commands)
+    failures: list[BaseException] = []
+
+    def run(first: int) -> None:
+        try:
+            for index in range(first, len(commands), THREADS):
+                out[index] = _execute(lg, commands[index])
+        except BaseException as exc:  # reported below, with every other thread's
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=RESULT_TIMEOUT_S)
+    if failures:
+        raise failures[0]
+    assert all(r is not None for r in out), "a thread did not finish"
+    return [r for r in out if r is not None]
+
+
 def run_workers(
     url: str, now: datetime, plans: list[tuple[list[dict[str, Any]], str]]
 ) -> list[list[dict[str, Any]]]:
     """Starts one process per ``(commands, mode)`` plan at once; each one's results, in order."""
-    context = multiprocessing.get_context("spawn")
+    # A fork server imports the ledger once and forks clean processes from it (no thread, no
+    # connection of the test's): each worker still opens its own ledger, as a separate server
+    # would, but eight of them start in a second instead of eight interpreters' imports.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     barrier = context.Barrier(len(plans))
     queues = [context.Queue() for _ in plans]
     processes = [
@@ -200,3 +237,35 @@ def _all(
     plans: list[tuple[list[dict[str, Any]], str]],
 ) -> list[tuple[dict[str, Any], str]]:
     return [(command, mode) for commands, mode in plans for command in commands]
+
+
+HOT_PROCESSES = 8
+"""Worker processes on one hot CTI, each with ``THREADS`` threads."""
+
+
+def check_hot_cti_never_errors(url: str, clock: ManualClock) -> None:
+    """8 processes x 4 threads consume one CTI holding fewer stamps than they ask for.
+
+    Every call gets an outcome or ``insufficient_stamps``, never an error; exactly as many
+    consumptions as stamps are recorded, each CFDI once; ``verify`` finds nothing wrong.
+    """
+    stamps, per_process = 120, 24
+    with Ledger.open(url, clock=clock, projections="off", password_cost="fast") as lg:
+        build_network(lg, inventory=1000, cti_stamps=stamps)
+        plans = [
+            ([consume(actor=MASTER) for _ in range(per_process)], "threads")
+            for _ in range(HOT_PROCESSES)
+        ]
+        outputs = run_workers(url, clock(), plans)
+        results = [r for output in outputs for r in output]
+        assert len(results) == HOT_PROCESSES * per_process
+        assert {r["code"] for r in results if not r["ok"]} == {"insufficient_stamps"}
+        successes = [r for r in results if r["ok"]]
+        assert sorted(r["balance_after"] for r in successes) == list(range(stamps))
+        assert not any(r.get("replayed", False) for r in successes)
+        assert lg.balance(CTI) == 0
+        recorded = consumed_uuids(lg, CTI)
+        assert sum(recorded.values()) == stamps
+        assert set(recorded.values()) == {1}
+        report = lg.verify()
+        assert report.ok, report

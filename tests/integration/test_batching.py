@@ -17,8 +17,8 @@ from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands.auth import NOBODY_ELSE, RULES, rule
 from ledger.commands.models import Command
-from ledger.engine import ATTEMPTS_MAX, HANDLERS, KeyRecord, Tx
-from ledger.errors import ConcurrencyError, Rejected
+from ledger.engine import HANDLERS, KeyRecord, Tx
+from ledger.errors import Rejected
 from ledger.outcome import Outcome
 from tests.support import CTI, DISTRIBUTOR, MASTER, build_network, client_profile, consume
 
@@ -193,40 +193,70 @@ def test_a_stale_rejection_is_decided_again_on_fresh_state(
     assert result.balance_after == 1
 
 
-def test_conflicts_past_the_bound_raise_concurrency_error(
+def test_a_lost_race_is_retried_under_the_lock_and_wins(
     lg: Ledger, store_url: str, clock: ManualClock
 ) -> None:
-    """A batch that loses every race raises ConcurrencyError and records none of its commands."""
-    losing = consume()
-    lg.execute(
-        {
-            "type": "TransferStamps",
-            "actor": DISTRIBUTOR,
-            "transfer_id": "T-rivals",
-            "from_id": DISTRIBUTOR,
-            "to_id": CTI,
-            "quantity": ATTEMPTS_MAX,
-        }
-    )
+    """A write that loses its race is decided again under the lock, once, and is recorded."""
+    late = consume()
     with _open(store_url, clock, create_tables=False) as other:
-        other.execute(consume())  # `other` caches the CTI
+        other.execute(consume())  # `other` caches the CTI: 9 stamps
         store = other.store
         assert isinstance(store, EventStore)
         record = store.record
-        wins = []
+        rivals: list[Outcome] = []
 
         def record_after_a_rival(events: Any, keys: Any) -> Any:
-            # A real rival write to the same CTI lands just before each attempt commits.
-            wins.append(lg.execute(consume()))
+            # A real rival write to the same CTI lands just before the optimistic commit.
+            rivals.append(lg.execute(consume()))
             return record(events, keys)
 
         store.record = record_after_a_rival  # type: ignore[method-assign]
-        with pytest.raises(ConcurrencyError):
-            other.execute(losing)
-    assert len(wins) == ATTEMPTS_MAX
-    assert lg.balance(CTI) == 10 + ATTEMPTS_MAX - 1 - ATTEMPTS_MAX
+        locked = store.locked
+        entered: list[list[str]] = []
+
+        def count_locked(aggregate_ids: Any) -> Any:
+            entered.append(sorted(aggregate_ids))
+            return locked(aggregate_ids)
+
+        store.locked = count_locked  # type: ignore[method-assign]
+        result = other.execute(late)
+    assert [r.balance_after for r in rivals] == [8]
+    assert entered == [[CTI]]
+    assert result.balance_after == 7
+    assert lg.balance(CTI) == 7
     assert isinstance(lg.store, EventStore)
-    assert lg.store.select_keys([f"cfdi:{losing['cfdi_uuid'].upper()}"]) == {}
+    assert len(lg.store.select_keys([f"cfdi:{late['cfdi_uuid'].upper()}"])) == 1
+
+
+def test_a_hot_cti_is_written_under_its_lock_without_losing_again(
+    lg: Ledger, store_url: str, clock: ManualClock
+) -> None:
+    """After a lost race, the next write of that CTI locks first: no failed write, no reload."""
+    with _open(store_url, clock, create_tables=False) as other:
+        other.execute(consume())  # `other` caches the CTI: 9 stamps
+        lg.execute(consume())  # 8: `other`'s copy is stale
+        assert other.execute(consume()).balance_after == 7  # lost once, then locked
+        assert other.engine.is_hot(CTI)
+        lg.execute(consume())  # 6: stale again
+        store = other.store
+        assert isinstance(store, EventStore)
+        calls: list[str] = []
+        record, load = store.record, store.load
+
+        def counted_record(events: Any, keys: Any) -> Any:
+            calls.append("optimistic write")
+            return record(events, keys)
+
+        def counted_load(aggregate_id: str) -> Any:
+            calls.append(f"load {aggregate_id}")
+            return load(aggregate_id)
+
+        store.record = counted_record  # type: ignore[method-assign]
+        store.load = counted_load  # type: ignore[method-assign]
+        assert other.execute(consume()).balance_after == 5
+        assert other.balance(CTI) == 5
+    assert calls == []
+    assert lg.balance(CTI) == 5
 
 
 class _ClaimThenReject(Command):

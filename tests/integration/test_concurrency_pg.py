@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ledger.clock import ManualClock
 from tests.integration.concurrency import (
+    check_hot_cti_never_errors,
     check_long_batches_racing_record_once,
     check_processes_never_overdraw,
     check_racing_duplicates_record_once,
@@ -31,3 +32,10 @@ def test_processes_racing_long_batches_record_each_cfdi_once(
 ) -> None:
     """The same 600 CFDIs as one batch from four processes, in both orders: each stamped once."""
     check_long_batches_racing_record_once(pg_url, clock)
+
+
+def test_a_hot_cti_raced_by_processes_and_threads_never_errors(
+    pg_url: str, clock: ManualClock
+) -> None:
+    """8 processes x 4 threads on one CTI: outcomes or insufficient_stamps, never an error."""
+    check_hot_cti_never_errors(pg_url, clock)

@@ -6,6 +6,8 @@ verify, view rebuild); with a wrong or missing key, reading fails loudly with a 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from eventsourcing.cryptography import AESCipher
 
@@ -27,11 +29,21 @@ def encrypted_url(store_url: str, clock: ManualClock, monkeypatch: pytest.Monkey
     return store_url
 
 
+def _is_json(state: bytes) -> bool:
+    try:
+        json.loads(state)
+    except ValueError:
+        return False
+    return True
+
+
 def test_stored_state_is_not_plaintext(encrypted_url: str) -> None:
     """No stored payload is JSON or shows the CFDI UUIDs it carries."""
     states = [bytes(s) for (s,) in RawDb(encrypted_url).rows("SELECT state FROM {events}")]
     assert len(states) == 17
-    assert not any(s.startswith(b"{") for s in states)
+    # Not "starts with {": a random ciphertext does so once in 256, and 17 of them failed this
+    # test about one run in 16. Parsing as JSON is what a plaintext state would pass.
+    assert not any(_is_json(s) for s in states)
     assert not any(UUIDS[0].encode() in s for s in states)
 
 

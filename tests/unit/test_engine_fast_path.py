@@ -12,7 +12,7 @@ import pytest
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands.models import COMMAND_ADAPTER
-from ledger.engine import given_fields
+from ledger.engine import GC_PAUSE_COMMANDS_MIN, given_fields
 from ledger.logging import render_json
 from tests.support import build_network, client_profile, consume
 
@@ -111,21 +111,27 @@ def test_a_log_value_json_cannot_hold_is_rendered_by_repr() -> None:
     assert json.loads(render_json({"value": Opaque()})) == {"value": "<opaque>"}
 
 
-def _collector_states(clock: ManualClock) -> tuple[bool, bool]:
+def _collector_states(clock: ManualClock, commands: int) -> tuple[bool, bool]:
     """Whether the cyclic collector ran during a batch's commit, and after the batch."""
     during: list[bool] = []
     with Ledger.open("memory://", clock=clock, password_cost="fast") as lg:
-        build_network(lg, cti_stamps=5)
+        build_network(lg, cti_stamps=commands)
         lg.engine.on_commit.append(lambda _ids: during.append(gc.isenabled()))
-        lg.execute_many([consume(), consume()])
+        lg.execute_many([consume() for _ in range(commands)])
     return during[0], gc.isenabled()
 
 
-def test_the_collector_pauses_during_a_batch_and_runs_after() -> None:
-    """The cyclic garbage collector is paused while a batch runs and running again after it."""
+def test_the_collector_pauses_during_a_long_batch_and_runs_after() -> None:
+    """The cyclic garbage collector is paused while a long batch runs and running again after."""
     assert gc.isenabled()
     clock = ManualClock(datetime(2026, 1, 5, 18, 0, tzinfo=UTC))
-    assert _collector_states(clock) == (False, True)
+    assert _collector_states(clock, GC_PAUSE_COMMANDS_MIN) == (False, True)
+
+
+def test_the_collector_runs_during_a_short_batch() -> None:
+    """A batch shorter than the bound (a few callers' commands) leaves the collector alone."""
+    clock = ManualClock(datetime(2026, 1, 5, 18, 0, tzinfo=UTC))
+    assert _collector_states(clock, GC_PAUSE_COMMANDS_MIN - 1) == (True, True)
 
 
 def test_a_collector_the_application_stopped_stays_stopped() -> None:
@@ -133,6 +139,6 @@ def test_a_collector_the_application_stopped_stays_stopped() -> None:
     clock = ManualClock(datetime(2026, 1, 5, 18, 0, tzinfo=UTC))
     gc.disable()
     try:
-        assert _collector_states(clock) == (False, False)
+        assert _collector_states(clock, GC_PAUSE_COMMANDS_MIN) == (False, False)
     finally:
         gc.enable()

@@ -1,0 +1,474 @@
+"""The reference pages, generated from the code: docs/COMMANDS.md and docs/VIEWS.md.
+
+``python -m ledger.docs`` rewrites both; a test fails when a page in the repository differs from
+what the code says. COMMANDS.md gives, per command, the fields (type, required or optional,
+bounds), who may act (``ledger.commands.auth.RULES``, DESIGN §4a), the rejection codes it can
+answer and an example JSON line the models accept. VIEWS.md gives the typed queries of
+``Ledger.views`` with their row fields, and the view tables a portal can read with SQL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import re
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from ledger.commands.models import Command
+from ledger.commands.reference import command_models
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+COMMANDS_MD = DOCS / "COMMANDS.md"
+VIEWS_MD = DOCS / "VIEWS.md"
+
+ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+"""The pattern of caller-chosen ids (``ledger.commands.models.Id``), shown as "id"."""
+
+COMMON_CODES = ("invalid_command", "not_authorised")
+"""Codes every command can answer: a malformed command, an actor who may not act."""
+
+REJECTIONS: dict[str, tuple[str, ...]] = {
+    "OpenMasterAccount": ("already_exists", "invalid_rfc"),
+    "DefinePackage": ("unknown_account", "already_exists"),
+    "RegisterDistributor": (
+        "unknown_account",
+        "already_exists",
+        "invalid_rfc",
+        "multinivel_required",
+        "distributor_not_active",
+    ),
+    "ValidateDistributor": ("unknown_account", "invalid_transition"),
+    "ActivateDistributor": ("unknown_account", "invalid_transition"),
+    "SuspendDistributor": ("unknown_account", "invalid_transition"),
+    "ReactivateDistributor": ("unknown_account", "invalid_transition"),
+    "RenewDistributor": ("unknown_account", "invalid_transition"),
+    "CancelDistributor": ("unknown_account", "invalid_transition"),
+    "ContractSubscription": ("unknown_account", "distributor_not_active", "insufficient_points"),
+    "ChangeSettings": ("unknown_account",),
+    "BuyPackage": (
+        "unknown_account",
+        "unknown_package",
+        "wrong_account_kind",
+        "distributor_not_active",
+        "insufficient_inventory",
+        "insufficient_points",
+        "idempotency_conflict",
+    ),
+    "TransferStamps": (
+        "unknown_account",
+        "wrong_account_kind",
+        "distributor_not_active",
+        "insufficient_inventory",
+        "account_blocked",
+        "idempotency_conflict",
+    ),
+    "TransferPoints": (
+        "unknown_account",
+        "wrong_account_kind",
+        "distributor_not_active",
+        "insufficient_points",
+        "idempotency_conflict",
+    ),
+    "MassTransfer": (
+        "unknown_account",
+        "wrong_account_kind",
+        "distributor_not_active",
+        "insufficient_inventory",
+        "insufficient_points",
+        "idempotency_conflict",
+    ),
+    "ReclaimStamps": ("unknown_account", "insufficient_stamps", "idempotency_conflict"),
+    "RegisterClient": (
+        "unknown_account",
+        "already_exists",
+        "invalid_rfc",
+        "distributor_not_active",
+    ),
+    "UpdateClientProfile": ("unknown_account", "invalid_rfc"),
+    "TagClient": ("unknown_account",),
+    "AssignAdminProfile": ("unknown_account", "admin_profile_not_allowed"),
+    "OpenStampingAccount": (
+        "unknown_account",
+        "already_exists",
+        "invalid_rfc",
+        "insufficient_points",
+    ),
+    "BlockStampingAccount": ("unknown_account", "invalid_transition"),
+    "ReactivateStampingAccount": ("unknown_account", "invalid_transition"),
+    "ResetStampingPassword": ("unknown_account",),
+    "RenewUnlimitedAccount": ("unknown_account", "wrong_account_kind", "insufficient_points"),
+    "VerifyStampingCredentials": ("unknown_account", "account_blocked", "invalid_credentials"),
+    "ConfigureAutoTopUp": ("unknown_account", "wrong_account_kind"),
+    "DisableAutoTopUp": ("unknown_account", "invalid_transition"),
+    "ConsumeStamp": (
+        "unknown_account",
+        "insufficient_stamps",
+        "account_blocked",
+        "unlimited_expired",
+        "rfc_not_allowed",
+        "invalid_rfc",
+        "idempotency_conflict",
+    ),
+    "AssignPackage": (
+        "unknown_account",
+        "unknown_package",
+        "wrong_account_kind",
+        "insufficient_inventory",
+        "idempotency_conflict",
+    ),
+    "SpendPoints": ("unknown_account", "insufficient_points", "idempotency_conflict"),
+    "RegisterInvoice": ("unknown_account", "unknown_sale", "already_invoiced"),
+    "MassAutoTopUp": ("unknown_account", "wrong_account_kind", "insufficient_inventory"),
+    "ReserveStamp": (
+        "unknown_account",
+        "insufficient_stamps",
+        "account_blocked",
+        "unlimited_expired",
+        "rfc_not_allowed",
+        "idempotency_conflict",
+    ),
+    "PostReservation": ("unknown_hold", "hold_expired", "hold_closed", "idempotency_conflict"),
+    "VoidReservation": ("unknown_hold", "hold_closed"),
+    "ClientBuyPackage": (
+        "unknown_account",
+        "unknown_package",
+        "pcc_purchase_not_allowed",
+        "insufficient_inventory",
+        "insufficient_points",
+    ),
+    "IssueCreditCode": ("unknown_account", "insufficient_inventory", "insufficient_points"),
+    "RedeemCreditCode": (
+        "unknown_code",
+        "wrong_nip",
+        "code_locked",
+        "code_expired",
+        "code_redeemed",
+        "code_cancelled",
+    ),
+    "CancelCreditCode": ("unknown_account", "code_redeemed", "code_locked"),
+}
+"""The codes each command type can answer besides ``COMMON_CODES`` (DESIGN §5)."""
+
+EXAMPLE_VALUES: dict[str, Any] = {
+    "actor": "D1",
+    "cfdi_uuid": "0b9c3d1e-6f2a-4c4b-9a51-2f1f5c1d7e10",
+    "rfc": "GODE561231GR8",
+    "issuer_rfc": "GODE561231GR8",
+    "rfc_lock": "GODE561231GR8",
+    "password": "una-clave-larga",
+    "email": "admin@example.com",
+    "mobile": "5512345678",
+    "postal_code": "06600",
+    "regimen_fiscal": "612",
+    "uso_cfdi": "G03",
+    "invoice_ref": "FAC-0001",
+    "nip": "123456",
+    "code": "K7Q2M9X4T8W3R6Z5B1N0",
+    "reason": "falta de pago",
+    "name": "Juan Pérez",
+    "product": "Multinivel",
+}
+"""Example values by field name, where the field's type alone does not make a valid one."""
+
+EXAMPLES: dict[str, dict[str, Any]] = {}
+"""Whole example commands, for types whose fields the rules above cannot fill validly."""
+
+
+# Rendering -------------------------------------------------------------------------------------
+
+
+def _non_null(spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    options = spec.get("anyOf")
+    if options is None:
+        return spec, False
+    kept = [o for o in options if o.get("type") != "null"]
+    if len(kept) == 1:
+        return {**{k: v for k, v in spec.items() if k != "anyOf"}, **kept[0]}, True
+    return spec, any(o.get("type") == "null" for o in options)
+
+
+def _ref_name(ref: str) -> str:
+    return ref.rsplit("/", 1)[-1]
+
+
+def render_type(spec: dict[str, Any]) -> str:
+    """A field's type and bounds in words, from its JSON Schema."""
+    spec, _ = _non_null(spec)
+    if "$ref" in spec:
+        return f"`{_ref_name(spec['$ref'])}`"
+    if "const" in spec:
+        return f"`{json.dumps(spec['const'], ensure_ascii=False)}`"
+    if "enum" in spec:
+        return "one of " + ", ".join(f"`{v}`" for v in spec["enum"])
+    if "anyOf" in spec:
+        return " or ".join(render_type(o) for o in spec["anyOf"] if o.get("type") != "null")
+    kind = spec.get("type", "any")
+    parts: list[str] = []
+    if kind == "string":
+        fmt = spec.get("format")
+        text = {"date": "date (YYYY-MM-DD)", "date-time": "ISO 8601 time with offset"}.get(
+            fmt or "", "string"
+        )
+        if "minLength" in spec or "maxLength" in spec:
+            parts.append(f"{spec.get('minLength', 0)}..{spec.get('maxLength', '')} chars")
+        if spec.get("pattern") == ID_PATTERN:
+            text = "id"
+            parts = [f"1..{spec.get('maxLength', '')} chars: letters, digits, `_ . -`"]
+        elif "pattern" in spec:
+            parts.append(f"pattern `{spec['pattern']}`")
+    elif kind in {"integer", "number"}:
+        text = kind
+        low = spec.get("minimum", spec.get("exclusiveMinimum"))
+        if "exclusiveMinimum" in spec:
+            low = spec["exclusiveMinimum"] + 1
+        high = spec.get("maximum")
+        if low is not None or high is not None:
+            parts.append(
+                f"{'' if low is None else f'{low:,}'}..{'' if high is None else f'{high:,}'}"
+            )
+    elif kind == "array":
+        text = f"list of {render_type(spec.get('items', {}))}"
+        if "maxItems" in spec:
+            parts.append(f"{spec.get('minItems', 0)}..{spec['maxItems']:,} items")
+    else:
+        text = str(kind)
+    return f"{text} ({'; '.join(parts)})" if parts else text
+
+
+def _fields_table(schema: dict[str, Any]) -> list[str]:
+    required = set(schema.get("required", ()))
+    lines = ["| field | type | required |", "|---|---|---|"]
+    for name, spec in schema.get("properties", {}).items():
+        if name == "type":
+            continue
+        _, nullable = _non_null(spec)
+        if name in required:
+            need = "required"
+        elif name == "actor":
+            need = "required (DESIGN §4a)"
+        else:
+            default = spec.get("default")
+            need = "optional" if default is None else f"optional, default `{json.dumps(default)}`"
+            if nullable and default is None:
+                need = "optional"
+        cell = render_type(spec).replace("|", "\\|")
+        lines.append(f"| `{name}` | {cell} | {need} |")
+    return lines
+
+
+def _example_value(name: str, spec: dict[str, Any], defs: dict[str, Any]) -> Any:
+    if name in EXAMPLE_VALUES:
+        return EXAMPLE_VALUES[name]
+    spec, _ = _non_null(spec)
+    if "$ref" in spec:
+        return _example_object(defs[_ref_name(spec["$ref"])], defs)
+    if "const" in spec:
+        return spec["const"]
+    if "enum" in spec:
+        return spec["enum"][0]
+    kind = spec.get("type")
+    fmt = spec.get("format")
+    if kind == "string":
+        if fmt == "date":
+            return "2027-01-31"
+        if fmt == "date-time":
+            return "2026-11-26T12:00:00-06:00"
+        pattern = spec.get("pattern", "")
+        if pattern.endswith(("\\.[0-9]{2}$", "\\.\\d{2}$")):
+            return "1500.00"
+        return f"{name.upper().replace('_', '-')[:20]}-1" if name.endswith("id") else "texto"
+    if kind == "integer":
+        return max(1, spec.get("minimum", 1))
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return [_example_value(name, spec.get("items", {}), defs)]
+    return None
+
+
+def _example_object(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    required = set(schema.get("required", ()))
+    return {
+        name: _example_value(name, spec, defs)
+        for name, spec in schema.get("properties", {}).items()
+        if name in required
+    }
+
+
+def example(command_type: str) -> dict[str, Any]:
+    """An example command of ``command_type`` that the models accept (required fields only)."""
+    if command_type in EXAMPLES:
+        return EXAMPLES[command_type]
+    model = command_models()[command_type]
+    schema = model.model_json_schema()
+    body = _example_object(schema, schema.get("$defs", {}))
+    body.pop("actor", None)
+    return {"type": command_type, "actor": _example_actor(model), **body}
+
+
+def _example_actor(model: type[Command]) -> str:
+    from ledger.commands.auth import NOBODY_ELSE, RULES  # noqa: PLC0415
+
+    rule = RULES.get(model)
+    if rule is not None and NOBODY_ELSE in rule.who:
+        return "M"
+    return str(EXAMPLE_VALUES["actor"])
+
+
+def _who(model: type[Command]) -> str:
+    from ledger.commands.auth import NOBODY_ELSE, RULES  # noqa: PLC0415  (auth imports the engine)
+
+    rule = RULES.get(model)
+    if rule is None:
+        return "nobody (no rule: refused)"
+    if NOBODY_ELSE in rule.who:
+        return "the master account of the network alone"
+    return "; ".join(["the master account of the network", *rule.who])
+
+
+def render_commands() -> str:
+    """The whole of docs/COMMANDS.md."""
+    out = [
+        "# Commands",
+        "",
+        "Generated from the command models by `python -m ledger.commands.reference`; do not edit",
+        "by hand (a test fails when this file is stale). `ledger schema [TYPE]` prints the same",
+        "models as JSON Schema.",
+        "",
+        "Every command is a JSON object with a `type`; it may carry `idempotency_key` and must",
+        "carry `actor`, the id of who acts (the first `OpenMasterAccount` of a ledger may leave",
+        "it out). Every command can answer " + ", ".join(f"`{c}`" for c in COMMON_CODES) + ".",
+        "Text fields hold no control characters; times carry an offset.",
+        "",
+    ]
+    models = command_models()
+    out.append("| command | what it does |")
+    out.append("|---|---|")
+    out.extend(
+        f"| [{name}](#{name.lower()}) | {(model.__doc__ or '').strip().splitlines()[0]} |"
+        for name, model in models.items()
+    )
+    out.append("")
+    nested: dict[str, dict[str, Any]] = {}
+    for name, model in models.items():
+        schema = model.model_json_schema()
+        nested.update(schema.get("$defs", {}))
+        codes = REJECTIONS.get(name, ())
+        out += [
+            f"## {name}",
+            "",
+            (model.__doc__ or "").strip(),
+            "",
+            f"Who may act: {_who(model)}.",
+            "",
+            *_fields_table(schema),
+            "",
+            "Rejections besides the common ones: "
+            + (", ".join(f"`{c}`" for c in codes) if codes else "none")
+            + ".",
+            "",
+            "```json",
+            json.dumps(example(name), ensure_ascii=False),
+            "```",
+            "",
+        ]
+    if nested:
+        out += ["# Nested objects", ""]
+        for def_name in sorted(nested):
+            schema = nested[def_name]
+            out += [
+                f"## {def_name}",
+                "",
+                (schema.get("description") or "").strip(),
+                "",
+                *_fields_table(schema),
+                "",
+            ]
+    return "\n".join(line.rstrip() for line in out).rstrip() + "\n"
+
+
+# Views -------------------------------------------------------------------------------------
+
+
+def _row_class(method: Any) -> type[Any] | None:
+    hints = typing.get_type_hints(method)
+    returned = hints.get("return")
+    for candidate in (returned, *typing.get_args(returned)):
+        if dataclasses.is_dataclass(candidate):
+            return candidate  # type: ignore[return-value]
+    return None
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("datetime.", "")
+    return text.removeprefix("<class '").removesuffix("'>")
+
+
+def render_views() -> str:
+    """The whole of docs/VIEWS.md."""
+    from ledger.projections.views import Views, default_views  # noqa: PLC0415
+
+    out = [
+        "# Views",
+        "",
+        "Generated from the read side's code by `python -m ledger.docs`; do not edit by hand (a",
+        "test fails when this file is stale). What each view answers is DESIGN §6; how they are",
+        "kept is docs/ARCHITECTURE.md (read side).",
+        "",
+        "Views follow the event log with tracked positions (exactly once, resumable) and live in",
+        "the events' database, or in `views_url` when one is given. Clock-dependent answers (CPD,",
+        "days remaining, expired lots, a distributor's status) are computed at query time from",
+        "the ledger's clock. Reads are scoped by the distributor id the caller passes; checking",
+        "that the caller may see it is the portal's job.",
+        "",
+        "## Queries (`lg.views.…`)",
+        "",
+    ]
+    rows: dict[str, type[Any]] = {}
+    for name, method in inspect.getmembers(Views, inspect.isfunction):
+        if name.startswith("_") or method.__qualname__.split(".")[0] != "Views":
+            continue
+        row = _row_class(method)
+        if row is None:
+            continue
+        rows[row.__name__] = row
+        signature = str(inspect.signature(method, eval_str=True))
+        signature = re.sub(r"\b(?:[a-z_]+\.)+(?=[A-Z])", "", signature)
+        signature = signature.replace("(self, ", "(").replace("(self)", "()")
+        doc = (method.__doc__ or "").strip().splitlines()[0]
+        link = f"[`{row.__name__}`](#{row.__name__.lower()})"
+        out += [f"### `{name}{signature}`", "", doc, "", f"Rows: {link}.", ""]
+    out += ["## Rows", ""]
+    for row_name in sorted(rows):
+        row = rows[row_name]
+        out += [f"### {row_name}", "", (row.__doc__ or "").strip().splitlines()[0], ""]
+        out += ["| field | type |", "|---|---|"]
+        hints = typing.get_type_hints(row)
+        out += [f"| `{f.name}` | `{_type_name(hints[f.name])}` |" for f in dataclasses.fields(row)]
+        out.append("")
+    out += ["## Tables (SQL)", ""]
+    for view in default_views():
+        for table in view.tables:
+            columns = ", ".join(f"`{c}` {kind}" for c, kind in table.columns)
+            out += [f"- `{table.name}` ({view.name}): {columns}"]
+    out += ["", "`view_tracking` holds each view's position, version and last projection error."]
+    return "\n".join(line.rstrip() for line in out).rstrip() + "\n"
+
+
+PAGES = {COMMANDS_MD: render_commands, VIEWS_MD: render_views}
+
+
+def main() -> int:
+    """Rewrites docs/COMMANDS.md and docs/VIEWS.md."""
+    for path, render in PAGES.items():
+        path.write_text(render(), encoding="utf-8")
+        sys.stdout.write(f"wrote {path}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

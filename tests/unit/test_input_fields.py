@@ -1,0 +1,357 @@
+"""Clean text and times in range at the boundary (DESIGN §4 introduction, issue 7 item 3)."""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from ledger.api import Ledger
+from ledger.clock import ManualClock
+from ledger.commands.fields import CLEAN, CLEAN_MULTILINE
+from ledger.commands.models import AnyCommand, ConsumeStamp
+from ledger.errors import Rejected
+from ledger.outcome import Outcome
+from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, build_network, client_profile, consume
+
+CONTROL_CHARACTERS = [chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]]
+
+
+@pytest.fixture
+def lg(clock: ManualClock) -> Iterator[Ledger]:
+    """A ledger on the in-memory store with the standard network (the CTI holds 10 stamps)."""
+    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
+        build_network(ledger, cti_stamps=10)
+        yield ledger
+
+
+def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
+    """The rejection of ``command``, checking that it recorded nothing."""
+    before = len(lg.store.stored_events())
+    with pytest.raises(Rejected) as caught:
+        lg.execute(command)
+    assert len(lg.store.stored_events()) == before
+    return caught.value
+
+
+def fields(rejected: Rejected) -> list[str]:
+    """The field names a schema rejection reports."""
+    return [error["field"] for error in rejected.details["errors"]]
+
+
+def register_client(client_id: str = "C2", **profile: Any) -> dict[str, Any]:
+    """A RegisterClient command of D1 with ``profile`` overrides."""
+    return {
+        "type": "RegisterClient",
+        "client_id": client_id,
+        "distributor_id": DISTRIBUTOR,
+        "actor": DISTRIBUTOR,
+        "profile": {**client_profile(), **profile},
+    }
+
+
+def stamp(**extra: Any) -> dict[str, Any]:
+    """A ConsumeStamp of the standard CTI by the master account."""
+    return consume(actor=MASTER, **extra)
+
+
+# Every text field of every command ---------------------------------------------------------------
+
+
+def _text_leaves(annotation: Any, path: str, metadata: tuple[Any, ...] = ()) -> Iterator[Any]:
+    """(path, metadata) of every ``str`` inside an annotation, through models, unions, tuples."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        inner, *more = typing.get_args(annotation)
+        yield from _text_leaves(inner, path, (*metadata, *more))
+    elif annotation is str:
+        yield path, metadata
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        for name, info in annotation.model_fields.items():
+            yield from _text_leaves(info.annotation, f"{path}.{name}", tuple(info.metadata))
+    elif typing.get_origin(annotation) in (typing.Union, types.UnionType, tuple, typing.Literal):
+        if typing.get_origin(annotation) is typing.Literal:
+            return  # fixed words chosen by the ledger
+        for arg in typing.get_args(annotation):
+            if arg is not Ellipsis:
+                yield from _text_leaves(arg, path, metadata)
+
+
+def _flatten(metadata: tuple[Any, ...]) -> list[Any]:
+    flat: list[Any] = []
+    for item in metadata:
+        flat.extend(getattr(item, "metadata", None) or [item])
+        flat.append(item)
+    return flat
+
+
+COMMAND_CLASSES = typing.get_args(typing.get_args(AnyCommand)[0])
+TEXT_LEAVES = [
+    (path, metadata)
+    for command_class in COMMAND_CLASSES
+    for path, metadata in _text_leaves(command_class, command_class.__name__)
+]
+
+
+def _max_length(metadata: tuple[Any, ...]) -> int | None:
+    for item in _flatten(metadata):
+        bound = getattr(item, "max_length", None)
+        if bound is not None:
+            return int(bound)
+    return None
+
+
+def _pattern(metadata: tuple[Any, ...]) -> str | None:
+    for item in _flatten(metadata):
+        pattern = getattr(item, "pattern", None)
+        if pattern is not None:
+            return str(pattern)
+    return None
+
+
+# Texts without CLEAN, one per distinct type: each must be a pattern that refuses control
+# characters (tested once per pattern, since many fields share a type such as ``Id``).
+PATTERN_TYPES = {
+    _pattern(metadata) or path: (path, metadata)
+    for path, metadata in TEXT_LEAVES
+    if CLEAN not in metadata and CLEAN_MULTILINE not in metadata
+}
+
+
+def test_every_command_has_text_fields_to_check() -> None:
+    """The walk finds the text fields (a broken walk would make the next tests vacuous)."""
+    paths = {path for path, _ in TEXT_LEAVES}
+    assert "RegisterClient.profile.address.street" in paths
+    assert "RegisterClient.profile.legal_rep.email" in paths
+    assert "ConsumeStamp.cfdi_uuid" in paths
+    assert len(COMMAND_CLASSES) >= 32
+
+
+def test_every_text_field_has_a_length_bound() -> None:
+    """Each text of each command (nested models included) has a maximum length."""
+    assert [path for path, metadata in TEXT_LEAVES if _max_length(metadata) is None] == []
+
+
+def test_every_text_field_refuses_control_characters_by_clean_or_by_pattern() -> None:
+    """A text field carries ``CLEAN`` (or ``CLEAN_MULTILINE``) or a pattern."""
+    assert [path for path, metadata in PATTERN_TYPES.values() if _pattern(metadata) is None] == []
+
+
+@pytest.mark.parametrize("pattern", sorted(PATTERN_TYPES))
+def test_a_text_pattern_admits_no_control_character(pattern: str) -> None:
+    """Valid strings of the pattern with a control character inserted are refused."""
+    _, metadata = PATTERN_TYPES[pattern]
+    adapter: TypeAdapter[str] = TypeAdapter(typing.Annotated[str, *metadata])
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        st.from_regex(pattern, fullmatch=True),
+        st.sampled_from(CONTROL_CHARACTERS),
+        st.integers(0, 1000),
+    )
+    def refuses(valid: str, control: str, where: int) -> None:
+        position = where % (len(valid) + 1)
+        with pytest.raises(ValidationError):
+            adapter.validate_python(valid[:position] + control + valid[position:])
+
+    refuses()
+
+
+@pytest.mark.parametrize("control", ["\x00", "\x1b", "\x7f", "\x85", "\x9f", "\ud800", "\n"])
+def test_control_character_in_a_nested_profile_field_is_invalid_command(
+    lg: Ledger, control: str
+) -> None:
+    """A control character deep in a client's profile is refused, naming the field."""
+    command = register_client(address={"street": f"Reforma{control}222"})
+    rejected = rejection(lg, command)
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["RegisterClient.profile.address.street"]
+
+
+def test_nul_in_a_client_name_is_invalid_command(lg: Ledger) -> None:
+    """The NUL byte that stopped every PostgreSQL projection is refused at the boundary."""
+    rejected = rejection(lg, register_client(name="Juan\x00Pérez"))
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["RegisterClient.profile.name"]
+
+
+def test_comments_take_tab_and_newline_but_no_other_control_character(lg: Ledger) -> None:
+    """``comments`` is the one text where tab and newline pass; CR and NUL do not."""
+    outcome = lg.execute(register_client("C3", comments="Paga a 30 días.\n\tVer contrato."))
+    assert outcome.ok is True
+    for control in ("\r", "\x00", "\x0b"):
+        rejected = rejection(lg, register_client("C4", comments=f"uno{control}dos"))
+        assert fields(rejected) == ["RegisterClient.profile.comments"]
+
+
+def test_newline_in_a_single_line_text_is_invalid_command(lg: Ledger) -> None:
+    """A reclaim's reason is one line: a newline in it is refused."""
+    rejected = rejection(
+        lg,
+        {
+            "type": "ReclaimStamps",
+            "transfer_id": "R1",
+            "from_cti_id": CTI,
+            "quantity": 1,
+            "reason": "error\nde captura",
+            "actor": DISTRIBUTOR,
+        },
+    )
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["ReclaimStamps.reason"]
+
+
+def test_control_character_in_a_password_or_idempotency_key_is_invalid_command(
+    lg: Ledger,
+) -> None:
+    """Texts that are never shown are still text: no control characters in them either."""
+    rejected = rejection(
+        lg,
+        {
+            "type": "ResetStampingPassword",
+            "cti_id": CTI,
+            "password": "secreto\x00123",
+            "actor": DISTRIBUTOR,
+            "idempotency_key": "k\x01",
+        },
+    )
+    assert sorted(fields(rejected)) == [
+        "ResetStampingPassword.idempotency_key",
+        "ResetStampingPassword.password",
+    ]
+
+
+def test_over_long_text_is_invalid_command(lg: Ledger) -> None:
+    """A megabyte of name is refused by its bound, not recorded."""
+    rejected = rejection(lg, register_client(name="x" * 1_000_000))
+    assert fields(rejected) == ["RegisterClient.profile.name"]
+
+
+def test_unknown_field_named_with_control_characters_is_escaped_and_cut(lg: Ledger) -> None:
+    """An unknown field's name goes back escaped and cut to 100 characters."""
+    rejected = rejection(lg, {**stamp(), "x\x00" + "y" * 500: 1})
+    (field,) = fields(rejected)
+    assert field.startswith("ConsumeStamp.x\\x00yyy")
+    assert len(field) == len("ConsumeStamp.") + 100 + 3
+
+
+def test_unknown_command_type_is_not_echoed(lg: Ledger) -> None:
+    """An unknown type is ``invalid_command`` on field ``type``, without quoting it back."""
+    rejected = rejection(lg, {"type": "Teleport\x00" * 1000})
+    assert rejected.details["errors"] == [
+        {"field": "type", "message": "unknown or missing command type"}
+    ]
+
+
+# Times ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stamped_at",
+    [
+        "0001-01-01T00:00:00+00:00",  # raised OverflowError from execute
+        "9999-12-31T23:00:00-12:00",  # raised OverflowError from execute
+        "1999-12-31T23:59:59+00:00",
+        "2026-01-06T18:00:01+00:00",  # the clock is 2026-01-05T18:00Z: one day and a second
+        "2026-01-05T12:00:00",  # no offset
+    ],
+)
+def test_stamped_at_out_of_range_is_invalid_command_naming_the_field(
+    lg: Ledger, stamped_at: str
+) -> None:
+    """A time before 2000 or over a day after the clock's now is refused, never a crash."""
+    rejected = rejection(lg, stamp(stamped_at=stamped_at))
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["ConsumeStamp.stamped_at"]
+
+
+def test_stamped_at_up_to_a_day_ahead_and_back_to_2000_is_accepted(lg: Ledger) -> None:
+    """The bounds themselves are inside the range."""
+    assert lg.execute(stamp(stamped_at="2026-01-06T18:00:00+00:00")).ok is True
+    assert lg.execute(stamp(stamped_at="2000-01-01T00:00:00+00:00")).ok is True
+    assert lg.balance(CTI) == 8
+
+
+def test_the_upper_bound_follows_the_ledger_clock(lg: Ledger, clock: ManualClock) -> None:
+    """Refused today, the same time is accepted once the ledger clock has moved on."""
+    later = "2026-03-01T12:00:00-06:00"
+    assert rejection(lg, stamp(stamped_at=later)).code == "invalid_command"
+    clock.set(datetime(2026, 3, 1, tzinfo=UTC))
+    assert lg.execute(stamp(stamped_at=later)).ok is True
+
+
+def test_a_model_built_by_the_caller_is_checked_against_the_clock_too(lg: Ledger) -> None:
+    """A ready ``ConsumeStamp`` model with a time a year ahead is refused like a dict."""
+    model = ConsumeStamp.model_validate(
+        stamp(stamped_at=datetime(2027, 1, 5, tzinfo=UTC).isoformat())
+    )
+    with pytest.raises(Rejected) as caught:
+        lg.execute(model)
+    assert fields(caught.value) == ["ConsumeStamp.stamped_at"]
+
+
+def test_each_command_of_a_batch_gets_its_own_outcome_around_bad_times(lg: Ledger) -> None:
+    """Extreme times amid valid consumptions: the valid ones succeed, the others are refused."""
+    results = lg.execute_many(
+        [
+            stamp(),
+            stamp(stamped_at="0001-01-01T00:00:00+00:00"),
+            stamp(),
+            stamp(stamped_at="9999-12-31T23:00:00-12:00"),
+            stamp(),
+        ]
+    )
+    assert [r.ok if isinstance(r, Outcome) else r.code for r in results] == [
+        True,
+        "invalid_command",
+        True,
+        "invalid_command",
+        True,
+    ]
+    assert lg.balance(CTI) == 7
+
+
+@pytest.mark.parametrize("expires_on", ["1999-12-31", "9999-12-31", "2200-01-01"])
+def test_expires_on_out_of_range_is_invalid_command(lg: Ledger, expires_on: str) -> None:
+    """An expiry before 2000 or centuries ahead is refused (its date arithmetic would overflow)."""
+    rejected = rejection(
+        lg,
+        {
+            "type": "RenewDistributor",
+            "distributor_id": DISTRIBUTOR,
+            "expires_on": expires_on,
+            "actor": MASTER,
+        },
+    )
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["RenewDistributor.expires_on"]
+
+
+def test_expires_on_years_ahead_is_accepted(lg: Ledger, clock: ManualClock) -> None:
+    """An expiry lies ahead by nature: ten years ahead is fine."""
+    ahead = (clock() + timedelta(days=3650)).date().isoformat()
+    outcome = lg.execute(
+        {
+            "type": "RenewDistributor",
+            "distributor_id": DISTRIBUTOR,
+            "expires_on": ahead,
+            "actor": MASTER,
+        }
+    )
+    assert outcome.ok is True
+    assert CLIENT  # the network's client is untouched by a renewal
+
+
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00+00:00", "9999-12-31T23:00:00-12:00"])
+def test_balance_at_an_extreme_instant_is_invalid_command(lg: Ledger, at: str) -> None:
+    """A query time outside 2000-01-01..2199-12-31 is refused (it raised OverflowError)."""
+    with pytest.raises(Rejected) as caught:
+        lg.balance_at(CTI, "stamps", at)
+    assert caught.value.code == "invalid_command"
+    assert caught.value.details["field"] == "at"
