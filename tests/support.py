@@ -6,7 +6,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.demo import subscription_catalogue
 from ledger.api import Ledger
 
 MASTER = "M"
@@ -14,6 +13,18 @@ DISTRIBUTOR = "D1"
 CLIENT = "C1"
 CTI = "C1-cti"
 ISSUER_RFC = "GODE561231GR8"
+SUBSCRIPTION_CATALOGUE: tuple[tuple[str, str, str, int], ...] = (
+    ("Multinivel", "multinivel", "1999.00", 0),
+    ("MKL NomiCloud", "mkl", "1999.00", 0),
+    ("MKL Dóminus", "mkl", "1850.00", 250),
+    ("MKL MaxiComercio ERP 2014", "mkl", "15000.00", 0),
+    ("MKL Contablink", "mkl", "0.00", 0),
+    ("MKL FactuDesk 2014", "mkl", "0.00", 0),
+    ("MKL Maxicomercio Pequeños Negocios", "mkl", "0.00", 0),
+    ("MKL CFDI Explorer", "mkl", "0.00", 0),
+)
+"""The seed's subscription list (004, "Contratar MKL"): product, kind, pre-IVA yearly price,
+points per licence (the seed gives no licence price; 250 for Dóminus is the tests' own)."""
 
 
 def distributor_profile(
@@ -132,6 +143,22 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
     for result in lg.execute_many(commands):
         assert getattr(result, "ok", False), result
     return Network()
+
+
+def subscription_catalogue(master_id: str = MASTER) -> list[dict[str, Any]]:
+    """The ``DefineSubscriptionProduct`` commands of ``SUBSCRIPTION_CATALOGUE``."""
+    return [
+        {
+            "type": "DefineSubscriptionProduct",
+            "seller_id": master_id,
+            "actor": master_id,
+            "product": product,
+            "kind": kind,
+            "annual_price": price,
+            "licence_points": licence_points,
+        }
+        for product, kind, price, licence_points in SUBSCRIPTION_CATALOGUE
+    ]
 
 
 def define_catalogue(lg: Ledger, master_id: str = MASTER) -> None:

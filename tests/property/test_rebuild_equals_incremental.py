@@ -19,11 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.demo import subscription_catalogue
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
-from tests.support import ISSUER_RFC, client_profile, distributor_profile
+from tests.support import ISSUER_RFC, client_profile, distributor_profile, subscription_catalogue
 
 CTIS = 4
 NAMES = ("Ana Ruiz", "Óscar Peña", "Zoe Álvarez", "juan pérez")

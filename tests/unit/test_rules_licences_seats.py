@@ -14,7 +14,7 @@ from ledger.errors import Rejected
 from tests.support import CLIENT, DISTRIBUTOR, MASTER, build_network, contract, define_catalogue
 
 DOMINUS_LICENCE_POINTS = 250
-"""The seed catalogue's points per Dóminus licence (``adapters.demo.SUBSCRIPTION_CATALOGUE``)."""
+"""The seed catalogue's points per Dóminus licence (``tests.support.SUBSCRIPTION_CATALOGUE``)."""
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from adapters.demo import subscription_catalogue
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
@@ -20,6 +19,7 @@ from tests.support import (
     client_profile,
     consume,
     distributor_profile,
+    subscription_catalogue,
 )
 
 OTHER = "D2"

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from adapters.demo import subscription_catalogue
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
@@ -22,6 +21,7 @@ from tests.support import (
     build_network,
     client_profile,
     distributor_profile,
+    subscription_catalogue,
 )
 
 SUB = "D1a"
