@@ -7,9 +7,9 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from adapters.memory import MemoryStore
-from adapters.store import EventStore, env_for_url, open_application
-from adapters.views import (
+from adapters.storage.memory import MemoryStore
+from adapters.storage.store import EventStore, env_for_url, open_application
+from adapters.storage.views import (
     event_decoder,
     log_replication,
     notification_source,

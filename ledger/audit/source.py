@@ -22,9 +22,9 @@ from eventsourcing.persistence import (
 )
 from psycopg.sql import SQL, Identifier
 
-from adapters.chain import GENESIS, events_digest, link
-from adapters.memory import MemoryStore
-from adapters.store import EventStore, LedgerPostgresRecorder
+from adapters.storage.memory import MemoryStore
+from adapters.storage.store import EventStore, LedgerPostgresRecorder
+from ledger.chain import GENESIS, events_digest, link
 from ledger.domain import Event
 from ledger.errors import InfrastructureError, IntegrityBreach
 

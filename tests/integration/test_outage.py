@@ -17,8 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adapters.cli import main
-from adapters.cli_common import EXIT_ERROR
+from adapters.cli.common import EXIT_ERROR
+from adapters.cli.main import main
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import CommitOutcomeUnknown, InfrastructureError, LedgerError

@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adapters.cli import main
+from adapters.cli.main import main
 from ledger.api import Ledger
 from ledger.audit import ProjectionHealth, verify
 from ledger.audit.source import source_for

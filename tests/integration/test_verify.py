@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from adapters import cli_audit
+from adapters.cli import audit as cli_audit
 from ledger.api import Ledger
 from ledger.audit import verify
 from ledger.audit.source import StoreSource

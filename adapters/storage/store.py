@@ -56,8 +56,8 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import PoolTimeout
 
-from adapters.chain import GENESIS, events_digest, link
-from adapters.codec import MsgspecMapper
+from adapters.storage.codec import MsgspecMapper
+from ledger.chain import GENESIS, events_digest, link
 from ledger.domain import Aggregate, Event, Snapshot
 from ledger.engine import KeyRecord, Record, WriteConflict
 from ledger.errors import (
@@ -676,7 +676,7 @@ def env_for_url(url: str | None, *, create_tables: bool = True) -> dict[str, str
             raise StoreConfigError(f"no SQLite file in {url!r}")
         return {
             **common,
-            "PERSISTENCE_MODULE": "adapters.store:LedgerSQLiteFactory",
+            "PERSISTENCE_MODULE": "adapters.storage.store:LedgerSQLiteFactory",
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": str(sqlite_options["busy_timeout"]),
         }
@@ -688,7 +688,7 @@ def env_for_url(url: str | None, *, create_tables: bool = True) -> dict[str, str
         )
         return {
             **common,
-            "PERSISTENCE_MODULE": "adapters.store:LedgerPostgresFactory",
+            "PERSISTENCE_MODULE": "adapters.storage.store:LedgerPostgresFactory",
             "POSTGRES_DBNAME": (parsed.path or "/").lstrip("/") or "postgres",
             "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
             "POSTGRES_PORT": str(parsed.port or 5432),

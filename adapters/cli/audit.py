@@ -1,7 +1,8 @@
 """The auditors' subcommands of the ``ledger`` CLI: ``verify`` and ``history``.
 
-``adapters/cli.py`` calls ``register(subparsers)``; each subcommand sets ``func(args) -> int`` (the
-exit code) as its default. ``main(argv)`` runs them on their own (``python -m adapters.cli_audit``).
+``adapters/cli/main.py`` calls ``register(subparsers)``; each subcommand sets ``func(args) -> int``
+(the exit code) as its default. ``main(argv)`` runs them on their own
+(``python -m adapters.cli.audit``).
 
 - ``ledger verify [--url URL] [--expect-head HEX] [--json]``: replays every event and checks the
   invariants; progress on stderr (a live line on a terminal, a plain line every few seconds
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from adapters.cli_common import (
+from adapters.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_REJECTED,

@@ -31,8 +31,8 @@ import psycopg
 from eventsourcing.persistence import MapperDeserialisationError, Notification, PersistenceError
 from psycopg import sql
 
-from adapters.memory import MemoryStore
-from adapters.store import EventStore, LedgerPostgresRecorder, env_for_url
+from adapters.storage.memory import MemoryStore
+from adapters.storage.store import EventStore, LedgerPostgresRecorder, env_for_url
 from ledger.domain import Event
 from ledger.errors import InfrastructureError, IntegrityBreach
 from ledger.logging import get_logger

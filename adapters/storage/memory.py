@@ -16,7 +16,7 @@ from datetime import datetime
 
 from eventsourcing.persistence import StoredEvent
 
-from adapters.codec import MsgspecMapper
+from adapters.storage.codec import MsgspecMapper
 from ledger.domain import Aggregate, Event, Snapshot
 from ledger.engine import KeyRecord, Record, WriteConflict
 
