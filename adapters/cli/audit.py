@@ -31,8 +31,7 @@ from adapters.cli.common import (
     url_option,
 )
 from ledger.api import Ledger
-from ledger.audit import VerifyReport, iter_history
-from ledger.audit.source import source_for
+from ledger.audit import VerifyReport
 from ledger.errors import LedgerError, Rejected
 
 BREACHES_PRINTED_MAX = 50
@@ -141,7 +140,7 @@ def run_history(args: argparse.Namespace) -> int:
     out = sys.stdout
     try:
         with Ledger.open(getattr(args, "url", None), projections="off", create_tables=False) as lg:
-            movements = iter_history(source_for(lg.store), args.holder, args.unit)
+            movements = lg.iter_history(args.holder, args.unit)
             if not args.json:
                 out.write(
                     f"{'time':32}  {'amount':>9}  {'balance':>9}  {'counterpart':24}"

@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager
 from datetime import datetime
 from operator import attrgetter
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlparse
 
 import psycopg
@@ -67,6 +67,9 @@ from ledger.errors import (
     IntegrityBreach,
     LedgerError,
 )
+
+if TYPE_CHECKING:
+    from ledger.audit.source import AuditSource
 
 CONNECT_TIMEOUT_S_DEFAULT = 5
 """Seconds to open one PostgreSQL connection (URL ``?connect_timeout=``, whole seconds; libpq
@@ -858,6 +861,12 @@ class EventStore:
             return bool(self.recorder.select_notifications(None, 1, topics=[topic]))
         except PersistenceError as exc:
             raise InfrastructureError(f"cannot read events of {topic!r}: {exc}") from None
+
+    def audit_source(self) -> AuditSource:
+        """What ``verify`` and ``history`` read (``adapters/storage/audit.py``)."""
+        from adapters.storage.audit import StoreSource  # noqa: PLC0415  (it imports this module)
+
+        return StoreSource(self)
 
     def record(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
         """Events and keys in one transaction; ``WriteConflict`` if a version or key was taken."""
