@@ -276,3 +276,47 @@ def test_the_distributors_view_shows_each_subscriptions_expiry(
         ("MKL Dóminus", "mkl", "2028-01-31", True),
         ("Multinivel", "multinivel", "2028-01-31", True),
     ]
+
+
+# Month ends and leap years at the command level --------------------------------------------------
+
+
+@pytest.fixture
+def leap(lg: Ledger) -> Ledger:
+    """D1 renewed (with no subscription yet, so for nothing) until the leap day 2028-02-29."""
+    assert lg.execute(renew("2028-02-29")).sale_ids == ()
+    return lg
+
+
+@pytest.mark.parametrize(
+    ("today", "months", "amount"),
+    [
+        # 31 March + 11 months is 29 February 2028: eleven whole months, 1,695.83 + 271.33.
+        (datetime(2027, 3, 31, 18, 0, tzinfo=UTC), 11, "1967.16"),
+        # 1 April + 11 months is 1 March 2028, past the expiry: ten months, 1,541.67 + 246.67.
+        (datetime(2027, 4, 1, 18, 0, tzinfo=UTC), 10, "1788.34"),
+        # 28 February 2027 + 12 months is 28 February 2028: a whole year, 1,850.00 + 296.00.
+        (datetime(2027, 2, 28, 18, 0, tzinfo=UTC), 12, "2146.00"),
+    ],
+)
+def test_a_charge_to_a_leap_day_counts_whole_calendar_months(
+    leap: Ledger, clock: ManualClock, today: datetime, months: int, amount: str
+) -> None:
+    """MKL Dóminus contracted to an expiry of 29 February 2028, from a month's last or first day."""
+    clock.set(today)
+    outcome = leap.execute(contract("MKL Dóminus"))
+    assert (outcome.details["months"], outcome.details["amount"]) == (months, amount)
+    (sale,) = [s for s in leap.views.unbilled_sales(MASTER) if s.sale_id in outcome.sale_ids]
+    assert sale.amount == amount
+
+
+def test_a_renewal_from_a_leap_day_to_28_february_is_a_full_year(
+    leap: Ledger, clock: ManualClock
+) -> None:
+    """From 29 February 2028 to 28 February 2029 is twelve months: 2,146.00 for MKL Dóminus."""
+    clock.set(datetime(2027, 3, 1, 18, 0, tzinfo=UTC))
+    leap.execute(contract("MKL Dóminus"))
+    outcome = leap.execute(renew("2029-02-28"))
+    (sale,) = [s for s in leap.views.unbilled_sales(MASTER) if s.sale_id in outcome.sale_ids]
+    assert (sale.reference, sale.amount) == ("MKL Dóminus", "2146.00")
+    assert distributor(leap).subscriptions == {"mkl dominus": date(2029, 2, 28)}
