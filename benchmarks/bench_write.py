@@ -55,7 +55,7 @@ from eventsourcing.persistence import StoredEvent
 # Runs from a checkout without installing: the repository root goes first on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.store import SQLITE_CACHE_KIB, SQLITE_WAL_AUTOCHECKPOINT_PAGES, EventStore
+from adapters.storage.store import SQLITE_CACHE_KIB, SQLITE_WAL_AUTOCHECKPOINT_PAGES, EventStore
 from ledger.api import Ledger
 from ledger.errors import Rejected
 from ledger.outcome import Outcome

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from adapters.memory import MemoryStore
-from adapters.store import EventStore, env_for_url, open_application
-from adapters.views import (
+from adapters.storage.memory import MemoryStore
+from adapters.storage.store import EventStore, env_for_url, open_application
+from adapters.storage.views import (
     event_decoder,
     log_replication,
     notification_source,
@@ -17,7 +17,6 @@ from adapters.views import (
 )
 from ledger import audit
 from ledger.aggregates.stamping_account import StampingAccount
-from ledger.audit.source import source_for
 from ledger.clock import Clock, local_date, system_clock
 from ledger.commands.handlers import __all__ as _registered  # noqa: F401  (registers handlers)
 from ledger.commands.models import Command
@@ -182,12 +181,16 @@ class Ledger:
     ) -> int:
         """The holder's balance at instant ``at``, from its events (``ledger.audit.history``)."""
         self._check_open()
-        return audit.balance_at(source_for(self.store), holder_id, unit, at, booked=booked)
+        return audit.balance_at(self.store.audit_source(), holder_id, unit, at, booked=booked)
 
     def history(self, holder_id: str, unit: str = "stamps") -> list[audit.Movement]:
         """Every movement of the holder with its running balance, from its events."""
+        return list(self.iter_history(holder_id, unit))
+
+    def iter_history(self, holder_id: str, unit: str = "stamps") -> Iterator[audit.Movement]:
+        """``history`` one movement at a time, read page by page (a long history, streamed)."""
         self._check_open()
-        return list(audit.iter_history(source_for(self.store), holder_id, unit))
+        return audit.iter_history(self.store.audit_source(), holder_id, unit)
 
     def verify(
         self,
@@ -200,7 +203,7 @@ class Ledger:
         # The in-memory store's views are private to this process and followed on demand.
         database = None if isinstance(self.store, MemoryStore) else self.views.database
         return audit.verify(
-            source_for(self.store),
+            self.store.audit_source(),
             views=audit.view_checks(database),
             health=None if database is None else audit.ProjectionHealth(database),
             progress=progress,

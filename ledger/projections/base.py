@@ -8,7 +8,7 @@ Views therefore never commit per event, and a crash anywhere leaves rows and pos
 
 The projection modules hold SQL in a portable subset of SQLite and PostgreSQL, with ``?``
 placeholders; ``Dialect`` covers the differences (types, NULL-ignoring max/min, value adapters).
-The database itself is implemented in ``adapters/views.py``.
+The database itself is implemented in ``adapters/storage/views.py``.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class Cursor(Protocol):
 
 
 class ViewDatabase(Protocol):
-    """Where views live: the events' own database (``adapters/views.py``)."""
+    """Where views live: the events' own database (``adapters/storage/views.py``)."""
 
     @property
     def dialect(self) -> Dialect:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from adapters.cli import main
+from adapters.cli.main import main
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from tests.support import build_network, consume
@@ -176,7 +176,7 @@ def test_project_catches_up_and_exits(
 
 
 def test_the_audit_subcommands_are_registered() -> None:
-    """``verify`` and ``history`` come from adapters/cli_audit.py."""
+    """``verify`` and ``history`` come from adapters/cli/audit.py."""
     done = subprocess.run(
         [sys.executable, "-m", "ledger", "--help"],
         capture_output=True,

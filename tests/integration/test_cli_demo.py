@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters import demo
+from adapters.cli import demo
 from ledger.api import Ledger
 from ledger.clock import local_date
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli import build_parser, main
+from adapters.cli.main import build_parser, main
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands.reference import command_models

@@ -22,10 +22,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adapters.cli import main
+from adapters.cli.main import main
 from ledger.api import Ledger
 from ledger.audit import ProjectionHealth, verify
-from ledger.audit.source import source_for
 from ledger.clock import ManualClock
 from ledger.errors import InfrastructureError
 from ledger.projections.runner import ProjectionFailed
@@ -272,7 +271,7 @@ def test_verify_calls_a_view_that_no_projector_moves_stuck(
             }
         )
         report = verify(
-            source_for(lg.store), health=ProjectionHealth(lg.views.database, grace_s=0.0)
+            lg.store.audit_source(), health=ProjectionHealth(lg.views.database, grace_s=0.0)
         )
     stuck = [b for b in report.breaches if b.check == "views" and "stuck" in b.message]
     assert len(stuck) == 4

@@ -25,8 +25,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.cli import execute_lines
-from adapters.memory import MemoryStore
+from adapters.cli.main import execute_lines
+from adapters.storage.memory import MemoryStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands.models import AnyCommand

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from adapters.memory import MemoryStore
+from adapters.storage.memory import MemoryStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock, local_date
 from ledger.errors import Rejected

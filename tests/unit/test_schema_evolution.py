@@ -20,7 +20,7 @@ import ledger.aggregates.admin_profile
 import ledger.aggregates.client
 import ledger.aggregates.distributor
 import ledger.aggregates.master_account  # noqa: F401  (each module registers its event topics)
-from adapters.codec import MsgspecMapper
+from adapters.storage.codec import MsgspecMapper
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.domain import Event
 

@@ -1,7 +1,8 @@
 """The auditors' subcommands of the ``ledger`` CLI: ``verify`` and ``history``.
 
-``adapters/cli.py`` calls ``register(subparsers)``; each subcommand sets ``func(args) -> int`` (the
-exit code) as its default. ``main(argv)`` runs them on their own (``python -m adapters.cli_audit``).
+``adapters/cli/main.py`` calls ``register(subparsers)``; each subcommand sets ``func(args) -> int``
+(the exit code) as its default. ``main(argv)`` runs them on their own
+(``python -m adapters.cli.audit``).
 
 - ``ledger verify [--url URL] [--expect-head HEX] [--json]``: replays every event and checks the
   invariants; progress on stderr (a live line on a terminal, a plain line every few seconds
@@ -23,7 +24,7 @@ from rich import box
 from rich.console import Console, JustifyMethod
 from rich.table import Table
 
-from adapters.cli_common import (
+from adapters.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_REJECTED,
@@ -35,9 +36,7 @@ from adapters.cli_common import (
     url_option,
 )
 from ledger.api import Ledger
-from ledger.audit import VerifyReport, iter_history
-from ledger.audit.history import Movement
-from ledger.audit.source import source_for
+from ledger.audit import Movement, VerifyReport
 from ledger.errors import LedgerError, Rejected
 
 BREACHES_PRINTED_MAX = 50
@@ -191,7 +190,7 @@ def run_history(args: argparse.Namespace) -> int:
     out = sys.stdout
     try:
         with Ledger.open(getattr(args, "url", None), projections="off", create_tables=False) as lg:
-            movements = iter_history(source_for(lg.store), args.holder, args.unit)
+            movements = lg.iter_history(args.holder, args.unit)
             if args.json:
                 for m in movements:
                     out.write(json.dumps(m.to_dict(), ensure_ascii=False) + "\n")

@@ -13,7 +13,7 @@ Every subcommand takes ``--url`` (default ``$LEDGER_URL`` or ``sqlite:///ledger.
   and the log is read from ``--url`` (which may be a hot standby);
 - ``balance HOLDER [--unit] [--at ISO]``: a balance from the write side (or at an instant);
 - ``import-clients FILE`` / ``export-clients``: clients as CSV with ``CSV_COLUMNS`` in order;
-- ``verify`` and ``history`` come from ``adapters/cli_audit.py`` when it is installed.
+- ``verify`` and ``history`` come from ``adapters/cli/audit.py`` when it is installed.
 
 Exit codes: 0 success, 1 a rejection or invalid input, 2 the ledger could not run.
 """
@@ -41,7 +41,7 @@ from pydantic import ValidationError
 from rich import box
 from rich.table import Table
 
-from adapters.cli_common import (
+from adapters.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_REJECTED,
@@ -55,7 +55,7 @@ from adapters.cli_common import (
     quiet_broken_pipe,
     url_option,
 )
-from adapters.views import LogWatcher
+from adapters.storage.views import LogWatcher
 from ledger.aggregates.distributor import Distributor
 from ledger.api import Ledger
 from ledger.clock import local_date
@@ -312,9 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=run_schema)
 
     try:
-        from adapters import cli_audit  # noqa: PLC0415  (optional: present when audit is installed)
+        from adapters.cli import audit as cli_audit  # noqa: PLC0415  (optional: present when audit is installed)
     except ModuleNotFoundError as exc:
-        if exc.name != "adapters.cli_audit":
+        if exc.name != "adapters.cli.audit":
             raise
     else:
         cli_audit.register(commands)
@@ -353,7 +353,7 @@ def _open(args: argparse.Namespace, **options: Any) -> Ledger:
 
 def run_demo(args: argparse.Namespace) -> int:
     """``ledger demo``."""
-    from adapters import demo  # noqa: PLC0415  (only the demo needs its name lists)
+    from adapters.cli import demo  # noqa: PLC0415  (only the demo needs its name lists)
 
     if not 10 <= args.clients <= 5_000 or not 7 <= args.days <= 366:
         return error("demo", "--clients must be 10..5000 and --days 7..366")

@@ -40,7 +40,7 @@ from rich.table import Table
 from rich.text import Text
 from stdnum.mx import rfc as stdnum_rfc
 
-from adapters.cli_common import ProgressBar, output_console
+from adapters.cli.common import ProgressBar, output_console
 from ledger.api import Ledger
 from ledger.clock import MEXICO_CITY, ManualClock, local_date
 from ledger.errors import Rejected
