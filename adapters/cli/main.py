@@ -38,6 +38,8 @@ from typing import IO, Any, TextIO
 
 import msgspec
 from pydantic import ValidationError
+from rich import box
+from rich.table import Table
 
 from adapters.cli.common import (
     EXIT_ERROR,
@@ -49,6 +51,7 @@ from adapters.cli.common import (
     amount,
     error,
     fail,
+    output_console,
     quiet_broken_pipe,
     url_option,
 )
@@ -576,17 +579,25 @@ def run_status(args: argparse.Namespace) -> int:
         if status["log_standby"]:
             lag = status["log_replay_lag_s"]
             standby = f", read from a hot standby {'?' if lag is None else f'{lag:.1f}'} s behind"
-        out.write(f"log: newest notification {status['log_position']}{standby}\n")
-        out.write(f"{'view':12} {'position':>10} {'lag events':>11} {'lag s':>9}  last error\n")
+        console = output_console(out)
+        console.print(f"log: newest notification {status['log_position']:,}{standby}")
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for name in ("view", "position", "lag events", "lag s", "failed"):
+            table.add_column(name, justify="left" if name == "view" else "right", no_wrap=True)
         for view in views:
             lag_s = "?" if view["lag_s"] is None else f"{view['lag_s']:.1f}"
-            error = view["error"] or "-"
-            if view["error"]:
-                error = f"{error} (at {view['error_at']}, {view['failures']} failed attempts)"
-            out.write(
-                f"{view['name']:12} {view['position']:>10} {view['lag_events']:>11}"
-                f" {lag_s:>9}  {error}\n"
+            failed = f"{view['failures']:,} times" if view["error"] else "-"
+            table.add_row(
+                view["name"], f"{view['position']:,}", f"{view['lag_events']:,}", lag_s, failed
             )
+        console.print(table)
+        # An error names the event it stopped at: printed whole, one line each, below.
+        for view in views:
+            if view["error"]:
+                console.print(
+                    f"{view['name']}: last error at {view['error_at']}: {view['error']}",
+                    soft_wrap=True,
+                )
     return EXIT_REJECTED if any(view["error"] for view in views) else EXIT_OK
 
 
