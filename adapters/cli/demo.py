@@ -213,10 +213,8 @@ class DemoBuilder:
     def _seller_of(self, command: dict[str, Any]) -> str:
         """Who sold what a command's outcome lists in ``sale_ids`` (the seller invoices it)."""
         kind = command["type"]
-        if kind == "ContractSubscription":
-            return next(
-                s.parent_id for s in self.sellers if s.distributor_id == command["distributor_id"]
-            )
+        if kind == "ContractSubscription":  # the master account's catalogue sells it
+            return MASTER
         if kind == "ConsumeStamp":  # an automatic top-up, sold by the CTI's distributor
             return self.accounts[command["cti_id"]].distributor_id
         if kind == "ClientBuyPackage":  # a panel purchase, sold by the client's distributor
@@ -304,11 +302,18 @@ class DemoBuilder:
         ]
         commands += [
             {
+                "type": "DefineSubscriptionProduct",
+                "actor": MASTER,
+                "seller_id": MASTER,
+                "product": "Multinivel",
+                "kind": "multinivel",
+                "annual_price": "1999.00",
+            },
+            {
                 "type": "ContractSubscription",
                 "actor": "D-CENTRO",
                 "distributor_id": "D-CENTRO",
                 "product": "Multinivel",
-                "annual_price": "12000.00",
             },
             {
                 "type": "DefinePackage",
