@@ -4,19 +4,22 @@ The machine drives a small network (master, distributor D1, its sub-distributor 
 with a CTI each) through purchases, transfers of stamps and points, mass transfers, reclaims,
 client packages that expire, consumptions with repeated CFDI UUIDs, holds (reserved, posted,
 voided, and expired by the clock, with CFDIs shared with consumptions), blocking, suspension,
-credentials checks (right and wrong passwords, lockout, resets), renewals (which charge and
-extend the subscriptions), licences under D1's MKL paid in points, extra-user seats and portal
-users, and the clock. The model predicts each command's outcome (success, replay or the exact
-rejection code) and every balance. After every step it checks, from the stored events alone,
-that each unit's postings sum to zero and that no holder but the issuance source is negative,
-and that ``lg.balance`` (held books included) equals the model for every holder.
+credentials checks (right and wrong passwords, lockout, resets), renewals (which charge each
+subscription the amount the model computes apart, and extend them), licences under D1's MKL
+paid in points, extra-user seats and portal users, and the clock. The model predicts each
+command's outcome (success, replay or the exact rejection code) and every balance. After every
+step it checks, from the stored events alone, that each unit's postings sum to zero and that no
+holder but the issuance source is negative, and that ``lg.balance`` (held books included)
+equals the model for every holder.
 """
 
 from __future__ import annotations
 
+import calendar
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -50,9 +53,29 @@ GRANT_QUANTITY = 20
 GRANT_VALIDITY_DAYS = 7
 EXPIRES_ON = {D1: date(2026, 2, 15), D2: date(2026, 1, 20)}
 SUBSCRIPTIONS = {D1: ("Multinivel", "MKL Dóminus"), D2: ()}
+ANNUAL_PRICES = {"Multinivel": Decimal("1200.00"), "MKL Dóminus": Decimal("1850.00")}
+"""Pre-IVA yearly prices in the machine's catalogue."""
 LICENCE_POINTS = 40
 """Points per Dóminus licence in the machine's catalogue."""
 UUID_POOL = tuple(f"abcdef00-0000-4000-8000-{n:012d}" for n in range(8))
+
+
+def charge_centavos(product: str, start: date, end: date) -> int:
+    """What a subscription costs from ``start`` to ``end``, computed apart from ``ledger.money``:
+    whole calendar months (a month on from the 31st ends on the month's last day), at least
+    one, of the yearly price, rounded half up to centavos, plus 16 % IVA rounded the same way."""
+    months = 0
+    while True:
+        year, month = divmod(start.month + months, 12)  # the month after ``months`` more
+        year, month = start.year + year, month + 1
+        day = min(start.day, calendar.monthrange(year, month)[1])
+        if date(year, month, day) > end:
+            break
+        months += 1
+    cent = Decimal("0.01")
+    base = (ANNUAL_PRICES[product] * max(months, 1) / 12).quantize(cent, ROUND_HALF_UP)
+    total = base + (base * Decimal("0.16")).quantize(cent, ROUND_HALF_UP)
+    return int(total * 100)
 
 
 @dataclass
@@ -690,6 +713,18 @@ class LedgerMachine(RuleBasedStateMachine):
         if outcome is not None:
             self.model.expires[distributor_id] = new_expiry
             assert len(outcome.sale_ids) == len(SUBSCRIPTIONS[distributor_id])
+            # Each subscription is charged from the old expiry (today, if that passed).
+            start = max(current, self.today)
+            charged = {
+                event.product: event.amount_centavos
+                for event in self.lg.store.events()
+                if type(event).__name__ == "SubscriptionRenewed"
+                and event.sale_id in outcome.sale_ids  # type: ignore[attr-defined]
+            }
+            assert charged == {
+                product: charge_centavos(product, start, new_expiry)
+                for product in SUBSCRIPTIONS[distributor_id]
+            }
             distributor = self.lg.engine.current(distributor_id)
             assert set(distributor.subscriptions.values()) <= {new_expiry}  # type: ignore[union-attr]
 
