@@ -50,6 +50,33 @@ from ledger.projections.consumption import ConsumptionRow
 from ledger.rfc import validate_rfc
 
 MASTER = "PLATAFORMA"
+SUBSCRIPTION_CATALOGUE: tuple[tuple[str, str, str, int], ...] = (
+    ("Multinivel", "multinivel", "1999.00", 0),
+    ("MKL NomiCloud", "mkl", "1999.00", 0),
+    ("MKL Dóminus", "mkl", "1850.00", 250),
+    ("MKL MaxiComercio ERP 2014", "mkl", "15000.00", 0),
+    ("MKL Contablink", "mkl", "0.00", 0),
+    ("MKL FactuDesk 2014", "mkl", "0.00", 0),
+    ("MKL Maxicomercio Pequeños Negocios", "mkl", "0.00", 0),
+    ("MKL CFDI Explorer", "mkl", "0.00", 0),
+)
+"""The seed's subscription list: product, kind, yearly price before IVA, points per licence
+(the seed gives no licence price; 250 points for Dóminus is the demo's own)."""
+SUBSCRIPTIONS = (
+    ("D-CENTRO", "Multinivel"),
+    ("D-CENTRO", "MKL Dóminus"),
+    ("D-NORTE", "MKL Dóminus"),
+    ("D-NORTE", "MKL NomiCloud"),
+)
+"""Who contracts what: Multinivel lets D-CENTRO have sub-distributors; an MKL lets a
+distributor generate licences of that software for its clients."""
+LICENSED_BY = "D-NORTE"
+CONVERTED_BY = "D-CENTRO"
+CONVERTED_DISTRIBUTOR = "D-CENTRO-NUEVO"
+CLOSING = "D-BAJA"
+"""A distributor cancelled on the demo's first day and purged 30 days later."""
+CLOSING_CLIENT = "CL-BAJA"
+PURGE_AFTER_DAYS = 30
 PASSWORD = "demo-contraseña-1"  # noqa: S105  (a demo account's password, printed nowhere)
 
 _FIRST_NAMES = (
@@ -151,6 +178,12 @@ class _Seller:
     clients: list[str] = field(default_factory=list)
 
 
+def opening_day(today: date, days: int) -> date:
+    """The network opens the day before the first day of consumption, or earlier in a short
+    demo: the distributor cancelled that day must be due for its purge today."""
+    return min(today - timedelta(days=days + 1), today - timedelta(days=PURGE_AFTER_DAYS + 1))
+
+
 @dataclass
 class DemoReport:
     """What the demo did: counts and the ids worth showing."""
@@ -175,6 +208,7 @@ class DemoBuilder:
         self.days = days
         self.today = today
         self.first_day = today - timedelta(days=days)
+        self.opening_day = opening_day(today, days)
         self.report = DemoReport()
         self.accounts: dict[str, _Account] = {}
         self.sales: dict[str, list[tuple[date, str]]] = {}
@@ -213,7 +247,7 @@ class DemoBuilder:
     def _seller_of(self, command: dict[str, Any]) -> str:
         """Who sold what a command's outcome lists in ``sale_ids`` (the seller invoices it)."""
         kind = command["type"]
-        if kind == "ContractSubscription":  # the master account's catalogue sells it
+        if kind == "ContractSubscription":  # the network's catalogue: the master sells it
             return MASTER
         if kind == "ConsumeStamp":  # an automatic top-up, sold by the CTI's distributor
             return self.accounts[command["cti_id"]].distributor_id
@@ -235,7 +269,7 @@ class DemoBuilder:
 
     def build_network(self) -> None:
         """Master account, catalogue, distributors, subscriptions, sub-distributors."""
-        self.clock.set(self._at(self.first_day - timedelta(days=1), 9))
+        self.clock.set(self._at(self.opening_day, 9))
         expires = (self.today + timedelta(days=365)).isoformat()
         commands: list[dict[str, Any]] = [
             {
@@ -261,6 +295,18 @@ class DemoBuilder:
                     ("TIM-50000", "stamps", 50_000, "17500.00"),
                     ("PTS-3000", "points", 3_000, "2850.00"),
                 )
+            ],
+            *[
+                {
+                    "type": "DefineSubscriptionProduct",
+                    "actor": MASTER,
+                    "seller_id": MASTER,
+                    "product": product,
+                    "kind": kind,
+                    "annual_price": price,
+                    "licence_points": licence_points,
+                }
+                for product, kind, price, licence_points in SUBSCRIPTION_CATALOGUE
             ],
         ]
         for seller in self.sellers:
@@ -301,20 +347,15 @@ class DemoBuilder:
             if seller.parent_id == MASTER
         ]
         commands += [
-            {
-                "type": "DefineSubscriptionProduct",
-                "actor": MASTER,
-                "seller_id": MASTER,
-                "product": "Multinivel",
-                "kind": "multinivel",
-                "annual_price": "1999.00",
-            },
-            {
-                "type": "ContractSubscription",
-                "actor": "D-CENTRO",
-                "distributor_id": "D-CENTRO",
-                "product": "Multinivel",
-            },
+            *[
+                {
+                    "type": "ContractSubscription",
+                    "actor": distributor_id,
+                    "distributor_id": distributor_id,
+                    "product": product,
+                }
+                for distributor_id, product in SUBSCRIPTIONS
+            ],
             {
                 "type": "DefinePackage",
                 "actor": "D-CENTRO",
@@ -793,6 +834,62 @@ class DemoBuilder:
         )  # fmt: skip
         self.report.commands += len(guesses)
 
+    def lifecycle(self) -> None:
+        """On the opening day: licences, a client turned distributor, a distributor closed.
+
+        D-NORTE generates two licences for a client under its MKLs (Dóminus costs points,
+        NomiCloud nothing); D-CENTRO turns one of its clients into a sub-distributor; the
+        platform registers D-BAJA with a client, then suspends and cancels it (``purge_due``
+        purges it at the end, 30 days or more later).
+        """
+        north = next(s for s in self.sellers if s.distributor_id == LICENSED_BY)
+        centre = next(s for s in self.sellers if s.distributor_id == CONVERTED_BY)
+        if not north.clients or not centre.clients:
+            return
+        licensed, converted = north.clients[0], centre.clients[-1]
+        expires = (self.today + timedelta(days=365)).isoformat()
+        closing = _Seller(CLOSING, MASTER, "Timbres que Cierran SA de CV", 0.0)
+        profile, _ = self._client_profile()
+        self._run(
+            [
+                *[
+                    {
+                        "type": "GenerateLicence",
+                        "actor": LICENSED_BY,
+                        "client_id": licensed,
+                        "product": product,
+                        "licence_id": f"LIC-{licensed}-{n}",
+                    }
+                    for n, product in enumerate(("Dóminus", "NomiCloud"), start=1)
+                ],
+                {
+                    "type": "ConvertClientToDistributor",
+                    "actor": CONVERTED_BY,
+                    "client_id": converted,
+                    "distributor_id": CONVERTED_DISTRIBUTOR,
+                },
+                *self._register_distributor(closing, expires),
+                {
+                    "type": "RegisterClient",
+                    "actor": CLOSING,
+                    "client_id": CLOSING_CLIENT,
+                    "distributor_id": CLOSING,
+                    "nic": "BAJ00001",
+                    "profile": profile,
+                },
+                {"type": "SuspendDistributor", "distributor_id": CLOSING, "actor": MASTER},
+                {"type": "CancelDistributor", "distributor_id": CLOSING, "actor": MASTER},
+            ]
+        )
+
+    def purge_due(self) -> None:
+        """What ``ledger purge-due`` does: every distributor cancelled 30 days ago is purged."""
+        for result in self.lg.purge_due():
+            self.report.commands += 1
+            if isinstance(result, Rejected):
+                self.report.rejected += 1
+                self.report.first_rejections.append(f"PurgeDistributor: {result}")
+
     def finish(self, now: datetime) -> None:
         """The clock back to the real present; a sub-distributor suspended for the views."""
         self.clock.set(now)
@@ -867,14 +964,74 @@ def print_introduction(console: Console) -> None:
     )
 
 
-def _distributors(console: Console, lg: Ledger, parent_id: str, title: str) -> None:
+def _distributors(
+    console: Console, lg: Ledger, parent_id: str, title: str, note: str | None = None
+) -> None:
     table = _table(
-        ("distributor", "name", "status", "expires", "stamps", "points"), ("stamps", "points")
+        ("distributor", "name", "status", "expires", "stamps", "points", "was client"),
+        ("stamps", "points"),
     )
     for d in lg.views.distributors(parent_id):
-        table.add_row(*map(_text, (d.distributor_id, d.name, d.status, d.expires_on)),
-                      _text(d.stamps), _text(d.points))  # fmt: skip
-    _section(console, title)
+        table.add_row(*map(_text, (d.distributor_id, d.name, d.status, d.expires_on, d.stamps,
+                                   d.points, d.converted_from)))  # fmt: skip
+    _section(console, title, note)
+    _show(console, table)
+
+
+def print_subscriptions(console: Console, lg: Ledger) -> None:
+    """The subscriptions the distributors contracted from the master account's catalogue."""
+    views = lg.views
+    prices = {product: price for product, _, price, _ in SUBSCRIPTION_CATALOGUE}
+    table = _table(
+        ("distributor", "product", "kind", "yearly price", "expires", "running"),
+        ("yearly price",),
+    )
+    for d in views.distributors(MASTER):
+        for sub in d.subscriptions:
+            price = prices.get(sub.product)
+            table.add_row(d.distributor_id, sub.product, sub.kind,
+                          "-" if price is None else _money(price), _text(sub.expires_on),
+                          _text(sub.active))  # fmt: skip
+    _section(
+        console,
+        f"Subscriptions from {MASTER}'s catalogue",
+        f"The catalogue lists {len(SUBSCRIPTION_CATALOGUE)} yearly subscriptions, priced before "
+        "IVA (the 16 % value-added tax). A distributor pays pro rata up to its own expiry, plus "
+        "IVA. Multinivel lets it have sub-distributors; an MKL (a reseller's licence of one "
+        "software product) lets it generate licences of that product for its clients.",
+    )
+    _show(console, table)
+
+
+def print_licences_and_purge(console: Console, lg: Ledger) -> None:
+    """A client's licences under its distributor's MKLs; the purged distributor's clients."""
+    views = lg.views
+    first = views.clients(LICENSED_BY, sort="nic", limit=1)
+    if first:
+        client = first[0]
+        table = _table(("licence", "product", "expires", "points", "paid by"), ("points",))
+        for lic in views.licences(client.client_id):
+            table.add_row(lic.licence_id, lic.product, _text(lic.expires_on), _text(lic.points),
+                          _text(lic.paid_by or None))  # fmt: skip
+        _section(
+            console,
+            f"Licences of {client.client_id} ({client.name}), under {LICENSED_BY}'s MKLs",
+            "A licence lasts a year. Its price in points comes from the client's wallet when it "
+            f"covers it, else from {LICENSED_BY}'s points; NomiCloud's costs nothing.",
+        )
+        _show(console, table)
+
+    table = _table(("client", "NIC", "name", "RFC", "e-mail"))
+    for c in views.clients(CLOSING):
+        table.add_row(*map(_text, (c.client_id, c.nic, c.name or None, c.rfc or None,
+                                   c.email or None)))  # fmt: skip
+    _section(
+        console,
+        f"Clients of {CLOSING}, after its purge",
+        f"{CLOSING} was cancelled more than {PURGE_AFTER_DAYS} days ago, then purged "
+        "(Ledger.purge_due, `ledger purge-due`): its and its clients' personal data left the "
+        "views; ids and NIC stay, and so do the events, so every balance still adds up.",
+    )
     _show(console, table)
 
 
@@ -953,7 +1110,16 @@ def print_views(lg: Ledger, console: Console) -> list[tuple[date, int]]:
     views = lg.views
     print_introduction(console)
     _distributors(console, lg, MASTER, f"Distributors of {MASTER}")
-    _distributors(console, lg, "D-CENTRO", "Sub-distributors of D-CENTRO")
+    _distributors(
+        console,
+        lg,
+        CONVERTED_BY,
+        f"Sub-distributors of {CONVERTED_BY}",
+        f"{CONVERTED_DISTRIBUTOR} was a client of {CONVERTED_BY}: ConvertClientToDistributor "
+        "opened it, unvalidated, with the client's profile; the client keeps its CTIs and "
+        "history.",
+    )
+    print_subscriptions(console, lg)
 
     table = _table(
         ("CTI", "NIC", "client", "kind", "active", "balance", "used", "CPD", "days left"),
@@ -1021,6 +1187,8 @@ def print_views(lg: Ledger, console: Console) -> list[tuple[date, int]]:
                           _text(sale.quantity), _money(sale.amount))  # fmt: skip
     _section(console, "Panel purchases from D-NORTE (clients buying through their own panel)")
     _show(console, table)
+
+    print_licences_and_purge(console, lg)
     return days
 
 
@@ -1083,7 +1251,7 @@ def run(url: str | None, *, clients: int, days: int, seed: int, out: TextIO) -> 
     today = now.astimezone(MEXICO_CITY).date()
     console = output_console(out)
     clock = ManualClock(
-        datetime.combine(today - timedelta(days=days + 1), clock_time(8), tzinfo=MEXICO_CITY)
+        datetime.combine(opening_day(today, days), clock_time(8), tzinfo=MEXICO_CITY)
     )
     # The views catch up once at the end: one pass over the history beats one per batch.
     with Ledger.open(url, clock=clock, password_cost="fast", projections="off") as lg:  # noqa: S106  (a cost level)
@@ -1103,11 +1271,13 @@ def run(url: str | None, *, clients: int, days: int, seed: int, out: TextIO) -> 
                 builder.build_network()
                 builder.register_clients()
                 builder.initial_stamps()
+                builder.lifecycle()
                 builder.simulate(progress=bar)
                 builder.codes_and_panel()
                 builder.finish(max(now, clock()))
             with ProgressBar("views", unit="events") as bar:
                 lg.views.catch_up(progress=lambda p: bar(p.done, p.total))
+            builder.purge_due()  # it reads the views: after them
             report = builder.report
             report.seconds = time.perf_counter() - started
             report.events = lg.views.position()

@@ -213,6 +213,7 @@ def test_demo_builds_a_network_and_prints_its_views(
             "D-CENTRO": "active",
             "D-SUR": "active",
             "D-OESTE": "unvalidated",
+            "D-BAJA": "purged",
         }
         codes = {c.code_id: c.state for c in lg.views.credit_codes("D-NORTE")}
         assert codes == {

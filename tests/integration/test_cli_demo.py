@@ -83,6 +83,8 @@ def test_the_abbreviations_are_explained_where_they_first_appear(small_demo: Dem
     accounts = out.index("Stamping accounts of D-NORTE")
     for words in ("NIC: ", "CPD (consumo promedio diario)", "days left (días restantes)"):
         assert accounts < out.index(words) < out.index("CTI ", accounts)
+    assert out.index("NIC") == out.index("NIC: ")
+    assert out.index("CPD") == out.index("CPD (consumo promedio diario)")
 
 
 def test_the_three_suggested_commands_work_as_printed(small_demo: Demo) -> None:
@@ -117,3 +119,62 @@ def test_the_tables_keep_one_line_per_row_off_a_terminal(small_demo: Demo) -> No
     rows = _section(out, "Stamping accounts of D-SUR")[2:]
     assert rows
     assert all(re.match(r"CL-\d{5}-(cti2?|ilim) ", row) for row in rows)
+
+
+def test_distributors_subscribe_from_the_seed_catalogue(small_demo: Demo) -> None:
+    """Multinivel and MKLs at the seed's prices, running until the distributors' expiry."""
+    with Ledger.open(small_demo.url, projections="off") as lg:
+        subscriptions = {
+            (d.distributor_id, s.product, s.active)
+            for d in lg.views.distributors(demo.MASTER)
+            for s in d.subscriptions
+        }
+    assert subscriptions == {(d, p, True) for d, p in demo.SUBSCRIPTIONS}
+    rows = _section(small_demo.out, f"Subscriptions from {demo.MASTER}'s catalogue")
+    assert any(row.split()[:2] == ["D-CENTRO", "Multinivel"] and "1,999.00" in row for row in rows)
+    assert any("MKL Dóminus" in row and "1,850.00" in row for row in rows)
+
+
+def test_a_licence_is_paid_in_points_under_the_mkl(small_demo: Demo) -> None:
+    """The Dóminus licence costs 250 points, paid by D-NORTE; NomiCloud's is free."""
+    with Ledger.open(small_demo.url, projections="off") as lg:
+        client = lg.views.clients(demo.LICENSED_BY, sort="nic", limit=1)[0]
+        licences = {
+            (lic.product, lic.points, lic.paid_by or None)
+            for lic in lg.views.licences(client.client_id)
+        }
+    assert licences == {("Dóminus", 250, demo.LICENSED_BY), ("NomiCloud", 0, None)}
+    assert f"Licences of {client.client_id} " in small_demo.out
+
+
+def test_a_client_becomes_a_sub_distributor(small_demo: Demo) -> None:
+    """D-CENTRO's new sub-distributor names the client it was; the table shows it."""
+    with Ledger.open(small_demo.url, projections="off") as lg:
+        rows = {d.distributor_id: d for d in lg.views.distributors(demo.CONVERTED_BY)}
+        converted = rows[demo.CONVERTED_DISTRIBUTOR]
+        assert converted.status == "unvalidated"
+        assert converted.converted_from is not None
+        client = lg.views.clients(demo.CONVERTED_BY, search=converted.converted_from)
+        assert [c.client_id for c in client] == [converted.converted_from]
+    table = _section(small_demo.out, f"Sub-distributors of {demo.CONVERTED_BY}")
+    assert any(
+        row.startswith(demo.CONVERTED_DISTRIBUTOR) and row.split()[-1] == converted.converted_from
+        for row in table
+    )
+
+
+def test_the_cancelled_distributor_is_purged(small_demo: Demo) -> None:
+    """D-BAJA is purged: its client keeps its id and NIC, and loses its name and RFC."""
+    with Ledger.open(small_demo.url, projections="off") as lg:
+        statuses = {d.distributor_id: d.status for d in lg.views.distributors(demo.MASTER)}
+        (client,) = lg.views.clients(demo.CLOSING)
+        assert lg.verify().ok
+    assert statuses[demo.CLOSING] == "purged"
+    assert (client.client_id, client.nic, client.name, client.rfc) == (
+        demo.CLOSING_CLIENT,
+        "BAJ00001",
+        "",
+        "",
+    )
+    rows = _section(small_demo.out, f"Clients of {demo.CLOSING}, after its purge")
+    assert rows[-1].split() == [demo.CLOSING_CLIENT, "BAJ00001", "-", "-", "-"]
