@@ -41,7 +41,6 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ledger.api import Ledger
-from ledger.audit.source import StoreSource
 from ledger.clock import ManualClock
 from ledger.logging import configure_logging
 
@@ -172,7 +171,7 @@ def copy_to_postgres(sqlite_path: str, pg_url: str) -> None:
 def child_read(url: str) -> dict[str, Any]:
     """Every row read and decoded, nothing else."""
     with Ledger.open(url, projections="off", create_tables=False) as lg:
-        source = StoreSource(lg.store)  # type: ignore[arg-type]
+        source = lg.store.audit_source()
         decode = source.decode
         start_rss = rss_mib()
         started = time.perf_counter()

@@ -24,9 +24,10 @@ Measures in one run, on SQLite (a temp file) and PostgreSQL (a fresh database):
 
 Every rate is the median of ``--repetitions`` runs (the machine is shared and noisy; min-max in
 brackets); within a repetition the ledger and its raw baselines take turns, batch by batch and
-every ``SINGLE_TURN`` single calls, so that each ratio compares the same moments of load. Logs are rendered as in production (JSON lines, one per command) and written
-to /dev/null. Projections are off (DESIGN: views may follow in another process): this measures
-the write path. Usage::
+every ``SINGLE_TURN`` single calls, so that each ratio compares the same moments of load. Logs
+are rendered as in production (JSON lines, one per command) and written to /dev/null.
+Projections are off (DESIGN: views may follow in another process): this measures the write
+path. Usage::
 
     .venv/bin/python benchmarks/bench_write.py [--backends sqlite,postgres] [--quick]
 """
@@ -59,7 +60,7 @@ from eventsourcing.persistence import StoredEvent
 # Runs from a checkout without installing: the repository root goes first on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.store import SQLITE_CACHE_KIB, SQLITE_WAL_AUTOCHECKPOINT_PAGES, EventStore
+from adapters.storage.store import SQLITE_CACHE_KIB, SQLITE_WAL_AUTOCHECKPOINT_PAGES, EventStore
 from ledger.api import Ledger
 from ledger.errors import Rejected
 from ledger.outcome import Outcome

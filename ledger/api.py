@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from adapters.memory import MemoryStore
-from adapters.store import EventStore, env_for_url, open_application
-from adapters.views import (
+from adapters.storage.memory import MemoryStore
+from adapters.storage.store import EventStore, env_for_url, open_application
+from adapters.storage.views import (
     event_decoder,
     log_replication,
     notification_source,
@@ -17,7 +17,6 @@ from adapters.views import (
 )
 from ledger import audit
 from ledger.aggregates.stamping_account import StampingAccount
-from ledger.audit.source import source_for
 from ledger.clock import Clock, local_date, system_clock
 from ledger.commands.handlers import __all__ as _registered  # noqa: F401  (registers handlers)
 from ledger.commands.models import Command
@@ -28,6 +27,11 @@ from ledger.outcome import Outcome
 from ledger.passwords import PasswordCost
 from ledger.projections.runner import Projector
 from ledger.projections.views import Views, default_views
+
+PURGE_PAGE_SIZE = 500
+"""Distributors purged per batch by ``purge_due``."""
+PURGE_PAGES_MAX = 1_000
+"""Bound on the batches of one ``purge_due`` run (half a million purges)."""
 
 Projections = Literal["inline", "background", "off"]
 
@@ -137,6 +141,28 @@ class Ledger:
             **status,
         }
 
+    def purge_due(self) -> list[Result]:
+        """Purges every distributor cancelled 30 days ago or more; one result per purge.
+
+        The candidates come from the distributors view (brought up to date first); each purge
+        is a ``PurgeDistributor`` by the distributor's parent, checked again by the write side
+        and keyed ``purge:<id>``, so running this again, or in two processes, purges each once.
+        """
+        self._check_open()
+        self.views.catch_up()
+        results: list[Result] = []
+        seen: set[str] = set()
+        for _ in range(PURGE_PAGES_MAX):
+            due = [(d, p) for d, p in self.views.purge_due(limit=PURGE_PAGE_SIZE) if d not in seen]
+            if not due:
+                return results
+            seen.update(d for d, _ in due)
+            results += self.execute_many(
+                [{"type": "PurgeDistributor", "distributor_id": d, "actor": p} for d, p in due]
+            )
+            self.views.catch_up()
+        return results
+
     async def aexecute(self, command: Mapping[str, Any] | Command) -> Outcome:
         """``execute`` for asyncio: the same group commit, without blocking the event loop.
 
@@ -182,12 +208,16 @@ class Ledger:
     ) -> int:
         """The holder's balance at instant ``at``, from its events (``ledger.audit.history``)."""
         self._check_open()
-        return audit.balance_at(source_for(self.store), holder_id, unit, at, booked=booked)
+        return audit.balance_at(self.store.audit_source(), holder_id, unit, at, booked=booked)
 
     def history(self, holder_id: str, unit: str = "stamps") -> list[audit.Movement]:
         """Every movement of the holder with its running balance, from its events."""
+        return list(self.iter_history(holder_id, unit))
+
+    def iter_history(self, holder_id: str, unit: str = "stamps") -> Iterator[audit.Movement]:
+        """``history`` one movement at a time, read page by page (a long history, streamed)."""
         self._check_open()
-        return list(audit.iter_history(source_for(self.store), holder_id, unit))
+        return audit.iter_history(self.store.audit_source(), holder_id, unit)
 
     def verify(
         self,
@@ -200,7 +230,7 @@ class Ledger:
         # The in-memory store's views are private to this process and followed on demand.
         database = None if isinstance(self.store, MemoryStore) else self.views.database
         return audit.verify(
-            source_for(self.store),
+            self.store.audit_source(),
             views=audit.view_checks(database),
             health=None if database is None else audit.ProjectionHealth(database),
             progress=progress,

@@ -32,7 +32,7 @@ COMMON_CODES = ("invalid_command", "not_authorised")
 """Codes every command can answer: a malformed command, an actor who may not act."""
 
 REJECTIONS: dict[str, tuple[str, ...]] = {
-    "OpenMasterAccount": ("already_exists", "invalid_rfc"),
+    "OpenMasterAccount": ("already_exists", "invalid_rfc", "admin_profile_not_allowed"),
     "DefinePackage": ("unknown_account", "already_exists"),
     "RegisterDistributor": (
         "unknown_account",
@@ -40,14 +40,30 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
         "invalid_rfc",
         "multinivel_required",
         "distributor_not_active",
+        "admin_profile_not_allowed",
     ),
     "ValidateDistributor": ("unknown_account", "invalid_transition"),
     "ActivateDistributor": ("unknown_account", "invalid_transition"),
     "SuspendDistributor": ("unknown_account", "invalid_transition"),
     "ReactivateDistributor": ("unknown_account", "invalid_transition"),
-    "RenewDistributor": ("unknown_account", "invalid_transition"),
+    "RenewDistributor": ("unknown_account", "invalid_transition", "unknown_product"),
     "CancelDistributor": ("unknown_account", "invalid_transition"),
-    "ContractSubscription": ("unknown_account", "distributor_not_active", "insufficient_points"),
+    "PurgeDistributor": ("unknown_account", "invalid_transition"),
+    "DefineSubscriptionProduct": ("unknown_account",),
+    "ContractSubscription": (
+        "unknown_account",
+        "distributor_not_active",
+        "unknown_product",
+        "already_exists",
+    ),
+    "ConvertClientToDistributor": (
+        "unknown_account",
+        "distributor_not_active",
+        "multinivel_required",
+        "invalid_transition",
+        "already_exists",
+        "admin_profile_not_allowed",
+    ),
     "ChangeSettings": ("unknown_account",),
     "BuyPackage": (
         "unknown_account",
@@ -88,9 +104,13 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
         "invalid_rfc",
         "distributor_not_active",
     ),
-    "UpdateClientProfile": ("unknown_account", "invalid_rfc"),
+    "UpdateClientProfile": ("unknown_account", "invalid_rfc", "distributor_not_active"),
     "TagClient": ("unknown_account",),
-    "AssignAdminProfile": ("unknown_account", "admin_profile_not_allowed"),
+    "AssignAdminProfile": (
+        "unknown_account",
+        "admin_profile_not_allowed",
+        "distributor_not_active",
+    ),
     "OpenStampingAccount": (
         "unknown_account",
         "already_exists",
@@ -150,6 +170,29 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
         "code_cancelled",
     ),
     "CancelCreditCode": ("unknown_account", "code_redeemed", "code_locked"),
+    "GenerateLicence": (
+        "unknown_account",
+        "distributor_not_active",
+        "mkl_required",
+        "unknown_product",
+        "insufficient_points",
+        "idempotency_conflict",
+    ),
+    "BuyUserSeat": ("unknown_account", "distributor_not_active", "idempotency_conflict"),
+    "AddPortalUser": (
+        "unknown_account",
+        "distributor_not_active",
+        "already_exists",
+        "no_free_seat",
+    ),
+    "DeactivatePortalUser": ("unknown_account", "invalid_transition"),
+    "ChangePortalUser": (
+        "unknown_account",
+        "distributor_not_active",
+        "invalid_transition",
+        "no_free_seat",
+    ),
+    "DeletePortalUser": ("unknown_account", "invalid_transition"),
 }
 """The codes each command type can answer besides ``COMMON_CODES`` (DESIGN §5)."""
 
@@ -174,7 +217,24 @@ EXAMPLE_VALUES: dict[str, Any] = {
 }
 """Example values by field name, where the field's type alone does not make a valid one."""
 
-EXAMPLES: dict[str, dict[str, Any]] = {}
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "GenerateLicence": {
+        "type": "GenerateLicence",
+        "actor": "D1",
+        "client_id": "C1",
+        "product": "Dóminus",
+        "licence_id": "LIC-C1-1",
+    },
+    "DefineSubscriptionProduct": {
+        "type": "DefineSubscriptionProduct",
+        "actor": "M",
+        "seller_id": "M",
+        "product": "MKL Dóminus",
+        "kind": "mkl",
+        "annual_price": "1850.00",
+        "licence_points": 250,
+    },
+}
 """Whole example commands, for types whose fields the rules above cannot fill validly."""
 
 

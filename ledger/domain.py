@@ -1,9 +1,10 @@
 """Building blocks of the aggregates: events, aggregates, postings and snapshots.
 
-Events are frozen ``msgspec.Struct``s (the stored schema, encoded by ``adapters/codec.py``) that
-follow eventsourcing's mutation protocol (``mutate``), so eventsourcing's repository and snapshot
-store rebuild our aggregates. An event's ``apply`` only mutates state: it never raises for a
-business rule, reads a clock, logs or does I/O, because it runs again on every replay.
+Events are frozen ``msgspec.Struct``s (the stored schema, encoded by
+``adapters/storage/codec.py``) that follow eventsourcing's mutation protocol (``mutate``), so
+eventsourcing's repository and snapshot store rebuild our aggregates. An event's ``apply`` only
+mutates state: it never raises for a business rule, reads a clock, logs or does I/O,
+because it runs again on every replay.
 
 Every event has a stable *topic* ``"Aggregate.Event"`` (plus ``"#N"`` from version 2 on) that is
 independent of module paths, so code can move without breaking stored history.

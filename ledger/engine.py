@@ -86,7 +86,7 @@ class WriteConflict(LedgerError):
 
 
 class Store(Protocol):
-    """What the engine needs from the event store (implemented in ``adapters/store.py``)."""
+    """What the engine needs from the event store (implemented in ``adapters/storage/store.py``)."""
 
     def load(self, aggregate_id: str) -> Aggregate | None:
         """The aggregate rebuilt from its snapshot and events, or None."""

@@ -44,6 +44,8 @@ MESSAGES: dict[str, str] = {
     "unknown_hold": "La reservación no existe.",
     "hold_expired": "La reservación ha vencido.",
     "hold_closed": "La reservación ya fue cerrada.",
+    "unknown_product": "El producto no está en el catálogo de suscripciones.",
+    "no_free_seat": "No hay un usuario extra disponible; compra uno para agregar el usuario.",
 }
 
 

@@ -9,7 +9,7 @@ configures nothing sees nothing below WARNING (Python's default); to route or si
     logging.getLogger("ledger").setLevel(logging.INFO)       # one line per command
     logging.getLogger("ledger").addHandler(my_handler)       # or let them propagate to root
 
-The command line (``adapters/cli.py``) is an application, so it configures output itself with
+The command line (``adapters/cli/main.py``) is an application, so it configures output itself with
 ``configure_cli_logging``: JSON lines when stderr is not a terminal, readable on one, level from
 ``LEDGER_LOG_LEVEL``.
 """

@@ -7,7 +7,9 @@ decimal fractions exactly.
 
 from __future__ import annotations
 
+import calendar
 import re
+from datetime import date
 
 from ledger.errors import Rejected
 
@@ -69,6 +71,54 @@ def add_iva(base_centavos: int, rate_pct: int = IVA_RATE_PCT_DEFAULT) -> int:
     """Return the IVA-included total of a pre-IVA list price, the IVA rounded half up."""
     _check_rate(rate_pct)
     return base_centavos + _divide_round_half_up(base_centavos * rate_pct, 100)
+
+
+MONTHS_PER_YEAR = 12
+
+
+def add_months(day: date, months: int) -> date:
+    """``day`` moved ``months`` calendar months on, clamped to the month's last day.
+
+    31 January + 1 month is 28 February (29 in a leap year); 29 February 2028 + 12 months is
+    28 February 2029.
+    """
+    index = day.year * MONTHS_PER_YEAR + (day.month - 1) + months
+    year, month_index = divmod(index, MONTHS_PER_YEAR)
+    last = calendar.monthrange(year, month_index + 1)[1]
+    return date(year, month_index + 1, min(day.day, last))
+
+
+def whole_months_between(start: date, end: date) -> int:
+    """How many whole calendar months fit from ``start`` to ``end`` (0 if ``end`` is earlier).
+
+    A month is whole when ``add_months(start, n)`` does not pass ``end``: 31 January to
+    28 February is one whole month, 15 March to 14 April none.
+    """
+    if end <= start:
+        return 0
+    months = (end.year - start.year) * MONTHS_PER_YEAR + (end.month - start.month)
+    while months > 0 and add_months(start, months) > end:
+        months -= 1
+    return months
+
+
+def pro_rata(annual_centavos: int, months: int) -> int:
+    """The part of a yearly price for ``months`` whole months, rounded half up to centavos."""
+    if months < 0:
+        raise ValueError(f"months must not be negative, got {months}")
+    return _divide_round_half_up(annual_centavos * months, MONTHS_PER_YEAR)
+
+
+def subscription_charge(
+    annual_centavos: int, start: date, end: date, rate_pct: int = IVA_RATE_PCT_DEFAULT
+) -> tuple[int, int]:
+    """``(months, total)`` of a yearly pre-IVA price charged from ``start`` until ``end``.
+
+    Whole months only, at least one (a subscription contracted in its last month still pays
+    that month), plus IVA: a full year of 1,850.00 is 2,146.00.
+    """
+    months = max(whole_months_between(start, end), 1)
+    return months, add_iva(pro_rata(annual_centavos, months), rate_pct)
 
 
 def _check_rate(rate_pct: int) -> None:

@@ -13,6 +13,18 @@ DISTRIBUTOR = "D1"
 CLIENT = "C1"
 CTI = "C1-cti"
 ISSUER_RFC = "GODE561231GR8"
+SUBSCRIPTION_CATALOGUE: tuple[tuple[str, str, str, int], ...] = (
+    ("Multinivel", "multinivel", "1999.00", 0),
+    ("MKL NomiCloud", "mkl", "1999.00", 0),
+    ("MKL Dóminus", "mkl", "1850.00", 250),
+    ("MKL MaxiComercio ERP 2014", "mkl", "15000.00", 0),
+    ("MKL Contablink", "mkl", "0.00", 0),
+    ("MKL FactuDesk 2014", "mkl", "0.00", 0),
+    ("MKL Maxicomercio Pequeños Negocios", "mkl", "0.00", 0),
+    ("MKL CFDI Explorer", "mkl", "0.00", 0),
+)
+"""The seed's subscription list (004, "Contratar MKL"): product, kind, pre-IVA yearly price,
+points per licence (the seed gives no licence price; 250 for Dóminus is the tests' own)."""
 
 
 def distributor_profile(
@@ -131,3 +143,35 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
     for result in lg.execute_many(commands):
         assert getattr(result, "ok", False), result
     return Network()
+
+
+def subscription_catalogue(master_id: str = MASTER) -> list[dict[str, Any]]:
+    """The ``DefineSubscriptionProduct`` commands of ``SUBSCRIPTION_CATALOGUE``."""
+    return [
+        {
+            "type": "DefineSubscriptionProduct",
+            "seller_id": master_id,
+            "actor": master_id,
+            "product": product,
+            "kind": kind,
+            "annual_price": price,
+            "licence_points": licence_points,
+        }
+        for product, kind, price, licence_points in SUBSCRIPTION_CATALOGUE
+    ]
+
+
+def define_catalogue(lg: Ledger, master_id: str = MASTER) -> None:
+    """The seed's subscription catalogue (Multinivel 1,999.00, MKL Dóminus 1,850.00, ...)."""
+    for result in lg.execute_many(subscription_catalogue(master_id)):
+        assert getattr(result, "ok", False), result
+
+
+def contract(product: str, distributor_id: str = DISTRIBUTOR) -> dict[str, Any]:
+    """``distributor_id`` contracts a catalogue subscription."""
+    return {
+        "type": "ContractSubscription",
+        "distributor_id": distributor_id,
+        "product": product,
+        "actor": distributor_id,
+    }

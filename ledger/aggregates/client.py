@@ -5,8 +5,18 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, ClassVar
 
+import msgspec
+
+from ledger.aggregates.common import Sale, SaleEvent
 from ledger.domain import POINTS, SINK_SPENT, Aggregate, Created, Event, Posting
 from ledger.errors import Rejected
+
+
+class Seat(msgspec.Struct, kw_only=True):
+    """An extra-user seat: valid until ``expires_on``, held by ``user_id`` (kept if deleted)."""
+
+    expires_on: date
+    user_id: str | None = None
 
 
 class Client(Aggregate):
@@ -26,8 +36,9 @@ class Client(Aggregate):
     licences: dict[str, date]
     converted_to: str | None
     default_cti_id: str
+    seats: dict[str, Seat]
 
-    snapshot_defaults: ClassVar[dict[str, Any]] = {"default_cti_id": str}
+    snapshot_defaults: ClassVar[dict[str, Any]] = {"default_cti_id": str, "seats": dict}
 
     class Registered(Created, frozen=True, kw_only=True):
         """The client was registered by ``distributor_id``."""
@@ -54,6 +65,7 @@ class Client(Aggregate):
             aggregate.points = 0
             aggregate.licences = {}
             aggregate.converted_to = None
+            aggregate.seats = {}
 
     class ProfileChanged(Event, frozen=True, kw_only=True):
         """The client's profile was replaced."""
@@ -127,14 +139,57 @@ class Client(Aggregate):
             )
 
     class LicenceGenerated(Event, frozen=True, kw_only=True):
-        """A licence for ``product`` runs until ``expires_on``."""
+        """A licence ``licence_id`` of ``product`` runs until ``expires_on``.
+
+        ``points`` paid for it left ``paid_by`` (this client's wallet or its distributor's
+        inventory: the ``PointsSpent`` event of the same ``ref``).
+        """
 
         product: str
         expires_on: date
+        licence_id: str = ""
+        points: int = 0
+        paid_by: str = ""
 
         def apply(self, aggregate: Client) -> None:
-            """Keeps the licence expiry."""
-            aggregate.licences[self.product] = self.expires_on
+            """Keeps the latest expiry per product."""
+            current = aggregate.licences.get(self.product)
+            if current is None or current < self.expires_on:
+                aggregate.licences[self.product] = self.expires_on
+
+    class SeatBought(SaleEvent, frozen=True, kw_only=True):
+        """The distributor ``seller_id`` sold the client an extra-user seat for a year."""
+
+        seat_id: str
+        seller_id: str
+        expires_on: date
+
+        def apply(self, aggregate: Client) -> None:
+            """A free seat."""
+            aggregate.seats[self.seat_id] = Seat(expires_on=self.expires_on)
+
+        def sale(self) -> Sale:
+            """A billable sale of the distributor to this client."""
+            return Sale(
+                sale_id=self.sale_id,
+                seller_id=self.seller_id,
+                buyer_id=self.originator_id,
+                at=self.timestamp,
+                unit="seat",
+                quantity=1,
+                amount_centavos=self.amount_centavos,
+                reference=self.seat_id,
+            )
+
+    class SeatTaken(Event, frozen=True, kw_only=True):
+        """The portal user ``user_id`` took the seat (for good: a deleted user keeps it)."""
+
+        seat_id: str
+        user_id: str
+
+        def apply(self, aggregate: Client) -> None:
+            """The seat is no longer free."""
+            aggregate.seats[self.seat_id].user_id = self.user_id
 
     class ConvertedToDistributor(Event, frozen=True, kw_only=True):
         """The client became the distributor ``distributor_id``."""
@@ -171,6 +226,29 @@ class Client(Aggregate):
             cti_id=cti_id,
             master_id=master_id,
         )
+
+    def free_seat(self, today: date) -> str:
+        """The free seat that lapses last (then the smallest id), or ``no_free_seat``."""
+        free = [
+            (seat.expires_on, seat_id)
+            for seat_id, seat in self.seats.items()
+            if seat.user_id is None and today <= seat.expires_on
+        ]
+        if not free:
+            raise Rejected("no_free_seat", client_id=self.id, seats=len(self.seats))
+        return min(free, key=lambda seat: (-seat[0].toordinal(), seat[1]))[1]
+
+    def require_seat_valid(self, seat_id: str, today: date) -> None:
+        """``no_free_seat`` when the seat has lapsed (a user cannot come back on it)."""
+        seat = self.seats[seat_id]
+        if today > seat.expires_on:
+            raise Rejected(
+                "no_free_seat",
+                client_id=self.id,
+                seat_id=seat_id,
+                reason="seat lapsed",
+                expires_on=seat.expires_on.isoformat(),
+            )
 
     def balance(self, unit: str) -> int:
         """Points in the wallet (a client holds no stamps itself)."""

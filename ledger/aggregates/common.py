@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date, datetime
 
 import msgspec
@@ -20,6 +21,33 @@ class Package(msgspec.Struct, frozen=True, kw_only=True):
     validity_days: int | None = None
     services: tuple[str, ...] = ()
     retired: bool = False
+
+
+MULTINIVEL = "multinivel"
+MKL = "mkl"
+SUBSCRIPTION_KINDS = (MULTINIVEL, MKL)
+
+
+class SubscriptionProduct(msgspec.Struct, frozen=True, kw_only=True):
+    """A yearly subscription in the master account's catalogue, at a pre-IVA list price."""
+
+    product: str
+    kind: str
+    annual_price_centavos: int
+    licence_points: int = 0
+
+
+def product_key(product: str) -> str:
+    """How subscriptions and licences are looked up: case, accents and spacing folded."""
+    decomposed = unicodedata.normalize("NFKD", product)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.casefold().split())
+
+
+def mkl_key(software: str) -> str:
+    """The subscription key of the MKL of a software product ("Dóminus" → "mkl dominus")."""
+    key = product_key(software)
+    return key if key.startswith(f"{MKL} ") else f"{MKL} {key}"
 
 
 class Sale(msgspec.Struct, frozen=True, kw_only=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from ledger.aggregates.common import (
     Package,
@@ -12,6 +12,7 @@ from ledger.aggregates.common import (
     SaleEvent,
     add_days,
     points_ref,
+    product_key,
 )
 from ledger.domain import POINTS, SINK_SPENT, STAMPS, Aggregate, Created, Event, Posting
 from ledger.errors import Rejected
@@ -25,8 +26,8 @@ CANCELLED = "cancelled"
 PURGED = "purged"
 STATUSES = (UNVALIDATED, UNACTIVATED, ACTIVE, SUSPENDED, EXPIRED, CANCELLED, PURGED)
 
-MULTINIVEL = "multinivel"
 PURGE_AFTER_DAYS = 30
+"""A cancelled distributor may be purged this many days after its cancellation."""
 
 # The status machine of DESIGN §4: command -> {from status: to status}. Expiry is the clock's.
 TRANSITIONS: dict[str, dict[str, str]] = {
@@ -40,8 +41,8 @@ TRANSITIONS: dict[str, dict[str, str]] = {
 
 
 def subscription_key(product: str) -> str:
-    """Subscriptions are kept by lower-case product name (``multinivel``, ``mkl:<product>``)."""
-    return product.strip().lower()
+    """Subscriptions are kept by folded product name (``multinivel``, ``mkl dominus``)."""
+    return product_key(product)
 
 
 class Distributor(Aggregate):
@@ -59,16 +60,21 @@ class Distributor(Aggregate):
     subscriptions: dict[str, date]
     packages: dict[str, Package]
     settings: dict[str, Any]
+    converted_from: str | None
+
+    snapshot_defaults: ClassVar[dict[str, Any]] = {"converted_from": lambda: None}
 
     class Registered(Created, frozen=True, kw_only=True):
         """The distributor was registered under ``parent_id``."""
 
         parent_id: str
         profile: dict[str, Any]
+        converted_from: str | None = None
         master_id: str = ""
 
         def apply(self, aggregate: Distributor) -> None:
             """Starts unvalidated with empty inventory."""
+            aggregate.converted_from = self.converted_from
             aggregate.parent_id = self.parent_id
             aggregate.master_id = self.master_id
             aggregate.profile = self.profile
@@ -146,7 +152,11 @@ class Distributor(Aggregate):
             aggregate.cancelled_on = self.on
 
     class Purged(StatusChanged, frozen=True, kw_only=True):
-        """Personal data must leave the read side; the events stay (DESIGN §3.5)."""
+        """Personal data of the distributor and its clients leaves the read side.
+
+        The events stay (DESIGN §3.5): the read side blanks names, RFCs, e-mails, phones,
+        addresses and contacts of the distributor and of its clients in every view table.
+        """
 
         new_status: str = PURGED
 
@@ -309,11 +319,17 @@ class Distributor(Aggregate):
             return (Posting(self.originator_id, self.unit, -self.quantity, ref, self.code_id),)
 
     class SubscriptionContracted(SaleEvent, frozen=True, kw_only=True):
-        """A Multinivel or MKL subscription runs until ``expires_on``; the parent sold it."""
+        """A Multinivel or MKL subscription runs until ``expires_on``; ``seller_id`` sold it.
+
+        ``seller_id`` is the master account whose catalogue lists the product (events recorded
+        before the catalogue existed name the parent). ``months`` were charged, plus IVA.
+        """
 
         product: str
         expires_on: date
         seller_id: str
+        kind: str = ""
+        months: int = 0
 
         def apply(self, aggregate: Distributor) -> None:
             """Keeps the subscription's expiry."""
@@ -330,6 +346,27 @@ class Distributor(Aggregate):
                 quantity=1,
                 amount_centavos=self.amount_centavos,
                 reference=self.product,
+            )
+
+    class SubscriptionRenewed(SubscriptionContracted, frozen=True, kw_only=True):
+        """The distributor's renewal extended a subscription to ``expires_on`` and charged it."""
+
+    class PointsSpent(Event, frozen=True, kw_only=True):
+        """Points of the inventory left circulation paying for ``product`` (a client's licence)."""
+
+        ref: str
+        product: str
+        quantity: int
+
+        def apply(self, aggregate: Distributor) -> None:
+            """Takes from the points inventory."""
+            aggregate.points -= self.quantity
+
+        def postings(self) -> tuple[Posting, ...]:
+            """Both legs: the inventory to the spent sink."""
+            return (
+                Posting(self.originator_id, POINTS, -self.quantity, self.ref, SINK_SPENT),
+                Posting(SINK_SPENT, POINTS, self.quantity, self.ref, self.originator_id),
             )
 
     class InvoiceRegistered(Event, frozen=True, kw_only=True):
@@ -358,16 +395,19 @@ class Distributor(Aggregate):
         return self.stamps if unit == STAMPS else self.points
 
     def status_on(self, today: date) -> str:
-        """The status with the clock applied: an active distributor past its expiry is expired."""
+        """The status with the clock applied: an active distributor past its expiry is expired.
+
+        A cancelled distributor stays cancelled until its purge is recorded (``purge``).
+        """
         if self.status == ACTIVE and self.expires_on is not None and today > self.expires_on:
             return EXPIRED
-        if (
-            self.status == CANCELLED
-            and self.cancelled_on is not None
-            and today >= add_days(self.cancelled_on, PURGE_AFTER_DAYS)
-        ):
-            return PURGED
         return self.status
+
+    def purge_on(self) -> date | None:
+        """The first day a cancelled distributor may be purged."""
+        if self.cancelled_on is None:
+            return None
+        return add_days(self.cancelled_on, PURGE_AFTER_DAYS)
 
     def has_subscription(self, product: str, today: date) -> bool:
         """Whether a subscription to ``product`` runs on ``today``."""
@@ -385,8 +425,10 @@ class Distributor(Aggregate):
         at: datetime,
         *,
         master_id: str,
+        converted_from: str | None = None,
     ) -> Distributor:
-        """Registers a new, unvalidated distributor in the network of ``master_id``."""
+        """Registers a new, unvalidated distributor in the network of ``master_id``
+        (``converted_from``: the client it was)."""
         return cls.create(
             cls.Registered,
             distributor_id,
@@ -394,6 +436,7 @@ class Distributor(Aggregate):
             parent_id=parent_id,
             profile=profile,
             master_id=master_id,
+            converted_from=converted_from,
         )
 
     def require_active(self, today: date) -> None:
@@ -410,14 +453,26 @@ class Distributor(Aggregate):
             raise Rejected(code, available=have, requested=quantity, holder_id=self.id)
 
     def settle_clock(self, today: date, at: datetime) -> None:
-        """Records the clock's status moves (expiry, purge) that are due."""
-        effective = self.status_on(today)
-        if effective == self.status:
-            return
-        if effective == EXPIRED:
+        """Records the clock's status move (expiry) when it is due."""
+        if self.status_on(today) == EXPIRED and self.status != EXPIRED:
             self.trigger(self.Expired, at)
-        elif effective == PURGED:
-            self.trigger(self.Purged, at)
+
+    def purge(self, today: date, at: datetime) -> None:
+        """Records the purge, or ``invalid_transition`` unless cancelled 30 days ago or more."""
+        purge_on = self.purge_on()
+        if self.status != CANCELLED or purge_on is None or today < purge_on:
+            raise Rejected(
+                "invalid_transition",
+                action="purge",
+                status=self.status_on(today),
+                purge_on=None if purge_on is None else purge_on.isoformat(),
+            )
+        self.trigger(self.Purged, at)
+
+    def spend_points(self, ref: str, product: str, quantity: int, at: datetime) -> None:
+        """Pays ``quantity`` points of the inventory or rejects with ``insufficient_points``."""
+        self.require_inventory(POINTS, quantity)
+        self.trigger(self.PointsSpent, at, ref=ref, product=product, quantity=quantity)
 
     def move(self, action: str, today: date, at: datetime, expires_on: date | None = None) -> None:
         """Applies a status command (``TRANSITIONS``) or rejects with ``invalid_transition``."""

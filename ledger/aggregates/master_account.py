@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from ledger.aggregates.common import Package, PackageSold
+from ledger.aggregates.common import Package, PackageSold, SubscriptionProduct, product_key
 from ledger.domain import POINTS, STAMPS, Aggregate, Created, Event
 from ledger.errors import Rejected
 
@@ -18,14 +18,21 @@ class MasterAccount(Aggregate):
     packages: dict[str, Package]
     issued: dict[str, int]
     settings: dict[str, Any]
+    subscription_products: dict[str, SubscriptionProduct]
+    admin_email: str | None
 
-    snapshot_defaults: ClassVar[dict[str, Any]] = {"settings": dict}
+    snapshot_defaults: ClassVar[dict[str, Any]] = {
+        "settings": dict,
+        "subscription_products": dict,
+        "admin_email": lambda: None,
+    }
 
     class Opened(Created, frozen=True, kw_only=True):
         """The platform's master account was opened."""
 
         name: str
         rfc: str
+        admin_email: str | None = None
 
         def apply(self, aggregate: MasterAccount) -> None:
             """Starts with no packages and nothing issued."""
@@ -34,6 +41,8 @@ class MasterAccount(Aggregate):
             aggregate.packages = {}
             aggregate.issued = {STAMPS: 0, POINTS: 0}
             aggregate.settings = {}
+            aggregate.subscription_products = {}
+            aggregate.admin_email = self.admin_email
 
     class PackageDefined(Event, frozen=True, kw_only=True):
         """A package was added to (or replaced in) the catalogue."""
@@ -55,6 +64,15 @@ class MasterAccount(Aggregate):
             aggregate.packages[self.package_id] = Package(
                 **{**{f: getattr(old, f) for f in old.__struct_fields__}, "retired": True}
             )
+
+    class SubscriptionProductDefined(Event, frozen=True, kw_only=True):
+        """A yearly subscription was added to (or repriced in) the catalogue."""
+
+        product: SubscriptionProduct
+
+        def apply(self, aggregate: MasterAccount) -> None:
+            """Keeps the product by its folded name."""
+            aggregate.subscription_products[product_key(self.product.product)] = self.product
 
     class CreditsIssued(PackageSold, frozen=True, kw_only=True):
         """New credits were created and sold to ``buyer_id`` (the source side of a purchase)."""
@@ -85,9 +103,11 @@ class MasterAccount(Aggregate):
     # Decisions -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, master_id: str, name: str, rfc: str, at: datetime) -> MasterAccount:
+    def open(
+        cls, master_id: str, name: str, rfc: str, at: datetime, admin_email: str | None = None
+    ) -> MasterAccount:
         """Opens the master account."""
-        return cls.create(cls.Opened, master_id, at, name=name, rfc=rfc)
+        return cls.create(cls.Opened, master_id, at, name=name, rfc=rfc, admin_email=admin_email)
 
     def define_package(self, package: Package, at: datetime) -> None:
         """Adds a package to the catalogue."""
@@ -98,6 +118,13 @@ class MasterAccount(Aggregate):
         found = self.packages.get(package_id)
         if found is None or found.retired:
             raise Rejected("unknown_package", package_id=package_id)
+        return found
+
+    def subscription_product(self, product: str) -> SubscriptionProduct:
+        """A product of the subscription catalogue, or ``unknown_product``."""
+        found = self.subscription_products.get(product_key(product))
+        if found is None:
+            raise Rejected("unknown_product", product=product, master_id=self.id)
         return found
 
     def balance(self, unit: str) -> int:

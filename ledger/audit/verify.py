@@ -27,12 +27,12 @@ from typing import Any, Protocol
 
 from eventsourcing.persistence import MapperDeserialisationError, Notification
 
-from adapters.chain import GENESIS, link
 from ledger.aggregates.common import SaleEvent
 from ledger.aggregates.master_account import MasterAccount
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.audit.source import AuditSource, Link
 from ledger.audit.spill import Spill
+from ledger.chain import GENESIS, link
 from ledger.domain import ISSUANCE, Created, Event, Posting
 from ledger.errors import IntegrityBreach
 
@@ -193,7 +193,7 @@ def _length(n: int) -> bytes:
 
 
 def row_digest_parts(row: Notification) -> bytes:
-    """The bytes ``adapters.chain.events_digest`` hashes for one row (length-prefixed parts)."""
+    """The bytes ``ledger.chain.events_digest`` hashes for one row (length-prefixed parts)."""
     originator_id = str(row.originator_id).encode()
     version = str(row.originator_version).encode()
     topic = row.topic.encode()

@@ -7,7 +7,7 @@ import secrets
 from ledger.aggregates.admin_profile import AdminProfile, admin_profile_id
 from ledger.aggregates.client import Client
 from ledger.aggregates.common import add_one_year
-from ledger.aggregates.distributor import Distributor
+from ledger.aggregates.distributor import PURGED, Distributor
 from ledger.aggregates.stamping_account import STANDARD, UNLIMITED, AutoTopUp, StampingAccount
 from ledger.commands.auth import network_master
 from ledger.commands.models import (
@@ -64,10 +64,22 @@ def register_client(command: RegisterClient, tx: Tx) -> Outcome:
     return Outcome(type=command.type, cti_id=cti_id, warnings=command.profile.rfc_warnings())
 
 
+def require_distributor_not_purged(tx: Tx, client: Client) -> None:
+    """``distributor_not_active`` for a client of a purged distributor.
+
+    The purge blanked its clients' personal data in the read side; new personal data of them
+    must not come back.
+    """
+    distributor = tx.get(client.distributor_id, Distributor)
+    if distributor.status == PURGED:
+        raise Rejected("distributor_not_active", distributor_id=distributor.id, status=PURGED)
+
+
 @handles(UpdateClientProfile)
 def update_client_profile(command: UpdateClientProfile, tx: Tx) -> Outcome:
     """Replaces a client's profile."""
     client = tx.get(command.client_id, Client)
+    require_distributor_not_purged(tx, client)
     profile = command.profile.model_dump(mode="json", exclude_none=True)
     client.trigger(client.ProfileChanged, tx.now, profile=profile)
     return Outcome(type=command.type, warnings=command.profile.rfc_warnings())
@@ -93,6 +105,7 @@ def tag_client(command: TagClient, tx: Tx) -> Outcome:
 def assign_admin_profile(command: AssignAdminProfile, tx: Tx) -> Outcome:
     """Sets a client's admin login; refused for a login of a master account or distributor."""
     client = tx.get(command.client_id, Client)
+    require_distributor_not_purged(tx, client)
     index = tx.find(admin_profile_id(command.email))
     if isinstance(index, AdminProfile) and index.administers_platform_or_distributor():
         raise Rejected("admin_profile_not_allowed", client_id=client.id)

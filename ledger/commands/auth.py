@@ -20,29 +20,39 @@ from ledger.aggregates.client import Client
 from ledger.aggregates.credit_code import CreditCode
 from ledger.aggregates.distributor import CANCELLED, PURGED, Distributor
 from ledger.aggregates.master_account import MasterAccount
+from ledger.aggregates.portal_user import PortalUser
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.commands.models import (
     ActivateDistributor,
+    AddPortalUser,
     AssignAdminProfile,
     AssignPackage,
     BlockStampingAccount,
     BuyPackage,
+    BuyUserSeat,
     CancelCreditCode,
     CancelDistributor,
+    ChangePortalUser,
     ChangeSettings,
     ClientBuyPackage,
     Command,
     ConfigureAutoTopUp,
     ConsumeStamp,
     ContractSubscription,
+    ConvertClientToDistributor,
+    DeactivatePortalUser,
     DefinePackage,
+    DefineSubscriptionProduct,
+    DeletePortalUser,
     DisableAutoTopUp,
+    GenerateLicence,
     IssueCreditCode,
     MassAutoTopUp,
     MassTransfer,
     OpenMasterAccount,
     OpenStampingAccount,
     PostReservation,
+    PurgeDistributor,
     ReactivateDistributor,
     ReactivateStampingAccount,
     ReclaimStamps,
@@ -170,6 +180,18 @@ RULES: dict[type[Command], Rule] = {
     RedeemCreditCode: rule("to_id", ANY_ACCOUNT, CLIENT, DISTRIBUTOR),
     # A client itself: buying through its own panel (PCC).
     ClientBuyPackage: rule("client_id", Client, CLIENT),
+    # Lifecycle (issue 10): the master's subscription catalogue; a parent purges; a client's
+    # distributor licenses, sells seats to and converts its client; portal users are managed
+    # by the client's distributor or the client itself.
+    DefineSubscriptionProduct: rule("seller_id", SELLER, ITSELF),
+    PurgeDistributor: rule("distributor_id", Distributor, PARENT),
+    ConvertClientToDistributor: rule("client_id", Client, DISTRIBUTOR),
+    GenerateLicence: rule("client_id", Client, DISTRIBUTOR),
+    BuyUserSeat: rule("client_id", Client, DISTRIBUTOR),
+    AddPortalUser: rule("client_id", Client, DISTRIBUTOR, CLIENT),
+    DeactivatePortalUser: rule("user_id", PortalUser, DISTRIBUTOR, CLIENT),
+    ChangePortalUser: rule("user_id", PortalUser, DISTRIBUTOR, CLIENT),
+    DeletePortalUser: rule("user_id", PortalUser, DISTRIBUTOR, CLIENT),
     # The first master account of a ledger opens itself; later ones, an existing master
     # (decided by ``_authorise_master_opening``: the account does not exist yet).
     OpenMasterAccount: rule("master_id", MasterAccount, NOBODY_ELSE),

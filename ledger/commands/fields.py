@@ -105,6 +105,56 @@ SaleId = Annotated[
 Money = Annotated[str, StringConstraints(max_length=15, pattern=r"^[0-9]{1,12}\.[0-9]{2}$")]
 """An amount in pesos with two decimals (IVA included), as text: ``"1500.00"``."""
 
+# E-mails and phones: a pattern and a check each (shared by profiles, admin logins, portal users).
+_EMAIL_CHARS_MAX = 254  # RFC 5321's limit on a forward path
+_EMAIL_LOCAL_CHARS_MAX = 64
+_PHONE_DIGITS_MIN = 7
+_PHONE_DIGITS_MAX = 20
+# A deliberately simple address check (no extra dependency): an ASCII local part of the usual
+# characters, "@", and a domain of dotted labels ending in a top-level name. It refuses the
+# typos that matter (spaces, missing "@" or domain) and accepts every address a mail server does
+# in practice; it does not try to parse quoted local parts or IP literals.
+_EMAIL_PATTERN = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
+_PHONE_PATTERN = re.compile(r"\+?[0-9() .\-]+")
+
+
+def _check_email(value: str) -> str:
+    local, _, _ = value.partition("@")
+    if (
+        len(value) > _EMAIL_CHARS_MAX
+        or len(local) > _EMAIL_LOCAL_CHARS_MAX
+        or _EMAIL_PATTERN.fullmatch(value) is None
+    ):
+        raise PydanticCustomError("email", "El correo electrónico no es válido.")
+    return value
+
+
+def _check_phone(value: str) -> str:
+    digits = sum(character.isdigit() for character in value)
+    if (
+        _PHONE_PATTERN.fullmatch(value) is None
+        or not _PHONE_DIGITS_MIN <= digits <= _PHONE_DIGITS_MAX
+    ):
+        raise PydanticCustomError(
+            "phone",
+            "El teléfono debe tener de 7 a 20 dígitos; solo admite + ( ) - . y espacios.",
+        )
+    return value
+
+
+Email = Annotated[
+    str,
+    StringConstraints(max_length=_EMAIL_CHARS_MAX),
+    CLEAN,
+    AfterValidator(_check_email),
+]
+"""An e-mail address (a profile's, an admin login, a portal user)."""
+Phone = Annotated[str, StringConstraints(max_length=40), CLEAN, AfterValidator(_check_phone)]
+"""A phone number: 7 to 20 digits and ``+ ( ) - .`` or spaces."""
+
 
 # Times ---------------------------------------------------------------------------------------
 

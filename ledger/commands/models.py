@@ -15,6 +15,7 @@ from ledger.commands.fields import (
     CLEAN,
     CLEAN_MULTILINE,
     Comments,
+    Email,
     FutureDate,
     Id,
     IdempotencyKey,
@@ -40,6 +41,7 @@ __all__ = [
     "AnyCommand",
     "Command",
     "Comments",
+    "Email",
     "FutureDate",
     "Id",
     "IdempotencyKey",
@@ -109,6 +111,8 @@ class OpenMasterAccount(Command):
     master_id: Id
     name: Name
     rfc: RfcText
+    email: Email | None = None
+    """The platform administrator's login (indexed: no client may use it as its admin login)."""
     creates: ClassVar[bool] = True
 
     def natural_keys(self) -> tuple[str, ...]:
@@ -201,13 +205,48 @@ class CancelDistributor(_StatusCommand):
     action: ClassVar[str] = "cancel"
 
 
+class PurgeDistributor(Command):
+    """The parent purges a distributor cancelled 30 days ago or more (once)."""
+
+    type: Literal["PurgeDistributor"] = "PurgeDistributor"
+    distributor_id: Id
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """A distributor is purged once; a repeat (``ledger purge-due`` again) replays."""
+        return (f"purge:{self.distributor_id}",)
+
+
+class DefineSubscriptionProduct(Command):
+    """The master account lists a yearly subscription (Multinivel or an MKL) at a pre-IVA price."""
+
+    type: Literal["DefineSubscriptionProduct"] = "DefineSubscriptionProduct"
+    seller_id: Id
+    product: Label
+    kind: Literal["multinivel", "mkl"]
+    annual_price: Money
+    licence_points: Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)] = 0
+    """The points a licence of this MKL's software costs (``GenerateLicence``); 0: free."""
+
+
 class ContractSubscription(Command):
-    """A distributor contracts Multinivel or an MKL, pro rata until its expiry."""
+    """A distributor contracts a catalogue subscription, pro rata until its expiry."""
 
     type: Literal["ContractSubscription"] = "ContractSubscription"
     distributor_id: Id
     product: Label
-    annual_price: Money
+
+
+class ConvertClientToDistributor(Command):
+    """A client's distributor turns the client into a sub-distributor of its own."""
+
+    type: Literal["ConvertClientToDistributor"] = "ConvertClientToDistributor"
+    client_id: Id
+    distributor_id: Id
+    creates: ClassVar[bool] = True
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the distributor id it creates."""
+        return (f"id:{self.distributor_id}",)
 
 
 class ChangeSettings(Command):
@@ -344,11 +383,7 @@ class AssignAdminProfile(Command):
 
     type: Literal["AssignAdminProfile"] = "AssignAdminProfile"
     client_id: Id
-    email: Annotated[
-        str,
-        StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254),
-        CLEAN,
-    ]
+    email: Email
     mobile: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ]{10,15}$", max_length=16)]
 
 
@@ -619,6 +654,68 @@ class CancelCreditCode(Command):
     code_id: Id
 
 
+class GenerateLicence(Command):
+    """A yearly licence of a software product for a client, under the distributor's MKL."""
+
+    type: Literal["GenerateLicence"] = "GenerateLicence"
+    client_id: Id
+    product: Label
+    licence_id: Id | None = None
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the licence id when given."""
+        return (f"licence:{self.licence_id}",) if self.licence_id else ()
+
+
+class BuyUserSeat(Command):
+    """A client's distributor sells it a yearly extra-user seat."""
+
+    type: Literal["BuyUserSeat"] = "BuyUserSeat"
+    seat_id: Id
+    client_id: Id
+    price: Money
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the seat id."""
+        return (f"seat:{self.seat_id}",)
+
+
+class AddPortalUser(Command):
+    """A portal user of a client takes a free seat."""
+
+    type: Literal["AddPortalUser"] = "AddPortalUser"
+    user_id: Id
+    client_id: Id
+    email: Email
+    creates: ClassVar[bool] = True
+
+    def natural_keys(self) -> tuple[str, ...]:
+        """Keyed by the id it creates."""
+        return (f"id:{self.user_id}",)
+
+
+class DeactivatePortalUser(Command):
+    """A portal user can no longer log in; it keeps its seat."""
+
+    type: Literal["DeactivatePortalUser"] = "DeactivatePortalUser"
+    user_id: Id
+
+
+class ChangePortalUser(Command):
+    """A portal user's seat goes to another e-mail (and is active again)."""
+
+    type: Literal["ChangePortalUser"] = "ChangePortalUser"
+    user_id: Id
+    email: Email
+
+
+class DeletePortalUser(Command):
+    """A portal user is deleted; its seat is lost for good."""
+
+    type: Literal["DeletePortalUser"] = "DeletePortalUser"
+    user_id: Id
+
+
 class RegisterInvoice(Command):
     """Marks sales of a seller as invoiced; a sale is invoiced once."""
 
@@ -642,7 +739,10 @@ AnyCommand = Annotated[
     | ReactivateDistributor
     | RenewDistributor
     | CancelDistributor
+    | PurgeDistributor
+    | DefineSubscriptionProduct
     | ContractSubscription
+    | ConvertClientToDistributor
     | ChangeSettings
     | BuyPackage
     | TransferStamps
@@ -672,6 +772,12 @@ AnyCommand = Annotated[
     | IssueCreditCode
     | RedeemCreditCode
     | CancelCreditCode
+    | GenerateLicence
+    | BuyUserSeat
+    | AddPortalUser
+    | DeactivatePortalUser
+    | ChangePortalUser
+    | DeletePortalUser
     | RegisterInvoice,
     Field(discriminator="type"),
 ]

@@ -4,18 +4,35 @@ from __future__ import annotations
 
 from datetime import date
 
+import msgspec
+
 from ledger.aggregates.admin_profile import AdminProfile, admin_profile_id
-from ledger.aggregates.common import Package
-from ledger.aggregates.distributor import MULTINIVEL, Distributor
+from ledger.aggregates.client import Client
+from ledger.aggregates.common import (
+    MKL,
+    MULTINIVEL,
+    Package,
+    SubscriptionProduct,
+    product_key,
+)
+from ledger.aggregates.distributor import Distributor
 from ledger.aggregates.master_account import MasterAccount
-from ledger.commands.auth import FIRST_MASTER_KEY, get_seller, is_first_master, network_master
+from ledger.commands.auth import (
+    FIRST_MASTER_KEY,
+    get_seller,
+    is_first_master,
+    network_master,
+)
 from ledger.commands.models import (
     ActivateDistributor,
     CancelDistributor,
     ChangeSettings,
     ContractSubscription,
+    ConvertClientToDistributor,
     DefinePackage,
+    DefineSubscriptionProduct,
     OpenMasterAccount,
+    PurgeDistributor,
     ReactivateDistributor,
     RegisterDistributor,
     RenewDistributor,
@@ -24,9 +41,22 @@ from ledger.commands.models import (
 )
 from ledger.engine import Tx, handles
 from ledger.errors import Rejected
-from ledger.money import add_iva, parse_money
+from ledger.money import format_money, parse_money, subscription_charge
 from ledger.outcome import Outcome
 from ledger.rfc import validate_rfc
+
+NETWORK_DEPTH_MAX = 100
+"""Bound on the levels between a distributor and its master account."""
+
+
+def require_not_client_admin(tx: Tx, email: str, account_id: str, allowed: str = "") -> None:
+    """``admin_profile_not_allowed`` if ``email`` administers a client (other than ``allowed``).
+
+    The platform's and distributors' logins and clients' admin logins are kept apart both ways.
+    """
+    index = tx.find(admin_profile_id(email))
+    if isinstance(index, AdminProfile) and [c for c in index.clients if c != allowed]:
+        raise Rejected("admin_profile_not_allowed", account_id=account_id, role="client")
 
 
 def claim_admin(tx: Tx, email: str, role: str, account_id: str) -> None:
@@ -45,10 +75,15 @@ def open_master_account(command: OpenMasterAccount, tx: Tx) -> Outcome:
     check = validate_rfc(command.rfc)
     if tx.find(command.master_id) is not None:
         raise Rejected("already_exists", account_id=command.master_id)
+    email = None if command.email is None else command.email.strip().lower()
+    if email is not None:
+        require_not_client_admin(tx, email, command.master_id)
     if is_first_master(tx):
         # A racing first opening loses at commit on this key and is then decided again.
         tx.claim(FIRST_MASTER_KEY, command.master_id.encode())
-    tx.add(MasterAccount.open(command.master_id, command.name, check.rfc, tx.now))
+    tx.add(MasterAccount.open(command.master_id, command.name, check.rfc, tx.now, email))
+    if email is not None:
+        claim_admin(tx, email, "master", command.master_id)
     return Outcome(type=command.type, warnings=check.warnings)
 
 
@@ -98,6 +133,7 @@ def register_distributor(command: RegisterDistributor, tx: Tx) -> Outcome:
             raise Rejected("multinivel_required", distributor_id=parent.id)
     if tx.find(command.distributor_id) is not None:
         raise Rejected("already_exists", account_id=command.distributor_id)
+    require_not_client_admin(tx, command.profile.email, command.distributor_id)
     profile = command.profile.model_dump(mode="json", exclude_none=True)
     distributor = Distributor.register(
         command.distributor_id, parent.id, profile, tx.now, master_id=network_master(tx, parent)
@@ -148,45 +184,165 @@ def reactivate_distributor(command: ReactivateDistributor, tx: Tx) -> Outcome:
 
 @handles(RenewDistributor)
 def renew_distributor(command: RenewDistributor, tx: Tx) -> Outcome:
-    """active or expired → active until a later ``expires_on``."""
-    return _move(command, tx, command.expires_on)
+    """active or expired → active until a later ``expires_on``; every subscription follows.
+
+    Each subscription is charged from the old expiry (or today, if that passed) until the new
+    one, by whole months plus IVA at the catalogue's current price: a one-year renewal charges
+    each subscription's full year. Every charge is a billable sale of the master account.
+    """
+    distributor = tx.get(command.distributor_id, Distributor)
+    # Priced before the first event, so a product missing from the catalogue rejects cleanly.
+    charges: list[tuple[SubscriptionProduct, int, int]] = []
+    master = master_of(tx, distributor) if distributor.subscriptions else None
+    start = max(distributor.expires_on or tx.today, tx.today)
+    for key in sorted(distributor.subscriptions):
+        assert master is not None
+        product = master.subscription_product(key)
+        months, amount = subscription_charge(
+            product.annual_price_centavos, start, command.expires_on
+        )
+        charges.append((product, months, amount))
+    outcome = _move(command, tx, command.expires_on)
+    sale_ids: list[str] = []
+    for product, months, amount in charges:
+        assert master is not None
+        sale_id = f"{distributor.id}:sub:{distributor.version + 1}"
+        distributor.trigger(
+            distributor.SubscriptionRenewed,
+            tx.now,
+            product=product.product,
+            kind=product.kind,
+            months=months,
+            expires_on=command.expires_on,
+            seller_id=master.id,
+            sale_id=sale_id,
+            amount_centavos=amount,
+        )
+        tx.claim(f"sale:{sale_id}", master.id.encode())
+        sale_ids.append(sale_id)
+    return msgspec.structs.replace(outcome, sale_ids=tuple(sale_ids))
 
 
 @handles(CancelDistributor)
 def cancel_distributor(command: CancelDistributor, tx: Tx) -> Outcome:
-    """expired or suspended → cancelled (purged 30 days later)."""
+    """expired or suspended → cancelled (it may be purged 30 days later)."""
     return _move(command, tx)
 
 
-def whole_months_between(start: date, end: date) -> int:
-    """Whole calendar months from ``start`` until ``end`` (0 if ``end`` is not later)."""
-    months = (end.year - start.year) * 12 + (end.month - start.month)
-    if end.day < start.day:
-        months -= 1
-    return max(months, 0)
+@handles(PurgeDistributor)
+def purge_distributor(command: PurgeDistributor, tx: Tx) -> Outcome:
+    """cancelled 30 days ago or more → purged: the read side drops its clients' personal data."""
+    distributor = tx.get(command.distributor_id, Distributor)
+    distributor.purge(tx.today, tx.now)
+    return Outcome(type=command.type, details={"status": distributor.status})
+
+
+def master_of(tx: Tx, distributor: Distributor) -> MasterAccount:
+    """The master account at the root of a distributor's network."""
+    return tx.get(network_master(tx, distributor), MasterAccount)
+
+
+@handles(DefineSubscriptionProduct)
+def define_subscription_product(command: DefineSubscriptionProduct, tx: Tx) -> Outcome:
+    """The master account lists (or reprices) a yearly subscription."""
+    seller = get_seller(tx, command.seller_id)
+    if not isinstance(seller, MasterAccount):
+        raise Rejected("not_authorised", account_id=seller.id, reason="only a master account")
+    key = product_key(command.product)
+    # The kind shows in the name, so a distributor's subscriptions say what they are: one
+    # "Multinivel", and "MKL <software>" per software product its clients get licences of.
+    if (command.kind == MULTINIVEL) != (key == MULTINIVEL):
+        raise Rejected(
+            "invalid_command", field="product", reason='kind multinivel is the product "Multinivel"'
+        )
+    if command.kind == MKL and (not key.startswith(f"{MKL} ") or key == f"{MKL} "):
+        raise Rejected(
+            "invalid_command", field="product", reason='an MKL is named "MKL <software>"'
+        )
+    if command.kind == MULTINIVEL and command.licence_points:
+        raise Rejected("invalid_command", field="licence_points", reason="only an MKL has licences")
+    product = SubscriptionProduct(
+        product=" ".join(command.product.split()),
+        kind=command.kind,
+        annual_price_centavos=parse_money(command.annual_price, field="annual_price"),
+        licence_points=command.licence_points,
+    )
+    seller.trigger(seller.SubscriptionProductDefined, tx.now, product=product)
+    return Outcome(type=command.type)
 
 
 @handles(ContractSubscription)
 def contract_subscription(command: ContractSubscription, tx: Tx) -> Outcome:
-    """Multinivel or an MKL until the distributor's expiry, charged pro rata plus IVA."""
+    """A catalogue subscription until the distributor's expiry, charged pro rata plus IVA."""
     distributor = tx.get(command.distributor_id, Distributor)
     distributor.require_active(tx.today)
     assert distributor.expires_on is not None  # active implies an expiry date
-    months = max(whole_months_between(tx.today, distributor.expires_on), 1)
-    base = parse_money(command.annual_price, field="annual_price") * months // 12
-    amount = add_iva(base)
+    master = master_of(tx, distributor)
+    product = master.subscription_product(command.product)
+    if distributor.has_subscription(product.product, tx.today):
+        raise Rejected(
+            "already_exists",
+            product=product.product,
+            expires_on=distributor.subscriptions[product_key(product.product)].isoformat(),
+        )
+    months, amount = subscription_charge(
+        product.annual_price_centavos, tx.today, distributor.expires_on
+    )
     sale_id = f"{distributor.id}:sub:{distributor.version + 1}"
     distributor.trigger(
         distributor.SubscriptionContracted,
         tx.now,
-        product=command.product,
+        product=product.product,
+        kind=product.kind,
+        months=months,
         expires_on=distributor.expires_on,
-        seller_id=distributor.parent_id,
+        seller_id=master.id,
         sale_id=sale_id,
         amount_centavos=amount,
     )
-    tx.claim(f"sale:{sale_id}", distributor.parent_id.encode())
-    return Outcome(type=command.type, sale_ids=(sale_id,), details={"months": months})
+    tx.claim(f"sale:{sale_id}", master.id.encode())
+    return Outcome(
+        type=command.type,
+        sale_ids=(sale_id,),
+        details={
+            "months": months,
+            "amount": format_money(amount),
+            "expires_on": distributor.expires_on.isoformat(),
+        },
+    )
+
+
+@handles(ConvertClientToDistributor)
+def convert_client_to_distributor(command: ConvertClientToDistributor, tx: Tx) -> Outcome:
+    """The client's profile becomes a new, unvalidated sub-distributor of its distributor.
+
+    The client stays (with its CTIs and history) and points to the new distributor; the new
+    distributor points back to it (``converted_from``).
+    """
+    client = tx.get(command.client_id, Client)
+    parent = tx.get(client.distributor_id, Distributor)
+    parent.require_active(tx.today)
+    if not parent.has_subscription(MULTINIVEL, tx.today):
+        raise Rejected("multinivel_required", distributor_id=parent.id)
+    if client.converted_to is not None:
+        raise Rejected("invalid_transition", client_id=client.id, converted_to=client.converted_to)
+    if tx.find(command.distributor_id) is not None:
+        raise Rejected("already_exists", account_id=command.distributor_id)
+    email = str(client.profile["email"])
+    require_not_client_admin(tx, email, command.distributor_id, allowed=client.id)
+    # A distributor's profile has every field a client's has (régimen and uso optional).
+    distributor = Distributor.register(
+        command.distributor_id,
+        parent.id,
+        dict(client.profile),
+        tx.now,
+        master_id=network_master(tx, parent),
+        converted_from=client.id,
+    )
+    tx.add(distributor)
+    client.trigger(Client.ConvertedToDistributor, tx.now, distributor_id=distributor.id)
+    claim_admin(tx, email, "distributor", distributor.id)
+    return Outcome(type=command.type, details={"distributor_id": distributor.id})
 
 
 @handles(ChangeSettings)

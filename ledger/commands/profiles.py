@@ -8,7 +8,6 @@ through ``ledger.rfc``, régimen fiscal and uso CFDI through ``ledger.catalogs``
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -25,7 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ledger.catalogs import check_regimen, check_uso, regimen, uso
-from ledger.commands.fields import CLEAN, CLEAN_MULTILINE
+from ledger.commands.fields import CLEAN, CLEAN_MULTILINE, Email, Phone
 from ledger.errors import Rejected
 from ledger.money import parse_money
 from ledger.rfc import validate_rfc
@@ -36,44 +35,6 @@ EXTRA_EMAILS_MAX = 2
 _NAME_CHARS_MAX = 254
 _TEXT_CHARS_MAX = 254
 _COMMENTS_CHARS_MAX = 2000
-_EMAIL_CHARS_MAX = 254  # RFC 5321's limit on a forward path
-_EMAIL_LOCAL_CHARS_MAX = 64
-_PHONE_DIGITS_MIN = 7
-_PHONE_DIGITS_MAX = 20
-
-# A deliberately simple address check (no extra dependency): an ASCII local part of the usual
-# characters, "@", and a domain of dotted labels ending in a top-level name. It refuses the
-# typos that matter (spaces, missing "@" or domain) and accepts every address a mail server does
-# in practice; it does not try to parse quoted local parts or IP literals.
-_EMAIL_PATTERN = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
-)
-_PHONE_PATTERN = re.compile(r"\+?[0-9() .\-]+")
-
-
-def _check_email(value: str) -> str:
-    local, _, _ = value.partition("@")
-    if (
-        len(value) > _EMAIL_CHARS_MAX
-        or len(local) > _EMAIL_LOCAL_CHARS_MAX
-        or _EMAIL_PATTERN.fullmatch(value) is None
-    ):
-        raise PydanticCustomError("email", "El correo electrónico no es válido.")
-    return value
-
-
-def _check_phone(value: str) -> str:
-    digits = sum(character.isdigit() for character in value)
-    if (
-        _PHONE_PATTERN.fullmatch(value) is None
-        or not _PHONE_DIGITS_MIN <= digits <= _PHONE_DIGITS_MAX
-    ):
-        raise PydanticCustomError(
-            "phone",
-            "El teléfono debe tener de 7 a 20 dígitos; solo admite + ( ) - . y espacios.",
-        )
-    return value
 
 
 def _check_rfc(value: str) -> str:
@@ -105,13 +66,6 @@ Comments = Annotated[
     StringConstraints(strip_whitespace=True, max_length=_COMMENTS_CHARS_MAX),
     CLEAN_MULTILINE,
 ]
-Email = Annotated[
-    str,
-    StringConstraints(max_length=_EMAIL_CHARS_MAX),
-    CLEAN,
-    AfterValidator(_check_email),
-]
-Phone = Annotated[str, StringConstraints(max_length=40), CLEAN, AfterValidator(_check_phone)]
 RFCText = Annotated[str, StringConstraints(max_length=20), CLEAN, AfterValidator(_check_rfc)]
 PostalCode = Annotated[str, StringConstraints(max_length=5, pattern=r"^[0-9]{5}$")]
 CatalogueCode = Annotated[str, StringConstraints(min_length=1, max_length=4), CLEAN]

@@ -8,7 +8,7 @@ Views therefore never commit per event, and a crash anywhere leaves rows and pos
 
 The projection modules hold SQL in a portable subset of SQLite and PostgreSQL, with ``?``
 placeholders; ``Dialect`` covers the differences (types, NULL-ignoring max/min, value adapters).
-The database itself is implemented in ``adapters/views.py``.
+The database itself is implemented in ``adapters/storage/views.py``.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class Cursor(Protocol):
 
 
 class ViewDatabase(Protocol):
-    """Where views live: the events' own database (``adapters/views.py``)."""
+    """Where views live: the events' own database (``adapters/storage/views.py``)."""
 
     @property
     def dialect(self) -> Dialect:
@@ -232,3 +232,49 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     """``items`` in slices of at most ``size`` (SQLite bounds host parameters per statement)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+class RowChanges:
+    """Field changes per row of one single-key table in one page, merged in event order.
+
+    ``create`` gives a new row's fields, ``change`` merges fields into a row (new or stored);
+    ``flush`` inserts the new rows and updates the others, grouped by the columns they set.
+    """
+
+    __slots__ = ("created", "rows", "table")
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.created: set[str] = set()
+
+    def create(self, row_id: str, fields: dict[str, Any]) -> None:
+        """A new row."""
+        self.rows[row_id] = fields
+        self.created.add(row_id)
+
+    def change(self, row_id: str, fields: dict[str, Any]) -> None:
+        """Fields of a row set (merged with earlier changes in the page)."""
+        self.rows.setdefault(row_id, {}).update(fields)
+
+    def flush(self, cursor: Cursor) -> None:
+        """Inserts new rows, then updates changed ones."""
+        key = self.table.key[0]
+        names = self.table.column_names
+        new = [
+            tuple(fields.get(name) for name in names)
+            for row_id, fields in self.rows.items()
+            if row_id in self.created
+        ]
+        cursor.insert(self.table, new)
+        by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for row_id, fields in self.rows.items():
+            if row_id not in self.created:
+                columns = tuple(sorted(fields))
+                by_columns.setdefault(columns, []).append((*(fields[c] for c in columns), row_id))
+        for columns, rows in by_columns.items():
+            assignments = ", ".join(f"{c} = ?" for c in columns)
+            cursor.executemany(
+                f"UPDATE {self.table.name} SET {assignments} WHERE {key} = ?",  # noqa: S608
+                rows,
+            )

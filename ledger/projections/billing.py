@@ -89,7 +89,7 @@ AUTO_TOP_UP_FAILURES = Table(
     indexes=(("distributor_id", "at"),),
 )
 
-SALE_UNITS = ("stamps", "points", "subscription")
+SALE_UNITS = ("stamps", "points", "subscription", "seat")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,9 @@ name, RFC, company phone, e-mails and the legal, financial and technical contact
 and phones (a phone also matches by its digits alone); every word of a search must match.
 
 A distributor's status is stored as its events left it; queries apply the ledger's clock as the
-write side does (an active distributor past ``expires_on`` is expired, a cancelled one is purged
-30 days later). A purged distributor's personal data leaves the view (DESIGN §3.5).
+write side does (an active distributor past ``expires_on`` is expired). A purge (``Purged``,
+recorded 30 days or more after the cancellation) blanks the personal data of the distributor and
+of its clients in these tables; ids, NICs, balances and sales stay (DESIGN §3.5).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ledger.projections.base import (
     Cursor,
     Dialect,
     Handler,
+    RowChanges,
     Table,
     View,
     check_choice,
@@ -44,6 +46,7 @@ from ledger.projections.base import (
     search_terms,
 )
 from ledger.projections.consumption import cpd_and_days_remaining, window
+from ledger.projections.entitlements import SubscriptionRow, subscriptions_of
 
 DISTRIBUTORS = Table(
     "view_distributors",
@@ -58,6 +61,7 @@ DISTRIBUTORS = Table(
         ("expires_on", "date"),
         ("purge_on", "date"),
         ("created_at", "ts"),
+        ("converted_from", "text"),
     ),
     key=("distributor_id",),
     indexes=(("parent_id",),),
@@ -163,6 +167,8 @@ class ClientRow:
     stamps: int
     points: int
     created_at: datetime
+    converted_to: str | None = None
+    """The distributor this client became (``ConvertClientToDistributor``), if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +183,10 @@ class DistributorRow:
     stamps: int
     points: int
     created_at: datetime
+    converted_from: str | None = None
+    """The client this distributor was before its conversion, if any."""
+    subscriptions: tuple[SubscriptionRow, ...] = ()
+    """Its Multinivel and MKL subscriptions with their expiry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,55 +240,34 @@ def _client_fields(profile: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class _Changes:
-    """Field changes per row of one table in one page, merged in event order."""
-
-    __slots__ = ("created", "rows", "table")
-
-    def __init__(self, table: Table) -> None:
-        self.table = table
-        self.rows: dict[str, dict[str, Any]] = {}
-        self.created: set[str] = set()
-
-    def create(self, row_id: str, fields: dict[str, Any]) -> None:
-        self.rows[row_id] = fields
-        self.created.add(row_id)
-
-    def change(self, row_id: str, fields: dict[str, Any]) -> None:
-        self.rows.setdefault(row_id, {}).update(fields)
-
-    def flush(self, cursor: Cursor) -> None:
-        key = self.table.key[0]
-        names = self.table.column_names
-        new = [
-            tuple(fields.get(name) for name in names)
-            for row_id, fields in self.rows.items()
-            if row_id in self.created
-        ]
-        cursor.insert(self.table, new)
-        by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-        for row_id, fields in self.rows.items():
-            if row_id not in self.created:
-                columns = tuple(sorted(fields))
-                by_columns.setdefault(columns, []).append((*(fields[c] for c in columns), row_id))
-        for columns, rows in by_columns.items():
-            assignments = ", ".join(f"{c} = ?" for c in columns)
-            cursor.executemany(
-                f"UPDATE {self.table.name} SET {assignments} WHERE {key} = ?",  # noqa: S608
-                rows,
-            )
+PURGED_DISTRIBUTOR_FIELDS: dict[str, Any] = {"name": "", "sort_name": "", "rfc": "", "email": ""}
+"""What a purge leaves of a distributor's personal data in ``view_distributors``."""
+PURGED_CLIENT_FIELDS: dict[str, Any] = {
+    "name": "",
+    "sort_name": "",
+    "trade_name": None,
+    "rfc": "",
+    "email": "",
+    "phone": None,
+    "postal_code": None,
+    "regimen_fiscal": None,
+    "uso_cfdi": None,
+    "search_text": "",
+}
+"""What a purge leaves of a client's personal data in ``view_clients`` (ids and NIC stay)."""
 
 
 class _Buffer:
     """Directory changes of one page."""
 
-    __slots__ = ("clients", "ctis", "dialect", "distributors")
+    __slots__ = ("clients", "ctis", "dialect", "distributors", "purged")
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
-        self.distributors = _Changes(DISTRIBUTORS)
-        self.clients = _Changes(CLIENTS)
-        self.ctis = _Changes(STAMPING_ACCOUNTS)
+        self.distributors = RowChanges(DISTRIBUTORS)
+        self.clients = RowChanges(CLIENTS)
+        self.ctis = RowChanges(STAMPING_ACCOUNTS)
+        self.purged: list[str] = []
 
     # Distributors
 
@@ -296,6 +285,7 @@ class _Buffer:
                 "email": event.profile.get("email", ""),
                 "status": "unvalidated",
                 "created_at": self.dialect.ts(event.timestamp),
+                "converted_from": event.converted_from,
             },
         )
 
@@ -307,7 +297,8 @@ class _Buffer:
         elif isinstance(event, Distributor.Cancelled):
             fields["purge_on"] = self.dialect.day(add_days(event.on, PURGE_AFTER_DAYS))
         elif isinstance(event, Distributor.Purged):
-            fields.update(name="", sort_name="", rfc="", email="")
+            fields.update(PURGED_DISTRIBUTOR_FIELDS)
+            self.purged.append(event.originator_id)
         self.distributors.change(event.originator_id, fields)
 
     # Clients
@@ -377,17 +368,26 @@ class _Buffer:
         self.ctis.change(event.originator_id, {"valid_until": self.dialect.day(event.valid_until)})
 
     def flush(self, cursor: Cursor) -> None:
-        """Inserts new rows, updates changed ones."""
+        """Inserts new rows, updates changed ones, then blanks the purged networks' clients."""
         self.distributors.flush(cursor)
         self.clients.flush(cursor)
         self.ctis.flush(cursor)
+        if self.purged:
+            # After the page's own rows, so a client registered earlier in the page is blanked
+            # too; the write side refuses new personal data of a purged distributor's clients.
+            columns = sorted(PURGED_CLIENT_FIELDS)
+            assignments = ", ".join(f"{c} = ?" for c in columns)
+            cursor.executemany(
+                f"UPDATE view_clients SET {assignments} WHERE distributor_id = ?",  # noqa: S608
+                [(*(PURGED_CLIENT_FIELDS[c] for c in columns), d) for d in self.purged],
+            )
 
 
 class DirectoryView(View):
     """Distributors, clients and stamping accounts."""
 
     name = "directory"
-    version = 1
+    version = 2
     tables = (DISTRIBUTORS, CLIENTS, STAMPING_ACCOUNTS)
 
     def new_buffer(self, dialect: Dialect) -> _Buffer:
@@ -612,7 +612,7 @@ def clients(
         "COALESCE(p.balance, 0) AS points, c.created_at, "
         f"(SELECT MAX(b.last_purchase_at) {own_ctis}) AS last_purchase_at, "
         f"(SELECT MAX(b.last_emission_at) {own_ctis}) AS last_emission_at, "
-        "c.sort_name, c.nic_sort "
+        "c.sort_name, c.nic_sort, c.converted_to "
         "FROM view_clients c "
         "LEFT JOIN view_balances p ON p.holder_id = c.client_id AND p.unit = 'points' "
         f"WHERE {' AND '.join(where)}"
@@ -625,6 +625,7 @@ def clients(
     for row in cursor.fetchall():
         client_id, nic, name, trade_name, rfc, email, favourite, dropped, colour = row[:9]
         stamps, points, created_at = row[9:12]
+        converted_to = row[16]
         created = dialect.to_ts(created_at)
         assert created is not None
         rows.append(
@@ -641,6 +642,7 @@ def clients(
                 stamps=int(stamps),
                 points=int(points),
                 created_at=created,
+                converted_to=None if converted_to is None else str(converted_to),
             )
         )
     return rows
@@ -669,26 +671,27 @@ def distributors(
     inner = (
         "SELECT d.distributor_id, d.parent_id, d.name, d.sort_name, "
         "CASE WHEN d.status = 'active' AND d.expires_on < ? THEN 'expired' "
-        "WHEN d.status = 'cancelled' AND d.purge_on <= ? THEN 'purged' "
         "ELSE d.status END AS status, d.expires_on, "
-        "COALESCE(st.balance, 0) AS stamps, COALESCE(pt.balance, 0) AS points, d.created_at "
+        "COALESCE(st.balance, 0) AS stamps, COALESCE(pt.balance, 0) AS points, d.created_at, "
+        "d.converted_from "
         "FROM view_distributors d "
         "LEFT JOIN view_balances st ON st.holder_id = d.distributor_id AND st.unit = 'stamps' "
         "LEFT JOIN view_balances pt ON pt.holder_id = d.distributor_id AND pt.unit = 'points' "
         "WHERE d.parent_id = ?"
     )
-    params: list[Any] = [dialect.day(today), dialect.day(today), parent_id]
+    params: list[Any] = [dialect.day(today), parent_id]
     where = ""
     if status is not None:
         where = "WHERE q.status = ? "
         params.append(status)
     cursor.execute(
-        "SELECT q.distributor_id, q.parent_id, "  # noqa: S608  (constant SQL fragments; every value is a bound parameter)
-        "CASE WHEN q.status = 'purged' THEN '' ELSE q.name END, q.status, q.expires_on, "
-        f"q.stamps, q.points, q.created_at FROM ({inner}) q {where}"
+        "SELECT q.distributor_id, q.parent_id, q.name, q.status, q.expires_on, "  # noqa: S608  (constant SQL fragments; every value is a bound parameter)
+        f"q.stamps, q.points, q.created_at, q.converted_from FROM ({inner}) q {where}"
         f"ORDER BY {_STATUS_RANK}, q.sort_name, q.distributor_id LIMIT ? OFFSET ?",
         [*params, limit, offset],
     )
+    found = cursor.fetchall()
+    subscriptions = subscriptions_of(cursor, [str(row[0]) for row in found], today)
     rows = []
     for (
         distributor_id,
@@ -699,7 +702,8 @@ def distributors(
         stamps,
         points,
         created,
-    ) in cursor.fetchall():
+        converted_from,
+    ) in found:
         created_at = dialect.to_ts(created)
         assert created_at is not None
         rows.append(
@@ -712,9 +716,21 @@ def distributors(
                 stamps=int(stamps),
                 points=int(points),
                 created_at=created_at,
+                converted_from=None if converted_from is None else str(converted_from),
+                subscriptions=subscriptions.get(str(distributor_id), ()),
             )
         )
     return rows
+
+
+def purge_due(cursor: Cursor, today: date, limit: int) -> list[tuple[str, str]]:
+    """``(distributor_id, parent_id)`` of cancelled distributors whose purge day has come."""
+    cursor.execute(
+        "SELECT distributor_id, parent_id FROM view_distributors "
+        "WHERE status = 'cancelled' AND purge_on <= ? ORDER BY purge_on, distributor_id LIMIT ?",
+        [cursor.dialect.day(today), limit],
+    )
+    return [(str(d), str(p)) for d, p in cursor.fetchall()]
 
 
 def client_profiles(

@@ -22,9 +22,9 @@ from typing import Any, Literal, TypeVar
 from ledger.clock import Clock, local_date
 from ledger.logging import get_logger
 from ledger.projections import balances as balances_view
-from ledger.projections import billing, consumption, directory
+from ledger.projections import billing, consumption, directory, entitlements
 from ledger.projections.balances import BalanceRow, BalancesView
-from ledger.projections.base import PAGE_LIMIT_DEFAULT, Cursor, View, ViewDatabase
+from ledger.projections.base import PAGE_LIMIT_DEFAULT, Cursor, View, ViewDatabase, check_page
 from ledger.projections.billing import (
     AutoTopUpFailureRow,
     BillingView,
@@ -39,6 +39,12 @@ from ledger.projections.directory import (
     DirectoryView,
     DistributorRow,
     StampingAccountRow,
+)
+from ledger.projections.entitlements import (
+    EntitlementsView,
+    LicenceRow,
+    PortalUserRow,
+    SeatRow,
 )
 from ledger.projections.runner import (
     BackgroundProjector,
@@ -55,7 +61,7 @@ T = TypeVar("T")
 
 def default_views() -> list[View]:
     """Every view of DESIGN §6."""
-    return [BalancesView(), ConsumptionView(), BillingView(), DirectoryView()]
+    return [BalancesView(), ConsumptionView(), BillingView(), DirectoryView(), EntitlementsView()]
 
 
 class Views:
@@ -226,6 +232,18 @@ class Views:
             )
         )
 
+    def licences(self, client_id: str) -> list[LicenceRow]:
+        """A client's licences with their expiry, newest first."""
+        return self._query(lambda cursor, today: entitlements.licences(cursor, client_id, today))
+
+    def seats(self, client_id: str) -> list[SeatRow]:
+        """A client's extra-user seats with the portal user on each."""
+        return self._query(lambda cursor, today: entitlements.seats(cursor, client_id, today))
+
+    def portal_users(self, client_id: str) -> list[PortalUserRow]:
+        """A client's portal users (active, deactivated, deleted)."""
+        return self._query(lambda cursor, _today: entitlements.portal_users(cursor, client_id))
+
     def consumption(self, cti_id: str, *, days: int = DAILY_DAYS_DEFAULT) -> ConsumptionRow:
         """CPD, days remaining and the last ``days`` local days of a CTI."""
         return self._query_at(
@@ -293,6 +311,11 @@ class Views:
                 cursor, distributor_id, limit=limit, offset=offset
             )
         )
+
+    def purge_due(self, *, limit: int = PAGE_LIMIT_DEFAULT) -> list[tuple[str, str]]:
+        """``(distributor_id, parent_id)`` of cancelled distributors due for their purge."""
+        check_page(limit, 0)
+        return self._query(lambda cursor, today: directory.purge_due(cursor, today, limit))
 
     def client_profiles(
         self, distributor_id: str | None = None, *, after_id: str = "", limit: int = 500

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from adapters.cli import main
+from adapters.cli.main import main
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from tests.support import build_network, consume
@@ -176,7 +176,7 @@ def test_project_catches_up_and_exits(
 
 
 def test_the_audit_subcommands_are_registered() -> None:
-    """``verify`` and ``history`` come from adapters/cli_audit.py."""
+    """``verify`` and ``history`` come from adapters/cli/audit.py."""
     done = subprocess.run(
         [sys.executable, "-m", "ledger", "--help"],
         capture_output=True,
@@ -213,6 +213,7 @@ def test_demo_builds_a_network_and_prints_its_views(
             "D-CENTRO": "active",
             "D-SUR": "active",
             "D-OESTE": "unvalidated",
+            "D-BAJA": "purged",
         }
         codes = {c.code_id: c.state for c in lg.views.credit_codes("D-NORTE")}
         assert codes == {
@@ -222,6 +223,21 @@ def test_demo_builds_a_network_and_prints_its_views(
             "CODIGO-4": "cancelled",
         }
         assert lg.verify().ok
+
+
+def test_purge_due_purges_once_and_a_second_run_does_nothing(
+    sqlite_url: str, clock: ManualClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A distributor cancelled on 5 Jan 2026 is due by now; the second run finds nothing."""
+    with Ledger.open(sqlite_url, clock=clock, password_cost="fast") as lg:
+        build_network(lg)
+        for command_type in ("SuspendDistributor", "CancelDistributor"):
+            lg.execute({"type": command_type, "distributor_id": "D1", "actor": "M"})
+    assert main(["purge-due", "--url", sqlite_url]) == 0
+    (outcome,) = _outcomes(capsys.readouterr().out)
+    assert (outcome["type"], outcome["details"]) == ("PurgeDistributor", {"status": "purged"})
+    assert main(["purge-due", "--url", sqlite_url]) == 0
+    assert capsys.readouterr().out == ""
 
 
 def test_a_second_demo_shows_the_first_and_records_nothing(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli import CSV_COLUMNS, main
+from adapters.cli.main import CSV_COLUMNS, main
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from tests.support import build_network

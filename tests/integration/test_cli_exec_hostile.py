@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from adapters.cli import EXEC_LINE_BYTES_MAX, main
+from adapters.cli.main import EXEC_LINE_BYTES_MAX, main
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from tests.support import CTI, DISTRIBUTOR, MASTER, build_network, client_profile, consume

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli import build_parser, main
+from adapters.cli.main import build_parser, main
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands.reference import command_models
@@ -152,16 +153,22 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path, clock: ManualClock, command:
                     },
                 }
             )
+    # The smallest pipe Linux allows (one page): the output cannot all fit in it before the
+    # reader closes, so the writer meets the closed pipe (with the default 64 KiB a small
+    # export could finish first, and the test then proved nothing).
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
     process = subprocess.Popen(
         [sys.executable, "-m", "ledger", *command, "--url", url],
-        stdout=subprocess.PIPE,
+        stdout=write_end,
         stderr=subprocess.PIPE,
         cwd=ROOT,
         env={**os.environ, "LEDGER_LOG_LEVEL": "WARNING"},
     )
-    assert process.stdout is not None
-    assert process.stdout.readline()
-    process.stdout.close()  # as `head -1` does
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as stdout:
+        assert stdout.readline()
+    # closed, as `head -1` does
     _, err = process.communicate(timeout=120)
     assert err.decode() == ""
     assert process.returncode == 141

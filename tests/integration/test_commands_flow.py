@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-from adapters.store import EventStore
+from adapters.storage.store import EventStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
@@ -58,9 +58,10 @@ def network(lg: Ledger) -> None:
                  "package_id": "P1000", "count": 5},
                 {"type": "BuyPackage", "actor": D1, "buyer_id": D1, "seller_id": MASTER,
                  "package_id": "PTS3000", "count": 2},
-                {"type": "ContractSubscription", "actor": D1,
-                 "distributor_id": D1, "product": "Multinivel",
-                 "annual_price": "12000.00"},
+                {"type": "DefineSubscriptionProduct", "seller_id": MASTER, "actor": MASTER,
+                 "product": "Multinivel", "kind": "multinivel", "annual_price": "12000.00"},
+                {"type": "ContractSubscription", "distributor_id": D1, "product": "Multinivel",
+                 "actor": D1},
                 {"type": "RegisterDistributor", "actor": D1, "distributor_id": D2, "parent_id": D1,
                  "profile": distributor_profile("Dos", "dos@example.com")},
                 {"type": "ValidateDistributor", "distributor_id": D2, "actor": D1},

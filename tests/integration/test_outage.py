@@ -12,13 +12,15 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from adapters.cli import main
-from adapters.cli_common import EXIT_ERROR
+from adapters.cli.common import EXIT_ERROR
+from adapters.cli.main import main
+from adapters.storage.views import CONNECTIONS_MAX, open_view_database
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import CommitOutcomeUnknown, InfrastructureError, LedgerError
@@ -276,3 +278,45 @@ def test_the_command_line_reports_an_unreachable_server_in_one_line(
     assert err.count("\n") == 1
     assert f"PostgreSQL at 127.0.0.1:{proxy.port}" in err
     assert "Check that the server runs" in err
+
+
+def test_the_views_wait_for_a_locked_sqlite_file_as_long_as_the_url_says(tmp_path: Path) -> None:
+    """The view database takes the URL's busy_timeout too (it waited 30 s before)."""
+    path = tmp_path / "ledger.db"
+    views = open_view_database(f"sqlite:///{path}?busy_timeout=1")
+    try:
+        with views.write() as cursor:
+            cursor.execute("CREATE TABLE probe (x INTEGER)")
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN EXCLUSIVE")
+            started = time.monotonic()
+            with pytest.raises(InfrastructureError) as caught, views.write() as cursor:
+                cursor.execute("INSERT INTO probe VALUES (1)")
+            waited_s = time.monotonic() - started
+            blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
+    finally:
+        views.close()
+    assert "database is locked" in str(caught.value)
+    assert 0.9 <= waited_s < 4.0
+
+
+def test_the_views_wait_for_a_postgresql_connection_as_long_as_the_url_says(pg_url: str) -> None:
+    """Every view connection busy: the next caller waits the URL's pool_timeout, then a typed
+    error that says what sets the wait."""
+    views = open_view_database(f"{pg_url}?pool_timeout=0.5")
+    try:
+        with ExitStack() as held:
+            for _ in range(CONNECTIONS_MAX):
+                held.enter_context(views.read())
+            started = time.monotonic()
+            with pytest.raises(InfrastructureError) as caught, views.read():
+                pass
+            waited_s = time.monotonic() - started
+    finally:
+        views.close()
+    assert "no free view database connection after 0.5 s" in str(caught.value)
+    assert "pool_timeout" in str(caught.value)
+    assert 0.45 <= waited_s < 3.0

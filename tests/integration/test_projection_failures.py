@@ -22,18 +22,20 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adapters.cli import main
+from adapters.cli.main import main
 from ledger.api import Ledger
 from ledger.audit import ProjectionHealth, verify
-from ledger.audit.source import source_for
 from ledger.clock import ManualClock
 from ledger.errors import InfrastructureError
 from ledger.projections.runner import ProjectionFailed
+from ledger.projections.views import default_views
 from tests.support import MASTER, build_network, consume
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTILE_ID = "CX"
 FOLLOW_WAIT_S = 60.0
+VIEW_NAMES = {view.name for view in default_views()}
+"""A failed page stops every view: each reports it."""
 
 
 def _sql(url: str, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
@@ -138,12 +140,7 @@ def test_status_project_and_verify_name_the_event_that_broke_the_views(
     url, lg, hostile_id, before = poisoned
     status = lg.status()
     assert status["log_position"] == hostile_id + 1
-    assert {view["name"] for view in status["views"]} == {
-        "balances",
-        "consumption",
-        "billing",
-        "directory",
-    }
+    assert {view["name"] for view in status["views"]} == VIEW_NAMES
     for view in status["views"]:
         assert view["position"] == hostile_id - 1
         assert view["lag_events"] == 2
@@ -170,7 +167,7 @@ def test_status_project_and_verify_name_the_event_that_broke_the_views(
         for breach in report.breaches
         if breach.check == "views" and "its last page failed" in breach.message
     ]
-    assert len(stopped) == 4
+    assert len(stopped) == len(VIEW_NAMES)
     assert {(b.position, b.aggregate_id) for b in stopped} == {(hostile_id, HOSTILE_ID)}
 
 
@@ -220,7 +217,7 @@ def test_a_follower_reports_the_event_keeps_running_and_resumes_after_a_repair(
         remove_hostile_event(url)
         _wait_for(lambda: lg.views.projector.position() == hostile_id + 1)
         assert follower.poll() is None
-        assert [view["error"] for view in lg.status()["views"]] == [None] * 4
+        assert [view["error"] for view in lg.status()["views"]] == [None] * len(VIEW_NAMES)
         assert lg.views.stamping_accounts("D1")[0].used == 2
     finally:
         follower.terminate()
@@ -272,10 +269,10 @@ def test_verify_calls_a_view_that_no_projector_moves_stuck(
             }
         )
         report = verify(
-            source_for(lg.store), health=ProjectionHealth(lg.views.database, grace_s=0.0)
+            lg.store.audit_source(), health=ProjectionHealth(lg.views.database, grace_s=0.0)
         )
     stuck = [b for b in report.breaches if b.check == "views" and "stuck" in b.message]
-    assert len(stuck) == 4
+    assert len(stuck) == len(VIEW_NAMES)
     assert {b.position for b in stuck} == {position}
 
 
@@ -297,9 +294,9 @@ def test_an_older_tracking_table_gets_the_failure_columns(
     ):
         _sql(store_url, f"ALTER TABLE view_tracking DROP COLUMN {column}")
     with Ledger.open(store_url, clock=clock, password_cost="fast", create_tables=False) as lg:
-        assert [view["failures"] for view in lg.status()["views"]] == [0] * 4
+        assert [view["failures"] for view in lg.status()["views"]] == [0] * len(VIEW_NAMES)
     with Ledger.open(store_url, clock=clock, password_cost="fast") as lg:
-        assert [view["error"] for view in lg.status()["views"]] == [None] * 4
+        assert [view["error"] for view in lg.status()["views"]] == [None] * len(VIEW_NAMES)
         assert lg.views.position() == position
 
 

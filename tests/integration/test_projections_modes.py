@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from adapters.views import open_view_database
+from adapters.storage.views import open_view_database
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from tests.support import ISSUER_RFC, build_network, consume

@@ -10,8 +10,8 @@ from __future__ import annotations
 import psycopg
 from eventsourcing.persistence import StoredEvent
 
-from adapters.chain import events_digest
-from adapters.store import record_parameters
+from adapters.storage.store import record_parameters
+from ledger.chain import events_digest
 from ledger.engine import KeyRecord
 
 

@@ -176,6 +176,12 @@ def test_a_follower_on_the_standby_feeds_views_in_their_own_database(
             final = _max_id(primary_url)
             assert final >= start + EVENTS
             _wait_for(lambda: _views_position(views_url) == final, "the views to reach the end")
+            # The killed followers may have taken the views to the end already: SIGTERM only
+            # once this one follows (its handler is in place), or it dies of the signal.
+            _wait_for(
+                lambda: log.read_text().count("following new events") == 3,
+                "the last follower to follow",
+            )
             follower.send_signal(signal.SIGTERM)
             assert follower.wait(30) == 0, log.read_text()
         finally:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from adapters.store import EventStore
+from adapters.storage.store import EventStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.domain import Aggregate

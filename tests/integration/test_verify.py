@@ -8,10 +8,9 @@ import uuid
 
 import pytest
 
-from adapters import cli_audit
+from adapters.cli import audit as cli_audit
 from ledger.api import Ledger
 from ledger.audit import verify
-from ledger.audit.source import StoreSource
 from ledger.clock import ManualClock
 from tests.integration.test_tamper import RawDb, build_books
 from tests.support import CTI, build_network, consume
@@ -56,7 +55,7 @@ def test_verify_while_writers_append_reports_no_false_breach(
         writer = threading.Thread(target=write)
         writer.start()
         try:
-            report = verify(StoreSource(lg.store), page_size=7)  # type: ignore[arg-type]
+            report = verify(lg.store.audit_source(), page_size=7)  # type: ignore[arg-type]
         finally:
             done.set()
             writer.join()

@@ -25,8 +25,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.cli import execute_lines
-from adapters.memory import MemoryStore
+from adapters.cli.main import execute_lines
+from adapters.storage.memory import MemoryStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands.models import AnyCommand
@@ -40,6 +40,7 @@ from tests.support import (
     MASTER,
     build_network,
     client_profile,
+    define_catalogue,
     distributor_profile,
 )
 
@@ -76,7 +77,11 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "distributor_id": st.sampled_from([DISTRIBUTOR, SUB]),
     "parent_id": st.sampled_from([MASTER, DISTRIBUTOR]),
     "expires_on": st.sampled_from(["2026-06-30", "2027-12-31"]),
-    "product": st.sampled_from(["Multinivel", "MKL Dóminus", "soporte"]),
+    "product": st.sampled_from(["Multinivel", "MKL Dóminus", "Dóminus", "soporte"]),
+    "licence_points": st.integers(0, 300),
+    "licence_id": NEW_ID,
+    "seat_id": st.sampled_from(["seat-1", "seat-2"]),
+    "user_id": st.sampled_from(["user-1", "user-2"]),
     "annual_price": MONEY,
     "bulk_stamp_price": MONEY,
     "allow_pcc_stamp_purchase": st.booleans(),
@@ -107,7 +112,7 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "colour": st.sampled_from(["rojo", ""]),
     "email": st.just("admin@example.com"),
     "mobile": st.just("5512345678"),
-    "kind": st.sampled_from(["standard", "unlimited"]),
+    "kind": st.sampled_from(["standard", "unlimited", "multinivel", "mkl"]),
     "password": st.just("secreto123"),
     "rfc_lock": st.just(ISSUER_RFC),
     "minimum": QUANTITY,
@@ -239,13 +244,19 @@ def lg(request: pytest.FixtureRequest, clock: ManualClock) -> Iterator[Ledger]:
     )
     with Ledger.open(url, clock=clock, password_cost="fast") as ledger:
         build_network(ledger, inventory=20_000, cti_stamps=2_000)
+        define_catalogue(ledger)
         for result in ledger.execute_many(
             [
                 {
                     "type": "ContractSubscription",
                     "distributor_id": DISTRIBUTOR,
                     "product": "Multinivel",
-                    "annual_price": "1999.00",
+                    "actor": DISTRIBUTOR,
+                },
+                {
+                    "type": "ContractSubscription",
+                    "distributor_id": DISTRIBUTOR,
+                    "product": "MKL Dóminus",
                     "actor": DISTRIBUTOR,
                 },
                 {

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
-from tests.support import ISSUER_RFC, client_profile, distributor_profile
+from tests.support import ISSUER_RFC, client_profile, distributor_profile, subscription_catalogue
 
 CTIS = 4
 NAMES = ("Ana Ruiz", "Óscar Peña", "Zoe Álvarez", "juan pérez")
@@ -94,6 +94,7 @@ class History:
                 }
                 for package, unit in (("S", "stamps"), ("P", "points"))
             ],
+            *subscription_catalogue(self.ids("M", 0)),
             *self._distributor(distributor, self.ids("M", 0)),
             {
                 "type": "BuyPackage",
@@ -114,7 +115,6 @@ class History:
                 "actor": distributor,
                 "distributor_id": distributor,
                 "product": "Multinivel",
-                "annual_price": "1200.00",
             },
             {
                 "type": "DefinePackage",

@@ -4,25 +4,30 @@ The machine drives a small network (master, distributor D1, its sub-distributor 
 with a CTI each) through purchases, transfers of stamps and points, mass transfers, reclaims,
 client packages that expire, consumptions with repeated CFDI UUIDs, holds (reserved, posted,
 voided, and expired by the clock, with CFDIs shared with consumptions), blocking, suspension,
-credentials checks (right and wrong passwords, lockout, resets) and the clock. The model
-predicts each command's outcome (success, replay or the exact rejection code) and every balance.
-After every step it checks, from the stored events alone, that each unit's postings sum to zero
-and that no holder but the issuance source is negative, and that ``lg.balance`` (held books
-included) equals the model for every holder.
+credentials checks (right and wrong passwords, lockout, resets), renewals (which charge each
+subscription the amount the model computes apart, and extend them), licences under D1's MKL
+paid in points, extra-user seats and portal users, and the clock. The model predicts each
+command's outcome (success, replay or the exact rejection code) and every balance. After every
+step it checks, from the stored events alone, that each unit's postings sum to zero and that no
+holder but the issuance source is negative, and that ``lg.balance`` (held books included)
+equals the model for every holder.
 """
 
 from __future__ import annotations
 
+import calendar
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from adapters.memory import MemoryStore
+from adapters.storage.memory import MemoryStore
+from ledger.aggregates.common import add_one_year
 from ledger.api import Ledger
 from ledger.clock import ManualClock, local_date
 from ledger.errors import Rejected
@@ -47,7 +52,30 @@ CLIENT_PACKAGES = {"CS10": ("stamps", 10), "CP40": ("points", 40)}  # D1's panel
 GRANT_QUANTITY = 20
 GRANT_VALIDITY_DAYS = 7
 EXPIRES_ON = {D1: date(2026, 2, 15), D2: date(2026, 1, 20)}
+SUBSCRIPTIONS = {D1: ("Multinivel", "MKL Dóminus"), D2: ()}
+ANNUAL_PRICES = {"Multinivel": Decimal("1200.00"), "MKL Dóminus": Decimal("1850.00")}
+"""Pre-IVA yearly prices in the machine's catalogue."""
+LICENCE_POINTS = 40
+"""Points per Dóminus licence in the machine's catalogue."""
 UUID_POOL = tuple(f"abcdef00-0000-4000-8000-{n:012d}" for n in range(8))
+
+
+def charge_centavos(product: str, start: date, end: date) -> int:
+    """What a subscription costs from ``start`` to ``end``, computed apart from ``ledger.money``:
+    whole calendar months (a month on from the 31st ends on the month's last day), at least
+    one, of the yearly price, rounded half up to centavos, plus 16 % IVA rounded the same way."""
+    months = 0
+    while True:
+        year, month = divmod(start.month + months, 12)  # the month after ``months`` more
+        year, month = start.year + year, month + 1
+        day = min(start.day, calendar.monthrange(year, month)[1])
+        if date(year, month, day) > end:
+            break
+        months += 1
+    cent = Decimal("0.01")
+    base = (ANNUAL_PRICES[product] * max(months, 1) / 12).quantize(cent, ROUND_HALF_UP)
+    total = base + (base * Decimal("0.16")).quantize(cent, ROUND_HALF_UP)
+    return int(total * 100)
 
 
 @dataclass
@@ -114,6 +142,12 @@ class Model:
     consumed: dict[str, str] = field(default_factory=dict)  # CFDI UUID -> CTI, or "hold"
     hold_of: dict[str, ModelHold] = field(default_factory=dict)
     voided: set[str] = field(default_factory=set)  # holds whose VoidReservation is recorded
+    expires: dict[str, date] = field(default_factory=lambda: dict(EXPIRES_ON))
+    seats: dict[str, dict[str, tuple[date, str | None]]] = field(
+        default_factory=lambda: {c: {} for c in CLIENTS}
+    )  # client -> seat id -> (expires on, user id)
+    # user id -> (client, seat, status)
+    users: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
     def open_holds(self, cti_id: str) -> list[ModelHold]:
         """Holds the CTI's state keeps (closed by no event yet), oldest first."""
@@ -150,7 +184,18 @@ class Model:
         """The distributor's status with the clock applied."""
         if distributor_id in self.suspended:
             return "suspended"
-        return "expired" if today > EXPIRES_ON[distributor_id] else "active"
+        return "expired" if today > self.expires[distributor_id] else "active"
+
+    def free_seat(self, client_id: str, today: date) -> str | None:
+        """The free seat that lapses last (then the smallest id), as the ledger picks it."""
+        free = [
+            (expires_on, seat_id)
+            for seat_id, (expires_on, user) in self.seats[client_id].items()
+            if user is None and today <= expires_on
+        ]
+        if not free:
+            return None
+        return min(free, key=lambda seat: (-seat[0].toordinal(), seat[1]))[1]
 
     def usable(self, cti_id: str, today: date) -> int:
         """Stamps the CTI may use today (what ``lg.balance`` reports)."""
@@ -207,8 +252,13 @@ def setup_commands() -> list[dict[str, Any]]:
         {"type": "ValidateDistributor", "distributor_id": D1, "actor": MASTER},
         {"type": "ActivateDistributor", "distributor_id": D1, "actor": MASTER,
          "expires_on": EXPIRES_ON[D1].isoformat()},
-        {"type": "ContractSubscription", "actor": D1, "distributor_id": D1, "product": "Multinivel",
-         "annual_price": "1200.00"},
+        {"type": "DefineSubscriptionProduct", "seller_id": MASTER, "actor": MASTER,
+         "product": "Multinivel", "kind": "multinivel", "annual_price": "1200.00"},
+        {"type": "DefineSubscriptionProduct", "seller_id": MASTER, "actor": MASTER,
+         "product": "MKL Dóminus", "kind": "mkl", "annual_price": "1850.00",
+         "licence_points": LICENCE_POINTS},
+        *[{"type": "ContractSubscription", "distributor_id": D1, "product": product, "actor": D1}
+          for product in SUBSCRIPTIONS[D1]],
         {"type": "RegisterDistributor", "actor": D1, "distributor_id": D2, "parent_id": D1,
          "profile": distributor_profile("Dos", "dos@example.com")},
         {"type": "ValidateDistributor", "distributor_id": D2, "actor": D1},
@@ -603,7 +653,8 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             expected = "ok"
         command = {"type": "PostReservation", "hold_id": hold_id, "actor": MASTER}
-        if self.run(command, expected):
+        # A replay records nothing (DESIGN §3.3): no expiry of the CTI's other holds either.
+        if self.run(command, expected) and expected == "ok":
             assert hold is not None
             hold.open = False
             hold.closed_by = "post"
@@ -639,6 +690,111 @@ class LedgerMachine(RuleBasedStateMachine):
     def advance_seconds(self, seconds: int) -> None:
         """A few seconds or minutes pass: holds may expire."""
         self.clock.advance(timedelta(seconds=seconds))
+
+    @rule(distributor_id=st.sampled_from(DISTRIBUTORS), days=st.integers(-1, 60))
+    def renew(self, distributor_id: str, days: int) -> None:
+        """The parent renews; every subscription is charged (one sale each) and follows."""
+        status = self.model.status(distributor_id, self.today)
+        current = self.model.expires[distributor_id]
+        new_expiry = max(current, self.today) + timedelta(days=days)
+        if status not in ("active", "expired"):
+            expected = "invalid_transition"
+        elif new_expiry <= current or new_expiry < self.today:
+            expected = "invalid_command"
+        else:
+            expected = "ok"
+        command = {
+            "type": "RenewDistributor",
+            "distributor_id": distributor_id,
+            "actor": PARENT[distributor_id],
+            "expires_on": new_expiry.isoformat(),
+        }
+        outcome = self.run(command, expected)
+        if outcome is not None:
+            self.model.expires[distributor_id] = new_expiry
+            assert len(outcome.sale_ids) == len(SUBSCRIPTIONS[distributor_id])
+            # Each subscription is charged from the old expiry (today, if that passed).
+            start = max(current, self.today)
+            charged = {
+                event.product: event.amount_centavos
+                for event in self.lg.store.events()
+                if type(event).__name__ == "SubscriptionRenewed"
+                and event.sale_id in outcome.sale_ids  # type: ignore[attr-defined]
+            }
+            assert charged == {
+                product: charge_centavos(product, start, new_expiry)
+                for product in SUBSCRIPTIONS[distributor_id]
+            }
+            distributor = self.lg.engine.current(distributor_id)
+            assert set(distributor.subscriptions.values()) <= {new_expiry}  # type: ignore[union-attr]
+
+    @rule(client_id=st.sampled_from(CLIENTS))
+    def generate_licence(self, client_id: str) -> None:
+        """A Dóminus licence: D1's MKL; the wallet pays if it covers the price, else D1."""
+        distributor_id = CLIENT_OF[client_id]
+        payer = client_id if self.model.points[client_id] >= LICENCE_POINTS else distributor_id
+        if self.model.status(distributor_id, self.today) != "active":
+            expected = "distributor_not_active"
+        elif "MKL Dóminus" not in SUBSCRIPTIONS[distributor_id]:
+            expected = "mkl_required"
+        elif self.model.points[payer] < LICENCE_POINTS:
+            expected = "insufficient_points"
+        else:
+            expected = "ok"
+        command = {"type": "GenerateLicence", "client_id": client_id, "product": "Dóminus",
+                   "actor": distributor_id}  # fmt: skip
+        outcome = self.run(command, expected)
+        if outcome is not None:
+            self.model.points[payer] -= LICENCE_POINTS
+            assert outcome.details["paid_by"] == payer
+            assert outcome.details["expires_on"] == add_one_year(self.today).isoformat()
+
+    @rule(client_id=st.sampled_from(CLIENTS))
+    def buy_seat(self, client_id: str) -> None:
+        """The client's distributor sells it a seat for a year."""
+        distributor_id = CLIENT_OF[client_id]
+        active = self.model.status(distributor_id, self.today) == "active"
+        seat_id = self.next_id("SEAT")
+        command = {"type": "BuyUserSeat", "seat_id": seat_id, "client_id": client_id,
+                   "price": "288.84", "actor": distributor_id}  # fmt: skip
+        if self.run(command, "ok" if active else "distributor_not_active"):
+            self.model.seats[client_id][seat_id] = (add_one_year(self.today), None)
+
+    @rule(client_id=st.sampled_from(CLIENTS))
+    def add_portal_user(self, client_id: str) -> None:
+        """A user takes the free seat that lapses last, or no_free_seat."""
+        seat_id = self.model.free_seat(client_id, self.today)
+        user_id = self.next_id("U")
+        command = {"type": "AddPortalUser", "user_id": user_id, "client_id": client_id,
+                   "email": f"{user_id.lower()}@example.com", "actor": client_id}  # fmt: skip
+        outcome = self.run(command, "no_free_seat" if seat_id is None else "ok")
+        if outcome is not None:
+            assert seat_id is not None
+            assert outcome.details["seat_id"] == seat_id
+            expires_on, _ = self.model.seats[client_id][seat_id]
+            self.model.seats[client_id][seat_id] = (expires_on, user_id)
+            self.model.users[user_id] = (client_id, seat_id, "active")
+
+    @rule(data=st.data(), action=st.sampled_from(("Deactivate", "Change", "Delete")))
+    def change_portal_user(self, data: st.DataObject, action: str) -> None:
+        """Deactivate keeps the seat, Change reassigns a valid one, Delete loses it."""
+        if not self.model.users:
+            return
+        user_id = data.draw(st.sampled_from(sorted(self.model.users)))
+        client_id, seat_id, status = self.model.users[user_id]
+        expires_on, _ = self.model.seats[client_id][seat_id]
+        if status == "deleted" or (action == "Deactivate" and status != "active"):
+            expected = "invalid_transition"
+        elif action == "Change" and self.today > expires_on:
+            expected = "no_free_seat"
+        else:
+            expected = "ok"
+        command = {"type": f"{action}PortalUser", "user_id": user_id, "actor": client_id}
+        if action == "Change":
+            command["email"] = f"otro.{user_id.lower()}@example.com"
+        if self.run(command, expected):
+            new_status = {"Deactivate": "deactivated", "Change": "active", "Delete": "deleted"}
+            self.model.users[user_id] = (client_id, seat_id, new_status[action])
 
     @rule(days=st.integers(0, 4), hours=st.integers(0, 23))
     def advance_clock(self, days: int, hours: int) -> None:

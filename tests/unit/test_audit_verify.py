@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import Notification
 
-from adapters.chain import events_digest
-from adapters.codec import MsgspecMapper
+from adapters.storage.codec import MsgspecMapper
 from ledger.aggregates.distributor import Distributor
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
 from ledger.audit.source import RowsSource
 from ledger.audit.verify import Breach, ReplayState, VerifyReport, row_digest_parts, verify
+from ledger.chain import events_digest
 from ledger.clock import ManualClock
 from ledger.domain import Event
 from ledger.errors import IntegrityBreach
@@ -270,7 +270,7 @@ def test_history_nothing_can_decode_fails_loudly(lg: Ledger) -> None:
 
 
 def test_row_hash_parts_are_the_chains_digest(lg: Ledger) -> None:
-    """verify hashes a row exactly as ``adapters.chain.events_digest`` does."""
+    """verify hashes a row exactly as ``ledger.chain.events_digest`` does."""
     rows = rows_of(lg)[:3]
     streamed = hashlib.sha256(b"".join(row_digest_parts(r) for r in rows)).digest()
     assert streamed == events_digest(rows)

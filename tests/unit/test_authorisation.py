@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from adapters.memory import MemoryStore
+from adapters.storage.memory import MemoryStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands.auth import RULES
@@ -91,12 +91,33 @@ def network(lg: Ledger) -> None:
             "package_id": "PTS3000",
             "count": 3,
         },
+        *[
+            {
+                "type": "DefineSubscriptionProduct",
+                "actor": MASTER,
+                "seller_id": MASTER,
+                "product": product,
+                "kind": kind,
+                "annual_price": price,
+                "licence_points": points,
+            }
+            for product, kind, price, points in (
+                ("Multinivel", "multinivel", "1999.00", 0),
+                ("MKL Dóminus", "mkl", "1850.00", 100),
+                ("MKL NomiCloud", "mkl", "1999.00", 100),
+            )
+        ],
         {
             "type": "ContractSubscription",
             "actor": DISTRIBUTOR,
             "distributor_id": DISTRIBUTOR,
             "product": "Multinivel",
-            "annual_price": "1999.00",
+        },
+        {
+            "type": "ContractSubscription",
+            "actor": DISTRIBUTOR,
+            "distributor_id": DISTRIBUTOR,
+            "product": "MKL Dóminus",
         },
         *_distributor(OTHER_DISTRIBUTOR, MASTER),
         *_distributor(SUB_DISTRIBUTOR, DISTRIBUTOR),
@@ -216,6 +237,13 @@ RESERVE = {
     "cfdi_uuid": "6F1C2A9E-0B4D-4C55-9A1E-3D2B7C8E9F0A",
     "issuer_rfc": "GODE561231GR8",
 }
+SEAT = {"type": "BuyUserSeat", "seat_id": "SEAT-1", "client_id": CLIENT, "price": "300.00"}
+ADD_USER = {
+    "type": "AddPortalUser",
+    "user_id": "U-1",
+    "client_id": CLIENT,
+    "email": "usuario@example.com",
+}
 STAMPING_SERVICE = {"owner": REFUSED}
 """The master alone: the CTI's own distributor may not consume or check credentials."""
 
@@ -253,8 +281,7 @@ CASES: dict[str, Case] = {
         {
             "type": "ContractSubscription",
             "distributor_id": DISTRIBUTOR,
-            "product": "MKL Dominus",
-            "annual_price": "1850.00",
+            "product": "MKL NomiCloud",
         }
     ),
     "BuyPackage": Case(
@@ -414,6 +441,48 @@ CASES: dict[str, Case] = {
     "SpendPoints": Case(
         {"type": "SpendPoints", "client_id": CLIENT, "product": "licencia", "points": 10},
         owner=CLIENT,
+        expected={"client": OK},
+    ),
+    "DefineSubscriptionProduct": Case(
+        {
+            "type": "DefineSubscriptionProduct",
+            "seller_id": MASTER,
+            "product": "MKL Contpaqi",
+            "kind": "mkl",
+            "annual_price": "1500.00",
+        },
+        owner=MASTER,
+    ),
+    "PurgeDistributor": Case(
+        {"type": "PurgeDistributor", "distributor_id": SUB_DISTRIBUTOR},
+        setup=(
+            SUSPEND_S1,
+            by(DISTRIBUTOR, {"type": "CancelDistributor", "distributor_id": SUB_DISTRIBUTOR}),
+        ),
+        # Authorised actors reach the rule: a purge comes 30 days after the cancellation.
+        expected={"master": "invalid_transition", "owner": "invalid_transition"},
+    ),
+    "ConvertClientToDistributor": Case(
+        {"type": "ConvertClientToDistributor", "client_id": CLIENT, "distributor_id": "X2"}
+    ),
+    "GenerateLicence": Case(
+        {"type": "GenerateLicence", "client_id": CLIENT, "product": "MKL Dóminus"}
+    ),
+    "BuyUserSeat": Case(SEAT),
+    "AddPortalUser": Case(ADD_USER, setup=(by(DISTRIBUTOR, SEAT),), expected={"client": OK}),
+    "DeactivatePortalUser": Case(
+        {"type": "DeactivatePortalUser", "user_id": "U-1"},
+        setup=(by(DISTRIBUTOR, SEAT), by(DISTRIBUTOR, ADD_USER)),
+        expected={"client": OK},
+    ),
+    "ChangePortalUser": Case(
+        {"type": "ChangePortalUser", "user_id": "U-1", "email": "otra@example.com"},
+        setup=(by(DISTRIBUTOR, SEAT), by(DISTRIBUTOR, ADD_USER)),
+        expected={"client": OK},
+    ),
+    "DeletePortalUser": Case(
+        {"type": "DeletePortalUser", "user_id": "U-1"},
+        setup=(by(DISTRIBUTOR, SEAT), by(DISTRIBUTOR, ADD_USER)),
         expected={"client": OK},
     ),
 }

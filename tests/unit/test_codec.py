@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 import pytest
 from eventsourcing.persistence import MapperDeserialisationError, StoredEvent
 
-from adapters.codec import MsgspecMapper, encode_event
-from adapters.memory import MemoryStore
+from adapters.storage.codec import MsgspecMapper, encode_event
+from adapters.storage.memory import MemoryStore
 from ledger.domain import TOPICS, Aggregate, Created, Event
 
 AT = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from eventsourcing.persistence import Notification
 
-from adapters.codec import MsgspecMapper
+from adapters.storage.codec import MsgspecMapper
 from ledger.aggregates.stamping_account import CREDENTIALS_LOCK, StampingAccount
 from ledger.api import Ledger
 from ledger.audit.source import RowsSource

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from adapters.memory import MemoryStore
+from adapters.storage.memory import MemoryStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands.models import TransferStamps

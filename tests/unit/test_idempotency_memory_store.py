@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from adapters.memory import MemoryStore
+from adapters.storage.memory import MemoryStore
 from ledger.aggregates.master_account import MasterAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock

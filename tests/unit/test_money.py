@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from ledger.errors import Rejected
-from ledger.money import MONEY_CENTAVOS_MAX, add_iva, format_money, parse_money, split_iva
+from ledger.money import (
+    MONEY_CENTAVOS_MAX,
+    add_iva,
+    add_months,
+    format_money,
+    parse_money,
+    pro_rata,
+    split_iva,
+    subscription_charge,
+    whole_months_between,
+)
 
 
 def test_parse_money_turns_two_decimal_text_into_centavos() -> None:
@@ -162,3 +174,69 @@ def test_add_iva_then_split_iva_gives_the_base_back() -> None:
     """Splitting an IVA-included price built by add_iva recovers the list price."""
     for base in range(30_000):
         assert split_iva(add_iva(base))[0] == base
+
+
+# Pro rata by whole months (subscriptions) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("day", "months", "expected"),
+    [
+        (date(2026, 1, 31), 1, date(2026, 2, 28)),  # clamped to the shorter month
+        (date(2028, 1, 31), 1, date(2028, 2, 29)),  # leap year
+        (date(2028, 2, 29), 12, date(2029, 2, 28)),  # a leap day a year on
+        (date(2028, 2, 29), 48, date(2032, 2, 29)),  # four years on: a leap day again
+        (date(2026, 11, 30), 3, date(2027, 2, 28)),  # across the year end
+        (date(2026, 3, 15), 0, date(2026, 3, 15)),
+    ],
+)
+def test_add_months_clamps_to_the_last_day_of_the_month(
+    day: date, months: int, expected: date
+) -> None:
+    """A month on from the 31st is the month's last day; leap days follow the calendar."""
+    assert add_months(day, months) == expected
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "months"),
+    [
+        (date(2016, 4, 12), date(2017, 4, 12), 12),  # the seed's MKL Dóminus receipt
+        (date(2016, 4, 13), date(2017, 4, 12), 11),  # one day short of a year
+        (date(2026, 1, 31), date(2026, 2, 28), 1),  # 31 Jan → 28 Feb is a whole month
+        (date(2026, 1, 31), date(2026, 2, 27), 0),
+        (date(2028, 1, 31), date(2028, 2, 28), 0),  # in a leap year February has a 29th
+        (date(2028, 1, 31), date(2028, 2, 29), 1),
+        (date(2028, 2, 29), date(2029, 2, 28), 12),  # leap day to the next year's last day
+        (date(2026, 3, 15), date(2026, 4, 14), 0),
+        (date(2026, 3, 15), date(2026, 4, 15), 1),
+        (date(2026, 1, 5), date(2027, 1, 31), 12),
+        (date(2026, 6, 1), date(2026, 5, 1), 0),  # end before start
+    ],
+)
+def test_whole_months_between_counts_complete_calendar_months(
+    start: date, end: date, months: int
+) -> None:
+    """Only complete months count, with month ends and leap years as the calendar has them."""
+    assert whole_months_between(start, end) == months
+
+
+def test_pro_rata_rounds_half_up_to_centavos() -> None:
+    """7/12 of 1,999.00 is 1,166.0833… → 1,166.08; 1/12 of 0.06 is 0.005 → 0.01."""
+    assert pro_rata(199_900, 7) == 116_608
+    assert pro_rata(6, 1) == 1
+    assert pro_rata(185_000, 12) == 185_000
+
+
+def test_a_full_year_of_mkl_dominus_is_2146_with_iva() -> None:
+    """1,850.00 for the 12 months from 12 April 2016 to 12 April 2017, plus 16 % IVA."""
+    assert subscription_charge(185_000, date(2016, 4, 12), date(2017, 4, 12)) == (12, 214_600)
+
+
+def test_a_subscription_charges_at_least_one_month() -> None:
+    """Contracted with 10 days left, it pays one month: 1,999.00 / 12 = 166.58, + IVA 193.23."""
+    assert subscription_charge(199_900, date(2026, 1, 21), date(2026, 1, 31)) == (1, 19_323)
+
+
+def test_seven_months_of_multinivel() -> None:
+    """7 whole months of 1,999.00 is 1,166.08 before IVA, 1,352.65 with it."""
+    assert subscription_charge(199_900, date(2026, 6, 20), date(2027, 1, 31)) == (7, 135_265)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from adapters.memory import MemoryStore
+from adapters.storage.memory import MemoryStore
 from ledger.aggregates.client import Client
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger

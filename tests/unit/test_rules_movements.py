@@ -19,6 +19,7 @@ from tests.support import (
     client_profile,
     consume,
     distributor_profile,
+    subscription_catalogue,
 )
 
 OTHER = "D2"
@@ -118,12 +119,12 @@ def sub_distributor(lg: Ledger) -> str:
     """Registers and activates D1's sub-distributor ``D1a`` (D1 contracts Multinivel)."""
     results = lg.execute_many(
         [
+            *subscription_catalogue(MASTER),
             {
                 "type": "ContractSubscription",
                 "actor": DISTRIBUTOR,
                 "distributor_id": DISTRIBUTOR,
                 "product": "Multinivel",
-                "annual_price": "1200.00",
             },
             {
                 "type": "RegisterDistributor",

@@ -13,7 +13,14 @@ from ledger.aggregates.distributor import Distributor
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
-from tests.support import CTI, DISTRIBUTOR, MASTER, build_network, distributor_profile
+from tests.support import (
+    CTI,
+    DISTRIBUTOR,
+    MASTER,
+    build_network,
+    define_catalogue,
+    distributor_profile,
+)
 
 NEW = "D9"
 EXPIRES_ON = "2026-06-30"
@@ -44,6 +51,7 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
     """A ledger on the in-memory store with the standard network."""
     with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
         build_network(ledger)
+        define_catalogue(ledger)
         yield ledger
 
 
@@ -102,6 +110,7 @@ def drive_to(lg: Ledger, clock: ManualClock, target: str) -> None:
     lg.execute(act("cancel"))
     if target == "purged":
         clock.advance(timedelta(days=30))
+        lg.execute({"type": "PurgeDistributor", "distributor_id": NEW, "actor": MASTER})
 
 
 def transfer_to_cti(transfer_id: str = "T1", from_id: str = DISTRIBUTOR) -> dict[str, Any]:
@@ -294,7 +303,6 @@ def contract_multinivel() -> dict[str, Any]:
         "type": "ContractSubscription",
         "distributor_id": DISTRIBUTOR,
         "product": "Multinivel",
-        "annual_price": "12000.00",
         "actor": DISTRIBUTOR,
     }
 
@@ -324,11 +332,11 @@ def test_multinivel_allows_sub_distributors(lg: Ledger) -> None:
 
 
 def test_multinivel_is_charged_pro_rata_plus_iva(lg: Ledger) -> None:
-    """12,000.00 a year for 12 whole months left (5 Jan 2026 to 31 Jan 2027) plus 16 % IVA."""
+    """1,999.00 a year for 12 whole months left (5 Jan 2026 to 31 Jan 2027) plus 16 % IVA."""
     outcome = lg.execute(contract_multinivel())
-    assert outcome.details == {"months": 12}
+    assert outcome.details == {"months": 12, "amount": "2318.84", "expires_on": "2027-01-31"}
     (event,) = [e for e in lg.store.events() if type(e).__name__ == "SubscriptionContracted"]
-    assert event.amount_centavos == 1_392_000  # type: ignore[attr-defined]
+    assert event.amount_centavos == 231_884  # type: ignore[attr-defined]
 
 
 def test_registering_a_taken_distributor_id_is_already_exists(lg: Ledger) -> None:

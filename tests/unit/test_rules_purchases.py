@@ -21,6 +21,7 @@ from tests.support import (
     build_network,
     client_profile,
     distributor_profile,
+    subscription_catalogue,
 )
 
 SUB = "D1a"
@@ -88,11 +89,11 @@ def sub_distributor(lg: Ledger) -> None:
     """D1 (with Multinivel) registers and activates D1a."""
     ok(
         lg,
+        *subscription_catalogue(MASTER),
         {
             "type": "ContractSubscription",
             "distributor_id": DISTRIBUTOR,
             "product": "Multinivel",
-            "annual_price": "1200.00",
             "actor": DISTRIBUTOR,
         },
         {

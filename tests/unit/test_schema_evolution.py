@@ -19,10 +19,10 @@ from eventsourcing.persistence import MapperDeserialisationError, StoredEvent
 import ledger.aggregates.admin_profile
 import ledger.aggregates.client
 import ledger.aggregates.distributor
-import ledger.aggregates.master_account  # noqa: F401  (each module registers its event topics)
-from adapters.codec import MsgspecMapper
+import ledger.aggregates.master_account
+from adapters.storage.codec import MsgspecMapper
 from ledger.aggregates.stamping_account import StampingAccount
-from ledger.domain import Event
+from ledger.domain import Event, Snapshot
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "history_v1.json"
 V1_TOPIC = "StampingAccount.StampConsumed"
@@ -117,6 +117,41 @@ def test_v1_bytes_missing_stamped_at_fail_loudly() -> None:
     del broken["stamped_at"]
     with pytest.raises(MapperDeserialisationError):
         decode({**row, "state": json.dumps(broken)})
+
+
+def _new(aggregate_name: str) -> Any:
+    """A freshly created aggregate of that kind."""
+    at = datetime(2026, 1, 5, tzinfo=UTC)
+    if aggregate_name == "Distributor":
+        return ledger.aggregates.distributor.Distributor.register(
+            "D", "M", {"name": "x"}, at, master_id="M"
+        )
+    if aggregate_name == "Client":
+        return ledger.aggregates.client.Client.register(
+            "C", "D", "1", {"name": "x"}, at, master_id="M"
+        )
+    return ledger.aggregates.master_account.MasterAccount.open("M", "P", "SAT970701NN3", at)
+
+
+@pytest.mark.parametrize(
+    ("aggregate_name", "added"),
+    [
+        ("Distributor", {"converted_from": None}),
+        ("Client", {"seats": {}}),
+        ("MasterAccount", {"subscription_products": {}, "admin_email": None}),
+    ],
+)
+def test_a_snapshot_stored_before_an_attribute_existed_still_loads(
+    aggregate_name: str, added: dict[str, Any]
+) -> None:
+    """Attributes added later (``snapshot_defaults``) take their defaults from older snapshots."""
+    snapshot = Snapshot.take(_new(aggregate_name), datetime(2026, 1, 5, tzinfo=UTC))
+    state = msgspec.json.decode(snapshot.state)
+    for name in added:
+        del state[name]  # as a snapshot written before the attribute existed
+    older = msgspec.structs.replace(snapshot, state=msgspec.Raw(msgspec.json.encode(state)))
+    aggregate = older.mutate(None)
+    assert {n: getattr(aggregate, n) for n in added} == added
 
 
 # Actors and networks (DESIGN §4a): fields added with defaults -----------------------------------

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -32,6 +32,8 @@ EXIT_REJECTED = 1
 """A rejection, invalid input, or (verify) a breach."""
 EXIT_ERROR = 2
 """The ledger could not run (database unreachable, unreadable file, ...)."""
+PIPED_WIDTH = 200
+"""Columns of tables written to a pipe or a file (a terminal uses its own width)."""
 EXIT_BROKEN_PIPE = 128 + 13
 """What a shell reports for a command ended by SIGPIPE: the reader closed the pipe."""
 
@@ -128,22 +130,47 @@ def amount(value: int, unit: str) -> str:
     return f"{value:,} {name}"
 
 
+class _OutputConsole(Console):
+    """A console that leaves a closed pipe to ``main`` (rich itself would exit with status 1)."""
+
+    def on_broken_pipe(self) -> None:
+        """Stops writing and raises ``BrokenPipeError``: the CLI ends with SIGPIPE's status."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
+def output_console(file: TextIO | None = None) -> Console:
+    """A ``rich`` console for tables and text on ``file`` (default stdout).
+
+    On a terminal: its width and colours. Elsewhere (a pipe, a file, CI): no colours and
+    ``PIPED_WIDTH`` columns, so that tables keep one line per row. Markup, emoji codes and
+    highlighting are off: names and references from the ledger print as they are.
+    """
+    options: dict[str, Any] = {"markup": False, "emoji": False, "highlight": False}
+    console = _OutputConsole(file=file, **options)
+    if console.is_terminal:
+        return console
+    return _OutputConsole(file=file, width=PIPED_WIDTH, **options)
+
+
 class ProgressBar:
-    """A ``rich`` progress bar on stderr for long passes (rebuild, project, verify, import).
+    """A ``rich`` progress bar on stderr for long passes (rebuild, project, verify, import, demo).
 
     On a terminal it redraws in place; elsewhere (a log file, CI) rich draws nothing live and
-    the closing line says what was done. Call it with ``(done, total)``.
+    the closing line says what was done. Call it with ``(done, total)``; ``unit`` names what
+    is counted.
     """
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, unit: str = "events") -> None:
         self.label = label
+        self.unit = unit
         self.console = Console(stderr=True)
         self._progress = Progress(
             TextColumn(f"{label}"),
             BarColumn(),
             TaskProgressColumn(),
             MofNCompleteColumn(),
-            TextColumn("events"),
+            TextColumn(unit),
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
@@ -174,8 +201,8 @@ class ProgressBar:
             elapsed_s = time.perf_counter() - self._started
             rate = self.done / elapsed_s if elapsed_s > 0 else 0.0
             self.console.print(
-                f"{self.label}: done, {self.done:,} events in {elapsed_s:.1f} s "
-                f"({rate:,.0f} events/s)",
+                f"{self.label}: done, {self.done:,} {self.unit} in {elapsed_s:.1f} s "
+                f"({rate:,.0f} {self.unit}/s)",
                 highlight=False,
                 soft_wrap=True,
             )

@@ -13,12 +13,16 @@ import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from eventsourcing.persistence import StoredEvent
 
-from adapters.codec import MsgspecMapper
+from adapters.storage.codec import MsgspecMapper
 from ledger.domain import Aggregate, Event, Snapshot
 from ledger.engine import KeyRecord, Record, WriteConflict
+
+if TYPE_CHECKING:
+    from ledger.audit.source import AuditSource
 
 
 class MemoryStore:
@@ -142,6 +146,12 @@ class MemoryStore:
         """Every stored row in notification order (id = position + 1)."""
         with self._lock:
             return list(self._log)
+
+    def audit_source(self) -> AuditSource:
+        """What ``verify`` and ``history`` read (``adapters/storage/audit.py``; no hash chain)."""
+        from adapters.storage.audit import MemorySource  # noqa: PLC0415  (it imports the store)
+
+        return MemorySource(self)
 
     def events(self) -> list[Event]:
         """Every recorded event decoded again, in notification order."""

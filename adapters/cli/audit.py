@@ -1,7 +1,8 @@
 """The auditors' subcommands of the ``ledger`` CLI: ``verify`` and ``history``.
 
-``adapters/cli.py`` calls ``register(subparsers)``; each subcommand sets ``func(args) -> int`` (the
-exit code) as its default. ``main(argv)`` runs them on their own (``python -m adapters.cli_audit``).
+``adapters/cli/main.py`` calls ``register(subparsers)``; each subcommand sets ``func(args) -> int``
+(the exit code) as its default. ``main(argv)`` runs them on their own
+(``python -m adapters.cli.audit``).
 
 - ``ledger verify [--url URL] [--expect-head HEX] [--json]``: replays every event and checks the
   invariants; progress on stderr (a live line on a terminal, a plain line every few seconds
@@ -16,28 +17,48 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
-from adapters.cli_common import (
+from rich import box
+from rich.console import Console, JustifyMethod
+from rich.table import Table
+
+from adapters.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_REJECTED,
     ProgressBar,
     add_command,
     describe,
+    output_console,
     quiet_broken_pipe,
     url_option,
 )
 from ledger.api import Ledger
-from ledger.audit import VerifyReport, iter_history
-from ledger.audit.source import source_for
+from ledger.audit import Movement, VerifyReport
 from ledger.errors import LedgerError, Rejected
 
 BREACHES_PRINTED_MAX = 50
 """Breaches listed on stdout (``--json`` lists every one the report kept)."""
 
 EXIT_BREACH = EXIT_REJECTED
+
+HISTORY_ROWS_PER_TABLE = 200
+"""Movements per printed slice of ``ledger history``."""
+HISTORY_COLUMNS: tuple[tuple[str, int, JustifyMethod], ...] = (
+    ("time", 25, "left"),
+    ("amount", 9, "right"),
+    ("balance", 9, "right"),
+    ("counterpart", 24, "left"),
+    ("ref", 38, "left"),
+    ("actor", 16, "left"),
+    ("event", 0, "left"),
+)
+"""Name, minimum width and alignment of each column of ``ledger history``."""
+HISTORY_WIDTH = sum(width for _, width, _ in HISTORY_COLUMNS) + 3 * len(HISTORY_COLUMNS) + 30
+"""Columns the history needs at those widths (with an event's topic); a narrower terminal
+gets each slice sized to its own rows instead."""
 
 
 def register(subparsers: Any) -> None:
@@ -112,6 +133,35 @@ def print_report(report: VerifyReport, out: TextIO) -> None:
         out.write(f"... and {hidden} more breaches (--json lists those kept)\n")
 
 
+def _history_table(*, header: bool, fixed: bool) -> Table:
+    """The history's columns; ``fixed``: wide enough for usual ids, so that slices line up."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, show_header=header)
+    for name, width, justify in HISTORY_COLUMNS:
+        # Ids and topics fold on a narrow terminal rather than lose their end.
+        table.add_column(name, min_width=width if fixed else None, justify=justify, overflow="fold")
+    return table
+
+
+def print_history(movements: Iterable[Movement], console: Console) -> None:
+    """Movements as a table, ``HISTORY_ROWS_PER_TABLE`` rows at a time.
+
+    The history of a busy account is long: printing it in slices keeps memory bounded and
+    shows the first rows at once (``| head`` does not wait for the whole history).
+    """
+    fixed = console.width >= HISTORY_WIDTH
+    table = _history_table(header=True, fixed=fixed)
+    for m in movements:
+        table.add_row(
+            m.at.isoformat(), f"{m.amount:+,}", f"{m.balance:,}", m.counterpart, m.ref,
+            m.actor or "-", m.topic,
+        )  # fmt: skip
+        if table.row_count == HISTORY_ROWS_PER_TABLE:
+            console.print(table)
+            table = _history_table(header=False, fixed=fixed)
+    if table.row_count or table.show_header:
+        console.print(table)
+
+
 def run_verify(args: argparse.Namespace) -> int:
     """``ledger verify``."""
     try:
@@ -140,20 +190,12 @@ def run_history(args: argparse.Namespace) -> int:
     out = sys.stdout
     try:
         with Ledger.open(getattr(args, "url", None), projections="off", create_tables=False) as lg:
-            movements = iter_history(source_for(lg.store), args.holder, args.unit)
-            if not args.json:
-                out.write(
-                    f"{'time':32}  {'amount':>9}  {'balance':>9}  {'counterpart':24}"
-                    f"  {'ref':38}  {'actor':16}  event\n"
-                )
-            for m in movements:
-                if args.json:
+            movements = lg.iter_history(args.holder, args.unit)
+            if args.json:
+                for m in movements:
                     out.write(json.dumps(m.to_dict(), ensure_ascii=False) + "\n")
-                else:
-                    out.write(
-                        f"{m.at.isoformat():32}  {m.amount:>+9}  {m.balance:>9}"
-                        f"  {m.counterpart:24}  {m.ref:38}  {m.actor or '-':16}  {m.topic}\n"
-                    )
+            else:
+                print_history(movements, output_console(out))
     except LedgerError as exc:
         sys.stderr.write(f"history: {describe(exc)}\n")
         return EXIT_REJECTED if isinstance(exc, Rejected) else EXIT_ERROR

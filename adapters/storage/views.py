@@ -31,8 +31,13 @@ import psycopg
 from eventsourcing.persistence import MapperDeserialisationError, Notification, PersistenceError
 from psycopg import sql
 
-from adapters.memory import MemoryStore
-from adapters.store import EventStore, LedgerPostgresRecorder, env_for_url
+from adapters.storage.memory import MemoryStore
+from adapters.storage.store import (
+    POSTGRES_POOL_TIMEOUT_S,
+    EventStore,
+    LedgerPostgresRecorder,
+    env_for_url,
+)
 from ledger.domain import Event
 from ledger.errors import InfrastructureError, IntegrityBreach
 from ledger.logging import get_logger
@@ -43,10 +48,9 @@ log = get_logger("ledger.views")
 
 CONNECTIONS_MAX = 4
 """Bound on connections one view database opens."""
-CONNECTION_WAIT_S = 30.0
-"""Bound on the wait for a free connection."""
-SQLITE_BUSY_TIMEOUT_S = 30
-"""Bound on the wait for SQLite's write lock (event writers hold it briefly)."""
+WAIT_S_DEFAULT = 5.0
+"""Bound on the wait for a free connection and for SQLite's write lock, unless the ledger URL's
+``pool_timeout`` (PostgreSQL) or ``busy_timeout`` (SQLite) says otherwise, as for the events."""
 WAIT_SLICE_S = 0.5
 """Bound on one blocking wait of a follower, so it notices a stop request quickly."""
 DDL_LOCK_ID = 7_310_420_002
@@ -296,8 +300,9 @@ _PG_CASTS: dict[Kind, str] = {
 class _Pool:
     """A bounded LIFO pool of connections, made on demand."""
 
-    def __init__(self, connect: Any, size_max: int) -> None:
+    def __init__(self, connect: Any, size_max: int, wait_s: float) -> None:
         self._connect = connect
+        self._wait_s = wait_s
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._all: list[Any] = []
         self._lock = threading.Lock()
@@ -316,9 +321,12 @@ class _Pool:
                     self._all.append(connection)
                     return connection
         try:
-            return self._idle.get(timeout=CONNECTION_WAIT_S)
+            return self._idle.get(timeout=self._wait_s)
         except queue.Empty:
-            raise InfrastructureError("no free view database connection") from None
+            raise InfrastructureError(
+                f"no free view database connection after {self._wait_s:g} s"
+                f" ({self._size_max} in use; the URL's pool_timeout or busy_timeout sets the wait)"
+            ) from None
 
     def put(self, connection: Any) -> None:
         self._idle.put(connection)
@@ -345,12 +353,13 @@ class SQLiteViewDatabase:
 
     dialect = SQLITE
 
-    def __init__(self, path: str, *, durable: bool = True) -> None:
+    def __init__(self, path: str, *, durable: bool = True, wait_s: float = WAIT_S_DEFAULT) -> None:
         self.path = path
         self.memory = path == ":memory:"
         self._durable = durable
+        self.wait_s = wait_s
         # A private in-memory database exists per connection: then one connection serves all.
-        self._pool = _Pool(self._connect, 1 if self.memory else CONNECTIONS_MAX)
+        self._pool = _Pool(self._connect, 1 if self.memory else CONNECTIONS_MAX, wait_s)
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -358,7 +367,7 @@ class SQLiteViewDatabase:
                 self.path,
                 isolation_level=None,
                 check_same_thread=False,
-                timeout=SQLITE_BUSY_TIMEOUT_S,
+                timeout=self.wait_s,
             )
             if not self.memory:
                 # Durable against a process crash; a power loss may drop the last view page,
@@ -430,7 +439,7 @@ class SQLiteViewDatabase:
                     f"another rebuild of these views is running ({path}.lock is locked)"
                 ) from None
             _remove_sqlite_files(path)  # left by a rebuild that crashed
-            scratch = SQLiteViewDatabase(path, durable=False)
+            scratch = SQLiteViewDatabase(path, durable=False, wait_s=self.wait_s)
             try:
                 yield scratch
             finally:
@@ -522,10 +531,13 @@ class PostgresViewDatabase:
 
     dialect = POSTGRES
 
-    def __init__(self, conninfo: str, *, schema: str | None = None) -> None:
+    def __init__(
+        self, conninfo: str, *, schema: str | None = None, wait_s: float = WAIT_S_DEFAULT
+    ) -> None:
         self.conninfo = conninfo
         self.schema = schema
-        self._pool = _Pool(self._connect, CONNECTIONS_MAX)
+        self.wait_s = wait_s
+        self._pool = _Pool(self._connect, CONNECTIONS_MAX, wait_s)
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -595,7 +607,7 @@ class PostgresViewDatabase:
                 raise InfrastructureError("another rebuild of these views is running")
             guard.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
             guard.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
-            scratch = PostgresViewDatabase(self.conninfo, schema=ASIDE_SCHEMA)
+            scratch = PostgresViewDatabase(self.conninfo, schema=ASIDE_SCHEMA, wait_s=self.wait_s)
             try:
                 yield scratch
             finally:
@@ -713,8 +725,8 @@ def open_view_database(url: str | None) -> ViewStorage:
         return SQLiteViewDatabase(":memory:")
     env = env_for_url(url)
     if "SQLITE_DBNAME" in env:
-        return SQLiteViewDatabase(env["SQLITE_DBNAME"])
-    return PostgresViewDatabase(postgres_conninfo(env))
+        return SQLiteViewDatabase(env["SQLITE_DBNAME"], wait_s=float(env["SQLITE_LOCK_TIMEOUT"]))
+    return PostgresViewDatabase(postgres_conninfo(env), wait_s=float(env[POSTGRES_POOL_TIMEOUT_S]))
 
 
 class RecorderNotifications:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager
 from datetime import datetime
 from operator import attrgetter
-from typing import Any, ClassVar, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlparse
 
 import psycopg
@@ -61,8 +61,8 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import PoolTimeout
 
-from adapters.chain import GENESIS, events_digest, link
-from adapters.codec import MsgspecMapper
+from adapters.storage.codec import MsgspecMapper
+from ledger.chain import GENESIS, events_digest, link
 from ledger.domain import Aggregate, Event, Snapshot
 from ledger.engine import KeyRecord, Record, WriteConflict
 from ledger.errors import (
@@ -72,6 +72,9 @@ from ledger.errors import (
     IntegrityBreach,
     LedgerError,
 )
+
+if TYPE_CHECKING:
+    from ledger.audit.source import AuditSource
 
 CONNECT_TIMEOUT_S_DEFAULT = 5
 """Seconds to open one PostgreSQL connection (URL ``?connect_timeout=``, whole seconds; libpq
@@ -256,7 +259,7 @@ def record_parameters(
     """The parameters of ``ledger_record``: column arrays, keys in order, the digest.
 
     The arrays go in PostgreSQL's binary array format, built here in one pass that also
-    feeds the digest (``adapters.chain.events_digest`` of the rows, byte for byte): psycopg's
+    feeds the digest (``ledger.chain.events_digest`` of the rows, byte for byte): psycopg's
     own list dumpers inspect every element in Python, ~3 µs an event in a batch and ~50 µs
     a single call.
     """
@@ -882,7 +885,7 @@ def env_for_url(url: str | None, *, create_tables: bool = True) -> dict[str, str
             raise StoreConfigError(f"no SQLite file in {url!r}")
         return {
             **common,
-            "PERSISTENCE_MODULE": "adapters.store:LedgerSQLiteFactory",
+            "PERSISTENCE_MODULE": "adapters.storage.store:LedgerSQLiteFactory",
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": str(sqlite_options["busy_timeout"]),
         }
@@ -894,7 +897,7 @@ def env_for_url(url: str | None, *, create_tables: bool = True) -> dict[str, str
         )
         return {
             **common,
-            "PERSISTENCE_MODULE": "adapters.store:LedgerPostgresFactory",
+            "PERSISTENCE_MODULE": "adapters.storage.store:LedgerPostgresFactory",
             "POSTGRES_DBNAME": (parsed.path or "/").lstrip("/") or "postgres",
             "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
             "POSTGRES_PORT": str(parsed.port or 5432),
@@ -1120,6 +1123,12 @@ class EventStore:
             return bool(self.recorder.select_notifications(None, 1, topics=[topic]))
         except PersistenceError as exc:
             raise InfrastructureError(f"cannot read events of {topic!r}: {exc}") from None
+
+    def audit_source(self) -> AuditSource:
+        """What ``verify`` and ``history`` read (``adapters/storage/audit.py``)."""
+        from adapters.storage.audit import StoreSource  # noqa: PLC0415  (it imports this module)
+
+        return StoreSource(self)
 
     def record(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
         """Events and keys in one transaction; ``WriteConflict`` if a version or key was taken."""

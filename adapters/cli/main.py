@@ -13,7 +13,7 @@ Every subcommand takes ``--url`` (default ``$LEDGER_URL`` or ``sqlite:///ledger.
   and the log is read from ``--url`` (which may be a hot standby);
 - ``balance HOLDER [--unit] [--at ISO]``: a balance from the write side (or at an instant);
 - ``import-clients FILE`` / ``export-clients``: clients as CSV with ``CSV_COLUMNS`` in order;
-- ``verify`` and ``history`` come from ``adapters/cli_audit.py`` when it is installed.
+- ``verify`` and ``history`` come from ``adapters/cli/audit.py`` when it is installed.
 
 Exit codes: 0 success, 1 a rejection or invalid input, 2 the ledger could not run.
 """
@@ -38,8 +38,10 @@ from typing import IO, Any, TextIO
 
 import msgspec
 from pydantic import ValidationError
+from rich import box
+from rich.table import Table
 
-from adapters.cli_common import (
+from adapters.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_REJECTED,
@@ -49,10 +51,11 @@ from adapters.cli_common import (
     amount,
     error,
     fail,
+    output_console,
     quiet_broken_pipe,
     url_option,
 )
-from adapters.views import LogWatcher
+from adapters.storage.views import LogWatcher
 from ledger.aggregates.distributor import Distributor
 from ledger.api import Ledger
 from ledger.clock import local_date
@@ -192,6 +195,23 @@ def _add_view_commands(commands: Any) -> None:
     rebuild.set_defaults(func=run_rebuild)
 
 
+def _add_purge_due(commands: Any) -> None:
+    """The ``purge-due`` subcommand."""
+    purge = add_command(
+        commands,
+        "purge-due",
+        "purge every distributor cancelled 30 days ago or more",
+        "Brings the views up to date, then records PurgeDistributor (by the parent) for each\n"
+        "cancelled distributor whose purge day has come: its and its clients' personal data\n"
+        "leave the view tables; the events stay. One JSON outcome per purge on stdout. Safe to\n"
+        "run again, or in two processes: each distributor is purged once.",
+        ["ledger purge-due", "ledger purge-due --url postgresql://postgres@db/ledger"],
+    )
+    url_option(purge)
+    views_url_option(purge)
+    purge.set_defaults(func=run_purge_due)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ledger`` parser with every subcommand (and the audit ones when present)."""
     parser = argparse.ArgumentParser(
@@ -265,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     url_option(balance)
     balance.set_defaults(func=run_balance)
 
+    _add_purge_due(commands)
+
     imports = add_command(
         commands,
         "import-clients",
@@ -309,9 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=run_schema)
 
     try:
-        from adapters import cli_audit  # noqa: PLC0415  (optional: present when audit is installed)
+        from adapters.cli import audit as cli_audit  # noqa: PLC0415  (optional: present when audit is installed)
     except ModuleNotFoundError as exc:
-        if exc.name != "adapters.cli_audit":
+        if exc.name != "adapters.cli.audit":
             raise
     else:
         cli_audit.register(commands)
@@ -350,7 +372,7 @@ def _open(args: argparse.Namespace, **options: Any) -> Ledger:
 
 def run_demo(args: argparse.Namespace) -> int:
     """``ledger demo``."""
-    from adapters import demo  # noqa: PLC0415  (only the demo needs its name lists)
+    from adapters.cli import demo  # noqa: PLC0415  (only the demo needs its name lists)
 
     if not 10 <= args.clients <= 5_000 or not 7 <= args.days <= 366:
         return error("demo", "--clients must be 10..5000 and --days 7..366")
@@ -491,6 +513,21 @@ def run_exec(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_purge_due(args: argparse.Namespace) -> int:
+    """``ledger purge-due``: one JSON line per purge; exit 1 if any was rejected."""
+    try:
+        with _open(args) as lg:
+            results = lg.purge_due()
+    except LedgerError as exc:
+        return fail("purge-due", exc)
+    for result in results:
+        sys.stdout.buffer.write(_ENCODER.encode(result.to_dict()) + b"\n")
+    sys.stdout.flush()
+    purged = sum(1 for r in results if not isinstance(r, Rejected))
+    sys.stderr.write(f"purge-due: {purged} purged, {len(results) - purged} rejected\n")
+    return EXIT_OK if purged == len(results) else EXIT_REJECTED
+
+
 # project, rebuild ---------------------------------------------------------------------------
 
 
@@ -542,17 +579,25 @@ def run_status(args: argparse.Namespace) -> int:
         if status["log_standby"]:
             lag = status["log_replay_lag_s"]
             standby = f", read from a hot standby {'?' if lag is None else f'{lag:.1f}'} s behind"
-        out.write(f"log: newest notification {status['log_position']}{standby}\n")
-        out.write(f"{'view':12} {'position':>10} {'lag events':>11} {'lag s':>9}  last error\n")
+        console = output_console(out)
+        console.print(f"log: newest notification {status['log_position']:,}{standby}")
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for name in ("view", "position", "lag events", "lag s", "failed"):
+            table.add_column(name, justify="left" if name == "view" else "right", no_wrap=True)
         for view in views:
             lag_s = "?" if view["lag_s"] is None else f"{view['lag_s']:.1f}"
-            error = view["error"] or "-"
-            if view["error"]:
-                error = f"{error} (at {view['error_at']}, {view['failures']} failed attempts)"
-            out.write(
-                f"{view['name']:12} {view['position']:>10} {view['lag_events']:>11}"
-                f" {lag_s:>9}  {error}\n"
+            failed = f"{view['failures']:,} times" if view["error"] else "-"
+            table.add_row(
+                view["name"], f"{view['position']:,}", f"{view['lag_events']:,}", lag_s, failed
             )
+        console.print(table)
+        # An error names the event it stopped at: printed whole, one line each, below.
+        for view in views:
+            if view["error"]:
+                console.print(
+                    f"{view['name']}: last error at {view['error_at']}: {view['error']}",
+                    soft_wrap=True,
+                )
     return EXIT_REJECTED if any(view["error"] for view in views) else EXIT_OK
 
 

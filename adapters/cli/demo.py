@@ -8,29 +8,75 @@ quiet Sundays, a month-end rush, accounts that started recently), driven by a ``
 top-ups as accounts run low, some automatic; invoices for the first month's sales.
 
 Everything goes through ``Ledger.execute_many`` in daily batches, as a real integration would.
+The sellers invoice what they sold in the first weeks; later sales stay unbilled.
+
+The views are printed with ``rich`` (a table per view, a bar per day for the last 14 days of one
+CTI), each abbreviation explained where it first appears, and three ``ledger`` commands to try
+next on the same database. Off a terminal (a pipe, CI) the same text comes without colours, with
+a table row per line.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import shlex
+import shutil
+import sys
 import time
 import unicodedata
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
+from decimal import Decimal
+from pathlib import Path
 from typing import Any, TextIO
 
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 from stdnum.mx import rfc as stdnum_rfc
 
+from adapters.cli.common import ProgressBar, output_console
 from ledger.api import Ledger
-from ledger.clock import MEXICO_CITY, ManualClock
+from ledger.clock import MEXICO_CITY, ManualClock, local_date
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
+from ledger.projections.billing import SaleRow
+from ledger.projections.consumption import ConsumptionRow
 from ledger.rfc import validate_rfc
 
 MASTER = "PLATAFORMA"
+SUBSCRIPTION_CATALOGUE: tuple[tuple[str, str, str, int], ...] = (
+    ("Multinivel", "multinivel", "1999.00", 0),
+    ("MKL NomiCloud", "mkl", "1999.00", 0),
+    ("MKL Dóminus", "mkl", "1850.00", 250),
+    ("MKL MaxiComercio ERP 2014", "mkl", "15000.00", 0),
+    ("MKL Contablink", "mkl", "0.00", 0),
+    ("MKL FactuDesk 2014", "mkl", "0.00", 0),
+    ("MKL Maxicomercio Pequeños Negocios", "mkl", "0.00", 0),
+    ("MKL CFDI Explorer", "mkl", "0.00", 0),
+)
+"""The seed's subscription list: product, kind, yearly price before IVA, points per licence
+(the seed gives no licence price; 250 points for Dóminus is the demo's own)."""
+SUBSCRIPTIONS = (
+    ("D-CENTRO", "Multinivel"),
+    ("D-CENTRO", "MKL Dóminus"),
+    ("D-NORTE", "MKL Dóminus"),
+    ("D-NORTE", "MKL NomiCloud"),
+)
+"""Who contracts what: Multinivel lets D-CENTRO have sub-distributors; an MKL lets a
+distributor generate licences of that software for its clients."""
+LICENSED_BY = "D-NORTE"
+CONVERTED_BY = "D-CENTRO"
+CONVERTED_DISTRIBUTOR = "D-CENTRO-NUEVO"
+CLOSING = "D-BAJA"
+"""A distributor cancelled on the demo's first day and purged 30 days later."""
+CLOSING_CLIENT = "CL-BAJA"
+PURGE_AFTER_DAYS = 30
 PASSWORD = "demo-contraseña-1"  # noqa: S105  (a demo account's password, printed nowhere)
 
 _FIRST_NAMES = (
@@ -132,6 +178,12 @@ class _Seller:
     clients: list[str] = field(default_factory=list)
 
 
+def opening_day(today: date, days: int) -> date:
+    """The network opens the day before the first day of consumption, or earlier in a short
+    demo: the distributor cancelled that day must be due for its purge today."""
+    return min(today - timedelta(days=days + 1), today - timedelta(days=PURGE_AFTER_DAYS + 1))
+
+
 @dataclass
 class DemoReport:
     """What the demo did: counts and the ids worth showing."""
@@ -156,6 +208,7 @@ class DemoBuilder:
         self.days = days
         self.today = today
         self.first_day = today - timedelta(days=days)
+        self.opening_day = opening_day(today, days)
         self.report = DemoReport()
         self.accounts: dict[str, _Account] = {}
         self.sales: dict[str, list[tuple[date, str]]] = {}
@@ -185,17 +238,23 @@ class DemoBuilder:
                 outcomes.append(None)
             else:
                 sale_ids = () if command["type"] == "RegisterInvoice" else result.sale_ids
-                for sale_id in sale_ids:
-                    seller = command.get("from_id") or command.get("seller_id") or MASTER
-                    if command["type"] == "ContractSubscription":
-                        seller = next(
-                            s.parent_id
-                            for s in self.sellers
-                            if s.distributor_id == command["distributor_id"]
-                        )
-                    self.sales.setdefault(seller, []).append((self.clock().date(), sale_id))
+                if sale_ids:
+                    sales = self.sales.setdefault(self._seller_of(command), [])
+                    sales.extend((self.clock().date(), sale_id) for sale_id in sale_ids)
                 outcomes.append(result)
         return outcomes
+
+    def _seller_of(self, command: dict[str, Any]) -> str:
+        """Who sold what a command's outcome lists in ``sale_ids`` (the seller invoices it)."""
+        kind = command["type"]
+        if kind == "ContractSubscription":  # the network's catalogue: the master sells it
+            return MASTER
+        if kind == "ConsumeStamp":  # an automatic top-up, sold by the CTI's distributor
+            return self.accounts[command["cti_id"]].distributor_id
+        if kind == "ClientBuyPackage":  # a panel purchase, sold by the client's distributor
+            return next(s.distributor_id for s in self.sellers if command["client_id"] in s.clients)
+        seller: str = command.get("from_id") or command.get("seller_id") or MASTER
+        return seller
 
     # Network --------------------------------------------------------------------------------
 
@@ -210,7 +269,7 @@ class DemoBuilder:
 
     def build_network(self) -> None:
         """Master account, catalogue, distributors, subscriptions, sub-distributors."""
-        self.clock.set(self._at(self.first_day - timedelta(days=1), 9))
+        self.clock.set(self._at(self.opening_day, 9))
         expires = (self.today + timedelta(days=365)).isoformat()
         commands: list[dict[str, Any]] = [
             {
@@ -236,6 +295,18 @@ class DemoBuilder:
                     ("TIM-50000", "stamps", 50_000, "17500.00"),
                     ("PTS-3000", "points", 3_000, "2850.00"),
                 )
+            ],
+            *[
+                {
+                    "type": "DefineSubscriptionProduct",
+                    "actor": MASTER,
+                    "seller_id": MASTER,
+                    "product": product,
+                    "kind": kind,
+                    "annual_price": price,
+                    "licence_points": licence_points,
+                }
+                for product, kind, price, licence_points in SUBSCRIPTION_CATALOGUE
             ],
         ]
         for seller in self.sellers:
@@ -276,13 +347,15 @@ class DemoBuilder:
             if seller.parent_id == MASTER
         ]
         commands += [
-            {
-                "type": "ContractSubscription",
-                "actor": "D-CENTRO",
-                "distributor_id": "D-CENTRO",
-                "product": "Multinivel",
-                "annual_price": "12000.00",
-            },
+            *[
+                {
+                    "type": "ContractSubscription",
+                    "actor": distributor_id,
+                    "distributor_id": distributor_id,
+                    "product": product,
+                }
+                for distributor_id, product in SUBSCRIPTIONS
+            ],
             {
                 "type": "DefinePackage",
                 "actor": "D-CENTRO",
@@ -622,25 +695,30 @@ class DemoBuilder:
                 )
         return commands
 
-    def simulate(self) -> None:
-        """``days`` days of consumption, top-ups and a few events worth seeing."""
+    def simulate(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """``days`` days of consumption, top-ups and a few events worth seeing.
+
+        ``progress(done, total)`` is called after each day.
+        """
         blocked_day = self.days // 2
         for day_number in range(self.days):
             day = self.first_day + timedelta(days=day_number)
             self.clock.set(self._at(day, 7))
             self._restock()
-            top_ups = self._top_ups(day_number)
-            if top_ups:
-                self._run(top_ups)
+            morning = self._weekly_orders(day_number) + self._top_ups(day_number)
+            if morning:
+                self._run(morning)
             if day_number == blocked_day:
                 self._block_some()
-            if day_number == 31:
+            if day_number == self.invoice_day:
                 self._invoice_first_month()
             self.clock.set(self._at(day, 21))
             consumptions = self._consumptions(day, day_number)
             for outcome, command in zip(self._run(consumptions), consumptions, strict=True):
                 if outcome is not None and outcome.balance_after is not None:
                     self.accounts[command["cti_id"]].balance = outcome.balance_after
+            if progress is not None:
+                progress(day_number + 1, self.days)
 
     def _block_some(self) -> None:
         candidates = [a for a in self.accounts.values() if not a.unlimited][:2]
@@ -653,13 +731,37 @@ class DemoBuilder:
             ]
         )
 
+    @property
+    def invoice_day(self) -> int:
+        """The day the sellers invoice what they sold before it: day 31, or half-way if sooner.
+
+        What was sold from then on stays unbilled, so the billing views show both kinds.
+        """
+        return min(31, self.days // 2 + 1)
+
+    def _weekly_orders(self, day_number: int) -> list[dict[str, Any]]:
+        """Every seventh day each distributor of the platform orders a pack of 10,000 stamps."""
+        if day_number % 7 != 6:
+            return []
+        return [
+            {
+                "type": "BuyPackage",
+                "actor": seller.distributor_id,
+                "buyer_id": seller.distributor_id,
+                "seller_id": MASTER,
+                "package_id": "TIM-10000",
+                "count": 1,
+            }
+            for seller in self.sellers
+            if seller.parent_id == MASTER
+        ]
+
     def _invoice_first_month(self) -> None:
         commands = []
+        cutoff = self.first_day + timedelta(days=self.invoice_day - 1)
         for seller_id in (MASTER, "D-CENTRO"):
             sale_ids = [
-                sale_id
-                for when, sale_id in self.sales.get(seller_id, [])
-                if when < self.first_day + timedelta(days=30)
+                sale_id for when, sale_id in self.sales.get(seller_id, []) if when < cutoff
             ][:500]
             if sale_ids:
                 commands.append(
@@ -732,6 +834,62 @@ class DemoBuilder:
         )  # fmt: skip
         self.report.commands += len(guesses)
 
+    def lifecycle(self) -> None:
+        """On the opening day: licences, a client turned distributor, a distributor closed.
+
+        D-NORTE generates two licences for a client under its MKLs (Dóminus costs points,
+        NomiCloud nothing); D-CENTRO turns one of its clients into a sub-distributor; the
+        platform registers D-BAJA with a client, then suspends and cancels it (``purge_due``
+        purges it at the end, 30 days or more later).
+        """
+        north = next(s for s in self.sellers if s.distributor_id == LICENSED_BY)
+        centre = next(s for s in self.sellers if s.distributor_id == CONVERTED_BY)
+        if not north.clients or not centre.clients:
+            return
+        licensed, converted = north.clients[0], centre.clients[-1]
+        expires = (self.today + timedelta(days=365)).isoformat()
+        closing = _Seller(CLOSING, MASTER, "Timbres que Cierran SA de CV", 0.0)
+        profile, _ = self._client_profile()
+        self._run(
+            [
+                *[
+                    {
+                        "type": "GenerateLicence",
+                        "actor": LICENSED_BY,
+                        "client_id": licensed,
+                        "product": product,
+                        "licence_id": f"LIC-{licensed}-{n}",
+                    }
+                    for n, product in enumerate(("Dóminus", "NomiCloud"), start=1)
+                ],
+                {
+                    "type": "ConvertClientToDistributor",
+                    "actor": CONVERTED_BY,
+                    "client_id": converted,
+                    "distributor_id": CONVERTED_DISTRIBUTOR,
+                },
+                *self._register_distributor(closing, expires),
+                {
+                    "type": "RegisterClient",
+                    "actor": CLOSING,
+                    "client_id": CLOSING_CLIENT,
+                    "distributor_id": CLOSING,
+                    "nic": "BAJ00001",
+                    "profile": profile,
+                },
+                {"type": "SuspendDistributor", "distributor_id": CLOSING, "actor": MASTER},
+                {"type": "CancelDistributor", "distributor_id": CLOSING, "actor": MASTER},
+            ]
+        )
+
+    def purge_due(self) -> None:
+        """What ``ledger purge-due`` does: every distributor cancelled 30 days ago is purged."""
+        for result in self.lg.purge_due():
+            self.report.commands += 1
+            if isinstance(result, Rejected):
+                self.report.rejected += 1
+                self.report.first_rejections.append(f"PurgeDistributor: {result}")
+
     def finish(self, now: datetime) -> None:
         """The clock back to the real present; a sub-distributor suspended for the views."""
         self.clock.set(now)
@@ -742,170 +900,348 @@ class DemoBuilder:
 
 # Printing -------------------------------------------------------------------------------------
 
-
-def render_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain-text table: numbers right-aligned, everything else left-aligned."""
-
-    def text(value: Any) -> str:
-        if value is None:
-            return "-"
-        if isinstance(value, bool):
-            return "sí" if value else "no"
-        if isinstance(value, float):
-            return f"{value:,.2f}"
-        if isinstance(value, int):
-            return f"{value:,}"
-        if isinstance(value, datetime):
-            return value.astimezone(MEXICO_CITY).strftime("%Y-%m-%d %H:%M")
-        return str(value)
-
-    cells = [[text(v) for v in row] for row in rows]
-    numeric = [
-        all(
-            isinstance(row[i], int | float) and not isinstance(row[i], bool)
-            for row in rows
-            if row[i] is not None
-        )
-        and any(row[i] is not None for row in rows)
-        for i in range(len(headers))
-    ]
-    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if numeric[i] else v.ljust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ).rstrip()
-
-    out = [title, line(headers), line(["-" * w for w in widths])]
-    out += [line(row) for row in cells] or ["(none)"]
-    return "\n".join(out) + "\n"
+CHART_DAYS = 14
+"""Days in the consumption chart: the last complete ones, up to yesterday."""
+CHART_BAR_WIDTH = 50
+"""Characters of the chart's longest bar."""
+NOTE_WIDTH = 100
+"""Explanations wrap at this width (or the terminal's, if narrower)."""
+UNBILLED_SHOWN = 10
+"""Unbilled sales listed (all of them are counted and summed in the title)."""
 
 
-def print_views(lg: Ledger, out: TextIO) -> None:
-    """The main views of the demo network."""
+def _text(value: Any) -> str:
+    """A cell: ``-`` for nothing, thousands separators, local times to the minute."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, datetime):
+        return value.astimezone(MEXICO_CITY).strftime("%Y-%m-%d %H:%M")
+    return str(value)
+
+
+def _money(amount: str | Decimal) -> str:
+    """``16240.00`` as ``16,240.00``."""
+    return f"{Decimal(amount):,.2f}"
+
+
+def _table(headers: Sequence[str], numeric: Sequence[str] = ()) -> Table:
+    """A table with a rule under its header; the ``numeric`` columns right-aligned."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
+    for header in headers:
+        table.add_column(header, justify="right" if header in numeric else "left", no_wrap=True)
+    return table
+
+
+def _section(console: Console, title: str, note: str | None = None) -> None:
+    """A blank line, the title in bold and, below it, what the reader needs to read the table."""
+    console.print()
+    console.print(Text(title, style="bold"))
+    if note is not None:
+        console.print(Text(note, style="dim"), width=min(console.width, NOTE_WIDTH))
+
+
+def _show(console: Console, table: Table) -> None:
+    console.print(table if table.row_count else Text("(none)", style="dim"))
+
+
+def print_introduction(console: Console) -> None:
+    """What the network is and what a CTI is: the words every table below uses."""
+    console.print(
+        Text(
+            f"{MASTER}, the master account, sells stamps (one is consumed per CFDI, the Mexican "
+            "e-invoice) and points to its distributors, which resell them to sub-distributors "
+            "and to their clients. A client invoices from a CTI (cuenta de timbrado): the "
+            "client's stamping account, where its stamps are credited and consumed. Some clients "
+            "have a second CTI; a few have an unlimited one, with no stamp balance to run out."
+        ),
+        width=min(console.width, NOTE_WIDTH),
+    )
+
+
+def _distributors(
+    console: Console, lg: Ledger, parent_id: str, title: str, note: str | None = None
+) -> None:
+    table = _table(
+        ("distributor", "name", "status", "expires", "stamps", "points", "was client"),
+        ("stamps", "points"),
+    )
+    for d in lg.views.distributors(parent_id):
+        table.add_row(*map(_text, (d.distributor_id, d.name, d.status, d.expires_on, d.stamps,
+                                   d.points, d.converted_from)))  # fmt: skip
+    _section(console, title, note)
+    _show(console, table)
+
+
+def print_subscriptions(console: Console, lg: Ledger) -> None:
+    """The subscriptions the distributors contracted from the master account's catalogue."""
     views = lg.views
-    columns = ("distributor", "name", "status", "expires", "stamps", "points")
+    prices = {product: price for product, _, price, _ in SUBSCRIPTION_CATALOGUE}
+    table = _table(
+        ("distributor", "product", "kind", "yearly price", "expires", "running"),
+        ("yearly price",),
+    )
+    for d in views.distributors(MASTER):
+        for sub in d.subscriptions:
+            price = prices.get(sub.product)
+            table.add_row(d.distributor_id, sub.product, sub.kind,
+                          "-" if price is None else _money(price), _text(sub.expires_on),
+                          _text(sub.active))  # fmt: skip
+    _section(
+        console,
+        f"Subscriptions from {MASTER}'s catalogue",
+        f"The catalogue lists {len(SUBSCRIPTION_CATALOGUE)} yearly subscriptions, priced before "
+        "IVA (the 16 % value-added tax). A distributor pays pro rata up to its own expiry, plus "
+        "IVA. Multinivel lets it have sub-distributors; an MKL (a reseller's licence of one "
+        "software product) lets it generate licences of that product for its clients.",
+    )
+    _show(console, table)
 
-    def distributor_rows(parent: str) -> list[tuple[Any, ...]]:
-        return [
-            (d.distributor_id, d.name, d.status, d.expires_on, d.stamps, d.points)
-            for d in views.distributors(parent)
-        ]
 
-    out.write(render_table(f"\nDistributors of {MASTER}", columns, distributor_rows(MASTER)))
-    out.write(render_table("\nSub-distributors of D-CENTRO", columns, distributor_rows("D-CENTRO")))
-    ctis = views.stamping_accounts("D-NORTE", sort="balance_desc", limit=12)
-    out.write(
-        render_table(
-            "\nStamping accounts of D-NORTE, most stamps first",
-            ("CTI", "NIC", "client", "kind", "active", "balance", "used", "CPD", "days left"),
-            [
-                (
-                    c.cti_id,
-                    c.nic,
-                    c.name[:34],
-                    c.kind,
-                    c.active,
-                    c.balance,
-                    c.used,
-                    c.cpd,
-                    c.days_remaining,
-                )
-                for c in ctis
-            ],
+def print_licences_and_purge(console: Console, lg: Ledger) -> None:
+    """A client's licences under its distributor's MKLs; the purged distributor's clients."""
+    views = lg.views
+    first = views.clients(LICENSED_BY, sort="nic", limit=1)
+    if first:
+        client = first[0]
+        table = _table(("licence", "product", "expires", "points", "paid by"), ("points",))
+        for lic in views.licences(client.client_id):
+            table.add_row(lic.licence_id, lic.product, _text(lic.expires_on), _text(lic.points),
+                          _text(lic.paid_by or None))  # fmt: skip
+        _section(
+            console,
+            f"Licences of {client.client_id} ({client.name}), under {LICENSED_BY}'s MKLs",
+            "A licence lasts a year. Its price in points comes from the client's wallet when it "
+            f"covers it, else from {LICENSED_BY}'s points; NomiCloud's costs nothing.",
         )
+        _show(console, table)
+
+    table = _table(("client", "NIC", "name", "RFC", "e-mail"))
+    for c in views.clients(CLOSING):
+        table.add_row(*map(_text, (c.client_id, c.nic, c.name or None, c.rfc or None,
+                                   c.email or None)))  # fmt: skip
+    _section(
+        console,
+        f"Clients of {CLOSING}, after its purge",
+        f"{CLOSING} was cancelled more than {PURGE_AFTER_DAYS} days ago, then purged "
+        "(Ledger.purge_due, `ledger purge-due`): its and its clients' personal data left the "
+        "views; ids and NIC stay, and so do the events, so every balance still adds up.",
     )
-    low = views.stamping_accounts("D-SUR", sort="last_emission_desc", status="active", limit=8)
-    out.write(
-        render_table(
-            "\nStamping accounts of D-SUR, latest emission first",
-            ("CTI", "client", "balance", "last purchase", "last emission", "CPD", "days left"),
-            [
-                (
-                    c.cti_id,
-                    c.name[:34],
-                    c.balance,
-                    c.last_purchase_at,
-                    c.last_emission_at,
-                    c.cpd,
-                    c.days_remaining,
-                )
-                for c in low
-            ],
+    _show(console, table)
+
+
+def _chart_days(usage: ConsumptionRow, today: date) -> list[tuple[date, int]]:
+    """The ``CHART_DAYS`` complete days up to yesterday, a day without consumption as 0."""
+    counts = {d.local_date: d.count for d in usage.daily}
+    first = today - timedelta(days=CHART_DAYS)
+    days = [first + timedelta(days=n) for n in range(CHART_DAYS)]
+    return [(day, counts.get(day, 0)) for day in days]
+
+
+def print_consumption_chart(console: Console, lg: Ledger, cti_id: str) -> list[tuple[date, int]]:
+    """A bar per day for the last ``CHART_DAYS`` complete days of one CTI; returns the days."""
+    usage = lg.views.consumption(cti_id, days=CHART_DAYS + 1)
+    days = _chart_days(usage, local_date(lg.engine.clock()))
+    peak = max((count for _, count in days), default=0)
+    block = "#" if console.options.ascii_only else "\u2588"
+    table = _table(("day", "", "stamps", ""), ("stamps",))
+    for day, count in days:
+        width = round(count / peak * CHART_BAR_WIDTH) if peak else 0
+        table.add_row(
+            day.isoformat(), f"{day:%a}", _text(count), Text(block * width, style="green")
         )
+    cpd = "-" if usage.cpd is None else f"{usage.cpd:.2f}"
+    left = "-" if usage.days_remaining is None else str(usage.days_remaining)
+    _section(
+        console,
+        f"Consumption of {cti_id}, the last {CHART_DAYS} days up to yesterday "
+        f"(CPD {cpd}, days left {left})",
+        "Busy weekdays, quiet weekends, and more at the end of a month, when everyone invoices.",
     )
-    favourites = views.clients("D-CENTRO", tag="favourite", sort="balance_desc", limit=10)
-    out.write(
-        render_table(
-            "\nFavourite clients of D-CENTRO",
-            ("client", "NIC", "name", "RFC", "colour", "stamps", "points"),
-            [
-                (c.client_id, c.nic, c.name[:34], c.rfc, c.colour, c.stamps, c.points)
-                for c in favourites
-            ],
-        )
+    _show(console, table)
+    return days
+
+
+def print_billing(console: Console, lg: Ledger) -> None:
+    """Invoices registered, and the sales of the platform still waiting for one."""
+    views = lg.views
+    invoices = views.invoices(MASTER) + views.invoices("D-CENTRO")
+    table = _table(("invoice", "seller", "date", "sales", "amount"), ("sales", "amount"))
+    for invoice in invoices:
+        total = sum((Decimal(s.amount) for s in invoice.sales), Decimal(0))
+        table.add_row(invoice.invoice_ref, invoice.seller_id, _text(invoice.at),
+                      _text(len(invoice.sales)), _money(total))  # fmt: skip
+    _section(
+        console,
+        "Invoices registered",
+        "A sale is billable until its seller registers an invoice for it (RegisterInvoice). "
+        f"{MASTER} and D-CENTRO invoiced what they had sold in the first weeks; the rest waits.",
     )
+    _show(console, table)
+    unbilled: list[SaleRow] = []
+    while len(page := views.unbilled_sales(MASTER, limit=500, offset=len(unbilled))) > 0:
+        unbilled += page
+        if len(page) < 500:
+            break
+    total = sum((Decimal(s.amount) for s in unbilled), Decimal(0))
+    table = _table(
+        ("sale", "date", "buyer", "unit", "quantity", "amount", "reference"),
+        ("quantity", "amount"),
+    )
+    for sale in unbilled[:UNBILLED_SHOWN]:
+        table.add_row(sale.sale_id[:14], _text(sale.at), sale.buyer_id, sale.unit,
+                      _text(sale.quantity), _money(sale.amount), sale.reference)  # fmt: skip
+    shown = min(len(unbilled), UNBILLED_SHOWN)
+    _section(
+        console,
+        f"Sales of {MASTER} not invoiced yet: {len(unbilled):,}, {_money(total)} "
+        f"(the oldest {shown} shown)",
+    )
+    _show(console, table)
+
+
+def print_views(lg: Ledger, console: Console) -> list[tuple[date, int]]:
+    """The main views of the demo network; returns the days of the consumption chart."""
+    views = lg.views
+    print_introduction(console)
+    _distributors(console, lg, MASTER, f"Distributors of {MASTER}")
+    _distributors(
+        console,
+        lg,
+        CONVERTED_BY,
+        f"Sub-distributors of {CONVERTED_BY}",
+        f"{CONVERTED_DISTRIBUTOR} was a client of {CONVERTED_BY}: ConvertClientToDistributor "
+        "opened it, unvalidated, with the client's profile; the client keeps its CTIs and "
+        "history.",
+    )
+    print_subscriptions(console, lg)
+
+    table = _table(
+        ("CTI", "NIC", "client", "kind", "active", "balance", "used", "CPD", "days left"),
+        ("balance", "used", "CPD", "days left"),
+    )
+    for c in views.stamping_accounts("D-NORTE", sort="balance_desc", limit=12):
+        table.add_row(*map(_text, (c.cti_id, c.nic, c.name[:34], c.kind, c.active, c.balance,
+                                   c.used, c.cpd, c.days_remaining)))  # fmt: skip
+    _section(
+        console,
+        "Stamping accounts of D-NORTE, most stamps first",
+        "NIC: the client's number in its distributor's own records (número de identificación "
+        "del cliente). CPD (consumo promedio diario): the daily consumption average, the stamps "
+        "consumed in the last 30 complete days / 30 (fewer days, at least 7, for a newer "
+        "account). days left (días restantes): how long the balance lasts at that pace, "
+        "balance / CPD rounded down; '-' for an unlimited account or one without a CPD yet.",
+    )
+    _show(console, table)
+
+    table = _table(
+        ("CTI", "client", "balance", "last purchase", "last emission", "CPD", "days left"),
+        ("balance", "CPD", "days left"),
+    )
+    for c in views.stamping_accounts("D-SUR", sort="last_emission_desc", status="active", limit=8):
+        table.add_row(*map(_text, (c.cti_id, c.name[:34], c.balance, c.last_purchase_at,
+                                   c.last_emission_at, c.cpd, c.days_remaining)))  # fmt: skip
+    _section(console, "Stamping accounts of D-SUR, latest emission first")
+    _show(console, table)
+
+    table = _table(
+        ("client", "NIC", "name", "RFC", "colour", "stamps", "points"), ("stamps", "points")
+    )
+    for f in views.clients("D-CENTRO", tag="favourite", sort="balance_desc", limit=10):
+        table.add_row(*map(_text, (f.client_id, f.nic, f.name[:34], f.rfc, f.colour, f.stamps,
+                                   f.points)))  # fmt: skip
+    _section(console, "Favourite clients of D-CENTRO")
+    _show(console, table)
+
+    days: list[tuple[date, int]] = []
     busiest = views.stamping_accounts("D-NORTE", sort="balance_desc", limit=1)
     if busiest:
-        cti = busiest[0].cti_id
-        usage = views.consumption(cti, days=14)
-        out.write(
-            render_table(
-                f"\nConsumption of {cti}, last 14 days (CPD "
-                f"{'-' if usage.cpd is None else f'{usage.cpd:.2f}'}, days left "
-                f"{'-' if usage.days_remaining is None else usage.days_remaining})",
-                ("day", "stamps", ""),
-                [(d.local_date, d.count, "#" * min(d.count, 60)) for d in usage.daily],
-            )
-        )
-    sales = views.unbilled_sales(MASTER, limit=10)
-    out.write(
-        render_table(
-            f"\nSales of {MASTER} not invoiced yet",
-            ("sale", "date", "buyer", "unit", "quantity", "amount", "reference"),
-            [
-                (s.sale_id[:14], s.at, s.buyer_id, s.unit, s.quantity, s.amount, s.reference)
-                for s in sales
-            ],
-        )
+        days = print_consumption_chart(console, lg, busiest[0].cti_id)
+
+    print_billing(console, lg)
+
+    table = _table(
+        ("code id", "unit", "quantity", "amount", "state", "redeemed by", "expires"),
+        ("quantity", "amount"),
     )
-    codes = views.credit_codes("D-NORTE")
-    out.write(
-        render_table(
-            "\nCredit codes of D-NORTE (the code and NIP were shown once, when issued)",
-            ("code id", "unit", "quantity", "amount", "state", "redeemed by", "expires"),
-            [
-                (c.code_id, c.unit, c.quantity, c.amount, c.state, c.redeemed_by, c.expires_on)
-                for c in codes
-            ],
-        )
+    for code in views.credit_codes("D-NORTE"):
+        table.add_row(code.code_id, code.unit, _text(code.quantity), _money(code.amount),
+                      code.state, _text(code.redeemed_by), _text(code.expires_on))  # fmt: skip
+    _section(
+        console,
+        "Credit codes of D-NORTE",
+        "A code and its NIP (a 6-digit PIN) are shown once, when issued; five wrong NIPs lock "
+        "a code for good and its credits go back to the distributor.",
     )
-    panel = [s for s in views.unbilled_sales("D-NORTE", limit=500) if s.sale_id.startswith("PCC:")]
-    out.write(
-        render_table(
-            "\nPanel purchases from D-NORTE (clients buying through their own panel)",
-            ("sale", "date", "buyer", "unit", "quantity", "amount"),
-            [(s.sale_id[:14], s.at, s.buyer_id, s.unit, s.quantity, s.amount) for s in panel],
-        )
-    )
-    invoices = views.invoices(MASTER) + views.invoices("D-CENTRO")
-    out.write(
-        render_table(
-            "\nInvoices registered",
-            ("invoice", "seller", "date", "sales", "amount"),
-            [
-                (
-                    i.invoice_ref,
-                    i.seller_id,
-                    i.at,
-                    len(i.sales),
-                    f"{sum(int(s.amount.replace('.', '')) for s in i.sales) / 100:,.2f}",
-                )
-                for i in invoices
-            ],
-        )
-    )
+    _show(console, table)
+
+    table = _table(("sale", "date", "buyer", "unit", "quantity", "amount"), ("quantity", "amount"))
+    for sale in views.unbilled_sales("D-NORTE", limit=500):
+        if sale.sale_id.startswith("PCC:"):
+            table.add_row(sale.sale_id[:14], _text(sale.at), sale.buyer_id, sale.unit,
+                          _text(sale.quantity), _money(sale.amount))  # fmt: skip
+    _section(console, "Panel purchases from D-NORTE (clients buying through their own panel)")
+    _show(console, table)
+
+    print_licences_and_purge(console, lg)
+    return days
+
+
+def _program() -> str:
+    """How to run ``ledger`` from the current folder: ``ledger`` if it is on the PATH."""
+    candidates = [Path(sys.argv[0]), Path(sys.executable).with_name("ledger")]
+    program = next((p for p in candidates if p.name == "ledger" and p.is_file()), None)
+    if program is None:
+        return f"{_relative(Path(sys.executable))} -m ledger"
+    on_path = shutil.which("ledger")
+    if on_path is not None and Path(on_path).resolve() == program.resolve():
+        return "ledger"
+    return _relative(program)
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.absolute())
+
+
+def next_commands(lg: Ledger, url: str | None, chart: list[tuple[date, int]]) -> list[str]:
+    """Three ``ledger`` commands worth trying on the demo's database, ready to paste."""
+    program = _program()
+    where = ""
+    if url is not None or not os.environ.get("LEDGER_URL"):
+        where = " --url " + shlex.quote(url or "sqlite:///ledger.db")
+    commands = []
+    busiest = lg.views.stamping_accounts("D-NORTE", sort="balance_desc", limit=1)
+    if busiest and chart:
+        then = datetime.combine(chart[0][0], clock_time(12), tzinfo=MEXICO_CITY)
+        commands.append(f"{program} balance {busiest[0].cti_id} --at {then.isoformat()}{where}")
+    panel = lg.views.unbilled_sales("D-NORTE", limit=500, unit="points")
+    buyer = next((s.buyer_id for s in panel if s.sale_id.startswith("PCC:")), None)
+    if buyer is not None:
+        commands.append(f"{program} history {buyer} --unit points{where}")
+    commands.append(f"{program} verify{where}")
+    return commands
+
+
+def print_next_commands(console: Console, commands: list[str], folder: Path) -> None:
+    """The commands to try next, with what each shows."""
+    what = {
+        "balance": "a CTI's stamps at noon on the chart's first day, replayed from its events",
+        "history": "where a client's points came from, with the running balance",
+        "verify": "replays every event and checks the books: hash chain, zero sums, views",
+    }
+    _section(console, f"Try next (in {folder}):")
+    for command in commands:
+        subcommand = next(word for word in command.split() if word in what)
+        console.print(Text(f"  # {what[subcommand]}", style="dim"), soft_wrap=True)
+        console.print(Text(f"  {command}", style="cyan"), soft_wrap=True)
 
 
 def run(url: str | None, *, clients: int, days: int, seed: int, out: TextIO) -> int:
@@ -913,40 +1249,50 @@ def run(url: str | None, *, clients: int, days: int, seed: int, out: TextIO) -> 
     started = time.perf_counter()
     now = datetime.now(UTC).replace(microsecond=0)
     today = now.astimezone(MEXICO_CITY).date()
+    console = output_console(out)
     clock = ManualClock(
-        datetime.combine(today - timedelta(days=days + 1), clock_time(8), tzinfo=MEXICO_CITY)
+        datetime.combine(opening_day(today, days), clock_time(8), tzinfo=MEXICO_CITY)
     )
     # The views catch up once at the end: one pass over the history beats one per batch.
     with Ledger.open(url, clock=clock, password_cost="fast", projections="off") as lg:  # noqa: S106  (a cost level)
         if lg.engine.current(MASTER) is not None:
             # Running the demo twice is the most natural thing to do: show what is there and
             # record nothing (the clock has moved, so a second network would not be the same).
-            out.write(
+            clock.set(now)
+            console.print(
                 f"demo: this database already holds the demo ({MASTER}); showing its views "
-                "(use another --url for a new one)\n"
+                "(use another --url for a new one)",
+                soft_wrap=True,
             )
             lg.views.catch_up()
-            print_views(lg, out)
-            return 0
-        builder = DemoBuilder(lg, clock, clients=clients, days=days, seed=seed, today=today)
-        builder.build_network()
-        builder.register_clients()
-        builder.initial_stamps()
-        builder.simulate()
-        builder.codes_and_panel()
-        builder.finish(max(now, clock()))
-        lg.views.catch_up()
-        report = builder.report
-        report.seconds = time.perf_counter() - started
-        report.events = lg.views.position()
-        out.write(
-            f"demo: {report.commands:,} commands, {report.events:,} events, "
-            f"{len(builder.accounts):,} stamping accounts, {clients:,} clients, "
-            f"{days} days, in {report.seconds:.1f} s on {lg.url or 'sqlite:///ledger.db'}\n"
-        )
-        if report.rejected:
-            out.write(f"demo: {report.rejected} commands were rejected, e.g.:\n")
-            for rejection in report.first_rejections:
-                out.write(f"  {rejection}\n")
-        print_views(lg, out)
+        else:
+            builder = DemoBuilder(lg, clock, clients=clients, days=days, seed=seed, today=today)
+            with ProgressBar("demo", unit="days") as bar:
+                builder.build_network()
+                builder.register_clients()
+                builder.initial_stamps()
+                builder.lifecycle()
+                builder.simulate(progress=bar)
+                builder.codes_and_panel()
+                builder.finish(max(now, clock()))
+            with ProgressBar("views", unit="events") as bar:
+                lg.views.catch_up(progress=lambda p: bar(p.done, p.total))
+            builder.purge_due()  # it reads the views: after them
+            report = builder.report
+            report.seconds = time.perf_counter() - started
+            report.events = lg.views.position()
+            console.print(
+                f"demo: {report.commands:,} commands, {report.events:,} events, "
+                f"{len(builder.accounts):,} stamping accounts, {clients:,} clients, "
+                f"{days} days, in {report.seconds:.1f} s on {lg.url or 'sqlite:///ledger.db'}",
+                soft_wrap=True,
+            )
+            if report.rejected:
+                console.print(f"demo: {report.rejected} commands were rejected, e.g.:")
+                for rejection in report.first_rejections:
+                    console.print(f"  {rejection}", soft_wrap=True)
+        console.print()
+        chart = print_views(lg, console)
+        if not (url or os.environ.get("LEDGER_URL") or "").startswith("memory:"):
+            print_next_commands(console, next_commands(lg, url, chart), Path.cwd())
     return 0

@@ -1,0 +1,163 @@
+"""Handlers of what a client holds under its distributor: licences, seats and portal users."""
+
+from __future__ import annotations
+
+from ledger.aggregates.client import Client
+from ledger.aggregates.common import add_one_year, mkl_key
+from ledger.aggregates.distributor import Distributor
+from ledger.aggregates.portal_user import PortalUser
+from ledger.commands.accounts import require_distributor_not_purged
+from ledger.commands.models import (
+    AddPortalUser,
+    BuyUserSeat,
+    ChangePortalUser,
+    DeactivatePortalUser,
+    DeletePortalUser,
+    GenerateLicence,
+)
+from ledger.commands.network import master_of
+from ledger.domain import POINTS
+from ledger.engine import Tx, handles
+from ledger.errors import Rejected
+from ledger.money import parse_money
+from ledger.outcome import Outcome
+
+
+@handles(GenerateLicence)
+def generate_licence(command: GenerateLicence, tx: Tx) -> Outcome:
+    """A licence valid one year, under the distributor's MKL of the software product.
+
+    Its price in points (the MKL's ``licence_points`` in the catalogue) leaves the client's
+    wallet when the wallet covers it, else the distributor's inventory; never split between
+    them. Neither covering it is ``insufficient_points``.
+    """
+    client = tx.get(command.client_id, Client)
+    distributor = tx.get(client.distributor_id, Distributor)
+    distributor.require_active(tx.today)
+    mkl = mkl_key(command.product)
+    if not distributor.has_subscription(mkl, tx.today):
+        raise Rejected("mkl_required", distributor_id=distributor.id, product=command.product)
+    product = master_of(tx, distributor).subscription_product(mkl)
+    software = product.product[len("MKL ") :].strip() if mkl.startswith("mkl ") else product.product
+    licence_id = command.licence_id or f"{client.id}:lic:{client.version + 1}"
+    price = product.licence_points
+    payer: Client | Distributor = client
+    if price > client.points:
+        if price > distributor.points:
+            raise Rejected(
+                "insufficient_points",
+                requested=price,
+                client_points=client.points,
+                distributor_points=distributor.points,
+                holder_id=client.id,
+            )
+        payer = distributor
+    ref = f"licence:{licence_id}"
+    if price:
+        payer.spend_points(ref, f"licence {software}", price, tx.now)
+    expires_on = add_one_year(tx.today)
+    client.trigger(
+        client.LicenceGenerated,
+        tx.now,
+        product=software,
+        expires_on=expires_on,
+        licence_id=licence_id,
+        points=price,
+        paid_by=payer.id if price else "",
+    )
+    return Outcome(
+        type=command.type,
+        balance_after=payer.balance(POINTS) if price else None,
+        details={
+            "licence_id": licence_id,
+            "product": software,
+            "expires_on": expires_on.isoformat(),
+            "points": price,
+            "paid_by": payer.id if price else None,
+        },
+    )
+
+
+@handles(BuyUserSeat)
+def buy_user_seat(command: BuyUserSeat, tx: Tx) -> Outcome:
+    """A yearly extra-user seat: a billable sale of the client's distributor."""
+    client = tx.get(command.client_id, Client)
+    distributor = tx.get(client.distributor_id, Distributor)
+    distributor.require_active(tx.today)
+    if command.seat_id in client.seats:
+        raise Rejected("already_exists", seat_id=command.seat_id)
+    amount = parse_money(command.price, field="price")
+    sale_id = f"{client.id}:seat:{command.seat_id}"
+    expires_on = add_one_year(tx.today)
+    client.trigger(
+        client.SeatBought,
+        tx.now,
+        seat_id=command.seat_id,
+        seller_id=distributor.id,
+        expires_on=expires_on,
+        sale_id=sale_id,
+        amount_centavos=amount,
+    )
+    tx.claim(f"sale:{sale_id}", distributor.id.encode())
+    return Outcome(
+        type=command.type, sale_ids=(sale_id,), details={"expires_on": expires_on.isoformat()}
+    )
+
+
+def _client_for_users(tx: Tx, client_id: str) -> Client:
+    """The client whose portal users the command manages (who may act: ``auth.RULES``)."""
+    return tx.get(client_id, Client)
+
+
+def _user(tx: Tx, user_id: str) -> tuple[PortalUser, Client]:
+    user = tx.get(user_id, PortalUser)
+    return user, _client_for_users(tx, user.client_id)
+
+
+@handles(AddPortalUser)
+def add_portal_user(command: AddPortalUser, tx: Tx) -> Outcome:
+    """A new portal user on a free seat of the client (``no_free_seat`` otherwise)."""
+    client = _client_for_users(tx, command.client_id)
+    require_distributor_not_purged(tx, client)
+    if tx.find(command.user_id) is not None:
+        raise Rejected("already_exists", account_id=command.user_id)
+    seat_id = client.free_seat(tx.today)
+    tx.add(
+        PortalUser.add(
+            command.user_id,
+            client_id=client.id,
+            distributor_id=client.distributor_id,
+            email=command.email.strip().lower(),
+            seat_id=seat_id,
+            at=tx.now,
+        )
+    )
+    client.trigger(client.SeatTaken, tx.now, seat_id=seat_id, user_id=command.user_id)
+    return Outcome(type=command.type, details={"seat_id": seat_id})
+
+
+@handles(DeactivatePortalUser)
+def deactivate_portal_user(command: DeactivatePortalUser, tx: Tx) -> Outcome:
+    """The user stops logging in and keeps its seat."""
+    user, _client = _user(tx, command.user_id)
+    user.deactivate(tx.now)
+    return Outcome(type=command.type, details={"seat_id": user.seat_id})
+
+
+@handles(ChangePortalUser)
+def change_portal_user(command: ChangePortalUser, tx: Tx) -> Outcome:
+    """The user's seat goes to another e-mail, active again; a lapsed seat is ``no_free_seat``."""
+    user, client = _user(tx, command.user_id)
+    require_distributor_not_purged(tx, client)
+    user.require_not_deleted("change")
+    client.require_seat_valid(user.seat_id, tx.today)
+    user.change(command.email.strip().lower(), tx.now)
+    return Outcome(type=command.type, details={"seat_id": user.seat_id})
+
+
+@handles(DeletePortalUser)
+def delete_portal_user(command: DeletePortalUser, tx: Tx) -> Outcome:
+    """The user is gone and its seat with it."""
+    user, _client = _user(tx, command.user_id)
+    user.delete(tx.now)
+    return Outcome(type=command.type, details={"seat_id": user.seat_id})

@@ -1,0 +1,316 @@
+"""Licences under an MKL, extra-user seats and portal users (DESIGN §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from ledger.api import Ledger
+from ledger.clock import ManualClock
+from ledger.errors import Rejected
+from tests.support import CLIENT, DISTRIBUTOR, MASTER, build_network, contract, define_catalogue
+
+DOMINUS_LICENCE_POINTS = 250
+"""The seed catalogue's points per Dóminus licence (``tests.support.SUBSCRIPTION_CATALOGUE``)."""
+
+
+@pytest.fixture
+def lg(clock: ManualClock) -> Iterator[Ledger]:
+    """The standard network with the catalogue; D1 holds 3,000 points."""
+    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
+        build_network(ledger)
+        define_catalogue(ledger)
+        ledger.execute(
+            {
+                "type": "BuyPackage",
+                "buyer_id": DISTRIBUTOR,
+                "seller_id": MASTER,
+                "package_id": "PTS3000",
+                "actor": DISTRIBUTOR,
+            }
+        )
+        yield ledger
+
+
+def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
+    """The rejection of ``command``, checking that it recorded nothing."""
+    before = len(lg.store.stored_events())
+    with pytest.raises(Rejected) as caught:
+        lg.execute(command)
+    assert len(lg.store.stored_events()) == before
+    return caught.value
+
+
+def licence(product: str = "Dóminus", actor: str = DISTRIBUTOR, **extra: Any) -> dict[str, Any]:
+    """D1 generates a licence for its client C1."""
+    return {
+        "type": "GenerateLicence",
+        "client_id": CLIENT,
+        "product": product,
+        "actor": actor,
+        **extra,
+    }
+
+
+def give_points(lg: Ledger, quantity: int) -> None:
+    """D1 transfers points to C1's wallet."""
+    lg.execute(
+        {
+            "type": "TransferPoints",
+            "transfer_id": f"TP-{quantity}",
+            "from_id": DISTRIBUTOR,
+            "to_id": CLIENT,
+            "quantity": quantity,
+            "actor": DISTRIBUTOR,
+        }
+    )
+
+
+# Licences -------------------------------------------------------------------------------------
+
+
+def test_a_licence_needs_the_distributors_mkl(lg: Ledger) -> None:
+    """Without MKL Dóminus, a Dóminus licence is mkl_required."""
+    rejected = rejection(lg, licence())
+    assert (rejected.code, rejected.details["distributor_id"]) == ("mkl_required", DISTRIBUTOR)
+
+
+def test_another_products_mkl_does_not_do(lg: Ledger) -> None:
+    """MKL NomiCloud gives no Dóminus licences."""
+    lg.execute(contract("MKL NomiCloud"))
+    assert rejection(lg, licence()).code == "mkl_required"
+
+
+def test_a_licence_is_paid_from_the_clients_wallet_when_it_covers_it(lg: Ledger) -> None:
+    """C1 has 300 points: the licence's 250 leave its wallet; D1's inventory is untouched."""
+    lg.execute(contract("MKL Dóminus"))
+    give_points(lg, 300)
+    outcome = lg.execute(licence())
+    assert (outcome.details["paid_by"], outcome.balance_after) == (CLIENT, 50)
+    assert lg.balance(DISTRIBUTOR, "points") == 2_700
+
+
+def test_a_licence_is_paid_by_the_distributor_when_the_wallet_falls_short(lg: Ledger) -> None:
+    """C1 has 100 points (< 250): D1 pays it all; the wallet is not split."""
+    lg.execute(contract("MKL Dóminus"))
+    give_points(lg, 100)
+    outcome = lg.execute(licence())
+    assert (outcome.details["paid_by"], outcome.balance_after) == (DISTRIBUTOR, 2_650)
+    assert lg.balance(CLIENT, "points") == 100
+
+
+def test_a_licence_nobody_can_pay_is_insufficient_points(lg: Ledger) -> None:
+    """Neither the wallet (0) nor D1 (0 after spending) covers 250: insufficient_points."""
+    lg.execute(contract("MKL Dóminus"))
+    give_points(lg, 3_000)  # D1 gives away all its points
+    lg.execute(
+        {
+            "type": "SpendPoints",
+            "client_id": CLIENT,
+            "product": "otro",
+            "points": 3_000,
+            "actor": DISTRIBUTOR,
+        }
+    )
+    rejected = rejection(lg, licence())
+    assert (rejected.code, rejected.details["requested"]) == ("insufficient_points", 250)
+
+
+def test_a_licence_is_valid_one_year_and_listed_with_its_expiry(lg: Ledger) -> None:
+    """Generated on 5 Jan 2026, it runs until 5 Jan 2027; the view lists it."""
+    lg.execute(contract("MKL Dóminus"))
+    outcome = lg.execute(licence(licence_id="LIC-1"))
+    assert outcome.details["expires_on"] == "2027-01-05"
+    (row,) = lg.views.licences(CLIENT)
+    assert (row.licence_id, row.product, row.expires_on, row.active, row.points, row.paid_by) == (
+        "LIC-1",
+        "Dóminus",
+        date(2027, 1, 5),
+        True,
+        DOMINUS_LICENCE_POINTS,
+        DISTRIBUTOR,
+    )
+
+
+def test_a_licence_generated_on_a_leap_day_ends_on_28_february(
+    lg: Ledger, clock: ManualClock
+) -> None:
+    """29 Feb 2028 + one year is 28 Feb 2029."""
+    lg.execute({"type": "RenewDistributor", "distributor_id": DISTRIBUTOR, "actor": MASTER,
+                "expires_on": "2029-01-31"})  # fmt: skip
+    lg.execute(contract("MKL Dóminus"))
+    clock.set(datetime(2028, 2, 29, 18, 0, tzinfo=UTC))
+    assert lg.execute(licence()).details["expires_on"] == "2029-02-28"
+
+
+def test_a_free_mkl_licence_spends_nothing(lg: Ledger) -> None:
+    """MKL NomiCloud's licences cost 0 points: nobody pays, the licence is listed."""
+    lg.execute(contract("MKL NomiCloud"))
+    outcome = lg.execute(licence("NomiCloud"))
+    assert (outcome.details["points"], outcome.details["paid_by"]) == (0, None)
+    assert [r.product for r in lg.views.licences(CLIENT)] == ["NomiCloud"]
+
+
+def test_the_same_licence_id_replays(lg: Ledger) -> None:
+    """A retried GenerateLicence with its licence id charges once."""
+    lg.execute(contract("MKL Dóminus"))
+    lg.execute(licence(licence_id="LIC-9"))
+    assert lg.execute(licence(licence_id="LIC-9")).replayed
+    assert lg.balance(DISTRIBUTOR, "points") == 3_000 - DOMINUS_LICENCE_POINTS
+
+
+def test_only_the_clients_distributor_generates_licences(lg: Ledger) -> None:
+    """Another distributor acting on D1's client is not_authorised."""
+    lg.execute(contract("MKL Dóminus"))
+    assert rejection(lg, licence(actor="OTRO")).code == "not_authorised"
+
+
+def test_a_lapsed_mkl_gives_no_licence(lg: Ledger, clock: ManualClock) -> None:
+    """Past D1's expiry (and its MKL's) a licence is refused."""
+    lg.execute(contract("MKL Dóminus"))
+    clock.set(datetime(2027, 2, 1, 18, 0, tzinfo=UTC))
+    assert rejection(lg, licence()).code == "distributor_not_active"
+
+
+# Seats and portal users -----------------------------------------------------------------------
+
+
+def buy_seat(seat_id: str = "S1", price: str = "288.84") -> dict[str, Any]:
+    """D1 sells C1 an extra-user seat (249.00 + IVA)."""
+    return {
+        "type": "BuyUserSeat",
+        "seat_id": seat_id,
+        "client_id": CLIENT,
+        "price": price,
+        "actor": DISTRIBUTOR,
+    }
+
+
+def add_user(user_id: str, email: str | None = None, actor: str = CLIENT) -> dict[str, Any]:
+    """A portal user of C1."""
+    return {
+        "type": "AddPortalUser",
+        "user_id": user_id,
+        "client_id": CLIENT,
+        "email": email or f"{user_id.lower()}@example.com",
+        "actor": actor,
+    }
+
+
+def user_command(kind: str, user_id: str, **extra: Any) -> dict[str, Any]:
+    """Deactivate, Change or Delete a portal user, by C1."""
+    return {"type": f"{kind}PortalUser", "user_id": user_id, "actor": CLIENT, **extra}
+
+
+def test_a_seat_is_a_billable_sale_of_the_distributor(lg: Ledger) -> None:
+    """BuyUserSeat records a sale of D1 to C1 (unit ``seat``) named in ``sale_ids``."""
+    outcome = lg.execute(buy_seat())
+    (sale,) = lg.views.unbilled_sales(DISTRIBUTOR, unit="seat")
+    assert (sale.sale_id, sale.buyer_id, sale.amount, sale.reference) == (
+        outcome.sale_ids[0],
+        CLIENT,
+        "288.84",
+        "S1",
+    )
+
+
+def test_adding_a_user_without_a_seat_is_no_free_seat(lg: Ledger) -> None:
+    """No seat bought: no_free_seat."""
+    assert rejection(lg, add_user("U1")).code == "no_free_seat"
+
+
+def test_a_user_takes_a_free_seat_and_the_next_finds_none(lg: Ledger) -> None:
+    """One seat, one user; the second user is no_free_seat."""
+    lg.execute(buy_seat())
+    assert lg.execute(add_user("U1")).details == {"seat_id": "S1"}
+    assert rejection(lg, add_user("U2")).code == "no_free_seat"
+
+
+def test_a_deactivated_user_keeps_its_seat(lg: Ledger) -> None:
+    """Deactivating frees nothing: another user still finds no seat."""
+    lg.execute(buy_seat())
+    lg.execute(add_user("U1"))
+    lg.execute(user_command("Deactivate", "U1"))
+    assert rejection(lg, add_user("U2")).code == "no_free_seat"
+
+
+def test_a_deactivated_users_seat_is_reassigned_by_changing_it(lg: Ledger) -> None:
+    """ChangePortalUser gives the seat to another e-mail, active again."""
+    lg.execute(buy_seat())
+    lg.execute(add_user("U1"))
+    lg.execute(user_command("Deactivate", "U1"))
+    lg.execute(user_command("Change", "U1", email="nueva@example.com"))
+    (user,) = lg.views.portal_users(CLIENT)
+    assert (user.email, user.status, user.seat_id) == ("nueva@example.com", "active", "S1")
+
+
+def test_a_deleted_user_loses_its_seat_for_good(lg: Ledger) -> None:
+    """After DeletePortalUser the seat is gone: no_free_seat, and the user cannot come back."""
+    lg.execute(buy_seat())
+    lg.execute(add_user("U1"))
+    lg.execute(user_command("Delete", "U1"))
+    assert rejection(lg, add_user("U2")).code == "no_free_seat"
+    assert rejection(lg, user_command("Change", "U1", email="x@example.com")).code == (
+        "invalid_transition"
+    )
+
+
+def test_a_seat_lapses_a_year_after_purchase(lg: Ledger, clock: ManualClock) -> None:
+    """Bought on 5 Jan 2026, the seat is free on 5 Jan 2027 and lapsed the day after."""
+    lg.execute(buy_seat())
+    clock.set(datetime(2027, 1, 5, 18, 0, tzinfo=UTC))
+    lg.execute(buy_seat("S2"))  # a second seat so the first can be tested alone
+    lg.execute(add_user("U1"))  # takes S2, the seat that lapses last
+    clock.advance(timedelta(days=1))
+    assert rejection(lg, add_user("U2")).code == "no_free_seat"
+
+
+def test_a_user_on_a_lapsed_seat_cannot_be_changed(lg: Ledger, clock: ManualClock) -> None:
+    """Reassigning a lapsed seat is no_free_seat."""
+    lg.execute(buy_seat())
+    lg.execute(add_user("U1"))
+    lg.execute(user_command("Deactivate", "U1"))
+    clock.set(datetime(2027, 1, 6, 18, 0, tzinfo=UTC))
+    rejected = rejection(lg, user_command("Change", "U1", email="x@example.com"))
+    assert (rejected.code, rejected.details["reason"]) == ("no_free_seat", "seat lapsed")
+
+
+def test_deactivating_twice_is_invalid_transition(lg: Ledger) -> None:
+    """Only an active user is deactivated."""
+    lg.execute(buy_seat())
+    lg.execute(add_user("U1"))
+    lg.execute(user_command("Deactivate", "U1"))
+    assert rejection(lg, user_command("Deactivate", "U1")).code == "invalid_transition"
+
+
+def test_the_distributor_manages_its_clients_users_too(lg: Ledger) -> None:
+    """The client's distributor may add users; another distributor may not."""
+    lg.execute(buy_seat())
+    lg.execute(buy_seat("S2"))
+    assert lg.execute(add_user("U1", actor=DISTRIBUTOR)).ok
+    assert rejection(lg, add_user("U2", actor="OTRO")).code == "not_authorised"
+
+
+def test_only_the_distributor_sells_seats(lg: Ledger) -> None:
+    """The client buying a seat itself is not_authorised (it is the distributor's sale)."""
+    assert rejection(lg, {**buy_seat(), "actor": CLIENT}).code == "not_authorised"
+
+
+def test_the_seats_view_shows_seats_with_their_users(lg: Ledger, clock: ManualClock) -> None:
+    """Each seat with its expiry, price, and the user on it."""
+    lg.execute(buy_seat())
+    lg.execute(buy_seat("S2", "300.00"))
+    lg.execute(add_user("U1"))
+    lg.execute(user_command("Deactivate", "U1"))
+    clock.set(datetime(2027, 1, 6, 18, 0, tzinfo=UTC))
+    rows = [
+        (s.seat_id, s.expires_on.isoformat(), s.lapsed, s.price, s.user_id, s.user_status)
+        for s in lg.views.seats(CLIENT)
+    ]
+    assert rows == [
+        ("S1", "2027-01-05", True, "288.84", "U1", "deactivated"),
+        ("S2", "2027-01-05", True, "300.00", None, None),
+    ]
