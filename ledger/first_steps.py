@@ -69,3 +69,34 @@ def quickstart(lg: Ledger, *, stamps: int = 100) -> QuickstartNetwork:
         if isinstance(result, Rejected) and result.code != "batch_aborted":
             raise result
     return ids
+
+
+SEED_SUBSCRIPTIONS: tuple[tuple[str, str, str, int], ...] = (
+    ("Multinivel", "multinivel", "1999.00", 0),
+    ("MKL NomiCloud", "mkl", "1999.00", 0),
+    ("MKL Dóminus", "mkl", "1850.00", 250),
+    ("MKL MaxiComercio ERP 2014", "mkl", "15000.00", 0),
+    ("MKL Contablink", "mkl", "0.00", 0),
+    ("MKL FactuDesk 2014", "mkl", "0.00", 0),
+    ("MKL Maxicomercio Pequeños Negocios", "mkl", "0.00", 0),
+    ("MKL CFDI Explorer", "mkl", "0.00", 0),
+)
+"""The seed's subscription list (004, "Contratar MKL"): product, kind, yearly price before IVA,
+points per licence. The seed gives no licence price: 250 points for Dóminus is our example's."""
+
+
+def seed_subscription_commands(master_id: str) -> list[dict[str, Any]]:
+    """The ``DefineSubscriptionProduct`` commands that list ``SEED_SUBSCRIPTIONS`` in the
+    catalogue of ``master_id`` (the demo's and the tests' catalogue)."""
+    return [
+        {
+            "type": "DefineSubscriptionProduct",
+            "seller_id": master_id,
+            "actor": master_id,
+            "product": product,
+            "kind": kind,
+            "annual_price": price,
+            "licence_points": licence_points,
+        }
+        for product, kind, price, licence_points in SEED_SUBSCRIPTIONS
+    ]

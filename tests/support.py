@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
+from adapters.storage.memory import MemoryStore
 from ledger.api import Ledger
+from ledger.clock import ManualClock
+from ledger.errors import Rejected
+from ledger.first_steps import seed_subscription_commands
 
 MASTER = "M"
 DISTRIBUTOR = "D1"
 CLIENT = "C1"
 CTI = "C1-cti"
 ISSUER_RFC = "GODE561231GR8"
-SUBSCRIPTION_CATALOGUE: tuple[tuple[str, str, str, int], ...] = (
-    ("Multinivel", "multinivel", "1999.00", 0),
-    ("MKL NomiCloud", "mkl", "1999.00", 0),
-    ("MKL Dóminus", "mkl", "1850.00", 250),
-    ("MKL MaxiComercio ERP 2014", "mkl", "15000.00", 0),
-    ("MKL Contablink", "mkl", "0.00", 0),
-    ("MKL FactuDesk 2014", "mkl", "0.00", 0),
-    ("MKL Maxicomercio Pequeños Negocios", "mkl", "0.00", 0),
-    ("MKL CFDI Explorer", "mkl", "0.00", 0),
-)
-"""The seed's subscription list (004, "Contratar MKL"): product, kind, pre-IVA yearly price,
-points per licence (the seed gives no licence price; 250 for Dóminus is the tests' own)."""
 
 
 def distributor_profile(
@@ -146,19 +142,8 @@ def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -
 
 
 def subscription_catalogue(master_id: str = MASTER) -> list[dict[str, Any]]:
-    """The ``DefineSubscriptionProduct`` commands of ``SUBSCRIPTION_CATALOGUE``."""
-    return [
-        {
-            "type": "DefineSubscriptionProduct",
-            "seller_id": master_id,
-            "actor": master_id,
-            "product": product,
-            "kind": kind,
-            "annual_price": price,
-            "licence_points": licence_points,
-        }
-        for product, kind, price, licence_points in SUBSCRIPTION_CATALOGUE
-    ]
+    """The ``DefineSubscriptionProduct`` commands of the seed's catalogue."""
+    return seed_subscription_commands(master_id)
 
 
 def define_catalogue(lg: Ledger, master_id: str = MASTER) -> None:
@@ -175,3 +160,31 @@ def contract(product: str, distributor_id: str = DISTRIBUTOR) -> dict[str, Any]:
         "product": product,
         "actor": distributor_id,
     }
+
+
+@contextmanager
+def network_ledger(clock: ManualClock, **network: Any) -> Iterator[Ledger]:
+    """A ledger on the in-memory store holding ``build_network(lg, **network)``: the unit
+    tiers' fixture."""
+    with Ledger.open("memory://", clock=clock, password_cost="fast") as lg:
+        build_network(lg, **network)
+        yield lg
+
+
+def recorded(lg: Ledger) -> tuple[int, int]:
+    """How many events and idempotency keys an in-memory ledger holds."""
+    assert isinstance(lg.store, MemoryStore)
+    return len(lg.store.stored_events()), lg.store.key_count()
+
+
+def rejection(lg: Ledger, command: dict[str, Any], *, records: int = 0) -> Rejected:
+    """The rejection of ``command``, checking that it recorded exactly ``records`` events (the
+    few refusals that leave a trace, e.g. a wrong NIP) and, when none, no key either."""
+    events, keys = recorded(lg)
+    with pytest.raises(Rejected) as caught:
+        lg.execute(command)
+    events_after, keys_after = recorded(lg)
+    assert events_after - events == records
+    if not records:
+        assert keys_after == keys
+    return caught.value

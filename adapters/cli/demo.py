@@ -44,24 +44,13 @@ from adapters.cli.common import ProgressBar, output_console
 from ledger.api import Ledger
 from ledger.clock import MEXICO_CITY, ManualClock, local_date
 from ledger.errors import Rejected
+from ledger.first_steps import SEED_SUBSCRIPTIONS, seed_subscription_commands
 from ledger.outcome import Outcome
 from ledger.projections.billing import SaleRow
 from ledger.projections.consumption import ConsumptionRow
 from ledger.rfc import validate_rfc
 
 MASTER = "PLATAFORMA"
-SUBSCRIPTION_CATALOGUE: tuple[tuple[str, str, str, int], ...] = (
-    ("Multinivel", "multinivel", "1999.00", 0),
-    ("MKL NomiCloud", "mkl", "1999.00", 0),
-    ("MKL Dóminus", "mkl", "1850.00", 250),
-    ("MKL MaxiComercio ERP 2014", "mkl", "15000.00", 0),
-    ("MKL Contablink", "mkl", "0.00", 0),
-    ("MKL FactuDesk 2014", "mkl", "0.00", 0),
-    ("MKL Maxicomercio Pequeños Negocios", "mkl", "0.00", 0),
-    ("MKL CFDI Explorer", "mkl", "0.00", 0),
-)
-"""The seed's subscription list: product, kind, yearly price before IVA, points per licence
-(the seed gives no licence price; 250 points for Dóminus is the demo's own)."""
 SUBSCRIPTIONS = (
     ("D-CENTRO", "Multinivel"),
     ("D-CENTRO", "MKL Dóminus"),
@@ -296,18 +285,7 @@ class DemoBuilder:
                     ("PTS-3000", "points", 3_000, "2850.00"),
                 )
             ],
-            *[
-                {
-                    "type": "DefineSubscriptionProduct",
-                    "actor": MASTER,
-                    "seller_id": MASTER,
-                    "product": product,
-                    "kind": kind,
-                    "annual_price": price,
-                    "licence_points": licence_points,
-                }
-                for product, kind, price, licence_points in SUBSCRIPTION_CATALOGUE
-            ],
+            *seed_subscription_commands(MASTER),
         ]
         for seller in self.sellers:
             if seller.parent_id != MASTER:
@@ -981,7 +959,7 @@ def _distributors(
 def print_subscriptions(console: Console, lg: Ledger) -> None:
     """The subscriptions the distributors contracted from the master account's catalogue."""
     views = lg.views
-    prices = {product: price for product, _, price, _ in SUBSCRIPTION_CATALOGUE}
+    prices = {product: price for product, _, price, _ in SEED_SUBSCRIPTIONS}
     table = _table(
         ("distributor", "product", "kind", "yearly price", "expires", "running"),
         ("yearly price",),
@@ -995,7 +973,7 @@ def print_subscriptions(console: Console, lg: Ledger) -> None:
     _section(
         console,
         f"Subscriptions from {MASTER}'s catalogue",
-        f"The catalogue lists {len(SUBSCRIPTION_CATALOGUE)} yearly subscriptions, priced before "
+        f"The catalogue lists {len(SEED_SUBSCRIPTIONS)} yearly subscriptions, priced before "
         "IVA (the 16 % value-added tax). A distributor pays pro rata up to its own expiry, plus "
         "IVA. Multinivel lets it have sub-distributors; an MKL (a reseller's licence of one "
         "software product) lets it generate licences of that product for its clients.",

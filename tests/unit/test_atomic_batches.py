@@ -9,14 +9,13 @@ import pytest
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
-from tests.support import CLIENT, CTI, DISTRIBUTOR, build_network, client_profile
+from tests.support import CLIENT, CTI, DISTRIBUTOR, client_profile, network_ledger
 
 
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """A memory ledger with a network and 10 stamps in C1's CTI."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger, cti_stamps=10)
+    with network_ledger(clock, cti_stamps=10) as ledger:
         yield ledger
 
 

@@ -11,7 +11,7 @@ from ledger.api import Ledger
 from ledger.audit import Movement
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
-from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, build_network, consume
+from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, consume, network_ledger
 
 START = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
 UUID_A = "6F1C2A9E-0B4D-4C55-9A1E-3D2B7C8E9F0A"
@@ -21,8 +21,7 @@ UUID_B = "6F1C2A9E-0B4D-4C55-9A1E-3D2B7C8E9F0B"
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """The network at noon (Mexico City) on 5 January with 10 stamps on C1's CTI."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger, cti_stamps=10)
+    with network_ledger(clock, cti_stamps=10) as ledger:
         yield ledger
 
 

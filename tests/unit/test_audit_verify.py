@@ -25,7 +25,14 @@ from ledger.chain import events_digest
 from ledger.clock import ManualClock
 from ledger.domain import Event
 from ledger.errors import IntegrityBreach
-from tests.support import CTI, DISTRIBUTOR, ISSUER_RFC, MASTER, build_network, consume
+from tests.support import (
+    CTI,
+    DISTRIBUTOR,
+    ISSUER_RFC,
+    MASTER,
+    consume,
+    network_ledger,
+)
 
 MAPPER = MsgspecMapper()
 # The package exports the function ``verify``, which hides the module of the same name.
@@ -36,8 +43,7 @@ NEW_UUID = "0A1B2C3D-0B4D-4C55-9A1E-3D2B7C8E9F99"
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """Master, D1 with 10,000 stamps, C1 and its CTI with 1 stamp, consumed; one invoice."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger, cti_stamps=1)
+    with network_ledger(clock, cti_stamps=1) as ledger:
         ledger.execute(consume(cfdi_uuid="6F1C2A9E-0B4D-4C55-9A1E-3D2B7C8E9F01"))
         ledger.execute(
             {

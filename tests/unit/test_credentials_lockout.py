@@ -20,7 +20,7 @@ from ledger.commands import accounts
 from ledger.domain import Snapshot
 from ledger.errors import Rejected
 from ledger.passwords import verify_password
-from tests.support import CLIENT, DISTRIBUTOR, MASTER, build_network
+from tests.support import CLIENT, DISTRIBUTOR, MASTER, network_ledger
 
 PASSWORD = "Tr0mbón-azul-77"
 WRONG = "no-es-la-clave"
@@ -33,8 +33,7 @@ verify_module = importlib.import_module("ledger.audit.verify")
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """A ledger on the in-memory store with C1's CTI ``X1`` and its password."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger)
+    with network_ledger(clock) as ledger:
         ledger.execute(
             {
                 "type": "OpenStampingAccount",

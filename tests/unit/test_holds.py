@@ -15,7 +15,15 @@ from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.domain import Snapshot
 from ledger.errors import Rejected
-from tests.support import CTI, DISTRIBUTOR, ISSUER_RFC, MASTER, build_network, consume
+from tests.support import (
+    CTI,
+    DISTRIBUTOR,
+    ISSUER_RFC,
+    MASTER,
+    consume,
+    network_ledger,
+    rejection,
+)
 from tests.unit.test_audit_verify import check, forged, next_version, rows_of
 
 CFDI = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
@@ -24,8 +32,7 @@ CFDI = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """A ledger on the in-memory store; C1's CTI holds 3 stamps."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger, cti_stamps=3)
+    with network_ledger(clock, cti_stamps=3) as ledger:
         yield ledger
 
 
@@ -50,15 +57,6 @@ def post(hold_id: str = "H1", **extra: Any) -> dict[str, Any]:
 def void(hold_id: str = "H1", **extra: Any) -> dict[str, Any]:
     """The stamping service voids a hold."""
     return {"type": "VoidReservation", "hold_id": hold_id, "actor": MASTER, **extra}
-
-
-def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
-    """The rejection of ``command``, checking that it recorded nothing."""
-    before = len(lg.store.stored_events())
-    with pytest.raises(Rejected) as caught:
-        lg.execute(command)
-    assert len(lg.store.stored_events()) == before
-    return caught.value
 
 
 def consumed(lg: Ledger) -> int:

@@ -14,7 +14,16 @@ from ledger.clock import ManualClock
 from ledger.commands.models import TransferStamps
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
-from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, build_network, client_profile, consume
+from tests.support import (
+    CLIENT,
+    CTI,
+    DISTRIBUTOR,
+    MASTER,
+    client_profile,
+    consume,
+    network_ledger,
+    rejection,
+)
 
 CFDI = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
@@ -22,8 +31,7 @@ CFDI = "0f8fad5b-d9cb-469f-a165-70867728950e"
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """A ledger on the in-memory store with the standard network and 3 stamps on C1's CTI."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger, cti_stamps=3)
+    with network_ledger(clock, cti_stamps=3) as ledger:
         yield ledger
 
 
@@ -36,15 +44,6 @@ def store(lg: Ledger) -> MemoryStore:
 def trace(lg: Ledger) -> tuple[int, int]:
     """How many events and keys are recorded."""
     return len(store(lg).stored_events()), store(lg).key_count()
-
-
-def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
-    """The rejection of ``command``, checking that it recorded nothing at all."""
-    before = trace(lg)
-    with pytest.raises(Rejected) as caught:
-        lg.execute(command)
-    assert trace(lg) == before
-    return caught.value
 
 
 def transfer(quantity: int = 10, transfer_id: str = "T1", **extra: Any) -> dict[str, Any]:

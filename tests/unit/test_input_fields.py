@@ -19,7 +19,16 @@ from ledger.commands.fields import CLEAN, CLEAN_MULTILINE
 from ledger.commands.models import AnyCommand, ConsumeStamp
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
-from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, build_network, client_profile, consume
+from tests.support import (
+    CLIENT,
+    CTI,
+    DISTRIBUTOR,
+    MASTER,
+    client_profile,
+    consume,
+    network_ledger,
+    rejection,
+)
 
 CONTROL_CHARACTERS = [chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]]
 
@@ -27,18 +36,8 @@ CONTROL_CHARACTERS = [chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]]
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """A ledger on the in-memory store with the standard network (the CTI holds 10 stamps)."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger, cti_stamps=10)
+    with network_ledger(clock, cti_stamps=10) as ledger:
         yield ledger
-
-
-def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
-    """The rejection of ``command``, checking that it recorded nothing."""
-    before = len(lg.store.stored_events())
-    with pytest.raises(Rejected) as caught:
-        lg.execute(command)
-    assert len(lg.store.stored_events()) == before
-    return caught.value
 
 
 def fields(rejected: Rejected) -> list[str]:

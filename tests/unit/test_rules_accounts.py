@@ -14,17 +14,17 @@ from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands import accounts
-from ledger.errors import Rejected
 from ledger.passwords import verify_password
 from tests.support import (
     CLIENT,
     CTI,
     DISTRIBUTOR,
     MASTER,
-    build_network,
     client_profile,
     consume,
     distributor_profile,
+    network_ledger,
+    rejection,
 )
 
 PASSWORD = "Tr0mbón-azul-77"
@@ -33,8 +33,7 @@ PASSWORD = "Tr0mbón-azul-77"
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """A ledger on the in-memory store: D1 with stamps and points; C1's CTI holds 5 stamps."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger, cti_stamps=5)
+    with network_ledger(clock, cti_stamps=5) as ledger:
         ledger.execute(
             {
                 "type": "BuyPackage",
@@ -45,15 +44,6 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
             }
         )
         yield ledger
-
-
-def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
-    """The rejection of ``command``, checking that it recorded nothing."""
-    before = len(lg.store.stored_events())
-    with pytest.raises(Rejected) as caught:
-        lg.execute(command)
-    assert len(lg.store.stored_events()) == before
-    return caught.value
 
 
 def open_cti(cti_id: str = "X1", kind: str = "standard", **extra: Any) -> dict[str, Any]:
@@ -338,8 +328,7 @@ def test_the_idempotency_index_keeps_no_fast_hash_of_a_password(clock: ManualClo
     """The fingerprint of a command with a password does not depend on it (no offline guessing)."""
     fingerprints = set()
     for password in (PASSWORD, "otra-clave-99"):
-        with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-            build_network(ledger)
+        with network_ledger(clock) as ledger:
             ledger.execute({**open_cti(), "password": password})
             assert isinstance(ledger.store, MemoryStore)
             fingerprints.add(ledger.store.select_keys(["id:X1"])["id:X1"].fingerprint)

@@ -11,14 +11,13 @@ from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
 from ledger.logging import capture_logs
-from tests.support import CLIENT, CTI, DISTRIBUTOR, build_network, consume
+from tests.support import CLIENT, CTI, DISTRIBUTOR, consume, network_ledger
 
 
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """C1-cti holds 12 stamps; its rule: below 10, D1 sends 50 at 25.00."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger, cti_stamps=12)
+    with network_ledger(clock, cti_stamps=12) as ledger:
         ledger.execute(rule())
         yield ledger
 

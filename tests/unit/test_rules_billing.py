@@ -10,24 +10,14 @@ import pytest
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
-from tests.support import CTI, DISTRIBUTOR, MASTER, build_network
+from tests.support import CTI, DISTRIBUTOR, MASTER, network_ledger, rejection
 
 
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """A ledger on the in-memory store with the standard network."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger)
+    with network_ledger(clock) as ledger:
         yield ledger
-
-
-def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
-    """The rejection of ``command``, checking that it recorded nothing."""
-    before = len(lg.store.stored_events())
-    with pytest.raises(Rejected) as caught:
-        lg.execute(command)
-    assert len(lg.store.stored_events()) == before
-    return caught.value
 
 
 def purchase(lg: Ledger) -> str:

@@ -12,17 +12,23 @@ import pytest
 
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from ledger.errors import Rejected
 from ledger.logging import capture_logs
 from ledger.outcome import Outcome
-from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, build_network, client_profile
+from tests.support import (
+    CLIENT,
+    CTI,
+    DISTRIBUTOR,
+    MASTER,
+    client_profile,
+    network_ledger,
+    rejection,
+)
 
 
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """A ledger on the in-memory store: D1 holds 10,000 stamps and 3,000 points."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger)
+    with network_ledger(clock) as ledger:
         ledger.execute(
             {
                 "type": "BuyPackage",
@@ -38,15 +44,6 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
 def stored(lg: Ledger) -> int:
     """How many events are recorded."""
     return len(lg.store.stored_events())
-
-
-def rejection(lg: Ledger, command: dict[str, Any], *, records: int = 0) -> Rejected:
-    """The rejection of ``command``, checking that it recorded exactly ``records`` events."""
-    before = stored(lg)
-    with pytest.raises(Rejected) as caught:
-        lg.execute(command)
-    assert stored(lg) - before == records
-    return caught.value
 
 
 def issue(

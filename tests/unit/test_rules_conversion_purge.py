@@ -25,6 +25,8 @@ from tests.support import (
     contract,
     define_catalogue,
     distributor_profile,
+    network_ledger,
+    rejection,
 )
 
 NEW = "D-EX-C1"
@@ -33,19 +35,9 @@ NEW = "D-EX-C1"
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """The standard network with the catalogue; C1's CTI holds 10 stamps."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger, cti_stamps=10)
+    with network_ledger(clock, cti_stamps=10) as ledger:
         define_catalogue(ledger)
         yield ledger
-
-
-def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
-    """The rejection of ``command``, checking that it recorded nothing."""
-    before = len(lg.store.stored_events())
-    with pytest.raises(Rejected) as caught:
-        lg.execute(command)
-    assert len(lg.store.stored_events()) == before
-    return caught.value
 
 
 def convert(actor: str = DISTRIBUTOR, distributor_id: str = NEW) -> dict[str, Any]:

@@ -10,18 +10,24 @@ import pytest
 
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from ledger.errors import Rejected
-from tests.support import CLIENT, DISTRIBUTOR, MASTER, build_network, contract, define_catalogue
+from tests.support import (
+    CLIENT,
+    DISTRIBUTOR,
+    MASTER,
+    contract,
+    define_catalogue,
+    network_ledger,
+    rejection,
+)
 
 DOMINUS_LICENCE_POINTS = 250
-"""The seed catalogue's points per Dóminus licence (``tests.support.SUBSCRIPTION_CATALOGUE``)."""
+"""The seed catalogue's points per Dóminus licence (``ledger.first_steps.SEED_SUBSCRIPTIONS``)."""
 
 
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """The standard network with the catalogue; D1 holds 3,000 points."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger)
+    with network_ledger(clock) as ledger:
         define_catalogue(ledger)
         ledger.execute(
             {
@@ -33,15 +39,6 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
             }
         )
         yield ledger
-
-
-def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
-    """The rejection of ``command``, checking that it recorded nothing."""
-    before = len(lg.store.stored_events())
-    with pytest.raises(Rejected) as caught:
-        lg.execute(command)
-    assert len(lg.store.stored_events()) == before
-    return caught.value
 
 
 def licence(product: str = "Dóminus", actor: str = DISTRIBUTOR, **extra: Any) -> dict[str, Any]:

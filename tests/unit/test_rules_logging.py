@@ -17,7 +17,7 @@ from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
 from ledger.logging import capture_logs, configure_cli_logging, get_logger
-from tests.support import CLIENT, CTI, build_network, consume
+from tests.support import CLIENT, CTI, consume, network_ledger
 
 PASSWORD = "clave-secreta-123"
 
@@ -25,8 +25,7 @@ PASSWORD = "clave-secreta-123"
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """A ledger on the in-memory store with the standard network."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger, cti_stamps=1)
+    with network_ledger(clock, cti_stamps=1) as ledger:
         yield ledger
 
 
@@ -218,8 +217,7 @@ def test_opening_a_ledger_configures_no_logging(clock: ManualClock) -> None:
         logging.getLogger("ledger").level,
         structlog.is_configured(),
     )
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger, cti_stamps=1)
+    with network_ledger(clock, cti_stamps=1) as ledger:
         ledger.execute(consume())
     after = (
         list(logging.getLogger().handlers),

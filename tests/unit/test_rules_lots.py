@@ -12,15 +12,13 @@ import pytest
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.domain import Event
-from ledger.errors import Rejected
-from tests.support import CTI, DISTRIBUTOR, build_network, consume
+from tests.support import CTI, DISTRIBUTOR, consume, network_ledger, rejection
 
 
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """A ledger on the in-memory store; D1 sells client packages of 10 stamps for 10 and 60 days."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger)
+    with network_ledger(clock) as ledger:
         for package_id, days in (("G10", 10), ("G60", 60)):
             ledger.execute(
                 {
@@ -36,15 +34,6 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
                 }
             )
         yield ledger
-
-
-def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
-    """The rejection of ``command``, checking that it recorded nothing."""
-    before = len(lg.store.stored_events())
-    with pytest.raises(Rejected) as caught:
-        lg.execute(command)
-    assert len(lg.store.stored_events()) == before
-    return caught.value
 
 
 def grant(grant_id: str, package_id: str = "G10", **extra: Any) -> dict[str, Any]:

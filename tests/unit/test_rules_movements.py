@@ -15,10 +15,11 @@ from tests.support import (
     CTI,
     DISTRIBUTOR,
     MASTER,
-    build_network,
     client_profile,
     consume,
     distributor_profile,
+    network_ledger,
+    rejection,
     subscription_catalogue,
 )
 
@@ -30,8 +31,7 @@ OTHER_CTI = "C2-cti"
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """A ledger on the in-memory store: D1 with 10,000 stamps and 3,000 points, and a rival D2."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger)
+    with network_ledger(clock) as ledger:
         results = ledger.execute_many(
             [
                 buy("PTS3000"),
@@ -60,15 +60,6 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
         )
         assert all(getattr(r, "ok", False) for r in results), results
         yield ledger
-
-
-def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
-    """The rejection of ``command``, checking that it recorded nothing."""
-    before = len(lg.store.stored_events())
-    with pytest.raises(Rejected) as caught:
-        lg.execute(command)
-    assert len(lg.store.stored_events()) == before
-    return caught.value
 
 
 def buy(package_id: str = "P1000", count: int = 1, **extra: Any) -> dict[str, Any]:

@@ -12,14 +12,14 @@ import pytest
 from ledger.aggregates.distributor import Distributor
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from ledger.errors import Rejected
 from tests.support import (
     CTI,
     DISTRIBUTOR,
     MASTER,
-    build_network,
     define_catalogue,
     distributor_profile,
+    network_ledger,
+    rejection,
 )
 
 NEW = "D9"
@@ -49,19 +49,9 @@ ILLEGAL = sorted(set(itertools.product(STATUSES, ACTIONS)) - set(ALLOWED))
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """A ledger on the in-memory store with the standard network."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger)
+    with network_ledger(clock) as ledger:
         define_catalogue(ledger)
         yield ledger
-
-
-def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
-    """The rejection of ``command``, checking that it recorded nothing."""
-    before = len(lg.store.stored_events())
-    with pytest.raises(Rejected) as caught:
-        lg.execute(command)
-    assert len(lg.store.stored_events()) == before
-    return caught.value
 
 
 def act(action: str, distributor_id: str = NEW, actor: str | None = MASTER) -> dict[str, Any]:

@@ -18,9 +18,10 @@ from tests.support import (
     CTI,
     DISTRIBUTOR,
     MASTER,
-    build_network,
     client_profile,
     distributor_profile,
+    network_ledger,
+    rejection,
     subscription_catalogue,
 )
 
@@ -30,8 +31,7 @@ SUB = "D1a"
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """The standard network; D1 also holds 3,000 points."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger)
+    with network_ledger(clock) as ledger:
         ledger.execute(buy("PTS3000"))
         yield ledger
 
@@ -46,20 +46,6 @@ def buy(package_id: str = "P1000", **extra: Any) -> dict[str, Any]:
         "actor": DISTRIBUTOR,
         **extra,
     }
-
-
-def stored(lg: Ledger) -> int:
-    """How many events are recorded."""
-    return len(lg.store.stored_events())
-
-
-def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
-    """The rejection of ``command``, checking that it recorded nothing."""
-    before = stored(lg)
-    with pytest.raises(Rejected) as caught:
-        lg.execute(command)
-    assert stored(lg) == before
-    return caught.value
 
 
 def ok(lg: Ledger, *commands: dict[str, Any]) -> None:

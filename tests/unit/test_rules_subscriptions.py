@@ -11,33 +11,23 @@ import pytest
 from ledger.aggregates.distributor import Distributor
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from ledger.errors import Rejected
 from tests.support import (
     DISTRIBUTOR,
     MASTER,
-    build_network,
     contract,
     define_catalogue,
     distributor_profile,
+    network_ledger,
+    rejection,
 )
 
 
 @pytest.fixture
 def lg(clock: ManualClock) -> Iterator[Ledger]:
     """The standard network (D1 active until 2027-01-31) with the seed's catalogue."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as ledger:
-        build_network(ledger)
+    with network_ledger(clock) as ledger:
         define_catalogue(ledger)
         yield ledger
-
-
-def rejection(lg: Ledger, command: dict[str, Any]) -> Rejected:
-    """The rejection of ``command``, checking that it recorded nothing."""
-    before = len(lg.store.stored_events())
-    with pytest.raises(Rejected) as caught:
-        lg.execute(command)
-    assert len(lg.store.stored_events()) == before
-    return caught.value
 
 
 def define(
