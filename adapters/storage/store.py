@@ -328,11 +328,15 @@ def _select_after_statement(recorder: PostgresAggregateRecorder) -> str:
     """Rows of many streams after a version each, in one query (stream by stream, in order)."""
     return (
         SQL(
+            # LATERAL: one index range scan per stream (a plain join was planned as a merge
+            # join over the whole primary key index: 21 ms for 1,000 CTIs of a 43,000-event
+            # log, growing with the log; this reads 2,000 index pages in 3 ms).
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            "FROM unnest(%b::{id_type}[], %b::bigint[]) AS t(id, version) "
-            "JOIN {schema}.{table} e "
-            "ON e.originator_id = t.id AND e.originator_version > t.version "
-            "ORDER BY e.originator_id, e.originator_version"
+            "FROM unnest(%b::{id_type}[], %b::bigint[]) WITH ORDINALITY AS t(id, version, n) "
+            "CROSS JOIN LATERAL (SELECT * FROM {schema}.{table} "
+            "WHERE originator_id = t.id AND originator_version > t.version "
+            "ORDER BY originator_version) AS e "
+            "ORDER BY t.n, e.originator_version"
         )
         .format(
             id_type=Identifier(recorder.datastore.originator_id_type),
@@ -881,6 +885,11 @@ class LedgerPostgresFactory(PostgresFactory):
         pool.kwargs["connect_timeout"] = int(
             self.env.get(self.POSTGRES_CONNECT_TIMEOUT) or CONNECT_TIMEOUT_S_DEFAULT
         )
+        # No JIT: the ledger's statements are short, and a catch-up of 1,000 CTIs (an unnest
+        # join estimated at ~200 rows a stream) passed jit_above_cost and spent ~87 ms
+        # compiling to read nothing in 3 ms, on each of a connection's first five runs.
+        options = str(pool.kwargs.get("options") or "")
+        pool.kwargs["options"] = f"{options} -c jit=off".strip()
 
 
 SQLITE_CACHE_KIB = 32_768
