@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, unquote, urlparse
 
 import psycopg
 import psycopg.errors
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import Application
 from eventsourcing.persistence import (
     DatabaseError,
     DataError,
@@ -1138,16 +1138,33 @@ class EventStore:
         self.mapper = app.mapper
 
     def load(self, aggregate_id: str) -> Aggregate | None:
-        """The aggregate from its latest snapshot and later events, or None."""
+        """The aggregate from its latest snapshot and later events, or None.
+
+        What eventsourcing's ``Repository.get`` does, without its checks of every event
+        against runtime protocols (``isinstance`` of a ``Protocol``, ~28 us an event: two
+        thirds of loading a CTI of 40 events).
+        """
+        mapper = self.mapper
+        agg: Aggregate | None = None
         try:
-            agg: Aggregate = self.app.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
+            snapshots = self.app.snapshots
+            if snapshots is not None:
+                latest = snapshots.recorder.select_events(aggregate_id, desc=True, limit=1)
+                if latest:
+                    restored = mapper.to_domain_event(latest[0])
+                    assert isinstance(restored, Snapshot)
+                    agg = restored.mutate(None)
+            after = agg.version if agg is not None else None
+            for stored in self.recorder.select_events(aggregate_id, gt=after):
+                event = mapper.to_domain_event(stored)
+                assert isinstance(event, Event)
+                agg = event.mutate(agg)
         except MapperDeserialisationError as exc:
             raise _undecodable(aggregate_id, exc) from None
         except PersistenceError as exc:
             raise self._failed(f"load {aggregate_id!r}", exc) from None
-        agg.pending_events = []
+        if agg is not None:
+            agg.pending_events = []
         return agg
 
     def catch_up(self, aggregate: Aggregate) -> Aggregate:
