@@ -188,3 +188,19 @@ def rejection(lg: Ledger, command: dict[str, Any], *, records: int = 0) -> Rejec
     if not records:
         assert keys_after == keys
     return caught.value
+
+
+def fields(rejected: Rejected) -> list[str]:
+    """The field names a schema rejection (``invalid_command``) reports."""
+    return [error["field"] for error in rejected.details["errors"]]
+
+
+def register_client(client_id: str = "C2", **profile: Any) -> dict[str, Any]:
+    """A RegisterClient command of D1, its profile with ``profile`` overrides."""
+    return {
+        "type": "RegisterClient",
+        "client_id": client_id,
+        "distributor_id": DISTRIBUTOR,
+        "actor": DISTRIBUTOR,
+        "profile": {**client_profile(), **profile},
+    }

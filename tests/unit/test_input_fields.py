@@ -24,9 +24,10 @@ from tests.support import (
     CTI,
     DISTRIBUTOR,
     MASTER,
-    client_profile,
     consume,
+    fields,
     network_ledger,
+    register_client,
     rejection,
 )
 
@@ -38,22 +39,6 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
     """A ledger on the in-memory store with the standard network (the CTI holds 10 stamps)."""
     with network_ledger(clock, cti_stamps=10) as ledger:
         yield ledger
-
-
-def fields(rejected: Rejected) -> list[str]:
-    """The field names a schema rejection reports."""
-    return [error["field"] for error in rejected.details["errors"]]
-
-
-def register_client(client_id: str = "C2", **profile: Any) -> dict[str, Any]:
-    """A RegisterClient command of D1 with ``profile`` overrides."""
-    return {
-        "type": "RegisterClient",
-        "client_id": client_id,
-        "distributor_id": DISTRIBUTOR,
-        "actor": DISTRIBUTOR,
-        "profile": {**client_profile(), **profile},
-    }
 
 
 def stamp(**extra: Any) -> dict[str, Any]:

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from ledger.errors import Rejected
 from ledger.rfc import CHECK_DIGIT_WARNING
 from tests.support import (
     CLIENT,
     DISTRIBUTOR,
     MASTER,
-    client_profile,
+    fields,
     network_ledger,
+    register_client,
     rejection,
 )
 
@@ -26,22 +25,6 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
     """A ledger on the in-memory store with the standard network."""
     with network_ledger(clock) as ledger:
         yield ledger
-
-
-def fields(rejected: Rejected) -> list[str]:
-    """The field names a schema rejection reports."""
-    return [error["field"] for error in rejected.details["errors"]]
-
-
-def register_client(client_id: str = "C2", **profile: Any) -> dict[str, Any]:
-    """A RegisterClient command under D1 with ``profile`` overrides."""
-    return {
-        "type": "RegisterClient",
-        "actor": DISTRIBUTOR,
-        "client_id": client_id,
-        "distributor_id": DISTRIBUTOR,
-        "profile": {**client_profile(), **profile},
-    }
 
 
 # invalid_command -------------------------------------------------------------------------------
