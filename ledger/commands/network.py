@@ -203,24 +203,15 @@ def renew_distributor(command: RenewDistributor, tx: Tx) -> Outcome:
         )
         charges.append((product, months, amount))
     outcome = _move(command, tx, command.expires_on)
-    sale_ids: list[str] = []
-    for product, months, amount in charges:
-        assert master is not None
-        sale_id = f"{distributor.id}:sub:{distributor.version + 1}"
-        distributor.trigger(
-            distributor.SubscriptionRenewed,
-            tx.now,
-            product=product.product,
-            kind=product.kind,
-            months=months,
-            expires_on=command.expires_on,
-            seller_id=master.id,
-            sale_id=sale_id,
-            amount_centavos=amount,
+    if master is None:  # no subscription to renew
+        return outcome
+    sale_ids = tuple(
+        _charge_subscription(
+            tx, distributor, distributor.SubscriptionRenewed, product, months, amount, master
         )
-        tx.claim(f"sale:{sale_id}", master.id.encode())
-        sale_ids.append(sale_id)
-    return msgspec.structs.replace(outcome, sale_ids=tuple(sale_ids))
+        for product, months, amount in charges
+    )
+    return msgspec.structs.replace(outcome, sale_ids=sale_ids)
 
 
 @handles(CancelDistributor)
@@ -235,6 +226,34 @@ def purge_distributor(command: PurgeDistributor, tx: Tx) -> Outcome:
     distributor = tx.get(command.distributor_id, Distributor)
     distributor.purge(tx.today, tx.now)
     return Outcome(type=command.type, details={"status": distributor.status})
+
+
+def _charge_subscription(
+    tx: Tx,
+    distributor: Distributor,
+    event: type[Distributor.SubscriptionContracted],
+    product: SubscriptionProduct,
+    months: int,
+    amount: int,
+    master: MasterAccount,
+) -> str:
+    """Records a subscription's charge (contracted or renewed) until the distributor's expiry
+    as a billable sale of the master account; its sale id."""
+    assert distributor.expires_on is not None  # active (or just renewed) implies an expiry
+    sale_id = f"{distributor.id}:sub:{distributor.version + 1}"
+    distributor.trigger(
+        event,
+        tx.now,
+        product=product.product,
+        kind=product.kind,
+        months=months,
+        expires_on=distributor.expires_on,
+        seller_id=master.id,
+        sale_id=sale_id,
+        amount_centavos=amount,
+    )
+    tx.claim(f"sale:{sale_id}", master.id.encode())
+    return sale_id
 
 
 def master_of(tx: Tx, distributor: Distributor) -> MasterAccount:
@@ -288,19 +307,9 @@ def contract_subscription(command: ContractSubscription, tx: Tx) -> Outcome:
     months, amount = subscription_charge(
         product.annual_price_centavos, tx.today, distributor.expires_on
     )
-    sale_id = f"{distributor.id}:sub:{distributor.version + 1}"
-    distributor.trigger(
-        distributor.SubscriptionContracted,
-        tx.now,
-        product=product.product,
-        kind=product.kind,
-        months=months,
-        expires_on=distributor.expires_on,
-        seller_id=master.id,
-        sale_id=sale_id,
-        amount_centavos=amount,
+    sale_id = _charge_subscription(
+        tx, distributor, distributor.SubscriptionContracted, product, months, amount, master
     )
-    tx.claim(f"sale:{sale_id}", master.id.encode())
     return Outcome(
         type=command.type,
         sale_ids=(sale_id,),
