@@ -15,6 +15,7 @@ command per transaction, where such a command is simply discarded.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import hashlib
 import itertools
@@ -60,6 +61,9 @@ RETRY_DELAY_MAX_S = 0.1
 """A lost race waits a random time up to base * 2**attempt, capped (at most ~0.5 s in all)."""
 BATCH_SIZE_MAX = 5_000
 """Bound on commands per transaction: longer batches are split."""
+PIPELINE_GROUP_MAX = 500
+"""Bound on the commands of one group on a pipelined store (``Store.pipelined``): a longer
+non-atomic batch is written in groups of this size, each sent while the next is decided."""
 CACHE_SIZE_MAX = 50_000
 """Bound on aggregates kept in memory by one engine."""
 SNAPSHOT_INTERVAL = 500
@@ -103,8 +107,19 @@ class Store(Protocol):
     def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
         """The stored rows of the keys that were used."""
 
+    @property
+    def pipelined(self) -> bool:
+        """Whether ``record_later`` returns before the database has answered (PostgreSQL): the
+        engine then decides the next group of commands while the last one is being written."""
+
     def record(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
         """Writes events and keys in one transaction; raises ``WriteConflict`` on a lost race."""
+
+    def record_later(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Finish:
+        """``record``, sent now and answered by the returned ``Finish`` (which waits for the
+        database and returns the ids, or raises what ``record`` raises). It never raises
+        itself, and its ``Finish`` must be called once, even when nothing is waiting for it:
+        until then the store's writer is busy."""
 
     def locked(self, aggregate_ids: Collection[str]) -> AbstractContextManager[Record]:
         """A transaction no other writer of these aggregates can pass; yields its ``record``.
@@ -122,6 +137,8 @@ class Store(Protocol):
 
 Record = Callable[[Sequence[Event], Sequence[KeyRecord]], Sequence[int]]
 """Writes events and keys in one transaction (the store's ``record``)."""
+Finish = Callable[[], Sequence[int]]
+"""Waits for a write sent by ``record_later``: its notification ids, or its error."""
 
 Handler = Callable[[Any, "Tx"], Outcome]
 HANDLERS: dict[type[Command], Handler] = {}
@@ -178,7 +195,7 @@ class Tx:
         """Any aggregate with this id, or None."""
         agg = self.touched.get(aggregate_id)
         if agg is None:
-            agg = self.engine.cache_get(aggregate_id)
+            agg = self.engine.cache_get(aggregate_id) or self.engine.in_flight(aggregate_id)
             if agg is not None:
                 if self.fresh:
                     if aggregate_id not in self.current:
@@ -398,6 +415,8 @@ class _Request:
     error: BaseException | None = None
     done: bool = False
     lead: bool = False
+    after: _Request | None = None
+    """The same caller's previous part: if it fails, this one fails with it, unrun."""
 
     def deliver(self, results: list[Result] | None, error: BaseException | None) -> None:
         """Hands the caller its results (or the error that stopped its transaction)."""
@@ -409,6 +428,50 @@ class _Request:
         elif self.notify is not None:
             self.notify(self)
         # else: a leader's own request, delivered in its own thread
+
+
+@dataclass(eq=False, slots=True)
+class _Decided:
+    """A group decided in one optimistic attempt, then sent to the store (``Engine._send``).
+
+    Its events were taken off the aggregates when it was decided, so that the next group,
+    decided on top of it while it is written, takes only its own.
+    """
+
+    group: list[_Request]
+    batch: list[Prepared]
+    tx: Tx
+    results: list[Result]
+    events: list[Event]
+    due: list[Aggregate]
+    """Aggregates due for a snapshot once it is recorded (nothing is decided on top of it)."""
+    started: float
+    finish: Finish | None = None
+    stale: bool = False
+    """A decision made on top of it was undone: its aggregates may hold that decision's
+    changes, so they are evicted instead of kept once it is recorded."""
+
+    @property
+    def writes(self) -> bool:
+        """Whether it has anything to record."""
+        return bool(self.events or self.tx.keys)
+
+
+def _without_failed_parts(group: list[_Request]) -> list[_Request]:
+    """The group without the parts whose caller's previous part failed (they fail with it,
+    unrun, as if the caller had stopped at the error)."""
+    kept = []
+    for request in group:
+        failed = request.after.error if request.after is not None else None
+        if failed is not None:
+            request.deliver(None, failed)
+        else:
+            kept.append(request)
+    return kept
+
+
+def _reraise(exc: BaseException) -> Sequence[int]:
+    raise exc
 
 
 def _settle(future: asyncio.Future[list[Result]], request: _Request) -> None:
@@ -589,6 +652,10 @@ class Engine:
     _closed: bool = False
     _committer_pool: ThreadPoolExecutor | None = None
     _hot: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    _flight: _Decided | None = None
+    """The group being written on a pipelined store (touched only by the leader)."""
+    _unrecorded: set[str] = field(default_factory=set)
+    """Aggregates whose cached state holds decisions not recorded yet (see ``current``)."""
 
     def __post_init__(self) -> None:
         self._idle = threading.Condition(self._queue_lock)
@@ -622,6 +689,12 @@ class Engine:
         while len(self._cache) > self.cache_size_max:
             self._cache.popitem(last=False)
 
+    def in_flight(self, aggregate_id: str) -> Aggregate | None:
+        """The aggregate as the group being written left it, if it touched it (the next group
+        is decided on that state, even if the cache has dropped it meanwhile)."""
+        flight = self._flight
+        return None if flight is None else flight.tx.touched.get(aggregate_id)
+
     def evict(self, aggregate_ids: Iterable[str]) -> None:
         """Forgets aggregates whose in-memory state may differ from what is recorded."""
         for aggregate_id in aggregate_ids:
@@ -630,8 +703,14 @@ class Engine:
     # Reads -----------------------------------------------------------------------------------
 
     def current(self, aggregate_id: str) -> Aggregate | None:
-        """The aggregate as recorded now (cached state caught up with the store)."""
+        """The aggregate as recorded now (cached state caught up with the store).
+
+        An aggregate that a group being written (or decided on top of it) changed is read
+        from the store instead: its cached state holds what may not be recorded yet.
+        """
         with self._lock:
+            if aggregate_id in self._unrecorded:
+                return self.store.load(aggregate_id)
             agg = self.cache_get(aggregate_id)
             agg = self.store.load(aggregate_id) if agg is None else self.store.catch_up(agg)
             if agg is not None:
@@ -647,20 +726,24 @@ class Engine:
 
         Concurrent callers share transactions (group commit, ``_submit``). ``atomic``: one
         transaction for all of them alone, and if any is rejected none is recorded (the others
-        get ``batch_aborted``).
+        get ``batch_aborted``). Otherwise, on a pipelined store, a long list is written in
+        groups of ``PIPELINE_GROUP_MAX``, each sent while the next is decided.
         """
         if atomic:
             _check_atomic_size(commands)
             with _gc_pause_for(len(commands)):
                 now = self.clock()
-                return self._submit([prepare(c, now) for c in commands], atomic=True)
+                return self._submit([[prepare(c, now) for c in commands]], atomic=True)
         results: list[Result] = []
         remaining = iter(commands)
+        part = self._group_max()
         while chunk := list(itertools.islice(remaining, BATCH_SIZE_MAX)):
             # Parsed in the caller's thread, outside the commit in flight.
             with _gc_pause_for(len(chunk)):
                 now = self.clock()
-                results.extend(self._submit([prepare(c, now) for c in chunk], atomic=False))
+                prepared = [prepare(c, now) for c in chunk]
+                parts = [prepared[i : i + part] for i in range(0, len(prepared), part)]
+                results.extend(self._submit(parts, atomic=False))
         return results
 
     async def aexecute_many(
@@ -679,35 +762,57 @@ class Engine:
     # Group commit ----------------------------------------------------------------------------
     #
     # Callers queue their prepared commands. One caller at a time leads: it takes every request
-    # queued (up to BATCH_SIZE_MAX commands) and runs them as ONE batch, in ONE transaction,
-    # while newcomers queue behind it; then it hands each caller its own results and, once its
-    # own are done, passes the lead to the next waiting thread. A caller alone leads at once
-    # (no added latency, no thread switch); under load, each transaction carries what arrived
-    # during the previous one. asyncio callers are led by a committer thread instead, so the
-    # event loop never waits for the database.
+    # queued (up to BATCH_SIZE_MAX commands, PIPELINE_GROUP_MAX on a pipelined store) and runs
+    # them as ONE group, in ONE transaction, while newcomers queue behind it; then it hands
+    # each caller its own results and, once its own are done, passes the lead to the next
+    # waiting thread. A caller alone leads at once (no added latency, no thread switch); under
+    # load, each transaction carries what arrived during the previous one. asyncio callers are
+    # led by a committer thread instead, so the event loop never waits for the database.
+    #
+    # On a pipelined store (PostgreSQL), when more is queued, a group is sent without waiting
+    # for the database (``Store.record_later``) and the next group is decided meanwhile, on
+    # top of the cached state the first one left (``_commit_next``): the database's work and
+    # ours overlap. The next group is sent only once the first is recorded; if the first lost
+    # a race or failed, what was decided on top of it is undone and decided again afterwards.
+    # Groups that are not plain optimistic decisions (atomic, hot aggregates, a partial
+    # rejection, a snapshot due) are run as before, once nothing is in flight.
 
-    def _submit(self, batch: list[Prepared], *, atomic: bool) -> list[Result]:
-        """Queues a caller's commands, leads if nobody does, and waits for their results."""
-        if not batch:
+    def _submit(self, parts: list[list[Prepared]], *, atomic: bool) -> list[Result]:
+        """Queues a caller's commands (in parts, one request each), leads if nobody does, and
+        waits for their results."""
+        parts = [p for p in parts if p]
+        if not parts:
             return []
         with self._queue_lock:
             self._check_open()
             lead = not self._leading
             # A caller that leads at once is never woken: it needs no event (one fewer
             # lock and condition per single call).
-            request = _Request(batch, atomic, None if lead else threading.Event())
-            self._queue.append(request)
+            wake = None if lead else threading.Event()
+            requests = [_Request(p, atomic, wake) for p in parts]
+            for previous, request in itertools.pairwise(requests):
+                request.after = previous
+            self._queue.extend(requests)
             self._leading = True
-        if not lead:
-            assert request.wake is not None
-            request.wake.wait()
-            lead = request.lead
+        while wake is not None:
+            # Woken when one of its requests is done or must lead (flags first, then the
+            # event, so clearing it loses nothing).
+            wake.wait()
+            wake.clear()
+            if any(r.lead for r in requests):
+                lead = True
+                break
+            if all(r.done for r in requests):
+                break
         if lead:
-            self._lead(request)
-        if request.error is not None:
-            raise request.error
-        assert request.results is not None
-        return request.results
+            self._lead(requests)
+        results: list[Result] = []
+        for request in requests:
+            if request.error is not None:
+                raise request.error
+            assert request.results is not None
+            results.extend(request.results)
+        return results
 
     def _asubmit(self, batch: list[Prepared], *, atomic: bool) -> asyncio.Future[list[Result]]:
         """Queues an asyncio caller's commands; the future resolves in its event loop."""
@@ -736,15 +841,18 @@ class Engine:
         committer.submit(self._lead, None)
         return future
 
-    def _lead(self, own: _Request | None) -> None:
-        """Commits queued groups until ``own`` is done (without one: until the queue is empty)."""
+    def _lead(self, own: list[_Request] | None) -> None:
+        """Commits queued groups until ``own`` are done (without: until nothing is left)."""
         try:
-            while own is None or not own.done:
+            while own is None or not all(r.done for r in own):
                 group = self._next_group()
-                if not group:  # nobody leads any more
+                if group:
+                    self._commit_next(group)
+                elif self._flight is not None:
+                    self._land(None)
+                else:  # nobody leads any more
                     assert own is None, "a waiting request left the queue unserved"
                     return
-                self._commit_group(group)
         except BaseException:
             self._hand_off()  # the others must not wait for a leader that is gone
             raise
@@ -752,34 +860,46 @@ class Engine:
             self._hand_off()
 
     def _next_group(self) -> list[_Request]:
-        """The next requests to commit together, or none (and nobody leads any more)."""
+        """The next requests to commit together, or none (and, unless a group is still being
+        written, nobody leads any more)."""
         with self._queue_lock:
             if not self._queue:
-                self._leading = False
-                self._idle.notify_all()
+                if self._flight is None:
+                    self._leading = False
+                    self._idle.notify_all()
                 return []
             first = self._queue.popleft()
             group = [first]
             if first.atomic:
                 return group  # an atomic batch shares its transaction with nobody
+            limit = self._group_max()
             size = len(first.batch)
             while self._queue:
                 head = self._queue[0]
-                if head.atomic or size + len(head.batch) > BATCH_SIZE_MAX:
+                if head.atomic or size + len(head.batch) > limit:
                     break
                 group.append(self._queue.popleft())
                 size += len(head.batch)
             return group
 
+    def _group_max(self) -> int:
+        return min(BATCH_SIZE_MAX, PIPELINE_GROUP_MAX) if self.store.pipelined else BATCH_SIZE_MAX
+
     def _hand_off(self) -> None:
-        """Passes the lead to the first waiting thread, or to the committer thread."""
+        """Passes the lead to a waiting thread (one queued, else one whose group is being
+        written), or to the committer thread."""
         with self._queue_lock:
-            if not self._queue:
+            waiting: Iterable[_Request]
+            if self._queue:
+                waiting = self._queue
+            elif self._flight is not None:
+                waiting = self._flight.group
+            else:
                 self._leading = False
                 self._idle.notify_all()
                 return
-            for request in self._queue:
-                if request.wake is not None:
+            for request in waiting:
+                if request.wake is not None and not request.done:
                     request.lead = True
                     request.wake.set()
                     return
@@ -791,12 +911,132 @@ class Engine:
             self._committer_pool = ThreadPoolExecutor(1, thread_name_prefix="ledger-commit")
         return self._committer_pool
 
-    def _commit_group(self, group: list[_Request]) -> None:
-        """Runs a group's commands in one batch and gives each request its own results."""
+    def _commit_next(self, group: list[_Request]) -> None:
+        """Commits a group, overlapping its write with the next decision when it can."""
+        group = _without_failed_parts(group)
+        if not group:
+            return
+        flight = self._flight
+        if group[0].atomic or (flight is None and not (self.store.pipelined and self._queue)):
+            # Alone, or atomic: decided and written at once, nothing to overlap.
+            if flight is not None:
+                self._land(None)
+            self._commit_group(group)
+            return
+        if flight is not None and flight.due:
+            self._land(None)  # its snapshots must be of its own state: nothing on top of it
+            flight = None
+        batch = group[0].batch if len(group) == 1 else [p for r in group for p in r.batch]
+        with self._lock, _gc_pause_for(len(batch)):
+            decided = self._decide_group(group, batch)
+        if flight is not None:
+            if decided is None:
+                flight.stale = True
+            if not self._land(decided):
+                decided = None  # decided on what was not recorded: undone
+        elif decided is not None:
+            self._send(decided)
+        if decided is None:
+            if self._flight is not None:
+                self._land(None)
+            self._commit_group(group)
+
+    def _decide_group(self, group: list[_Request], batch: list[Prepared]) -> _Decided | None:
+        """A plain optimistic decision of the group (none, and nothing changed, when the group
+        must run as usual: hot aggregates, a partial rejection, a handler's fault)."""
+        started = time.perf_counter()
+        tx = Tx(self)
+        try:
+            results = self._decide(batch, tx, {}, isolated=False)
+        except BaseException as exc:
+            self._discard(tx)
+            if isinstance(exc, Exception):
+                return None  # run again as usual, which reports it
+            raise
+        if tx.pristine:
+            self._discard(tx)
+            return None
+        events, due = self._take_events(tx)
+        self._unrecorded.update(tx.touched)
+        return _Decided(group, batch, tx, results, events, due, started)
+
+    def _send(self, decided: _Decided) -> None:
+        """Starts recording a decided group; it is in flight until ``_land``."""
+        if decided.writes:
+            try:
+                decided.finish = self.store.record_later(
+                    decided.events, list(decided.tx.keys.values())
+                )
+            except Exception as exc:  # a store's fault: the group fails when it lands
+                decided.finish = functools.partial(_reraise, exc)
+        self._flight = decided
+
+    def _land(self, then: _Decided | None) -> bool:
+        """Waits for the group in flight; if it was recorded, sends ``then`` (decided on top
+        of it) and finishes it. If not, undoes ``then`` and runs the group again as usual.
+        Returns whether ``then`` stands."""
+        flight = self._flight
+        assert flight is not None
+        self._flight = None
+        try:
+            ids = flight.finish() if flight.finish is not None else []
+        except BaseException as exc:
+            with self._lock:
+                if then is not None:
+                    self._discard(then.tx)
+                    self._unrecorded.difference_update(then.tx.touched)
+                self._unrecorded.difference_update(flight.tx.touched)
+            if not isinstance(exc, Exception):
+                with self._lock:
+                    self._discard(flight.tx)
+                for request in flight.group:
+                    request.deliver(None, exc)
+                raise
+            self._commit_group(flight.group, lost=(flight.tx, exc))
+            return False
+        if then is not None:
+            self._send(then)
+        self._finish(flight, ids)
+        return True
+
+    def _finish(self, decided: _Decided, ids: Sequence[int]) -> None:
+        """A recorded group: its aggregates cached as recorded, its log lines, its results."""
+        with self._lock:
+            if decided.writes:
+                if decided.stale:
+                    self.evict(decided.tx.touched)
+                else:
+                    self._committed(decided.tx, decided.due)
+            if self._flight is None:
+                self._unrecorded.clear()
+            else:
+                self._unrecorded.difference_update(
+                    i for i in decided.tx.touched if i not in self._flight.tx.touched
+                )
+        self._log(decided.batch, decided.results, decided.started)
+        if decided.writes:
+            for callback in self.on_commit:
+                callback(ids)
+        start = 0
+        for request in decided.group:
+            end = start + len(request.batch)
+            request.deliver(decided.results[start:end], None)
+            start = end
+
+    def _commit_group(
+        self, group: list[_Request], lost: tuple[Tx, BaseException] | None = None
+    ) -> None:
+        """Runs a group's commands in one batch and gives each request its own results.
+
+        ``lost``: the group's first attempt, and how its write failed (it was pipelined).
+        """
+        group = _without_failed_parts(group)
+        if not group:
+            return
         batch = group[0].batch if len(group) == 1 else [p for r in group for p in r.batch]
         try:
             with self._lock, _gc_pause_for(len(batch)):
-                results = self._run(batch, atomic=group[0].atomic)
+                results = self._run(batch, atomic=group[0].atomic, lost=lost)
         except LedgerError as exc:
             # The database failed or a lock timed out: the transaction carried them all.
             for request in group:
@@ -820,7 +1060,13 @@ class Engine:
             request.deliver(results[start:end], None)
             start = end
 
-    def _run(self, batch: list[Prepared], *, atomic: bool) -> list[Result]:
+    def _run(
+        self,
+        batch: list[Prepared],
+        *,
+        atomic: bool,
+        lost: tuple[Tx, BaseException] | None = None,
+    ) -> list[Result]:
         if atomic:
             # Isolated decisions: a command that changed state and then rejected is simply a
             # rejection here, since any rejection aborts the whole batch anyway. Failed secret
@@ -829,7 +1075,7 @@ class Engine:
                 batch, self._run_batch(batch, isolated=True, atomic=True)
             )
         try:
-            return self._run_batch(batch)
+            return self._run_batch(batch, lost=lost)
         except _PartialRejection:
             return [r for one in batch for r in self._run_isolated(one)]
 
@@ -860,7 +1106,12 @@ class Engine:
             raise AssertionError("isolated command raised a partial rejection") from exc
 
     def _run_batch(
-        self, batch: list[Prepared], *, isolated: bool = False, atomic: bool = False
+        self,
+        batch: list[Prepared],
+        *,
+        isolated: bool = False,
+        atomic: bool = False,
+        lost: tuple[Tx, BaseException] | None = None,
     ) -> list[Result]:
         # The first attempt is optimistic: decided on cached state, written in one statement,
         # and a version or key already taken makes it lose (nothing recorded). Every later
@@ -870,9 +1121,14 @@ class Engine:
         # lost a race lately are hot: their writers lock before writing even the first time
         # and keep the decision if nobody wrote them meanwhile (else decide again, still
         # under the lock), so on a hot account writers queue instead of losing races.
+        # ``lost``: the first attempt was made and sent already (pipelined) and failed so.
         locked: set[str] | None = None
         unknown: CommitOutcomeUnknown | None = None
-        for attempt in range(ATTEMPTS_MAX):
+        first = 0
+        if lost is not None:
+            locked, unknown = self._after_loss(batch, *lost, None, None)
+            first = 1
+        for attempt in range(first, ATTEMPTS_MAX):
             if attempt > 1:
                 # A locked attempt lost too: its commands reached an aggregate it had not
                 # locked, or a key another aggregate's writer took. Back off a little.
@@ -899,30 +1155,39 @@ class Engine:
                     stored_keys = self._stored_keys(batch)
                     results = self._decide(batch, tx, stored_keys, isolated=isolated)
                     return self._write(batch, tx, results, record, started, atomic)
-            except WriteConflict:
-                # Nothing was recorded (the store rolled the transaction back).
-                self._discard(tx)
-                self.mark_hot(tx.touched)
-                locked = (locked or set()) | set(tx.touched)
-            except CommitOutcomeUnknown as exc:
-                self._discard(tx)
-                if unknown is not None or not all(p.keys for p in batch if p.command is not None):
-                    raise
-                # Every command has a key, so running the batch once more is exactly once: a
-                # command that was recorded finds its key and replays its first outcome, and
-                # the key index refuses to record one twice even if the first commit is still
-                # under way on the server. The retry is locked, so it checks the keys first.
-                log.warning("commit_outcome_unknown", commands=len(batch), retried=True)
-                unknown = exc
-                locked = (locked or set()) | set(tx.touched)
             except BaseException as exc:
-                # Cached aggregates were changed in place: nothing of this attempt may survive it.
-                self._discard(tx)
-                if unknown is not None and isinstance(exc, InfrastructureError):
-                    # The retry could not reach the database: the first commit stays unknown.
-                    raise unknown from exc
-                raise
+                locked, unknown = self._after_loss(batch, tx, exc, locked, unknown)
         raise ConcurrencyError(f"write conflicts persisted after {ATTEMPTS_MAX} attempts")
+
+    def _after_loss(
+        self,
+        batch: list[Prepared],
+        tx: Tx,
+        exc: BaseException,
+        locked: set[str] | None,
+        unknown: CommitOutcomeUnknown | None,
+    ) -> tuple[set[str], CommitOutcomeUnknown | None]:
+        """After an attempt failed: what the next one must lock (and the unknown commit to
+        report if it cannot reach the database), or the error that ends the batch."""
+        # Cached aggregates were changed in place: nothing of this attempt may survive it.
+        self._discard(tx)
+        if isinstance(exc, WriteConflict):
+            # Nothing was recorded (the store rolled the transaction back).
+            self.mark_hot(tx.touched)
+            return (locked or set()) | set(tx.touched), unknown
+        if isinstance(exc, CommitOutcomeUnknown):
+            if unknown is not None or not all(p.keys for p in batch if p.command is not None):
+                raise exc
+            # Every command has a key, so running the batch once more is exactly once: a
+            # command that was recorded finds its key and replays its first outcome, and
+            # the key index refuses to record one twice even if the first commit is still
+            # under way on the server. The retry is locked, so it checks the keys first.
+            log.warning("commit_outcome_unknown", commands=len(batch), retried=True)
+            return (locked or set()) | set(tx.touched), exc
+        if unknown is not None and isinstance(exc, InfrastructureError):
+            # The retry could not reach the database: the first commit stays unknown.
+            raise unknown from exc
+        raise exc
 
     def _record_failed_checks(self, batch: list[Prepared], results: list[Result]) -> list[Result]:
         """An aborted atomic batch still records its failed secret checks (DESIGN §3.3).
@@ -980,12 +1245,12 @@ class Engine:
             self._discard(tx)
             self._log(batch, results, started)
             return _aborted(results)
-        events = [e for agg in tx.touched.values() for e in agg.pending_events]
+        events, due = self._take_events(tx)
         if not events and not tx.keys:
             self._log(batch, results, started)
             return results
         notification_ids = record(events, list(tx.keys.values()))
-        self._committed(tx, events)
+        self._committed(tx, due)
         self._log(batch, results, started)
         for callback in self.on_commit:
             callback(notification_ids)
@@ -1016,14 +1281,25 @@ class Engine:
         for agg in tx.touched.values():
             agg.pending_events.clear()
 
-    def _committed(self, tx: Tx, events: list[Event]) -> None:
+    def _take_events(self, tx: Tx) -> tuple[list[Event], list[Aggregate]]:
+        """The events an attempt made, taken off its aggregates (so that an attempt decided
+        on top of them takes only its own), and the aggregates due for a snapshot once they
+        are recorded."""
+        events: list[Event] = []
         due: list[Aggregate] = []
+        interval = self.snapshot_interval
         for agg in tx.touched.values():
-            if agg.pending_events:
-                first = agg.pending_events[0].originator_version
-                if agg.version // self.snapshot_interval > (first - 1) // self.snapshot_interval:
+            pending = agg.pending_events
+            if pending:
+                first = pending[0].originator_version
+                if agg.version // interval > (first - 1) // interval:
                     due.append(agg)
-                agg.pending_events.clear()
+                events.extend(pending)
+                pending.clear()
+        return events, due
+
+    def _committed(self, tx: Tx, due: list[Aggregate]) -> None:
+        for agg in tx.touched.values():
             self.cache_put(agg)
         if due:
             try:
@@ -1031,7 +1307,6 @@ class Engine:
             except LedgerError as exc:
                 # A snapshot only speeds up loading; the events are recorded. Say so loudly.
                 log.error("snapshot_failed", error=str(exc), aggregates=len(due))
-        assert all(not a.pending_events for a in tx.touched.values()), len(events)
 
     def _run_one(
         self, p: Prepared, tx: Tx, stored_keys: dict[str, KeyRecord], *, isolated: bool

@@ -19,7 +19,7 @@ from eventsourcing.persistence import StoredEvent
 
 from adapters.storage.codec import MsgspecMapper
 from ledger.domain import Aggregate, Event, Snapshot
-from ledger.engine import KeyRecord, Record, WriteConflict
+from ledger.engine import Finish, KeyRecord, Record, WriteConflict
 
 if TYPE_CHECKING:
     from ledger.audit.source import AuditSource
@@ -78,9 +78,18 @@ class MemoryStore:
         with self._lock:
             return {k: self._keys[k] for k in keys if k in self._keys}
 
+    pipelined = True
+    """Writes sent by ``record_later`` are made when they are finished: the engine's pipeline
+    runs here as on PostgreSQL, with the database's answer deferred."""
+
     def record(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
         """Events and keys at once; ``WriteConflict`` (recording nothing) if one is taken."""
         return self.record_rows([self.mapper.to_stored_event(e) for e in events], keys)
+
+    def record_later(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Finish:
+        """``record``, made when the returned function is called (as a database answers)."""
+        rows = [self.mapper.to_stored_event(e) for e in events]
+        return lambda: self.record_rows(rows, keys)
 
     def record_rows(
         self, rows: Sequence[StoredEvent], keys: Sequence[KeyRecord] = ()

@@ -20,6 +20,7 @@ import select
 import sqlite3
 import struct
 import threading
+import weakref
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -70,7 +71,7 @@ from psycopg_pool import PoolTimeout
 from adapters.storage.codec import MsgspecMapper
 from ledger.chain import GENESIS, events_digest, link
 from ledger.domain import Aggregate, Event, Snapshot
-from ledger.engine import KeyRecord, Record, WriteConflict
+from ledger.engine import Finish, KeyRecord, Record, WriteConflict
 from ledger.errors import (
     CommitOutcomeUnknown,
     ConcurrencyError,
@@ -476,6 +477,17 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         # The connection and cursor kept for writes (``_write_cursor``).
         self._writer_lock = threading.Lock()
         self._writer: Cursor[Any] | None = None
+        # ``insert_events_later`` sends ``record_statement`` prepared under its own name, on
+        # the connections where it was prepared.
+        self._prepared_later: weakref.WeakSet[Connection[Any]] = weakref.WeakSet()
+        self.record_later_prepare = (
+            SQL(
+                "PREPARE {name} (text[], bigint[], text[], bytea[], text[], text[], bytea[], "
+                "bytea) AS SELECT * FROM {function}($1, $2, $3, $4, $5, $6, $7, $8)"
+            )
+            .format(name=Identifier(_RECORD_LATER.decode()), function=record_function)
+            .as_string()
+        )
         # Rendered once: a composed query is rendered again on every execute otherwise.
         self.record_statement = (
             SQL("SELECT * FROM {function}(%b, %b, %b, %b, %b, %b, %b, %b)")
@@ -535,6 +547,85 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 raise
         assert len(ids) == len(stored_events), (len(ids), len(stored_events))
         return ids
+
+    def insert_events_later(
+        self, stored_events: Sequence[StoredEvent], keys: Sequence[KeyRecord]
+    ) -> Callable[[], Sequence[int]]:
+        """``insert_events``, sent on the kept writer connection without waiting for the answer.
+
+        The returned function waits for it and returns the ids, or raises what
+        ``insert_events`` raises; it must be called (the writer is held until then). The call
+        is sent with libpq's asynchronous API, so that the caller's thread decides the next
+        commands while the server works: the statement is the same ``record_statement``,
+        prepared once per connection, with the same binary parameters. If the writer is busy
+        the write is made at once on a pooled connection.
+        """
+        if not stored_events and not keys:
+            return list
+        params = self.record_parameters(stored_events, keys)
+        if not self._writer_lock.acquire(blocking=False):
+            try:
+                ids = self.insert_events(stored_events, keys=keys) or []
+            except PersistenceError as exc:
+                return _raising(exc)
+            return lambda: ids
+        try:
+            with _as_persistence_errors():
+                curs = self._writer
+                if curs is not None and _closed_by_server(curs.connection):
+                    self._drop_writer()
+                    curs = None
+                if curs is None:
+                    curs = self._writer = self._take_connection().cursor(row_factory=tuple_row)
+                conn = curs.connection
+                if conn not in self._prepared_later:
+                    conn.execute(self.record_later_prepare)
+                    self._prepared_later.add(conn)
+        except BaseException as exc:
+            self._writer_lock.release()
+            return _raising(exc)
+        pgconn = conn.pgconn
+        try:
+            pgconn.send_query_prepared(_RECORD_LATER, params, _BINARY_PARAMS, Format.BINARY)
+            _flush(pgconn)
+        except BaseException as exc:
+            # Part of the call may have reached the server: its outcome is unknown.
+            return self._later_failed(exc)
+
+        def finish() -> Sequence[int]:
+            try:
+                results = _results(pgconn)
+            except BaseException as exc:
+                self._later_failed(exc)()
+                raise AssertionError("unreachable") from exc  # pragma: no cover
+            try:
+                for result in results:
+                    if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+                        with _as_persistence_errors():
+                            raise psycopg.errors.error_from_result(result, "utf-8")
+                (rows,) = results
+                ids = [_INT8.unpack(rows.get_value(i, 0) or b"")[0] for i in range(rows.ntuples)]
+            finally:
+                self._writer_lock.release()
+            assert len(ids) == len(stored_events), (len(ids), len(stored_events))
+            return ids
+
+        return finish
+
+    def _later_failed(self, exc: BaseException) -> Callable[[], Sequence[int]]:
+        """A write sent by ``insert_events_later`` whose connection failed: the connection is
+        closed and given back, and the outcome is unknown (the server may have committed)."""
+        try:
+            curs = self._writer
+            if curs is not None:
+                with contextlib.suppress(psycopg.Error):
+                    curs.connection.close()
+                self._drop_writer()
+        finally:
+            self._writer_lock.release()
+        if not isinstance(exc, Exception):
+            raise exc
+        return _raising(_OutcomeUnknown(str(exc)))
 
     @contextmanager
     def _write_cursor(self) -> Iterator[Cursor[Any]]:
@@ -700,6 +791,42 @@ def _postgres_errors() -> Iterator[None]:
     except psycopg.Error as exc:
         # Described by ``EventStore`` like every other failed call.
         raise PersistenceError(str(exc)) from exc
+
+
+_RECORD_LATER = b"ledger_record_later"
+"""The name ``insert_events_later`` prepares ``record_statement`` under."""
+_BINARY_PARAMS = (Format.BINARY,) * 8
+_INT8 = struct.Struct(">q")
+
+
+def _flush(pgconn: psycopg.pq.abc.PGconn) -> None:
+    """Sends what libpq holds for the server, waiting while the socket is full."""
+    while pgconn.flush():
+        select.select([pgconn.socket], [pgconn.socket], [])
+        pgconn.consume_input()  # the server may be answering while it reads
+
+
+def _results(pgconn: psycopg.pq.abc.PGconn) -> list[psycopg.pq.abc.PGresult]:
+    """Every result of the call sent on ``pgconn``, waiting for them (without the GIL)."""
+    results: list[psycopg.pq.abc.PGresult] = []
+    while True:
+        pgconn.consume_input()
+        if pgconn.is_busy():
+            select.select([pgconn.socket], [], [])
+            continue
+        result = pgconn.get_result()
+        if result is None:
+            return results
+        results.append(result)
+
+
+def _raising(exc: BaseException) -> Finish:
+    """A ``Finish`` that raises ``exc`` (a write that failed before it was sent)."""
+
+    def finish() -> Sequence[int]:
+        raise exc
+
+    return finish
 
 
 def _in_key_order(keys: Sequence[KeyRecord]) -> list[KeyRecord]:
@@ -1251,16 +1378,40 @@ class EventStore:
 
         return StoreSource(self)
 
+    @property
+    def pipelined(self) -> bool:
+        """Whether ``record_later`` returns before the database answers (PostgreSQL)."""
+        return isinstance(self.recorder, LedgerPostgresRecorder)
+
     def record(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
         """Events and keys in one transaction; ``WriteConflict`` if a version or key was taken."""
         to_stored = self.mapper.to_stored_event
         stored = [to_stored(e) for e in events]
+        return self._recorded(len(stored), lambda: self.recorder.insert_events(stored, keys=keys))
+
+    def record_later(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Finish:
+        """``record`` sent now; the returned function waits for its ids or raises its error
+        (on SQLite it is made at once: there is no server to overlap with)."""
+        recorder = self.recorder
+        if not isinstance(recorder, LedgerPostgresRecorder):
+            try:
+                ids = self.record(events, keys)
+            except LedgerError as exc:
+                return _raising(exc)
+            return lambda: ids
+        to_stored = self.mapper.to_stored_event
+        stored = [to_stored(e) for e in events]
+        sent = recorder.insert_events_later(stored, keys)
+        return lambda: self._recorded(len(stored), sent)
+
+    def _recorded(self, events: int, write: Callable[[], Sequence[int] | None]) -> Sequence[int]:
+        """The ids of a write, its errors as the engine's."""
         try:
-            ids = self.recorder.insert_events(stored, keys=keys)
+            ids = write()
         except IntegrityError as exc:
             raise WriteConflict(str(exc)) from None
         except _OutcomeUnknown as exc:
-            raise self._outcome_unknown(len(events), exc) from None
+            raise self._outcome_unknown(events, exc) from None
         except PersistenceError as exc:
             raise self._failed("record events", exc) from None
         return ids or []

@@ -300,3 +300,48 @@ def test_a_closed_ledger_refuses_aexecute(lg: Ledger) -> None:
 
     with pytest.raises(Exception, match="closed"):
         asyncio.run(main())
+
+
+def test_a_long_batch_is_written_in_groups_decided_while_the_last_is_written(
+    lg: Ledger, monkeypatch: pytest.MonkeyPatch, store_url: str
+) -> None:
+    """On PostgreSQL a long batch goes in groups, each decided on the state the group being
+    written left (a CTI balance not recorded yet); SQLite has no server to overlap with and
+    writes it in one transaction. The results are the same."""
+    monkeypatch.setattr("ledger.engine.PIPELINE_GROUP_MAX", 4)
+    commits = Commits(lg)
+    results = lg.execute_many([consume(actor=MASTER) for _ in range(11)])
+    assert [r.balance_after for r in results[:10]] == list(range(9, -1, -1))  # type: ignore[union-attr]
+    assert isinstance(results[10], Rejected)
+    assert results[10].code == "insufficient_stamps"
+    assert commits.sizes == ([4, 4, 2] if store_url.startswith("postgresql") else [10])
+    assert lg.balance(CTI) == 0
+
+
+def test_a_group_that_loses_a_race_while_the_next_is_decided_loses_nothing(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, clock: ManualClock
+) -> None:
+    """PostgreSQL: another process consumes while the first group is on its way. That group
+    loses the race and runs again, the group decided on top of it is decided again, and every
+    stamp goes to exactly one caller."""
+    monkeypatch.setattr("ledger.engine.PIPELINE_GROUP_MAX", 4)
+    options: dict[str, Any] = {"clock": clock, "projections": "off", "password_cost": "fast"}
+    with Ledger.open(pg_url, **options) as lg, Ledger.open(pg_url, **options) as other:
+        build_network(lg, inventory=1000, cti_stamps=10)
+        record_later = lg.store.record_later
+        sent: list[int] = []
+
+        def racing(events: Sequence[Any], keys: Sequence[Any]) -> Any:
+            sent.append(len(events))
+            if len(sent) == 1:
+                taken = other.execute_many([consume(actor=MASTER) for _ in range(3)])
+                assert [r.balance_after for r in taken] == [9, 8, 7]  # type: ignore[union-attr]
+            return record_later(events, keys)
+
+        monkeypatch.setattr(lg.store, "record_later", racing)
+        results = lg.execute_many([consume(actor=MASTER) for _ in range(9)])
+        assert sent[0] == 4  # the first group was sent (and lost)
+        outcomes = [r for r in results if isinstance(r, Outcome)]
+        assert [r.balance_after for r in outcomes] == list(range(6, -1, -1))
+        assert [r.code for r in results if isinstance(r, Rejected)] == ["insufficient_stamps"] * 2
+        assert lg.balance(CTI) == other.balance(CTI) == 0

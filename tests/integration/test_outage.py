@@ -151,6 +151,40 @@ def test_a_lost_commit_answer_with_the_server_gone_is_outcome_unknown(
     assert consumptions(network, UUID) == 1
 
 
+UUID_2 = "5d1c0a7e-2b3f-4e8a-9c6d-7f0e1a2b3c4d"
+
+
+def test_a_lost_answer_to_a_pipelined_write_is_retried_and_the_next_group_decided_again(
+    proxied: tuple[Ledger, TcpProxy], network: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two groups: the first is sent, the second decided on top of it, and the first's answer
+    is lost. The ledger retries the first (it replays: it was committed), undoes and decides
+    the second again; each stamp is consumed once."""
+    monkeypatch.setattr("ledger.engine.PIPELINE_GROUP_MAX", 1)
+    lg, proxy = proxied
+    before = lg.balance(CTI, "stamps")
+    proxy.cut_at_next_select_result()
+    first, second = lg.execute_many([stamp(), stamp(UUID_2)])
+    assert proxy.cuts == 1
+    assert (first.replayed, first.balance_after) == (True, before - 1)  # type: ignore[union-attr]
+    assert (second.replayed, second.balance_after) == (False, before - 2)  # type: ignore[union-attr]
+    assert (consumptions(network, UUID), consumptions(network, UUID_2)) == (1, 1)
+    assert lg.balance(CTI, "stamps") == before - 2
+
+
+def test_a_pipelined_write_with_the_server_gone_is_outcome_unknown_and_stops_the_batch(
+    proxied: tuple[Ledger, TcpProxy], network: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first group's answer is lost and the server is gone: CommitOutcomeUnknown, and the
+    caller's second group, decided on top of it, is not recorded."""
+    monkeypatch.setattr("ledger.engine.PIPELINE_GROUP_MAX", 1)
+    lg, proxy = proxied
+    proxy.cut_at_next_select_result(then_close=True)
+    with pytest.raises(CommitOutcomeUnknown):
+        lg.execute_many([stamp(), stamp(UUID_2)])
+    assert (consumptions(network, UUID), consumptions(network, UUID_2)) == (1, 0)
+
+
 def killed_at_commit(lg: Ledger, network: str, command: dict[str, object]) -> object:
     """Runs ``command`` while its commit waits for a lock, kills that backend with
     ``pg_terminate_backend``, releases the lock; the outcome or the error raised."""
