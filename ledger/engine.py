@@ -15,12 +15,15 @@ command per transaction, where such a command is simply discarded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import hashlib
 import itertools
 import logging
+import os
 import random
+import select
 import threading
 import time
 from collections import OrderedDict, deque
@@ -115,11 +118,10 @@ class Store(Protocol):
     def record(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
         """Writes events and keys in one transaction; raises ``WriteConflict`` on a lost race."""
 
-    def record_later(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Finish:
-        """``record``, sent now and answered by the returned ``Finish`` (which waits for the
-        database and returns the ids, or raises what ``record`` raises). It never raises
-        itself, and its ``Finish`` must be called once, even when nothing is waiting for it:
-        until then the store's writer is busy."""
+    def record_later(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sent:
+        """``record``, sent now; ``Sent.answer`` waits for the database and returns the ids,
+        or raises what ``record`` raises. It never raises itself, and its answer must be
+        taken once, even when nobody waits for it: until then the store's writer is busy."""
 
     def locked(self, aggregate_ids: Collection[str]) -> AbstractContextManager[Record]:
         """A transaction no other writer of these aggregates can pass; yields its ``record``.
@@ -137,8 +139,17 @@ class Store(Protocol):
 
 Record = Callable[[Sequence[Event], Sequence[KeyRecord]], Sequence[int]]
 """Writes events and keys in one transaction (the store's ``record``)."""
-Finish = Callable[[], Sequence[int]]
-"""Waits for a write sent by ``record_later``: its notification ids, or its error."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A write sent by ``Store.record_later``."""
+
+    answer: Callable[[], Sequence[int]]
+    """Waits for the database's answer: the notification ids, or the write's error."""
+    fileno: int | None = None
+    """A socket that is readable once the answer has come (None: it is here already)."""
+
 
 Handler = Callable[[Any, "Tx"], Outcome]
 HANDLERS: dict[type[Command], Handler] = {}
@@ -446,7 +457,7 @@ class _Decided:
     due: list[Aggregate]
     """Aggregates due for a snapshot once it is recorded (nothing is decided on top of it)."""
     started: float
-    finish: Finish | None = None
+    sent: Sent | None = None
     stale: bool = False
     """A decision made on top of it was undone: its aggregates may hold that decision's
     changes, so they are evicted instead of kept once it is recorded."""
@@ -455,6 +466,18 @@ class _Decided:
     def writes(self) -> bool:
         """Whether it has anything to record."""
         return bool(self.events or self.tx.keys)
+
+
+def wait_readable(fds: Sequence[int]) -> set[int]:
+    """Waits until one of ``fds`` is readable (any descriptor number, unlike ``select``);
+    returns those that are."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    while True:
+        ready = {fd for fd, _ in poller.poll()}
+        if ready:
+            return ready
 
 
 def _without_failed_parts(group: list[_Request]) -> list[_Request]:
@@ -655,6 +678,10 @@ class Engine:
     _flight: _Decided | None = None
     """The group being written on a pipelined store (touched only by the leader)."""
     _unrecorded: set[str] = field(default_factory=set)
+    _arrivals: tuple[int, int] | None = None
+    """A pipe a caller writes to when it queues while the leader waits for a write in flight
+    (``_await_answer``), so that the leader decides its commands meanwhile."""
+    _watching: bool = False
     """Aggregates whose cached state holds decisions not recorded yet (see ``current``)."""
 
     def __post_init__(self) -> None:
@@ -794,6 +821,7 @@ class Engine:
                 request.after = previous
             self._queue.extend(requests)
             self._leading = True
+            self._arrived()
         while wake is not None:
             # Woken when one of its requests is done or must lead (flags first, then the
             # event, so clearing it loses nothing).
@@ -835,6 +863,7 @@ class Engine:
             self._check_open()
             self._queue.append(request)
             if self._leading:
+                self._arrived()
                 return future
             self._leading = True
             committer = self._committer()
@@ -849,7 +878,8 @@ class Engine:
                 if group:
                     self._commit_next(group)
                 elif self._flight is not None:
-                    self._land(None)
+                    if not self._await_answer(self._flight):
+                        self._land(None)
                 else:  # nobody leads any more
                     assert own is None, "a waiting request left the queue unserved"
                     return
@@ -881,6 +911,37 @@ class Engine:
                 group.append(self._queue.popleft())
                 size += len(head.batch)
             return group
+
+    def _arrived(self) -> None:
+        """Wakes the leader if it waits for an answer (the queue lock is held)."""
+        if self._watching:
+            self._watching = False
+            assert self._arrivals is not None
+            os.write(self._arrivals[1], b"\0")
+
+    def _await_answer(self, flight: _Decided) -> bool:
+        """Waits until the group in flight is answered, or a caller queues: True for the
+        latter (its commands are then decided while the database still works)."""
+        fileno = flight.sent.fileno if flight.sent is not None else None
+        if fileno is None:
+            return False
+        with self._queue_lock:
+            if self._queue:
+                return True
+            if self._arrivals is None:
+                self._arrivals = os.pipe()
+                os.set_blocking(self._arrivals[0], False)
+            self._watching = True
+        wake = self._arrivals[0]
+        try:
+            readable = wait_readable([fileno, wake])
+        finally:
+            with self._queue_lock:
+                self._watching = False
+        if wake in readable:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake, 64)
+        return fileno not in readable and bool(self._queue)
 
     def _group_max(self) -> int:
         return min(BATCH_SIZE_MAX, PIPELINE_GROUP_MAX) if self.store.pipelined else BATCH_SIZE_MAX
@@ -917,8 +978,8 @@ class Engine:
         if not group:
             return
         flight = self._flight
-        if group[0].atomic or (flight is None and not (self.store.pipelined and self._queue)):
-            # Alone, or atomic: decided and written at once, nothing to overlap.
+        if group[0].atomic or not self.store.pipelined:
+            # Atomic, or no database to overlap with: decided and written at once.
             if flight is not None:
                 self._land(None)
             self._commit_group(group)
@@ -964,11 +1025,11 @@ class Engine:
         """Starts recording a decided group; it is in flight until ``_land``."""
         if decided.writes:
             try:
-                decided.finish = self.store.record_later(
+                decided.sent = self.store.record_later(
                     decided.events, list(decided.tx.keys.values())
                 )
             except Exception as exc:  # a store's fault: the group fails when it lands
-                decided.finish = functools.partial(_reraise, exc)
+                decided.sent = Sent(functools.partial(_reraise, exc))
         self._flight = decided
 
     def _land(self, then: _Decided | None) -> bool:
@@ -979,7 +1040,7 @@ class Engine:
         assert flight is not None
         self._flight = None
         try:
-            ids = flight.finish() if flight.finish is not None else []
+            ids = flight.sent.answer() if flight.sent is not None else []
         except BaseException as exc:
             with self._lock:
                 if then is not None:
@@ -1096,6 +1157,11 @@ class Engine:
             pool, self._committer_pool = self._committer_pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+        with self._queue_lock:
+            arrivals, self._arrivals = self._arrivals, None
+        if arrivals is not None:
+            for fd in arrivals:
+                os.close(fd)
 
     # One batch -------------------------------------------------------------------------------
 

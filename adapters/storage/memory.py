@@ -19,7 +19,7 @@ from eventsourcing.persistence import StoredEvent
 
 from adapters.storage.codec import MsgspecMapper
 from ledger.domain import Aggregate, Event, Snapshot
-from ledger.engine import Finish, KeyRecord, Record, WriteConflict
+from ledger.engine import KeyRecord, Record, Sent, WriteConflict
 
 if TYPE_CHECKING:
     from ledger.audit.source import AuditSource
@@ -86,10 +86,10 @@ class MemoryStore:
         """Events and keys at once; ``WriteConflict`` (recording nothing) if one is taken."""
         return self.record_rows([self.mapper.to_stored_event(e) for e in events], keys)
 
-    def record_later(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Finish:
-        """``record``, made when the returned function is called (as a database answers)."""
+    def record_later(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sent:
+        """``record``, made when its answer is taken (as a database answers later)."""
         rows = [self.mapper.to_stored_event(e) for e in events]
-        return lambda: self.record_rows(rows, keys)
+        return Sent(lambda: self.record_rows(rows, keys))
 
     def record_rows(
         self, rows: Sequence[StoredEvent], keys: Sequence[KeyRecord] = ()

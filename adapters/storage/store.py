@@ -71,7 +71,7 @@ from psycopg_pool import PoolTimeout
 from adapters.storage.codec import MsgspecMapper
 from ledger.chain import GENESIS, events_digest, link
 from ledger.domain import Aggregate, Event, Snapshot
-from ledger.engine import Finish, KeyRecord, Record, WriteConflict
+from ledger.engine import KeyRecord, Record, Sent, WriteConflict, wait_readable
 from ledger.errors import (
     CommitOutcomeUnknown,
     ConcurrencyError,
@@ -550,25 +550,25 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
 
     def insert_events_later(
         self, stored_events: Sequence[StoredEvent], keys: Sequence[KeyRecord]
-    ) -> Callable[[], Sequence[int]]:
+    ) -> Sent:
         """``insert_events``, sent on the kept writer connection without waiting for the answer.
 
-        The returned function waits for it and returns the ids, or raises what
-        ``insert_events`` raises; it must be called (the writer is held until then). The call
+        Its ``answer`` waits for it and returns the ids, or raises what ``insert_events``
+        raises; it must be taken (the writer is held until then). The call
         is sent with libpq's asynchronous API, so that the caller's thread decides the next
         commands while the server works: the statement is the same ``record_statement``,
         prepared once per connection, with the same binary parameters. If the writer is busy
         the write is made at once on a pooled connection.
         """
         if not stored_events and not keys:
-            return list
+            return Sent(list)
         params = self.record_parameters(stored_events, keys)
         if not self._writer_lock.acquire(blocking=False):
             try:
                 ids = self.insert_events(stored_events, keys=keys) or []
             except PersistenceError as exc:
                 return _raising(exc)
-            return lambda: ids
+            return Sent(lambda: ids)
         try:
             with _as_persistence_errors():
                 curs = self._writer
@@ -596,7 +596,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             try:
                 results = _results(pgconn)
             except BaseException as exc:
-                self._later_failed(exc)()
+                self._later_failed(exc).answer()
                 raise AssertionError("unreachable") from exc  # pragma: no cover
             try:
                 for result in results:
@@ -610,9 +610,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             assert len(ids) == len(stored_events), (len(ids), len(stored_events))
             return ids
 
-        return finish
+        return Sent(finish, pgconn.socket)
 
-    def _later_failed(self, exc: BaseException) -> Callable[[], Sequence[int]]:
+    def _later_failed(self, exc: BaseException) -> Sent:
         """A write sent by ``insert_events_later`` whose connection failed: the connection is
         closed and given back, and the outcome is unknown (the server may have committed)."""
         try:
@@ -802,7 +802,9 @@ _INT8 = struct.Struct(">q")
 def _flush(pgconn: psycopg.pq.abc.PGconn) -> None:
     """Sends what libpq holds for the server, waiting while the socket is full."""
     while pgconn.flush():
-        select.select([pgconn.socket], [pgconn.socket], [])
+        poller = select.poll()
+        poller.register(pgconn.socket, select.POLLIN | select.POLLOUT)
+        poller.poll()
         pgconn.consume_input()  # the server may be answering while it reads
 
 
@@ -812,7 +814,7 @@ def _results(pgconn: psycopg.pq.abc.PGconn) -> list[psycopg.pq.abc.PGresult]:
     while True:
         pgconn.consume_input()
         if pgconn.is_busy():
-            select.select([pgconn.socket], [], [])
+            wait_readable([pgconn.socket])
             continue
         result = pgconn.get_result()
         if result is None:
@@ -820,13 +822,13 @@ def _results(pgconn: psycopg.pq.abc.PGconn) -> list[psycopg.pq.abc.PGresult]:
         results.append(result)
 
 
-def _raising(exc: BaseException) -> Finish:
-    """A ``Finish`` that raises ``exc`` (a write that failed before it was sent)."""
+def _raising(exc: BaseException) -> Sent:
+    """A write that failed before it was sent: its answer raises ``exc``."""
 
-    def finish() -> Sequence[int]:
+    def answer() -> Sequence[int]:
         raise exc
 
-    return finish
+    return Sent(answer)
 
 
 def _in_key_order(keys: Sequence[KeyRecord]) -> list[KeyRecord]:
@@ -1389,7 +1391,7 @@ class EventStore:
         stored = [to_stored(e) for e in events]
         return self._recorded(len(stored), lambda: self.recorder.insert_events(stored, keys=keys))
 
-    def record_later(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Finish:
+    def record_later(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sent:
         """``record`` sent now; the returned function waits for its ids or raises its error
         (on SQLite it is made at once: there is no server to overlap with)."""
         recorder = self.recorder
@@ -1398,11 +1400,11 @@ class EventStore:
                 ids = self.record(events, keys)
             except LedgerError as exc:
                 return _raising(exc)
-            return lambda: ids
+            return Sent(lambda: ids)
         to_stored = self.mapper.to_stored_event
         stored = [to_stored(e) for e in events]
         sent = recorder.insert_events_later(stored, keys)
-        return lambda: self._recorded(len(stored), sent)
+        return Sent(lambda: self._recorded(len(stored), sent.answer), sent.fileno)
 
     def _recorded(self, events: int, write: Callable[[], Sequence[int] | None]) -> Sequence[int]:
         """The ids of a write, its errors as the engine's."""

@@ -5,7 +5,7 @@ Each test runs on a real SQLite file and on a real PostgreSQL database (``store_
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import pytest
@@ -193,6 +193,22 @@ def test_a_stale_rejection_is_decided_again_on_fresh_state(
     assert result.balance_after == 1
 
 
+def _before_optimistic_writes(store: EventStore, action: Callable[[], object]) -> None:
+    """Runs ``action`` before each optimistic write (sent at once, or pipelined)."""
+    record, record_later = store.record, store.record_later
+
+    def record_after(events: Any, keys: Any) -> Any:
+        action()
+        return record(events, keys)
+
+    def record_later_after(events: Any, keys: Any) -> Any:
+        action()
+        return record_later(events, keys)
+
+    store.record = record_after  # type: ignore[method-assign]
+    store.record_later = record_later_after  # type: ignore[method-assign]
+
+
 def test_a_lost_race_is_retried_under_the_lock_and_wins(
     lg: Ledger, store_url: str, clock: ManualClock
 ) -> None:
@@ -202,15 +218,9 @@ def test_a_lost_race_is_retried_under_the_lock_and_wins(
         other.execute(consume())  # `other` caches the CTI: 9 stamps
         store = other.store
         assert isinstance(store, EventStore)
-        record = store.record
         rivals: list[Outcome] = []
-
-        def record_after_a_rival(events: Any, keys: Any) -> Any:
-            # A real rival write to the same CTI lands just before the optimistic commit.
-            rivals.append(lg.execute(consume()))
-            return record(events, keys)
-
-        store.record = record_after_a_rival  # type: ignore[method-assign]
+        # A real rival write to the same CTI lands just before the optimistic commit.
+        _before_optimistic_writes(store, lambda: rivals.append(lg.execute(consume())))
         locked = store.locked
         entered: list[list[str]] = []
 
@@ -241,17 +251,13 @@ def test_a_hot_cti_is_written_under_its_lock_without_losing_again(
         store = other.store
         assert isinstance(store, EventStore)
         calls: list[str] = []
-        record, load = store.record, store.load
-
-        def counted_record(events: Any, keys: Any) -> Any:
-            calls.append("optimistic write")
-            return record(events, keys)
+        load = store.load
 
         def counted_load(aggregate_id: str) -> Any:
             calls.append(f"load {aggregate_id}")
             return load(aggregate_id)
 
-        store.record = counted_record  # type: ignore[method-assign]
+        _before_optimistic_writes(store, lambda: calls.append("optimistic write"))
         store.load = counted_load  # type: ignore[method-assign]
         assert other.execute(consume()).balance_after == 5
         assert other.balance(CTI) == 5

@@ -17,7 +17,7 @@ from adapters.storage.memory import MemoryStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.domain import Event
-from ledger.engine import Engine, Finish, KeyRecord
+from ledger.engine import Engine, KeyRecord, Sent
 from ledger.errors import InfrastructureError, Rejected
 from ledger.outcome import Outcome
 from tests.support import CTI, DISTRIBUTOR, consume, network_ledger, recorded, register_client
@@ -39,7 +39,7 @@ def _on_send(lg: Ledger, action: Callable[[int], None]) -> list[int]:
     sent: list[int] = []
     record_later = store.record_later
 
-    def send(events: Sequence[Event], keys: Sequence[KeyRecord]) -> Finish:
+    def send(events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sent:
         sent.append(len(events))
         action(len(sent))
         return record_later(events, keys)
