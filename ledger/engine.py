@@ -169,11 +169,17 @@ class _PartialRejection(Exception):
     """A handler mutated an aggregate and then rejected; the batch must run command by command."""
 
 
+class _HotAggregate(Exception):
+    """A pipelined decision reached a hot aggregate: the group runs as usual instead."""
+
+
 class Tx:
     """The aggregates one attempt works on, and what it will record."""
 
-    def __init__(self, engine: Engine, *, fresh: bool = False) -> None:
+    def __init__(self, engine: Engine, *, fresh: bool = False, pipelined: bool = False) -> None:
         self.engine = engine
+        # A pipelined decision stops at the first hot aggregate (``_HotAggregate``).
+        self.pipelined = pipelined
         # Under the lock of what it touches, an attempt catches cached aggregates up first.
         self.fresh = fresh
         self.touched: dict[str, Aggregate] = {}
@@ -214,6 +220,8 @@ class Tx:
                 else:
                     self._from_cache.add(aggregate_id)
                 if self.engine.is_hot(aggregate_id):
+                    if self.pipelined:
+                        raise _HotAggregate(aggregate_id)
                     self.pristine[aggregate_id] = agg
                     agg = agg.clone()
             else:
@@ -458,9 +466,9 @@ class _Decided:
     """Aggregates due for a snapshot once it is recorded (nothing is decided on top of it)."""
     started: float
     sent: Sent | None = None
-    stale: bool = False
-    """A decision made on top of it was undone: its aggregates may hold that decision's
-    changes, so they are evicted instead of kept once it is recorded."""
+    stale: set[str] = field(default_factory=set)
+    """Its aggregates that a decision made on top of it changed in place and then set aside:
+    they are evicted, not kept, once it is recorded."""
 
     @property
     def writes(self) -> bool:
@@ -977,6 +985,16 @@ class Engine:
         group = _without_failed_parts(group)
         if not group:
             return
+        try:
+            self._commit_or_send(group)
+        except BaseException as exc:
+            # A fault of the pipeline itself: the group's callers must not wait for ever.
+            for request in group:
+                if not request.done:
+                    request.deliver(None, exc)
+            raise
+
+    def _commit_or_send(self, group: list[_Request]) -> None:
         flight = self._flight
         if group[0].atomic or not self.store.pipelined:
             # Atomic, or no database to overlap with: decided and written at once.
@@ -989,10 +1007,10 @@ class Engine:
             flight = None
         batch = group[0].batch if len(group) == 1 else [p for r in group for p in r.batch]
         with self._lock, _gc_pause_for(len(batch)):
-            decided = self._decide_group(group, batch)
+            decided, touched = self._decide_group(group, batch)
         if flight is not None:
             if decided is None:
-                flight.stale = True
+                flight.stale.update(touched)
             if not self._land(decided):
                 decided = None  # decided on what was not recorded: undone
         elif decided is not None:
@@ -1000,26 +1018,30 @@ class Engine:
         if decided is None:
             if self._flight is not None:
                 self._land(None)
+            with self._lock, contextlib.suppress(LedgerError):
+                # What the undone decision had in hand was evicted: loaded again in one go
+                # (if the database fails here, the group's own attempt says so).
+                self._preload(touched)
             self._commit_group(group)
 
-    def _decide_group(self, group: list[_Request], batch: list[Prepared]) -> _Decided | None:
+    def _decide_group(
+        self, group: list[_Request], batch: list[Prepared]
+    ) -> tuple[_Decided | None, list[str]]:
         """A plain optimistic decision of the group (none, and nothing changed, when the group
-        must run as usual: hot aggregates, a partial rejection, a handler's fault)."""
+        must run as usual: hot aggregates, a partial rejection, a handler's fault), and the
+        aggregates it read."""
         started = time.perf_counter()
-        tx = Tx(self)
+        tx = Tx(self, pipelined=True)
         try:
             results = self._decide(batch, tx, {}, isolated=False)
         except BaseException as exc:
             self._discard(tx)
             if isinstance(exc, Exception):
-                return None  # run again as usual, which reports it
+                return None, list(tx.touched)  # run again as usual (which reports a fault)
             raise
-        if tx.pristine:
-            self._discard(tx)
-            return None
         events, due = self._take_events(tx)
         self._unrecorded.update(tx.touched)
-        return _Decided(group, batch, tx, results, events, due, started)
+        return _Decided(group, batch, tx, results, events, due, started), list(tx.touched)
 
     def _send(self, decided: _Decided) -> None:
         """Starts recording a decided group; it is in flight until ``_land``."""
@@ -1064,10 +1086,8 @@ class Engine:
         """A recorded group: its aggregates cached as recorded, its log lines, its results."""
         with self._lock:
             if decided.writes:
-                if decided.stale:
-                    self.evict(decided.tx.touched)
-                else:
-                    self._committed(decided.tx, decided.due)
+                self._committed(decided.tx, decided.due)
+                self.evict(decided.stale)
             if self._flight is None:
                 self._unrecorded.clear()
             else:
