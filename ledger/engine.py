@@ -573,13 +573,15 @@ def prepare(command: Mapping[str, Any] | Command, now: datetime) -> Prepared:
     """
     raw_type = "?"
     try:
-        if isinstance(command, Command):
+        # A plain dict first: ``isinstance`` against a model class or ``Mapping`` goes through
+        # ABC machinery (~1 µs a command on the hot path).
+        if type(command) is not dict and isinstance(command, Command):
             model = command
         else:
-            if isinstance(command, Mapping):
+            if type(command) is dict or isinstance(command, Mapping):
                 given_type = command.get("type")
                 # Only a known type goes into the log line, never whatever the caller sent.
-                if isinstance(given_type, str) and given_type in COMMAND_TYPES:
+                if type(given_type) is str and given_type in COMMAND_TYPES:
                     raw_type = given_type
             model = COMMAND_ADAPTER.validate_python(command)
     except ValidationError as exc:

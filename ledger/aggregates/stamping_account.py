@@ -641,9 +641,16 @@ class StampingAccount(Aggregate):
         raise Rejected("insufficient_stamps", cti_id=self.id, available=0)
 
     def consume(
-        self, cfdi_uuid: str, issuer_rfc: str, stamped_at: datetime, today: date, at: datetime
+        self,
+        cfdi_uuid: str,
+        issuer_rfc: str,
+        stamped_at: datetime,
+        stamped_on: date,
+        today: date,
+        at: datetime,
     ) -> None:
-        """Consumes one stamp for a CFDI (rules checked first, then the events)."""
+        """Consumes one stamp for a CFDI stamped at ``stamped_at`` (local day ``stamped_on``):
+        rules checked first, then the events."""
         if self.holds:
             lot_id = self.take_with_holds(cfdi_uuid, issuer_rfc, today, at)
         else:
@@ -658,7 +665,7 @@ class StampingAccount(Aggregate):
             issuer_rfc=issuer_rfc,
             stamped_at=stamped_at,
             lot_id=lot_id,
-            local_date=stamped_at.astimezone(MEXICO_CITY).date(),
+            local_date=stamped_on,
         )
 
     def take_with_holds(self, cfdi_uuid: str, issuer_rfc: str, today: date, at: datetime) -> str:

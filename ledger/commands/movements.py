@@ -311,8 +311,10 @@ def consume_stamp(command: ConsumeStamp, tx: Tx) -> Outcome:
     """One CFDI stamped: one stamp from the lot that expires first (the hot path)."""
     cti = tx.get(command.cti_id, StampingAccount)
     stamped_at = command.stamped_at or tx.now
+    # The local day of the stamp (today's, unless the invoice was stamped at another time).
+    stamped_on = tx.today if command.stamped_at is None else local_date(stamped_at)
     cfdi_uuid = command.cfdi_uuid.upper()
-    cti.consume(cfdi_uuid, command.issuer_rfc, stamped_at, tx.today, tx.now)
+    cti.consume(cfdi_uuid, command.issuer_rfc, stamped_at, stamped_on, tx.today, tx.now)
     rule = cti.auto_top_up
     if rule is not None and cti.top_up_armed and cti.balance(STAMPS, tx.today) < rule.minimum:
         sale_id = auto_top_up(tx, cti, f"auto:{cfdi_uuid}", cfdi_uuid)
@@ -321,18 +323,18 @@ def consume_stamp(command: ConsumeStamp, tx: Tx) -> Outcome:
                 type=command.type,
                 balance_after=cti.balance(STAMPS, tx.today),
                 warnings=("auto_top_up_failed",),
-                details={"local_date": local_date(stamped_at).isoformat()},
+                details={"local_date": stamped_on.isoformat()},
             )
         return Outcome(
             type=command.type,
             sale_ids=(sale_id,),
             balance_after=cti.balance(STAMPS, tx.today),
-            details={"local_date": local_date(stamped_at).isoformat()},
+            details={"local_date": stamped_on.isoformat()},
         )
     return Outcome(
         type=command.type,
         balance_after=cti.balance(STAMPS, tx.today),
-        details={"local_date": local_date(stamped_at).isoformat()},
+        details={"local_date": stamped_on.isoformat()},
     )
 
 
