@@ -24,10 +24,10 @@ Measures in one run, on SQLite (a temp file) and PostgreSQL (a fresh database):
 
 Every rate is the median of ``--repetitions`` runs (the machine is shared and noisy; min-max in
 brackets); within a repetition the ledger and its raw baselines take turns, batch by batch and
-every ``SINGLE_TURN`` single calls, so that each ratio compares the same moments of load. Logs
-are rendered as in production (JSON lines, one per command) and written to /dev/null.
-Projections are off (DESIGN: views may follow in another process): this measures the write
-path. Usage::
+every ``SINGLE_TURN`` single calls, so that each ratio compares the same moments of load. The
+library configures no logging (its host does): with none configured, as here, the per-command
+INFO line is not even built. Projections are off (DESIGN: views may follow in another
+process): this measures the write path. Usage::
 
     .venv/bin/python benchmarks/bench_write.py [--backends sqlite,postgres] [--quick]
 """
@@ -854,8 +854,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.quick:
         s.repetitions, s.batched_commands, s.single_commands = 3, 10_000, 500
         s.long_history = min(s.long_history, 20_000)
-    # Logs are rendered exactly as in production (the ledger configures structlog on the first
-    # open, to whatever sys.stderr is then) but land in /dev/null instead of the terminal.
+    # Warnings the ledger logs (a lost race, a retried commit) would reach the terminal through
+    # logging's last-resort handler: they land in /dev/null instead.
     real_stderr = sys.stderr
     with open(os.devnull, "w") as devnull:
         sys.stderr = devnull

@@ -1009,7 +1009,7 @@ class Engine:
             flight = None
         batch = group[0].batch if len(group) == 1 else [p for r in group for p in r.batch]
         with self._lock, _gc_pause_for(len(batch)):
-            decided, touched = self._decide_group(group, batch)
+            decided, touched, hot = self._decide_group(group, batch)
         if flight is not None:
             if decided is None:
                 flight.stale.update(touched)
@@ -1024,14 +1024,30 @@ class Engine:
                 # What the undone decision had in hand was evicted: loaded again in one go
                 # (if the database fails here, the group's own attempt says so).
                 self._preload(touched)
+            if hot:
+                # Written under locks, one transaction at a time: as many as a transaction
+                # takes go together (each locked transaction costs a few round trips).
+                group += self._more_of_the_queue(sum(len(r.batch) for r in group))
             self._commit_group(group)
+
+    def _more_of_the_queue(self, size: int) -> list[_Request]:
+        """Queued non-atomic requests that fit in a transaction with ``size`` commands."""
+        more: list[_Request] = []
+        with self._queue_lock:
+            while self._queue:
+                head = self._queue[0]
+                if head.atomic or size + len(head.batch) > BATCH_SIZE_MAX:
+                    break
+                more.append(self._queue.popleft())
+                size += len(head.batch)
+        return more
 
     def _decide_group(
         self, group: list[_Request], batch: list[Prepared]
-    ) -> tuple[_Decided | None, list[str]]:
+    ) -> tuple[_Decided | None, list[str], bool]:
         """A plain optimistic decision of the group (none, and nothing changed, when the group
-        must run as usual: hot aggregates, a partial rejection, a handler's fault), and the
-        aggregates it read."""
+        must run as usual: hot aggregates, a partial rejection, a handler's fault), the
+        aggregates it read, and whether it stopped at a hot one."""
         started = time.perf_counter()
         tx = Tx(self, pipelined=True)
         try:
@@ -1039,11 +1055,13 @@ class Engine:
         except BaseException as exc:
             self._discard(tx)
             if isinstance(exc, Exception):
-                return None, list(tx.touched)  # run again as usual (which reports a fault)
+                # Run again as usual (which reports a fault).
+                return None, list(tx.touched), isinstance(exc, _HotAggregate)
             raise
         events, due = self._take_events(tx)
         self._unrecorded.update(tx.touched)
-        return _Decided(group, batch, tx, results, events, due, started), list(tx.touched)
+        decided = _Decided(group, batch, tx, results, events, due, started)
+        return decided, list(tx.touched), False
 
     def _send(self, decided: _Decided) -> None:
         """Starts recording a decided group; it is in flight until ``_land``."""

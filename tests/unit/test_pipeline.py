@@ -162,3 +162,14 @@ def test_when_a_part_fails_the_callers_later_parts_are_not_run(lg: Ledger) -> No
         lg.execute_many([consume(), consume(), consume()])
     assert recorded(lg) == (events, keys)
     assert lg.balance(CTI) == 3
+
+
+def test_groups_that_reach_a_hot_cti_are_written_together_under_its_lock(lg: Ledger) -> None:
+    """A hot CTI is written under its lock, one transaction at a time: the groups queued for
+    it go in one transaction (as many as fit), not one locked transaction per group."""
+    commits: list[int] = []
+    lg.engine.on_commit.append(lambda ids: commits.append(len(ids)))
+    lg.engine.mark_hot([CTI])
+    results = lg.execute_many([consume(), consume(), consume(), consume()])
+    assert _codes(results) == ["ok", "ok", "ok", "insufficient_stamps"]
+    assert commits == [3]
