@@ -212,7 +212,9 @@ class Tx:
         """Any aggregate with this id, or None."""
         agg = self.touched.get(aggregate_id)
         if agg is None:
-            agg = self.engine.cache_get(aggregate_id) or self.engine.in_flight(aggregate_id)
+            agg = self.engine.cache_get(aggregate_id)
+            if agg is None:
+                agg = self.engine.in_flight(aggregate_id)
             if agg is not None:
                 if self.fresh:
                     if aggregate_id not in self.current:
@@ -688,11 +690,12 @@ class Engine:
     _flight: _Decided | None = None
     """The group being written on a pipelined store (touched only by the leader)."""
     _unrecorded: set[str] = field(default_factory=set)
+    """Aggregates whose cached state holds decisions not recorded yet (see ``current``)."""
     _arrivals: tuple[int, int] | None = None
     """A pipe a caller writes to when it queues while the leader waits for a write in flight
     (``_await_answer``), so that the leader decides its commands meanwhile."""
     _watching: bool = False
-    """Aggregates whose cached state holds decisions not recorded yet (see ``current``)."""
+    """Whether the leader waits on ``_arrivals`` (the queue lock guards it)."""
 
     def __post_init__(self) -> None:
         self._idle = threading.Condition(self._queue_lock)
@@ -806,13 +809,14 @@ class Engine:
     # load, each transaction carries what arrived during the previous one. asyncio callers are
     # led by a committer thread instead, so the event loop never waits for the database.
     #
-    # On a pipelined store (PostgreSQL), when more is queued, a group is sent without waiting
-    # for the database (``Store.record_later``) and the next group is decided meanwhile, on
-    # top of the cached state the first one left (``_commit_next``): the database's work and
-    # ours overlap. The next group is sent only once the first is recorded; if the first lost
-    # a race or failed, what was decided on top of it is undone and decided again afterwards.
-    # Groups that are not plain optimistic decisions (atomic, hot aggregates, a partial
-    # rejection, a snapshot due) are run as before, once nothing is in flight.
+    # On a pipelined store (PostgreSQL) a group is sent without waiting for the database
+    # (``Store.record_later``), and the next group (queued already, or arriving while the
+    # leader waits: ``_await_answer``) is decided meanwhile, on top of the state the first one
+    # left (``_commit_next``): the database's work and ours overlap. The next group is sent
+    # only once the first is recorded; if the first lost a race or failed, what was decided on
+    # top of it is undone and decided again afterwards. Groups that are not plain optimistic
+    # decisions (atomic, hot aggregates, a partial rejection, a snapshot due) are run as
+    # before, once nothing is in flight.
 
     def _submit(self, parts: list[list[Prepared]], *, atomic: bool) -> list[Result]:
         """Queues a caller's commands (in parts, one request each), leads if nobody does, and

@@ -554,11 +554,11 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         """``insert_events``, sent on the kept writer connection without waiting for the answer.
 
         Its ``answer`` waits for it and returns the ids, or raises what ``insert_events``
-        raises; it must be taken (the writer is held until then). The call
-        is sent with libpq's asynchronous API, so that the caller's thread decides the next
-        commands while the server works: the statement is the same ``record_statement``,
-        prepared once per connection, with the same binary parameters. If the writer is busy
-        the write is made at once on a pooled connection.
+        raises; it must be taken (the writer is held until then). The call is sent with
+        libpq's asynchronous API, so that the caller's thread decides the next commands while
+        the server works: the statement is the same ``record_statement``, prepared once per
+        connection, with the same binary parameters. If the writer is busy the write is made
+        at once on a pooled connection.
         """
         if not stored_events and not keys:
             return Sent(list)
@@ -1392,8 +1392,8 @@ class EventStore:
         return self._recorded(len(stored), lambda: self.recorder.insert_events(stored, keys=keys))
 
     def record_later(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sent:
-        """``record`` sent now; the returned function waits for its ids or raises its error
-        (on SQLite it is made at once: there is no server to overlap with)."""
+        """``record`` sent now; its ``answer`` waits for the ids or raises the error (on SQLite
+        the write is made at once: there is no server to overlap with)."""
         recorder = self.recorder
         if not isinstance(recorder, LedgerPostgresRecorder):
             try:
