@@ -183,8 +183,9 @@ _ARRAY_HEADER = struct.Struct(">iiiii")  # dimensions, has-nulls flag, element t
 _EMPTY_ARRAY_HEADER = struct.Struct(">iii")
 _INT8_ELEMENT = struct.Struct(">iq")  # an int8 element: its length (8) and its value
 _DIGEST_LENGTH = struct.Struct(">Q")  # the length prefix of each part in ``events_digest``
-_TOPIC_BYTES: dict[str, bytes] = {}
-"""Encoded topics (a few dozen, used by every event)."""
+_TOPIC_BYTES: dict[str, tuple[bytes, bytes]] = {}
+"""Encoded topics (a few dozen, used by every event), alone and as the digest has them (after
+their length)."""
 
 
 class _BinaryArray(bytes):
@@ -198,13 +199,13 @@ class _BinaryArray(bytes):
         """The array of ``elements`` (each in its type's binary format; none is NULL)."""
         if not elements:
             return cls(_EMPTY_ARRAY_HEADER.pack(0, 0, cls.element_oid))
-        parts = [_ARRAY_HEADER.pack(1, 0, cls.element_oid, len(elements), 1)]
-        add = parts.append
+        # Each element after its length (interleaved by slice assignment), after the header.
         pack = _INT4.pack
-        for element in elements:
-            add(pack(len(element)))
-            add(element)
-        return cls(b"".join(parts))
+        parts: list[bytes] = [b""] * (2 * len(elements))
+        parts[0::2] = [pack(len(element)) for element in elements]
+        parts[1::2] = elements
+        header = _ARRAY_HEADER.pack(1, 0, cls.element_oid, len(elements), 1)
+        return cls(header + b"".join(parts))
 
 
 class _TextArray(_BinaryArray):
@@ -276,29 +277,37 @@ def record_parameters(
     topics: list[bytes] = []
     states: list[bytes] = []
     digest_parts: list[bytes] = []
-    add = digest_parts.append
+    add = digest_parts.extend
     length = _DIGEST_LENGTH.pack
     topic_bytes = _TOPIC_BYTES
     for stored in stored_events:
         originator_id = str(stored.originator_id).encode()
         version = stored.originator_version
-        version_text = str(version).encode()
-        topic = topic_bytes.get(stored.topic)
-        if topic is None:
-            topic = topic_bytes.setdefault(stored.topic, stored.topic.encode())
-        state = bytes(stored.state)
+        version_text = b"%d" % version
+        found = topic_bytes.get(stored.topic)
+        if found is None:
+            encoded = stored.topic.encode()
+            found = topic_bytes.setdefault(stored.topic, (encoded, length(len(encoded)) + encoded))
+        topic, digest_topic = found
+        state = stored.state
+        if type(state) is not bytes:
+            state = bytes(state)
         ids.append(originator_id)
         versions.append(version)
         topics.append(topic)
         states.append(state)
-        add(length(len(originator_id)))
-        add(originator_id)
-        add(length(len(version_text)))
-        add(version_text)
-        add(length(len(topic)))
-        add(topic)
-        add(length(len(state)))
-        add(state)
+        # Each field after its length (the topic's is cached with it).
+        add(
+            (
+                length(len(originator_id)),
+                originator_id,
+                length(len(version_text)),
+                version_text,
+                digest_topic,
+                length(len(state)),
+                state,
+            )
+        )
     return (
         _TextArray.of(ids),
         _Int8Array.of(versions),
