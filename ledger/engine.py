@@ -913,18 +913,21 @@ class Engine:
                     self._idle.notify_all()
                 return []
             first = self._queue.popleft()
-            group = [first]
             if first.atomic:
-                return group  # an atomic batch shares its transaction with nobody
-            limit = self._group_max()
-            size = len(first.batch)
-            while self._queue:
-                head = self._queue[0]
-                if head.atomic or size + len(head.batch) > limit:
-                    break
-                group.append(self._queue.popleft())
-                size += len(head.batch)
-            return group
+                return [first]  # an atomic batch shares its transaction with nobody
+            return [first, *self._take_queued(len(first.batch), self._group_max())]
+
+    def _take_queued(self, size: int, limit: int) -> list[_Request]:
+        """The queued non-atomic requests that fit with ``size`` commands in ``limit`` (the
+        queue lock is held)."""
+        taken: list[_Request] = []
+        while self._queue:
+            head = self._queue[0]
+            if head.atomic or size + len(head.batch) > limit:
+                break
+            taken.append(self._queue.popleft())
+            size += len(head.batch)
+        return taken
 
     def _arrived(self) -> None:
         """Wakes the leader if it waits for an answer (the queue lock is held)."""
@@ -1036,15 +1039,8 @@ class Engine:
 
     def _more_of_the_queue(self, size: int) -> list[_Request]:
         """Queued non-atomic requests that fit in a transaction with ``size`` commands."""
-        more: list[_Request] = []
         with self._queue_lock:
-            while self._queue:
-                head = self._queue[0]
-                if head.atomic or size + len(head.batch) > BATCH_SIZE_MAX:
-                    break
-                more.append(self._queue.popleft())
-                size += len(head.batch)
-        return more
+            return self._take_queued(size, BATCH_SIZE_MAX)
 
     def _decide_group(
         self, group: list[_Request], batch: list[Prepared]

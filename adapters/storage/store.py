@@ -580,13 +580,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             return Sent(lambda: ids)
         try:
             with _as_persistence_errors():
-                curs = self._writer
-                if curs is not None and _closed_by_server(curs.connection):
-                    self._drop_writer()
-                    curs = None
-                if curs is None:
-                    curs = self._writer = self._take_connection().cursor(row_factory=tuple_row)
-                conn = curs.connection
+                conn = self._kept_writer().connection
                 if conn not in self._prepared_later:
                     conn.execute(self.record_later_prepare)
                     self._prepared_later.add(conn)
@@ -652,12 +646,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             return
         try:
             with _as_persistence_errors():
-                curs = self._writer
-                if curs is not None and _closed_by_server(curs.connection):
-                    self._drop_writer()
-                    curs = None
-                if curs is None:
-                    curs = self._writer = self._take_connection().cursor(row_factory=tuple_row)
+                curs = self._kept_writer()
                 try:
                     yield curs
                 finally:
@@ -665,6 +654,17 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                         self._drop_writer()
         finally:
             self._writer_lock.release()
+
+    def _kept_writer(self) -> Cursor[Any]:
+        """The kept writer's cursor (the writer lock is held): a new one if there was none or
+        the server closed its connection."""
+        curs = self._writer
+        if curs is not None and _closed_by_server(curs.connection):
+            self._drop_writer()
+            curs = None
+        if curs is None:
+            curs = self._writer = self._take_connection().cursor(row_factory=tuple_row)
+        return curs
 
     def _take_connection(self) -> Connection[Any]:
         """A pooled connection the server has not closed, as ``get_connection`` hands out."""
