@@ -8,11 +8,13 @@ Each test runs on a real SQLite file and on a real PostgreSQL database (``store_
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
+import psycopg
 import pytest
 
 from ledger.aggregates.stamping_account import StampingAccount
@@ -345,3 +347,56 @@ def test_a_group_that_loses_a_race_while_the_next_is_decided_loses_nothing(
         assert [r.balance_after for r in outcomes] == list(range(6, -1, -1))
         assert [r.code for r in results if isinstance(r, Rejected)] == ["insufficient_stamps"] * 2
         assert lg.balance(CTI) == other.balance(CTI) == 0
+
+
+def _waiting_in_submit(thread: threading.Thread) -> bool:
+    """Whether ``thread`` waits for its results in the engine (queued, or decided)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "_submit":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_callers_that_queue_while_a_write_waits_on_the_server_are_decided_meanwhile(
+    pg_url: str, clock: ManualClock
+) -> None:
+    """PostgreSQL: the first write waits on a lock another session holds. The leader does not
+    wait with it: callers that queue meanwhile are taken and decided on top of it (and sent
+    once it is recorded)."""
+    options: dict[str, Any] = {"clock": clock, "projections": "off", "password_cost": "fast"}
+    waiting = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND query LIKE '%ledger_record%'"
+    )
+    with Ledger.open(pg_url, **options) as lg, psycopg.connect(pg_url, autocommit=True) as admin:
+        build_network(lg, inventory=1000, cti_stamps=10)
+        commits = Commits(lg)
+        first: list[Any] = []
+        others: list[Any] = []
+        leader = threading.Thread(target=lambda: first.append(lg.execute(consume())))
+        threads = [
+            threading.Thread(target=lambda: others.append(lg.execute(consume()))) for _ in range(5)
+        ]
+        with psycopg.connect(pg_url) as blocker:
+            blocker.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
+            leader.start()
+            deadline = time.monotonic() + WAIT_S
+            while admin.execute(waiting).fetchone() is None:
+                assert time.monotonic() < deadline, "the first write never waited"
+                time.sleep(0.01)
+            for thread in threads:
+                thread.start()
+            while lg.engine.queued() == 5 or not all(_waiting_in_submit(t) for t in threads):
+                assert time.monotonic() < deadline, "nothing was taken during the write"
+                time.sleep(0.01)
+            assert admin.execute(waiting).fetchone() is not None  # still on the server
+            blocker.rollback()
+        leader.join(WAIT_S)
+        for thread in threads:
+            thread.join(WAIT_S)
+    assert commits.sizes[0] == 1
+    assert sum(commits.sizes) == 6
+    assert first[0].balance_after == 9
+    assert sorted(r.balance_after for r in others) == [4, 5, 6, 7, 8]
