@@ -571,7 +571,6 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         """
         if not stored_events and not keys:
             return Sent(list)
-        params = self.record_parameters(stored_events, keys)
         if not self._writer_lock.acquire(blocking=False):
             try:
                 ids = self.insert_events(stored_events, keys=keys) or []
@@ -579,6 +578,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 return _raising(exc)
             return Sent(lambda: ids)
         try:
+            params = self.record_parameters(stored_events, keys)
             with _as_persistence_errors():
                 conn = self._kept_writer().connection
                 if conn not in self._prepared_later:
