@@ -8,16 +8,18 @@ competing writer records first, a balance is read, the store fails.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
 
 from adapters.storage.memory import MemoryStore
+from ledger import engine as engine_module
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.domain import Event
-from ledger.engine import Engine, KeyRecord, Sent
+from ledger.engine import Engine, KeyRecord, Sent, _Wake
 from ledger.errors import InfrastructureError, Rejected
 from ledger.outcome import Outcome
 from tests.support import CTI, DISTRIBUTOR, consume, network_ledger, recorded, register_client
@@ -173,3 +175,64 @@ def test_groups_that_reach_a_hot_cti_are_written_together_under_its_lock(lg: Led
     results = lg.execute_many([consume(), consume(), consume(), consume()])
     assert _codes(results) == ["ok", "ok", "ok", "insufficient_stamps"]
     assert commits == [3]
+
+
+def test_the_later_parts_of_a_long_batch_are_parsed_while_the_part_before_is_written(
+    lg: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsing is a fifth of a command's Python: the caller parses its first part, and the
+    leader parses each later part after the part before it was sent (so the two overlap)."""
+    steps: list[str] = []
+    real_prepare = engine_module.prepare
+
+    def prepare(command: Any, now: Any) -> Any:
+        steps.append("parse")
+        return real_prepare(command, now)
+
+    monkeypatch.setattr("ledger.engine.prepare", prepare)
+    _on_send(lg, lambda _n: steps.append("send"))
+    results = lg.execute_many([consume(), consume(), consume()])
+    assert _codes(results) == ["ok", "ok", "ok"]
+    assert steps == ["parse", "parse", "send", "parse", "send"]
+
+
+def test_a_fault_parsing_a_later_part_fails_that_caller_from_there(
+    lg: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A validator's bug met in a later part: the caller gets the error, the parts before it
+    stay recorded (as when a part's write fails), nothing after it is run."""
+    real_prepare = engine_module.prepare
+    parsed: list[int] = []
+
+    def prepare(command: Any, now: Any) -> Any:
+        parsed.append(1)
+        if len(parsed) == 3:
+            raise ZeroDivisionError("a validator's bug")
+        return real_prepare(command, now)
+
+    monkeypatch.setattr("ledger.engine.prepare", prepare)
+    with pytest.raises(ZeroDivisionError, match="validator"):
+        lg.execute_many([consume(), consume(), consume(), consume(), consume()])
+    assert lg.balance(CTI) == 1
+    assert len(parsed) == 3
+
+
+def test_a_wake_set_before_its_wait_is_kept_once() -> None:
+    """Set twice before the waiter waits: its next wait returns at once, the one after
+    blocks until the next set."""
+    wake = _Wake()
+    wake.set()
+    wake.set()
+    wake.wait()  # returns: it was set
+    waited = threading.Event()
+
+    def wait() -> None:
+        wake.wait()
+        waited.set()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    assert not waited.wait(0.05)  # the two sets made one
+    wake.set()
+    assert waited.wait(5)
+    waiter.join()
