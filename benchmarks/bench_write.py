@@ -13,7 +13,9 @@ Measures in one run, on SQLite (a temp file) and PostgreSQL (a fresh database):
   per transaction that the ledger also writes, for an apples-to-apples view.
 - threads: 1, 4 and 16 threads sharing one ``Ledger``, each calling ``execute`` (group commit
   gathers them into shared transactions), beside raw one-row transactions from one connection
-  and from 16 connections at once (what the database's own commit batching gives);
+  and from 16 connections at once (what the database's own commit batching gives); and as many
+  asyncio tasks in one event loop, each awaiting ``aexecute`` (the same group commit, with no
+  thread woken per command);
 - processes: 4 processes (own ``Ledger`` each, one command per call) spread over many CTIs, and
   4 processes on one hot CTI; errors (anything but an outcome or a rejection) are counted. They
   run after the in-process repetitions: they write the CTIs this process has cached, so the
@@ -35,6 +37,7 @@ process): this measures the write path. Usage::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import itertools
 import multiprocessing
@@ -48,7 +51,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -531,6 +534,21 @@ def in_threads(threads: int, work: Callable[[Any], object], items: Sequence[Any]
     return len(items) / elapsed
 
 
+async def in_tasks(
+    tasks: int, work: Callable[[Any], Awaitable[object]], items: Sequence[Any]
+) -> float:
+    """The rate of ``work`` over ``items`` split between ``tasks`` asyncio tasks."""
+    chunks = [items[n::tasks] for n in range(tasks)]
+
+    async def run(chunk: Sequence[Any]) -> None:
+        for item in chunk:
+            await work(item)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(run(chunk) for chunk in chunks))
+    return len(items) / (time.perf_counter() - started)
+
+
 @dataclass
 class ProcessRun:
     """What a set of worker processes did: their rate together and the errors they saw."""
@@ -607,7 +625,7 @@ def stamps_per_cti(s: Settings) -> int:
     """Enough stamps that no CTI runs out during the run (commands are spread evenly)."""
     per_rep = (
         2 * -(-s.batched_commands // s.ctis)  # steady, then right after the processes
-        + -(-s.single_commands // s.ctis) * len(s.thread_counts)
+        + -(-s.single_commands // s.ctis) * (len(s.thread_counts) + 1)  # + asyncio tasks
         + -(-process_commands(s) * s.processes // s.ctis)
     )
     warm_up = -(-s.batch_size // s.ctis)
@@ -688,6 +706,11 @@ def measure(
             commands = consumptions(ctis, s.single_commands)
             rate = in_threads(threads, lg.execute, commands)
             rates.setdefault(f"ledger_threads_{threads}", Rates()).values.append(rate)
+        # As many asyncio tasks as the most threads, in one event loop: the same group
+        # commit, with no thread woken per command (a committer thread leads for them).
+        commands = consumptions(ctis, s.single_commands)
+        rate = asyncio.run(in_tasks(max(s.thread_counts), lg.aexecute, commands))
+        rates.setdefault("ledger_tasks", Rates()).values.append(rate)
         rows = raw_rows(ctis, s.single_commands, version, sample)
         version += s.single_commands
         threads = max(s.thread_counts)
@@ -793,6 +816,16 @@ def run_backend(backend: str, s: Settings, tmp: Path) -> list[tuple[str, str, Ra
         rows.append(
             (backend, f"ledger execute, {threads} threads on one Ledger", rates[name], note)
         )
+    tasks = max(s.thread_counts)
+    times = rates["ledger_tasks"].median / one
+    rows.append(
+        (
+            backend,
+            f"ledger aexecute, {tasks} asyncio tasks on one Ledger",
+            rates["ledger_tasks"],
+            f"{ratio('ledger_tasks', 'single')}; {times:.1f} x 1 thread",
+        )
+    )
     for name, what in (("processes_spread", "many CTIs"), ("processes_hot", "one hot CTI")):
         failed = {k: v for k, v in errors[name].items() if not k.startswith("rejected:")}
         rejected = sum(v for k, v in errors[name].items() if k.startswith("rejected:"))

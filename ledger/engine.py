@@ -555,15 +555,16 @@ def _reraise(exc: BaseException) -> Sequence[int]:
     raise exc
 
 
-def _settle(future: asyncio.Future[list[Result]], request: _Request) -> None:
-    """Resolves an asyncio caller's future in its loop (unless the caller gave up waiting)."""
-    if future.cancelled():
-        return
-    if request.error is not None:
-        future.set_exception(request.error)
-    else:
-        assert request.results is not None
-        future.set_result(request.results)
+def _settle_all(callers: list[tuple[asyncio.Future[list[Result]], _Request]]) -> None:
+    """Resolves asyncio callers' futures in their loop (unless a caller gave up waiting)."""
+    for future, request in callers:
+        if future.cancelled():
+            continue
+        if request.error is not None:
+            future.set_exception(request.error)
+        else:
+            assert request.results is not None
+            future.set_result(request.results)
 
 
 @dataclass(slots=True)
@@ -744,6 +745,8 @@ class Engine:
     (``_await_answer``), so that the leader decides its commands meanwhile."""
     _watching: bool = False
     """Whether the leader waits on ``_arrivals`` (the queue lock guards it)."""
+    _told: list[tuple[asyncio.AbstractEventLoop, Any, _Request]] = field(default_factory=list)
+    """asyncio callers served and not told yet (touched only by the leader: ``_tell_loops``)."""
 
     def __post_init__(self) -> None:
         self._idle = threading.Condition(self._queue_lock)
@@ -917,12 +920,8 @@ class Engine:
             return future
 
         def notify(request: _Request) -> None:
-            try:
-                loop.call_soon_threadsafe(_settle, future, request)
-            except RuntimeError:
-                # The caller's loop closed while its commands were committed: nobody is left
-                # to tell. What was recorded stays recorded; a retry replays it.
-                log.warning("caller_gone", commands=request.size)
+            # Told by the leader once it is done with the group (``_tell_loops``).
+            self._told.append((loop, future, request))
 
         request = _Request(batch, atomic, None, notify)
         with self._queue_lock:
@@ -936,10 +935,30 @@ class Engine:
         committer.submit(self._lead, None)
         return future
 
+    def _tell_loops(self) -> None:
+        """Resolves the futures of the asyncio callers served since the last call: one call
+        into each event loop for all of its callers (each such call writes to the loop's
+        wake-up pipe; one per caller cost a system call and a wake-up a command)."""
+        if not self._told:
+            return
+        told, self._told = self._told, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, _Request]]] = {}
+        for loop, future, request in told:
+            by_loop.setdefault(loop, []).append((future, request))
+        for loop, callers in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, callers)
+            except RuntimeError:
+                # The callers' loop closed while their commands were committed: nobody is
+                # left to tell. What was recorded stays recorded; a retry replays it.
+                log.warning("caller_gone", commands=sum(r.size for _, r in callers))
+
     def _lead(self, own: list[_Request] | None) -> None:
         """Commits queued groups until ``own`` are done (without: until nothing is left)."""
         try:
             while own is None or not all(r.done for r in own):
+                # Before the queue is looked at: once nobody leads, another thread may.
+                self._tell_loops()
                 group = self._next_group()
                 if group:
                     self._commit_next(group)
@@ -950,9 +969,11 @@ class Engine:
                     assert own is None, "a waiting request left the queue unserved"
                     return
         except BaseException:
+            self._tell_loops()
             self._hand_off()  # the others must not wait for a leader that is gone
             raise
         if own is not None:
+            self._tell_loops()
             self._hand_off()
 
     def _next_group(self) -> list[_Request]:
@@ -1167,14 +1188,17 @@ class Engine:
                     i for i in decided.tx.touched if i not in self._flight.tx.touched
                 )
         self._log(decided.batch, decided.results, decided.started)
-        if decided.writes:
-            for callback in self.on_commit:
-                callback(ids)
-        start = 0
-        for request in decided.group:
-            end = start + len(request.batch)
-            request.deliver(decided.results[start:end], None)
-            start = end
+        try:
+            if decided.writes:
+                for callback in self.on_commit:
+                    callback(ids)
+        finally:
+            # Recorded: its callers get their results even if a callback failed.
+            start = 0
+            for request in decided.group:
+                end = start + len(request.batch)
+                request.deliver(decided.results[start:end], None)
+                start = end
 
     def _commit_group(
         self, group: list[_Request], lost: tuple[Tx, BaseException] | None = None

@@ -257,6 +257,41 @@ def test_many_asyncio_tasks_share_commits_and_get_their_own_results(lg: Ledger) 
     assert all(t.name.startswith("ledger-commit") for t in commits.threads)
 
 
+def test_the_asyncio_callers_of_a_group_are_told_in_one_call_into_their_loop(lg: Ledger) -> None:
+    """Each call into a loop from another thread writes to its wake-up pipe: the callers a
+    commit served are told together (one call per commit), not one call each."""
+    submitted = threading.Event()
+    sizes: list[int] = []
+
+    def hold(ids: Sequence[int]) -> None:
+        sizes.append(len(ids))
+        assert submitted.wait(WAIT_S), "the tasks never queued"
+
+    lg.engine.on_commit.append(hold)
+    calls: list[int] = []
+
+    async def all_submitted() -> None:
+        submitted.set()  # runs after every aexecute task reached its first await
+
+    async def main() -> list[Outcome | None]:
+        loop = asyncio.get_running_loop()
+        real = loop.call_soon_threadsafe
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            return real(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        tasks = [lg.aexecute(consume(actor=MASTER)) for _ in range(10)]
+        return await asyncio.gather(*tasks, all_submitted())
+
+    outcomes = [o for o in asyncio.run(main()) if o is not None]
+    assert sorted(o.balance_after for o in outcomes) == list(range(10))
+    assert sum(sizes) == 10
+    assert len(sizes) < 10
+    assert len(calls) == len(sizes)
+
+
 def test_aexecute_leaves_the_event_loop_free_during_a_commit(lg: Ledger) -> None:
     """While a commit is in flight the event loop keeps running other tasks."""
     committing = threading.Event()

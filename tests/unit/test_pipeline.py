@@ -8,6 +8,7 @@ competing writer records first, a balance is read, the store fails.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -236,3 +237,23 @@ def test_a_wake_set_before_its_wait_is_kept_once() -> None:
     wake.set()
     assert waited.wait(5)
     waiter.join()
+
+
+def test_the_callers_of_a_recorded_group_get_their_results_when_a_commit_callback_fails(
+    lg: Ledger,
+) -> None:
+    """A failing ``on_commit`` callback does not leave the group's callers waiting: what was
+    recorded is answered (asyncio callers here, led by the committer thread)."""
+
+    def fail(_ids: Sequence[int]) -> None:
+        raise RuntimeError("a callback's bug")
+
+    lg.engine.on_commit.append(fail)
+
+    async def main() -> list[Outcome]:
+        calls = [lg.aexecute(consume()) for _ in range(2)]
+        return await asyncio.wait_for(asyncio.gather(*calls), timeout=10)
+
+    outcomes = asyncio.run(main())
+    assert sorted(o.balance_after for o in outcomes) == [1, 2]
+    assert lg.balance(CTI) == 1
