@@ -9,6 +9,7 @@ competing writer records first, a balance is read, the store fails.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from ledger.clock import ManualClock
 from ledger.domain import Event
 from ledger.engine import Engine, KeyRecord, Sent, _Wake
 from ledger.errors import InfrastructureError, Rejected
+from ledger.logging import capture_logs
 from ledger.outcome import Outcome
 from tests.support import CTI, DISTRIBUTOR, consume, network_ledger, recorded, register_client
 
@@ -256,4 +258,29 @@ def test_the_callers_of_a_recorded_group_get_their_results_when_a_commit_callbac
 
     outcomes = asyncio.run(main())
     assert sorted(o.balance_after for o in outcomes) == [1, 2]
+    assert lg.balance(CTI) == 1
+
+
+def test_a_caller_whose_event_loop_closed_is_logged_and_the_others_are_answered(
+    lg: Ledger,
+) -> None:
+    """The loop of an asyncio caller closes while its command is committed: the command
+    stays recorded, the leader logs ``caller_gone`` and goes on serving the others."""
+    release = threading.Event()
+
+    def hold(_ids: Sequence[int]) -> None:
+        assert release.wait(10), "never released"
+
+    lg.engine.on_commit.append(hold)
+
+    async def give_up() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(lg.aexecute(consume()), timeout=0.05)
+
+    with capture_logs(logging.WARNING) as logs:
+        asyncio.run(give_up())  # the loop is closed when this returns
+        release.set()
+        lg.engine.on_commit.remove(hold)
+        assert lg.execute(consume()).balance_after == 1  # served after the one that left
+    assert {"event": "caller_gone", "commands": 1, "log_level": "warning"} in logs
     assert lg.balance(CTI) == 1
