@@ -825,6 +825,8 @@ class Engine:
             with _gc_pause_for(len(commands)):
                 now = self.clock()
                 return self._submit([_Request([prepare(c, now) for c in commands], True)])
+        if len(commands) == 1:  # ``execute``: nothing to split
+            return self._submit([_Request([prepare(commands[0], self.clock())], False)])
         results: list[Result] = []
         remaining = iter(commands)
         part = self._group_max()
