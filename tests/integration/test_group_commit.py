@@ -292,6 +292,40 @@ def test_the_asyncio_callers_of_a_group_are_told_in_one_call_into_their_loop(lg:
     assert len(calls) == len(sizes)
 
 
+def test_threads_and_asyncio_tasks_share_one_ledger_and_each_gets_its_own_result(
+    lg: Ledger,
+) -> None:
+    """Thread callers (woken by their own lock) and asyncio tasks (told through their loop)
+    in the same queue, leading in turn: 10 stamps for 40 calls, each answered once."""
+
+    def call(command: dict[str, Any]) -> str:
+        try:
+            lg.execute(command)
+        except Rejected as rejection:
+            return rejection.code
+        return "ok"
+
+    async def task(command: dict[str, Any]) -> str:
+        try:
+            await lg.aexecute(command)
+        except Rejected as rejection:
+            return rejection.code
+        return "ok"
+
+    async def tasks() -> list[str]:
+        return await asyncio.gather(*(task(consume(actor=MASTER)) for _ in range(20)))
+
+    from_tasks: list[str] = []
+    runner = threading.Thread(target=lambda: from_tasks.extend(asyncio.run(tasks())))
+    runner.start()
+    from_threads = _in_threads([lambda: call(consume(actor=MASTER)) for _ in range(20)])
+    runner.join(timeout=WAIT_S)
+    codes = sorted(from_threads + from_tasks)
+    assert codes == ["insufficient_stamps"] * 30 + ["ok"] * 10
+    assert lg.balance(CTI) == 0
+    assert lg.verify().ok
+
+
 def test_aexecute_leaves_the_event_loop_free_during_a_commit(lg: Ledger) -> None:
     """While a commit is in flight the event loop keeps running other tasks."""
     committing = threading.Event()
