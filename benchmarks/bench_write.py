@@ -65,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.storage.store import SQLITE_CACHE_KIB, SQLITE_WAL_AUTOCHECKPOINT_PAGES, EventStore
 from ledger.api import Ledger
-from ledger.engine import PIPELINE_GROUP_MAX
+from ledger.engine import PIPELINE_GROUP_MAX, _part_sizes
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
 
@@ -905,7 +905,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "repetitions [min-max], per second. Each ledger batch writes its events, one "
         "ledger_keys row per command and one ledger_chain link per transaction (one per "
         "call on SQLite; on PostgreSQL a call is written in pipelined transactions of "
-        f"{PIPELINE_GROUP_MAX}); the raw 'events' baselines "
+        f"{_part_sizes(s.batch_size, PIPELINE_GROUP_MAX)}); the raw 'events' baselines "
         "write the event rows only. Threads and processes send one command per call; their "
         "ratio is to raw one-row transactions from 1 connection. The machine is shared: "
         "compare ratios within this run, not figures across runs."

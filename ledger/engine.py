@@ -66,7 +66,8 @@ BATCH_SIZE_MAX = 5_000
 """Bound on commands per transaction: longer batches are split."""
 PIPELINE_GROUP_MAX = 500
 """Bound on the commands of one group on a pipelined store (``Store.pipelined``): a longer
-non-atomic batch is written in groups of this size, each sent while the next is decided."""
+non-atomic batch is written in groups of at most this size (``_part_sizes``), each sent while
+the next is decided."""
 CACHE_SIZE_MAX = 50_000
 """Bound on aggregates kept in memory by one engine."""
 SNAPSHOT_INTERVAL = 500
@@ -399,6 +400,42 @@ CLOSE_WAIT_S = 60.0
 """Bound on how long ``close`` waits for queued commands to commit."""
 PREPARE_INLINE_MAX = 32
 """``aexecute_many`` parses at most this many commands in the event loop; more go to a thread."""
+
+
+def _part_sizes(commands: int, group_max: int) -> list[int]:
+    """How a non-atomic call of that many commands is cut into groups (parts) of at most
+    ``group_max``: on a pipelined store the last parts shrink, by a tenth of a group each,
+    down to six tenths (2,000 commands in groups of 500: 500, 450, 400, 350, 300).
+
+    The write of the last part is the one that nothing overlaps: the caller waits for it
+    alone, so it should be short. But a write has a fixed cost (its commit), and a part
+    written while the next, smaller one is decided must not take longer than that decision,
+    or the leader waits for it instead; hence the gentle steps. Taking turns with equal parts
+    of 500, eight rounds of 2,000-command calls on PostgreSQL, the batched ratio to raw
+    ``executemany`` went from 0.52 to 0.54 on average (docs/SCALING.md). Groups of under ten
+    commands (tests) are cut evenly, the remainder last.
+    """
+    if commands <= group_max:
+        return [commands]
+    step = group_max // 10
+    if not step:
+        whole, rest = divmod(commands, group_max)
+        return [group_max] * whole + ([rest] if rest else [])
+    sizes: list[int] = []  # from the last part back
+    total = 0
+    for size in itertools.chain(
+        (group_max - k * step for k in (4, 3, 2, 1)), itertools.repeat(group_max)
+    ):
+        if total + size >= commands:
+            left = commands - total
+            if left + sizes[-1] <= group_max:
+                sizes[-1] += left  # no first part of a few commands when it fits the next
+            else:
+                sizes.append(left)
+            return sizes[::-1]
+        sizes.append(size)
+        total += size
+    raise AssertionError("unreachable")  # pragma: no cover - the sizes repeat for ever
 
 
 def _gc_pause_for(commands: int) -> AbstractContextManager[None]:
@@ -818,7 +855,7 @@ class Engine:
         Concurrent callers share transactions (group commit, ``_submit``). ``atomic``: one
         transaction for all of them alone, and if any is rejected none is recorded (the others
         get ``batch_aborted``). Otherwise, on a pipelined store, a long list is written in
-        groups of ``PIPELINE_GROUP_MAX``, each sent while the next is decided.
+        groups of at most ``PIPELINE_GROUP_MAX``, each sent while the next is decided.
         """
         if atomic:
             _check_atomic_size(commands)
@@ -836,10 +873,11 @@ class Engine:
                 # The first part is parsed in the caller's thread, outside the commit in
                 # flight; the later ones by whoever leads, each while the database writes
                 # the part before it.
-                requests = [_Request([prepare(c, now) for c in chunk[:part]], False)]
+                bounds = list(itertools.accumulate(_part_sizes(len(chunk), part), initial=0))
+                requests = [_Request([prepare(c, now) for c in chunk[: bounds[1]]], False)]
                 requests += [
-                    _Request([], False, unparsed=chunk[i : i + part], now=now)
-                    for i in range(part, len(chunk), part)
+                    _Request([], False, unparsed=chunk[start:end], now=now)
+                    for start, end in itertools.pairwise(bounds[1:])
                 ]
                 results.extend(self._submit(requests))
         return results

@@ -21,7 +21,7 @@ from ledger import engine as engine_module
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.domain import Event
-from ledger.engine import Engine, KeyRecord, Sent, _Wake
+from ledger.engine import Engine, KeyRecord, Sent, _part_sizes, _Wake
 from ledger.errors import InfrastructureError, Rejected
 from ledger.logging import capture_logs
 from ledger.outcome import Outcome
@@ -284,3 +284,20 @@ def test_a_caller_whose_event_loop_closed_is_logged_and_the_others_are_answered(
         assert lg.execute(consume()).balance_after == 1  # served after the one that left
     assert {"event": "caller_gone", "commands": 1, "log_level": "warning"} in logs
     assert lg.balance(CTI) == 1
+
+
+@pytest.mark.parametrize(
+    ("commands", "group_max", "sizes"),
+    [
+        (500, 500, [500]),
+        (2000, 500, [500, 450, 400, 350, 300]),
+        (5000, 500, [500] * 7 + [450, 400, 350, 300]),
+        (1100, 500, [450, 350, 300]),  # what is left joins the first part when it fits
+        (2001, 500, [1, 500, 450, 400, 350, 300]),
+        (11, 4, [4, 4, 3]),  # groups under ten commands: even parts, the remainder last
+    ],
+)
+def test_the_last_parts_of_a_long_call_shrink_so_its_last_write_is_short(
+    commands: int, group_max: int, sizes: list[int]
+) -> None:
+    assert _part_sizes(commands, group_max) == sizes
