@@ -421,21 +421,21 @@ def _part_sizes(commands: int, group_max: int) -> list[int]:
     if not step:
         whole, rest = divmod(commands, group_max)
         return [group_max] * whole + ([rest] if rest else [])
-    sizes: list[int] = []  # from the last part back
-    total = 0
-    for size in itertools.chain(
+    # From the last part back (300, 350, 400, 450 for groups of 500), then whole groups.
+    steps = itertools.chain(
         (group_max - k * step for k in (4, 3, 2, 1)), itertools.repeat(group_max)
-    ):
-        if total + size >= commands:
-            left = commands - total
-            if left + sizes[-1] <= group_max:
-                sizes[-1] += left  # no first part of a few commands when it fits the next
-            else:
-                sizes.append(left)
-            return sizes[::-1]
+    )
+    sizes: list[int] = []
+    total = 0
+    while total + (size := next(steps)) < commands:
         sizes.append(size)
         total += size
-    raise AssertionError("unreachable")  # pragma: no cover - the sizes repeat for ever
+    left = commands - total  # the first part
+    if left + sizes[-1] <= group_max:
+        sizes[-1] += left  # no first part of a few commands when it fits the next
+    else:
+        sizes.append(left)
+    return sizes[::-1]
 
 
 def _gc_pause_for(commands: int) -> AbstractContextManager[None]:
