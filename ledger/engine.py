@@ -507,10 +507,11 @@ class _Request:
     """Commands parsed only when the request is taken (``ready``): a long ``execute_many``
     parses each part while the database writes the one before."""
     now: datetime | None = None
-    size: int = 0
 
-    def __post_init__(self) -> None:
-        self.size = len(self.unparsed) or len(self.batch)
+    @property
+    def size(self) -> int:
+        """How many commands it carries (parsed or not)."""
+        return len(self.unparsed) or len(self.batch)
 
     def ready(self) -> bool:
         """Parses the commands left unparsed; False (and the caller told) if that failed."""
