@@ -15,12 +15,12 @@ from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands import accounts
 from ledger.passwords import verify_password
+from tests import support
 from tests.support import (
     CLIENT,
     CTI,
     DISTRIBUTOR,
     MASTER,
-    client_profile,
     consume,
     distributor_profile,
     network_ledger,
@@ -72,15 +72,8 @@ def give_points(quantity: int, transfer_id: str = "P1") -> dict[str, Any]:
 
 
 def register_client(client_id: str = "C2", **extra: Any) -> dict[str, Any]:
-    """RegisterClient under D1."""
-    return {
-        "type": "RegisterClient",
-        "actor": DISTRIBUTOR,
-        "client_id": client_id,
-        "distributor_id": DISTRIBUTOR,
-        "profile": client_profile("Ana", "ana@example.com"),
-        **extra,
-    }
+    """RegisterClient under D1 (``extra``: the command's own fields, not the profile's)."""
+    return {**support.register_client(client_id, name="Ana", email="ana@example.com"), **extra}
 
 
 def cti(lg: Ledger, cti_id: str = CTI) -> StampingAccount:
