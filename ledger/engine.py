@@ -881,6 +881,10 @@ class Engine:
                     for start, end in itertools.pairwise(bounds[1:])
                 ]
                 results.extend(self._submit(requests))
+                # Dropped before the collector resumes: it then scans only what survives
+                # the call (the outcomes), not the call's parsed commands too (~1 ms a call
+                # of 2,000 on this machine).
+                del requests
         return results
 
     async def aexecute_many(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -142,3 +143,23 @@ def test_a_collector_the_application_stopped_stays_stopped() -> None:
         assert _collector_states(clock, GC_PAUSE_COMMANDS_MIN) == (False, False)
     finally:
         gc.enable()
+
+
+def test_a_long_batch_leaves_the_collector_nothing_of_its_own_to_scan() -> None:
+    """What outlives a long batch is its outcomes, and the collector does not track them
+    (``gc=False``): it scanned 2,000 of them after each call of 2,000 commands. Nor is any of
+    the batch's parsed commands left (the memory store keeps its rows: they are the data)."""
+    clock = ManualClock(datetime(2026, 1, 5, 18, 0, tzinfo=UTC))
+    commands = GC_PAUSE_COMMANDS_MIN
+    with Ledger.open("memory://", clock=clock, password_cost="fast") as lg:
+        build_network(lg, cti_stamps=commands)
+        gc.collect()
+        gc.disable()  # nothing collected meanwhile: what is young is what the batch left
+        try:
+            results = lg.execute_many([consume() for _ in range(commands)])
+            young = Counter(type(o).__name__ for o in gc.get_objects(generation=0))
+        finally:
+            gc.enable()
+    assert [getattr(r, "balance_after", None) for r in results[-2:]] == [1, 0]
+    assert young["Outcome"] == young["Prepared"] == young["ConsumeStamp"] == 0
+    assert not gc.is_tracked(results[0])
