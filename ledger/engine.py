@@ -1136,8 +1136,6 @@ class Engine:
         with self._lock, _gc_pause_for(len(batch)):
             decided, touched, hot = self._decide_group(group, batch)
         if flight is not None:
-            if decided is not None:
-                decided, touched, hot = self._decide_arrivals(decided, flight)
             if decided is None:
                 flight.stale.update(touched)
             if not self._land(decided):
@@ -1157,49 +1155,10 @@ class Engine:
                 group += self._more_of_the_queue(sum(r.size for r in group))
             self._commit_group(group)
 
-    def _more_of_the_queue(self, size: int, limit: int = BATCH_SIZE_MAX) -> list[_Request]:
+    def _more_of_the_queue(self, size: int) -> list[_Request]:
         """Queued non-atomic requests that fit in a transaction with ``size`` commands."""
         with self._queue_lock:
-            return self._take_queued(size, limit)
-
-    def _decide_arrivals(
-        self, decided: _Decided, flight: _Decided
-    ) -> tuple[_Decided | None, list[str], bool]:
-        """Decides the callers who queue while ``flight`` is written into ``decided``, the
-        group that will be sent once the flight is answered: its group grows in place (up to a
-        group's size) until then. Returns what ``_decide_group`` does: the grown decision, or
-        none (everything it had decided undone) if an arrival could not be decided so.
-
-        Deciding each arrival at once, as its own group, made groups of one or two while the
-        rest of the callers queued behind them, and each group costs a whole commit: with 16
-        threads a third of the groups carried one or two commands (docs/SCALING.md).
-        """
-        limit = self._group_max()
-        while len(decided.batch) < limit and self._await_answer(flight):
-            taken = self._more_of_the_queue(len(decided.batch), limit)
-            if not taken:
-                break  # the next caller's commands do not fit: they wait for the next group
-            more = _without_failed_parts(taken)
-            decided.group.extend(more)  # in place: they fail with the group if it fails
-            batch = [p for r in more for p in r.batch]
-            tx = decided.tx
-            try:
-                with self._lock:
-                    results = self._decide(batch, tx, {}, isolated=False)
-                    events, due = self._take_events(tx)
-                    self._unrecorded.update(tx.touched)
-            except BaseException as exc:
-                with self._lock:
-                    self._discard(tx)
-                if isinstance(exc, Exception):
-                    # The whole group runs again as usual (which reports a fault).
-                    return None, list(tx.touched), isinstance(exc, _HotAggregate)
-                raise
-            decided.batch = decided.batch + batch  # not in place: it may be a caller's list
-            decided.results.extend(results)
-            decided.events.extend(events)
-            decided.due.extend(a for a in due if a not in decided.due)
-        return decided, list(decided.tx.touched), False
+            return self._take_queued(size, BATCH_SIZE_MAX)
 
     def _decide_group(
         self, group: list[_Request], batch: list[Prepared]

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -23,7 +21,7 @@ from ledger import engine as engine_module
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.domain import Event
-from ledger.engine import Engine, KeyRecord, Sent, _part_sizes, _Wake, wait_readable
+from ledger.engine import Engine, KeyRecord, Sent, _part_sizes, _Wake
 from ledger.errors import InfrastructureError, Rejected
 from ledger.logging import capture_logs
 from ledger.outcome import Outcome
@@ -303,142 +301,3 @@ def test_the_last_parts_of_a_long_call_shrink_so_its_last_write_is_short(
     commands: int, group_max: int, sizes: list[int]
 ) -> None:
     assert _part_sizes(commands, group_max) == sizes
-
-
-def _until(condition: Callable[[], bool], timeout_s: float = 2.0) -> bool:
-    """Whether ``condition`` came true within ``timeout_s`` (polled)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
-
-
-class _HeldFirstWrite:
-    """The first write's answer comes only when ``answer`` is called (as a socket becomes
-    readable); the engine's decisions and writes are counted."""
-
-    def __init__(self, lg: Ledger) -> None:
-        store = lg.store
-        assert isinstance(store, MemoryStore)
-        self._r, self._w = os.pipe()
-        self.sent: list[int] = []
-        self.decided: list[int] = []
-        record_later = store.record_later
-        decide = lg.engine._decide
-
-        def send(events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sent:
-            self.sent.append(len(events))
-            later = record_later(events, keys)
-            if len(self.sent) > 1:
-                return later
-
-            def answer() -> Sequence[int]:
-                wait_readable([self._r])
-                return later.answer()
-
-            return Sent(answer, self._r)
-
-        def counted(batch: list[Any], *args: Any, **kwargs: Any) -> Any:
-            self.decided.append(len(batch))
-            return decide(batch, *args, **kwargs)
-
-        store.record_later = send  # type: ignore[method-assign]
-        lg.engine._decide = counted  # type: ignore[method-assign]
-
-    def answer(self) -> None:
-        """The first write is answered."""
-        os.write(self._w, b"\0")
-
-    def close(self) -> None:
-        """Closes the pipe."""
-        os.close(self._r)
-        os.close(self._w)
-
-
-def _callers(
-    lg: Ledger, commands: dict[str, dict[str, Any]]
-) -> tuple[dict[str, threading.Thread], dict[str, Outcome | Rejected]]:
-    """A thread per command, not started, and where each puts its result."""
-    results: dict[str, Outcome | Rejected] = {}
-
-    def call(name: str) -> None:
-        try:
-            results[name] = lg.execute(commands[name])
-        except Rejected as exc:
-            results[name] = exc
-
-    return {name: threading.Thread(target=call, args=(name,)) for name in commands}, results
-
-
-def test_callers_who_queue_while_a_group_is_written_join_the_next_group(
-    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The first write stays unanswered until the test says so. Meanwhile one caller queues
-    and is decided on top of it; two more queue after that decision. All three go in the
-    next write (not one, then two: each write costs a whole commit), each gets its own
-    result, and nothing is lost or overdrawn."""
-    monkeypatch.setattr("ledger.engine.PIPELINE_GROUP_MAX", 10)
-    with network_ledger(clock, cti_stamps=3) as lg:
-        held = _HeldFirstWrite(lg)
-        callers, results = _callers(lg, {name: consume() for name in "ABCD"})
-        try:
-            callers["A"].start()
-            assert _until(lambda: held.sent == [1])  # A's write is in flight
-            callers["B"].start()
-            assert _until(lambda: held.decided == [1, 1])  # B decided on top of it
-            callers["C"].start()
-            callers["D"].start()
-            # C and D are decided into B's group while the first write is unanswered (before
-            # this change they stayed queued until it was answered: the wait times out).
-            _until(lambda: sum(held.decided) == 4)
-        finally:
-            held.answer()
-            for caller in callers.values():
-                caller.join(10)
-            held.close()
-        # A's write, then B, C and D in one write: two consumptions (one finds no stamp).
-        assert held.sent == [1, 2]
-        balances = [r.balance_after for r in results.values() if isinstance(r, Outcome)]
-        assert sorted(balances) == [0, 1, 2]
-        assert _codes(list(results.values())).count("insufficient_stamps") == 1
-        assert lg.balance(CTI) == 0
-
-
-def test_a_caller_who_cannot_join_the_next_group_has_it_run_again_after_the_write(
-    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """C reaches a hot CTI while the group B is in is decided on top of a write in flight:
-    that decision (B's too) is undone, and B and C run again, under locks, once the write
-    is answered. Each gets its own result; the books balance."""
-    monkeypatch.setattr("ledger.engine.PIPELINE_GROUP_MAX", 10)
-    with network_ledger(clock, cti_stamps=3) as lg:
-        assert (
-            _codes(lg.execute_many([register_client("C2"), _transfer("C2-cti", 2)])) == ["ok"] * 2
-        )
-        lg.engine.mark_hot(["C2-cti"])
-        held = _HeldFirstWrite(lg)
-        commands = {"A": consume(), "B": consume(), "C": consume("C2-cti")}
-        callers, results = _callers(lg, commands)
-        try:
-            callers["A"].start()
-            assert _until(lambda: held.sent == [1])
-            callers["B"].start()
-            assert _until(lambda: held.decided == [1, 1])
-            callers["C"].start()
-            assert _until(lambda: held.decided == [1, 1, 1]), held.decided  # C, into B's decision
-        finally:
-            held.answer()
-            for caller in callers.values():
-                caller.join(10)
-            held.close()
-        assert {name: r.balance_after for name, r in results.items()} == {  # type: ignore[union-attr]
-            "A": 2,
-            "B": 1,
-            "C": 1,
-        }
-        assert held.sent == [1]  # B and C were written as usual, not sent on top
-        assert lg.balance(CTI) == 1
-        assert lg.balance("C2-cti") == 1
-        assert lg.verify().ok
