@@ -80,9 +80,12 @@ MIDNIGHT = datetime.min.time()
 """Where a local day starts."""
 
 
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    """An idempotency key as stored: the fingerprint of its command and its first outcome."""
+class KeyRecord(msgspec.Struct, frozen=True, gc=False):
+    """An idempotency key as stored: the fingerprint of its command and its first outcome.
+
+    A struct, not a dataclass: one is made per command, and a frozen dataclass takes about
+    0.4 us to make (a struct 0.06). Plain values only, so never in a reference cycle.
+    """
 
     key: str
     fingerprint: str
