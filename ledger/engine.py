@@ -35,7 +35,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol, TypeVar, get_args
 
 import msgspec
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from ledger.clock import MEXICO_CITY, Clock, local_date
 from ledger.commands.auth import authorise
@@ -456,8 +456,8 @@ async def _aprepare(
 ) -> list[Prepared]:
     """Parses commands for an asyncio caller; a long list in a thread, not in the event loop."""
     if len(commands) <= PREPARE_INLINE_MAX:
-        return [prepare(c, now) for c in commands]
-    return await asyncio.to_thread(lambda: [prepare(c, now) for c in commands])
+        return prepare_many(commands, now)
+    return await asyncio.to_thread(prepare_many, commands, now)
 
 
 class _Wake:
@@ -521,7 +521,7 @@ class _Request:
         if self.unparsed:
             assert self.now is not None
             try:
-                self.batch = [prepare(c, self.now) for c in self.unparsed]
+                self.batch = prepare_many(self.unparsed, self.now)
             except Exception as exc:  # a validator's fault: this caller's alone
                 self.deliver(None, exc)
                 return False
@@ -680,6 +680,31 @@ def prepare(command: Mapping[str, Any] | Command, now: datetime) -> Prepared:
         return Prepared(None, rejection=validation_rejection(exc), raw_type=raw_type)
     except Rejected as exc:
         return Prepared(None, rejection=exc, raw_type=raw_type)
+    return _prepared(model, now)
+
+
+_COMMAND_LIST_ADAPTER: TypeAdapter[list[Any]] = TypeAdapter(list[AnyCommand])
+
+
+def prepare_many(commands: Sequence[Mapping[str, Any] | Command], now: datetime) -> list[Prepared]:
+    """``prepare`` of each command, in order.
+
+    A list of plain dicts is validated in one call into pydantic (1.6 us a ConsumeStamp
+    against 2.35 us one call each, on this machine); if any of them is invalid, each is
+    parsed alone, so that each gets its own rejection, exactly as ``prepare`` gives it.
+    """
+    if len(commands) > 1 and all(type(c) is dict for c in commands):
+        try:
+            models = _COMMAND_LIST_ADAPTER.validate_python(commands)
+        except (ValidationError, Rejected):
+            pass  # parsed again one by one below, each for its own rejection
+        else:
+            return [_prepared(model, now) for model in models]
+    return [prepare(c, now) for c in commands]
+
+
+def _prepared(model: Command, now: datetime) -> Prepared:
+    """A validated command with its keys and fingerprint, or the rejection of its times."""
     command_type: str = model.type  # type: ignore[attr-defined]
     late = time_errors(model, now, f"{command_type}.")
     if late:
@@ -865,7 +890,7 @@ class Engine:
             _check_atomic_size(commands)
             with _gc_pause_for(len(commands)):
                 now = self.clock()
-                return self._submit([_Request([prepare(c, now) for c in commands], True)])
+                return self._submit([_Request(prepare_many(commands, now), True)])
         if len(commands) == 1:  # ``execute``: nothing to split
             return self._submit([_Request([prepare(commands[0], self.clock())], False)])
         results: list[Result] = []
@@ -878,7 +903,7 @@ class Engine:
                 # flight; the later ones by whoever leads, each while the database writes
                 # the part before it.
                 bounds = list(itertools.accumulate(_part_sizes(len(chunk), part), initial=0))
-                requests = [_Request([prepare(c, now) for c in chunk[: bounds[1]]], False)]
+                requests = [_Request(prepare_many(chunk[: bounds[1]], now), False)]
                 requests += [
                     _Request([], False, unparsed=chunk[start:end], now=now)
                     for start, end in itertools.pairwise(bounds[1:])

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from ledger import engine as engine_module
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands.models import COMMAND_ADAPTER
-from ledger.engine import GC_PAUSE_COMMANDS_MIN, given_fields
+from ledger.engine import GC_PAUSE_COMMANDS_MIN, Prepared, given_fields, prepare, prepare_many
 from ledger.logging import render_json
 from tests.support import build_network, client_profile, consume
 
@@ -163,3 +164,55 @@ def test_a_long_batch_leaves_the_collector_nothing_of_its_own_to_scan() -> None:
     assert [getattr(r, "balance_after", None) for r in results[-2:]] == [1, 0]
     assert young["Outcome"] == young["Prepared"] == young["ConsumeStamp"] == 0
     assert not gc.is_tracked(results[0])
+
+
+NOW = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
+
+
+def _parsed(p: Prepared) -> tuple[Any, ...]:
+    """What a parse gives, with the rejection as its code and field errors."""
+    rejection = None if p.rejection is None else (p.rejection.code, p.rejection.details)
+    return (p.command, p.keys, p.fingerprint, rejection, p.raw_type)
+
+
+def test_a_list_of_valid_commands_parses_as_each_alone_in_one_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``prepare_many`` of valid dicts gives what ``prepare`` gives each, without validating
+    them one by one."""
+    expected = [_parsed(prepare(c, NOW)) for c in COMMANDS]
+    one_by_one: list[object] = []
+    real = engine_module.COMMAND_ADAPTER
+
+    class Counting:
+        def validate_python(self, command: object) -> Any:
+            one_by_one.append(command)
+            return real.validate_python(command)
+
+    monkeypatch.setattr("ledger.engine.COMMAND_ADAPTER", Counting())
+    assert [_parsed(p) for p in prepare_many(COMMANDS, NOW)] == expected
+    assert one_by_one == []
+
+
+def test_each_invalid_command_of_a_list_gets_its_own_rejection() -> None:
+    """One invalid command makes the whole list parse one by one: every command gets what
+    ``prepare`` gives it alone (the valid ones parsed, each invalid one its own rejection)."""
+    commands: list[Any] = [
+        consume(),
+        consume(cfdi_uuid="not-a-uuid"),
+        {"type": "NoSuchCommand", "actor": "M"},
+        consume(issuer_rfc="GODE561231GR8\x00"),
+        consume(stamped_at="2026-03-01T00:00:00-06:00"),  # after the clock's now
+        consume(),
+    ]
+    parsed = prepare_many(commands, NOW)
+    assert [_parsed(p) for p in parsed] == [_parsed(prepare(c, NOW)) for c in commands]
+    codes = [p.rejection.code if p.rejection else "ok" for p in parsed]
+    assert codes == [
+        "ok",
+        "invalid_command",
+        "invalid_command",
+        "invalid_rfc",
+        "invalid_command",
+        "ok",
+    ]

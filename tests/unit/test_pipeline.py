@@ -186,17 +186,17 @@ def test_the_later_parts_of_a_long_batch_are_parsed_while_the_part_before_is_wri
     """Parsing is a fifth of a command's Python: the caller parses its first part, and the
     leader parses each later part after the part before it was sent (so the two overlap)."""
     steps: list[str] = []
-    real_prepare = engine_module.prepare
+    real_prepare_many = engine_module.prepare_many
 
-    def prepare(command: Any, now: Any) -> Any:
-        steps.append("parse")
-        return real_prepare(command, now)
+    def prepare_many(commands: Any, now: Any) -> Any:
+        steps.append(f"parse {len(commands)}")
+        return real_prepare_many(commands, now)
 
-    monkeypatch.setattr("ledger.engine.prepare", prepare)
+    monkeypatch.setattr("ledger.engine.prepare_many", prepare_many)
     _on_send(lg, lambda _n: steps.append("send"))
     results = lg.execute_many([consume(), consume(), consume()])
     assert _codes(results) == ["ok", "ok", "ok"]
-    assert steps == ["parse", "parse", "send", "parse", "send"]
+    assert steps == ["parse 2", "send", "parse 1", "send"]
 
 
 def test_a_fault_parsing_a_later_part_fails_that_caller_from_there(
@@ -204,20 +204,20 @@ def test_a_fault_parsing_a_later_part_fails_that_caller_from_there(
 ) -> None:
     """A validator's bug met in a later part: the caller gets the error, the parts before it
     stay recorded (as when a part's write fails), nothing after it is run."""
-    real_prepare = engine_module.prepare
+    real_prepare_many = engine_module.prepare_many
     parsed: list[int] = []
 
-    def prepare(command: Any, now: Any) -> Any:
-        parsed.append(1)
-        if len(parsed) == 3:
+    def prepare_many(commands: Any, now: Any) -> Any:
+        parsed.append(len(commands))
+        if len(parsed) == 2:
             raise ZeroDivisionError("a validator's bug")
-        return real_prepare(command, now)
+        return real_prepare_many(commands, now)
 
-    monkeypatch.setattr("ledger.engine.prepare", prepare)
+    monkeypatch.setattr("ledger.engine.prepare_many", prepare_many)
     with pytest.raises(ZeroDivisionError, match="validator"):
         lg.execute_many([consume(), consume(), consume(), consume(), consume()])
     assert lg.balance(CTI) == 1
-    assert len(parsed) == 3
+    assert parsed == [2, 2]  # the third part is never parsed
 
 
 def test_a_wake_set_before_its_wait_is_kept_once() -> None:
