@@ -16,9 +16,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=
     fields: nothing new was recorded and this is the first outcome again.
 
     Not tracked by the cyclic garbage collector (``gc=False``): a batch's outcomes are what
-    outlives it, and the collector scanned all of them once the batch ended (half its pause
-    after a call of 2,000 commands). An outcome holds plain values only, so it is never part
-    of a reference cycle; reference counting frees it.
+    outlives it, and the first collection after a call of 2,000 commands scanned all of them
+    (0.39 ms here, 0.014 ms untracked). An outcome holds plain values only, so it is never
+    part of a reference cycle; reference counting frees it.
     """
 
     type: str
