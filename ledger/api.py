@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from adapters.storage.memory import MemoryStore
-from adapters.storage.store import EventStore, env_for_url, open_application
+from adapters.storage.postgres import EventStore, env_for_url, open_application
 from adapters.storage.views import (
     event_decoder,
     log_replication,

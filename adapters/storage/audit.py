@@ -16,14 +16,14 @@ import psycopg
 from eventsourcing.persistence import MapperDeserialisationError, Notification, PersistenceError
 from psycopg.sql import SQL, Identifier
 
-from adapters.storage.store import LedgerPostgresRecorder
+from adapters.storage.postgres import LedgerPostgresRecorder
 from ledger.audit.source import Link, undecodable
 from ledger.domain import Event
 from ledger.errors import InfrastructureError
 
 if TYPE_CHECKING:
     from adapters.storage.memory import MemoryStore
-    from adapters.storage.store import EventStore
+    from adapters.storage.postgres import EventStore
 
 
 class StoreSource:

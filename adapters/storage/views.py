@@ -32,7 +32,7 @@ from eventsourcing.persistence import MapperDeserialisationError, Notification, 
 from psycopg import sql
 
 from adapters.storage.memory import MemoryStore
-from adapters.storage.store import (
+from adapters.storage.postgres import (
     POSTGRES_POOL_TIMEOUT_S,
     EventStore,
     LedgerPostgresRecorder,

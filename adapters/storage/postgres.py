@@ -1127,7 +1127,7 @@ def env_for_url(url: str | None, *, create_tables: bool = True) -> dict[str, str
             raise StoreConfigError(f"no SQLite file in {url!r}")
         return {
             **common,
-            "PERSISTENCE_MODULE": "adapters.storage.store:LedgerSQLiteFactory",
+            "PERSISTENCE_MODULE": "adapters.storage.postgres:LedgerSQLiteFactory",
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": str(sqlite_options["busy_timeout"]),
         }
@@ -1139,7 +1139,7 @@ def env_for_url(url: str | None, *, create_tables: bool = True) -> dict[str, str
         )
         return {
             **common,
-            "PERSISTENCE_MODULE": "adapters.storage.store:LedgerPostgresFactory",
+            "PERSISTENCE_MODULE": "adapters.storage.postgres:LedgerPostgresFactory",
             "POSTGRES_DBNAME": (parsed.path or "/").lstrip("/") or "postgres",
             "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
             "POSTGRES_PORT": str(parsed.port or 5432),
