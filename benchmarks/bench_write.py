@@ -63,7 +63,8 @@ from eventsourcing.persistence import StoredEvent
 # Runs from a checkout without installing: the repository root goes first on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.storage.postgres import SQLITE_CACHE_KIB, SQLITE_WAL_AUTOCHECKPOINT_PAGES, EventStore
+from adapters.storage.sqlite import SQLITE_CACHE_KIB, SQLITE_WAL_AUTOCHECKPOINT_PAGES
+from adapters.storage.store import EventStore
 from ledger.api import Ledger
 from ledger.engine import PIPELINE_GROUP_MAX, _part_sizes
 from ledger.errors import Rejected

@@ -7,8 +7,9 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from adapters.storage.config import env_for_url
 from adapters.storage.memory import MemoryStore
-from adapters.storage.postgres import EventStore, env_for_url, open_application
+from adapters.storage.store import EventStore, open_application
 from adapters.storage.views import (
     event_decoder,
     log_replication,

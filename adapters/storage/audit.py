@@ -3,27 +3,83 @@ and ``history``.
 
 ``StoreSource`` reads a SQLite or PostgreSQL store through eventsourcing's own recorder
 (``select_notifications``) plus the chain table; ``MemorySource`` reads the in-process store of
-``memory://`` (which keeps no hash chain). A store hands out its own with ``audit_source()``.
+``memory://`` (which keeps no hash chain). A store hands out its own with ``audit_source()``,
+handing itself in: the readers know the stores only by the protocols below (``RecordedStore``,
+``RowStore``), so this module imports no store.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import psycopg
-from eventsourcing.persistence import MapperDeserialisationError, Notification, PersistenceError
+from eventsourcing.application import Application
+from eventsourcing.persistence import (
+    Mapper,
+    MapperDeserialisationError,
+    Notification,
+    PersistenceError,
+    StoredEvent,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
-from adapters.storage.postgres import LedgerPostgresRecorder
 from ledger.audit.source import Link, undecodable
 from ledger.domain import Event
 from ledger.errors import InfrastructureError
 
-if TYPE_CHECKING:
-    from adapters.storage.memory import MemoryStore
-    from adapters.storage.postgres import EventStore
+
+class ChainedRecorder(Protocol):
+    """An eventsourcing application recorder that also keeps the hash chain's table."""
+
+    chain_table_name: str
+
+    @property
+    def datastore(self) -> Any:
+        """eventsourcing's datastore (its ``transaction``; on PostgreSQL its ``schema``)."""
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """Stored rows in notification order (eventsourcing's)."""
+
+    def max_notification_id(self) -> int | None:
+        """The highest notification id (eventsourcing's)."""
+
+
+class RecordedStore(Protocol):
+    """What ``StoreSource`` reads: a store on an eventsourcing application (``EventStore``)."""
+
+    @property
+    def app(self) -> Application[Any]:
+        """The application (its ``events`` repository reads a stream)."""
+
+    @property
+    def recorder(self) -> ChainedRecorder:
+        """The application's recorder."""
+
+    @property
+    def mapper(self) -> Mapper[Any]:
+        """Decodes stored rows."""
+
+
+class RowStore(Protocol):
+    """What ``MemorySource`` reads: stored rows kept in process memory (``MemoryStore``)."""
+
+    @property
+    def mapper(self) -> Mapper[Any]:
+        """Decodes stored rows."""
+
+    def stored_events(self) -> list[StoredEvent]:
+        """Every stored row in notification order (id = position + 1)."""
 
 
 class StoreSource:
@@ -31,12 +87,12 @@ class StoreSource:
 
     chained = True
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: RecordedStore) -> None:
         self.store = store
         self.recorder = store.recorder
         self.decode = cast(Callable[[Notification], Event], store.mapper.to_domain_event)
         recorder = self.recorder
-        if isinstance(recorder, LedgerPostgresRecorder):
+        if isinstance(recorder, PostgresApplicationRecorder):
             chain = SQL("{schema}.{table}").format(
                 schema=Identifier(recorder.datastore.schema),
                 table=Identifier(recorder.chain_table_name),
@@ -105,7 +161,7 @@ class MemorySource:
 
     chained = False
 
-    def __init__(self, store: MemoryStore) -> None:
+    def __init__(self, store: RowStore) -> None:
         self.store = store
         self.decode = cast(Callable[[Notification], Event], store.mapper.to_domain_event)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from eventsourcing.persistence import StoredEvent
 
+from adapters.storage.audit import MemorySource
 from adapters.storage.codec import MsgspecMapper
 from ledger.domain import Aggregate, Event, Snapshot
 from ledger.engine import KeyRecord, Record, Sent, WriteConflict
@@ -158,8 +159,6 @@ class MemoryStore:
 
     def audit_source(self) -> AuditSource:
         """What ``verify`` and ``history`` read (``adapters/storage/audit.py``; no hash chain)."""
-        from adapters.storage.audit import MemorySource  # noqa: PLC0415  (it imports the store)
-
         return MemorySource(self)
 
     def events(self) -> list[Event]:

@@ -31,13 +31,10 @@ import psycopg
 from eventsourcing.persistence import MapperDeserialisationError, Notification, PersistenceError
 from psycopg import sql
 
+from adapters.storage.config import POSTGRES_POOL_TIMEOUT_S, env_for_url
 from adapters.storage.memory import MemoryStore
-from adapters.storage.postgres import (
-    POSTGRES_POOL_TIMEOUT_S,
-    EventStore,
-    LedgerPostgresRecorder,
-    env_for_url,
-)
+from adapters.storage.postgres import LedgerPostgresRecorder
+from adapters.storage.store import EventStore
 from ledger.domain import Event
 from ledger.errors import InfrastructureError, IntegrityBreach
 from ledger.logging import get_logger

@@ -14,7 +14,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from adapters.storage.postgres import EventStore
+from adapters.storage.store import EventStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import pytest
 
-from adapters.storage.postgres import EventStore
+from adapters.storage.store import EventStore
 from ledger import engine
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger

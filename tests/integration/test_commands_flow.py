@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-from adapters.storage.postgres import EventStore
+from adapters.storage.store import EventStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected

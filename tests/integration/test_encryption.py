@@ -11,7 +11,7 @@ import json
 import pytest
 from eventsourcing.cryptography import AESCipher
 
-from adapters.storage.postgres import StoreConfigError
+from adapters.storage.config import StoreConfigError
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import IntegrityBreach

@@ -10,7 +10,7 @@ from __future__ import annotations
 import psycopg
 from eventsourcing.persistence import StoredEvent
 
-from adapters.storage.postgres import record_parameters
+from adapters.storage.postgres_arrays import record_parameters
 from ledger.chain import events_digest
 from ledger.engine import KeyRecord
 

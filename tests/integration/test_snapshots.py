@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from adapters.storage.postgres import EventStore, LedgerPostgresRecorder
+from adapters.storage.postgres import LedgerPostgresRecorder
+from adapters.storage.store import EventStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.domain import Aggregate

@@ -73,8 +73,8 @@ def test_the_layers_hold() -> None:
 
 def test_the_walk_sees_the_packages() -> None:
     """The check looks at the real tree (a wrong ROOT would make it pass on nothing)."""
-    assert "adapters.storage.postgres" in imported_modules(ROOT / "ledger/api.py")
-    assert "ledger.chain" in imported_modules(ROOT / "adapters/storage/postgres.py")
+    assert "adapters.storage.store" in imported_modules(ROOT / "ledger/api.py")
+    assert "ledger.chain" in imported_modules(ROOT / "adapters/storage/sqlite.py")
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.storage.postgres import (
+from adapters.storage.config import (
     BUSY_TIMEOUT_S_DEFAULT,
     CONNECT_TIMEOUT_S_DEFAULT,
     POOL_TIMEOUT_S_DEFAULT,

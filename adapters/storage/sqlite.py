@@ -1,0 +1,185 @@
+"""The SQLite recorder and factory: eventsourcing's tables plus the idempotency keys and the
+hash chain, written in the events' transaction; connections with a larger cache.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from eventsourcing.persistence import PersistenceError, StoredEvent
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteCursor,
+    SQLiteFactory,
+)
+from eventsourcing.utils import Environment, EnvType
+
+from adapters.storage.recording import RecordRows
+from ledger.chain import GENESIS, events_digest, link
+from ledger.engine import KeyRecord, WriteConflict
+from ledger.errors import ConcurrencyError
+
+
+class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
+    """SQLite application recorder that also writes idempotency keys in the same transaction."""
+
+    def __init__(self, datastore: Any, events_table_name: str = "stored_events") -> None:
+        self.keys_table_name = "ledger_keys"
+        self.chain_table_name = "ledger_chain"
+        super().__init__(datastore, events_table_name)
+
+    def construct_create_table_statements(self) -> list[str]:
+        """eventsourcing's tables plus the idempotency index."""
+        return [
+            *super().construct_create_table_statements(),
+            # A rowid table with a separate unique index: rows are appended in order and each
+            # random key (a CFDI UUID) dirties a page of the dense index only, not a page of a
+            # table clustered by key that also holds fingerprints and outcomes. Measured 1.8x the
+            # key insert rate at 200,000 keys. Files made with the older WITHOUT ROWID layout
+            # keep it; both refuse a second use of a key the same way.
+            f"CREATE TABLE IF NOT EXISTS {self.keys_table_name} ("
+            "key TEXT NOT NULL UNIQUE, fingerprint TEXT NOT NULL, outcome BLOB NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {self.chain_table_name} ("
+            "last_id INTEGER PRIMARY KEY, first_id INTEGER NOT NULL, hash BLOB NOT NULL)",
+        ]
+
+    def _insert_events(
+        self,
+        c: SQLiteCursor,
+        stored_events: Sequence[StoredEvent],
+        *,
+        keys: Sequence[KeyRecord] = (),
+        **_: Any,
+    ) -> Sequence[int] | None:
+        # SQLite gives each insert rowid = max(rowid) + 1 and this transaction holds the write
+        # lock, so one executemany and a range of ids replace a round trip per event. The first
+        # statement must be a write: a read first would turn a racing writer into SQLITE_BUSY.
+        if keys:
+            c.executemany(
+                f"INSERT INTO {self.keys_table_name} (key, fingerprint, outcome) "  # noqa: S608
+                "VALUES (?,?,?)",
+                [(k.key, k.fingerprint, k.outcome) for k in keys],
+            )
+        if not stored_events:
+            return []
+        c.executemany(
+            self.insert_events_statement,
+            [(s.originator_id, s.originator_version, s.topic, s.state) for s in stored_events],
+        )
+        c.execute("SELECT last_insert_rowid()")
+        last = int(c.fetchone()[0])
+        first = last - len(stored_events) + 1
+        c.execute(
+            f"SELECT hash FROM {self.chain_table_name} ORDER BY last_id DESC LIMIT 1"  # noqa: S608
+        )
+        row = c.fetchone()
+        previous = bytes(row[0]) if row else GENESIS
+        c.execute(
+            f"INSERT INTO {self.chain_table_name} VALUES (?,?,?)",  # noqa: S608
+            (last, first, link(previous, events_digest(stored_events))),
+        )
+        return list(range(first, last + 1))
+
+    @contextmanager
+    def locked(self, aggregate_ids: Sequence[str]) -> Iterator[RecordRows]:  # noqa: ARG002
+        """A transaction that holds SQLite's write lock (``BEGIN IMMEDIATE``) from the start.
+
+        SQLite has one writer at a time, so holding its lock before reading and deciding means
+        nobody can write anything before this transaction commits, whatever it touches.
+        Yields what records in the transaction and commits; leaving without recording rolls
+        back. Waiting for the lock past the busy timeout is ``ConcurrencyError``.
+        """
+        with self.datastore.get_connection(commit=True) as conn:
+            cursor = conn.cursor()
+            done = False
+
+            def record(
+                stored_events: Sequence[StoredEvent], keys: Sequence[KeyRecord]
+            ) -> list[int]:
+                nonlocal done
+                with _sqlite_errors():
+                    ids = self._insert_events(cursor, stored_events, keys=keys)
+                    conn.commit()
+                done = True
+                return list(ids or [])
+
+            try:
+                with _sqlite_errors():
+                    cursor.execute("BEGIN IMMEDIATE")
+                yield record
+            finally:
+                if not done:
+                    conn.rollback()
+
+    def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
+        """The stored rows of those of ``keys`` that were used."""
+        found: dict[str, KeyRecord] = {}
+        if not keys:
+            return found
+        chunk_max = 500  # SQLite's bound on host parameters in one statement.
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(keys), chunk_max):
+                chunk = list(keys[start : start + chunk_max])
+                marks = ",".join("?" * len(chunk))
+                c.execute(
+                    f"SELECT key, fingerprint, outcome FROM {self.keys_table_name} "  # noqa: S608
+                    f"WHERE key IN ({marks})",
+                    chunk,
+                )
+                for row in c.fetchall():
+                    found[row[0]] = KeyRecord(row[0], row[1], bytes(row[2]))
+        return found
+
+
+@contextmanager
+def _sqlite_errors() -> Iterator[None]:
+    """SQLite errors of a locked write as the engine's: retry, give up, or infrastructure."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise WriteConflict(str(exc)) from None
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise ConcurrencyError(
+                f"timed out waiting for the write lock: {exc} (another process held it past"
+                " busy_timeout)"
+            ) from None
+        raise PersistenceError(str(exc)) from exc
+    except sqlite3.Error as exc:
+        # Described by ``EventStore`` like every other failed call.
+        raise PersistenceError(str(exc)) from exc
+
+
+SQLITE_CACHE_KIB = 32_768
+"""Page cache per SQLite connection (SQLite's default is 2 MiB)."""
+SQLITE_WAL_AUTOCHECKPOINT_PAGES = 8_000
+"""WAL pages before a checkpoint (SQLite's default is 1,000)."""
+
+
+class LedgerSQLiteFactory(SQLiteFactory):
+    """eventsourcing's SQLite factory with the ledger's recorder and connection settings."""
+
+    application_recorder_class = LedgerSQLiteRecorder
+
+    def __init__(self, env: Environment | EnvType | None) -> None:
+        super().__init__(env)
+        # Every CFDI key lands at a random place in the key index, so a batch dirties pages
+        # all over it: with SQLite's 2 MiB cache each insert re-reads its page, and the WAL is
+        # checkpointed every few batches. A larger cache and rarer checkpoints kept batched
+        # writes ~25 % faster once the index outgrew the default cache. Durability settings
+        # (synchronous, journal mode) are left as they are.
+        pool = self.datastore.pool
+        create_connection = pool._create_connection
+
+        def create_tuned_connection() -> SQLiteConnection:
+            connection = create_connection()
+            sqlite = connection._sqlite_conn
+            sqlite.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+            sqlite.execute(f"PRAGMA wal_autocheckpoint = {SQLITE_WAL_AUTOCHECKPOINT_PAGES}")
+            return connection
+
+        pool._create_connection = create_tuned_connection  # type: ignore[method-assign]
