@@ -20,6 +20,7 @@ from typing import Any
 
 from ledger.commands.models import Command
 from ledger.commands.reference import command_models
+from ledger.engine import ATOMIC_SIZE_MAX
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 COMMANDS_MD = DOCS / "COMMANDS.md"
@@ -31,9 +32,19 @@ ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 COMMON_CODES = ("invalid_command", "not_authorised")
 """Codes every command can answer: a malformed command, an actor who may not act."""
 
+KEY_CODE = "idempotency_conflict"
+"""What a command answers when its key (a natural one, or its ``idempotency_key``) was used by
+a command with other fields: every command that takes a key can answer it."""
+
+NEVER_REPLAYED = frozenset({"VerifyStampingCredentials"})
+"""Commands that take no ``idempotency_key`` and have no natural key: never ``KEY_CODE``."""
+
+BATCH_CODES = ("batch_aborted", "batch_too_large")
+"""Codes of a command inside an atomic ``execute_many``, besides its own (DESIGN §5)."""
+
 REJECTIONS: dict[str, tuple[str, ...]] = {
     "OpenMasterAccount": ("already_exists", "invalid_rfc", "admin_profile_not_allowed"),
-    "DefinePackage": ("unknown_account", "already_exists"),
+    "DefinePackage": ("unknown_account", "already_exists", "unknown_package"),
     "RegisterDistributor": (
         "unknown_account",
         "already_exists",
@@ -68,26 +79,22 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
     "BuyPackage": (
         "unknown_account",
         "unknown_package",
-        "wrong_account_kind",
         "distributor_not_active",
         "insufficient_inventory",
         "insufficient_points",
-        "idempotency_conflict",
     ),
+    # A blocked CTI cannot stamp but may be topped up: a transfer into it is not refused.
     "TransferStamps": (
         "unknown_account",
         "wrong_account_kind",
         "distributor_not_active",
         "insufficient_inventory",
-        "account_blocked",
-        "idempotency_conflict",
     ),
     "TransferPoints": (
         "unknown_account",
         "wrong_account_kind",
         "distributor_not_active",
         "insufficient_points",
-        "idempotency_conflict",
     ),
     "MassTransfer": (
         "unknown_account",
@@ -95,9 +102,8 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
         "distributor_not_active",
         "insufficient_inventory",
         "insufficient_points",
-        "idempotency_conflict",
     ),
-    "ReclaimStamps": ("unknown_account", "insufficient_stamps", "idempotency_conflict"),
+    "ReclaimStamps": ("unknown_account", "insufficient_stamps"),
     "RegisterClient": (
         "unknown_account",
         "already_exists",
@@ -121,47 +127,63 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
     "ReactivateStampingAccount": ("unknown_account", "invalid_transition"),
     "ResetStampingPassword": ("unknown_account",),
     "RenewUnlimitedAccount": ("unknown_account", "wrong_account_kind", "insufficient_points"),
-    "VerifyStampingCredentials": ("unknown_account", "account_blocked", "invalid_credentials"),
+    # An unknown id answers ``valid: false`` like a wrong password: no actor learns which exist.
+    "VerifyStampingCredentials": ("account_blocked", "credentials_locked"),
     "ConfigureAutoTopUp": ("unknown_account", "wrong_account_kind"),
     "DisableAutoTopUp": ("unknown_account", "invalid_transition"),
     "ConsumeStamp": (
         "unknown_account",
+        "invalid_rfc",
         "insufficient_stamps",
         "account_blocked",
         "unlimited_expired",
         "rfc_not_allowed",
-        "invalid_rfc",
-        "idempotency_conflict",
     ),
     "AssignPackage": (
         "unknown_account",
         "unknown_package",
         "wrong_account_kind",
+        "distributor_not_active",
         "insufficient_inventory",
-        "idempotency_conflict",
     ),
-    "SpendPoints": ("unknown_account", "insufficient_points", "idempotency_conflict"),
+    "SpendPoints": ("unknown_account", "insufficient_points"),
     "RegisterInvoice": ("unknown_account", "unknown_sale", "already_invoiced"),
-    "MassAutoTopUp": ("unknown_account", "wrong_account_kind", "insufficient_inventory"),
+    "MassAutoTopUp": (
+        "unknown_account",
+        "wrong_account_kind",
+        "distributor_not_active",
+        "invalid_transition",
+        "insufficient_inventory",
+    ),
     "ReserveStamp": (
         "unknown_account",
+        "invalid_rfc",
         "insufficient_stamps",
         "account_blocked",
         "unlimited_expired",
         "rfc_not_allowed",
-        "idempotency_conflict",
     ),
-    "PostReservation": ("unknown_hold", "hold_expired", "hold_closed", "idempotency_conflict"),
+    "PostReservation": ("unknown_hold", "hold_expired", "hold_closed"),
     "VoidReservation": ("unknown_hold", "hold_closed"),
     "ClientBuyPackage": (
         "unknown_account",
         "unknown_package",
+        "wrong_account_kind",
+        "distributor_not_active",
         "pcc_purchase_not_allowed",
         "insufficient_inventory",
         "insufficient_points",
     ),
-    "IssueCreditCode": ("unknown_account", "insufficient_inventory", "insufficient_points"),
+    "IssueCreditCode": (
+        "unknown_account",
+        "already_exists",
+        "distributor_not_active",
+        "insufficient_inventory",
+        "insufficient_points",
+    ),
     "RedeemCreditCode": (
+        "unknown_account",
+        "wrong_account_kind",
         "unknown_code",
         "wrong_nip",
         "code_locked",
@@ -169,16 +191,22 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
         "code_redeemed",
         "code_cancelled",
     ),
-    "CancelCreditCode": ("unknown_account", "code_redeemed", "code_locked"),
+    # A code that is no longer active says why, as a redemption of it would.
+    "CancelCreditCode": (
+        "unknown_account",
+        "code_redeemed",
+        "code_locked",
+        "code_expired",
+        "code_cancelled",
+    ),
     "GenerateLicence": (
         "unknown_account",
         "distributor_not_active",
         "mkl_required",
         "unknown_product",
         "insufficient_points",
-        "idempotency_conflict",
     ),
-    "BuyUserSeat": ("unknown_account", "distributor_not_active", "idempotency_conflict"),
+    "BuyUserSeat": ("unknown_account", "distributor_not_active"),
     "AddPortalUser": (
         "unknown_account",
         "distributor_not_active",
@@ -194,7 +222,34 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "DeletePortalUser": ("unknown_account", "invalid_transition"),
 }
-"""The codes each command type can answer besides ``COMMON_CODES`` (DESIGN §5)."""
+"""The codes each command type can answer besides ``COMMON_CODES`` and ``KEY_CODE`` (DESIGN
+§5). ``tests/unit/test_rejection_codes.py`` triggers every one of them and fails on a code
+listed here that no situation raises, or raised but not listed."""
+
+
+REJECTION_NOTES: dict[str, str] = {
+    "TransferStamps": (
+        "A blocked CTI cannot stamp but may be topped up: a transfer into it is not refused."
+    ),
+    "VerifyStampingCredentials": (
+        "A wrong password is an outcome `valid: false` (recorded, it counts towards the lock), "
+        "not a rejection; an unknown id, or one of another kind of account, answers the same, "
+        "so that no actor learns which ids exist."
+    ),
+    "CancelCreditCode": (
+        "A code that is no longer active answers why, as a redemption of it would: "
+        "`code_redeemed`, `code_locked`, `code_expired` (its expiry already recorded) or "
+        "`code_cancelled`."
+    ),
+}
+"""Choices about a command's codes, shown under its list of rejections."""
+
+
+def documented_codes(command_type: str) -> tuple[str, ...]:
+    """Every code ``command_type`` can answer on its own, in the order COMMANDS.md lists them."""
+    keyed = () if command_type in NEVER_REPLAYED else (KEY_CODE,)
+    return (*COMMON_CODES, *keyed, *REJECTIONS.get(command_type, ()))
+
 
 EXAMPLE_VALUES: dict[str, Any] = {
     "actor": "D1",
@@ -401,7 +456,12 @@ def render_commands() -> str:
         "",
         "Every command is a JSON object with a `type`; it may carry `idempotency_key` and must",
         "carry `actor`, the id of who acts (the first `OpenMasterAccount` of a ledger may leave",
-        "it out). Every command can answer " + ", ".join(f"`{c}`" for c in COMMON_CODES) + ".",
+        "it out). Each command lists every rejection code it can answer (a test triggers each",
+        "one): " + ", ".join(f"`{c}`" for c in COMMON_CODES) + " for all, `" + KEY_CODE + "` for",
+        "all that take a key (a used key with other fields). Inside an atomic `execute_many`",
+        "every command may also answer `batch_aborted` (another command of the batch was",
+        "rejected: nothing was recorded) or `batch_too_large` (the batch holds more than",
+        f"{ATOMIC_SIZE_MAX:,} commands: none is run).",
         "Text fields hold no control characters; times carry an offset.",
         "",
     ]
@@ -417,7 +477,7 @@ def render_commands() -> str:
     for name, model in models.items():
         schema = model.model_json_schema()
         nested.update(schema.get("$defs", {}))
-        codes = REJECTIONS.get(name, ())
+        codes = documented_codes(name)
         out += [
             f"## {name}",
             "",
@@ -427,9 +487,8 @@ def render_commands() -> str:
             "",
             *_fields_table(schema),
             "",
-            "Rejections besides the common ones: "
-            + (", ".join(f"`{c}`" for c in codes) if codes else "none")
-            + ".",
+            "Rejections: " + ", ".join(f"`{c}`" for c in codes) + ".",
+            *(["", REJECTION_NOTES[name]] if name in REJECTION_NOTES else []),
             "",
             "```json",
             json.dumps(example(name), ensure_ascii=False),

@@ -33,6 +33,8 @@ MESSAGES: dict[str, str] = {
     "already_exists": "Ya existe una cuenta con ese identificador.",
     "unknown_package": "El paquete no existe.",
     "unknown_sale": "La venta no existe.",
+    # No command answers it any more (a wrong password is ``valid: false``); kept registered,
+    # since codes are never renamed or reused.
     "invalid_credentials": "Usuario o contraseña incorrectos.",
     "batch_aborted": "No se registró nada del lote porque una de sus operaciones fue rechazada.",
     "credentials_locked": (

@@ -19,6 +19,13 @@ REDEEMED = "redeemed"
 EXPIRED = "expired"
 CANCELLED = "cancelled"
 STATES = (ACTIVE, LOCKED, REDEEMED, EXPIRED, CANCELLED)
+NOT_ACTIVE_CODES = {
+    LOCKED: "code_locked",
+    REDEEMED: "code_redeemed",
+    EXPIRED: "code_expired",
+    CANCELLED: "code_cancelled",
+}
+"""The rejection of a redemption or a cancellation of a code in that state."""
 
 WRONG_NIPS_MAX = 5
 """Consecutive wrong NIPs that lock a code for good."""
@@ -202,15 +209,8 @@ class CreditCode(Aggregate):
     def require_redeemable(self, today: date) -> None:
         """Rejects a code that is not active today (never naming the code itself)."""
         state = self.state_on(today)
-        if state == ACTIVE:
-            return
-        code = {
-            LOCKED: "code_locked",
-            REDEEMED: "code_redeemed",
-            EXPIRED: "code_expired",
-            CANCELLED: "code_cancelled",
-        }[state]
-        raise Rejected(code, code_id=self.id)
+        if state != ACTIVE:
+            raise Rejected(NOT_ACTIVE_CODES[state], code_id=self.id)
 
     def wrong_nip(self, at: datetime) -> bool:
         """Records a wrong NIP; returns True when it locked the code (credits go back)."""
@@ -240,5 +240,6 @@ class CreditCode(Aggregate):
         elif state == EXPIRED and self.state == ACTIVE:
             self.trigger(self.Expired, at)
         else:
-            raise Rejected("invalid_transition", code_id=self.id, status=state)
+            # The same answer a redemption of it gets: why the code is no longer active.
+            raise Rejected(NOT_ACTIVE_CODES[state], code_id=self.id)
         self.give_back(at)

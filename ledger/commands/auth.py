@@ -217,9 +217,10 @@ def authorise(command: Command, tx: Tx) -> str:
         )
     account_id = getattr(command, found.field)
     account = found.locate(command, tx) if found.locate is not None else tx.find(account_id)
-    if account is None and isinstance(command, VerifyStampingCredentials):
-        # An unknown CTI answers like a wrong password (the handler spends the same hash), so
-        # that no actor learns which ids exist; only a master account gets that far.
+    if isinstance(command, VerifyStampingCredentials) and not isinstance(account, CTI):
+        # An unknown CTI (or the id of another kind of account) answers like a wrong password
+        # (the handler spends the same hash), so that no actor learns which ids exist; only a
+        # master account gets that far.
         if isinstance(tx.find(actor), MasterAccount):
             return actor
         raise Rejected("not_authorised", actor=actor, account_id=account_id)

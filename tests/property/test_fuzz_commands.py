@@ -4,8 +4,9 @@ Each generated command starts from a plausible one of its type (fields from ``FI
 name) and then has fields replaced by hostile values (random JSON, wrong types, huge and negative
 numbers, control characters and lone surrogates, SQL fragments, extreme times), removed, or
 joined by unknown ones. Whatever comes in, the answer is an outcome or a ``Rejected`` with a
-registered code, never another exception; the stored event count moves only when some command
-succeeded; afterwards the views catch up to the log and ``verify`` finds no breach.
+code docs/COMMANDS.md lists for the command's type, never another exception; the stored event
+count moves only when some command succeeded; afterwards the views catch up to the log and
+``verify`` finds no breach.
 
 The example counts are small so the whole file runs in tens of seconds on both databases;
 ``LEDGER_FUZZ_EXAMPLES`` raises them for a longer run.
@@ -30,6 +31,7 @@ from adapters.storage.memory import MemoryStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands.models import AnyCommand
+from ledger.docs import documented_codes
 from ledger.errors import MESSAGES, Rejected
 from ledger.outcome import Outcome
 from tests.support import (
@@ -226,9 +228,19 @@ def _recorded_something(result: object) -> bool:
     return isinstance(result, Outcome) and not result.replayed
 
 
-def _typed(result: object) -> None:
+def _listed(code: str, command: object) -> None:
+    """A rejection's code is one docs/COMMANDS.md lists for the command's type (issue 19)."""
+    assert code in MESSAGES, code
+    command_type = command.get("type") if isinstance(command, dict) else None
+    if isinstance(command_type, str) and command_type in COMMAND_CLASSES:
+        assert code in documented_codes(command_type), (command_type, code)
+    else:
+        assert code == "invalid_command", (command_type, code)
+
+
+def _typed(result: object, command: object) -> None:
     if isinstance(result, Rejected):
-        assert result.code in MESSAGES, result.code
+        _listed(result.code, command)
     else:
         assert isinstance(result, Outcome), result
         assert result.ok is True
@@ -302,7 +314,7 @@ def test_execute_answers_every_command_with_an_outcome_or_a_typed_rejection(lg: 
             result: Outcome | Rejected = lg.execute(command)
         except Rejected as rejection:
             result = rejection
-        _typed(result)
+        _typed(result, command)
         if not _recorded_something(result):
             assert _stored(lg) == before, (command, result)
 
@@ -316,8 +328,8 @@ def test_execute_many_answers_each_command_of_a_batch(lg: Ledger) -> None:
         before = _stored(lg)
         results = lg.execute_many(batch)
         assert len(results) == len(batch)
-        for result in results:
-            _typed(result)
+        for result, command in zip(results, batch, strict=True):
+            _typed(result, command)
         if not any(_recorded_something(r) for r in results):
             assert _stored(lg) == before, (batch, results)
 
@@ -340,10 +352,10 @@ def test_exec_answers_every_line_once(lg: Ledger) -> None:
         execute_lines(lg, iter([[_exec_line(c) for c in batch]]), out)
         answers = [json.loads(line) for line in out.getvalue().splitlines()]
         assert len(answers) == len(batch)
-        for answer in answers:
+        for answer, command in zip(answers, batch, strict=True):
             assert answer["ok"] in (True, False)
             if not answer["ok"]:
-                assert answer["code"] in MESSAGES
+                _listed(answer["code"], command)
         if not any(a["ok"] and not a.get("replayed") for a in answers):
             assert _stored(lg) == before, (batch, answers)
 

@@ -962,7 +962,7 @@ class LedgerMachine(RuleBasedStateMachine):
         command = {"type": "CancelCreditCode", "code_id": code_id, "actor": code.issuer}
         state = code.state_on(self.today)
         if code.state != "active":
-            self.run(command, "invalid_transition")
+            self.run(command, f"code_{code.state}")
             return
         self.run(command, "ok")
         code.state = "cancelled" if state == "active" else "expired"
