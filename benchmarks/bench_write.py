@@ -66,9 +66,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from adapters.storage.sqlite import SQLITE_CACHE_KIB, SQLITE_WAL_AUTOCHECKPOINT_PAGES
 from adapters.storage.store import EventStore
 from ledger.api import Ledger
-from ledger.engine import PIPELINE_GROUP_MAX, _part_sizes
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
+from ledger.write.group_commit import PIPELINE_GROUP_MAX, part_sizes
 
 PG_BASE_DEFAULT = "postgresql://postgres@127.0.0.1:5432"
 ISSUER_RFC = "GODE561231GR8"
@@ -906,7 +906,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "repetitions [min-max], per second. Each ledger batch writes its events, one "
         "ledger_keys row per command and one ledger_chain link per transaction (one per "
         "call on SQLite; on PostgreSQL a call is written in pipelined transactions of "
-        f"{_part_sizes(s.batch_size, PIPELINE_GROUP_MAX)}); the raw 'events' baselines "
+        f"{part_sizes(s.batch_size, PIPELINE_GROUP_MAX)}); the raw 'events' baselines "
         "write the event rows only. Threads and processes send one command per call; their "
         "ratio is to raw one-row transactions from 1 connection. The machine is shared: "
         "compare ratios within this run, not figures across runs."

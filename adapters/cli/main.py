@@ -62,10 +62,10 @@ from ledger.clock import local_date
 from ledger.commands.json_text import parse_command_json
 from ledger.commands.models import COMMAND_ADAPTER
 from ledger.commands.reference import command_models, json_schema
-from ledger.engine import validation_rejection
 from ledger.errors import LedgerError, Rejected
 from ledger.logging import LOGGER_NAME, configure_cli_logging
 from ledger.projections.runner import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
+from ledger.write.preparation import validation_rejection
 
 EXEC_BATCH_MAX = 1_000
 """Bound on the commands ``exec`` hands the engine at once."""

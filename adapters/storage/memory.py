@@ -20,7 +20,7 @@ from eventsourcing.persistence import StoredEvent
 from adapters.storage.audit import MemorySource
 from adapters.storage.codec import MsgspecMapper
 from ledger.domain import Aggregate, Event, Snapshot
-from ledger.engine import KeyRecord, Record, Sent, WriteConflict
+from ledger.write.ports import KeyRecord, Record, Sent, WriteConflict
 
 if TYPE_CHECKING:
     from ledger.audit.source import AuditSource

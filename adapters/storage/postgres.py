@@ -42,7 +42,7 @@ from adapters.storage.postgres_pool import (
 )
 from adapters.storage.postgres_writer import WriterConnection
 from adapters.storage.recording import OutcomeUnknown, RecordRows
-from ledger.engine import KeyRecord, Sent, WriteConflict
+from ledger.write.ports import KeyRecord, Sent, WriteConflict
 from ledger.errors import ConcurrencyError
 
 LOCKED_IDLE_TIMEOUT_S = 60

@@ -17,7 +17,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
 from adapters.storage.config import StoreConfigError
-from ledger.engine import KeyRecord
+from ledger.write.ports import KeyRecord
 
 _INT4 = struct.Struct(">i")
 _ARRAY_HEADER = struct.Struct(">iiiii")  # dimensions, has-nulls flag, element type, length, base

@@ -38,7 +38,7 @@ from psycopg.sql import SQL, Identifier
 from adapters.storage.postgres_arrays import record_parameters
 from adapters.storage.postgres_pool import closed_by_server, take_connection
 from adapters.storage.recording import OutcomeUnknown, raising
-from ledger.engine import KeyRecord, Sent, wait_readable
+from ledger.write.ports import KeyRecord, Sent, wait_readable
 
 _RECORD_LATER = b"ledger_record_later"
 """The name ``WriterConnection.send`` prepares the recorder's ``record_statement`` under."""

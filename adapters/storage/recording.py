@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from eventsourcing.persistence import PersistenceError, StoredEvent
 
-from ledger.engine import KeyRecord, Sent
+from ledger.write.ports import KeyRecord, Sent
 
 RecordRows = Callable[[Sequence[StoredEvent], Sequence[KeyRecord]], Sequence[int]]
 """Records stored rows and keys in a locked transaction and commits it."""

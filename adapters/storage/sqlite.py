@@ -20,7 +20,7 @@ from eventsourcing.utils import Environment, EnvType
 
 from adapters.storage.recording import RecordRows
 from ledger.chain import GENESIS, events_digest, link
-from ledger.engine import KeyRecord, WriteConflict
+from ledger.write.ports import KeyRecord, WriteConflict
 from ledger.errors import ConcurrencyError
 
 

@@ -35,7 +35,7 @@ from adapters.storage.postgres import LedgerPostgresRecorder, LedgerPostgresSnap
 from adapters.storage.recording import OutcomeUnknown, raising
 from adapters.storage.sqlite import LedgerSQLiteRecorder
 from ledger.domain import Aggregate, Event, Snapshot
-from ledger.engine import KeyRecord, Record, Sent, WriteConflict
+from ledger.write.ports import KeyRecord, Record, Sent, WriteConflict
 from ledger.errors import CommitOutcomeUnknown, InfrastructureError, IntegrityBreach, LedgerError
 
 if TYPE_CHECKING:

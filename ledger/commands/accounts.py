@@ -26,12 +26,12 @@ from ledger.commands.models import (
 )
 from ledger.commands.network import claim_admin
 from ledger.commands.pricing import setting
-from ledger.engine import Tx, handles
 from ledger.errors import Rejected
 from ledger.money import parse_money
 from ledger.outcome import Outcome
 from ledger.passwords import PasswordCost, hash_password, verify_password
 from ledger.rfc import validate_rfc
+from ledger.write.decision import Tx, handles
 
 
 @handles(RegisterClient)
@@ -137,7 +137,7 @@ def open_stamping_account(command: OpenStampingAccount, tx: Tx) -> Outcome:
                 "insufficient_points", available=client.points, requested=fee, holder_id=client.id
             )
         valid_until = add_one_year(tx.today)
-    password_hash = hash_password(command.password, cost=tx.engine.password_cost)
+    password_hash = hash_password(command.password, cost=tx.password_cost)
     if command.kind == UNLIMITED:
         client.spend_points(f"unlimited.{command.cti_id}.1", "unlimited-cti", fee, tx.now)
     tx.add(
@@ -180,7 +180,7 @@ def reactivate_stamping_account(command: ReactivateStampingAccount, tx: Tx) -> O
 def reset_stamping_password(command: ResetStampingPassword, tx: Tx) -> Outcome:
     """A new password; only its slow salted hash is recorded."""
     cti = tx.get(command.cti_id, StampingAccount)
-    password_hash = hash_password(command.password, cost=tx.engine.password_cost)
+    password_hash = hash_password(command.password, cost=tx.password_cost)
     cti.trigger(cti.PasswordReset, tx.now, password_hash=password_hash)
     return Outcome(type=command.type)
 
@@ -207,7 +207,7 @@ def verify_stamping_credentials(command: VerifyStampingCredentials, tx: Tx) -> O
     # process cached the account before it (a valid answer records nothing to conflict on).
     cti = tx.find_current(command.cti_id)
     if not isinstance(cti, StampingAccount) or cti.password_hash is None:
-        verify_password(command.password, _throwaway_hash(tx.engine.password_cost))
+        verify_password(command.password, _throwaway_hash(tx.password_cost))
         return Outcome(type=command.type, valid=False)
     locked_until = cti.credentials_locked_until(tx.now)
     if locked_until is not None:

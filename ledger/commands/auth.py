@@ -76,9 +76,10 @@ from ledger.commands.models import (
 )
 from ledger.domain import Aggregate
 from ledger.errors import Rejected
+from ledger.outcome import Outcome
 
 if TYPE_CHECKING:
-    from ledger.engine import Tx
+    from ledger.write.decision import Tx
 
 Seller = MasterAccount | Distributor
 Account = type[Aggregate] | tuple[type[Aggregate], ...]
@@ -123,10 +124,23 @@ def rule(field: str, kind: Account, *who: str, locate: Locate | None = None) -> 
     return Rule(field, kind, who, locate)
 
 
+def hold_account(tx: Tx, hold_id: str) -> tuple[StampingAccount, Outcome]:
+    """The CTI of a hold and the hold's first outcome (its reserve's), or ``unknown_hold``.
+
+    PostReservation and VoidReservation name no account: this is how who may act on a hold is
+    decided (the hold's CTI), in the handler or in a rule table.
+    """
+    key = f"hold:{hold_id}"
+    found = tx.lookup([key]).get(key)
+    if found is None:
+        raise Rejected("unknown_hold", hold_id=hold_id)
+    reserved = Outcome.decode(found.outcome)
+    assert reserved.cti_id is not None, key
+    return tx.get(reserved.cti_id, StampingAccount), reserved
+
+
 def _hold_cti(command: Any, tx: Tx) -> Aggregate | None:
     """The CTI a hold was reserved on (``unknown_hold`` if there is no such hold)."""
-    from ledger.commands.holds import hold_account  # noqa: PLC0415  (holds imports the engine)
-
     cti, _ = hold_account(tx, command.hold_id)
     return cti
 
@@ -270,7 +284,7 @@ def is_first_master(tx: Tx) -> bool:
     if tx.lookup([FIRST_MASTER_KEY]):
         return False
     # A ledger written before the key existed has masters without it.
-    return not tx.engine.store.has_events_of(MasterAccount.Opened.topic)
+    return not tx.has_events_of(MasterAccount.Opened.topic)
 
 
 def network_master(tx: Tx, account: Aggregate) -> str:
@@ -282,11 +296,11 @@ def network_master(tx: Tx, account: Aggregate) -> str:
         return master_id
     # Recorded before ``master_id`` existed: found through the parents once, then remembered
     # (the network of an account never changes).
-    known = tx.engine.network_masters
+    known = tx.network_masters
     master_id = known.get(account.id)
     if master_id is None:
         master_id = _walk_to_master(tx, account)
-        if len(known) >= tx.engine.cache_size_max:
+        if len(known) >= tx.aggregates.cache_size_max:
             known.clear()
         known[account.id] = master_id
     return master_id

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ledger.commands.auth import get_seller
 from ledger.commands.models import RegisterInvoice
-from ledger.engine import Tx, handles
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
+from ledger.write.decision import Tx, handles
 
 
 @handles(RegisterInvoice)

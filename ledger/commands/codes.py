@@ -20,10 +20,10 @@ from ledger.aggregates.stamping_account import StampingAccount
 from ledger.commands.models import CancelCreditCode, IssueCreditCode, RedeemCreditCode
 from ledger.commands.pricing import amount_of, network_of
 from ledger.credit_codes import code_digest, new_code, new_nip
-from ledger.engine import Tx, handles
 from ledger.errors import RecordedRejection, Rejected
 from ledger.outcome import Outcome
 from ledger.passwords import PasswordCost, hash_secret, verify_password
+from ledger.write.decision import Tx, handles
 
 
 @handles(IssueCreditCode)
@@ -48,7 +48,7 @@ def issue_credit_code(command: IssueCreditCode, tx: Tx) -> Outcome:
             amount_centavos=amount,
             expires_on=command.expires_on,
             code_digest=digest,
-            nip_hash=hash_secret(nip, cost=tx.engine.password_cost),
+            nip_hash=hash_secret(nip, cost=tx.password_cost),
             at=tx.now,
         )
     )
@@ -115,7 +115,7 @@ def redeem_credit_code(command: RedeemCreditCode, tx: Tx) -> Outcome:
     found = tx.lookup([f"code:{digest}"]).get(f"code:{digest}")
     if found is None:
         # The same slow hash as for a real code, so timing does not tell which codes exist.
-        verify_password(command.nip, _throwaway_hash(tx.engine.password_cost))
+        verify_password(command.nip, _throwaway_hash(tx.password_cost))
         raise Rejected("unknown_code")
     code = tx.get(found.outcome.decode(), CreditCode)
     code.require_redeemable(tx.today)

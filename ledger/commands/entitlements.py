@@ -17,10 +17,10 @@ from ledger.commands.models import (
 )
 from ledger.commands.network import master_of
 from ledger.domain import POINTS
-from ledger.engine import Tx, handles
 from ledger.errors import Rejected
 from ledger.money import parse_money
 from ledger.outcome import Outcome
+from ledger.write.decision import Tx, handles
 
 
 @handles(GenerateLicence)

@@ -19,27 +19,13 @@ from datetime import datetime, timedelta
 
 from ledger.aggregates.stamping_account import Hold, StampingAccount
 from ledger.clock import local_date
+from ledger.commands.auth import hold_account
 from ledger.commands.models import Command, PostReservation, ReserveStamp, VoidReservation
 from ledger.commands.movements import auto_top_up
 from ledger.domain import STAMPS
-from ledger.engine import Tx, handles
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
-
-
-def hold_account(tx: Tx, hold_id: str) -> tuple[StampingAccount, Outcome]:
-    """The CTI of a hold and the hold's first outcome (its reserve's), or ``unknown_hold``.
-
-    PostReservation and VoidReservation name no account: this is how who may act on a hold is
-    decided (the hold's CTI), in the handler or in a rule table.
-    """
-    key = f"hold:{hold_id}"
-    found = tx.lookup([key]).get(key)
-    if found is None:
-        raise Rejected("unknown_hold", hold_id=hold_id)
-    reserved = Outcome.decode(found.outcome)
-    assert reserved.cti_id is not None, key
-    return tx.get(reserved.cti_id, StampingAccount), reserved
+from ledger.write.decision import Tx, handles
 
 
 def _outcome(

@@ -33,9 +33,9 @@ from ledger.commands.pricing import (
     setting,
 )
 from ledger.domain import POINTS, SINK_SPENT, STAMPS, Aggregate
-from ledger.engine import Tx, handles
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
+from ledger.write.decision import Tx, handles
 
 
 def _package_for(seller: MasterAccount | Distributor, package_id: str, audience: str) -> Package:

@@ -39,11 +39,11 @@ from ledger.commands.models import (
     SuspendDistributor,
     ValidateDistributor,
 )
-from ledger.engine import Tx, handles
 from ledger.errors import Rejected
 from ledger.money import format_money, parse_money, subscription_charge
 from ledger.outcome import Outcome
 from ledger.rfc import validate_rfc
+from ledger.write.decision import Tx, handles
 
 NETWORK_DEPTH_MAX = 100
 """Bound on the levels between a distributor and its master account."""

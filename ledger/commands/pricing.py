@@ -23,8 +23,8 @@ from ledger.aggregates.client import Client
 from ledger.aggregates.distributor import Distributor
 from ledger.aggregates.master_account import MasterAccount
 from ledger.domain import POINTS, Aggregate
-from ledger.engine import Tx
 from ledger.money import parse_money
+from ledger.write.decision import Tx
 
 NETWORK_DEPTH_MAX = 50
 """Bound on the levels walked from a distributor up to its master account."""

@@ -11,15 +11,16 @@ from typing import Any, Literal
 import pytest
 
 from adapters.storage.store import EventStore
-from ledger import engine
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands.auth import NOBODY_ELSE, RULES, rule
 from ledger.commands.models import Command
-from ledger.engine import HANDLERS, KeyRecord, Tx
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
+from ledger.write import group_commit
+from ledger.write.decision import HANDLERS, Tx
+from ledger.write.ports import KeyRecord
 from tests.support import CTI, DISTRIBUTOR, MASTER, build_network, client_profile, consume
 
 CLIENT_2 = "C2"
@@ -314,7 +315,7 @@ def test_a_batch_past_the_bound_is_split_into_transactions(
     lg: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Commands past the per-transaction bound go in further transactions, all recorded."""
-    monkeypatch.setattr(engine, "BATCH_SIZE_MAX", 4)
+    monkeypatch.setattr(group_commit, "BATCH_SIZE_MAX", 4)
     commits: list[Sequence[int]] = []
     lg.engine.on_commit.append(commits.append)
     results = lg.execute_many([consume() for _ in range(10)])

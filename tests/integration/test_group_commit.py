@@ -22,9 +22,10 @@ from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands.auth import NOBODY_ELSE, RULES, rule
 from ledger.commands.models import Command
-from ledger.engine import HANDLERS, Result, Tx
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
+from ledger.write.decision import HANDLERS, Tx
+from ledger.write.preparation import Result
 from tests.support import CTI, MASTER, build_network, consume
 
 WAIT_S = 30.0
@@ -229,7 +230,7 @@ def test_more_commands_than_fit_in_a_transaction_go_in_the_next(
     lg: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Queued commands past the per-transaction bound wait for the following transaction."""
-    monkeypatch.setattr("ledger.engine.BATCH_SIZE_MAX", 3)
+    monkeypatch.setattr("ledger.write.group_commit.BATCH_SIZE_MAX", 3)
     first, results, commits = _while_first_commit_is_held(
         lg,
         _execute(lg, consume(actor=MASTER)),
@@ -379,7 +380,7 @@ def test_a_long_batch_is_written_in_groups_decided_while_the_last_is_written(
     """On PostgreSQL a long batch goes in groups, each decided on the state the group being
     written left (a CTI balance not recorded yet); SQLite has no server to overlap with and
     writes it in one transaction. The results are the same."""
-    monkeypatch.setattr("ledger.engine.PIPELINE_GROUP_MAX", 4)
+    monkeypatch.setattr("ledger.write.group_commit.PIPELINE_GROUP_MAX", 4)
     commits = Commits(lg)
     results = lg.execute_many([consume(actor=MASTER) for _ in range(11)])
     assert [r.balance_after for r in results[:10]] == list(range(9, -1, -1))  # type: ignore[union-attr]
@@ -395,7 +396,7 @@ def test_a_group_that_loses_a_race_while_the_next_is_decided_loses_nothing(
     """PostgreSQL: another process consumes while the first group is on its way. That group
     loses the race and runs again, the group decided on top of it is decided again, and every
     stamp goes to exactly one caller."""
-    monkeypatch.setattr("ledger.engine.PIPELINE_GROUP_MAX", 4)
+    monkeypatch.setattr("ledger.write.group_commit.PIPELINE_GROUP_MAX", 4)
     options: dict[str, Any] = {"clock": clock, "projections": "off", "password_cost": "fast"}
     with Ledger.open(pg_url, **options) as lg, Ledger.open(pg_url, **options) as other:
         build_network(lg, inventory=1000, cti_stamps=10)

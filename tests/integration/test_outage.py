@@ -160,7 +160,7 @@ def test_a_lost_answer_to_a_pipelined_write_is_retried_and_the_next_group_decide
     """Two groups: the first is sent, the second decided on top of it, and the first's answer
     is lost. The ledger retries the first (it replays: it was committed), undoes and decides
     the second again; each stamp is consumed once."""
-    monkeypatch.setattr("ledger.engine.PIPELINE_GROUP_MAX", 1)
+    monkeypatch.setattr("ledger.write.group_commit.PIPELINE_GROUP_MAX", 1)
     lg, proxy = proxied
     before = lg.balance(CTI, "stamps")
     proxy.cut_at_next_select_result()
@@ -177,7 +177,7 @@ def test_a_pipelined_write_with_the_server_gone_is_outcome_unknown_and_stops_the
 ) -> None:
     """The first group's answer is lost and the server is gone: CommitOutcomeUnknown, and the
     caller's second group, decided on top of it, is not recorded."""
-    monkeypatch.setattr("ledger.engine.PIPELINE_GROUP_MAX", 1)
+    monkeypatch.setattr("ledger.write.group_commit.PIPELINE_GROUP_MAX", 1)
     lg, proxy = proxied
     proxy.cut_at_next_select_result(then_close=True)
     with pytest.raises(CommitOutcomeUnknown):

@@ -12,7 +12,7 @@ from eventsourcing.persistence import StoredEvent
 
 from adapters.storage.postgres_arrays import record_parameters
 from ledger.chain import events_digest
-from ledger.engine import KeyRecord
+from ledger.write.ports import KeyRecord
 
 
 def test_arrays_read_back_as_sent_and_the_digest_is_the_chains(pg_url: str) -> None:

@@ -23,7 +23,7 @@ from adapters.storage.store import EventStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.domain import Aggregate
-from ledger.engine import SNAPSHOT_INTERVAL
+from ledger.write.attempts import SNAPSHOT_INTERVAL
 from tests.support import CTI, DISTRIBUTOR, MASTER, build_network, consume
 
 LONG_HISTORY = int(os.environ.get("LEDGER_LONG_HISTORY", "20000"))

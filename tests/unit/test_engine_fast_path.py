@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from ledger import engine as engine_module
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands.models import COMMAND_ADAPTER
-from ledger.engine import GC_PAUSE_COMMANDS_MIN, Prepared, given_fields, prepare, prepare_many
 from ledger.logging import render_json
+from ledger.write import preparation
+from ledger.write.gc_pause import GC_PAUSE_COMMANDS_MIN
+from ledger.write.preparation import Prepared, given_fields, prepare, prepare_many
 from tests.support import build_network, client_profile, consume
 
 COMMANDS: list[dict[str, Any]] = [
@@ -182,14 +183,14 @@ def test_a_list_of_valid_commands_parses_as_each_alone_in_one_call(
     them one by one."""
     expected = [_parsed(prepare(c, NOW)) for c in COMMANDS]
     one_by_one: list[object] = []
-    real = engine_module.COMMAND_ADAPTER
+    real = preparation.COMMAND_ADAPTER
 
     class Counting:
         def validate_python(self, command: object) -> Any:
             one_by_one.append(command)
             return real.validate_python(command)
 
-    monkeypatch.setattr("ledger.engine.COMMAND_ADAPTER", Counting())
+    monkeypatch.setattr("ledger.write.preparation.COMMAND_ADAPTER", Counting())
     assert [_parsed(p) for p in prepare_many(COMMANDS, NOW)] == expected
     assert one_by_one == []
 

@@ -10,7 +10,7 @@ from adapters.storage.memory import MemoryStore
 from ledger.aggregates.master_account import MasterAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from ledger.engine import KeyRecord, WriteConflict
+from ledger.write.ports import KeyRecord, WriteConflict
 from tests.support import CTI, build_network, consume
 
 AT = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)

@@ -17,14 +17,17 @@ from typing import Any
 import pytest
 
 from adapters.storage.memory import MemoryStore
-from ledger import engine as engine_module
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.domain import Event
-from ledger.engine import Engine, KeyRecord, Sent, _part_sizes, _Wake
+from ledger.engine import Engine
 from ledger.errors import InfrastructureError, Rejected
 from ledger.logging import capture_logs
 from ledger.outcome import Outcome
+from ledger.write import preparation
+from ledger.write.group_commit import part_sizes
+from ledger.write.ports import KeyRecord, Sent
+from ledger.write.request import Wake
 from tests.support import CTI, DISTRIBUTOR, consume, network_ledger, recorded, register_client
 
 
@@ -32,7 +35,7 @@ from tests.support import CTI, DISTRIBUTOR, consume, network_ledger, recorded, r
 def lg(clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
     """A ledger whose CTI holds 3 stamps, writing groups of at most two commands."""
     with network_ledger(clock, cti_stamps=3) as ledger:
-        monkeypatch.setattr("ledger.engine.PIPELINE_GROUP_MAX", 2)
+        monkeypatch.setattr("ledger.write.group_commit.PIPELINE_GROUP_MAX", 2)
         yield ledger
 
 
@@ -186,13 +189,13 @@ def test_the_later_parts_of_a_long_batch_are_parsed_while_the_part_before_is_wri
     """Parsing is a fifth of a command's Python: the caller parses its first part, and the
     leader parses each later part after the part before it was sent (so the two overlap)."""
     steps: list[str] = []
-    real_prepare_many = engine_module.prepare_many
+    real_prepare_many = preparation.prepare_many
 
     def prepare_many(commands: Any, now: Any) -> Any:
         steps.append(f"parse {len(commands)}")
         return real_prepare_many(commands, now)
 
-    monkeypatch.setattr("ledger.engine.prepare_many", prepare_many)
+    monkeypatch.setattr("ledger.write.preparation.prepare_many", prepare_many)
     _on_send(lg, lambda _n: steps.append("send"))
     results = lg.execute_many([consume(), consume(), consume()])
     assert _codes(results) == ["ok", "ok", "ok"]
@@ -204,7 +207,7 @@ def test_a_fault_parsing_a_later_part_fails_that_caller_from_there(
 ) -> None:
     """A validator's bug met in a later part: the caller gets the error, the parts before it
     stay recorded (as when a part's write fails), nothing after it is run."""
-    real_prepare_many = engine_module.prepare_many
+    real_prepare_many = preparation.prepare_many
     parsed: list[int] = []
 
     def prepare_many(commands: Any, now: Any) -> Any:
@@ -213,7 +216,7 @@ def test_a_fault_parsing_a_later_part_fails_that_caller_from_there(
             raise ZeroDivisionError("a validator's bug")
         return real_prepare_many(commands, now)
 
-    monkeypatch.setattr("ledger.engine.prepare_many", prepare_many)
+    monkeypatch.setattr("ledger.write.preparation.prepare_many", prepare_many)
     with pytest.raises(ZeroDivisionError, match="validator"):
         lg.execute_many([consume(), consume(), consume(), consume(), consume()])
     assert lg.balance(CTI) == 1
@@ -223,7 +226,7 @@ def test_a_fault_parsing_a_later_part_fails_that_caller_from_there(
 def test_a_wake_set_before_its_wait_is_kept_once() -> None:
     """Set twice before the waiter waits: its next wait returns at once, the one after
     blocks until the next set."""
-    wake = _Wake()
+    wake = Wake()
     wake.set()
     wake.set()
     wake.wait()  # returns: it was set
@@ -300,4 +303,4 @@ def test_a_caller_whose_event_loop_closed_is_logged_and_the_others_are_answered(
 def test_the_last_parts_of_a_long_call_shrink_so_its_last_write_is_short(
     commands: int, group_max: int, sizes: list[int]
 ) -> None:
-    assert _part_sizes(commands, group_max) == sizes
+    assert part_sizes(commands, group_max) == sizes

@@ -1,0 +1,206 @@
+"""On a pipelined store (PostgreSQL), the next group is decided while the last one is written.
+
+A group is sent without waiting for the database (``Store.record_later``), and the next group
+(queued already, or arriving while the leader waits) is decided meanwhile, on top of the state
+the first one left: the database's work and ours overlap. The next group is sent only once the
+first is recorded; if the first lost a race or failed, what was decided on top of it is undone
+and decided again afterwards. Groups that are not plain optimistic decisions (atomic, hot
+aggregates, a partial rejection, a snapshot due) are run by ``Attempts`` as usual, once nothing
+is in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ledger.domain import Aggregate, Event
+from ledger.errors import LedgerError
+from ledger.write.attempts import Attempts
+from ledger.write.command_log import log_commands
+from ledger.write.decision import HotAggregate, Tx
+from ledger.write.gc_pause import gc_pause_for
+from ledger.write.ports import Sent
+from ledger.write.preparation import Prepared, Result
+from ledger.write.request import Request, deliver_each
+
+CommitGroup = Callable[[list[Request], "tuple[Tx, BaseException] | None"], None]
+"""Runs a group as usual (``GroupCommit.commit_group``); with how its pipelined write failed."""
+MoreOfTheQueue = Callable[[int], list[Request]]
+"""Queued requests that fit in one transaction with that many commands."""
+
+
+@dataclass(eq=False, slots=True)
+class Decided:
+    """A group decided in one optimistic attempt, then sent to the store (``Pipeline.send``).
+
+    Its events were taken off the aggregates when it was decided, so that the next group,
+    decided on top of it while it is written, takes only its own.
+    """
+
+    group: list[Request]
+    batch: list[Prepared]
+    tx: Tx
+    results: list[Result]
+    events: list[Event]
+    due: list[Aggregate]
+    """Aggregates due for a snapshot once it is recorded (nothing is decided on top of it)."""
+    started: float
+    sent: Sent | None = None
+    stale: set[str] = field(default_factory=set)
+    """Its aggregates that a decision made on top of it changed in place and then set aside:
+    they are evicted, not kept, once it is recorded."""
+
+    @property
+    def writes(self) -> bool:
+        """Whether it has anything to record."""
+        return bool(self.events or self.tx.keys)
+
+
+def _reraise(exc: BaseException) -> Sequence[int]:
+    raise exc
+
+
+@dataclass(eq=False)
+class Pipeline:
+    """The group in flight, and how the next one is decided on top of it (the leader's alone)."""
+
+    attempts: Attempts
+    commit_group: CommitGroup
+    more_of_the_queue: MoreOfTheQueue
+    _flight: Decided | None = None
+
+    @property
+    def flight(self) -> Decided | None:
+        """The group being written, if any."""
+        return self._flight
+
+    def _set_flight(self, decided: Decided | None) -> None:
+        self._flight = decided
+        self.attempts.aggregates.in_flight_state = {} if decided is None else decided.tx.touched
+
+    def commit_or_send(self, group: list[Request]) -> None:
+        """Decides a group on top of the one in flight and sends it once that one is recorded;
+        or runs it as usual when it cannot be (atomic, hot, a partial rejection, a fault)."""
+        aggregates = self.attempts.aggregates
+        flight = self._flight
+        if group[0].atomic or not aggregates.store.pipelined:
+            # Atomic, or no database to overlap with: decided and written at once.
+            if flight is not None:
+                self.land(None)
+            self.commit_group(group, None)
+            return
+        if flight is not None and flight.due:
+            self.land(None)  # its snapshots must be of its own state: nothing on top of it
+            flight = None
+        batch = group[0].batch if len(group) == 1 else [p for r in group for p in r.batch]
+        with aggregates.lock, gc_pause_for(len(batch)):
+            decided, touched, hot = self._decide_group(group, batch)
+        if flight is not None:
+            if decided is None:
+                flight.stale.update(touched)
+            if not self.land(decided):
+                decided = None  # decided on what was not recorded: undone
+        elif decided is not None:
+            self.send(decided)
+        if decided is None:
+            if self._flight is not None:
+                self.land(None)
+            with aggregates.lock, contextlib.suppress(LedgerError):
+                # What the undone decision had in hand was evicted: loaded again in one go
+                # (if the database fails here, the group's own attempt says so).
+                aggregates.preload(touched)
+            if hot:
+                # Written under locks, one transaction at a time: as many as a transaction
+                # takes go together (each locked transaction costs a few round trips).
+                group += self.more_of_the_queue(sum(r.size for r in group))
+            self.commit_group(group, None)
+
+    def _decide_group(
+        self, group: list[Request], batch: list[Prepared]
+    ) -> tuple[Decided | None, list[str], bool]:
+        """A plain optimistic decision of the group (none, and nothing changed, when the group
+        must run as usual: hot aggregates, a partial rejection, a handler's fault), the
+        aggregates it read, and whether it stopped at a hot one."""
+        started = time.perf_counter()
+        attempts = self.attempts
+        tx = Tx(attempts.aggregates, pipelined=True)
+        try:
+            results = attempts.decider.decide(batch, tx, {}, isolated=False)
+        except BaseException as exc:
+            tx.discard()
+            if isinstance(exc, Exception):
+                # Run again as usual (which reports a fault).
+                return None, list(tx.touched), isinstance(exc, HotAggregate)
+            raise
+        events, due = tx.take_events(attempts.snapshot_interval)
+        attempts.aggregates.unrecorded.update(tx.touched)
+        decided = Decided(group, batch, tx, results, events, due, started)
+        return decided, list(tx.touched), False
+
+    def send(self, decided: Decided) -> None:
+        """Starts recording a decided group; it is in flight until ``land``."""
+        if decided.writes:
+            try:
+                decided.sent = self.attempts.aggregates.store.record_later(
+                    decided.events, list(decided.tx.keys.values())
+                )
+            except Exception as exc:  # a store's fault: the group fails when it lands
+                decided.sent = Sent(functools.partial(_reraise, exc))
+        self._set_flight(decided)
+
+    def land(self, then: Decided | None) -> bool:
+        """Waits for the group in flight; if it was recorded, sends ``then`` (decided on top
+        of it) and finishes it. If not, undoes ``then`` and runs the group again as usual.
+        Returns whether ``then`` stands."""
+        flight = self._flight
+        assert flight is not None
+        aggregates = self.attempts.aggregates
+        self._set_flight(None)
+        try:
+            ids = flight.sent.answer() if flight.sent is not None else []
+        except BaseException as exc:
+            with aggregates.lock:
+                if then is not None:
+                    then.tx.discard()
+                    aggregates.unrecorded.difference_update(then.tx.touched)
+                aggregates.unrecorded.difference_update(flight.tx.touched)
+            if not isinstance(exc, Exception):
+                with aggregates.lock:
+                    flight.tx.discard()
+                for request in flight.group:
+                    request.deliver(None, exc)
+                raise
+            self.commit_group(flight.group, (flight.tx, exc))
+            return False
+        if then is not None:
+            self.send(then)
+        self._finish(flight, ids)
+        return True
+
+    def _finish(self, decided: Decided, ids: Sequence[int]) -> None:
+        """A recorded group: its aggregates cached as recorded, its log lines, its results."""
+        attempts = self.attempts
+        aggregates = attempts.aggregates
+        with aggregates.lock:
+            if decided.writes:
+                attempts.committed(decided.tx, decided.due)
+                aggregates.evict(decided.stale)
+            if self._flight is None:
+                aggregates.unrecorded.clear()
+            else:
+                flying = self._flight.tx.touched
+                aggregates.unrecorded.difference_update(
+                    i for i in decided.tx.touched if i not in flying
+                )
+        log_commands(decided.batch, decided.results, decided.started)
+        try:
+            if decided.writes:
+                for callback in attempts.on_commit:
+                    callback(ids)
+        finally:
+            # Recorded: its callers get their results even if a callback failed.
+            deliver_each(decided.group, decided.results)
