@@ -42,8 +42,8 @@ from adapters.storage.postgres_pool import (
 )
 from adapters.storage.postgres_writer import WriterConnection
 from adapters.storage.recording import OutcomeUnknown, RecordRows
-from ledger.write.ports import KeyRecord, Sent, WriteConflict
 from ledger.errors import ConcurrencyError
+from ledger.write.ports import KeyRecord, Sent, WriteConflict
 
 LOCKED_IDLE_TIMEOUT_S = 60
 """How long a locked retry's transaction may wait on its decision (a long batch on a loaded

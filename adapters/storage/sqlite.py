@@ -20,8 +20,8 @@ from eventsourcing.utils import Environment, EnvType
 
 from adapters.storage.recording import RecordRows
 from ledger.chain import GENESIS, events_digest, link
-from ledger.write.ports import KeyRecord, WriteConflict
 from ledger.errors import ConcurrencyError
+from ledger.write.ports import KeyRecord, WriteConflict
 
 
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):

@@ -35,8 +35,8 @@ from adapters.storage.postgres import LedgerPostgresRecorder, LedgerPostgresSnap
 from adapters.storage.recording import OutcomeUnknown, raising
 from adapters.storage.sqlite import LedgerSQLiteRecorder
 from ledger.domain import Aggregate, Event, Snapshot
-from ledger.write.ports import KeyRecord, Record, Sent, WriteConflict
 from ledger.errors import CommitOutcomeUnknown, InfrastructureError, IntegrityBreach, LedgerError
+from ledger.write.ports import KeyRecord, Record, Sent, WriteConflict
 
 if TYPE_CHECKING:
     from ledger.audit.source import AuditSource
