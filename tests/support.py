@@ -15,12 +15,15 @@ from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
 from ledger.first_steps import seed_subscription_commands
+from ledger.outcome import Outcome
 
 MASTER = "M"
 DISTRIBUTOR = "D1"
 CLIENT = "C1"
 CTI = "C1-cti"
 ISSUER_RFC = "GODE561231GR8"
+PASSWORD = "Tr0mbón-azul-77"
+EXPIRES_ON = "2027-01-31"
 
 
 def distributor_profile(
@@ -40,6 +43,121 @@ def client_profile(name: str = "Juan Pérez", email: str = "juan@example.com") -
         "regimen_fiscal": "612",
         "uso_cfdi": "G03",
     }
+
+
+def command(kind: str, actor: str, /, **fields: Any) -> dict[str, Any]:
+    """A command of type ``kind`` sent by ``actor`` (``fields`` may name another ``actor``)."""
+    return {"type": kind, "actor": actor, **fields}
+
+
+def buy(
+    package_id: str = "P1000", *, buyer_id: str = DISTRIBUTOR, seller_id: str = MASTER, **extra: Any
+) -> dict[str, Any]:
+    """``buyer_id`` (D1) buys ``package_id`` from ``seller_id`` (the master account)."""
+    fields = {"buyer_id": buyer_id, "seller_id": seller_id, "package_id": package_id}
+    return command("BuyPackage", buyer_id, **fields, **extra)
+
+
+def transfer_stamps(
+    quantity: int = 10,
+    transfer_id: str = "T1",
+    *,
+    to_id: str = CTI,
+    from_id: str = DISTRIBUTOR,
+    **extra: Any,
+) -> dict[str, Any]:
+    """``from_id`` (D1) sends ``quantity`` stamps to ``to_id`` (C1's CTI)."""
+    fields = {"transfer_id": transfer_id, "from_id": from_id, "to_id": to_id, "quantity": quantity}
+    return command("TransferStamps", from_id, **fields, **extra)
+
+
+def transfer_points(
+    quantity: int = 100,
+    transfer_id: str = "P1",
+    *,
+    to_id: str = CLIENT,
+    from_id: str = DISTRIBUTOR,
+    **extra: Any,
+) -> dict[str, Any]:
+    """``from_id`` (D1) sends ``quantity`` points to ``to_id`` (C1's wallet)."""
+    fields = {"transfer_id": transfer_id, "from_id": from_id, "to_id": to_id, "quantity": quantity}
+    return command("TransferPoints", from_id, **fields, **extra)
+
+
+def open_cti(
+    cti_id: str = "X1", kind: str = "standard", *, password: str = PASSWORD, **extra: Any
+) -> dict[str, Any]:
+    """D1 opens another stamping account of C1 (``kind`` standard or unlimited)."""
+    fields = {"cti_id": cti_id, "client_id": CLIENT, "kind": kind, "password": password}
+    return command("OpenStampingAccount", DISTRIBUTOR, **fields, **extra)
+
+
+def package(
+    package_id: str,
+    quantity: int,
+    price: str,
+    *,
+    seller_id: str = MASTER,
+    unit: str = "stamps",
+    audience: str = "distributor",
+    **extra: Any,
+) -> dict[str, Any]:
+    """``seller_id`` (the master account) defines a package of ``quantity`` ``unit`` for
+    ``audience`` (a client package takes ``validity_days``)."""
+    fields = {"seller_id": seller_id, "package_id": package_id, "unit": unit, "quantity": quantity}
+    return command("DefinePackage", seller_id, **fields, price=price, audience=audience, **extra)
+
+
+def grant(
+    grant_id: str, package_id: str, *, cti_id: str = CTI, seller_id: str = DISTRIBUTOR, **extra: Any
+) -> dict[str, Any]:
+    """``seller_id`` (D1) assigns its client package ``package_id`` to ``cti_id`` (C1's CTI)."""
+    fields = {"grant_id": grant_id, "seller_id": seller_id, "cti_id": cti_id}
+    return command("AssignPackage", seller_id, **fields, package_id=package_id, **extra)
+
+
+def reserve(
+    hold_id: str = "H1", cfdi_uuid: str | None = None, *, cti_id: str = CTI, **extra: Any
+) -> dict[str, Any]:
+    """The stamping service (the master account) sets a stamp aside on ``cti_id`` (C1's CTI)
+    for a CFDI (a fresh UUID unless one is given)."""
+    fields = {"hold_id": hold_id, "cti_id": cti_id, "cfdi_uuid": cfdi_uuid or str(uuid.uuid4())}
+    return command("ReserveStamp", MASTER, **fields, issuer_rfc=ISSUER_RFC, **extra)
+
+
+def post(hold_id: str = "H1", **extra: Any) -> dict[str, Any]:
+    """The stamping service posts a hold."""
+    return command("PostReservation", MASTER, hold_id=hold_id, **extra)
+
+
+def void(hold_id: str = "H1", **extra: Any) -> dict[str, Any]:
+    """The stamping service voids a hold."""
+    return command("VoidReservation", MASTER, hold_id=hold_id, **extra)
+
+
+def verify_credentials(password: str, cti_id: str = CTI) -> dict[str, Any]:
+    """VerifyStampingCredentials by the stamping service (the master account)."""
+    return command("VerifyStampingCredentials", MASTER, cti_id=cti_id, password=password)
+
+
+def onboard(
+    distributor_id: str,
+    parent_id: str = MASTER,
+    *,
+    expires_on: str = EXPIRES_ON,
+    profile: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """``parent_id`` registers, validates and activates ``distributor_id`` (a new distributor's
+    profile is ``distributor_profile()`` with an email of its own unless one is given)."""
+    email = f"{distributor_id.lower()}@example.com"
+    registered = {"distributor_id": distributor_id, "parent_id": parent_id}
+    return [
+        command("RegisterDistributor", parent_id, **registered,
+                profile=profile or distributor_profile(email=email)),
+        command("ValidateDistributor", parent_id, distributor_id=distributor_id),
+        command("ActivateDistributor", parent_id, distributor_id=distributor_id,
+                expires_on=expires_on),
+    ]  # fmt: skip
 
 
 def consume(cti_id: str = CTI, cfdi_uuid: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -64,80 +182,33 @@ class Network:
     cti: str = CTI
 
 
-def build_network(lg: Ledger, *, inventory: int = 10_000, cti_stamps: int = 0) -> Network:
-    """Master account, one active distributor with ``inventory`` stamps, one client and its CTI."""
-    packages = max(inventory // 1000, 1)
+def build_network(
+    lg: Ledger,
+    *,
+    inventory: int = 10_000,
+    cti_stamps: int = 0,
+    catalogue: bool = False,
+    points: int = 0,
+) -> Network:
+    """Master account, one active distributor with ``inventory`` stamps, one client and its CTI;
+    then, in this order, ``cti_stamps`` stamps sent to the CTI, the seed's subscription
+    ``catalogue`` and ``points`` bought by the distributor (in packages of 3,000)."""
     commands: list[dict[str, Any]] = [
-        {
-            "type": "OpenMasterAccount",
-            "master_id": MASTER,
-            "name": "Plataforma",
-            "rfc": "SAT970701NN3",
-        },
-        {
-            "type": "DefinePackage",
-            "actor": MASTER,
-            "seller_id": MASTER,
-            "package_id": "P1000",
-            "unit": "stamps",
-            "quantity": 1000,
-            "price": "500.00",
-            "audience": "distributor",
-        },
-        {
-            "type": "DefinePackage",
-            "actor": MASTER,
-            "seller_id": MASTER,
-            "package_id": "PTS3000",
-            "unit": "points",
-            "quantity": 3000,
-            "price": "2850.00",
-            "audience": "distributor",
-        },
-        {
-            "type": "RegisterDistributor",
-            "actor": MASTER,
-            "distributor_id": DISTRIBUTOR,
-            "parent_id": MASTER,
-            "profile": distributor_profile(),
-        },
-        {"type": "ValidateDistributor", "distributor_id": DISTRIBUTOR, "actor": MASTER},
-        {
-            "type": "ActivateDistributor",
-            "distributor_id": DISTRIBUTOR,
-            "actor": MASTER,
-            "expires_on": "2027-01-31",
-        },
-        {
-            "type": "BuyPackage",
-            "actor": DISTRIBUTOR,
-            "buyer_id": DISTRIBUTOR,
-            "seller_id": MASTER,
-            "package_id": "P1000",
-            "count": packages,
-        },
-        {
-            "type": "RegisterClient",
-            "actor": DISTRIBUTOR,
-            "client_id": CLIENT,
-            "distributor_id": DISTRIBUTOR,
-            "profile": client_profile(),
-        },
-    ]
+        {"type": "OpenMasterAccount", "master_id": MASTER, "name": "Plataforma",
+         "rfc": "SAT970701NN3"},
+        package("P1000", 1000, "500.00"),
+        package("PTS3000", 3000, "2850.00", unit="points"),
+        *onboard(DISTRIBUTOR, profile=distributor_profile()),
+        buy(count=max(inventory // 1000, 1)),
+        register_client(CLIENT),
+    ]  # fmt: skip
     if cti_stamps:
-        commands.append(
-            {
-                "type": "TransferStamps",
-                "actor": DISTRIBUTOR,
-                "transfer_id": "T-setup",
-                "from_id": DISTRIBUTOR,
-                "to_id": CTI,
-                "quantity": cti_stamps,
-                "amount": "0.00",
-            }
-        )
-    for result in lg.execute_many(commands):
-        assert getattr(result, "ok", False), result
+        commands.append(transfer_stamps(cti_stamps, "T-setup", amount="0.00"))
+    if catalogue:
+        commands.extend(subscription_catalogue())
+    if points:
+        commands.append(buy("PTS3000", count=points // 3000))
+    ok(lg, *commands)
     return Network()
 
 
@@ -148,8 +219,15 @@ def subscription_catalogue(master_id: str = MASTER) -> list[dict[str, Any]]:
 
 def define_catalogue(lg: Ledger, master_id: str = MASTER) -> None:
     """The seed's subscription catalogue (Multinivel 1,999.00, MKL Dóminus 1,850.00, ...)."""
-    for result in lg.execute_many(subscription_catalogue(master_id)):
-        assert getattr(result, "ok", False), result
+    ok(lg, *subscription_catalogue(master_id))
+
+
+def ok(lg: Ledger, *commands: dict[str, Any]) -> list[Outcome]:
+    """The outcomes of ``commands``, sent in one ``execute_many``; each must succeed."""
+    results = lg.execute_many(list(commands))
+    for result in results:
+        assert isinstance(result, Outcome), result
+    return results  # type: ignore[return-value]
 
 
 def contract(product: str, distributor_id: str = DISTRIBUTOR) -> dict[str, Any]:
@@ -163,12 +241,39 @@ def contract(product: str, distributor_id: str = DISTRIBUTOR) -> dict[str, Any]:
 
 
 @contextmanager
-def network_ledger(clock: ManualClock, **network: Any) -> Iterator[Ledger]:
-    """A ledger on the in-memory store holding ``build_network(lg, **network)``: the unit
-    tiers' fixture."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as lg:
+def network_ledger(
+    clock: ManualClock, *setup: dict[str, Any], url: str = "memory://", **network: Any
+) -> Iterator[Ledger]:
+    """A ledger on ``url`` (the in-memory store unless given) holding ``build_network(lg,
+    **network)``, then the ``setup`` commands (each must succeed)."""
+    with Ledger.open(url, clock=clock, password_cost="fast") as lg:
         build_network(lg, **network)
+        if setup:
+            ok(lg, *setup)
         yield lg
+
+
+def network_fixture(*setup: dict[str, Any], **network: Any) -> Any:
+    """A test module's ``lg`` fixture on the in-memory store: ``lg = network_fixture(...)`` gives
+    each test a ``network_ledger(clock, *setup, **network)``."""
+
+    @pytest.fixture
+    def lg(clock: ManualClock) -> Iterator[Ledger]:
+        with network_ledger(clock, *setup, **network) as ledger:
+            yield ledger
+
+    return lg
+
+
+def store_network_fixture(*setup: dict[str, Any], **network: Any) -> Any:
+    """The same ``lg`` fixture on each real store of ``store_url`` (SQLite and PostgreSQL)."""
+
+    @pytest.fixture
+    def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
+        with network_ledger(clock, *setup, url=store_url, **network) as ledger:
+            yield ledger
+
+    return lg
 
 
 def recorded(lg: Ledger) -> tuple[int, int]:

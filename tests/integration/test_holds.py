@@ -2,50 +2,28 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
-
-import pytest
 
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
-from tests.support import CTI, DISTRIBUTOR, ISSUER_RFC, MASTER, build_network, consume
+from tests.support import (
+    CTI,
+    DISTRIBUTOR,
+    consume,
+    grant,
+    package,
+    post,
+    reserve,
+    store_network_fixture,
+    void,
+)
 
 CFDI = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
 
-
-@pytest.fixture
-def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
-    """C1's CTI with 3 stamps of a lot without expiry."""
-    with Ledger.open(store_url, clock=clock, password_cost="fast") as ledger:
-        build_network(ledger, cti_stamps=3)
-        yield ledger
-
-
-def reserve(hold_id: str, cfdi_uuid: str | None = None, **extra: Any) -> dict[str, Any]:
-    """The master account sets a stamp aside on C1's CTI."""
-    return {
-        "type": "ReserveStamp",
-        "hold_id": hold_id,
-        "cti_id": CTI,
-        "cfdi_uuid": cfdi_uuid or str(uuid.uuid4()),
-        "issuer_rfc": ISSUER_RFC,
-        "actor": MASTER,
-        **extra,
-    }
-
-
-def post(hold_id: str, **extra: Any) -> dict[str, Any]:
-    """The master account posts a hold."""
-    return {"type": "PostReservation", "hold_id": hold_id, "actor": MASTER, **extra}
-
-
-def void(hold_id: str) -> dict[str, Any]:
-    """The master account voids a hold."""
-    return {"type": "VoidReservation", "hold_id": hold_id, "actor": MASTER}
+lg = store_network_fixture(cti_stamps=3)
+"""C1's CTI with 3 stamps of a lot without expiry."""
 
 
 def cti_row(lg: Ledger) -> tuple[int, int, int, int]:
@@ -146,29 +124,8 @@ def test_a_hold_returned_to_an_emptied_expiring_lot_recreates_it(
     lg: Ledger, clock: ManualClock
 ) -> None:
     """A client package's last stamp held then voided: the lot is back, and expires on its date."""
-    lg.execute(
-        {
-            "type": "DefinePackage",
-            "seller_id": DISTRIBUTOR,
-            "package_id": "G1",
-            "unit": "stamps",
-            "quantity": 1,
-            "price": "1.00",
-            "audience": "client",
-            "validity_days": 2,
-            "actor": DISTRIBUTOR,
-        }
-    )
-    lg.execute(
-        {
-            "type": "AssignPackage",
-            "grant_id": "G-1",
-            "seller_id": DISTRIBUTOR,
-            "cti_id": CTI,
-            "package_id": "G1",
-            "actor": DISTRIBUTOR,
-        }
-    )
+    lg.execute(package("G1", 1, "1.00", seller_id=DISTRIBUTOR, audience="client", validity_days=2))
+    lg.execute(grant("G-1", "G1"))
     lg.execute(reserve("A"))  # the expiring lot goes first
     assert cti_row(lg)[:2] == (3, 1)
     lg.execute(void("A"))

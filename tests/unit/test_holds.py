@@ -2,61 +2,36 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-import pytest
 
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.domain import Snapshot
-from ledger.errors import Rejected
 from tests.support import (
     CTI,
     DISTRIBUTOR,
-    ISSUER_RFC,
-    MASTER,
+    buy,
     consume,
-    network_ledger,
+    network_fixture,
+    ok,
+    open_cti,
+    post,
     rejection,
+    reserve,
+    transfer_points,
+    transfer_stamps,
+    void,
 )
 from tests.unit.test_audit_verify import check, forged, next_version, rows_of
 
 CFDI = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
 
-
-@pytest.fixture
-def lg(clock: ManualClock) -> Iterator[Ledger]:
-    """A ledger on the in-memory store; C1's CTI holds 3 stamps."""
-    with network_ledger(clock, cti_stamps=3) as ledger:
-        yield ledger
-
-
-def reserve(hold_id: str = "H1", cfdi_uuid: str | None = None, **extra: Any) -> dict[str, Any]:
-    """The stamping service (the master account) sets a stamp aside on C1's CTI."""
-    return {
-        "type": "ReserveStamp",
-        "hold_id": hold_id,
-        "cti_id": CTI,
-        "cfdi_uuid": cfdi_uuid or str(uuid.uuid4()),
-        "issuer_rfc": ISSUER_RFC,
-        "actor": MASTER,
-        **extra,
-    }
-
-
-def post(hold_id: str = "H1", **extra: Any) -> dict[str, Any]:
-    """The stamping service posts a hold."""
-    return {"type": "PostReservation", "hold_id": hold_id, "actor": MASTER, **extra}
-
-
-def void(hold_id: str = "H1", **extra: Any) -> dict[str, Any]:
-    """The stamping service voids a hold."""
-    return {"type": "VoidReservation", "hold_id": hold_id, "actor": MASTER, **extra}
+lg = network_fixture(cti_stamps=3)
+"""A ledger on the in-memory store; C1's CTI holds 3 stamps."""
 
 
 def consumed(lg: Ledger) -> int:
@@ -166,17 +141,7 @@ def test_an_unknown_hold_is_refused(lg: Ledger) -> None:
 def test_a_void_returns_the_stamp_to_its_lot(lg: Ledger) -> None:
     """The hold took from the lot a consumption takes; the void puts it back there."""
     lg.execute(reserve("A"))
-    lg.execute(
-        {
-            "type": "TransferStamps",
-            "actor": DISTRIBUTOR,
-            "transfer_id": "T2",
-            "from_id": DISTRIBUTOR,
-            "to_id": CTI,
-            "quantity": 1,
-            "amount": "0.00",
-        }
-    )
+    lg.execute(transfer_stamps(1, "T2", amount="0.00"))
     for _ in range(2):
         lg.execute(consume())
     cti = lg.engine.current(CTI)
@@ -266,27 +231,8 @@ def test_a_consumed_cfdi_cannot_be_held(lg: Ledger) -> None:
 
 def test_a_hold_whose_cfdi_was_consumed_elsewhere_cannot_be_posted(lg: Ledger) -> None:
     """The CFDI's key decides: consumed on another CTI first, the post is refused."""
-    lg.execute(
-        {
-            "type": "OpenStampingAccount",
-            "cti_id": "C1-cti2",
-            "client_id": "C1",
-            "kind": "standard",
-            "password": "secreto-largo-1",
-            "actor": DISTRIBUTOR,
-        }
-    )
-    lg.execute(
-        {
-            "type": "TransferStamps",
-            "actor": DISTRIBUTOR,
-            "transfer_id": "T2",
-            "from_id": DISTRIBUTOR,
-            "to_id": "C1-cti2",
-            "quantity": 1,
-            "amount": "0.00",
-        }
-    )
+    lg.execute(open_cti("C1-cti2", password="secreto-largo-1"))
+    lg.execute(transfer_stamps(1, "T2", to_id="C1-cti2", amount="0.00"))
     lg.execute(reserve(cfdi_uuid=CFDI))
     lg.execute(consume("C1-cti2", cfdi_uuid=CFDI))
     assert rejection(lg, post()).code == "idempotency_conflict"
@@ -340,36 +286,12 @@ def test_the_held_book_at_an_instant(lg: Ledger, clock: ManualClock) -> None:
 
 def test_an_unlimited_account_records_holds_without_a_balance(lg: Ledger) -> None:
     """Holds on an unlimited CTI set nothing aside; posting counts a consumption."""
-    results = lg.execute_many(
-        [
-            {
-                "type": "BuyPackage",
-                "buyer_id": DISTRIBUTOR,
-                "seller_id": MASTER,
-                "package_id": "PTS3000",
-                "count": 1,
-                "actor": DISTRIBUTOR,
-            },
-            {
-                "type": "TransferPoints",
-                "transfer_id": "TP",
-                "from_id": DISTRIBUTOR,
-                "to_id": "C1",
-                "quantity": 1500,
-                "amount": "0.00",
-                "actor": DISTRIBUTOR,
-            },
-            {
-                "type": "OpenStampingAccount",
-                "cti_id": "U1",
-                "client_id": "C1",
-                "kind": "unlimited",
-                "password": "secreto-largo-1",
-                "actor": DISTRIBUTOR,
-            },
-        ]
+    ok(
+        lg,
+        buy("PTS3000", count=1),
+        transfer_points(1500, "TP", amount="0.00"),
+        open_cti("U1", "unlimited", password="secreto-largo-1"),
     )
-    assert all(not isinstance(r, Rejected) for r in results), results
     outcome = lg.execute(reserve("U", cti_id="U1", cfdi_uuid=CFDI))
     assert (outcome.balance_after, lg.balance("held:U1")) == (0, 0)
     lg.execute(post("U"))
