@@ -84,6 +84,17 @@ def transfer_points(
     return command("TransferPoints", from_id, **fields, **extra)
 
 
+def mass_transfer(
+    *lines: tuple[str, int], batch_id: str = "B1", amount: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """D1 sends each ``(to_id, quantity)`` line in one batch (each line at ``amount`` if given)."""
+    priced = {} if amount is None else {"amount": amount}
+    rows = [{"to_id": to_id, "quantity": quantity, **priced} for to_id, quantity in lines]
+    return command(
+        "MassTransfer", DISTRIBUTOR, batch_id=batch_id, from_id=DISTRIBUTOR, lines=rows, **extra
+    )
+
+
 def open_cti(
     cti_id: str = "X1", kind: str = "standard", *, password: str = PASSWORD, **extra: Any
 ) -> dict[str, Any]:
@@ -158,6 +169,19 @@ def onboard(
         command("ActivateDistributor", parent_id, distributor_id=distributor_id,
                 expires_on=expires_on),
     ]  # fmt: skip
+
+
+def sub_distributor(
+    sub_id: str = "D1a", *, expires_on: str = "2026-12-31", profile: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The seed's catalogue, D1's Multinivel, then D1 registers, validates and activates its
+    sub-distributor ``sub_id`` (``Sub``, sub@example.com unless another profile is given)."""
+    profile = profile or distributor_profile("Sub", "sub@example.com")
+    return [
+        *subscription_catalogue(),
+        contract("Multinivel"),
+        *onboard(sub_id, DISTRIBUTOR, expires_on=expires_on, profile=profile),
+    ]
 
 
 def consume(cti_id: str = CTI, cfdi_uuid: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -300,12 +324,12 @@ def fields(rejected: Rejected) -> list[str]:
     return [error["field"] for error in rejected.details["errors"]]
 
 
-def register_client(client_id: str = "C2", **profile: Any) -> dict[str, Any]:
-    """A RegisterClient command of D1, its profile with ``profile`` overrides."""
-    return {
-        "type": "RegisterClient",
-        "client_id": client_id,
-        "distributor_id": DISTRIBUTOR,
-        "actor": DISTRIBUTOR,
-        "profile": {**client_profile(), **profile},
-    }
+def register_client(
+    client_id: str = "C2", *, distributor_id: str = DISTRIBUTOR, **profile: Any
+) -> dict[str, Any]:
+    """A RegisterClient command of ``distributor_id`` (D1), its profile ``client_profile()``
+    with ``profile`` overrides."""
+    fields = {"client_id": client_id, "distributor_id": distributor_id}
+    return command(
+        "RegisterClient", distributor_id, **fields, profile={**client_profile(), **profile}
+    )

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import pytest
 
 from adapters.storage.memory import MemoryStore
 from ledger.api import Ledger
@@ -18,21 +15,20 @@ from tests.support import (
     CLIENT,
     CTI,
     DISTRIBUTOR,
-    MASTER,
-    client_profile,
+    buy,
+    command,
     consume,
-    network_ledger,
+    mass_transfer,
+    network_fixture,
+    register_client,
     rejection,
 )
+from tests.support import transfer_stamps as transfer
 
 CFDI = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
-
-@pytest.fixture
-def lg(clock: ManualClock) -> Iterator[Ledger]:
-    """A ledger on the in-memory store with the standard network and 3 stamps on C1's CTI."""
-    with network_ledger(clock, cti_stamps=3) as ledger:
-        yield ledger
+lg = network_fixture(cti_stamps=3)
+"""A ledger on the in-memory store with the standard network and 3 stamps on C1's CTI."""
 
 
 def store(lg: Ledger) -> MemoryStore:
@@ -44,19 +40,6 @@ def store(lg: Ledger) -> MemoryStore:
 def trace(lg: Ledger) -> tuple[int, int]:
     """How many events and keys are recorded."""
     return len(store(lg).stored_events()), store(lg).key_count()
-
-
-def transfer(quantity: int = 10, transfer_id: str = "T1", **extra: Any) -> dict[str, Any]:
-    """A stamp transfer from D1 to C1's CTI."""
-    return {
-        "type": "TransferStamps",
-        "actor": DISTRIBUTOR,
-        "transfer_id": transfer_id,
-        "from_id": DISTRIBUTOR,
-        "to_id": CTI,
-        "quantity": quantity,
-        **extra,
-    }
 
 
 def replay_of(first: Outcome) -> Outcome:
@@ -123,15 +106,7 @@ def test_a_repeat_is_replayed_even_when_it_would_now_be_refused(lg: Ledger) -> N
 def test_a_cfdi_is_consumed_once_across_accounts(lg: Ledger) -> None:
     """A CFDI UUID already stamped on one CTI is refused on another."""
     lg.execute(consume(cfdi_uuid=CFDI))
-    lg.execute(
-        {
-            "type": "RegisterClient",
-            "actor": DISTRIBUTOR,
-            "client_id": "C2",
-            "distributor_id": DISTRIBUTOR,
-            "profile": client_profile("Ana", "ana@example.com"),
-        }
-    )
+    lg.execute(register())
     lg.execute(transfer(transfer_id="T2", to_id="C2-cti"))
     assert rejection(lg, consume("C2-cti", cfdi_uuid=CFDI)).code == "idempotency_conflict"
 
@@ -167,14 +142,7 @@ def test_a_batch_with_a_refused_command_keeps_the_others_exact(lg: Ledger) -> No
     results = lg.execute_many(
         [
             transfer(quantity=5),
-            {
-                "type": "RegisterClient",
-                "actor": DISTRIBUTOR,
-                "client_id": "C2",
-                "cti_id": "C2",
-                "distributor_id": DISTRIBUTOR,
-                "profile": client_profile("Ana", "ana@example.com"),
-            },
+            {**register(), "cti_id": "C2"},
             transfer(quantity=7, transfer_id="T2"),
         ]
     )
@@ -218,19 +186,6 @@ def test_a_retry_that_now_gives_a_default_is_other_fields(lg: Ledger) -> None:
 # Idempotency keys ------------------------------------------------------------------------------
 
 
-def buy(count: int = 1, **extra: Any) -> dict[str, Any]:
-    """D1 buys stamps from the master account."""
-    return {
-        "type": "BuyPackage",
-        "actor": DISTRIBUTOR,
-        "buyer_id": DISTRIBUTOR,
-        "seller_id": MASTER,
-        "package_id": "P1000",
-        "count": count,
-        **extra,
-    }
-
-
 def test_an_idempotency_key_makes_a_purchase_safe_to_retry(lg: Ledger) -> None:
     """A purchase retried with its key is bought once and replays its sale."""
     first = lg.execute(buy(idempotency_key="order-1"))
@@ -241,23 +196,15 @@ def test_an_idempotency_key_makes_a_purchase_safe_to_retry(lg: Ledger) -> None:
 def test_an_idempotency_key_with_other_fields_is_idempotency_conflict(lg: Ledger) -> None:
     """The same key on a different purchase is refused."""
     lg.execute(buy(idempotency_key="order-1"))
-    rejected = rejection(lg, buy(2, idempotency_key="order-1"))
+    rejected = rejection(lg, buy(count=2, idempotency_key="order-1"))
     assert rejected.code == "idempotency_conflict"
 
 
 def test_an_idempotency_key_on_another_command_type_conflicts(lg: Ledger) -> None:
     """A key names one command, whatever its type."""
     lg.execute(buy(idempotency_key="k-1"))
-    rejected = rejection(
-        lg,
-        {
-            "type": "TagClient",
-            "actor": DISTRIBUTOR,
-            "client_id": CLIENT,
-            "favourite": True,
-            "idempotency_key": "k-1",
-        },
-    )
+    tag = command("TagClient", DISTRIBUTOR, client_id=CLIENT, favourite=True, idempotency_key="k-1")
+    rejected = rejection(lg, tag)
     assert rejected.code == "idempotency_conflict"
 
 
@@ -273,13 +220,7 @@ def test_purchases_without_a_key_are_not_deduplicated(lg: Ledger) -> None:
 
 def register(profile_name: str = "Ana") -> dict[str, Any]:
     """RegisterClient C2 under D1."""
-    return {
-        "type": "RegisterClient",
-        "actor": DISTRIBUTOR,
-        "client_id": "C2",
-        "distributor_id": DISTRIBUTOR,
-        "profile": client_profile(profile_name, "ana@example.com"),
-    }
+    return register_client("C2", name=profile_name, email="ana@example.com")
 
 
 def test_a_repeated_registration_replays_with_its_cti(lg: Ledger) -> None:
@@ -298,15 +239,9 @@ def test_a_registration_with_other_data_is_already_exists(lg: Ledger) -> None:
 # Ids derived by the ledger ---------------------------------------------------------------------
 
 
-def mass(batch_id: str = "B1") -> dict[str, Any]:
+def mass() -> dict[str, Any]:
     """A mass transfer of two lines to C1's CTI."""
-    return {
-        "type": "MassTransfer",
-        "actor": DISTRIBUTOR,
-        "batch_id": batch_id,
-        "from_id": DISTRIBUTOR,
-        "lines": [{"to_id": CTI, "quantity": 1}, {"to_id": CTI, "quantity": 2}],
-    }
+    return mass_transfer((CTI, 1), (CTI, 2))
 
 
 def test_a_repeated_mass_transfer_replays(lg: Ledger) -> None:

@@ -2,138 +2,60 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
 
 from ledger.api import Ledger
-from ledger.clock import ManualClock
 from ledger.errors import Rejected
 from tests.support import (
     CLIENT,
     CTI,
     DISTRIBUTOR,
     MASTER,
+    buy,
     client_profile,
+    command,
     consume,
     distributor_profile,
-    network_ledger,
+    mass_transfer,
+    network_fixture,
+    ok,
+    onboard,
+    open_cti,
+    package,
+    register_client,
     rejection,
-    subscription_catalogue,
+    sub_distributor,
+    transfer_points,
+    transfer_stamps,
 )
 
 OTHER = "D2"
 OTHER_CLIENT = "C2"
 OTHER_CTI = "C2-cti"
 
+lg = network_fixture(
+    *onboard(OTHER, profile=distributor_profile("Dos", "dos@example.com")),
+    register_client(OTHER_CLIENT, distributor_id=OTHER, **client_profile("Ana", "ana@example.com")),
+    points=3000,
+)
+"""A ledger on the in-memory store: D1 with 10,000 stamps and 3,000 points, and a rival D2."""
 
-@pytest.fixture
-def lg(clock: ManualClock) -> Iterator[Ledger]:
-    """A ledger on the in-memory store: D1 with 10,000 stamps and 3,000 points, and a rival D2."""
-    with network_ledger(clock) as ledger:
-        results = ledger.execute_many(
-            [
-                buy("PTS3000"),
-                {
-                    "type": "RegisterDistributor",
-                    "actor": MASTER,
-                    "distributor_id": OTHER,
-                    "parent_id": MASTER,
-                    "profile": distributor_profile("Dos", "dos@example.com"),
-                },
-                {"type": "ValidateDistributor", "distributor_id": OTHER, "actor": MASTER},
-                {
-                    "type": "ActivateDistributor",
-                    "distributor_id": OTHER,
-                    "actor": MASTER,
-                    "expires_on": "2027-01-31",
-                },
-                {
-                    "type": "RegisterClient",
-                    "actor": OTHER,
-                    "client_id": OTHER_CLIENT,
-                    "distributor_id": OTHER,
-                    "profile": client_profile("Ana", "ana@example.com"),
-                },
-            ]
-        )
-        assert all(getattr(r, "ok", False) for r in results), results
-        yield ledger
+stamps = partial(transfer_stamps, amount="5.00")
+"""A stamp transfer from D1 (to C1's CTI unless ``to_id`` says)."""
+
+points = transfer_points
+"""A point transfer from D1 (to C1's wallet unless ``to_id`` says)."""
+
+UNLIMITED = open_cti("U1", "unlimited", password="correct horse")
+"""C1's unlimited CTI ``U1``."""
 
 
-def buy(package_id: str = "P1000", count: int = 1, **extra: Any) -> dict[str, Any]:
-    """D1 buys from the master account."""
-    return {
-        "type": "BuyPackage",
-        "actor": DISTRIBUTOR,
-        "buyer_id": DISTRIBUTOR,
-        "seller_id": MASTER,
-        "package_id": package_id,
-        "count": count,
-        **extra,
-    }
-
-
-def stamps(
-    to_id: str = CTI, quantity: int = 10, transfer_id: str = "T1", **extra: Any
-) -> dict[str, Any]:
-    """A stamp transfer from D1."""
-    return {
-        "type": "TransferStamps",
-        "actor": DISTRIBUTOR,
-        "transfer_id": transfer_id,
-        "from_id": DISTRIBUTOR,
-        "to_id": to_id,
-        "quantity": quantity,
-        "amount": "5.00",
-        **extra,
-    }
-
-
-def points(
-    to_id: str = CLIENT, quantity: int = 100, transfer_id: str = "P1", **extra: Any
-) -> dict[str, Any]:
-    """A point transfer from D1."""
-    return {
-        "type": "TransferPoints",
-        "actor": DISTRIBUTOR,
-        "transfer_id": transfer_id,
-        "from_id": DISTRIBUTOR,
-        "to_id": to_id,
-        "quantity": quantity,
-        **extra,
-    }
-
-
-def sub_distributor(lg: Ledger) -> str:
+def add_sub_distributor(lg: Ledger) -> str:
     """Registers and activates D1's sub-distributor ``D1a`` (D1 contracts Multinivel)."""
-    results = lg.execute_many(
-        [
-            *subscription_catalogue(MASTER),
-            {
-                "type": "ContractSubscription",
-                "actor": DISTRIBUTOR,
-                "distributor_id": DISTRIBUTOR,
-                "product": "Multinivel",
-            },
-            {
-                "type": "RegisterDistributor",
-                "actor": DISTRIBUTOR,
-                "distributor_id": "D1a",
-                "parent_id": DISTRIBUTOR,
-                "profile": distributor_profile("Sub", "sub@example.com"),
-            },
-            {"type": "ValidateDistributor", "distributor_id": "D1a", "actor": DISTRIBUTOR},
-            {
-                "type": "ActivateDistributor",
-                "distributor_id": "D1a",
-                "actor": DISTRIBUTOR,
-                "expires_on": "2026-12-31",
-            },
-        ]
-    )
-    assert all(getattr(r, "ok", False) for r in results), results
+    ok(lg, *sub_distributor("D1a"))
     return "D1a"
 
 
@@ -157,7 +79,7 @@ def test_buying_points_fills_the_points_book_only(lg: Ledger) -> None:
 
 def test_buying_from_a_seller_that_is_not_the_parent_is_not_authorised(lg: Ledger) -> None:
     """A distributor buys only from its parent."""
-    rejected = rejection(lg, {**buy(), "seller_id": OTHER})
+    rejected = rejection(lg, buy(seller_id=OTHER))
     assert rejected.code == "not_authorised"
 
 
@@ -173,58 +95,17 @@ def test_buying_an_unknown_package_is_refused(lg: Ledger) -> None:
 
 def test_a_sub_distributor_buys_from_its_parents_inventory(lg: Ledger) -> None:
     """A parent distributor sells from its own stock: nothing new is issued."""
-    sub = sub_distributor(lg)
-    lg.execute(
-        {
-            "type": "DefinePackage",
-            "actor": DISTRIBUTOR,
-            "seller_id": DISTRIBUTOR,
-            "package_id": "SUB500",
-            "unit": "stamps",
-            "quantity": 500,
-            "price": "300.00",
-            "audience": "distributor",
-        }
-    )
-    lg.execute(
-        {
-            "type": "BuyPackage",
-            "actor": sub,
-            "buyer_id": sub,
-            "seller_id": DISTRIBUTOR,
-            "package_id": "SUB500",
-            "count": 2,
-        }
-    )
+    sub = add_sub_distributor(lg)
+    lg.execute(package("SUB500", 500, "300.00", seller_id=DISTRIBUTOR))
+    lg.execute(buy("SUB500", buyer_id=sub, seller_id=DISTRIBUTOR, count=2))
     assert (lg.balance(sub), lg.balance(DISTRIBUTOR), lg.balance(MASTER)) == (1_000, 9_000, -10_000)
 
 
 def test_a_parent_short_of_stock_cannot_sell(lg: Ledger) -> None:
     """A distributor's sale to a sub-distributor is limited by its inventory."""
-    sub = sub_distributor(lg)
-    lg.execute(
-        {
-            "type": "DefinePackage",
-            "actor": DISTRIBUTOR,
-            "seller_id": DISTRIBUTOR,
-            "package_id": "BIG",
-            "unit": "stamps",
-            "quantity": 6_000,
-            "price": "300.00",
-            "audience": "distributor",
-        }
-    )
-    rejected = rejection(
-        lg,
-        {
-            "type": "BuyPackage",
-            "actor": sub,
-            "buyer_id": sub,
-            "seller_id": DISTRIBUTOR,
-            "package_id": "BIG",
-            "count": 2,
-        },
-    )
+    sub = add_sub_distributor(lg)
+    lg.execute(package("BIG", 6_000, "300.00", seller_id=DISTRIBUTOR))
+    rejected = rejection(lg, buy("BIG", buyer_id=sub, seller_id=DISTRIBUTOR, count=2))
     assert rejected.code == "insufficient_inventory"
 
 
@@ -240,7 +121,7 @@ def test_transfer_to_a_cti_moves_stamps_and_records_a_sale(lg: Ledger) -> None:
 
 def test_transfer_to_a_sub_distributor_moves_inventory(lg: Ledger) -> None:
     """Stamps go to a sub-distributor's inventory."""
-    sub = sub_distributor(lg)
+    sub = add_sub_distributor(lg)
     lg.execute(stamps(to_id=sub, quantity=400))
     assert (lg.balance(DISTRIBUTOR), lg.balance(sub)) == (9_600, 400)
 
@@ -306,46 +187,29 @@ def test_points_to_a_cti_are_wrong_account_kind(lg: Ledger) -> None:
 def test_stamps_to_an_unlimited_cti_are_wrong_account_kind(lg: Ledger) -> None:
     """An unlimited account holds no stamp balance."""
     lg.execute(points(quantity=1_500))
-    lg.execute(
-        {
-            "type": "OpenStampingAccount",
-            "actor": DISTRIBUTOR,
-            "cti_id": "U1",
-            "client_id": CLIENT,
-            "kind": "unlimited",
-            "password": "correct horse",
-        }
-    )
+    lg.execute(UNLIMITED)
     assert rejection(lg, stamps(to_id="U1")).code == "wrong_account_kind"
 
 
 def test_transfer_to_a_cancelled_sub_distributor_is_refused(lg: Ledger) -> None:
     """A cancelled distributor receives nothing."""
-    sub = sub_distributor(lg)
-    lg.execute({"type": "SuspendDistributor", "distributor_id": sub, "actor": DISTRIBUTOR})
-    lg.execute({"type": "CancelDistributor", "distributor_id": sub, "actor": DISTRIBUTOR})
+    sub = add_sub_distributor(lg)
+    lg.execute(command("SuspendDistributor", DISTRIBUTOR, distributor_id=sub))
+    lg.execute(command("CancelDistributor", DISTRIBUTOR, distributor_id=sub))
     assert rejection(lg, stamps(to_id=sub)).code == "distributor_not_active"
 
 
 # Mass transfers --------------------------------------------------------------------------------
 
 
-def mass(*lines: tuple[str, int], batch_id: str = "B1") -> dict[str, Any]:
-    """A mass stamp transfer from D1."""
-    return {
-        "type": "MassTransfer",
-        "actor": DISTRIBUTOR,
-        "batch_id": batch_id,
-        "from_id": DISTRIBUTOR,
-        "lines": [
-            {"to_id": to_id, "quantity": quantity, "amount": "1.00"} for to_id, quantity in lines
-        ],
-    }
+def mass(*lines: tuple[str, int]) -> dict[str, Any]:
+    """A mass stamp transfer from D1, each line at 1.00."""
+    return mass_transfer(*lines, amount="1.00")
 
 
 def test_mass_transfer_moves_every_line(lg: Ledger) -> None:
     """All lines are applied, each a sale of its own."""
-    sub = sub_distributor(lg)
+    sub = add_sub_distributor(lg)
     outcome = lg.execute(mass((CTI, 10), (sub, 200), (CTI, 5)))
     assert (outcome.sale_ids, outcome.balance_after) == (("B1:1", "B1:2", "B1:3"), 9_785)
     assert (lg.balance(CTI), lg.balance(sub), lg.balance(DISTRIBUTOR)) == (15, 200, 9_785)
@@ -380,17 +244,10 @@ def test_mass_transfer_of_points_fills_wallets(lg: Ledger) -> None:
 # Reclaims --------------------------------------------------------------------------------------
 
 
-def reclaim(quantity: int, transfer_id: str = "R1", **extra: Any) -> dict[str, Any]:
+def reclaim(quantity: int, **extra: Any) -> dict[str, Any]:
     """D1 takes stamps back from its client's CTI."""
-    return {
-        "type": "ReclaimStamps",
-        "actor": DISTRIBUTOR,
-        "transfer_id": transfer_id,
-        "from_cti_id": CTI,
-        "quantity": quantity,
-        "reason": "falta de pago",
-        **extra,
-    }
+    fields = {"transfer_id": "R1", "from_cti_id": CTI, "quantity": quantity}
+    return command("ReclaimStamps", DISTRIBUTOR, **fields, reason="falta de pago", **extra)
 
 
 def test_reclaim_returns_unused_stamps_to_the_distributor(lg: Ledger) -> None:
@@ -417,16 +274,7 @@ def test_reclaim_by_another_distributor_is_not_authorised(lg: Ledger) -> None:
 def test_reclaim_from_an_unlimited_cti_is_wrong_account_kind(lg: Ledger) -> None:
     """An unlimited account has no stamps to give back."""
     lg.execute(points(quantity=1_500))
-    lg.execute(
-        {
-            "type": "OpenStampingAccount",
-            "actor": DISTRIBUTOR,
-            "cti_id": "U1",
-            "client_id": CLIENT,
-            "kind": "unlimited",
-            "password": "correct horse",
-        }
-    )
+    lg.execute(UNLIMITED)
     assert rejection(lg, {**reclaim(1), "from_cti_id": "U1"}).code == "wrong_account_kind"
 
 

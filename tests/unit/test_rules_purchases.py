@@ -5,98 +5,33 @@ DESIGN §4 (purchases and transfers; ChangeSettings) and issue 9 items 2, 3 and 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from ledger.api import Ledger
-from ledger.clock import ManualClock
-from ledger.errors import Rejected
 from tests.support import (
     CLIENT,
     CTI,
     DISTRIBUTOR,
     MASTER,
+    buy,
     client_profile,
-    distributor_profile,
-    network_ledger,
+    command,
+    grant,
+    mass_transfer,
+    network_fixture,
+    ok,
+    open_cti,
+    package,
     rejection,
-    subscription_catalogue,
+    sub_distributor,
+    transfer_points,
+    transfer_stamps,
 )
 
 SUB = "D1a"
 
-
-@pytest.fixture
-def lg(clock: ManualClock) -> Iterator[Ledger]:
-    """The standard network; D1 also holds 3,000 points."""
-    with network_ledger(clock) as ledger:
-        ledger.execute(buy("PTS3000"))
-        yield ledger
-
-
-def buy(package_id: str = "P1000", **extra: Any) -> dict[str, Any]:
-    """BuyPackage by D1 from the master."""
-    return {
-        "type": "BuyPackage",
-        "buyer_id": DISTRIBUTOR,
-        "seller_id": MASTER,
-        "package_id": package_id,
-        "actor": DISTRIBUTOR,
-        **extra,
-    }
-
-
-def ok(lg: Ledger, *commands: dict[str, Any]) -> None:
-    """Every command succeeds."""
-    for result in lg.execute_many(list(commands)):
-        assert not isinstance(result, Rejected), result.to_dict()
-
-
-def package(
-    seller: str, package_id: str, unit: str, quantity: int, price: str, **extra: Any
-) -> dict:
-    """DefinePackage."""
-    return {
-        "type": "DefinePackage",
-        "seller_id": seller,
-        "package_id": package_id,
-        "unit": unit,
-        "quantity": quantity,
-        "price": price,
-        "audience": "distributor",
-        "actor": seller,
-        **extra,
-    }
-
-
-def sub_distributor(lg: Ledger) -> None:
-    """D1 (with Multinivel) registers and activates D1a."""
-    ok(
-        lg,
-        *subscription_catalogue(MASTER),
-        {
-            "type": "ContractSubscription",
-            "distributor_id": DISTRIBUTOR,
-            "product": "Multinivel",
-            "actor": DISTRIBUTOR,
-        },
-        {
-            "type": "RegisterDistributor",
-            "distributor_id": SUB,
-            "parent_id": DISTRIBUTOR,
-            "profile": distributor_profile("Sub", "sub@example.com"),
-            "actor": DISTRIBUTOR,
-        },
-        {"type": "ValidateDistributor", "distributor_id": SUB, "actor": DISTRIBUTOR},
-        {
-            "type": "ActivateDistributor",
-            "distributor_id": SUB,
-            "actor": DISTRIBUTOR,
-            "expires_on": "2026-12-31",
-        },
-    )
+lg = network_fixture(points=3000)
+"""The standard network; D1 also holds 3,000 points."""
 
 
 # Paying with points ----------------------------------------------------------------------------
@@ -127,30 +62,13 @@ def test_a_purchase_beyond_the_points_is_insufficient_points(lg: Ledger) -> None
 
 def test_a_distributor_seller_receives_the_points(lg: Ledger) -> None:
     """D1a pays D1 300 points for 500 of D1's stamps."""
-    sub_distributor(lg)
     ok(
         lg,
-        package(DISTRIBUTOR, "SUB500", "stamps", 500, "300.00"),
-        {
-            "type": "TransferPoints",
-            "transfer_id": "TP1",
-            "from_id": DISTRIBUTOR,
-            "to_id": SUB,
-            "quantity": 1_000,
-            "amount": "0.00",
-            "actor": DISTRIBUTOR,
-        },
+        *sub_distributor(SUB),
+        package("SUB500", 500, "300.00", seller_id=DISTRIBUTOR),
+        transfer_points(1_000, "TP1", to_id=SUB, amount="0.00"),
     )
-    outcome = lg.execute(
-        {
-            "type": "BuyPackage",
-            "buyer_id": SUB,
-            "seller_id": DISTRIBUTOR,
-            "package_id": "SUB500",
-            "pay_with": "points",
-            "actor": SUB,
-        }
-    )
+    outcome = lg.execute(buy("SUB500", buyer_id=SUB, seller_id=DISTRIBUTOR, pay_with="points"))
     assert outcome.balance_after == 500
     assert (lg.balance(SUB, "points"), lg.balance(DISTRIBUTOR, "points")) == (700, 2_300)
     assert lg.balance(DISTRIBUTOR, "stamps") == 9_500
@@ -167,7 +85,7 @@ def test_a_points_package_is_not_paid_with_points(lg: Ledger) -> None:
 
 def test_a_price_with_centavos_cannot_be_paid_in_points(lg: Ledger) -> None:
     """1 point is 1 peso: 99.50 has no price in whole points."""
-    lg.execute(package(MASTER, "ODD", "stamps", 100, "99.50"))
+    lg.execute(package("ODD", 100, "99.50"))
     rejected = rejection(lg, buy("ODD", pay_with="points"))
     assert (rejected.code, rejected.details["field"]) == ("invalid_command", "pay_with")
 
@@ -175,34 +93,20 @@ def test_a_price_with_centavos_cannot_be_paid_in_points(lg: Ledger) -> None:
 # Price lists -----------------------------------------------------------------------------------
 
 
-def transfer(quantity: int = 100, to_id: str = CTI, **extra: Any) -> dict[str, Any]:
-    """TransferStamps from D1 without an amount unless given."""
-    return {
-        "type": "TransferStamps",
-        "transfer_id": f"T-{to_id}-{quantity}",
-        "from_id": DISTRIBUTOR,
-        "to_id": to_id,
-        "quantity": quantity,
-        "actor": DISTRIBUTOR,
-        **extra,
-    }
+def transfer(quantity: int = 100, **extra: Any) -> dict[str, Any]:
+    """TransferStamps from D1 to C1's CTI without an amount unless given."""
+    return transfer_stamps(quantity, f"T-{CTI}-{quantity}", **extra)
 
 
 def settings(seller: str = DISTRIBUTOR, **changes: Any) -> dict[str, Any]:
     """ChangeSettings."""
-    return {"type": "ChangeSettings", "seller_id": seller, "actor": seller, **changes}
+    return command("ChangeSettings", seller, seller_id=seller, **changes)
 
 
 def client_pricing(lg: Ledger, **pricing: Any) -> None:
     """Sets C1's own bulk price and discount in its profile."""
-    lg.execute(
-        {
-            "type": "UpdateClientProfile",
-            "client_id": CLIENT,
-            "profile": {**client_profile(), **pricing},
-            "actor": DISTRIBUTOR,
-        }
-    )
+    profile = {**client_profile(), **pricing}
+    lg.execute(command("UpdateClientProfile", DISTRIBUTOR, client_id=CLIENT, profile=profile))
 
 
 def sale_amount(lg: Ledger, seller: str, sale_id: str) -> str:
@@ -251,33 +155,15 @@ def test_an_amount_given_is_kept(lg: Ledger) -> None:
 def test_points_to_a_client_are_priced_at_face_value_less_discount(lg: Ledger) -> None:
     """200 points are 200.00; C1's 10 % makes it 180.00."""
     client_pricing(lg, discount_pct="10")
-    outcome = lg.execute(
-        {
-            "type": "TransferPoints",
-            "transfer_id": "TP1",
-            "from_id": DISTRIBUTOR,
-            "to_id": CLIENT,
-            "quantity": 200,
-            "actor": DISTRIBUTOR,
-        }
-    )
+    outcome = lg.execute(transfer_points(200, "TP1"))
     assert sale_amount(lg, DISTRIBUTOR, outcome.sale_ids[0]) == "180.00"
 
 
 def test_a_client_package_gets_the_clients_discount(lg: Ledger) -> None:
     """AssignPackage of a 60.00 package to C1 with 5 % off: 57.00."""
     client_pricing(lg, discount_pct="5")
-    lg.execute({**package(DISTRIBUTOR, "CP100", "stamps", 100, "60.00"), "audience": "client"})
-    outcome = lg.execute(
-        {
-            "type": "AssignPackage",
-            "grant_id": "G1",
-            "seller_id": DISTRIBUTOR,
-            "cti_id": CTI,
-            "package_id": "CP100",
-            "actor": DISTRIBUTOR,
-        }
-    )
+    lg.execute(package("CP100", 100, "60.00", seller_id=DISTRIBUTOR, audience="client"))
+    outcome = lg.execute(grant("G1", "CP100"))
     assert sale_amount(lg, DISTRIBUTOR, outcome.sale_ids[0]) == "57.00"
 
 
@@ -286,14 +172,11 @@ def test_mass_transfer_lines_without_amount_use_the_price_list(lg: Ledger) -> No
     lg.execute(settings(bulk_stamp_price="1.00"))
     outcome = lg.execute(
         {
-            "type": "MassTransfer",
-            "batch_id": "B1",
-            "from_id": DISTRIBUTOR,
+            **mass_transfer(),
             "lines": [
                 {"to_id": CTI, "quantity": 10},
                 {"to_id": CTI, "quantity": 5, "amount": "1.00"},
             ],
-            "actor": DISTRIBUTOR,
         }
     )
     assert [sale_amount(lg, DISTRIBUTOR, s) for s in outcome.sale_ids] == ["10.00", "1.00"]
@@ -304,15 +187,7 @@ def test_mass_transfer_lines_without_amount_use_the_price_list(lg: Ledger) -> No
 
 def test_a_retired_package_is_not_sold(lg: Ledger) -> None:
     """DefinePackage with retire: PackageRetired is recorded, then buying it is unknown_package."""
-    lg.execute(
-        {
-            "type": "DefinePackage",
-            "seller_id": MASTER,
-            "package_id": "P1000",
-            "retire": True,
-            "actor": MASTER,
-        }
-    )
+    lg.execute(command("DefinePackage", MASTER, seller_id=MASTER, package_id="P1000", retire=True))
     topics = [row.topic for row in lg.store.stored_events()]
     assert topics[-1] == "MasterAccount.PackageRetired"
     assert rejection(lg, buy()).code == "unknown_package"
@@ -320,26 +195,20 @@ def test_a_retired_package_is_not_sold(lg: Ledger) -> None:
 
 def test_redefining_a_package_is_already_exists(lg: Ledger) -> None:
     """The same id again without replaces is already_exists."""
-    rejected = rejection(lg, package(MASTER, "P1000", "stamps", 2000, "900.00"))
+    rejected = rejection(lg, package("P1000", 2000, "900.00"))
     assert rejected.code == "already_exists"
 
 
 def test_a_package_replaced_on_purpose_sells_at_its_new_terms(lg: Ledger) -> None:
     """replaces=true swaps the package."""
-    lg.execute(package(MASTER, "P1000", "stamps", 2000, "900.00", replaces=True))
+    lg.execute(package("P1000", 2000, "900.00", replaces=True))
     assert lg.execute(buy()).balance_after == 12_000
 
 
 def test_retiring_an_unknown_package_is_unknown_package(lg: Ledger) -> None:
     """Nothing to retire."""
-    command = {
-        "type": "DefinePackage",
-        "seller_id": MASTER,
-        "package_id": "NOPE",
-        "retire": True,
-        "actor": MASTER,
-    }
-    assert rejection(lg, command).code == "unknown_package"
+    retire = command("DefinePackage", MASTER, seller_id=MASTER, package_id="NOPE", retire=True)
+    assert rejection(lg, retire).code == "unknown_package"
 
 
 # Settings --------------------------------------------------------------------------------------
@@ -362,60 +231,23 @@ def test_the_unlimited_fee_follows_the_settings(lg: Ledger) -> None:
     """D1's fee of 1,000 points opens an unlimited CTI; the master's default is overridden."""
     lg.execute(settings(MASTER, unlimited_cti_fee_points=2_000))
     lg.execute(settings(unlimited_cti_fee_points=1_000))
-    lg.execute(
-        {
-            "type": "TransferPoints",
-            "transfer_id": "TP1",
-            "from_id": DISTRIBUTOR,
-            "to_id": CLIENT,
-            "quantity": 1_000,
-            "actor": DISTRIBUTOR,
-        }
-    )
-    lg.execute(
-        {
-            "type": "OpenStampingAccount",
-            "cti_id": "U1",
-            "client_id": CLIENT,
-            "kind": "unlimited",
-            "password": "secreto-123",
-            "actor": DISTRIBUTOR,
-        }
-    )
+    lg.execute(transfer_points(1_000, "TP1"))
+    lg.execute(open_cti("U1", "unlimited", password="secreto-123"))
     assert lg.balance(CLIENT, "points") == 0
 
 
 def test_the_masters_unlimited_fee_applies_when_the_distributor_sets_none(lg: Ledger) -> None:
     """The master's 2,000 points: 1,500 are not enough."""
     lg.execute(settings(MASTER, unlimited_cti_fee_points=2_000))
-    lg.execute(
-        {
-            "type": "TransferPoints",
-            "transfer_id": "TP1",
-            "from_id": DISTRIBUTOR,
-            "to_id": CLIENT,
-            "quantity": 1_500,
-            "actor": DISTRIBUTOR,
-        }
-    )
-    rejected = rejection(
-        lg,
-        {
-            "type": "OpenStampingAccount",
-            "cti_id": "U1",
-            "client_id": CLIENT,
-            "kind": "unlimited",
-            "password": "secreto-123",
-            "actor": DISTRIBUTOR,
-        },
-    )
+    lg.execute(transfer_points(1_500, "TP1"))
+    rejected = rejection(lg, open_cti("U1", "unlimited", password="secreto-123"))
     assert (rejected.code, rejected.details["requested"]) == ("insufficient_points", 2_000)
 
 
 def test_settings_of_another_seller_are_not_authorised(lg: Ledger) -> None:
     """D1 cannot change the master's settings."""
-    command = {**settings(MASTER, bulk_stamp_price="0.10"), "actor": DISTRIBUTOR}
-    assert rejection(lg, command).code == "not_authorised"
+    changes = {**settings(MASTER, bulk_stamp_price="0.10"), "actor": DISTRIBUTOR}
+    assert rejection(lg, changes).code == "not_authorised"
 
 
 def test_settings_without_a_change_are_invalid(lg: Ledger) -> None:
@@ -430,21 +262,14 @@ def client_packages(lg: Ledger) -> None:
     """D1's client packages: 100 stamps for 60.00 valid 30 days, and 500 points for 500.00."""
     ok(
         lg,
-        {**package(DISTRIBUTOR, "CP100", "stamps", 100, "60.00"), "audience": "client",
-         "validity_days": 30},
-        {**package(DISTRIBUTOR, "CPTS500", "points", 500, "500.00"), "audience": "client"},
-    )  # fmt: skip
+        package("CP100", 100, "60.00", seller_id=DISTRIBUTOR, audience="client", validity_days=30),
+        package("CPTS500", 500, "500.00", seller_id=DISTRIBUTOR, unit="points", audience="client"),
+    )
 
 
 def panel(package_id: str = "CP100", **extra: Any) -> dict[str, Any]:
     """ClientBuyPackage by C1 itself."""
-    return {
-        "type": "ClientBuyPackage",
-        "client_id": CLIENT,
-        "package_id": package_id,
-        "actor": CLIENT,
-        **extra,
-    }
+    return command("ClientBuyPackage", CLIENT, client_id=CLIENT, package_id=package_id, **extra)
 
 
 def test_a_client_buys_stamps_through_its_panel(lg: Ledger) -> None:
@@ -485,9 +310,8 @@ def test_a_panel_purchase_goes_to_the_named_cti(lg: Ledger) -> None:
     ok(
         lg,
         settings(allow_pcc_stamp_purchase=True),
-        {"type": "OpenStampingAccount", "cti_id": "C1-b", "client_id": CLIENT,
-         "password": "secreto-123", "actor": DISTRIBUTOR},
-    )  # fmt: skip
+        open_cti("C1-b", password="secreto-123"),
+    )
     assert lg.execute(panel(cti_id="C1-b")).details["cti_id"] == "C1-b"
     assert (lg.balance("C1-b"), lg.balance(CTI)) == (100, 0)
 
@@ -525,11 +349,10 @@ def test_a_points_order_beyond_the_inventory_buys_the_smallest_covering_package(
     client_packages(lg)
     ok(
         lg,
-        package(MASTER, "PTS1000", "points", 1_000, "960.00"),
+        package("PTS1000", 1_000, "960.00", unit="points"),
         settings(allow_pcc_point_purchase=True),
-        {"type": "TransferPoints", "transfer_id": "TP1", "from_id": DISTRIBUTOR, "to_id": CLIENT,
-         "quantity": 2_900, "actor": DISTRIBUTOR},
-    )  # fmt: skip
+        transfer_points(2_900, "TP1"),
+    )
     outcome = lg.execute(panel("CPTS500"))
     client_sale, supply_sale = outcome.sale_ids
     assert outcome.details == {"supply_sale_ids": [supply_sale]}
