@@ -58,30 +58,22 @@ def buy(
     return command("BuyPackage", buyer_id, **fields, **extra)
 
 
-def transfer_stamps(
-    quantity: int = 10,
-    transfer_id: str = "T1",
-    *,
-    to_id: str = CTI,
-    from_id: str = DISTRIBUTOR,
-    **extra: Any,
-) -> dict[str, Any]:
-    """``from_id`` (D1) sends ``quantity`` stamps to ``to_id`` (C1's CTI)."""
-    fields = {"transfer_id": transfer_id, "from_id": from_id, "to_id": to_id, "quantity": quantity}
-    return command("TransferStamps", from_id, **fields, **extra)
+def transfer_stamps(quantity: int = 10, transfer_id: str = "T1", **fields: Any) -> dict[str, Any]:
+    """D1 sends ``quantity`` stamps to C1's CTI; ``fields`` may name another ``to_id``, another
+    ``from_id`` (the actor then), an ``amount``..."""
+    return _transfer("TransferStamps", quantity, transfer_id, {"to_id": CTI, **fields})
 
 
-def transfer_points(
-    quantity: int = 100,
-    transfer_id: str = "P1",
-    *,
-    to_id: str = CLIENT,
-    from_id: str = DISTRIBUTOR,
-    **extra: Any,
-) -> dict[str, Any]:
-    """``from_id`` (D1) sends ``quantity`` points to ``to_id`` (C1's wallet)."""
-    fields = {"transfer_id": transfer_id, "from_id": from_id, "to_id": to_id, "quantity": quantity}
-    return command("TransferPoints", from_id, **fields, **extra)
+def transfer_points(quantity: int = 100, transfer_id: str = "P1", **fields: Any) -> dict[str, Any]:
+    """D1 sends ``quantity`` points to C1's wallet; ``fields`` as for ``transfer_stamps``."""
+    return _transfer("TransferPoints", quantity, transfer_id, {"to_id": CLIENT, **fields})
+
+
+def _transfer(kind: str, quantity: int, transfer_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    sender = fields.pop("from_id", DISTRIBUTOR)
+    return command(
+        kind, sender, transfer_id=transfer_id, from_id=sender, quantity=quantity, **fields
+    )
 
 
 def mass_transfer(
@@ -151,6 +143,16 @@ def verify_credentials(password: str, cti_id: str = CTI) -> dict[str, Any]:
     return command("VerifyStampingCredentials", MASTER, cti_id=cti_id, password=password)
 
 
+def register_distributor(
+    distributor_id: str, parent_id: str = MASTER, *, profile: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``parent_id`` registers ``distributor_id``; its profile is ``distributor_profile()`` with
+    an email of its own unless another profile is given."""
+    profile = profile or distributor_profile(email=f"{distributor_id.lower()}@example.com")
+    fields = {"distributor_id": distributor_id, "parent_id": parent_id, "profile": profile}
+    return command("RegisterDistributor", parent_id, **fields)
+
+
 def onboard(
     distributor_id: str,
     parent_id: str = MASTER,
@@ -158,17 +160,64 @@ def onboard(
     expires_on: str = EXPIRES_ON,
     profile: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """``parent_id`` registers, validates and activates ``distributor_id`` (a new distributor's
-    profile is ``distributor_profile()`` with an email of its own unless one is given)."""
-    email = f"{distributor_id.lower()}@example.com"
-    registered = {"distributor_id": distributor_id, "parent_id": parent_id}
+    """``parent_id`` registers, validates and activates ``distributor_id``."""
     return [
-        command("RegisterDistributor", parent_id, **registered,
-                profile=profile or distributor_profile(email=email)),
+        register_distributor(distributor_id, parent_id, profile=profile),
         command("ValidateDistributor", parent_id, distributor_id=distributor_id),
         command("ActivateDistributor", parent_id, distributor_id=distributor_id,
                 expires_on=expires_on),
     ]  # fmt: skip
+
+
+def on_cti(kind: str, cti_id: str = CTI, **fields: Any) -> dict[str, Any]:
+    """D1's command ``kind`` on its client's stamping account ``cti_id`` (C1's CTI): Block-,
+    ReactivateStampingAccount, ResetStampingPassword, RenewUnlimitedAccount..."""
+    return command(kind, DISTRIBUTOR, cti_id=cti_id, **fields)
+
+
+def rival_distributor(distributor_id: str = "D2", client_id: str = "C2") -> list[dict[str, Any]]:
+    """Another active distributor of the master (``Dos``) with a client of its own (``Ana``,
+    whose CTI is ``C2-cti``)."""
+    profile = distributor_profile("Dos", "dos@example.com")
+    return [
+        *onboard(distributor_id, profile=profile),
+        register_client(
+            client_id, distributor_id=distributor_id, name="Ana", email="ana@example.com"
+        ),
+    ]
+
+
+def cancel_distributor(
+    distributor_id: str = DISTRIBUTOR, actor: str = MASTER
+) -> list[dict[str, Any]]:
+    """``actor`` (the master account) suspends, then cancels ``distributor_id`` (D1)."""
+    return [
+        command(kind, actor, distributor_id=distributor_id)
+        for kind in ("SuspendDistributor", "CancelDistributor")
+    ]
+
+
+def assign_admin(email: str, client_id: str = CLIENT, **extra: Any) -> dict[str, Any]:
+    """D1 sets the admin login of its client ``client_id`` (C1)."""
+    fields = {"client_id": client_id, "email": email, "mobile": "5512345678"}
+    return command("AssignAdminProfile", DISTRIBUTOR, **fields, **extra)
+
+
+def buy_seat(
+    seat_id: str = "S1", price: str = "288.84", *, client_id: str = CLIENT
+) -> dict[str, Any]:
+    """D1 sells its client ``client_id`` (C1) an extra-user seat (249.00 + IVA)."""
+    return command("BuyUserSeat", DISTRIBUTOR, seat_id=seat_id, client_id=client_id, price=price)
+
+
+def add_portal_user(
+    user_id: str = "U1", email: str | None = None, *, client_id: str = CLIENT, **extra: Any
+) -> dict[str, Any]:
+    """The client ``client_id`` (C1) adds a portal user (``u1@example.com`` for ``U1`` unless an
+    email is given); ``extra`` may name another ``actor``."""
+    fields = {"user_id": user_id, "client_id": client_id}
+    email = email or f"{user_id.lower()}@example.com"
+    return command("AddPortalUser", client_id, **fields, email=email, **extra)
 
 
 def sub_distributor(
@@ -256,12 +305,9 @@ def ok(lg: Ledger, *commands: dict[str, Any]) -> list[Outcome]:
 
 def contract(product: str, distributor_id: str = DISTRIBUTOR) -> dict[str, Any]:
     """``distributor_id`` contracts a catalogue subscription."""
-    return {
-        "type": "ContractSubscription",
-        "distributor_id": distributor_id,
-        "product": product,
-        "actor": distributor_id,
-    }
+    return command(
+        "ContractSubscription", distributor_id, distributor_id=distributor_id, product=product
+    )
 
 
 @contextmanager

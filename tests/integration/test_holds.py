@@ -22,8 +22,8 @@ from tests.support import (
 
 CFDI = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
 
+# C1's CTI with 3 stamps of a lot without expiry.
 lg = store_network_fixture(cti_stamps=3)
-"""C1's CTI with 3 stamps of a lot without expiry."""
 
 
 def cti_row(lg: Ledger) -> tuple[int, int, int, int]:

@@ -30,8 +30,8 @@ from tests.unit.test_audit_verify import check, forged, next_version, rows_of
 
 CFDI = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
 
+# A ledger on the in-memory store; C1's CTI holds 3 stamps.
 lg = network_fixture(cti_stamps=3)
-"""A ledger on the in-memory store; C1's CTI holds 3 stamps."""
 
 
 def consumed(lg: Ledger) -> int:

@@ -27,8 +27,8 @@ from tests.support import transfer_stamps as transfer
 
 CFDI = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
+# A ledger on the in-memory store with the standard network and 3 stamps on C1's CTI.
 lg = network_fixture(cti_stamps=3)
-"""A ledger on the in-memory store with the standard network and 3 stamps on C1's CTI."""
 
 
 def store(lg: Ledger) -> MemoryStore:

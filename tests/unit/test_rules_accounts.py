@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -20,55 +19,23 @@ from tests.support import (
     CLIENT,
     CTI,
     DISTRIBUTOR,
-    MASTER,
+    PASSWORD,
+    command,
     consume,
     distributor_profile,
+    network_fixture,
     network_ledger,
+    on_cti,
+    open_cti,
+    register_distributor,
     rejection,
+    transfer_stamps,
+    verify_credentials,
 )
+from tests.support import transfer_points as give_points
 
-PASSWORD = "Tr0mbón-azul-77"
-
-
-@pytest.fixture
-def lg(clock: ManualClock) -> Iterator[Ledger]:
-    """A ledger on the in-memory store: D1 with stamps and points; C1's CTI holds 5 stamps."""
-    with network_ledger(clock, cti_stamps=5) as ledger:
-        ledger.execute(
-            {
-                "type": "BuyPackage",
-                "actor": DISTRIBUTOR,
-                "buyer_id": DISTRIBUTOR,
-                "seller_id": MASTER,
-                "package_id": "PTS3000",
-            }
-        )
-        yield ledger
-
-
-def open_cti(cti_id: str = "X1", kind: str = "standard", **extra: Any) -> dict[str, Any]:
-    """OpenStampingAccount for C1."""
-    return {
-        "type": "OpenStampingAccount",
-        "actor": DISTRIBUTOR,
-        "cti_id": cti_id,
-        "client_id": CLIENT,
-        "kind": kind,
-        "password": PASSWORD,
-        **extra,
-    }
-
-
-def give_points(quantity: int, transfer_id: str = "P1") -> dict[str, Any]:
-    """D1 sends points to C1."""
-    return {
-        "type": "TransferPoints",
-        "actor": DISTRIBUTOR,
-        "transfer_id": transfer_id,
-        "from_id": DISTRIBUTOR,
-        "to_id": CLIENT,
-        "quantity": quantity,
-    }
+# A ledger on the in-memory store: D1 with stamps and points; C1's CTI holds 5 stamps.
+lg = network_fixture(cti_stamps=5, points=3000)
 
 
 def register_client(client_id: str = "C2", **extra: Any) -> dict[str, Any]:
@@ -147,37 +114,32 @@ def test_an_empty_cti_is_insufficient_stamps(lg: Ledger) -> None:
 
 def test_a_blocked_cti_cannot_stamp(lg: Ledger) -> None:
     """Blocking stops consumption with account_blocked."""
-    lg.execute({"type": "BlockStampingAccount", "actor": DISTRIBUTOR, "cti_id": CTI})
+    lg.execute(on_cti("BlockStampingAccount"))
     assert rejection(lg, consume()).code == "account_blocked"
 
 
 def test_a_reactivated_cti_stamps_again(lg: Ledger) -> None:
     """Reactivation restores consumption."""
-    lg.execute({"type": "BlockStampingAccount", "actor": DISTRIBUTOR, "cti_id": CTI})
-    lg.execute({"type": "ReactivateStampingAccount", "actor": DISTRIBUTOR, "cti_id": CTI})
+    lg.execute(on_cti("BlockStampingAccount"))
+    lg.execute(on_cti("ReactivateStampingAccount"))
     assert lg.execute(consume()).balance_after == 4
 
 
 def test_blocking_twice_is_invalid_transition(lg: Ledger) -> None:
     """A blocked CTI cannot be blocked again."""
-    lg.execute({"type": "BlockStampingAccount", "actor": DISTRIBUTOR, "cti_id": CTI})
-    assert (
-        rejection(lg, {"type": "BlockStampingAccount", "actor": DISTRIBUTOR, "cti_id": CTI}).code
-        == "invalid_transition"
-    )
+    lg.execute(on_cti("BlockStampingAccount"))
+    assert rejection(lg, on_cti("BlockStampingAccount")).code == "invalid_transition"
 
 
 def test_reactivating_an_active_cti_is_invalid_transition(lg: Ledger) -> None:
     """An active CTI cannot be reactivated."""
-    rejected = rejection(
-        lg, {"type": "ReactivateStampingAccount", "actor": DISTRIBUTOR, "cti_id": CTI}
-    )
+    rejected = rejection(lg, on_cti("ReactivateStampingAccount"))
     assert rejected.code == "invalid_transition"
 
 
 def test_blocking_another_distributors_cti_is_not_authorised(lg: Ledger) -> None:
     """Only the CTI's distributor (or its master) blocks it."""
-    rejected = rejection(lg, {"type": "BlockStampingAccount", "cti_id": CTI, "actor": "D2"})
+    rejected = rejection(lg, on_cti("BlockStampingAccount", actor="D2"))
     assert rejected.code == "not_authorised"
 
 
@@ -189,48 +151,21 @@ def test_consuming_on_an_unknown_cti_is_unknown_account(lg: Ledger) -> None:
 def test_an_rfc_lock_refuses_other_issuers(lg: Ledger) -> None:
     """A CTI locked to an RFC stamps only for that issuer."""
     lg.execute(open_cti(rfc_lock="MAB9307148T4"))
-    lg.execute(
-        {
-            "type": "TransferStamps",
-            "actor": DISTRIBUTOR,
-            "transfer_id": "T9",
-            "from_id": DISTRIBUTOR,
-            "to_id": "X1",
-            "quantity": 3,
-        }
-    )
+    lg.execute(transfer_stamps(3, "T9", to_id="X1"))
     assert rejection(lg, consume("X1")).code == "rfc_not_allowed"
 
 
 def test_an_rfc_lock_accepts_its_issuer(lg: Ledger) -> None:
     """The locked RFC stamps."""
     lg.execute(open_cti(rfc_lock="MAB9307148T4"))
-    lg.execute(
-        {
-            "type": "TransferStamps",
-            "actor": DISTRIBUTOR,
-            "transfer_id": "T9",
-            "from_id": DISTRIBUTOR,
-            "to_id": "X1",
-            "quantity": 3,
-        }
-    )
+    lg.execute(transfer_stamps(3, "T9", to_id="X1"))
     assert lg.execute(consume("X1", issuer_rfc="MAB9307148T4")).balance_after == 2
 
 
 def test_an_rfc_lock_ignores_the_case_of_the_issuer_rfc(lg: Ledger) -> None:
     """RFCs are case-insensitive: the lock is stored upper-case and matches a lower-case issuer."""
     lg.execute(open_cti(rfc_lock="mab9307148t4"))
-    lg.execute(
-        {
-            "type": "TransferStamps",
-            "actor": DISTRIBUTOR,
-            "transfer_id": "T9",
-            "from_id": DISTRIBUTOR,
-            "to_id": "X1",
-            "quantity": 3,
-        }
-    )
+    lg.execute(transfer_stamps(3, "T9", to_id="X1"))
     assert lg.execute(consume("X1", issuer_rfc="mab9307148t4")).balance_after == 2
 
 
@@ -274,17 +209,14 @@ def test_renewing_an_unlimited_cti_charges_another_year(lg: Ledger, clock: Manua
     """A renewal spends the fee again and extends validity by a year from its end."""
     lg.execute(give_points(3_000))
     lg.execute(open_cti("U1", "unlimited"))
-    outcome = lg.execute({"type": "RenewUnlimitedAccount", "actor": DISTRIBUTOR, "cti_id": "U1"})
+    outcome = lg.execute(on_cti("RenewUnlimitedAccount", "U1"))
     assert outcome.details == {"valid_until": "2028-01-05"}
     assert lg.balance(CLIENT, "points") == 0
 
 
 def test_renewing_a_standard_cti_is_wrong_account_kind(lg: Ledger) -> None:
     """Only unlimited CTIs renew."""
-    assert (
-        rejection(lg, {"type": "RenewUnlimitedAccount", "actor": DISTRIBUTOR, "cti_id": CTI}).code
-        == "wrong_account_kind"
-    )
+    assert rejection(lg, on_cti("RenewUnlimitedAccount")).code == "wrong_account_kind"
 
 
 def test_opening_a_cti_for_another_distributors_client_is_not_authorised(lg: Ledger) -> None:
@@ -303,14 +235,7 @@ def test_opening_a_taken_cti_id_is_already_exists(lg: Ledger) -> None:
 def test_passwords_are_never_stored_in_plaintext(lg: Ledger) -> None:
     """Neither the events nor the idempotency index hold the password or its UTF-8 bytes."""
     lg.execute(open_cti())
-    lg.execute(
-        {
-            "type": "ResetStampingPassword",
-            "actor": DISTRIBUTOR,
-            "cti_id": "X1",
-            "password": PASSWORD + "!",
-        }
-    )
+    lg.execute(on_cti("ResetStampingPassword", "X1", password=PASSWORD + "!"))
     stored = b"".join(row.state for row in lg.store.stored_events())
     assert PASSWORD.encode() not in stored
     assert PASSWORD.encode("unicode_escape") not in stored
@@ -341,9 +266,7 @@ def test_verify_credentials_accepts_the_right_password(lg: Ledger) -> None:
     """The right password is valid, and checking it records nothing."""
     lg.execute(open_cti())
     before = len(lg.store.stored_events())
-    outcome = lg.execute(
-        {"type": "VerifyStampingCredentials", "actor": MASTER, "cti_id": "X1", "password": PASSWORD}
-    )
+    outcome = lg.execute(verify_credentials(PASSWORD, "X1"))
     assert outcome.valid is True
     assert len(lg.store.stored_events()) == before
 
@@ -352,14 +275,7 @@ def test_verify_credentials_answers_a_wrong_password_with_valid_false(lg: Ledger
     """A wrong password is an outcome with valid false, recorded as one failed check."""
     lg.execute(open_cti())
     before = len(lg.store.stored_events())
-    outcome = lg.execute(
-        {
-            "type": "VerifyStampingCredentials",
-            "actor": MASTER,
-            "cti_id": "X1",
-            "password": "nope-nope",
-        }
-    )
+    outcome = lg.execute(verify_credentials("nope-nope", "X1"))
     assert outcome.valid is False
     topics = [e.topic for e in lg.store.stored_events()[before:]]
     assert topics == ["StampingAccount.CredentialsCheckFailed"]
@@ -368,14 +284,7 @@ def test_verify_credentials_answers_a_wrong_password_with_valid_false(lg: Ledger
 def test_verify_credentials_answers_the_same_for_an_unknown_cti(lg: Ledger) -> None:
     """An unknown id is indistinguishable from a wrong password, and records nothing."""
     before = len(lg.store.stored_events())
-    outcome = lg.execute(
-        {
-            "type": "VerifyStampingCredentials",
-            "actor": MASTER,
-            "cti_id": "NOBODY",
-            "password": PASSWORD,
-        }
-    )
+    outcome = lg.execute(verify_credentials(PASSWORD, "NOBODY"))
     assert outcome.to_dict() == {"type": "VerifyStampingCredentials", "ok": True, "valid": False}
     assert len(lg.store.stored_events()) == before
 
@@ -392,9 +301,7 @@ def test_verify_credentials_uses_the_constant_time_check(
         return verify_password(plaintext, stored)
 
     monkeypatch.setattr(accounts, "verify_password", spy)
-    lg.execute(
-        {"type": "VerifyStampingCredentials", "actor": MASTER, "cti_id": "X1", "password": PASSWORD}
-    )
+    lg.execute(verify_credentials(PASSWORD, "X1"))
     assert calls == [cti(lg, "X1").password_hash]
 
 
@@ -409,14 +316,7 @@ def test_verify_credentials_of_an_unknown_cti_costs_a_hash_too(
         return verify_password(plaintext, stored)
 
     monkeypatch.setattr(accounts, "verify_password", spy)
-    outcome = lg.execute(
-        {
-            "type": "VerifyStampingCredentials",
-            "actor": MASTER,
-            "cti_id": "NOBODY",
-            "password": PASSWORD,
-        }
-    )
+    outcome = lg.execute(verify_credentials(PASSWORD, "NOBODY"))
     assert outcome.valid is False
     assert len(calls) == 1
     assert calls[0].startswith("scrypt$")
@@ -425,32 +325,16 @@ def test_verify_credentials_of_an_unknown_cti_costs_a_hash_too(
 def test_a_reset_password_replaces_the_old_one(lg: Ledger) -> None:
     """After a reset the new password verifies and the old one does not."""
     lg.execute(open_cti())
-    lg.execute(
-        {
-            "type": "ResetStampingPassword",
-            "actor": DISTRIBUTOR,
-            "cti_id": "X1",
-            "password": "otra-clave-99",
-        }
-    )
-    verify = {"type": "VerifyStampingCredentials", "actor": MASTER, "cti_id": "X1"}
-    assert lg.execute({**verify, "password": "otra-clave-99"}).valid is True
-    assert lg.execute({**verify, "password": PASSWORD}).valid is False
+    lg.execute(on_cti("ResetStampingPassword", "X1", password="otra-clave-99"))
+    assert lg.execute(verify_credentials("otra-clave-99", "X1")).valid is True
+    assert lg.execute(verify_credentials(PASSWORD, "X1")).valid is False
 
 
 def test_verify_credentials_of_a_blocked_cti_is_account_blocked(lg: Ledger) -> None:
     """A blocked account does not log in, even with the right password."""
     lg.execute(open_cti())
-    lg.execute({"type": "BlockStampingAccount", "actor": DISTRIBUTOR, "cti_id": "X1"})
-    rejected = rejection(
-        lg,
-        {
-            "type": "VerifyStampingCredentials",
-            "actor": MASTER,
-            "cti_id": "X1",
-            "password": PASSWORD,
-        },
-    )
+    lg.execute(on_cti("BlockStampingAccount", "X1"))
+    rejected = rejection(lg, verify_credentials(PASSWORD, "X1"))
     assert rejected.code == "account_blocked"
 
 
@@ -459,13 +343,8 @@ def test_verify_credentials_of_a_blocked_cti_is_account_blocked(lg: Ledger) -> N
 
 def admin(email: str, client_id: str = CLIENT) -> dict[str, Any]:
     """AssignAdminProfile for a client."""
-    return {
-        "type": "AssignAdminProfile",
-        "actor": DISTRIBUTOR,
-        "client_id": client_id,
-        "email": email,
-        "mobile": "5512345678",
-    }
+    fields = {"client_id": client_id, "email": email, "mobile": "5512345678"}
+    return command("AssignAdminProfile", DISTRIBUTOR, **fields)
 
 
 def test_a_fresh_email_becomes_the_clients_admin(lg: Ledger) -> None:
@@ -483,15 +362,7 @@ def test_a_distributors_login_cannot_administer_a_client(lg: Ledger) -> None:
 
 def test_a_sub_distributors_login_cannot_administer_a_client(lg: Ledger) -> None:
     """Any distributor's login is refused, not only the client's own distributor."""
-    lg.execute(
-        {
-            "type": "RegisterDistributor",
-            "actor": MASTER,
-            "distributor_id": "D2",
-            "parent_id": MASTER,
-            "profile": distributor_profile("Dos", "dos@example.com"),
-        }
-    )
+    lg.execute(register_distributor("D2", profile=distributor_profile("Dos", "dos@example.com")))
     assert rejection(lg, admin("dos@example.com")).code == "admin_profile_not_allowed"
 
 

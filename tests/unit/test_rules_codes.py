@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
-
-import pytest
 
 from ledger.api import Ledger
 from ledger.clock import ManualClock
@@ -18,27 +15,16 @@ from tests.support import (
     CLIENT,
     CTI,
     DISTRIBUTOR,
-    MASTER,
-    client_profile,
-    network_ledger,
+    command,
+    network_fixture,
+    ok,
+    open_cti,
     rejection,
+    rival_distributor,
 )
 
-
-@pytest.fixture
-def lg(clock: ManualClock) -> Iterator[Ledger]:
-    """A ledger on the in-memory store: D1 holds 10,000 stamps and 3,000 points."""
-    with network_ledger(clock) as ledger:
-        ledger.execute(
-            {
-                "type": "BuyPackage",
-                "buyer_id": DISTRIBUTOR,
-                "seller_id": MASTER,
-                "package_id": "PTS3000",
-                "actor": DISTRIBUTOR,
-            }
-        )
-        yield ledger
+# A ledger on the in-memory store: D1 holds 10,000 stamps and 3,000 points.
+lg = network_fixture(points=3000)
 
 
 def stored(lg: Ledger) -> int:
@@ -50,30 +36,23 @@ def issue(
     code_id: str = "K1", unit: str = "stamps", quantity: int = 100, **extra: Any
 ) -> dict[str, Any]:
     """IssueCreditCode by D1."""
-    return {
-        "type": "IssueCreditCode",
-        "code_id": code_id,
-        "distributor_id": DISTRIBUTOR,
-        "unit": unit,
-        "quantity": quantity,
-        "amount": "50.00",
-        "actor": DISTRIBUTOR,
-        **extra,
-    }
+    fields = {"code_id": code_id, "distributor_id": DISTRIBUTOR, "unit": unit}
+    return command(
+        "IssueCreditCode", DISTRIBUTOR, **fields, quantity=quantity, amount="50.00", **extra
+    )
 
 
 def redeem(outcome: Outcome, to_id: str = CTI, nip: str | None = None, **extra: Any) -> dict:
     """RedeemCreditCode of an issued code, by the client."""
     assert outcome.code is not None
     assert outcome.nip is not None
-    return {
-        "type": "RedeemCreditCode",
-        "code": outcome.code,
-        "nip": outcome.nip if nip is None else nip,
-        "to_id": to_id,
-        "actor": CLIENT,
-        **extra,
-    }
+    nip = outcome.nip if nip is None else nip
+    return command("RedeemCreditCode", CLIENT, code=outcome.code, nip=nip, to_id=to_id, **extra)
+
+
+def cancel(actor: str = DISTRIBUTOR) -> dict[str, Any]:
+    """CancelCreditCode of ``K1`` (by its issuer D1 unless ``actor`` says)."""
+    return command("CancelCreditCode", actor, code_id="K1")
 
 
 def wrong(nip: str) -> str:
@@ -167,15 +146,7 @@ def test_a_redeemed_code_cannot_go_elsewhere(lg: Ledger) -> None:
     """Another target after the redemption is code_redeemed."""
     code = lg.execute(issue())
     lg.execute(redeem(code))
-    lg.execute(
-        {
-            "type": "OpenStampingAccount",
-            "cti_id": "C1-cti2",
-            "client_id": CLIENT,
-            "password": "secreto-123",
-            "actor": DISTRIBUTOR,
-        }
-    )
+    lg.execute(open_cti("C1-cti2", password="secreto-123"))
     assert rejection(lg, redeem(code, to_id="C1-cti2")).code == "code_redeemed"
     assert lg.balance("C1-cti2", "stamps") == 0
 
@@ -222,14 +193,10 @@ def test_a_wrong_nip_in_an_aborted_atomic_batch_still_counts(lg: Ledger) -> None
 
 def test_an_unknown_code_records_nothing(lg: Ledger) -> None:
     """A code that was never issued is unknown_code."""
-    command = {
-        "type": "RedeemCreditCode",
-        "code": "00000-00000-00000-00000",
-        "nip": "123456",
-        "to_id": CTI,
-        "actor": CLIENT,
-    }
-    assert rejection(lg, command).code == "unknown_code"
+    unknown = command(
+        "RedeemCreditCode", CLIENT, code="00000-00000-00000-00000", nip="123456", to_id=CTI
+    )
+    assert rejection(lg, unknown).code == "unknown_code"
 
 
 def test_an_expired_code_is_refused_and_its_expiry_returns_the_credits(
@@ -243,7 +210,7 @@ def test_an_expired_code_is_refused_and_its_expiry_returns_the_credits(
     assert rejection(lg, redeem(code)).code == "code_expired"
     (row,) = lg.views.credit_codes(DISTRIBUTOR)
     assert row.state == "expired"
-    closed = lg.execute({"type": "CancelCreditCode", "code_id": "K1", "actor": DISTRIBUTOR})
+    closed = lg.execute(cancel())
     assert closed.details == {"code_id": "K1", "state": "expired"}
     assert lg.balance(DISTRIBUTOR, "stamps") == 10_000
     assert lg.verify().ok
@@ -252,10 +219,10 @@ def test_an_expired_code_is_refused_and_its_expiry_returns_the_credits(
 def test_a_cancelled_code_returns_its_credits(lg: Ledger) -> None:
     """CancelCreditCode on an active code gives the credits back; it can no longer be redeemed."""
     code = lg.execute(issue())
-    outcome = lg.execute({"type": "CancelCreditCode", "code_id": "K1", "actor": DISTRIBUTOR})
+    outcome = lg.execute(cancel())
     assert outcome.balance_after == 10_000
     assert rejection(lg, redeem(code)).code == "code_cancelled"
-    again = rejection(lg, {"type": "CancelCreditCode", "code_id": "K1", "actor": DISTRIBUTOR})
+    again = rejection(lg, cancel())
     assert again.code == "code_cancelled"
     (row,) = lg.views.credit_codes(DISTRIBUTOR)
     assert row.state == "cancelled"
@@ -265,43 +232,12 @@ def test_a_cancelled_code_returns_its_credits(lg: Ledger) -> None:
 def test_only_the_issuer_cancels(lg: Ledger) -> None:
     """Another actor cancelling is not_authorised."""
     lg.execute(issue())
-    command = {"type": "CancelCreditCode", "code_id": "K1", "actor": CLIENT}
-    assert rejection(lg, command).code == "not_authorised"
+    assert rejection(lg, cancel(CLIENT)).code == "not_authorised"
 
 
 def other_network(lg: Ledger) -> None:
     """D2 with client C2 (and C2-cti) under the same master."""
-    for result in lg.execute_many(
-        [
-            {
-                "type": "RegisterDistributor",
-                "distributor_id": "D2",
-                "parent_id": MASTER,
-                "profile": {
-                    "name": "Dos",
-                    "rfc": "MAB9307148T4",
-                    "email": "dos@example.com",
-                    "postal_code": "06600",
-                },
-                "actor": MASTER,
-            },
-            {"type": "ValidateDistributor", "distributor_id": "D2", "actor": MASTER},
-            {
-                "type": "ActivateDistributor",
-                "distributor_id": "D2",
-                "expires_on": "2027-01-31",
-                "actor": MASTER,
-            },
-            {
-                "type": "RegisterClient",
-                "client_id": "C2",
-                "distributor_id": "D2",
-                "profile": client_profile("Otra", "otra@example.com"),
-                "actor": "D2",
-            },
-        ]
-    ):
-        assert result.ok, result
+    ok(lg, *rival_distributor())
 
 
 def test_a_code_stays_in_its_issuers_network(lg: Ledger) -> None:

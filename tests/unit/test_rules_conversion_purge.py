@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
-
-import pytest
 
 from ledger.aggregates.client import Client
 from ledger.aggregates.distributor import Distributor
@@ -19,35 +16,32 @@ from tests.support import (
     CTI,
     DISTRIBUTOR,
     MASTER,
-    build_network,
+    add_portal_user,
+    assign_admin,
+    buy_seat,
+    cancel_distributor,
     client_profile,
+    command,
     consume,
     contract,
-    define_catalogue,
     distributor_profile,
+    network_fixture,
     network_ledger,
+    ok,
+    register_distributor,
     rejection,
 )
 
 NEW = "D-EX-C1"
 
-
-@pytest.fixture
-def lg(clock: ManualClock) -> Iterator[Ledger]:
-    """The standard network with the catalogue; C1's CTI holds 10 stamps."""
-    with network_ledger(clock, cti_stamps=10) as ledger:
-        define_catalogue(ledger)
-        yield ledger
+# The standard network with the catalogue; C1's CTI holds 10 stamps.
+lg = network_fixture(cti_stamps=10, catalogue=True)
 
 
 def convert(actor: str = DISTRIBUTOR, distributor_id: str = NEW) -> dict[str, Any]:
     """D1 converts its client C1 into a sub-distributor."""
-    return {
-        "type": "ConvertClientToDistributor",
-        "client_id": CLIENT,
-        "distributor_id": distributor_id,
-        "actor": actor,
-    }
+    fields = {"client_id": CLIENT, "distributor_id": distributor_id}
+    return command("ConvertClientToDistributor", actor, **fields)
 
 
 def current(lg: Ledger, aggregate_id: str) -> Any:
@@ -124,13 +118,17 @@ def test_only_the_clients_distributor_converts_it(lg: Ledger) -> None:
 
 def cancel(lg: Ledger) -> None:
     """The master suspends and cancels D1 (cancelled on 5 Jan 2026)."""
-    for command_type in ("SuspendDistributor", "CancelDistributor"):
-        lg.execute({"type": command_type, "distributor_id": DISTRIBUTOR, "actor": MASTER})
+    ok(lg, *cancel_distributor())
 
 
 def purge(actor: str = MASTER) -> dict[str, Any]:
     """The master purges D1."""
-    return {"type": "PurgeDistributor", "distributor_id": DISTRIBUTOR, "actor": actor}
+    return command("PurgeDistributor", actor, distributor_id=DISTRIBUTOR)
+
+
+def seat_and_user(lg: Ledger) -> None:
+    """D1 sells C1 a seat; C1 adds the portal user ``usuario@example.com``."""
+    ok(lg, buy_seat(), add_portal_user("U1", "usuario@example.com"))
 
 
 def test_purging_before_day_30_is_invalid_transition(lg: Ledger, clock: ManualClock) -> None:
@@ -198,14 +196,7 @@ def test_the_purge_removes_personal_data_from_every_view_table(
     lg: Ledger, clock: ManualClock
 ) -> None:
     """Names, RFCs and e-mails of D1, its client and its client's portal users leave the views."""
-    lg.execute(
-        {"type": "BuyUserSeat", "seat_id": "S1", "client_id": CLIENT, "price": "288.84",
-         "actor": DISTRIBUTOR}
-    )  # fmt: skip
-    lg.execute(
-        {"type": "AddPortalUser", "user_id": "U1", "client_id": CLIENT,
-         "email": "usuario@example.com", "actor": CLIENT}
-    )  # fmt: skip
+    seat_and_user(lg)
     assert personal_rows(lg)  # the test sees them before the purge
     cancel(lg)
     clock.advance(timedelta(days=30))
@@ -232,15 +223,8 @@ def test_a_purged_distributors_client_takes_no_new_profile(lg: Ledger, clock: Ma
     cancel(lg)
     clock.advance(timedelta(days=30))
     lg.execute(purge())
-    rejected = rejection(
-        lg,
-        {
-            "type": "UpdateClientProfile",
-            "client_id": CLIENT,
-            "profile": client_profile(),
-            "actor": DISTRIBUTOR,
-        },
-    )
+    update = command("UpdateClientProfile", DISTRIBUTOR, client_id=CLIENT, profile=client_profile())
+    rejected = rejection(lg, update)
     assert rejected.code == "distributor_not_active"
 
 
@@ -267,21 +251,9 @@ def test_a_repeated_purge_command_replays(lg: Ledger, clock: ManualClock) -> Non
 # Admin logins ---------------------------------------------------------------------------------
 
 
-def assign_admin(email: str) -> dict[str, Any]:
-    """D1 sets C1's admin login."""
-    return {
-        "type": "AssignAdminProfile",
-        "client_id": CLIENT,
-        "email": email,
-        "mobile": "5512345678",
-        "actor": DISTRIBUTOR,
-    }
-
-
 def test_the_masters_admin_login_is_not_allowed_for_a_client(clock: ManualClock) -> None:
     """A master account opened with an admin e-mail: a client admin with it is refused."""
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as lg:
-        build_network(lg)
+    with network_ledger(clock) as lg:
         lg.execute({"type": "OpenMasterAccount", "master_id": "M2", "name": "Plataforma 2",
                     "rfc": "SAT970701NN3", "email": "Admin@Plataforma.mx",
                     "actor": MASTER})  # fmt: skip
@@ -312,29 +284,14 @@ def test_a_client_admin_login_cannot_open_a_master_account(lg: Ledger) -> None:
 def test_a_client_admin_login_cannot_register_a_distributor(lg: Ledger) -> None:
     """A client's admin login is refused as a new distributor's login."""
     lg.execute(assign_admin("cliente@example.com"))
-    rejected = rejection(
-        lg,
-        {
-            "type": "RegisterDistributor",
-            "distributor_id": "D5",
-            "parent_id": MASTER,
-            "actor": MASTER,
-            "profile": distributor_profile(email="cliente@example.com"),
-        },
-    )
+    profile = distributor_profile(email="cliente@example.com")
+    rejected = rejection(lg, register_distributor("D5", profile=profile))
     assert rejected.code == "admin_profile_not_allowed"
 
 
 def test_a_rebuild_after_a_purge_gives_the_same_blank_rows(lg: Ledger, clock: ManualClock) -> None:
     """Replaying the Purged event blanks the same rows: rebuilt views equal the incremental."""
-    lg.execute(
-        {"type": "BuyUserSeat", "seat_id": "S1", "client_id": CLIENT, "price": "288.84",
-         "actor": DISTRIBUTOR}
-    )  # fmt: skip
-    lg.execute(
-        {"type": "AddPortalUser", "user_id": "U1", "client_id": CLIENT,
-         "email": "usuario@example.com", "actor": CLIENT}
-    )  # fmt: skip
+    seat_and_user(lg)
     cancel(lg)
     clock.advance(timedelta(days=30))
     lg.execute(purge())

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-
-import pytest
 
 from ledger.api import Ledger
 from ledger.clock import ManualClock
@@ -14,56 +11,30 @@ from tests.support import (
     CLIENT,
     DISTRIBUTOR,
     MASTER,
+    add_portal_user,
+    buy_seat,
+    command,
     contract,
-    define_catalogue,
-    network_ledger,
+    network_fixture,
     rejection,
+    transfer_points,
 )
 
 DOMINUS_LICENCE_POINTS = 250
 """The seed catalogue's points per Dóminus licence (``ledger.first_steps.SEED_SUBSCRIPTIONS``)."""
 
-
-@pytest.fixture
-def lg(clock: ManualClock) -> Iterator[Ledger]:
-    """The standard network with the catalogue; D1 holds 3,000 points."""
-    with network_ledger(clock) as ledger:
-        define_catalogue(ledger)
-        ledger.execute(
-            {
-                "type": "BuyPackage",
-                "buyer_id": DISTRIBUTOR,
-                "seller_id": MASTER,
-                "package_id": "PTS3000",
-                "actor": DISTRIBUTOR,
-            }
-        )
-        yield ledger
+# The standard network with the catalogue; D1 holds 3,000 points.
+lg = network_fixture(catalogue=True, points=3000)
 
 
 def licence(product: str = "Dóminus", actor: str = DISTRIBUTOR, **extra: Any) -> dict[str, Any]:
     """D1 generates a licence for its client C1."""
-    return {
-        "type": "GenerateLicence",
-        "client_id": CLIENT,
-        "product": product,
-        "actor": actor,
-        **extra,
-    }
+    return command("GenerateLicence", actor, client_id=CLIENT, product=product, **extra)
 
 
 def give_points(lg: Ledger, quantity: int) -> None:
     """D1 transfers points to C1's wallet."""
-    lg.execute(
-        {
-            "type": "TransferPoints",
-            "transfer_id": f"TP-{quantity}",
-            "from_id": DISTRIBUTOR,
-            "to_id": CLIENT,
-            "quantity": quantity,
-            "actor": DISTRIBUTOR,
-        }
-    )
+    lg.execute(transfer_points(quantity, f"TP-{quantity}"))
 
 
 # Licences -------------------------------------------------------------------------------------
@@ -103,15 +74,7 @@ def test_a_licence_nobody_can_pay_is_insufficient_points(lg: Ledger) -> None:
     """Neither the wallet (0) nor D1 (0 after spending) covers 250: insufficient_points."""
     lg.execute(contract("MKL Dóminus"))
     give_points(lg, 3_000)  # D1 gives away all its points
-    lg.execute(
-        {
-            "type": "SpendPoints",
-            "client_id": CLIENT,
-            "product": "otro",
-            "points": 3_000,
-            "actor": DISTRIBUTOR,
-        }
-    )
+    lg.execute(command("SpendPoints", DISTRIBUTOR, client_id=CLIENT, product="otro", points=3_000))
     rejected = rejection(lg, licence())
     assert (rejected.code, rejected.details["requested"]) == ("insufficient_points", 250)
 
@@ -136,8 +99,9 @@ def test_a_licence_generated_on_a_leap_day_ends_on_28_february(
     lg: Ledger, clock: ManualClock
 ) -> None:
     """29 Feb 2028 + one year is 28 Feb 2029."""
-    lg.execute({"type": "RenewDistributor", "distributor_id": DISTRIBUTOR, "actor": MASTER,
-                "expires_on": "2029-01-31"})  # fmt: skip
+    lg.execute(
+        command("RenewDistributor", MASTER, distributor_id=DISTRIBUTOR, expires_on="2029-01-31")
+    )
     lg.execute(contract("MKL Dóminus"))
     clock.set(datetime(2028, 2, 29, 18, 0, tzinfo=UTC))
     assert lg.execute(licence()).details["expires_on"] == "2029-02-28"
@@ -175,31 +139,13 @@ def test_a_lapsed_mkl_gives_no_licence(lg: Ledger, clock: ManualClock) -> None:
 # Seats and portal users -----------------------------------------------------------------------
 
 
-def buy_seat(seat_id: str = "S1", price: str = "288.84") -> dict[str, Any]:
-    """D1 sells C1 an extra-user seat (249.00 + IVA)."""
-    return {
-        "type": "BuyUserSeat",
-        "seat_id": seat_id,
-        "client_id": CLIENT,
-        "price": price,
-        "actor": DISTRIBUTOR,
-    }
-
-
-def add_user(user_id: str, email: str | None = None, actor: str = CLIENT) -> dict[str, Any]:
-    """A portal user of C1."""
-    return {
-        "type": "AddPortalUser",
-        "user_id": user_id,
-        "client_id": CLIENT,
-        "email": email or f"{user_id.lower()}@example.com",
-        "actor": actor,
-    }
+add_user = add_portal_user
+"""A portal user of C1."""
 
 
 def user_command(kind: str, user_id: str, **extra: Any) -> dict[str, Any]:
     """Deactivate, Change or Delete a portal user, by C1."""
-    return {"type": f"{kind}PortalUser", "user_id": user_id, "actor": CLIENT, **extra}
+    return command(f"{kind}PortalUser", CLIENT, user_id=user_id, **extra)
 
 
 def test_a_seat_is_a_billable_sale_of_the_distributor(lg: Ledger) -> None:

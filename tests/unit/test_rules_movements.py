@@ -15,18 +15,15 @@ from tests.support import (
     DISTRIBUTOR,
     MASTER,
     buy,
-    client_profile,
     command,
     consume,
-    distributor_profile,
     mass_transfer,
     network_fixture,
     ok,
-    onboard,
     open_cti,
     package,
-    register_client,
     rejection,
+    rival_distributor,
     sub_distributor,
     transfer_points,
     transfer_stamps,
@@ -36,12 +33,8 @@ OTHER = "D2"
 OTHER_CLIENT = "C2"
 OTHER_CTI = "C2-cti"
 
-lg = network_fixture(
-    *onboard(OTHER, profile=distributor_profile("Dos", "dos@example.com")),
-    register_client(OTHER_CLIENT, distributor_id=OTHER, **client_profile("Ana", "ana@example.com")),
-    points=3000,
-)
-"""A ledger on the in-memory store: D1 with 10,000 stamps and 3,000 points, and a rival D2."""
+# A ledger on the in-memory store: D1 with 10,000 stamps and 3,000 points, and a rival D2.
+lg = network_fixture(*rival_distributor(OTHER, OTHER_CLIENT), points=3000)
 
 stamps = partial(transfer_stamps, amount="5.00")
 """A stamp transfer from D1 (to C1's CTI unless ``to_id`` says)."""

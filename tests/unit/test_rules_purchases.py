@@ -30,8 +30,8 @@ from tests.support import (
 
 SUB = "D1a"
 
+# The standard network; D1 also holds 3,000 points.
 lg = network_fixture(points=3000)
-"""The standard network; D1 also holds 3,000 points."""
 
 
 # Paying with points ----------------------------------------------------------------------------
