@@ -28,6 +28,7 @@ from ledger.outcome import Outcome
 from ledger.passwords import PasswordCost
 from ledger.projections.runner import Projector
 from ledger.projections.views import Views, default_views
+from ledger.read_scope import check_read
 
 PURGE_PAGE_SIZE = 500
 """Distributors purged per batch by ``purge_due``."""
@@ -203,6 +204,12 @@ class Ledger:
             now = self.engine.clock()
             return holder.balance(unit, local_date(now), now)
         return int(balance(unit))
+
+    def check_read(self, actor_id: str, account_id: str) -> None:
+        """Raises ``Rejected`` unless ``actor_id`` may read ``account_id`` (``read_scope``:
+        itself or below it in its network; ``unknown_account`` for an id of no account)."""
+        self._check_open()
+        check_read(actor_id, account_id, self.engine.current)
 
     def balance_at(
         self, holder_id: str, unit: str, at: str | datetime, *, booked: bool = False

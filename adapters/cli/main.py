@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from rich import box
 from rich.table import Table
 
+from adapters.cli import serve as cli_serve
 from adapters.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -337,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
             raise
     else:
         cli_audit.register(commands)
+    cli_serve.register(commands)
     return parser
 
 

@@ -1,0 +1,728 @@
+"""The ledger as an ASGI application (DESIGN §11): Starlette routes over one ``Ledger``.
+
+A route parses, calls the ``Ledger`` and maps the result; the rules stay in the library
+(commands, authorisation of commands, idempotency) and in ``ledger.read_scope`` (what a key's
+actor may read). Problems are built in ``problems.py`` from a ``Rejected``.
+
+- ``POST /v1/commands``: one command (the same JSON as a ``ledger exec`` line, parsed by the same
+  ``parse_command_json``), answered with its outcome or a problem. The key's actor is the
+  command's actor; an ``Idempotency-Key`` header becomes the ``idempotency_key`` of a command
+  without a natural key.
+- ``POST /v1/commands/batch[?atomic=true]``: a JSON array (or NDJSON) of up to 10,000 commands,
+  one result each, in order.
+- ``GET /v1/balances/{holder}``, ``/v1/history/{holder}``, ``/v1/views/<query>/{id}`` (every query
+  of ``Ledger.views``), ``/v1/status``: reads, scoped to what the key's actor may see.
+- ``/openapi.json``, ``/healthz``, ``/readyz``, ``/metrics``: no key needed.
+
+``create_app(ledger, keys)`` gives an app over a ``Ledger`` the host owns (to mount in its own
+ASGI app); ``create_app(settings=ServiceSettings(url=...))`` opens and closes its own, as
+``ledger serve`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import dataclasses
+import hashlib
+import inspect
+import itertools
+import math
+import time
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import date, datetime
+from typing import Any
+
+import msgspec
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from adapters.http import metrics
+from adapters.http.problems import (
+    http_problem,
+    problem_response,
+    rejected_response,
+    rejection_problem,
+)
+from adapters.storage.api_keys import ApiKey, ApiKeyStore
+from ledger.api import Ledger, Projections
+from ledger.commands.json_text import parse_command_json
+from ledger.commands.models import COMMAND_ADAPTER
+from ledger.errors import InfrastructureError, LedgerError, Rejected
+from ledger.logging import get_logger
+from ledger.outcome import Outcome
+from ledger.projections.views import Views
+
+log = get_logger("ledger.http")
+
+BODY_BYTES_MAX = 1_000_000
+"""Bound on the body of ``POST /v1/commands`` (413 past it)."""
+BATCH_BYTES_MAX = 10_000_000
+"""Bound on the body of ``POST /v1/commands/batch`` (413 past it)."""
+BATCH_COMMANDS_MAX = 10_000
+"""Bound on the commands of one batch request."""
+HISTORY_PAGE_DEFAULT = 100
+HISTORY_PAGE_MAX = 1_000
+KEY_CACHE_S_DEFAULT = 2.0
+"""How long a key checked against the database is trusted without asking again: a revoked key
+is refused within this long by every worker."""
+KEY_CACHE_ENTRIES_MAX = 10_000
+JSON_MEDIA_TYPE = "application/json"
+
+_ENCODER = msgspec.json.Encoder()
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSettings:
+    """How ``ledger serve`` runs the application (all but ``url`` have safe defaults)."""
+
+    url: str | None = None
+    projections: Projections = "inline"
+    rate_limit_rps: float = 0.0
+    """Requests a second one key may make (a burst of as many); 0: no limit."""
+    key_cache_s: float = KEY_CACHE_S_DEFAULT
+    body_bytes_max: int = BODY_BYTES_MAX
+    batch_bytes_max: int = BATCH_BYTES_MAX
+    batch_commands_max: int = BATCH_COMMANDS_MAX
+
+
+class Problem(Exception):
+    """Raised inside a route to answer a problem document (``problems.http_problem``)."""
+
+    def __init__(self, problem: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        super().__init__(problem.get("code"))
+        self.problem = problem
+        self.headers = headers
+
+
+# What a route may answer -----------------------------------------------------------------------
+
+
+def _json(data: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(_ENCODER.encode(data), media_type=JSON_MEDIA_TYPE, headers=headers)
+
+
+def _result_dict(result: Outcome | Rejected) -> dict[str, Any]:
+    if isinstance(result, Rejected):
+        metrics.COMMANDS.labels("rejected").inc()
+        metrics.REJECTIONS.labels(result.code).inc()
+        return rejection_problem(result)
+    metrics.COMMANDS.labels("replayed" if result.replayed else "ok").inc()
+    return result.to_dict()
+
+
+def _invalid(field: str, message: str) -> Rejected:
+    return Rejected("invalid_command", errors=[{"field": field, "message": message}])
+
+
+# Keys and rate ---------------------------------------------------------------------------------
+
+
+class _Bucket:
+    """A token bucket: ``rate`` tokens a second, at most ``rate`` (at least 1) held."""
+
+    __slots__ = ("at", "tokens")
+
+    def __init__(self, tokens: float, at: float) -> None:
+        self.tokens = tokens
+        self.at = at
+
+
+class Service:
+    """What the routes share: the ledger, the keys, the limits and the requests in flight."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        ledger: Ledger | None = None,
+        keys: ApiKeyStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self._ledger = ledger
+        self._keys = keys
+        self._owned: list[Ledger | ApiKeyStore] = []
+        self._key_cache: dict[bytes, tuple[ApiKey | None, float]] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self.in_flight: set[str] = set()
+        self.views = view_queries()
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger the routes call."""
+        if self._ledger is None:
+            raise Problem(http_problem("unavailable", "the ledger is not open"))
+        return self._ledger
+
+    @property
+    def keys(self) -> ApiKeyStore:
+        """The API keys."""
+        if self._keys is None:
+            raise Problem(http_problem("unavailable", "the ledger is not open"))
+        return self._keys
+
+    def open(self) -> None:
+        """Opens what was not given (``ledger serve``); ``close`` closes only that."""
+        if self._ledger is None:
+            self._ledger = Ledger.open(self.settings.url, projections=self.settings.projections)
+            self._owned.append(self._ledger)
+        if self._keys is None:
+            self._keys = ApiKeyStore.open(self._ledger.url or self.settings.url)
+            self._owned.append(self._keys)
+        if metrics.on_commit not in self._ledger.engine.on_commit:
+            self._ledger.engine.on_commit.append(metrics.on_commit)
+
+    def close(self) -> None:
+        """Closes the ledger and key store this service opened (the ledger waits, bounded,
+        for the commands queued)."""
+        if self._ledger is not None:
+            with contextlib.suppress(ValueError):
+                self._ledger.engine.on_commit.remove(metrics.on_commit)
+        while self._owned:
+            self._owned.pop().close()
+
+    async def authenticate(self, request: Request) -> ApiKey:
+        """The live key of ``Authorization: Bearer``; 401 (saying nothing more) otherwise, and
+        429 past the key's rate."""
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Problem(http_problem("unauthorised"), {"WWW-Authenticate": "Bearer"})
+        token = token.strip()
+        # Cached by the token's digest: the cache compares digests, never the keys themselves.
+        digest = hashlib.sha256(token.encode(errors="surrogateescape")).digest()
+        now = time.monotonic()
+        cached = self._key_cache.get(digest)
+        if cached is not None and cached[1] > now:
+            key = cached[0]
+        else:
+            key = await run_in_threadpool(self.keys.authenticate, token)
+            if len(self._key_cache) >= KEY_CACHE_ENTRIES_MAX:
+                self._key_cache.clear()
+            self._key_cache[digest] = (key, now + self.settings.key_cache_s)
+        if key is None:
+            raise Problem(http_problem("unauthorised"), {"WWW-Authenticate": "Bearer"})
+        self._take_token(key, now)
+        return key
+
+    def _take_token(self, key: ApiKey, now: float) -> None:
+        rate = self.settings.rate_limit_rps
+        if rate <= 0:
+            return
+        burst = max(rate, 1.0)
+        bucket = self._buckets.get(key.key_id)
+        if bucket is None:
+            bucket = self._buckets[key.key_id] = _Bucket(burst, now)
+        bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) * rate)
+        bucket.at = now
+        if bucket.tokens < 1:
+            retry_after_s = math.ceil((1 - bucket.tokens) / rate)
+            raise Problem(
+                http_problem("rate_limited", f"at most {rate:g} requests a second per key"),
+                {"Retry-After": str(max(retry_after_s, 1))},
+            )
+        bucket.tokens -= 1
+
+
+def _require_write(key: ApiKey) -> None:
+    if key.scope != "write":
+        raise Rejected("not_authorised", actor=key.actor_id, reason="a read key cannot write")
+
+
+def _as_actor(command: dict[str, Any], key: ApiKey) -> dict[str, Any] | Rejected:
+    """The command acting as the key's actor; ``not_authorised`` if it names another actor."""
+    actor = command.get("actor", key.actor_id)
+    if actor != key.actor_id:
+        return Rejected(
+            "not_authorised",
+            actor=actor if isinstance(actor, str) else None,
+            reason=f"this API key acts as {key.actor_id}",
+        )
+    if "actor" not in command:
+        command["actor"] = key.actor_id
+    return command
+
+
+def _with_idempotency_key(command: dict[str, Any], header: str) -> dict[str, Any]:
+    """The command with ``idempotency_key`` from the header, unless it has a natural key."""
+    given = command.get("idempotency_key")
+    if given is not None and given != header:
+        raise _invalid("idempotency_key", "differs from the Idempotency-Key header")
+    try:
+        model = COMMAND_ADAPTER.validate_python(command)
+    except (ValidationError, Rejected):
+        model = None  # the ledger rejects it, naming the field
+    if model is not None and model.natural_keys():
+        return command  # idempotent by its own fields, as in the library
+    return {**command, "idempotency_key": header}
+
+
+async def _body(request: Request, bytes_max: int) -> bytes:
+    """The request's body, refused (413) past ``bytes_max`` without reading it all."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise _invalid("Content-Length", "not a number")
+        if int(length) > bytes_max:
+            raise Problem(http_problem("payload_too_large", f"at most {bytes_max} bytes"))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > bytes_max:
+            raise Problem(http_problem("payload_too_large", f"at most {bytes_max} bytes"))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# Commands ------------------------------------------------------------------------------------
+
+
+async def post_command(request: Request) -> Response:
+    """``POST /v1/commands``."""
+    service: Service = request.app.state.service
+    key = await service.authenticate(request)
+    _require_write(key)
+    body = await _body(request, service.settings.body_bytes_max)
+    command = _as_actor(parse_command_json(body), key)
+    if isinstance(command, Rejected):
+        raise command
+    header = request.headers.get("idempotency-key")
+    if header is not None:
+        command = _with_idempotency_key(command, header)
+    flight = command.get("idempotency_key")
+    if isinstance(flight, str):
+        if flight in service.in_flight:
+            raise Problem(
+                rejection_problem(
+                    Rejected("idempotency_conflict", key=f"key:{flight}", reason="in flight"),
+                    409,
+                )
+            )
+        service.in_flight.add(flight)
+    try:
+        (result,) = await service.ledger.aexecute_many([command])
+    finally:
+        if isinstance(flight, str):
+            service.in_flight.discard(flight)
+    if isinstance(result, Rejected):
+        return problem_response(_result_dict(result))
+    headers = {"Idempotency-Replayed": "true"} if result.replayed else None
+    return _json(_result_dict(result), headers)
+
+
+def _batch_items(body: bytes, content_type: str) -> list[dict[str, Any] | Rejected]:
+    """Each command of a batch body, or its rejection (as ``ledger exec`` answers a line)."""
+    if "ndjson" in content_type or "jsonlines" in content_type:
+        lines = body.split(b"\n")
+        if lines and not lines[-1].strip():
+            lines.pop()  # the newline that ends the last line
+        raws = [line.removesuffix(b"\r") for line in lines]
+    else:
+        try:
+            raws = [bytes(raw) for raw in _RAW_LIST.decode(body)]
+        except RecursionError:
+            raise Rejected("invalid_command", reason="JSON nested too deeply") from None
+        except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
+            raise Rejected(
+                "invalid_command",
+                reason=f"a JSON array of command objects (or NDJSON) was expected: {exc}",
+            ) from None
+    items: list[dict[str, Any] | Rejected] = []
+    for index, raw in enumerate(raws):
+        try:
+            items.append(parse_command_json(raw))
+        except Rejected as rejection:
+            items.append(Rejected(rejection.code, index=index, **rejection.details))
+    return items
+
+
+async def post_batch(request: Request) -> Response:
+    """``POST /v1/commands/batch[?atomic=true]``."""
+    service: Service = request.app.state.service
+    key = await service.authenticate(request)
+    _require_write(key)
+    atomic_text = request.query_params.get("atomic", "false").lower()
+    if atomic_text not in ("true", "false", "1", "0"):
+        raise _invalid("atomic", "true or false")
+    atomic = atomic_text in ("true", "1")
+    if "idempotency-key" in request.headers:
+        raise _invalid(
+            "Idempotency-Key",
+            "only for POST /v1/commands; give each command of a batch its own idempotency_key",
+        )
+    body = await _body(request, service.settings.batch_bytes_max)
+    items = _batch_items(body, request.headers.get("content-type", ""))
+    if len(items) > service.settings.batch_commands_max:
+        raise _invalid("commands", f"at most {service.settings.batch_commands_max} in a batch")
+    checked = [item if isinstance(item, Rejected) else _as_actor(item, key) for item in items]
+    commands = [item for item in checked if not isinstance(item, Rejected)]
+    if atomic and len(commands) < len(checked):
+        first = next(i for i, item in enumerate(checked) if isinstance(item, Rejected))
+        results: list[Outcome | Rejected] = [
+            item if isinstance(item, Rejected) else Rejected("batch_aborted", rejected_index=first)
+            for item in checked
+        ]
+    else:
+        done = iter(await service.ledger.aexecute_many(commands, atomic=atomic) if commands else ())
+        results = [item if isinstance(item, Rejected) else next(done) for item in checked]
+    return _json({"results": [_result_dict(result) for result in results]})
+
+
+# Reads ---------------------------------------------------------------------------------------
+
+
+async def _reader(request: Request, account_id: str) -> tuple[Service, ApiKey]:
+    service: Service = request.app.state.service
+    key = await service.authenticate(request)
+    await run_in_threadpool(service.ledger.check_read, key.actor_id, account_id)
+    return service, key
+
+
+def _unit(request: Request) -> str:
+    unit = request.query_params.get("unit", "stamps")
+    if unit not in ("stamps", "points"):
+        raise _invalid("unit", "stamps or points")
+    return unit
+
+
+async def get_balance(request: Request) -> Response:
+    """``GET /v1/balances/{holder}?unit=&at=``."""
+    holder = request.path_params["holder"]
+    service, _ = await _reader(request, holder)
+    unit = _unit(request)
+    at_text = request.query_params.get("at")
+    if at_text is None:
+        balance = await run_in_threadpool(service.ledger.balance, holder, unit)
+        return _json({"holder_id": holder, "unit": unit, "balance": balance, "at": None})
+    at = _instant("at", at_text)
+    balance = await run_in_threadpool(service.ledger.balance_at, holder, unit, at)
+    return _json({"holder_id": holder, "unit": unit, "balance": balance, "at": at.isoformat()})
+
+
+def _instant(field: str, text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        raise _invalid(field, "an ISO 8601 time with an offset, e.g. 2026-11-01T12:00:00-06:00")
+    return at
+
+
+def _page_limit(request: Request, default: int, maximum: int) -> int:
+    text = request.query_params.get("limit", str(default))
+    if not text.isdigit() or not 1 <= int(text) <= maximum:
+        raise _invalid("limit", f"1 to {maximum}")
+    return int(text)
+
+
+_CURSOR_PREFIX = "h1:"
+
+
+def _cursor_position(text: str | None) -> int:
+    if text is None:
+        return 0
+    try:
+        decoded = base64.urlsafe_b64decode(text.encode("ascii") + b"==").decode("ascii")
+    except (binascii.Error, UnicodeError, ValueError):
+        decoded = ""
+    position = decoded.removeprefix(_CURSOR_PREFIX)
+    if not decoded.startswith(_CURSOR_PREFIX) or not position.isdigit():
+        raise _invalid("cursor", "not a cursor this service gave")
+    return int(position)
+
+
+def _cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{position}".encode()).decode().rstrip("=")
+
+
+async def get_history(request: Request) -> Response:
+    """``GET /v1/history/{holder}?unit=&cursor=&limit=``: a page of movements, oldest first."""
+    holder = request.path_params["holder"]
+    service, _ = await _reader(request, holder)
+    unit = _unit(request)
+    start = _cursor_position(request.query_params.get("cursor"))
+    limit = _page_limit(request, HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX)
+
+    def page() -> list[dict[str, Any]]:
+        movements = service.ledger.iter_history(holder, unit)
+        return [m.to_dict() for m in itertools.islice(movements, start, start + limit + 1)]
+
+    movements = await run_in_threadpool(page)
+    more = len(movements) > limit
+    return _json(
+        {
+            "movements": movements[:limit],
+            "next_cursor": _cursor(start + limit) if more else None,
+        }
+    )
+
+
+async def get_status(request: Request) -> Response:
+    """``GET /v1/status``: the read side's positions, lags and last errors."""
+    service: Service = request.app.state.service
+    await service.authenticate(request)
+    status = await run_in_threadpool(service.ledger.status)
+    return _json(status)
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewParameter:
+    """A query parameter of a view route: its name, type (str, int, date, datetime), default."""
+
+    name: str
+    kind: type[Any]
+    required: bool
+    default: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewQuery:
+    """One query of ``Ledger.views`` as a route: ``/v1/views/<name>/{<subject>}``."""
+
+    name: str
+    subject: str
+    parameters: tuple[ViewParameter, ...]
+    row: type[Any]
+    many: bool
+    summary: str
+
+    @property
+    def path(self) -> str:
+        """The route's path template."""
+        return f"/v1/views/{self.name}/{{{self.subject}}}"
+
+
+_PARAMETER_KINDS = (str, int, date, datetime)
+_NOT_ROUTED = frozenset({"purge_due"})
+"""Queries that are operations, not a reader's (``ledger purge-due`` runs that one)."""
+
+
+def view_queries() -> tuple[ViewQuery, ...]:
+    """Every query of ``Ledger.views`` that answers rows about one account (its first
+    parameter), with its keyword parameters: the routes ``/v1/views/...``."""
+    found = []
+    for name, method in inspect.getmembers(Views, inspect.isfunction):
+        if name.startswith("_") or name in _NOT_ROUTED:
+            continue
+        if method.__qualname__.split(".")[0] != "Views":
+            continue
+        hints = typing.get_type_hints(method)
+        returned = hints.get("return")
+        many = typing.get_origin(returned) is list
+        row = typing.get_args(returned)[0] if many else returned
+        if not dataclasses.is_dataclass(row):
+            continue
+        signature = inspect.signature(method)
+        positional = [
+            p
+            for p in signature.parameters.values()
+            if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.name != "self"
+        ]
+        if len(positional) != 1:
+            continue
+        parameters = []
+        for p in signature.parameters.values():
+            if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+                continue
+            kinds = [k for k in (hints[p.name], *typing.get_args(hints[p.name])) if k]
+            kind = next((k for k in kinds if k in _PARAMETER_KINDS), None)
+            if kind is None:
+                continue  # a parameter no query string can give
+            required = p.default is inspect.Parameter.empty
+            parameters.append(
+                ViewParameter(p.name, kind, required, None if required else p.default)
+            )
+        summary = (method.__doc__ or name).strip().splitlines()[0]
+        found.append(
+            ViewQuery(name, positional[0].name, tuple(parameters), row, many, summary)  # type: ignore[arg-type]
+        )
+    return tuple(found)
+
+
+def _parameter_value(parameter: ViewParameter, text: str) -> Any:
+    try:
+        if parameter.kind is int:
+            return int(text)
+        if parameter.kind is date:
+            return date.fromisoformat(text)
+        if parameter.kind is datetime:
+            return _instant(parameter.name, text)
+    except ValueError:
+        raise _invalid(parameter.name, f"not a {parameter.kind.__name__}") from None
+    return text
+
+
+def _view_endpoint(query: ViewQuery) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        subject = request.path_params[query.subject]
+        service, _ = await _reader(request, subject)
+        arguments: dict[str, Any] = {}
+        for parameter in query.parameters:
+            text = request.query_params.get(parameter.name)
+            if text is not None:
+                arguments[parameter.name] = _parameter_value(parameter, text)
+            elif parameter.required:
+                raise _invalid(parameter.name, "required")
+        method = getattr(service.ledger.views, query.name)
+        found = await run_in_threadpool(method, subject, **arguments)
+        return _json({"rows": found} if query.many else found)
+
+    endpoint.__name__ = f"view_{query.name}"
+    endpoint.__doc__ = query.summary
+    return endpoint
+
+
+# Operations ----------------------------------------------------------------------------------
+
+
+async def healthz(_request: Request) -> Response:
+    """``GET /healthz``: the process is up."""
+    return _json({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """``GET /readyz``: the ledger's database answers."""
+    service: Service = request.app.state.service
+
+    def ping() -> None:
+        with service.keys.database.read() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
+
+    try:
+        await run_in_threadpool(ping)
+    except LedgerError as exc:
+        raise Problem(http_problem("unavailable", str(exc))) from None
+    return _json({"status": "ready"})
+
+
+async def get_metrics(_request: Request) -> Response:
+    """``GET /metrics``: Prometheus text."""
+    text, media_type = metrics.exposition()
+    return Response(text, media_type=media_type)
+
+
+async def get_openapi(request: Request) -> Response:
+    """``GET /openapi.json``: the OpenAPI 3.1 document."""
+    return Response(request.app.state.openapi, media_type=JSON_MEDIA_TYPE)
+
+
+# The application -----------------------------------------------------------------------------
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _answering(route: str, endpoint: Endpoint) -> Endpoint:
+    """The endpoint with its metrics, and every failure answered as a problem (never a
+    traceback): a rejection by its code, the database away as 503, a bug as 500."""
+
+    async def answer(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            response = await endpoint(request)
+        except Rejected as rejection:
+            metrics.REJECTIONS.labels(rejection.code).inc()
+            response = rejected_response(rejection)
+        except Problem as refused:
+            metrics.REJECTIONS.labels(refused.problem["code"]).inc()
+            response = problem_response(refused.problem, refused.headers)
+        except InfrastructureError as exc:
+            log.error("request_failed", route=route, error=str(exc))
+            response = problem_response(http_problem("unavailable", str(exc)))
+        except Exception as exc:  # the one place that answers any failure: never a traceback
+            log.error("request_failed", route=route, error=f"{type(exc).__name__}: {exc}")
+            response = problem_response(http_problem("internal_error"))
+        metrics.REQUESTS.labels(route, request.method, response.status_code).inc()
+        metrics.LATENCY.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    answer.__name__ = endpoint.__name__
+    answer.__doc__ = endpoint.__doc__
+    return answer
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """No route (404) or a wrong method (405), as problems."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        problem = http_problem("method_not_allowed")
+        headers = {"Allow": exc.headers["Allow"]} if exc.headers and "Allow" in exc.headers else {}
+    else:
+        problem = http_problem("not_found")
+        headers = {}
+    metrics.REQUESTS.labels("unmatched", request.method, problem["status"]).inc()
+    return problem_response(problem, headers)
+
+
+def routes(service: Service) -> list[Route]:
+    """Every route of the service: ``(path, endpoint, methods)`` with problems and metrics."""
+    table: list[tuple[str, Endpoint, list[str]]] = [
+        ("/v1/commands", post_command, ["POST"]),
+        ("/v1/commands/batch", post_batch, ["POST"]),
+        ("/v1/balances/{holder}", get_balance, ["GET"]),
+        ("/v1/history/{holder}", get_history, ["GET"]),
+        ("/v1/status", get_status, ["GET"]),
+        *((query.path, _view_endpoint(query), ["GET"]) for query in service.views),
+        ("/healthz", healthz, ["GET"]),
+        ("/readyz", readyz, ["GET"]),
+        ("/metrics", get_metrics, ["GET"]),
+        ("/openapi.json", get_openapi, ["GET"]),
+    ]
+    return [
+        Route(path, _answering(path, endpoint), methods=methods, include_in_schema=False)
+        for path, endpoint, methods in table
+    ]
+
+
+def create_app(
+    ledger: Ledger | None = None,
+    keys: ApiKeyStore | None = None,
+    *,
+    settings: ServiceSettings | None = None,
+) -> Starlette:
+    """The ASGI application.
+
+    Given a ``ledger`` (and its ``keys``), it uses them and leaves them open: the host owns
+    them, and may mount the app in its own (``Mount("/ledger", app=create_app(lg, keys))``).
+    Otherwise it opens the ledger at ``settings.url`` (and its keys) when it starts and closes
+    them when it stops (``ledger serve``).
+    """
+    from adapters.http.openapi import openapi_document  # noqa: PLC0415  (it imports this module)
+
+    settings = settings or ServiceSettings(url=None if ledger is None else ledger.url)
+    service = Service(settings, ledger, keys)
+    if ledger is not None:
+        service.open()  # opens only the key store, when none was given
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await run_in_threadpool(service.open)
+        try:
+            yield
+        finally:
+            # The ledger's close waits for queued commands: in a thread, not in the loop.
+            await asyncio.shield(run_in_threadpool(service.close))
+
+    app = Starlette(
+        routes=routes(service),
+        exception_handlers={HTTPException: _http_exception},
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.openapi = _ENCODER.encode(openapi_document(service.views))
+    return app
+
+
+def app_from_settings(settings: Mapping[str, Any]) -> Starlette:
+    """``create_app`` from plain settings (what ``ledger serve`` hands each worker)."""
+    return create_app(settings=ServiceSettings(**settings))
