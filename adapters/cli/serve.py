@@ -125,7 +125,9 @@ def register(commands: Any) -> None:
             "ledger api-key revoke 9f3c2a7b1d4e5f60",
         ],
     )
-    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = keys.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="create, list or revoke"
+    )
     create = add_command(
         actions,
         "create",

@@ -51,9 +51,8 @@ HTTP_CODES: dict[str, tuple[int, str]] = {
     "not_found": (404, "La ruta no existe."),
     "method_not_allowed": (405, "El método no se permite en esta ruta."),
     "payload_too_large": (413, "La solicitud es demasiado grande."),
-    "unsupported_media_type": (415, "El tipo de contenido no se acepta."),
     "rate_limited": (429, "Demasiadas solicitudes; intenta más tarde."),
-    "internal_error": (500, "Error interno; no se registró nada que no se haya confirmado."),
+    "internal_error": (500, "Error interno del servicio."),
     "unavailable": (503, "El servicio no está disponible; intenta más tarde."),
 }
 """Problems that come from HTTP itself, not from a command: code -> (status, title)."""
@@ -127,3 +126,11 @@ def mapping_rows() -> list[tuple[str, int, str]]:
     rows = [(code, status_of(Rejected(code)), message) for code, message in MESSAGES.items()]
     rows += [(code, status, title) for code, (status, title) in HTTP_CODES.items()]
     return rows
+
+
+def mapping_markdown() -> str:
+    """The code -> status table of docs/HTTP.md (a test keeps the page equal to it)."""
+    lines = ["| status | code | title |", "|---|---|---|"]
+    for code, status, title in sorted(mapping_rows(), key=lambda row: (row[1], row[0])):
+        lines.append(f"| {status} | `{code}` | {title} |")
+    return "\n".join(lines) + "\n"

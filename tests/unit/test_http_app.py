@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ import pytest
 from starlette.applications import Starlette
 
 from adapters.http.app import ServiceSettings, create_app
-from adapters.http.problems import STATUS, mapping_rows
+from adapters.http.problems import STATUS, mapping_markdown, mapping_rows
 from adapters.storage.api_keys import ApiKeyStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
@@ -617,3 +618,10 @@ def test_the_authorisation_matrix_over_http_matches_the_library(clock: ManualClo
     assert sum(1 for s in statuses.values() if s != 403) >= 40
     assert statuses["ConsumeStamp/M"] == 200
     assert statuses["ConsumeStamp/D1"] == statuses["ConsumeStamp/C1"] == 403
+
+
+def test_docs_http_lists_the_code_to_status_mapping() -> None:
+    """docs/HTTP.md ends with the table the service answers by (regenerate it from
+    ``adapters.http.problems.mapping_markdown`` when a code is added)."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "HTTP.md").read_text(encoding="utf-8")
+    assert page.endswith(mapping_markdown())
