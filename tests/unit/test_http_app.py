@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from adapters.http.app import ServiceSettings, create_app
 from adapters.http.problems import STATUS, mapping_markdown, mapping_rows
@@ -625,3 +626,12 @@ def test_docs_http_lists_the_code_to_status_mapping() -> None:
     ``adapters.http.problems.mapping_markdown`` when a code is added)."""
     page = (Path(__file__).resolve().parents[2] / "docs" / "HTTP.md").read_text(encoding="utf-8")
     assert page.endswith(mapping_markdown())
+
+
+def test_a_host_mounts_the_app_in_its_own(service: Service) -> None:
+    """``Mount("/ledger", app=create_app(lg, keys))`` inside a host's Starlette app."""
+    host = Starlette(routes=[Mount("/ledger", app=create_app(service.lg, service.keys))])
+    with AppClient(host) as client:
+        response = client.get(f"/ledger/v1/balances/{CTI}", headers=service.auth(CLIENT, "read"))
+        assert response.json()["balance"] == 5
+        assert client.get("/ledger/v1/nowhere").status_code == 404
