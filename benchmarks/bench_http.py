@@ -1,0 +1,469 @@
+"""HTTP benchmark: ``ledger serve`` against the same ledger called in-process, in one run.
+
+On a fresh PostgreSQL database (the tests' server), with projections off on both sides (this
+measures the write path; views may follow in another process):
+
+- in-process baselines, in this process: ``aexecute`` of single ConsumeStamp commands from 16
+  asyncio tasks on one ``Ledger``, and ``execute_many`` of 1,000-command batches from one caller;
+- HTTP, ``ledger serve --workers 1`` in a subprocess: 16 concurrent keep-alive clients sending
+  single ``POST /v1/commands`` (wrk with a Lua script making a fresh CFDI UUID per request when
+  wrk is installed (Debian's ``wrk``), else an asyncio httpx client in another process), and
+  one client sending ``POST /v1/commands/batch`` with 1,000 commands a request (httpx, bodies
+  encoded before the clock starts).
+
+Each side gets its own stamping accounts (so neither runs on state the other made stale), and the
+two take turns for ``--rounds`` rounds; rates are medians of the rounds, latencies (p50, p99) are
+those of the median round. The server logs warnings only (``LEDGER_LOG_LEVEL=WARNING``), like
+the library with no logging configured. Usage::
+
+    .venv/bin/python benchmarks/bench_http.py [--seconds 8] [--rounds 3] [--client wrk|httpx]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+# Runs from a checkout without installing: the repository root goes first on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_write import PG_BASE_DEFAULT, build_network, consumptions, fresh_pg_database
+
+from adapters.storage.api_keys import ApiKeyStore
+from ledger.api import Ledger
+from ledger.errors import Rejected
+
+CONCURRENCY = 16
+BATCH = 1_000
+CTIS = 1_000
+STAMPS_PER_CTI = 1_000
+
+WRK_SCRIPT = r"""
+-- One ConsumeStamp per request, each with a fresh CFDI UUID: a run nonce, the thread, a counter.
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+local counter = 0
+local ctis = {}
+local nonce = "00000000"
+function init(args)
+  nonce = args[1]
+  for i = 0, tonumber(args[2]) - 1 do ctis[#ctis + 1] = args[3] .. i .. "-cti" end
+end
+function request()
+  counter = counter + 1
+  local cti = ctis[(counter * 7 + tid) % #ctis + 1]
+  local body = string.format(
+    '{"type":"ConsumeStamp","cti_id":"%s","cfdi_uuid":"%s-%04x-4000-8000-%012x",' ..
+    '"issuer_rfc":"GODE561231GR8"}', cti, nonce, tid, counter)
+  return wrk.format("POST", "/v1/commands", wrk.headers, body)
+end
+"""
+
+
+@dataclass
+class Figure:
+    """One measurement: commands a second and per-call latency percentiles (ms)."""
+
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    errors: int = 0
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# In-process baselines ---------------------------------------------------------------------------
+
+
+def measure_aexecute(lg: Ledger, ctis: list[str], seconds: float) -> Figure:
+    """``aexecute`` from 16 asyncio tasks for ``seconds``."""
+    latencies: list[float] = []
+    errors = 0
+
+    async def task(commands: list[dict[str, Any]], stop_at: float) -> None:
+        nonlocal errors
+        for command in commands:
+            if time.perf_counter() >= stop_at:
+                return
+            started = time.perf_counter()
+            try:
+                await lg.aexecute(command)
+            except Rejected:
+                errors += 1
+            latencies.append(time.perf_counter() - started)
+
+    async def main() -> float:
+        plans = [consumptions(ctis, 40_000) for _ in range(CONCURRENCY)]
+        started = time.perf_counter()
+        await asyncio.gather(*(task(plan, started + seconds) for plan in plans))
+        return time.perf_counter() - started
+
+    took = asyncio.run(main())
+    return Figure(
+        len(latencies) / took,
+        percentile(latencies, 0.5) * 1000,
+        percentile(latencies, 0.99) * 1000,
+        errors,
+    )
+
+
+def measure_execute_many(lg: Ledger, ctis: list[str], seconds: float) -> Figure:
+    """``execute_many`` of 1,000-command batches from one caller for ``seconds``."""
+    latencies: list[float] = []
+    errors = 0
+    commands = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        batch = consumptions(ctis, BATCH)
+        call = time.perf_counter()
+        results = lg.execute_many(batch)
+        latencies.append(time.perf_counter() - call)
+        errors += sum(1 for r in results if isinstance(r, Rejected))
+        commands += len(batch)
+    took = time.perf_counter() - started
+    return Figure(
+        commands / took,
+        percentile(latencies, 0.5) * 1000,
+        percentile(latencies, 0.99) * 1000,
+        errors,
+    )
+
+
+# HTTP clients (other processes) -----------------------------------------------------------------
+
+
+def wrk_singles(base: str, key: str, prefix: str, seconds: float) -> Figure:
+    """wrk: 2 threads, 16 connections, single ConsumeStamp requests for ``seconds``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT)
+    try:
+        wrk = shutil.which("wrk")
+        assert wrk is not None, "wrk is not installed (apt-get install wrk), use --client httpx"
+        done = subprocess.run(
+            [
+                wrk,
+                "-t2",
+                f"-c{CONCURRENCY}",
+                f"-d{seconds:g}s",
+                "--latency",
+                "-H",
+                f"Authorization: Bearer {key}",
+                "-H",
+                "Content-Type: application/json",
+                "-s",
+                script.name,
+                base,
+                "--",
+                uuid.uuid4().hex[:8],
+                str(CTIS),
+                prefix,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
+        )
+    finally:
+        os.unlink(script.name)
+    out = done.stdout
+
+    def millis(label: str) -> float:
+        found = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert found is not None, out
+        value, unit = float(found.group(1)), found.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert rate is not None, out
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return Figure(
+        float(rate.group(1)),
+        millis("50%"),
+        millis("99%"),
+        int(errors.group(1)) if errors else 0,
+    )
+
+
+def _httpx_singles(base: str, key: str, ctis: list[str], seconds: float, out: Any) -> None:
+    async def main() -> None:
+        latencies: list[float] = []
+        errors = 0
+        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, limits=limits
+        ) as client:
+
+            async def task(stop_at: float) -> None:
+                nonlocal errors
+                while time.perf_counter() < stop_at:
+                    (command,) = consumptions(ctis, 1)
+                    started = time.perf_counter()
+                    response = await client.post("/v1/commands", json=command, timeout=60)
+                    latencies.append(time.perf_counter() - started)
+                    errors += response.status_code != 200
+
+            started = time.perf_counter()
+            await asyncio.gather(*(task(started + seconds) for _ in range(CONCURRENCY)))
+            took = time.perf_counter() - started
+        out.put((len(latencies) / took, latencies, errors))
+
+    asyncio.run(main())
+
+
+def _httpx_batches(base: str, key: str, ctis: list[str], seconds: float, out: Any) -> None:
+    latencies: list[float] = []
+    errors = 0
+    commands = 0
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client:
+        bodies = [json.dumps(consumptions(ctis, BATCH)).encode() for _ in range(200)]
+        started = time.perf_counter()
+        for body in bodies:
+            if time.perf_counter() - started >= seconds:
+                break
+            call = time.perf_counter()
+            response = client.post(
+                "/v1/commands/batch",
+                content=body,
+                headers={"Content-Type": "application/json"},
+                timeout=120,
+            )
+            latencies.append(time.perf_counter() - call)
+            errors += sum(1 for r in response.json()["results"] if not r["ok"])
+            commands += BATCH
+        took = time.perf_counter() - started
+    out.put((commands / took, latencies, errors))
+
+
+def in_process(target: Any, *args: Any) -> Figure:
+    """Runs a client function in a fresh (spawned) process; its figure."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=target, args=(*args, queue))
+    process.start()
+    rate, latencies, errors = queue.get(timeout=600)
+    process.join(60)
+    return Figure(
+        rate, percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000, errors
+    )
+
+
+@contextlib.contextmanager
+def server(url: str, workers: int) -> Iterator[str]:
+    """``ledger serve`` in a subprocess; SIGTERM at the end."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ledger",
+            "serve",
+            "--url",
+            url,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--projections",
+            "off",
+        ],
+        env={**os.environ, "LEDGER_LOG_LEVEL": "WARNING"},
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="each measurement's length")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of each side")
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "httpx"),
+        default="wrk" if shutil.which("wrk") else "httpx",
+        help="the load generator of single requests",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="ledger serve --workers")
+    parser.add_argument("--pg", default=os.environ.get("LEDGER_TEST_PG", PG_BASE_DEFAULT))
+    args = parser.parse_args()
+
+    with fresh_pg_database(args.pg) as url:
+        lg = Ledger.open(url, projections="off")
+        started = time.perf_counter()
+        local = build_network(lg, CTIS, STAMPS_PER_CTI, prefix="L")
+        remote = build_network_more(lg, "H")
+        print(f"network: {2 * CTIS:,} CTIs in {time.perf_counter() - started:.0f} s", flush=True)
+        keys = ApiKeyStore.open(url)
+        _, key = keys.create("M", "write", name="bench", by="bench", now=datetime.now(UTC))
+        keys.close()
+        # Both sides start cold (the builder's cache is dropped) and warm up the same way: one
+        # consumption on each of their CTIs, not counted.
+        lg.close()
+        lg = Ledger.open(url, projections="off")
+        lg.execute_many(consumptions(local, CTIS))
+        figures: dict[str, list[Figure]] = {
+            "aexecute": [],
+            "http_single": [],
+            "execute_many": [],
+            "http_batch": [],
+        }
+        with server(url, args.workers) as base:
+            for _ in range(args.workers):
+                httpx.post(
+                    f"{base}/v1/commands/batch",
+                    content=json.dumps(consumptions(remote, CTIS)).encode(),
+                    headers={"Authorization": f"Bearer {key}"},
+                    timeout=300,
+                )
+            for round_number in range(args.rounds):
+                figures["aexecute"].append(measure_aexecute(lg, local, args.seconds))
+                if args.client == "wrk":
+                    figures["http_single"].append(wrk_singles(base, key, "H", args.seconds))
+                else:
+                    figures["http_single"].append(
+                        in_process(_httpx_singles, base, key, remote, args.seconds)
+                    )
+                figures["execute_many"].append(measure_execute_many(lg, local, args.seconds))
+                figures["http_batch"].append(
+                    in_process(_httpx_batches, base, key, remote, args.seconds)
+                )
+                print(
+                    f"round {round_number + 1}: "
+                    + ", ".join(f"{k} {v[-1].rate:,.0f}/s" for k, v in figures.items()),
+                    flush=True,
+                )
+        lg.close()
+
+    def median(name: str) -> Figure:
+        runs = sorted(figures[name], key=lambda f: f.rate)
+        return runs[len(runs) // 2]
+
+    print(
+        f"\nPostgreSQL, projections off, {args.rounds} rounds of {args.seconds:g} s, medians "
+        f"(client: {args.client}; ledger serve --workers {args.workers}); machine: "
+        f"{os.cpu_count()} cores\n"
+    )
+    print(f"{'measurement':58} {'commands/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    rows = [
+        ("aexecute, 16 asyncio tasks, one Ledger (in-process)", "aexecute"),
+        ("HTTP POST /v1/commands, 16 keep-alive clients", "http_single"),
+        ("execute_many, 1,000-command batches, one caller", "execute_many"),
+        ("HTTP POST /v1/commands/batch, 1,000 a request, one client", "http_batch"),
+    ]
+    for label, name in rows:
+        f = median(name)
+        print(f"{label:58} {f.rate:>11,.0f} {f.p50_ms:>8.2f} {f.p99_ms:>8.2f} {f.errors:>6}")
+    single = median("http_single").rate / median("aexecute").rate
+    batch = median("http_batch").rate / median("execute_many").rate
+    print(f"\nHTTP single / aexecute: {single:.2f} x (goal >= 0.5)")
+    print(f"HTTP batch / execute_many: {batch:.2f} x (goal >= 0.7)")
+    per_round = [
+        (h.rate / a.rate, hb.rate / e.rate)
+        for a, h, e, hb in zip(
+            figures["aexecute"],
+            figures["http_single"],
+            figures["execute_many"],
+            figures["http_batch"],
+            strict=True,
+        )
+    ]
+    print(
+        "per round (single, batch): "
+        + ", ".join(f"({s:.2f}, {b:.2f})" for s, b in per_round)
+        + f"; median single {statistics.median(s for s, _ in per_round):.2f}"
+    )
+    return 0
+
+
+def build_network_more(lg: Ledger, prefix: str) -> list[str]:
+    """A second set of CTIs under the same master and distributor (bench_write's network
+    builder opens them; the first call made the master and the distributor)."""
+    from bench_write import _client_profile  # noqa: PLC0415
+
+    packages = -(-CTIS * STAMPS_PER_CTI // 1000)
+    commands: list[dict[str, Any]] = []
+    while packages > 0:
+        count = min(packages, 10_000)
+        commands.append(
+            {
+                "type": "BuyPackage",
+                "actor": "D",
+                "buyer_id": "D",
+                "seller_id": "M",
+                "package_id": "P",
+                "count": count,
+            }
+        )
+        packages -= count
+    ids = [f"{prefix}{i}" for i in range(CTIS)]
+    commands += [
+        {
+            "type": "RegisterClient",
+            "actor": "D",
+            "client_id": c,
+            "distributor_id": "D",
+            "profile": _client_profile(i),
+        }
+        for i, c in enumerate(ids)
+    ]
+    commands += [
+        {
+            "type": "TransferStamps",
+            "actor": "D",
+            "transfer_id": f"T-{c}",
+            "from_id": "D",
+            "to_id": f"{c}-cti",
+            "quantity": STAMPS_PER_CTI,
+        }
+        for c in ids
+    ]
+    for result in lg.execute_many(commands):
+        assert getattr(result, "ok", False), result
+    return [f"{c}-cti" for c in ids]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
