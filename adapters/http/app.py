@@ -27,11 +27,9 @@ import binascii
 import contextlib
 import dataclasses
 import hashlib
-import inspect
 import itertools
 import math
 import time
-import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import date, datetime
 from typing import Any
@@ -46,12 +44,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters.http import metrics
+from adapters.http.openapi import openapi_document
 from adapters.http.problems import (
     http_problem,
     problem_response,
     rejected_response,
     rejection_problem,
 )
+from adapters.http.views import ViewParameter, ViewQuery, view_queries
 from adapters.storage.api_keys import ApiKey, ApiKeyStore
 from ledger.api import Ledger, Projections
 from ledger.commands.json_text import parse_command_json
@@ -59,7 +59,6 @@ from ledger.commands.models import COMMAND_ADAPTER
 from ledger.errors import InfrastructureError, LedgerError, Rejected
 from ledger.logging import get_logger
 from ledger.outcome import Outcome
-from ledger.projections.views import Views
 
 log = get_logger("ledger.http")
 
@@ -475,80 +474,6 @@ async def get_status(request: Request) -> Response:
     return _json(status)
 
 
-@dataclasses.dataclass(frozen=True)
-class ViewParameter:
-    """A query parameter of a view route: its name, type (str, int, date, datetime), default."""
-
-    name: str
-    kind: type[Any]
-    required: bool
-    default: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class ViewQuery:
-    """One query of ``Ledger.views`` as a route: ``/v1/views/<name>/{<subject>}``."""
-
-    name: str
-    subject: str
-    parameters: tuple[ViewParameter, ...]
-    row: type[Any]
-    many: bool
-    summary: str
-
-    @property
-    def path(self) -> str:
-        """The route's path template."""
-        return f"/v1/views/{self.name}/{{{self.subject}}}"
-
-
-_PARAMETER_KINDS = (str, int, date, datetime)
-_NOT_ROUTED = frozenset({"purge_due"})
-"""Queries that are operations, not a reader's (``ledger purge-due`` runs that one)."""
-
-
-def view_queries() -> tuple[ViewQuery, ...]:
-    """Every query of ``Ledger.views`` that answers rows about one account (its first
-    parameter), with its keyword parameters: the routes ``/v1/views/...``."""
-    found = []
-    for name, method in inspect.getmembers(Views, inspect.isfunction):
-        if name.startswith("_") or name in _NOT_ROUTED:
-            continue
-        if method.__qualname__.split(".")[0] != "Views":
-            continue
-        hints = typing.get_type_hints(method)
-        returned = hints.get("return")
-        many = typing.get_origin(returned) is list
-        row = typing.get_args(returned)[0] if many else returned
-        if not dataclasses.is_dataclass(row):
-            continue
-        signature = inspect.signature(method)
-        positional = [
-            p
-            for p in signature.parameters.values()
-            if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.name != "self"
-        ]
-        if len(positional) != 1:
-            continue
-        parameters = []
-        for p in signature.parameters.values():
-            if p.kind is not inspect.Parameter.KEYWORD_ONLY:
-                continue
-            kinds = [k for k in (hints[p.name], *typing.get_args(hints[p.name])) if k]
-            kind = next((k for k in kinds if k in _PARAMETER_KINDS), None)
-            if kind is None:
-                continue  # a parameter no query string can give
-            required = p.default is inspect.Parameter.empty
-            parameters.append(
-                ViewParameter(p.name, kind, required, None if required else p.default)
-            )
-        summary = (method.__doc__ or name).strip().splitlines()[0]
-        found.append(
-            ViewQuery(name, positional[0].name, tuple(parameters), row, many, summary)  # type: ignore[arg-type]
-        )
-    return tuple(found)
-
-
 def _parameter_value(parameter: ViewParameter, text: str) -> Any:
     try:
         if parameter.kind is int:
@@ -697,8 +622,6 @@ def create_app(
     Otherwise it opens the ledger at ``settings.url`` (and its keys) when it starts and closes
     them when it stops (``ledger serve``).
     """
-    from adapters.http.openapi import openapi_document  # noqa: PLC0415  (it imports this module)
-
     settings = settings or ServiceSettings(url=None if ledger is None else ledger.url)
     service = Service(settings, ledger, keys)
     if ledger is not None:

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import copy
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from adapters.http.problems import PROBLEM_MEDIA_TYPE, mapping_rows
+from adapters.http.views import ViewQuery
 from ledger.audit.history import Movement
 from ledger.commands.models import COMMAND_ADAPTER
 from ledger.outcome import Outcome
-
-if TYPE_CHECKING:
-    from adapters.http.app import ViewQuery
 
 REF = "#/components/schemas/{name}"
 VERSION = "1"
