@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import Notification, StoredEvent
 
+from adapters.storage.codec import MsgspecMapper
 from adapters.storage.memory import MemoryStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
+from ledger.domain import Event
 from ledger.errors import Rejected
 from ledger.first_steps import seed_subscription_commands
 from ledger.outcome import Outcome
@@ -22,6 +25,7 @@ DISTRIBUTOR = "D1"
 CLIENT = "C1"
 CTI = "C1-cti"
 ISSUER_RFC = "GODE561231GR8"
+MAPPER = MsgspecMapper()
 PASSWORD = "Tr0mbón-azul-77"
 EXPIRES_ON = "2027-01-31"
 
@@ -379,3 +383,22 @@ def register_client(
     return command(
         "RegisterClient", distributor_id, **fields, profile={**client_profile(), **profile}
     )
+
+
+def as_rows(stored: Iterable[StoredEvent], first_id: int = 1) -> list[Notification]:
+    """Stored events as the rows ``verify`` reads, numbered from ``first_id``."""
+    return [
+        Notification(e.originator_id, e.originator_version, e.topic, e.state, id=n)
+        for n, e in enumerate(stored, start=first_id)
+    ]
+
+
+def rows_of(lg: Ledger) -> list[Notification]:
+    """The stored rows of a ledger on the in-memory store, with their notification ids."""
+    assert isinstance(lg.store, MemoryStore)
+    return as_rows(lg.store.stored_events())
+
+
+def forged(rows: list[Notification], *events: Event) -> list[Notification]:
+    """``rows`` plus ``events`` stored as the next rows (encoded by the real mapper)."""
+    return [*rows, *as_rows(map(MAPPER.to_stored_event, events), rows[-1].id + 1)]

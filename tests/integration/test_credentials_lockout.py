@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -12,9 +11,8 @@ from ledger.aggregates.stamping_account import CREDENTIALS_LOCK
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
-from tests.support import CLIENT, DISTRIBUTOR, MASTER, build_network
+from tests.support import PASSWORD, network_ledger, on_cti, open_cti, verify_credentials
 
-PASSWORD = "Tr0mbón-azul-77"
 WRONG = "no-es-la-clave"
 CTI_ID = "X1"
 
@@ -27,36 +25,17 @@ def open_ledger(url: str, clock: ManualClock) -> Ledger:
 @pytest.fixture
 def two(store_url: str, clock: ManualClock) -> Iterator[tuple[Ledger, Ledger]]:
     """Two ledgers (two processes' views) on one database holding C1's CTI ``X1``."""
-    with open_ledger(store_url, clock) as first:
-        build_network(first)
-        first.execute(
-            {
-                "type": "OpenStampingAccount",
-                "cti_id": CTI_ID,
-                "client_id": CLIENT,
-                "kind": "standard",
-                "password": PASSWORD,
-                "actor": DISTRIBUTOR,
-            }
-        )
-        with open_ledger(store_url, clock) as second:
-            yield first, second
-
-
-def check(password: str) -> dict[str, Any]:
-    """VerifyStampingCredentials of X1 by the stamping service (the master account)."""
-    return {
-        "type": "VerifyStampingCredentials",
-        "cti_id": CTI_ID,
-        "password": password,
-        "actor": MASTER,
-    }
+    with (
+        network_ledger(clock, open_cti(CTI_ID), url=store_url) as first,
+        open_ledger(store_url, clock) as second,
+    ):
+        yield first, second
 
 
 def answer(lg: Ledger, password: str) -> bool | str:
     """``valid`` of the outcome, or the code of the rejection."""
     try:
-        outcome = lg.execute(check(password))
+        outcome = lg.execute(verify_credentials(password, CTI_ID))
     except Rejected as rejected:
         return rejected.code
     assert outcome.valid is not None
@@ -98,14 +77,7 @@ def test_a_reset_in_one_process_unlocks_the_other(two: tuple[Ledger, Ledger]) ->
     first, second = two
     assert [answer(first, WRONG) for _ in range(5)] == [False] * 5
     assert answer(first, PASSWORD) == "credentials_locked"
-    second.execute(
-        {
-            "type": "ResetStampingPassword",
-            "cti_id": CTI_ID,
-            "password": "otra-clave-99",
-            "actor": DISTRIBUTOR,
-        }
-    )
+    second.execute(on_cti("ResetStampingPassword", CTI_ID, password="otra-clave-99"))
     assert answer(first, "otra-clave-99") is True
     assert answer(first, PASSWORD) is False
 

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from ledger.api import Ledger
-from ledger.clock import ManualClock
 from ledger.errors import Rejected
-from tests.support import CLIENT, CTI, DISTRIBUTOR, client_profile, network_ledger
+from tests.support import CLIENT, CTI, network_fixture, register_client, transfer_stamps
+
+# A memory ledger with a network and 10 stamps in C1's CTI.
+lg = network_fixture(cti_stamps=10)
 
 
-@pytest.fixture
-def lg(clock: ManualClock) -> Iterator[Ledger]:
-    """A memory ledger with a network and 10 stamps in C1's CTI."""
-    with network_ledger(clock, cti_stamps=10) as ledger:
-        yield ledger
-
-
-def register(client_id: str) -> dict[str, object]:
+def register(client_id: str) -> dict[str, Any]:
     """A RegisterClient of D1."""
-    return {
-        "type": "RegisterClient",
-        "actor": DISTRIBUTOR,
-        "client_id": client_id,
-        "distributor_id": DISTRIBUTOR,
-        "profile": client_profile(name=f"Cliente {client_id}"),
-    }
+    return register_client(client_id, name=f"Cliente {client_id}")
 
 
 def test_an_atomic_batch_with_a_rejection_records_nothing(lg: Ledger) -> None:
@@ -54,14 +43,7 @@ def test_an_atomic_batch_without_rejections_records_everything(lg: Ledger) -> No
 
 def test_an_aborted_atomic_batch_leaves_the_cache_clean(lg: Ledger) -> None:
     """State changed in memory by an aborted batch is not seen afterwards."""
-    transfer = {
-        "type": "TransferStamps",
-        "actor": DISTRIBUTOR,
-        "transfer_id": "T9",
-        "from_id": DISTRIBUTOR,
-        "to_id": CTI,
-        "quantity": 5,
-    }
+    transfer = transfer_stamps(5, "T9")
     lg.execute_many([transfer, register(CLIENT)], atomic=True)
     assert lg.balance(CTI) == 10
     assert lg.execute(transfer).replayed is False

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import Notification
 
-from adapters.storage.codec import MsgspecMapper
 from ledger.aggregates.distributor import Distributor
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
@@ -29,12 +28,14 @@ from tests.support import (
     CTI,
     DISTRIBUTOR,
     ISSUER_RFC,
+    MAPPER,
     MASTER,
     consume,
+    forged,
     network_ledger,
+    rows_of,
 )
 
-MAPPER = MsgspecMapper()
 # The package exports the function ``verify``, which hides the module of the same name.
 verify_module = importlib.import_module("ledger.audit.verify")
 NEW_UUID = "0A1B2C3D-0B4D-4C55-9A1E-3D2B7C8E9F99"
@@ -55,35 +56,6 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
             }
         )
         yield ledger
-
-
-def rows_of(lg: Ledger) -> list[Notification]:
-    """The ledger's stored rows with their notification ids."""
-    return [
-        Notification(
-            id=index,
-            originator_id=row.originator_id,
-            originator_version=row.originator_version,
-            topic=row.topic,
-            state=row.state,
-        )
-        for index, row in enumerate(lg.store.stored_events(), start=1)
-    ]
-
-
-def forged(rows: list[Notification], event: Event) -> list[Notification]:
-    """``rows`` plus ``event`` stored as the next row."""
-    stored = MAPPER.to_stored_event(event)
-    return [
-        *rows,
-        Notification(
-            id=rows[-1].id + 1,
-            originator_id=stored.originator_id,
-            originator_version=stored.originator_version,
-            topic=stored.topic,
-            state=stored.state,
-        ),
-    ]
 
 
 def next_version(rows: list[Notification], stream: str) -> int:

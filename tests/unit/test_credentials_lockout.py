@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any
 
 import msgspec
 import pytest
@@ -20,9 +18,16 @@ from ledger.commands import accounts
 from ledger.domain import Snapshot
 from ledger.errors import Rejected
 from ledger.passwords import verify_password
-from tests.support import CLIENT, DISTRIBUTOR, MASTER, network_ledger
+from tests.support import (
+    PASSWORD,
+    forged,
+    network_fixture,
+    on_cti,
+    open_cti,
+    rows_of,
+    verify_credentials,
+)
 
-PASSWORD = "Tr0mbón-azul-77"
 WRONG = "no-es-la-clave"
 CTI_ID = "X1"
 FAILED = "StampingAccount.CredentialsCheckFailed"
@@ -30,37 +35,14 @@ PASSED = "StampingAccount.CredentialsCheckPassed"
 verify_module = importlib.import_module("ledger.audit.verify")
 
 
-@pytest.fixture
-def lg(clock: ManualClock) -> Iterator[Ledger]:
-    """A ledger on the in-memory store with C1's CTI ``X1`` and its password."""
-    with network_ledger(clock) as ledger:
-        ledger.execute(
-            {
-                "type": "OpenStampingAccount",
-                "cti_id": CTI_ID,
-                "client_id": CLIENT,
-                "kind": "standard",
-                "password": PASSWORD,
-                "actor": DISTRIBUTOR,
-            }
-        )
-        yield ledger
-
-
-def check(password: str, cti_id: str = CTI_ID) -> dict[str, Any]:
-    """VerifyStampingCredentials by the stamping service (the master account)."""
-    return {
-        "type": "VerifyStampingCredentials",
-        "cti_id": cti_id,
-        "password": password,
-        "actor": MASTER,
-    }
+# A ledger on the in-memory store with C1's CTI ``X1`` and its password.
+lg = network_fixture(open_cti(CTI_ID))
 
 
 def answer(lg: Ledger, password: str, cti_id: str = CTI_ID) -> bool | str:
     """``valid`` of the outcome, or the code of the rejection."""
     try:
-        outcome = lg.execute(check(password, cti_id))
+        outcome = lg.execute(verify_credentials(password, cti_id))
     except Rejected as rejected:
         return rejected.code
     assert outcome.valid is not None
@@ -100,7 +82,7 @@ def test_the_lock_names_its_end_on_the_ledger_clock(lg: Ledger, clock: ManualClo
     fifth_at = clock()
     clock.advance(timedelta(minutes=3))
     with pytest.raises(Rejected) as caught:
-        lg.execute(check(PASSWORD))
+        lg.execute(verify_credentials(PASSWORD, CTI_ID))
     assert caught.value.code == "credentials_locked"
     assert caught.value.details == {
         "cti_id": CTI_ID,
@@ -150,14 +132,7 @@ def test_a_success_without_failures_records_nothing(lg: Ledger) -> None:
 def test_a_password_reset_unlocks(lg: Ledger) -> None:
     """ResetStampingPassword ends the lock; the old password is then a fresh first failure."""
     lock(lg)
-    lg.execute(
-        {
-            "type": "ResetStampingPassword",
-            "cti_id": CTI_ID,
-            "password": "otra-clave-99",
-            "actor": DISTRIBUTOR,
-        }
-    )
+    lg.execute(on_cti("ResetStampingPassword", CTI_ID, password="otra-clave-99"))
     assert answer(lg, "otra-clave-99") is True
     assert [answer(lg, PASSWORD) for _ in range(4)] == [False] * 4
     assert answer(lg, "otra-clave-99") is True
@@ -188,7 +163,7 @@ def test_a_locked_check_costs_one_hash_of_the_account(
 
 def test_a_blocked_cti_counts_wrong_passwords_but_not_the_right_one(lg: Ledger) -> None:
     """Blocked: a wrong password is a recorded failure, the right one account_blocked (nothing)."""
-    lg.execute({"type": "BlockStampingAccount", "cti_id": CTI_ID, "actor": DISTRIBUTOR})
+    lg.execute(on_cti("BlockStampingAccount", CTI_ID))
     before = len(topics(lg))
     assert answer(lg, WRONG) is False
     assert answer(lg, PASSWORD) == "account_blocked"
@@ -212,7 +187,7 @@ def test_a_cti_without_a_password_is_valid_false(lg: Ledger) -> None:
 def test_a_check_with_an_idempotency_key_is_invalid(lg: Ledger) -> None:
     """A check is never replayed (the password is not fingerprinted): a key is refused."""
     with pytest.raises(Rejected) as caught:
-        lg.execute({**check(PASSWORD), "idempotency_key": "k-1"})
+        lg.execute({**verify_credentials(PASSWORD, CTI_ID), "idempotency_key": "k-1"})
     assert caught.value.code == "invalid_command"
     fields = [e["field"] for e in caught.value.details["errors"]]
     assert fields == ["VerifyStampingCredentials.idempotency_key"]
@@ -234,18 +209,7 @@ def test_failed_checks_are_not_movements_and_verify(lg: Ledger) -> None:
 
 def rows_with(lg: Ledger, *events: StampingAccount.CredentialsCheckFailed) -> list[Notification]:
     """The ledger's stored rows followed by ``events`` as if recorded."""
-    mapper = MsgspecMapper()
-    stored = [*lg.store.stored_events(), *(mapper.to_stored_event(e) for e in events)]
-    return [
-        Notification(
-            id=index,
-            originator_id=row.originator_id,
-            originator_version=row.originator_version,
-            topic=row.topic,
-            state=row.state,
-        )
-        for index, row in enumerate(stored, start=1)
-    ]
+    return forged(rows_of(lg), *events)
 
 
 def failure(

@@ -16,17 +16,19 @@ from tests.support import (
     DISTRIBUTOR,
     buy,
     consume,
+    forged,
     network_fixture,
     ok,
     open_cti,
     post,
     rejection,
     reserve,
+    rows_of,
     transfer_points,
     transfer_stamps,
     void,
 )
-from tests.unit.test_audit_verify import check, forged, next_version, rows_of
+from tests.unit.test_audit_verify import check, next_version
 
 CFDI = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
 

@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from ledger.api import Ledger
-from ledger.clock import ManualClock
 from ledger.rfc import CHECK_DIGIT_WARNING
 from tests.support import (
     CLIENT,
     DISTRIBUTOR,
     MASTER,
+    consume,
     fields,
-    network_ledger,
+    network_fixture,
+    open_cti,
     register_client,
     rejection,
+    transfer_stamps,
 )
 
-
-@pytest.fixture
-def lg(clock: ManualClock) -> Iterator[Ledger]:
-    """A ledger on the in-memory store with the standard network."""
-    with network_ledger(clock) as ledger:
-        yield ledger
+# A ledger on the in-memory store with the standard network.
+lg = network_fixture()
 
 
 # invalid_command -------------------------------------------------------------------------------
@@ -32,33 +28,16 @@ def lg(clock: ManualClock) -> Iterator[Ledger]:
 
 def test_wrong_type_of_field_is_invalid_command_naming_the_field(lg: Ledger) -> None:
     """A quantity that is not an integer is refused with the field's name."""
-    rejected = rejection(
-        lg,
-        {
-            "type": "TransferStamps",
-            "actor": DISTRIBUTOR,
-            "transfer_id": "T1",
-            "from_id": DISTRIBUTOR,
-            "to_id": "C1-cti",
-            "quantity": "diez",
-        },
-    )
+    rejected = rejection(lg, transfer_stamps(quantity="diez"))
     assert rejected.code == "invalid_command"
     assert fields(rejected) == ["TransferStamps.quantity"]
 
 
 def test_missing_field_is_invalid_command_naming_the_field(lg: Ledger) -> None:
     """A command without a required field names the missing field."""
-    rejected = rejection(
-        lg,
-        {
-            "type": "TransferStamps",
-            "actor": DISTRIBUTOR,
-            "transfer_id": "T1",
-            "from_id": DISTRIBUTOR,
-            "quantity": 1,
-        },
-    )
+    command = transfer_stamps(1)
+    del command["to_id"]
+    rejected = rejection(lg, command)
     assert rejected.code == "invalid_command"
     assert fields(rejected) == ["TransferStamps.to_id"]
 
@@ -80,17 +59,7 @@ def test_unknown_command_type_is_invalid_command(lg: Ledger) -> None:
 @pytest.mark.parametrize("quantity", [0, -5, 1.5, True])
 def test_quantity_must_be_a_positive_integer(lg: Ledger, quantity: object) -> None:
     """Zero, negative, fractional and boolean quantities are refused."""
-    rejected = rejection(
-        lg,
-        {
-            "type": "TransferStamps",
-            "actor": DISTRIBUTOR,
-            "transfer_id": "T1",
-            "from_id": DISTRIBUTOR,
-            "to_id": "C1-cti",
-            "quantity": quantity,
-        },
-    )
+    rejected = rejection(lg, transfer_stamps(quantity))
     assert rejected.code == "invalid_command"
     assert fields(rejected) == ["TransferStamps.quantity"]
 
@@ -98,18 +67,7 @@ def test_quantity_must_be_a_positive_integer(lg: Ledger, quantity: object) -> No
 @pytest.mark.parametrize("amount", ["10", "10.5", "-1.00", "1,000.00", "abc"])
 def test_money_needs_two_decimals(lg: Ledger, amount: str) -> None:
     """Money fields are strings with exactly two decimals."""
-    rejected = rejection(
-        lg,
-        {
-            "type": "TransferStamps",
-            "actor": DISTRIBUTOR,
-            "transfer_id": "T1",
-            "from_id": DISTRIBUTOR,
-            "to_id": "C1-cti",
-            "quantity": 1,
-            "amount": amount,
-        },
-    )
+    rejected = rejection(lg, transfer_stamps(1, amount=amount))
     assert rejected.code == "invalid_command"
     assert fields(rejected) == ["TransferStamps.amount"]
 
@@ -117,16 +75,7 @@ def test_money_needs_two_decimals(lg: Ledger, amount: str) -> None:
 def test_schema_errors_never_echo_input_values(lg: Ledger) -> None:
     """Neither the message nor the details repeat what the caller sent (it may be personal)."""
     secret = "Zq7-s3c"  # too short for a password and not an e-mail address
-    rejected = rejection(
-        lg,
-        {
-            "type": "OpenStampingAccount",
-            "actor": DISTRIBUTOR,
-            "cti_id": "X1",
-            "client_id": CLIENT,
-            "password": secret,
-        },
-    )
+    rejected = rejection(lg, open_cti(password=secret))
     assert rejected.code == "invalid_command"
     assert fields(rejected) == ["OpenStampingAccount.password"]
     assert secret not in repr(rejected.to_dict())
@@ -151,17 +100,10 @@ def test_regimen_outside_the_catalogue_is_invalid_command(lg: Ledger) -> None:
 
 def test_aware_stamping_time_is_required(lg: Ledger) -> None:
     """A stamping time without an offset is refused."""
-    rejected = rejection(
-        lg,
-        {
-            "type": "ConsumeStamp",
-            "actor": "M",
-            "cti_id": "C1-cti",
-            "cfdi_uuid": "6f1c1a2e-0000-4000-8000-000000000001",
-            "issuer_rfc": "GODE561231GR8",
-            "stamped_at": "2026-01-05T10:00:00",
-        },
+    naive = consume(
+        cfdi_uuid="6f1c1a2e-0000-4000-8000-000000000001", stamped_at="2026-01-05T10:00:00"
     )
+    rejected = rejection(lg, naive)
     assert rejected.code == "invalid_command"
     assert fields(rejected) == ["ConsumeStamp.stamped_at"]
 
@@ -199,14 +141,7 @@ def test_a_missing_rfc_is_invalid_command(lg: Ledger) -> None:
 def test_a_short_issuer_rfc_is_invalid_rfc(lg: Ledger) -> None:
     """An issuer RFC of the wrong length is a bad RFC."""
     rejected = rejection(
-        lg,
-        {
-            "type": "ConsumeStamp",
-            "actor": "M",
-            "cti_id": "C1-cti",
-            "cfdi_uuid": "6f1c1a2e-0000-4000-8000-000000000001",
-            "issuer_rfc": "GODE56",
-        },
+        lg, consume(cfdi_uuid="6f1c1a2e-0000-4000-8000-000000000001", issuer_rfc="GODE56")
     )
     assert rejected.code == "invalid_rfc"
 
@@ -242,30 +177,12 @@ def test_bad_check_digit_is_only_a_warning(lg: Ledger) -> None:
 
 def test_bad_rfc_lock_is_invalid_rfc(lg: Ledger) -> None:
     """A CTI's RFC lock is checked like any RFC."""
-    rejected = rejection(
-        lg,
-        {
-            "type": "OpenStampingAccount",
-            "actor": DISTRIBUTOR,
-            "cti_id": "X1",
-            "client_id": CLIENT,
-            "password": "correct horse",
-            "rfc_lock": "GODE561331GR8",
-        },
-    )
+    rejected = rejection(lg, open_cti(password="correct horse", rfc_lock="GODE561331GR8"))
     assert rejected.code == "invalid_rfc"
 
 
 def test_bad_master_rfc_is_invalid_rfc(lg: Ledger) -> None:
     """The master account's RFC is checked too."""
-    rejected = rejection(
-        lg,
-        {
-            "type": "OpenMasterAccount",
-            "actor": MASTER,
-            "master_id": "M2",
-            "name": "Otra",
-            "rfc": "SAT97",
-        },
-    )
+    other = {"master_id": "M2", "name": "Otra", "rfc": "SAT97"}
+    rejected = rejection(lg, {"type": "OpenMasterAccount", "actor": MASTER, **other})
     assert rejected.code == "invalid_rfc"

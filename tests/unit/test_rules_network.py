@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,10 +15,15 @@ from tests.support import (
     CTI,
     DISTRIBUTOR,
     MASTER,
-    define_catalogue,
+    buy,
+    command,
+    contract,
     distributor_profile,
-    network_ledger,
+    network_fixture,
+    register_client,
+    register_distributor,
     rejection,
+    transfer_stamps,
 )
 
 NEW = "D9"
@@ -46,18 +50,14 @@ ALLOWED = {
 ILLEGAL = sorted(set(itertools.product(STATUSES, ACTIONS)) - set(ALLOWED))
 
 
-@pytest.fixture
-def lg(clock: ManualClock) -> Iterator[Ledger]:
-    """A ledger on the in-memory store with the standard network."""
-    with network_ledger(clock) as ledger:
-        define_catalogue(ledger)
-        yield ledger
+# A ledger on the in-memory store with the standard network and the catalogue.
+lg = network_fixture(catalogue=True)
 
 
 def act(action: str, distributor_id: str = NEW, actor: str | None = MASTER) -> dict[str, Any]:
     """The status command of ``action`` on ``distributor_id`` by ``actor``."""
     command_type, extra = ACTIONS[action]
-    return {"type": command_type, "distributor_id": distributor_id, "actor": actor, **extra}
+    return command(command_type, actor, distributor_id=distributor_id, **extra)
 
 
 def status(lg: Ledger, distributor_id: str = NEW) -> str:
@@ -69,15 +69,7 @@ def status(lg: Ledger, distributor_id: str = NEW) -> str:
 
 def register(lg: Ledger, distributor_id: str = NEW, parent_id: str = MASTER) -> None:
     """Registers an unvalidated distributor."""
-    lg.execute(
-        {
-            "type": "RegisterDistributor",
-            "actor": parent_id,
-            "distributor_id": distributor_id,
-            "parent_id": parent_id,
-            "profile": distributor_profile(email=f"{distributor_id.lower()}@example.com"),
-        }
-    )
+    lg.execute(register_distributor(distributor_id, parent_id))
 
 
 def drive_to(lg: Ledger, clock: ManualClock, target: str) -> None:
@@ -100,19 +92,12 @@ def drive_to(lg: Ledger, clock: ManualClock, target: str) -> None:
     lg.execute(act("cancel"))
     if target == "purged":
         clock.advance(timedelta(days=30))
-        lg.execute({"type": "PurgeDistributor", "distributor_id": NEW, "actor": MASTER})
+        lg.execute(command("PurgeDistributor", MASTER, distributor_id=NEW))
 
 
 def transfer_to_cti(transfer_id: str = "T1", from_id: str = DISTRIBUTOR) -> dict[str, Any]:
     """A transfer of one stamp from D1 to its client's CTI."""
-    return {
-        "type": "TransferStamps",
-        "actor": from_id,
-        "transfer_id": transfer_id,
-        "from_id": from_id,
-        "to_id": CTI,
-        "quantity": 1,
-    }
+    return transfer_stamps(1, transfer_id, from_id=from_id)
 
 
 # The status machine ----------------------------------------------------------------------------
@@ -221,39 +206,15 @@ def test_a_reactivated_distributor_sells_again(lg: Ledger) -> None:
 def test_an_unactivated_distributor_cannot_buy(lg: Ledger, clock: ManualClock) -> None:
     """Buying needs an active buyer."""
     drive_to(lg, clock, "unactivated")
-    rejected = rejection(
-        lg,
-        {
-            "type": "BuyPackage",
-            "actor": NEW,
-            "buyer_id": NEW,
-            "seller_id": MASTER,
-            "package_id": "P1000",
-        },
-    )
+    rejected = rejection(lg, buy(buyer_id=NEW))
     assert rejected.code == "distributor_not_active"
 
 
 def test_an_expired_distributor_cannot_register_clients(lg: Ledger, clock: ManualClock) -> None:
     """Registering a client needs an active distributor."""
     clock.advance(timedelta(days=400))
-    rejected = rejection(
-        lg,
-        {
-            "type": "RegisterClient",
-            "actor": DISTRIBUTOR,
-            "client_id": "C2",
-            "distributor_id": DISTRIBUTOR,
-            "profile": {
-                "name": "Ana",
-                "rfc": "XAXX010101000",
-                "email": "ana@example.com",
-                "postal_code": "06600",
-                "regimen_fiscal": "616",
-                "uso_cfdi": "S01",
-            },
-        },
-    )
+    generic = {"rfc": "XAXX010101000", "regimen_fiscal": "616", "uso_cfdi": "S01"}
+    rejected = rejection(lg, register_client(name="Ana", email="ana@example.com", **generic))
     assert rejected.code == "distributor_not_active"
 
 
@@ -289,12 +250,7 @@ def test_the_master_moves_a_sub_distributor_of_its_network(lg: Ledger) -> None:
 
 def contract_multinivel() -> dict[str, Any]:
     """D1 contracts Multinivel."""
-    return {
-        "type": "ContractSubscription",
-        "distributor_id": DISTRIBUTOR,
-        "product": "Multinivel",
-        "actor": DISTRIBUTOR,
-    }
+    return contract("Multinivel")
 
 
 def test_a_distributor_parent_needs_multinivel(lg: Ledger) -> None:
@@ -331,31 +287,14 @@ def test_multinivel_is_charged_pro_rata_plus_iva(lg: Ledger) -> None:
 
 def test_registering_a_taken_distributor_id_is_already_exists(lg: Ledger) -> None:
     """A distributor id is unique; a second registration with other data is refused."""
-    rejected = rejection(
-        lg,
-        {
-            "type": "RegisterDistributor",
-            "actor": MASTER,
-            "distributor_id": DISTRIBUTOR,
-            "parent_id": MASTER,
-            "profile": distributor_profile(name="Otra"),
-        },
-    )
+    rejected = rejection(lg, register_distributor(DISTRIBUTOR, profile=distributor_profile("Otra")))
     assert rejected.code == "already_exists"
 
 
 def test_an_id_taken_by_another_kind_is_already_exists(lg: Ledger) -> None:
     """Ids are unique across kinds: a distributor cannot take a CTI's id."""
-    rejected = rejection(
-        lg,
-        {
-            "type": "RegisterDistributor",
-            "actor": MASTER,
-            "distributor_id": CTI,
-            "parent_id": MASTER,
-            "profile": distributor_profile(email="otro@example.com"),
-        },
-    )
+    profile = distributor_profile(email="otro@example.com")
+    rejected = rejection(lg, register_distributor(CTI, profile=profile))
     assert rejected.code == "already_exists"
 
 
@@ -370,16 +309,7 @@ def test_opening_a_second_master_with_a_taken_id_is_already_exists(lg: Ledger) -
 
 def test_registering_under_an_unknown_parent_is_unknown_account(lg: Ledger) -> None:
     """The parent must exist."""
-    rejected = rejection(
-        lg,
-        {
-            "type": "RegisterDistributor",
-            "actor": "NOBODY",
-            "distributor_id": "D2",
-            "parent_id": "NOBODY",
-            "profile": distributor_profile(email="d2@example.com"),
-        },
-    )
+    rejected = rejection(lg, register_distributor("D2", "NOBODY"))
     assert rejected.code == "unknown_account"
 
 

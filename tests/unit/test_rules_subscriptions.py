@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -14,35 +13,23 @@ from ledger.clock import ManualClock
 from tests.support import (
     DISTRIBUTOR,
     MASTER,
+    command,
     contract,
-    define_catalogue,
-    distributor_profile,
-    network_ledger,
+    network_fixture,
+    register_distributor,
     rejection,
 )
 
-
-@pytest.fixture
-def lg(clock: ManualClock) -> Iterator[Ledger]:
-    """The standard network (D1 active until 2027-01-31) with the seed's catalogue."""
-    with network_ledger(clock) as ledger:
-        define_catalogue(ledger)
-        yield ledger
+# The standard network (D1 active until 2027-01-31) with the seed's catalogue.
+lg = network_fixture(catalogue=True)
 
 
 def define(
     product: str, kind: str, price: str, actor: str = MASTER, **extra: Any
 ) -> dict[str, Any]:
     """A DefineSubscriptionProduct of the master account."""
-    return {
-        "type": "DefineSubscriptionProduct",
-        "seller_id": extra.pop("seller_id", MASTER),
-        "actor": actor,
-        "product": product,
-        "kind": kind,
-        "annual_price": price,
-        **extra,
-    }
+    fields = {"seller_id": extra.pop("seller_id", MASTER), "product": product, "kind": kind}
+    return command("DefineSubscriptionProduct", actor, **fields, annual_price=price, **extra)
 
 
 def distributor(lg: Ledger, distributor_id: str = DISTRIBUTOR) -> Distributor:
@@ -54,12 +41,7 @@ def distributor(lg: Ledger, distributor_id: str = DISTRIBUTOR) -> Distributor:
 
 def renew(expires_on: str, distributor_id: str = DISTRIBUTOR) -> dict[str, Any]:
     """The master renews ``distributor_id``."""
-    return {
-        "type": "RenewDistributor",
-        "distributor_id": distributor_id,
-        "actor": MASTER,
-        "expires_on": expires_on,
-    }
+    return command("RenewDistributor", MASTER, distributor_id=distributor_id, expires_on=expires_on)
 
 
 # The catalogue --------------------------------------------------------------------------------
@@ -205,15 +187,7 @@ def test_multinivel_does_not_lapse_after_a_renewal(lg: Ledger, clock: ManualCloc
     lg.execute(contract("Multinivel"))
     lg.execute(renew("2028-01-31"))
     clock.set(datetime(2027, 6, 1, 18, 0, tzinfo=UTC))
-    outcome = lg.execute(
-        {
-            "type": "RegisterDistributor",
-            "distributor_id": "D2",
-            "parent_id": DISTRIBUTOR,
-            "actor": DISTRIBUTOR,
-            "profile": distributor_profile(email="d2@example.com"),
-        }
-    )
+    outcome = lg.execute(register_distributor("D2", DISTRIBUTOR))
     assert outcome.ok
 
 
@@ -241,15 +215,8 @@ def test_renewal_sales_can_be_invoiced_by_the_master(lg: Ledger) -> None:
     """The renewal's sales are billable sales of the master account."""
     lg.execute(contract("Multinivel"))
     sale_ids = lg.execute(renew("2028-01-31")).sale_ids
-    outcome = lg.execute(
-        {
-            "type": "RegisterInvoice",
-            "seller_id": MASTER,
-            "actor": MASTER,
-            "invoice_ref": "F-1",
-            "sale_ids": list(sale_ids),
-        }
-    )
+    invoice = {"seller_id": MASTER, "invoice_ref": "F-1", "sale_ids": list(sale_ids)}
+    outcome = lg.execute(command("RegisterInvoice", MASTER, **invoice))
     assert outcome.sale_ids == sale_ids
 
 
