@@ -147,6 +147,16 @@ def verify_credentials(password: str, cti_id: str = CTI) -> dict[str, Any]:
     return command("VerifyStampingCredentials", MASTER, cti_id=cti_id, password=password)
 
 
+def credentials_answer(lg: Ledger, password: str, cti_id: str = CTI) -> bool | str:
+    """``valid`` of a credentials check of ``cti_id``, or the code of its rejection."""
+    try:
+        outcome = lg.execute(verify_credentials(password, cti_id))
+    except Rejected as rejected:
+        return rejected.code
+    assert outcome.valid is not None
+    return outcome.valid
+
+
 def register_distributor(
     distributor_id: str, parent_id: str = MASTER, *, profile: dict[str, Any] | None = None
 ) -> dict[str, Any]:

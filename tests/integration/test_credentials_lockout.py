@@ -10,8 +10,13 @@ import pytest
 from ledger.aggregates.stamping_account import CREDENTIALS_LOCK
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from ledger.errors import Rejected
-from tests.support import PASSWORD, network_ledger, on_cti, open_cti, verify_credentials
+from tests.support import (
+    PASSWORD,
+    credentials_answer,
+    network_ledger,
+    on_cti,
+    open_cti,
+)
 
 WRONG = "no-es-la-clave"
 CTI_ID = "X1"
@@ -33,13 +38,8 @@ def two(store_url: str, clock: ManualClock) -> Iterator[tuple[Ledger, Ledger]]:
 
 
 def answer(lg: Ledger, password: str) -> bool | str:
-    """``valid`` of the outcome, or the code of the rejection."""
-    try:
-        outcome = lg.execute(verify_credentials(password, CTI_ID))
-    except Rejected as rejected:
-        return rejected.code
-    assert outcome.valid is not None
-    return outcome.valid
+    """``valid`` of a check of X1, or the code of the rejection."""
+    return credentials_answer(lg, password, CTI_ID)
 
 
 def test_failures_in_two_processes_count_together(two: tuple[Ledger, Ledger]) -> None:

@@ -80,36 +80,39 @@ def test_check_regimen_uso_accepts_a_regimen_for_both_person_types() -> None:
     check_regimen_uso("626", "G01", "moral")
 
 
-def test_check_regimen_uso_rejects_a_moral_regimen_for_a_fisica() -> None:
-    """601 is for personas morales only."""
+@pytest.mark.parametrize(
+    ("regimen_code", "uso_code", "person_type", "details"),
+    [
+        # 601 is for personas morales only.
+        ("601", "G03", "fisica", {"field": "regimen_fiscal", "reason": "person_type"}),
+        # 612 is for personas físicas only.
+        ("612", "G03", "moral", {"field": "regimen_fiscal", "reason": "person_type"}),
+        # D01 (honorarios médicos) is a personal deduction, for personas físicas only.
+        ("601", "D01", "moral", {"field": "uso_cfdi", "reason": "person_type"}),
+        # CN01 (nómina) admits only régimen 605, not 612.
+        ("612", "CN01", "fisica", {"field": "uso_cfdi", "reason": "regimen_not_admitted"}),
+        # An unknown régimen is reported before the uso is looked at.
+        ("600", "G03", "moral", {"field": "regimen_fiscal", "reason": "unknown"}),
+        # An unknown uso is invalid_command on the uso_cfdi field.
+        ("601", "P01", "moral", {"field": "uso_cfdi", "reason": "unknown"}),
+    ],
+    ids=[
+        "a_moral_regimen_for_a_fisica",
+        "a_fisica_regimen_for_a_moral",
+        "a_fisica_uso_for_a_moral",
+        "a_uso_that_does_not_admit_the_regimen",
+        "an_unknown_regimen",
+        "an_unknown_uso",
+    ],
+)
+def test_check_regimen_uso_rejects(
+    regimen_code: str, uso_code: str, person_type: str, details: dict[str, str]
+) -> None:
+    """A pair the catalogues refuse is invalid_command naming the field and the reason."""
     with pytest.raises(Rejected) as caught:
-        check_regimen_uso("601", "G03", "fisica")
+        check_regimen_uso(regimen_code, uso_code, person_type)
     assert caught.value.code == "invalid_command"
-    assert caught.value.details == {"field": "regimen_fiscal", "reason": "person_type"}
-
-
-def test_check_regimen_uso_rejects_a_fisica_regimen_for_a_moral() -> None:
-    """612 is for personas físicas only."""
-    with pytest.raises(Rejected) as caught:
-        check_regimen_uso("612", "G03", "moral")
-    assert caught.value.code == "invalid_command"
-    assert caught.value.details == {"field": "regimen_fiscal", "reason": "person_type"}
-
-
-def test_check_regimen_uso_rejects_a_fisica_uso_for_a_moral() -> None:
-    """D01 (honorarios médicos) is a personal deduction, for personas físicas only."""
-    with pytest.raises(Rejected) as caught:
-        check_regimen_uso("601", "D01", "moral")
-    assert caught.value.code == "invalid_command"
-    assert caught.value.details == {"field": "uso_cfdi", "reason": "person_type"}
-
-
-def test_check_regimen_uso_rejects_a_uso_that_does_not_admit_the_regimen() -> None:
-    """CN01 (nómina) admits only régimen 605, not 612."""
-    with pytest.raises(Rejected) as caught:
-        check_regimen_uso("612", "CN01", "fisica")
-    assert caught.value.code == "invalid_command"
-    assert caught.value.details == {"field": "uso_cfdi", "reason": "regimen_not_admitted"}
+    assert caught.value.details == details
 
 
 def test_check_regimen_uso_rejects_g03_for_sin_obligaciones() -> None:
@@ -117,22 +120,6 @@ def test_check_regimen_uso_rejects_g03_for_sin_obligaciones() -> None:
     with pytest.raises(Rejected) as caught:
         check_regimen_uso("616", "G03", "fisica")
     assert caught.value.details["reason"] == "regimen_not_admitted"
-
-
-def test_check_regimen_uso_rejects_an_unknown_regimen() -> None:
-    """An unknown régimen is reported before the uso is looked at."""
-    with pytest.raises(Rejected) as caught:
-        check_regimen_uso("600", "G03", "moral")
-    assert caught.value.code == "invalid_command"
-    assert caught.value.details == {"field": "regimen_fiscal", "reason": "unknown"}
-
-
-def test_check_regimen_uso_rejects_an_unknown_uso() -> None:
-    """An unknown uso is invalid_command on the uso_cfdi field."""
-    with pytest.raises(Rejected) as caught:
-        check_regimen_uso("601", "P01", "moral")
-    assert caught.value.code == "invalid_command"
-    assert caught.value.details == {"field": "uso_cfdi", "reason": "unknown"}
 
 
 def test_check_regimen_rejects_a_code_not_yet_in_force() -> None:

@@ -20,6 +20,7 @@ from ledger.errors import Rejected
 from ledger.passwords import verify_password
 from tests.support import (
     PASSWORD,
+    credentials_answer,
     forged,
     network_fixture,
     on_cti,
@@ -41,12 +42,7 @@ lg = network_fixture(open_cti(CTI_ID))
 
 def answer(lg: Ledger, password: str, cti_id: str = CTI_ID) -> bool | str:
     """``valid`` of the outcome, or the code of the rejection."""
-    try:
-        outcome = lg.execute(verify_credentials(password, cti_id))
-    except Rejected as rejected:
-        return rejected.code
-    assert outcome.valid is not None
-    return outcome.valid
+    return credentials_answer(lg, password, cti_id)
 
 
 def topics(lg: Ledger) -> list[str]:

@@ -83,20 +83,19 @@ TEXT_LEAVES = [
 ]
 
 
+def _constraint(metadata: tuple[Any, ...], name: str) -> Any:
+    """The first ``name`` constraint (``max_length``, ``pattern``) among ``metadata``; None."""
+    return next(
+        (getattr(i, name) for i in _flatten(metadata) if getattr(i, name, None) is not None), None
+    )
+
+
 def _max_length(metadata: tuple[Any, ...]) -> int | None:
-    for item in _flatten(metadata):
-        bound = getattr(item, "max_length", None)
-        if bound is not None:
-            return int(bound)
-    return None
+    return _constraint(metadata, "max_length")
 
 
 def _pattern(metadata: tuple[Any, ...]) -> str | None:
-    for item in _flatten(metadata):
-        pattern = getattr(item, "pattern", None)
-        if pattern is not None:
-            return str(pattern)
-    return None
+    return _constraint(metadata, "pattern")
 
 
 # Texts without CLEAN, one per distinct type: each must be a pattern that refuses control

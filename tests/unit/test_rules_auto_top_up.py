@@ -2,37 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from ledger.api import Ledger
-from ledger.clock import ManualClock
 from ledger.errors import Rejected
 from ledger.logging import capture_logs
-from tests.support import CLIENT, CTI, DISTRIBUTOR, consume, network_ledger
-
-
-@pytest.fixture
-def lg(clock: ManualClock) -> Iterator[Ledger]:
-    """C1-cti holds 12 stamps; its rule: below 10, D1 sends 50 at 25.00."""
-    with network_ledger(clock, cti_stamps=12) as ledger:
-        ledger.execute(rule())
-        yield ledger
+from tests.support import CTI, DISTRIBUTOR, command, consume, network_fixture, on_cti, open_cti
 
 
 def rule(cti_id: str = CTI, **extra: Any) -> dict[str, Any]:
     """ConfigureAutoTopUp."""
-    return {
-        "type": "ConfigureAutoTopUp",
-        "cti_id": cti_id,
-        "minimum": 10,
-        "credit": 50,
-        "amount": "25.00",
-        "actor": DISTRIBUTOR,
-        **extra,
-    }
+    terms = {"minimum": 10, "credit": 50, "amount": "25.00", **extra}
+    return on_cti("ConfigureAutoTopUp", cti_id, **terms)
+
+
+# C1-cti holds 12 stamps; its rule: below 10, D1 sends 50 at 25.00.
+lg = network_fixture(rule(), cti_stamps=12)
+
+MASS = command(
+    "MassAutoTopUp", DISTRIBUTOR, batch_id="A1", distributor_id=DISTRIBUTOR, cti_ids=[CTI, "C1-b"]
+)
+"""D1 sells C1-cti and C1-b their automatic top-ups in one command."""
+
+
+def keep_only(lg: Ledger, stamps: int, code_id: str = "K") -> None:
+    """D1 issues a credit code of all its stamps but ``stamps``."""
+    quantity = lg.balance(DISTRIBUTOR) - stamps
+    fields = {"code_id": code_id, "distributor_id": DISTRIBUTOR, "unit": "stamps"}
+    lg.execute(command("IssueCreditCode", DISTRIBUTOR, **fields, quantity=quantity))
 
 
 def stamp(lg: Ledger, n: int = 1) -> list[Any]:
@@ -67,11 +66,7 @@ def test_it_fires_once_per_crossing_and_rearms_above_the_minimum(lg: Ledger) -> 
 
 def test_a_short_inventory_records_the_failure_once(lg: Ledger) -> None:
     """D1 holds 20 of 50: AutoTopUpFailed is recorded, warned and shown; no second failure."""
-    held = lg.balance(DISTRIBUTOR)
-    lg.execute(
-        {"type": "IssueCreditCode", "code_id": "K-drain", "distributor_id": DISTRIBUTOR,
-         "unit": "stamps", "quantity": held - 20, "actor": DISTRIBUTOR}
-    )  # fmt: skip
+    keep_only(lg, 20, "K-drain")
     with capture_logs() as logs:
         outcomes = stamp(lg, 3)  # 12 → 11 → 10 → 9: the third crosses
     assert [o.warnings for o in outcomes] == [(), (), ("auto_top_up_failed",)]
@@ -93,9 +88,8 @@ def test_a_short_inventory_records_the_failure_once(lg: Ledger) -> None:
 def test_a_rule_without_amount_is_priced_by_the_list(lg: Ledger) -> None:
     """No amount: 50 stamps at D1's bulk price of 0.80 are 40.00."""
     lg.execute(
-        {"type": "ChangeSettings", "seller_id": DISTRIBUTOR, "bulk_stamp_price": "0.80",
-         "actor": DISTRIBUTOR}
-    )  # fmt: skip
+        command("ChangeSettings", DISTRIBUTOR, seller_id=DISTRIBUTOR, bulk_stamp_price="0.80")
+    )
     lg.execute({k: v for k, v in rule().items() if k != "amount"})
     (sale_id,) = stamp(lg, 3)[-1].sale_ids
     (sale,) = [s for s in lg.views.unbilled_sales(DISTRIBUTOR) if s.sale_id == sale_id]
@@ -104,20 +98,14 @@ def test_a_rule_without_amount_is_priced_by_the_list(lg: Ledger) -> None:
 
 def open_second_cti(lg: Ledger) -> None:
     """C1-b, a second standard CTI of C1, with its own rule (credit 50)."""
-    lg.execute(
-        {"type": "OpenStampingAccount", "cti_id": "C1-b", "client_id": CLIENT,
-         "password": "secreto-123", "actor": DISTRIBUTOR}
-    )  # fmt: skip
+    lg.execute(open_cti("C1-b", password="secreto-123"))
     lg.execute(rule("C1-b", credit=30, amount="15.00"))
 
 
 def test_a_mass_auto_sale_sells_each_selected_cti_its_top_up(lg: Ledger) -> None:
     """Two CTIs: 50 and 30 stamps, two sales, one command."""
     open_second_cti(lg)
-    outcome = lg.execute(
-        {"type": "MassAutoTopUp", "batch_id": "A1", "distributor_id": DISTRIBUTOR,
-         "cti_ids": [CTI, "C1-b"], "actor": DISTRIBUTOR}
-    )  # fmt: skip
+    outcome = lg.execute(MASS)
     assert outcome.sale_ids == ("A1:1", "A1:2")
     assert (lg.balance(CTI), lg.balance("C1-b")) == (62, 30)
     assert outcome.balance_after == 10_000 - 12 - 80
@@ -125,16 +113,10 @@ def test_a_mass_auto_sale_sells_each_selected_cti_its_top_up(lg: Ledger) -> None
 
 def test_a_mass_auto_sale_is_all_or_nothing(lg: Ledger) -> None:
     """A selected CTI without a rule: nothing is sold."""
-    lg.execute(
-        {"type": "OpenStampingAccount", "cti_id": "C1-b", "client_id": CLIENT,
-         "password": "secreto-123", "actor": DISTRIBUTOR}
-    )  # fmt: skip
+    lg.execute(open_cti("C1-b", password="secreto-123"))
     before = len(topics(lg))
     with pytest.raises(Rejected) as caught:
-        lg.execute(
-            {"type": "MassAutoTopUp", "batch_id": "A1", "distributor_id": DISTRIBUTOR,
-             "cti_ids": [CTI, "C1-b"], "actor": DISTRIBUTOR}
-        )  # fmt: skip
+        lg.execute(MASS)
     assert caught.value.code == "invalid_transition"
     assert len(topics(lg)) == before
     assert lg.balance(CTI) == 12
@@ -143,15 +125,8 @@ def test_a_mass_auto_sale_is_all_or_nothing(lg: Ledger) -> None:
 def test_a_mass_auto_sale_beyond_the_inventory_sells_nothing(lg: Ledger) -> None:
     """80 stamps wanted, fewer held: insufficient_inventory."""
     open_second_cti(lg)
-    held = lg.balance(DISTRIBUTOR)
-    lg.execute(
-        {"type": "IssueCreditCode", "code_id": "K", "distributor_id": DISTRIBUTOR,
-         "unit": "stamps", "quantity": held - 79, "actor": DISTRIBUTOR}
-    )  # fmt: skip
+    keep_only(lg, 79)
     with pytest.raises(Rejected) as caught:
-        lg.execute(
-            {"type": "MassAutoTopUp", "batch_id": "A1", "distributor_id": DISTRIBUTOR,
-             "cti_ids": [CTI, "C1-b"], "actor": DISTRIBUTOR}
-        )  # fmt: skip
+        lg.execute(MASS)
     assert caught.value.code == "insufficient_inventory"
     assert lg.balance(DISTRIBUTOR) == 79

@@ -17,24 +17,43 @@ from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
 from ledger.logging import capture_logs, configure_cli_logging, get_logger
-from tests.support import CLIENT, CTI, consume, network_ledger
+from tests.support import (
+    CLIENT,
+    CTI,
+    client_profile,
+    command,
+    consume,
+    network_fixture,
+    network_ledger,
+    on_cti,
+    open_cti,
+    register_client,
+    verify_credentials,
+)
 
 PASSWORD = "clave-secreta-123"
 
+# A ledger on the in-memory store with the standard network; C1's CTI holds a stamp.
+lg = network_fixture(cti_stamps=1)
 
-@pytest.fixture
-def lg(clock: ManualClock) -> Iterator[Ledger]:
-    """A ledger on the in-memory store with the standard network."""
-    with network_ledger(clock, cti_stamps=1) as ledger:
-        yield ledger
+
+@contextlib.contextmanager
+def cli_stderr(level: int | None = None, *, json: bool | None = None) -> Iterator[io.StringIO]:
+    """What the CLI's logging (``configure_cli_logging(level, json=json)``) writes to stderr
+    inside the block; the ``ledger`` logger is reset afterwards."""
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(out):
+            configure_cli_logging(level, json=json)
+            yield out
+    finally:
+        _reset_cli_logging()
 
 
 def test_each_command_logs_one_line(lg: Ledger) -> None:
     """A batch of three commands logs three lines, in order, with type and outcome."""
     with capture_logs() as logs:
-        lg.execute_many(
-            [consume(), consume(), {"type": "TagClient", "actor": "D1", "client_id": CLIENT}]
-        )
+        lg.execute_many([consume(), consume(), command("TagClient", "D1", client_id=CLIENT)])
     assert [(e["event"], e["type"], e["outcome"]) for e in logs] == [
         ("command", "ConsumeStamp", "ok"),
         ("command", "ConsumeStamp", "rejected"),
@@ -81,27 +100,11 @@ def test_a_replay_logs_as_replayed(lg: Ledger) -> None:
 def test_logs_never_carry_a_password(lg: Ledger) -> None:
     """Opening, resetting, verifying (right and wrong) and refusing passwords logs none of them."""
     commands = [
-        {
-            "type": "OpenStampingAccount",
-            "actor": "D1",
-            "cti_id": "X1",
-            "client_id": CLIENT,
-            "password": PASSWORD,
-        },
-        {
-            "type": "ResetStampingPassword",
-            "actor": "D1",
-            "cti_id": "X1",
-            "password": PASSWORD + "-2",
-        },
-        {
-            "type": "VerifyStampingCredentials",
-            "actor": "M",
-            "cti_id": "X1",
-            "password": PASSWORD + "-2",
-        },
-        {"type": "VerifyStampingCredentials", "actor": "M", "cti_id": "X1", "password": PASSWORD},
-        {"type": "ResetStampingPassword", "actor": "D1", "cti_id": "X1", "password": "corta"},
+        open_cti("X1", password=PASSWORD),
+        on_cti("ResetStampingPassword", "X1", password=PASSWORD + "-2"),
+        verify_credentials(PASSWORD + "-2", "X1"),
+        verify_credentials(PASSWORD, "X1"),
+        on_cti("ResetStampingPassword", "X1", password="corta"),
     ]
     with capture_logs() as logs:
         results = lg.execute_many(commands)
@@ -119,23 +122,12 @@ def test_logs_never_carry_a_password(lg: Ledger) -> None:
 
 def test_logs_never_carry_a_profile(lg: Ledger) -> None:
     """Registering and updating a client logs no personal data, even when refused."""
-    profile = {
-        "name": "Rosa Íñiguez",
-        "rfc": "GODE561231GR8",
-        "email": "rosa.iniguez@example.com",
-        "postal_code": "06600",
-        "regimen_fiscal": "612",
-        "uso_cfdi": "G03",
-    }
+    profile = client_profile("Rosa Íñiguez", "rosa.iniguez@example.com")
+    update = {"client_id": "C2", "profile": {**profile, "postal_code": "1"}}
     with capture_logs() as logs:
         lg.execute_many(
-            [
-                {"type": "RegisterClient", "actor": "D1", "client_id": "C2", "distributor_id": "D1",
-                 "profile": profile},
-                {"type": "UpdateClientProfile", "actor": "D1", "client_id": "C2",
-                 "profile": {**profile, "postal_code": "1"}},
-            ]
-        )  # fmt: skip
+            [register_client(**profile), command("UpdateClientProfile", "D1", **update)]
+        )
     assert len(logs) == 2
     for secret in ("Rosa", "iniguez", "GODE561231GR8", "06600"):
         assert secret not in repr(logs)
@@ -158,13 +150,8 @@ def test_log_lines_go_to_the_stderr_of_the_moment() -> None:
 
 def test_log_timestamps_are_iso_utc_with_microseconds() -> None:
     """Each JSON line's timestamp is ISO 8601 in UTC with microseconds, and it is now."""
-    out = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(out):
-            configure_cli_logging(logging.INFO, json=True)
-            get_logger().info("command", type="Probe", outcome="ok")
-    finally:
-        _reset_cli_logging()
+    with cli_stderr(logging.INFO, json=True) as out:
+        get_logger().info("command", type="Probe", outcome="ok")
     line = json.loads(out.getvalue())
     assert (line["event"], line["level"], line["logger"]) == ("command", "info", "ledger")
     stamp = line["timestamp"]
@@ -175,13 +162,8 @@ def test_log_timestamps_are_iso_utc_with_microseconds() -> None:
 
 def test_the_cli_renders_readable_lines_on_a_terminal() -> None:
     """Without JSON the line is structlog's console rendering: the event, then key=value."""
-    out = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(out):
-            configure_cli_logging(logging.INFO, json=False)
-            get_logger().info("command", type="Probe", outcome="ok")
-    finally:
-        _reset_cli_logging()
+    with cli_stderr(logging.INFO, json=False) as out:
+        get_logger().info("command", type="Probe", outcome="ok")
     text = out.getvalue()
     assert "command" in text
     assert "type=Probe" in text
@@ -191,14 +173,9 @@ def test_the_cli_renders_readable_lines_on_a_terminal() -> None:
 def test_the_log_level_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """``LEDGER_LOG_LEVEL=WARNING`` silences the per-command lines of the CLI."""
     monkeypatch.setenv("LEDGER_LOG_LEVEL", "WARNING")
-    out = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(out):
-            configure_cli_logging(json=True)
-            get_logger().info("command", type="Probe", outcome="ok")
-            get_logger().warning("something", detail=1)
-    finally:
-        _reset_cli_logging()
+    with cli_stderr(json=True) as out:
+        get_logger().info("command", type="Probe", outcome="ok")
+        get_logger().warning("something", detail=1)
     assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["something"]
 
 
