@@ -13,7 +13,7 @@ from eventsourcing.persistence import Notification, StoredEvent
 
 from adapters.storage.codec import MsgspecMapper
 from adapters.storage.memory import MemoryStore
-from ledger.api import Ledger
+from ledger.api import Ledger, Projections
 from ledger.clock import ManualClock
 from ledger.domain import Event
 from ledger.errors import Rejected
@@ -92,10 +92,15 @@ def mass_transfer(
 
 
 def open_cti(
-    cti_id: str = "X1", kind: str = "standard", *, password: str = PASSWORD, **extra: Any
+    cti_id: str = "X1",
+    kind: str = "standard",
+    *,
+    password: str = PASSWORD,
+    client_id: str = CLIENT,
+    **extra: Any,
 ) -> dict[str, Any]:
     """D1 opens another stamping account of C1 (``kind`` standard or unlimited)."""
-    fields = {"cti_id": cti_id, "client_id": CLIENT, "kind": kind, "password": password}
+    fields = {"cti_id": cti_id, "client_id": client_id, "kind": kind, "password": password}
     return command("OpenStampingAccount", DISTRIBUTOR, **fields, **extra)
 
 
@@ -326,15 +331,27 @@ def contract(product: str, distributor_id: str = DISTRIBUTOR) -> dict[str, Any]:
 
 @contextmanager
 def network_ledger(
-    clock: ManualClock, *setup: dict[str, Any], url: str = "memory://", **network: Any
+    clock: ManualClock,
+    *setup: dict[str, Any],
+    url: str = "memory://",
+    projections: Projections = "inline",
+    views_url: str | None = None,
+    **network: Any,
 ) -> Iterator[Ledger]:
-    """A ledger on ``url`` (the in-memory store unless given) holding ``build_network(lg,
-    **network)``, then the ``setup`` commands (each must succeed)."""
-    with Ledger.open(url, clock=clock, password_cost="fast") as lg:
+    """A ledger on ``url`` (the in-memory store unless given; fast password hashes) holding
+    ``build_network(lg, **network)``, then the ``setup`` commands (each must succeed)."""
+    options = {"projections": projections, "views_url": views_url}
+    with Ledger.open(url, clock=clock, password_cost="fast", **options) as lg:
         build_network(lg, **network)
         if setup:
             ok(lg, *setup)
         yield lg
+
+
+def seed_network(url: str, clock: ManualClock, *setup: dict[str, Any], **network: Any) -> None:
+    """Records ``network_ledger``'s network (and ``setup``) at ``url``, then closes the ledger."""
+    with network_ledger(clock, *setup, url=url, **network):
+        pass
 
 
 def network_fixture(*setup: dict[str, Any], **network: Any) -> Any:

@@ -18,7 +18,7 @@ from adapters.storage.store import EventStore
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
-from tests.support import CTI, MASTER, build_network, consume
+from tests.support import CTI, MASTER, consume, network_ledger
 
 BATCH_SIZE = 5
 """Commands per ``execute_many`` for workers in batch mode."""
@@ -147,8 +147,7 @@ PROCESSES = 4
 def check_processes_never_overdraw(url: str, clock: ManualClock) -> None:
     """Four processes ask 80 consumptions of a CTI holding 40: exactly 40 succeed, none twice."""
     stamps, per_process = 40, 20
-    with Ledger.open(url, clock=clock, projections="off", password_cost="fast") as lg:
-        build_network(lg, inventory=1000, cti_stamps=stamps)
+    with network_ledger(clock, url=url, projections="off", inventory=1000, cti_stamps=stamps) as lg:
         plans = [
             ([consume() for _ in range(per_process)], "single" if n % 2 == 0 else "batch")
             for n in range(PROCESSES)
@@ -177,8 +176,7 @@ def check_processes_never_overdraw(url: str, clock: ManualClock) -> None:
 def check_racing_duplicates_record_once(url: str, clock: ManualClock) -> None:
     """Four processes send the same 20 CFDIs at once: each stamped once, all see its outcome."""
     stamps, cfdis = 100, 20
-    with Ledger.open(url, clock=clock, projections="off", password_cost="fast") as lg:
-        build_network(lg, inventory=1000, cti_stamps=stamps)
+    with network_ledger(clock, url=url, projections="off", inventory=1000, cti_stamps=stamps) as lg:
         commands = [consume() for _ in range(cfdis)]
         plans = [
             (
@@ -211,8 +209,7 @@ def check_racing_duplicates_record_once(url: str, clock: ManualClock) -> None:
 def check_long_batches_racing_record_once(url: str, clock: ManualClock) -> None:
     """Four processes send the same 600 CFDIs as one batch each, half of them in reverse order."""
     stamps, cfdis = 1000, 600
-    with Ledger.open(url, clock=clock, projections="off", password_cost="fast") as lg:
-        build_network(lg, inventory=1000, cti_stamps=stamps)
+    with network_ledger(clock, url=url, projections="off", inventory=1000, cti_stamps=stamps) as lg:
         commands = [consume() for _ in range(cfdis)]
         plans = [
             (list(commands) if n % 2 == 0 else list(reversed(commands)), "whole")
@@ -250,8 +247,7 @@ def check_hot_cti_never_errors(url: str, clock: ManualClock) -> None:
     consumptions as stamps are recorded, each CFDI once; ``verify`` finds nothing wrong.
     """
     stamps, per_process = 120, 24
-    with Ledger.open(url, clock=clock, projections="off", password_cost="fast") as lg:
-        build_network(lg, inventory=1000, cti_stamps=stamps)
+    with network_ledger(clock, url=url, projections="off", inventory=1000, cti_stamps=stamps) as lg:
         plans = [
             ([consume(actor=MASTER) for _ in range(per_process)], "threads")
             for _ in range(HOT_PROCESSES)

@@ -16,7 +16,7 @@ import pytest
 from adapters.cli.main import main
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from tests.support import build_network, consume
+from tests.support import consume, network_ledger, seed_network
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,8 +70,7 @@ def test_exec_reports_a_rejection_with_its_code_and_message(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A consumption without stamps is ``insufficient_stamps`` with the Spanish message."""
-    with Ledger.open(store_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg)
+    seed_network(store_url, clock)
     _stdin(monkeypatch, json.dumps(consume()) + "\n")
     assert main(["exec", "--url", store_url]) == 0
     (outcome,) = _outcomes(capsys.readouterr().out)
@@ -82,8 +81,7 @@ def test_exec_reports_a_rejection_with_its_code_and_message(
 
 def test_exec_through_a_real_pipe(sqlite_url: str, clock: ManualClock) -> None:
     """``python -m ledger exec`` reads a pipe in batches and answers each line."""
-    with Ledger.open(sqlite_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg, cti_stamps=100)
+    seed_network(sqlite_url, clock, cti_stamps=100)
     lines = "".join(json.dumps(consume()) + "\n" for _ in range(50)) + "oops\n"
     done = subprocess.run(
         [sys.executable, "-m", "ledger", "exec", "--url", sqlite_url],
@@ -116,8 +114,7 @@ def test_balance_prints_the_write_side_balance(
     sqlite_url: str, clock: ManualClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``ledger balance C1-cti`` prints the number; points with --unit."""
-    with Ledger.open(sqlite_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg, cti_stamps=25)
+    seed_network(sqlite_url, clock, cti_stamps=25)
     assert main(["balance", "C1-cti", "--url", sqlite_url]) == 0
     assert main(["balance", "D1", "--unit", "points", "--url", sqlite_url]) == 0
     assert capsys.readouterr().out.splitlines() == ["25 stamps", "0 points"]
@@ -127,8 +124,7 @@ def test_balance_at_an_instant(
     sqlite_url: str, clock: ManualClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--at gives the balance the holder had then."""
-    with Ledger.open(sqlite_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg, cti_stamps=25)
+    with network_ledger(clock, url=sqlite_url, cti_stamps=25) as lg:
         before = clock().isoformat()
         clock.advance(timedelta(hours=1))
         lg.execute(consume())
@@ -141,8 +137,7 @@ def test_balance_of_an_unknown_holder_exits_1_with_the_code(
     sqlite_url: str, clock: ManualClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An unknown account is a rejection: exit 1, the code on stderr."""
-    with Ledger.open(sqlite_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg)
+    seed_network(sqlite_url, clock)
     assert main(["balance", "nobody", "--url", sqlite_url]) == 1
     assert "unknown_account" in capsys.readouterr().err
 
@@ -151,8 +146,7 @@ def test_rebuild_prints_plain_progress_off_a_terminal(
     store_url: str, clock: ManualClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Not on a terminal: plain progress lines and a closing summary; the views are whole."""
-    with Ledger.open(store_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg, cti_stamps=30)
+    with network_ledger(clock, url=store_url, cti_stamps=30) as lg:
         lg.execute_many([consume() for _ in range(30)])
         before = lg.views.dump()
     assert main(["rebuild", "--url", store_url, "--page-size", "10"]) == 0
@@ -168,8 +162,7 @@ def test_project_catches_up_and_exits(
     sqlite_url: str, clock: ManualClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``ledger project`` without --follow stops once the views are current."""
-    with Ledger.open(sqlite_url, clock=clock, password_cost="fast", projections="off") as lg:
-        build_network(lg, cti_stamps=5)
+    with network_ledger(clock, url=sqlite_url, projections="off", cti_stamps=5) as lg:
         newest = lg.views.projector.source.max_notification_id()
     assert main(["project", "--url", sqlite_url]) == 0
     assert f"views at notification {newest}" in capsys.readouterr().out
@@ -229,8 +222,7 @@ def test_purge_due_purges_once_and_a_second_run_does_nothing(
     sqlite_url: str, clock: ManualClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A distributor cancelled on 5 Jan 2026 is due by now; the second run finds nothing."""
-    with Ledger.open(sqlite_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg)
+    with network_ledger(clock, url=sqlite_url) as lg:
         for command_type in ("SuspendDistributor", "CancelDistributor"):
             lg.execute({"type": command_type, "distributor_id": "D1", "actor": "M"})
     assert main(["purge-due", "--url", sqlite_url]) == 0

@@ -11,7 +11,7 @@ import pytest
 from adapters.cli.main import CSV_COLUMNS, main
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from tests.support import build_network
+from tests.support import seed_network
 
 HEADER = ",".join(CSV_COLUMNS)
 GOOD_ROWS = [
@@ -24,8 +24,7 @@ GOOD_ROWS = [
 @pytest.fixture
 def url(sqlite_url: str, clock: ManualClock) -> str:
     """A ledger with distributor D1 active."""
-    with Ledger.open(sqlite_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg)
+    seed_network(sqlite_url, clock)
     return sqlite_url
 
 
@@ -110,8 +109,7 @@ def test_export_writes_the_fixed_columns_and_imports_back(
     assert tuple(rows[0]) == CSV_COLUMNS
     assert [r[0] for r in rows[1:]] == ["C1", "K1", "K2"]
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    with Ledger.open(other, clock=clock, password_cost="fast") as lg:
-        build_network(lg)
+    seed_network(other, clock)
     only_new = [HEADER, *[",".join(r) for r in rows[2:]]]
     assert main(["import-clients", _file(tmp_path, only_new), "--url", other]) == 0
     capsys.readouterr()

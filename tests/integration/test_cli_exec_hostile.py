@@ -15,7 +15,15 @@ import pytest
 from adapters.cli.main import EXEC_LINE_BYTES_MAX, main
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from tests.support import CTI, DISTRIBUTOR, MASTER, build_network, client_profile, consume
+from tests.support import (
+    CTI,
+    DISTRIBUTOR,
+    MASTER,
+    client_profile,
+    consume,
+    network_ledger,
+    seed_network,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,8 +93,7 @@ def test_exec_answers_each_hostile_line_once_in_order(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Bad UTF-8, deep nesting, a 2 MB line, empty lines, non-objects, a duplicated key."""
-    with Ledger.open(sqlite_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg, cti_stamps=10)
+    with network_ledger(clock, url=sqlite_url, cti_stamps=10) as lg:
         before = lg.views.projector.source.max_notification_id()
     _stdin(monkeypatch, INPUT)
     assert main(["exec", "--url", sqlite_url]) == 0
@@ -102,8 +109,7 @@ def test_exec_through_a_real_pipe_answers_each_hostile_line_once(
     sqlite_url: str, clock: ManualClock
 ) -> None:
     """The same through ``python -m ledger exec`` reading a pipe (the select path)."""
-    with Ledger.open(sqlite_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg, cti_stamps=10)
+    seed_network(sqlite_url, clock, cti_stamps=10)
     done = subprocess.run(
         [sys.executable, "-m", "ledger", "exec", "--url", sqlite_url],
         input=INPUT,
@@ -147,8 +153,7 @@ def test_nul_in_a_client_name_through_exec_is_refused_and_records_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """``\\u0000`` in a name is ``invalid_command``; nothing is recorded; the views still run."""
-    with Ledger.open(store_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg)
+    with network_ledger(clock, url=store_url) as lg:
         before = lg.views.projector.source.max_notification_id()
     command = {
         "type": "RegisterClient",

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from adapters.cli.main import build_parser, main
-from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands.reference import command_models
-from tests.support import build_network, consume
+from tests.support import consume, network_ledger, seed_network
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,8 +66,7 @@ def test_an_unknown_account_names_the_account(
     sqlite_url: str, clock: ManualClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The failure line names the account, the code and the Spanish message."""
-    with Ledger.open(sqlite_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg)
+    seed_network(sqlite_url, clock)
     assert main(["balance", "C9-cti", "--url", sqlite_url]) == 1
     err = capsys.readouterr().err
     assert err == "balance: no account 'C9-cti' (unknown_account: La cuenta no existe.)\n"
@@ -89,8 +87,7 @@ def test_points_print_with_their_unit_and_separators(
     sqlite_url: str, clock: ManualClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A balance prints with thousands separators and its unit."""
-    with Ledger.open(sqlite_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg, inventory=12_000)
+    seed_network(sqlite_url, clock, inventory=12_000)
     assert main(["balance", "D1", "--url", sqlite_url]) == 0
     assert capsys.readouterr().out == "12,000 stamps\n"
 
@@ -99,8 +96,7 @@ def test_an_unknown_distributor_filter_is_an_error(
     sqlite_url: str, clock: ManualClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """export-clients --distributor NOPE exits 1 naming it, and writes no CSV."""
-    with Ledger.open(sqlite_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg)
+    seed_network(sqlite_url, clock)
     assert main(["export-clients", "--distributor", "NOPE", "--url", sqlite_url]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -133,8 +129,7 @@ def test_schema_of_an_unknown_type_lists_the_known(capsys: pytest.CaptureFixture
 def test_a_closed_pipe_ends_quietly(tmp_path: Path, clock: ManualClock, command: list[str]) -> None:
     """`ledger history X | head -1` prints no traceback and exits with SIGPIPE's status."""
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    with Ledger.open(url, clock=clock, password_cost="fast") as lg:
-        build_network(lg, cti_stamps=3000)
+    with network_ledger(clock, url=url, cti_stamps=3000) as lg:
         lg.execute_many([consume() for _ in range(3000)])
         for n in range(2, 400):
             lg.execute(

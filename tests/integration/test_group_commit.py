@@ -26,7 +26,7 @@ from ledger.errors import Rejected
 from ledger.outcome import Outcome
 from ledger.write.decision import HANDLERS, Tx
 from ledger.write.preparation import Result
-from tests.support import CTI, MASTER, build_network, consume
+from tests.support import CTI, MASTER, build_network, consume, network_ledger
 
 WAIT_S = 30.0
 """Bound on every wait of these tests (only a broken group commit reaches it)."""
@@ -35,8 +35,9 @@ WAIT_S = 30.0
 @pytest.fixture
 def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
     """A ledger with the standard network and a CTI holding 10 stamps."""
-    with Ledger.open(store_url, clock=clock, projections="off", password_cost="fast") as ledger:
-        build_network(ledger, inventory=1000, cti_stamps=10)
+    with network_ledger(
+        clock, url=store_url, projections="off", inventory=1000, cti_stamps=10
+    ) as ledger:
         yield ledger
 
 

@@ -11,14 +11,13 @@ import pytest
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
-from tests.support import CLIENT, CTI, DISTRIBUTOR, build_network, consume
+from tests.support import CLIENT, CTI, DISTRIBUTOR, consume, seed_network
 
 
 @pytest.fixture
 def url(store_url: str, clock: ManualClock) -> str:
     """A database holding the standard network (D1 with 10,000 stamps, C1 and its CTI)."""
-    with Ledger.open(store_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg)
+    seed_network(store_url, clock)
     return store_url
 
 

@@ -25,7 +25,7 @@ from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import CommitOutcomeUnknown, InfrastructureError, LedgerError
 from ledger.outcome import Outcome
-from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, build_network, consume
+from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, build_network, consume, seed_network
 from tests.tcp_proxy import TcpProxy
 
 FAST = "pool_timeout=1&connect_timeout=2"
@@ -64,8 +64,7 @@ def wait_for(predicate: object, what: str) -> None:
 @pytest.fixture
 def network(pg_url: str, clock: ManualClock) -> str:
     """The test network in ``pg_url``; C1's CTI holds 10 stamps."""
-    with Ledger.open(pg_url, clock=clock, password_cost="fast", projections="off") as lg:
-        build_network(lg, cti_stamps=10)
+    seed_network(pg_url, clock, projections="off", cti_stamps=10)
     return pg_url
 
 

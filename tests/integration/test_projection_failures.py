@@ -29,7 +29,7 @@ from ledger.clock import ManualClock
 from ledger.errors import InfrastructureError
 from ledger.projections.runner import ProjectionFailed
 from ledger.projections.views import default_views
-from tests.support import MASTER, build_network, consume
+from tests.support import MASTER, build_network, consume, network_ledger, seed_network
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTILE_ID = "CX"
@@ -226,8 +226,7 @@ def test_a_follower_reports_the_event_keeps_running_and_resumes_after_a_repair(
 
 def test_background_mode_keeps_running_and_reports(sqlite_url: str, clock: ManualClock) -> None:
     """The background thread survives a hostile event and ``status()`` shows it."""
-    with Ledger.open(sqlite_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg, cti_stamps=10)
+    seed_network(sqlite_url, clock, cti_stamps=10)
     hostile_id = store_hostile_event(sqlite_url, "undecodable")
     with Ledger.open(sqlite_url, clock=clock, password_cost="fast", projections="background") as lg:
         _wait_for(lambda: lg.views.status()["last_error"] is not None)
@@ -239,8 +238,7 @@ def test_background_mode_keeps_running_and_reports(sqlite_url: str, clock: Manua
 
 def test_a_second_rebuild_at_once_is_refused(store_url: str, clock: ManualClock) -> None:
     """Only one rebuild builds aside at a time; the other fails without touching the views."""
-    with Ledger.open(store_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg)
+    with network_ledger(clock, url=store_url) as lg:
         before = lg.views.dump()
         with lg.views.database.aside(), pytest.raises(InfrastructureError, match="another rebuild"):
             lg.views.rebuild()
@@ -253,8 +251,7 @@ def test_verify_calls_a_view_that_no_projector_moves_stuck(
     store_url: str, clock: ManualClock
 ) -> None:
     """Views left behind the log (no follower running) are a ``views`` breach."""
-    with Ledger.open(store_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg)
+    seed_network(store_url, clock)
     with Ledger.open(store_url, clock=clock, password_cost="fast", projections="off") as lg:
         position = lg.views.position()
         lg.execute(
@@ -281,8 +278,7 @@ def test_an_older_tracking_table_gets_the_failure_columns(
 ) -> None:
     """A tracking table made before failures were recorded is read by ``status`` as it is,
     and extended when the ledger is opened to write."""
-    with Ledger.open(store_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg)
+    with network_ledger(clock, url=store_url) as lg:
         position = lg.views.position()
     for column in (
         "error",
@@ -333,8 +329,7 @@ def test_views_live_in_their_own_database(
             lambda: _sql(f"{base}/postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         )
         views_url = f"{base}/{name}"
-    with Ledger.open(store_url, clock=clock, password_cost="fast", views_url=views_url) as lg:
-        build_network(lg, cti_stamps=5)
+    with network_ledger(clock, url=store_url, views_url=views_url, cti_stamps=5) as lg:
         lg.execute(consume(actor=MASTER))
         (cti,) = lg.views.stamping_accounts("D1")
         assert (cti.cti_id, cti.balance, cti.used) == ("C1-cti", 4, 1)

@@ -18,7 +18,7 @@ import pytest
 from adapters.storage.views import open_view_database
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from tests.support import ISSUER_RFC, build_network, consume
+from tests.support import ISSUER_RFC, build_network, consume, network_ledger, seed_network
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 60.0
@@ -58,8 +58,9 @@ def _env() -> dict[str, str]:
 
 def _history(url: str, clock: ManualClock, consumptions: int) -> None:
     """A network and ``consumptions`` stamps consumed, with no views projected."""
-    with Ledger.open(url, clock=clock, password_cost="fast", projections="off") as lg:
-        build_network(lg, inventory=consumptions, cti_stamps=consumptions)
+    with network_ledger(
+        clock, url=url, projections="off", inventory=consumptions, cti_stamps=consumptions
+    ) as lg:
         commands = [consume() for _ in range(consumptions)]
         for start in range(0, consumptions, 5_000):
             lg.execute_many(commands[start : start + 5_000])
@@ -72,8 +73,7 @@ def test_inline_views_are_current_in_sql_when_execute_returns(
     store_url: str, clock: ManualClock
 ) -> None:
     """A portal reading the table right after ``execute`` sees the write (read-your-writes)."""
-    with Ledger.open(store_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg, cti_stamps=10)
+    with network_ledger(clock, url=store_url, cti_stamps=10) as lg:
         lg.execute(consume())
         with lg.views.database.read() as cursor:
             cursor.execute(
@@ -102,8 +102,7 @@ def test_background_views_catch_up_without_a_query(store_url: str, clock: Manual
 
 def test_off_leaves_the_views_where_they_are(store_url: str, clock: ManualClock) -> None:
     """With projections off nothing moves until someone catches up."""
-    with Ledger.open(store_url, clock=clock, password_cost="fast", projections="off") as lg:
-        build_network(lg, cti_stamps=10)
+    with network_ledger(clock, url=store_url, projections="off", cti_stamps=10) as lg:
         assert lg.views.position() == 0
         assert lg.views.catch_up() == _newest(lg)
         assert lg.views.position() == _newest(lg)
@@ -202,8 +201,7 @@ def test_a_killed_projector_resumes_without_loss_or_double_counting(
 
 def test_writer_processes_and_a_follower_converge(store_url: str, clock: ManualClock) -> None:
     """Three ``ledger exec`` writers (views off) and one ``ledger project --follow``."""
-    with Ledger.open(store_url, clock=clock, password_cost="fast", projections="off") as lg:
-        build_network(lg, inventory=10_000)
+    with network_ledger(clock, url=store_url, projections="off", inventory=10_000) as lg:
         lg.execute_many(
             [
                 {
@@ -281,8 +279,7 @@ def test_a_postgres_follower_wakes_on_notify_before_its_poll_interval(
     pg_url: str, clock: ManualClock
 ) -> None:
     """With a 60 s poll interval, a commit still reaches the views within seconds (NOTIFY)."""
-    with Ledger.open(pg_url, clock=clock, password_cost="fast", projections="off") as lg:
-        build_network(lg, cti_stamps=10)
+    seed_network(pg_url, clock, projections="off", cti_stamps=10)
     follower = subprocess.Popen(
         _ledger("project", "--follow", "--interval", "60", "--url", pg_url),
         env=_env(),

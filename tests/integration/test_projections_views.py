@@ -13,7 +13,12 @@ from ledger.clock import ManualClock
 from ledger.errors import Rejected
 from ledger.projections.base import normalise
 from ledger.projections.directory import SORTS, StampingAccountRow
-from tests.support import build_network, client_profile, consume, distributor_profile
+from tests.support import (
+    client_profile,
+    consume,
+    distributor_profile,
+    network_ledger,
+)
 
 HOUR = timedelta(hours=1)
 
@@ -54,8 +59,7 @@ def _stamps(transfer_id: str, to_id: str, quantity: int) -> dict[str, Any]:
 @pytest.fixture
 def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
     """A network: D1 with clients C1..C4, stamps, points, emissions, tags and a blocked CTI."""
-    with Ledger.open(store_url, clock=clock, password_cost="fast") as ledger:
-        build_network(ledger, inventory=10_000)
+    with network_ledger(clock, url=store_url, inventory=10_000) as ledger:
         _ok(
             ledger,
             [

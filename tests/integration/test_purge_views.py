@@ -20,9 +20,9 @@ from tests.support import (
     CLIENT,
     DISTRIBUTOR,
     MASTER,
-    build_network,
     client_profile,
     distributor_profile,
+    network_ledger,
 )
 
 FULL = "C-FULL"
@@ -110,8 +110,7 @@ def _personal_rows(lg: Ledger) -> list[tuple[str, tuple[Any, ...]]]:
 @pytest.fixture
 def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
     """D1 with C1 and a client with every profile field, seats and portal users."""
-    with Ledger.open(store_url, clock=clock, password_cost="fast") as ledger:
-        build_network(ledger, cti_stamps=5)
+    with network_ledger(clock, url=store_url, cti_stamps=5) as ledger:
         _ok(
             ledger,
             [

@@ -18,7 +18,7 @@ import pytest
 from ledger.api import Ledger
 from ledger.audit import VerifyReport
 from ledger.clock import ManualClock
-from tests.support import CTI, build_network, consume
+from tests.support import CTI, consume, network_ledger
 
 UUIDS = [f"6F1C2A9E-0B4D-4C55-9A1E-3D2B7C8E9F{n:02d}" for n in range(10)]
 
@@ -86,8 +86,7 @@ class RawDb:
 
 def build_books(url: str, clock: ManualClock) -> None:
     """A network, 10 stamps on C1's CTI and three consumptions, one transaction each."""
-    with Ledger.open(url, clock=clock, projections="off", password_cost="fast") as lg:
-        build_network(lg, cti_stamps=10)
+    with network_ledger(clock, url=url, projections="off", cti_stamps=10) as lg:
         for cfdi_uuid in UUIDS[:3]:
             lg.execute(consume(cfdi_uuid=cfdi_uuid))
 

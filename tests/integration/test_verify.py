@@ -9,17 +9,15 @@ import uuid
 import pytest
 
 from adapters.cli import audit as cli_audit
-from ledger.api import Ledger
 from ledger.audit import verify
 from ledger.clock import ManualClock
 from tests.integration.test_tamper import RawDb, build_books
-from tests.support import CTI, build_network, consume
+from tests.support import CTI, consume, network_ledger
 
 
 def test_views_equal_the_replay(store_url: str, clock: ManualClock) -> None:
     """Inline views are compared with the replay at the last position, and agree."""
-    with Ledger.open(store_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg, cti_stamps=10)
+    with network_ledger(clock, url=store_url, cti_stamps=10) as lg:
         lg.execute(consume())
         report = lg.verify()
     assert report.ok, report.breaches
@@ -28,8 +26,7 @@ def test_views_equal_the_replay(store_url: str, clock: ManualClock) -> None:
 
 def test_an_edited_view_row_is_a_breach(store_url: str, clock: ManualClock) -> None:
     """A view balance changed with SQL no longer equals the events: reported for that holder."""
-    with Ledger.open(store_url, clock=clock, password_cost="fast") as lg:
-        build_network(lg, cti_stamps=10)
+    with network_ledger(clock, url=store_url, cti_stamps=10) as lg:
         RawDb(store_url).execute(
             "UPDATE view_balances SET balance = balance + 5 WHERE holder_id = ?", (CTI,)
         )
@@ -43,8 +40,7 @@ def test_verify_while_writers_append_reports_no_false_breach(
     store_url: str, clock: ManualClock
 ) -> None:
     """Consumptions committed while verify reads (small pages) never look like tampering."""
-    with Ledger.open(store_url, clock=clock, projections="off", password_cost="fast") as lg:
-        build_network(lg, cti_stamps=1000)
+    with network_ledger(clock, url=store_url, projections="off", cti_stamps=1000) as lg:
         lg.execute_many([consume() for _ in range(300)])
         done = threading.Event()
 

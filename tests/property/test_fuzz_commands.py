@@ -40,10 +40,10 @@ from tests.support import (
     DISTRIBUTOR,
     ISSUER_RFC,
     MASTER,
-    build_network,
     client_profile,
     define_catalogue,
     distributor_profile,
+    network_ledger,
 )
 
 EXAMPLES = int(os.environ.get("LEDGER_FUZZ_EXAMPLES", "30"))
@@ -254,8 +254,7 @@ def lg(request: pytest.FixtureRequest, clock: ManualClock) -> Iterator[Ledger]:
         if request.param == "memory"
         else request.getfixturevalue(f"{'sqlite' if request.param == 'sqlite' else 'pg'}_url")
     )
-    with Ledger.open(url, clock=clock, password_cost="fast") as ledger:
-        build_network(ledger, inventory=20_000, cti_stamps=2_000)
+    with network_ledger(clock, url=url, inventory=20_000, cti_stamps=2_000) as ledger:
         define_catalogue(ledger)
         for result in ledger.execute_many(
             [

@@ -22,7 +22,22 @@ from hypothesis import strategies as st
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
-from tests.support import ISSUER_RFC, client_profile, distributor_profile, subscription_catalogue
+from tests.support import (
+    buy,
+    client_profile,
+    command,
+    consume,
+    contract,
+    grant,
+    on_cti,
+    onboard,
+    open_cti,
+    package,
+    register_client,
+    subscription_catalogue,
+    transfer_points,
+    transfer_stamps,
+)
 
 CTIS = 4
 NAMES = ("Ana Ruiz", "Óscar Peña", "Zoe Álvarez", "juan pérez")
@@ -69,108 +84,44 @@ class History:
         return f"{self.p}{kind}{n}"
 
     def setup(self) -> None:
-        distributor, sub = self.ids("D", 1), self.ids("D", 2)
+        master, distributor, sub = self.ids("M", 0), self.ids("D", 1), self.ids("D", 2)
         commands: list[dict[str, Any]] = [
             # The ledger's first master (a replay after the first example) opens each
             # example's network: only the first master of a ledger goes without an actor.
             {"type": "OpenMasterAccount", "master_id": ROOT, "name": "R", "rfc": "SAT970701NN3"},
-            {
-                "type": "OpenMasterAccount",
-                "actor": ROOT,
-                "master_id": self.ids("M", 0),
-                "name": "P",
-                "rfc": "SAT970701NN3",
-            },
-            *[
-                {
-                    "type": "DefinePackage",
-                    "actor": self.ids("M", 0),
-                    "seller_id": self.ids("M", 0),
-                    "package_id": package,
-                    "unit": unit,
-                    "quantity": 5_000,
-                    "price": "100.00",
-                    "audience": "distributor",
-                }
-                for package, unit in (("S", "stamps"), ("P", "points"))
-            ],
-            *subscription_catalogue(self.ids("M", 0)),
-            *self._distributor(distributor, self.ids("M", 0)),
-            {
-                "type": "BuyPackage",
-                "actor": distributor,
-                "buyer_id": distributor,
-                "seller_id": self.ids("M", 0),
-                "package_id": "S",
-            },
-            {
-                "type": "BuyPackage",
-                "actor": distributor,
-                "buyer_id": distributor,
-                "seller_id": self.ids("M", 0),
-                "package_id": "P",
-            },
-            {
-                "type": "ContractSubscription",
-                "actor": distributor,
-                "distributor_id": distributor,
-                "product": "Multinivel",
-            },
-            {
-                "type": "DefinePackage",
-                "actor": distributor,
-                "seller_id": distributor,
-                "package_id": "G",
-                "unit": "stamps",
-                "quantity": 7,
-                "price": "10.00",
-                "audience": "client",
-                "validity_days": 2,
-            },
-            *self._distributor(sub, distributor),
+            command("OpenMasterAccount", ROOT, master_id=master, name="P", rfc="SAT970701NN3"),
+            package("S", 5_000, "100.00", seller_id=master),
+            package("P", 5_000, "100.00", seller_id=master, unit="points"),
+            *subscription_catalogue(master),
+            *onboard(distributor, master, expires_on="2030-12-31"),
+            buy("S", buyer_id=distributor, seller_id=master),
+            buy("P", buyer_id=distributor, seller_id=master),
+            contract("Multinivel", distributor),
+            package("G", 7, "10.00", seller_id=distributor, audience="client", validity_days=2),
+            *onboard(sub, distributor, expires_on="2030-12-31"),
         ]
         commands += [self._client(n) for n in range(CTIS)]
         self.run(commands)
 
-    def _distributor(self, distributor_id: str, parent_id: str) -> list[dict[str, Any]]:
-        return [
-            {
-                "type": "RegisterDistributor",
-                "actor": parent_id,
-                "distributor_id": distributor_id,
-                "parent_id": parent_id,
-                "profile": distributor_profile(email=f"{distributor_id.lower()}@example.com"),
-            },
-            {"type": "ValidateDistributor", "distributor_id": distributor_id, "actor": parent_id},
-            {
-                "type": "ActivateDistributor",
-                "distributor_id": distributor_id,
-                "actor": parent_id,
-                "expires_on": "2030-12-31",
-            },
-        ]
-
     def _client(self, n: int) -> dict[str, Any]:
-        return {
-            "type": "RegisterClient",
-            "actor": self.ids("D", 1),
-            "client_id": self.ids("C", n),
-            "distributor_id": self.ids("D", 1),
-            "profile": client_profile(
-                name=NAMES[n % len(NAMES)], email=f"{self.p.lower()}c{n}@example.com"
-            ),
-        }
+        name, email = NAMES[n % len(NAMES)], f"{self.p.lower()}c{n}@example.com"
+        return register_client(
+            self.ids("C", n), distributor_id=self.ids("D", 1), name=name, email=email
+        )
 
     def cti(self, n: int) -> str:
         return f"{self.ids('C', n)}-cti"
+
+    def client(self, n: int) -> str:
+        return self.ids("C", n)
 
     def unique(self) -> str:
         self.counter += 1
         return f"{self.p}X{self.counter}"
 
     def run(self, commands: list[dict[str, Any]]) -> None:
-        for command, result in zip(commands, self.lg.execute_many(commands), strict=True):
-            if not isinstance(result, Rejected) and command["type"] != "RegisterInvoice":
+        for sent, result in zip(commands, self.lg.execute_many(commands), strict=True):
+            if not isinstance(result, Rejected) and sent["type"] != "RegisterInvoice":
                 self.sales.extend(result.sale_ids)
 
     def flush(self) -> None:
@@ -180,8 +131,9 @@ class History:
 
     def apply(self, operation: tuple[Any, ...]) -> None:
         kind, *args = operation
-        distributor = self.ids("D", 1)
-        command: dict[str, Any] | None = None
+        master, distributor = self.ids("M", 0), self.ids("D", 1)
+        by_distributor = {"from_id": distributor}
+        sent: dict[str, Any] | None = None
         if kind == "catch_up":
             self.flush()
             self.lg.views.projector.page_size = args[0]
@@ -190,117 +142,84 @@ class History:
             self.flush()
             self.clock.advance(timedelta(hours=args[0]))
         elif kind == "transfer":
-            command = {
-                "type": "TransferStamps",
-                "actor": distributor,
-                "transfer_id": self.unique(),
-                "from_id": distributor,
-                "to_id": self.cti(args[0]),
-                "quantity": args[1],
-                "amount": f"{args[1]}.00",
-            }
+            cti, quantity = self.cti(args[0]), args[1]
+            sent = transfer_stamps(
+                quantity, self.unique(), **by_distributor, to_id=cti, amount=f"{quantity}.00"
+            )
         elif kind == "consume":
-            stamped = self.clock() + timedelta(hours=args[1])
+            stamped = (self.clock() + timedelta(hours=args[1])).isoformat()
             for _ in range(args[2]):
-                self.pending.append(
-                    {
-                        "type": "ConsumeStamp",
-                        "actor": self.ids("M", 0),
-                        "cti_id": self.cti(args[0]),
-                        "cfdi_uuid": str(uuid.uuid4()),
-                        "issuer_rfc": ISSUER_RFC,
-                        "stamped_at": stamped.isoformat(),
-                    }
-                )
+                self.pending.append(consume(self.cti(args[0]), actor=master, stamped_at=stamped))
         elif kind == "grant":
-            command = {
-                "type": "AssignPackage",
-                "actor": distributor,
-                "grant_id": self.unique(),
-                "seller_id": distributor,
-                "cti_id": self.cti(args[0]),
-                "package_id": "G",
-            }
+            sent = grant(self.unique(), "G", cti_id=self.cti(args[0]), seller_id=distributor)
         elif kind == "reclaim":
-            command = {
-                "type": "ReclaimStamps",
-                "actor": distributor,
-                "transfer_id": self.unique(),
-                "from_cti_id": self.cti(args[0]),
-                "quantity": args[1],
-                "reason": "impago",
-            }
+            sent = command(
+                "ReclaimStamps",
+                distributor,
+                transfer_id=self.unique(),
+                from_cti_id=self.cti(args[0]),
+                quantity=args[1],
+                reason="impago",
+            )
         elif kind == "points":
-            command = {
-                "type": "TransferPoints",
-                "actor": distributor,
-                "transfer_id": self.unique(),
-                "from_id": distributor,
-                "to_id": self.ids("C", args[0]),
-                "quantity": args[1],
-            }
+            sent = transfer_points(
+                args[1], self.unique(), **by_distributor, to_id=self.client(args[0])
+            )
         elif kind == "spend":
-            command = {
-                "type": "SpendPoints",
-                "actor": distributor,
-                "client_id": self.ids("C", args[0]),
-                "product": "timbrado",
-                "points": args[1],
-            }
+            sent = command(
+                "SpendPoints",
+                distributor,
+                client_id=self.client(args[0]),
+                product="timbrado",
+                points=args[1],
+            )
         elif kind == "tag":
-            command = {
-                "type": "TagClient",
-                "actor": distributor,
-                "client_id": self.ids("C", args[0]),
-                "favourite": args[1],
-                "colour": args[2],
-            }
+            sent = command(
+                "TagClient",
+                distributor,
+                client_id=self.client(args[0]),
+                favourite=args[1],
+                colour=args[2],
+            )
         elif kind == "profile":
-            command = {
-                "type": "UpdateClientProfile",
-                "actor": distributor,
-                "client_id": self.ids("C", args[0]),
-                "profile": client_profile(name=args[1], email=f"{self.unique().lower()}@x.mx"),
-            }
+            profile = client_profile(name=args[1], email=f"{self.unique().lower()}@x.mx")
+            sent = command(
+                "UpdateClientProfile", distributor, client_id=self.client(args[0]), profile=profile
+            )
         elif kind in ("block", "reactivate"):
-            command = {
-                "type": "BlockStampingAccount" if kind == "block" else "ReactivateStampingAccount",
-                "actor": distributor,
-                "cti_id": self.cti(args[0]),
-            }
+            move = "BlockStampingAccount" if kind == "block" else "ReactivateStampingAccount"
+            sent = on_cti(move, self.cti(args[0]), actor=distributor)
         elif kind == "unlimited":
-            command = {
-                "type": "OpenStampingAccount",
-                "actor": distributor,
-                "cti_id": self.unique(),
-                "client_id": self.ids("C", args[0]),
-                "kind": "unlimited",
-                "password": "contraseña-larga",
-            }
+            sent = open_cti(
+                self.unique(),
+                "unlimited",
+                password="contraseña-larga",
+                client_id=self.client(args[0]),
+                actor=distributor,
+            )
         elif kind == "invoice" and self.sales:
-            command = {
-                "type": "RegisterInvoice",
-                "actor": distributor,
-                "seller_id": distributor,
-                "invoice_ref": self.unique(),
-                "sale_ids": [self.sales[args[0] % len(self.sales)]],
-            }
+            sale_ids = [self.sales[args[0] % len(self.sales)]]
+            sent = command(
+                "RegisterInvoice",
+                distributor,
+                seller_id=distributor,
+                invoice_ref=self.unique(),
+                sale_ids=sale_ids,
+            )
         elif kind == "status":
-            command = {
-                "type": f"{args[0].capitalize()}Distributor",
-                "distributor_id": self.ids("D", 2),
-                "actor": distributor,
-            }
+            status = f"{args[0].capitalize()}Distributor"
+            sent = command(status, distributor, distributor_id=self.ids("D", 2))
         elif kind == "mass":
-            command = {
-                "type": "MassTransfer",
-                "actor": distributor,
-                "batch_id": self.unique(),
-                "from_id": distributor,
-                "lines": [{"to_id": self.cti(n), "quantity": 3} for n in args[0]],
-            }
-        if command is not None:
-            self.pending.append(command)
+            lines = [{"to_id": self.cti(n), "quantity": 3} for n in args[0]]
+            sent = command(
+                "MassTransfer",
+                distributor,
+                batch_id=self.unique(),
+                from_id=distributor,
+                lines=lines,
+            )
+        if sent is not None:
+            self.pending.append(sent)
 
     def check(self) -> None:
         """Incremental views equal a rebuild; CTI balances equal the write side."""

@@ -29,18 +29,24 @@ from tests.support import (
     CLIENT,
     CTI,
     DISTRIBUTOR,
+    EXPIRES_ON,
     MASTER,
     build_network,
     client_profile,
+    command,
     consume,
+    contract,
     distributor_profile,
+    ok,
+    on_cti,
+    onboard,
+    transfer_points,
 )
 
 OTHER_DISTRIBUTOR = "D2"
 SUB_DISTRIBUTOR = "S1"
 OTHER_MASTER = "M2"
 PASSWORD = "clave-secreta-123"
-EXPIRES_ON = "2027-01-31"
 
 OK = "ok"
 REFUSED = "not_authorised"
@@ -59,92 +65,30 @@ ACTORS = (
 )
 
 
-def _distributor(distributor_id: str, parent_id: str) -> list[dict[str, Any]]:
-    """Registers, validates and activates a distributor (by its parent)."""
-    return [
-        {
-            "type": "RegisterDistributor",
-            "actor": parent_id,
-            "distributor_id": distributor_id,
-            "parent_id": parent_id,
-            "profile": distributor_profile(email=f"{distributor_id.lower()}@example.com"),
-        },
-        {"type": "ValidateDistributor", "actor": parent_id, "distributor_id": distributor_id},
-        {
-            "type": "ActivateDistributor",
-            "actor": parent_id,
-            "distributor_id": distributor_id,
-            "expires_on": EXPIRES_ON,
-        },
-    ]
-
-
 def network(lg: Ledger) -> None:
     """M, D1 (stamps, points, Multinivel), D2, S1 under D1, C1 with points and a password, M2."""
-    build_network(lg, cti_stamps=10)
-    commands: list[dict[str, Any]] = [
-        {
-            "type": "BuyPackage",
-            "actor": DISTRIBUTOR,
-            "buyer_id": DISTRIBUTOR,
-            "seller_id": MASTER,
-            "package_id": "PTS3000",
-            "count": 3,
-        },
+    build_network(lg, cti_stamps=10, points=9000)
+    products = (
+        ("Multinivel", "multinivel", "1999.00", 0),
+        ("MKL Dóminus", "mkl", "1850.00", 100),
+        ("MKL NomiCloud", "mkl", "1999.00", 100),
+    )
+    ok(
+        lg,
         *[
-            {
-                "type": "DefineSubscriptionProduct",
-                "actor": MASTER,
-                "seller_id": MASTER,
-                "product": product,
-                "kind": kind,
-                "annual_price": price,
-                "licence_points": points,
-            }
-            for product, kind, price, points in (
-                ("Multinivel", "multinivel", "1999.00", 0),
-                ("MKL Dóminus", "mkl", "1850.00", 100),
-                ("MKL NomiCloud", "mkl", "1999.00", 100),
-            )
+            command("DefineSubscriptionProduct", MASTER, seller_id=MASTER, product=product,
+                    kind=kind, annual_price=price, licence_points=points)
+            for product, kind, price, points in products
         ],
-        {
-            "type": "ContractSubscription",
-            "actor": DISTRIBUTOR,
-            "distributor_id": DISTRIBUTOR,
-            "product": "Multinivel",
-        },
-        {
-            "type": "ContractSubscription",
-            "actor": DISTRIBUTOR,
-            "distributor_id": DISTRIBUTOR,
-            "product": "MKL Dóminus",
-        },
-        *_distributor(OTHER_DISTRIBUTOR, MASTER),
-        *_distributor(SUB_DISTRIBUTOR, DISTRIBUTOR),
-        {
-            "type": "TransferPoints",
-            "actor": DISTRIBUTOR,
-            "transfer_id": "TP-setup",
-            "from_id": DISTRIBUTOR,
-            "to_id": CLIENT,
-            "quantity": 6000,
-        },
-        {
-            "type": "ResetStampingPassword",
-            "actor": DISTRIBUTOR,
-            "cti_id": CTI,
-            "password": PASSWORD,
-        },
-        {
-            "type": "OpenMasterAccount",
-            "actor": MASTER,
-            "master_id": OTHER_MASTER,
-            "name": "Otra plataforma",
-            "rfc": "SAT970701NN3",
-        },
-    ]
-    for result in lg.execute_many(commands):
-        assert isinstance(result, Outcome), result
+        contract("Multinivel"),
+        contract("MKL Dóminus"),
+        *onboard(OTHER_DISTRIBUTOR),
+        *onboard(SUB_DISTRIBUTOR, DISTRIBUTOR),
+        transfer_points(6000, "TP-setup"),
+        on_cti("ResetStampingPassword", password=PASSWORD),
+        command("OpenMasterAccount", MASTER, master_id=OTHER_MASTER, name="Otra plataforma",
+                rfc="SAT970701NN3"),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -549,11 +493,11 @@ def test_authorisation_matrix(template: MemoryStore, command_type: str, actor_ki
     prepared = engine.execute_many(list(case.setup))
     assert all(isinstance(result, Outcome) for result in prepared), prepared
     actor = case.actor(actor_kind)
-    command = dict(case.command) if actor is None else by(actor, case.command)
+    sent = dict(case.command) if actor is None else by(actor, case.command)
     if case.complete is not None:
-        command.update(case.complete(typing.cast(list[Outcome], prepared)))
+        sent.update(case.complete(typing.cast(list[Outcome], prepared)))
     before = (len(store.stored_events()), store.key_count())
-    (result,) = engine.execute_many([command])
+    (result,) = engine.execute_many([sent])
     assert code_of(result) == case.outcome_for(actor_kind)
     if isinstance(result, Rejected):
         assert (len(store.stored_events()), store.key_count()) == before
@@ -586,13 +530,13 @@ def empty(clock: ManualClock) -> Iterator[Ledger]:
 
 def open_master(master_id: str, actor: str | None = None) -> dict[str, Any]:
     """An OpenMasterAccount, with ``actor`` when given."""
-    command = {
+    opening = {
         "type": "OpenMasterAccount",
         "master_id": master_id,
         "name": "P",
         "rfc": "SAT970701NN3",
     }
-    return command if actor is None else by(actor, command)
+    return opening if actor is None else by(actor, opening)
 
 
 @pytest.mark.parametrize("actor", [None, "M"])

@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 
-from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands.models import COMMAND_ADAPTER
 from ledger.logging import render_json
 from ledger.write import preparation
 from ledger.write.gc_pause import GC_PAUSE_COMMANDS_MIN
 from ledger.write.preparation import Prepared, given_fields, prepare, prepare_many
-from tests.support import build_network, client_profile, consume
+from tests.support import client_profile, consume, network_ledger
 
 COMMANDS: list[dict[str, Any]] = [
     consume(),
@@ -117,8 +116,7 @@ def test_a_log_value_json_cannot_hold_is_rendered_by_repr() -> None:
 def _collector_states(clock: ManualClock, commands: int) -> tuple[bool, bool]:
     """Whether the cyclic collector ran during a batch's commit, and after the batch."""
     during: list[bool] = []
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as lg:
-        build_network(lg, cti_stamps=commands)
+    with network_ledger(clock, cti_stamps=commands) as lg:
         lg.engine.on_commit.append(lambda _ids: during.append(gc.isenabled()))
         lg.execute_many([consume() for _ in range(commands)])
     return during[0], gc.isenabled()
@@ -153,8 +151,7 @@ def test_a_long_batch_leaves_the_collector_nothing_of_its_own_to_scan() -> None:
     the batch's parsed commands left (the memory store keeps its rows: they are the data)."""
     clock = ManualClock(datetime(2026, 1, 5, 18, 0, tzinfo=UTC))
     commands = GC_PAUSE_COMMANDS_MIN
-    with Ledger.open("memory://", clock=clock, password_cost="fast") as lg:
-        build_network(lg, cti_stamps=commands)
+    with network_ledger(clock, cti_stamps=commands) as lg:
         gc.collect()
         gc.disable()  # nothing collected meanwhile: what is young is what the batch left
         try:
