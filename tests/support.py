@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,13 +17,18 @@ from eventsourcing.persistence import Notification, StoredEvent
 
 from adapters.storage.codec import MsgspecMapper
 from adapters.storage.memory import MemoryStore
+from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger, Projections
 from ledger.clock import ManualClock
+from ledger.commands.auth import NOBODY_ELSE, RULES, rule
 from ledger.domain import Event
 from ledger.errors import Rejected
 from ledger.first_steps import seed_subscription_commands
 from ledger.outcome import Outcome
+from ledger.write.decision import HANDLERS
 
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository (``python -m ledger`` runs from it)."""
 MASTER = "M"
 DISTRIBUTOR = "D1"
 CLIENT = "C1"
@@ -429,3 +438,35 @@ def rows_of(lg: Ledger) -> list[Notification]:
 def forged(rows: list[Notification], *events: Event) -> list[Notification]:
     """``rows`` plus ``events`` stored as the next rows (encoded by the real mapper)."""
     return [*rows, *as_rows(map(MAPPER.to_stored_event, events), rows[-1].id + 1)]
+
+
+def cli_env(**variables: str) -> dict[str, str]:
+    """This process's environment, the repository importable, plus ``variables``."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), **variables}
+
+
+def run_cli(*args: str, timeout: float = 120, **options: Any) -> subprocess.CompletedProcess[Any]:
+    """``python -m ledger *args`` run to its end in the repository, its output captured (as
+    text unless ``text=False``); the exit status is the caller's to check."""
+    options = {"capture_output": True, "text": True, "env": cli_env(), **options}
+    argv = [sys.executable, "-m", "ledger", *args]
+    return subprocess.run(argv, cwd=ROOT, timeout=timeout, check=False, **options)
+
+
+def start_cli(*args: str, **options: Any) -> subprocess.Popen[Any]:
+    """``python -m ledger *args`` started in the repository (``env`` defaults to ``cli_env()``)."""
+    options = {"env": cli_env(), **options}
+    return subprocess.Popen([sys.executable, "-m", "ledger", *args], cwd=ROOT, **options)
+
+
+@contextmanager
+def handler_registered(command_class: type, handler: Callable[..., Any]) -> Iterator[None]:
+    """Inside the block, ``handler`` decides ``command_class`` (a test's own command on
+    ``cti_id``, which only the master account may send); afterwards neither is registered."""
+    HANDLERS[command_class] = handler
+    RULES[command_class] = rule("cti_id", StampingAccount, NOBODY_ELSE)
+    try:
+        yield
+    finally:
+        del HANDLERS[command_class]
+        del RULES[command_class]

@@ -185,11 +185,7 @@ def check_racing_duplicates_record_once(url: str, clock: ManualClock) -> None:
             )
             for n in range(PROCESSES)
         ]
-        outputs = run_workers(url, clock(), plans)
-        by_cfdi: dict[str, list[dict[str, Any]]] = {}
-        for (sent, _), output in zip(plans, outputs, strict=True):
-            for command, result in zip(sent, output, strict=True):
-                by_cfdi.setdefault(command["cfdi_uuid"], []).append(result)
+        by_cfdi = results_by_cfdi(plans, run_workers(url, clock(), plans))
         for results in by_cfdi.values():
             assert all(r["ok"] for r in results), results
             assert sorted(r.get("replayed", False) for r in results) == [False] + [True] * (
@@ -215,11 +211,7 @@ def check_long_batches_racing_record_once(url: str, clock: ManualClock) -> None:
             (list(commands) if n % 2 == 0 else list(reversed(commands)), "whole")
             for n in range(PROCESSES)
         ]
-        outputs = run_workers(url, clock(), plans)
-        by_cfdi: dict[str, list[dict[str, Any]]] = {}
-        for (sent, _), output in zip(plans, outputs, strict=True):
-            for command, result in zip(sent, output, strict=True):
-                by_cfdi.setdefault(command["cfdi_uuid"], []).append(result)
+        by_cfdi = results_by_cfdi(plans, run_workers(url, clock(), plans))
         for results in by_cfdi.values():
             assert sorted(r.get("replayed", False) for r in results) == [False] + [True] * (
                 PROCESSES - 1
@@ -228,6 +220,17 @@ def check_long_batches_racing_record_once(url: str, clock: ManualClock) -> None:
             assert all(outcome == first[0] for outcome in first), results
         assert lg.balance(CTI) == stamps - cfdis
         assert consumed_uuids(lg, CTI) == Counter({c["cfdi_uuid"].upper(): 1 for c in commands})
+
+
+def results_by_cfdi(
+    plans: list[tuple[list[dict[str, Any]], str]], outputs: list[list[dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Every worker's answer to each CFDI, by CFDI UUID, in the order of the plans."""
+    by_cfdi: dict[str, list[dict[str, Any]]] = {}
+    for (sent, _), output in zip(plans, outputs, strict=True):
+        for command, result in zip(sent, output, strict=True):
+            by_cfdi.setdefault(command["cfdi_uuid"], []).append(result)
+    return by_cfdi
 
 
 def _all(

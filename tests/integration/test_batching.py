@@ -11,17 +11,23 @@ from typing import Any, Literal
 import pytest
 
 from adapters.storage.store import EventStore
-from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from ledger.commands.auth import NOBODY_ELSE, RULES, rule
 from ledger.commands.models import Command
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
 from ledger.write import group_commit
-from ledger.write.decision import HANDLERS, Tx
+from ledger.write.decision import Tx
 from ledger.write.ports import KeyRecord
-from tests.support import CTI, DISTRIBUTOR, MASTER, build_network, client_profile, consume
+from tests.support import (
+    CTI,
+    DISTRIBUTOR,
+    MASTER,
+    build_network,
+    client_profile,
+    consume,
+    handler_registered,
+)
 
 CLIENT_2 = "C2"
 CTI_2 = "C2-cti"
@@ -282,11 +288,8 @@ def _claim_then_reject(command: _ClaimThenReject, tx: Tx) -> Outcome:
 @pytest.fixture
 def claim_then_reject() -> Iterator[None]:
     """Registers the misbehaving handler, and who may run it, for one test."""
-    HANDLERS[_ClaimThenReject] = _claim_then_reject
-    RULES[_ClaimThenReject] = rule("cti_id", StampingAccount, NOBODY_ELSE)
-    yield
-    del HANDLERS[_ClaimThenReject]
-    del RULES[_ClaimThenReject]
+    with handler_registered(_ClaimThenReject, _claim_then_reject):
+        yield
 
 
 @pytest.mark.usefixtures("claim_then_reject")

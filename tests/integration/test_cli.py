@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
 import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +13,7 @@ import pytest
 from adapters.cli.main import main
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from tests.support import consume, network_ledger, seed_network
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import consume, network_ledger, run_cli, seed_network
 
 
 def _stdin(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
@@ -83,15 +78,7 @@ def test_exec_through_a_real_pipe(sqlite_url: str, clock: ManualClock) -> None:
     """``python -m ledger exec`` reads a pipe in batches and answers each line."""
     seed_network(sqlite_url, clock, cti_stamps=100)
     lines = "".join(json.dumps(consume()) + "\n" for _ in range(50)) + "oops\n"
-    done = subprocess.run(
-        [sys.executable, "-m", "ledger", "exec", "--url", sqlite_url],
-        input=lines,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-        check=False,
-    )
+    done = run_cli("exec", "--url", sqlite_url, input=lines)
     assert done.returncode == 0, done.stderr
     outcomes = _outcomes(done.stdout)
     assert [o["ok"] for o in outcomes] == [True] * 50 + [False]
@@ -170,14 +157,7 @@ def test_project_catches_up_and_exits(
 
 def test_the_audit_subcommands_are_registered() -> None:
     """``verify`` and ``history`` come from adapters/cli/audit.py."""
-    done = subprocess.run(
-        [sys.executable, "-m", "ledger", "--help"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=60,
-        check=False,
-    )
+    done = run_cli("--help", timeout=60)
     assert done.returncode == 0
     for command in ("demo", "exec", "project", "rebuild", "balance", "verify", "history"):
         assert command in done.stdout

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,10 +19,9 @@ from tests.support import (
     client_profile,
     consume,
     network_ledger,
+    run_cli,
     seed_network,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
@@ -110,14 +106,7 @@ def test_exec_through_a_real_pipe_answers_each_hostile_line_once(
 ) -> None:
     """The same through ``python -m ledger exec`` reading a pipe (the select path)."""
     seed_network(sqlite_url, clock, cti_stamps=10)
-    done = subprocess.run(
-        [sys.executable, "-m", "ledger", "exec", "--url", sqlite_url],
-        input=INPUT,
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-        check=False,
-    )
+    done = run_cli("exec", "--url", sqlite_url, input=INPUT, text=False)
     assert done.returncode == 0, done.stderr
     assert b"Traceback" not in done.stderr
     _check(_outcomes(done.stdout.decode()))

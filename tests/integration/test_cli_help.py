@@ -7,7 +7,6 @@ import fcntl
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,7 @@ import pytest
 from adapters.cli.main import build_parser, main
 from ledger.clock import ManualClock
 from ledger.commands.reference import command_models
-from tests.support import consume, network_ledger, seed_network
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import cli_env, consume, network_ledger, register_client, seed_network, start_cli
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -132,33 +129,19 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path, clock: ManualClock, command:
     with network_ledger(clock, url=url, cti_stamps=3000) as lg:
         lg.execute_many([consume() for _ in range(3000)])
         for n in range(2, 400):
-            lg.execute(
-                {
-                    "type": "RegisterClient",
-                    "client_id": f"C{n}",
-                    "distributor_id": "D1",
-                    "actor": "D1",
-                    "profile": {
-                        "name": f"Cliente {n}",
-                        "rfc": "GODE561231GR8",
-                        "email": f"c{n}@example.com",
-                        "postal_code": "06600",
-                        "regimen_fiscal": "612",
-                        "uso_cfdi": "G03",
-                    },
-                }
-            )
+            lg.execute(register_client(f"C{n}", name=f"Cliente {n}", email=f"c{n}@example.com"))
     # The smallest pipe Linux allows (one page): the output cannot all fit in it before the
     # reader closes, so the writer meets the closed pipe (with the default 64 KiB a small
     # export could finish first, and the test then proved nothing).
     read_end, write_end = os.pipe()
     fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ledger", *command, "--url", url],
+    process = start_cli(
+        *command,
+        "--url",
+        url,
         stdout=write_end,
         stderr=subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, "LEDGER_LOG_LEVEL": "WARNING"},
+        env=cli_env(LEDGER_LOG_LEVEL="WARNING"),
     )
     os.close(write_end)
     with os.fdopen(read_end, "rb") as stdout:

@@ -8,6 +8,8 @@ events.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from adapters.storage.store import EventStore
@@ -15,7 +17,7 @@ from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
-from tests.support import MASTER, client_profile, consume, distributor_profile
+from tests.support import MASTER, client_profile, consume, distributor_profile, transfer_stamps
 
 D1, D2 = "D1", "D2"
 C1, C2, C3 = "C1", "C2", "C3"
@@ -142,6 +144,21 @@ EXPECTED = {
 }
 
 
+@contextmanager
+def flowed(url: str, clock: ManualClock) -> Iterator[Ledger]:
+    """The ledger at ``url`` after ``network`` and ``movements``."""
+    with open_ledger(url, clock) as lg:
+        network(lg)
+        movements(lg, clock)
+        yield lg
+
+
+def record_flow(url: str, clock: ManualClock) -> None:
+    """Records ``network`` and ``movements`` at ``url`` and closes the ledger."""
+    with flowed(url, clock):
+        pass
+
+
 def balances(lg: Ledger) -> dict[tuple[str, str], int]:
     """Every balance of ``EXPECTED`` as the ledger reports it now."""
     return {(holder, unit): lg.balance(holder, unit) for holder, unit in EXPECTED}
@@ -149,9 +166,7 @@ def balances(lg: Ledger) -> dict[tuple[str, str], int]:
 
 def test_balances_are_exact_after_the_flow(store_url: str, clock: ManualClock) -> None:
     """The flow leaves every holder with its exact balance."""
-    with open_ledger(store_url, clock) as lg:
-        network(lg)
-        movements(lg, clock)
+    with flowed(store_url, clock) as lg:
         assert balances(lg) == EXPECTED
 
 
@@ -173,49 +188,35 @@ def postings_sums(lg: Ledger) -> Counter[str]:
 
 def test_every_unit_sums_to_zero(store_url: str, clock: ManualClock) -> None:
     """Double entry: the stored postings of each unit, sinks and source included, sum to zero."""
-    with open_ledger(store_url, clock) as lg:
-        network(lg)
-        movements(lg, clock)
+    with flowed(store_url, clock) as lg:
         assert dict(postings_sums(lg)) == {"stamps": 0, "points": 0}
 
 
 def test_balances_are_exact_after_reopening(store_url: str, clock: ManualClock) -> None:
     """A reopened ledger (cold cache, snapshots and events from the database) agrees exactly."""
-    with open_ledger(store_url, clock) as lg:
-        network(lg)
-        movements(lg, clock)
+    record_flow(store_url, clock)
     with open_ledger(store_url, clock) as reopened:
         assert balances(reopened) == EXPECTED
 
 
 def test_repeats_replay_after_reopening(store_url: str, clock: ManualClock) -> None:
     """Idempotency keys outlive the process: a repeated CFDI and transfer record nothing."""
-    with open_ledger(store_url, clock) as lg:
-        network(lg)
-        movements(lg, clock)
+    record_flow(store_url, clock)
     with open_ledger(store_url, clock) as reopened:
         again = reopened.execute(consume(CTI1, cfdi_uuid=REPEATED_CFDI))
         transfer = reopened.execute(
-            {"type": "TransferStamps", "actor": D1,
-             "transfer_id": "T1", "from_id": D1, "to_id": CTI1,
-             "quantity": 1000, "amount": "600.00"}
-        )  # fmt: skip
+            transfer_stamps(1000, "T1", from_id=D1, to_id=CTI1, amount="600.00")
+        )
         assert (again.replayed, transfer.replayed) == (True, True)
         assert balances(reopened) == EXPECTED
 
 
 def test_work_continues_after_reopening(store_url: str, clock: ManualClock) -> None:
     """A reopened ledger goes on from the stored versions without conflicts."""
-    with open_ledger(store_url, clock) as lg:
-        network(lg)
-        movements(lg, clock)
+    record_flow(store_url, clock)
     with open_ledger(store_url, clock) as reopened:
         all_ok(reopened.execute_many([consume(CTI1) for _ in range(20)]))
-        reopened.execute(
-            {"type": "TransferStamps", "actor": D1,
-             "transfer_id": "T3", "from_id": D1, "to_id": CTI1,
-             "quantity": 80}
-        )  # fmt: skip
+        reopened.execute(transfer_stamps(80, "T3", from_id=D1, to_id=CTI1))
     with open_ledger(store_url, clock) as third:
         assert (third.balance(CTI1), third.balance(D1)) == (480, 2_600)
 
@@ -224,9 +225,7 @@ def test_expired_package_stamps_leave_the_balance_after_reopening(
     store_url: str, clock: ManualClock
 ) -> None:
     """Eleven days on, the client package's unused stamps no longer count."""
-    with open_ledger(store_url, clock) as lg:
-        network(lg)
-        movements(lg, clock)
+    record_flow(store_url, clock)
     clock.advance(timedelta(days=11))
     with open_ledger(store_url, clock) as reopened:
         assert reopened.balance(CTI2) == 50
@@ -239,11 +238,7 @@ def test_two_ledgers_on_one_database_never_overdraw(store_url: str, clock: Manua
     """Two engines with their own caches share a CTI: stale state is caught, never double spent."""
     with open_ledger(store_url, clock) as first:
         network(first)
-        first.execute(
-            {"type": "TransferStamps", "actor": D1,
-             "transfer_id": "T1", "from_id": D1, "to_id": CTI1,
-             "quantity": 3}
-        )  # fmt: skip
+        first.execute(transfer_stamps(3, "T1", from_id=D1, to_id=CTI1))
         with open_ledger(store_url, clock) as second:
             assert second.balance(CTI1) == 3  # now cached by the second engine
             first.execute(consume(CTI1))
@@ -265,9 +260,5 @@ def test_a_stale_refusal_is_decided_again(store_url: str, clock: ManualClock) ->
         network(first)
         with open_ledger(store_url, clock) as second:
             assert second.balance(CTI1) == 0
-            first.execute(
-                {"type": "TransferStamps", "actor": D1,
-                 "transfer_id": "T1", "from_id": D1, "to_id": CTI1,
-                 "quantity": 2}
-            )  # fmt: skip
+            first.execute(transfer_stamps(2, "T1", from_id=D1, to_id=CTI1))
             assert second.execute(consume(CTI1)).balance_after == 1

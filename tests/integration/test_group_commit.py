@@ -17,16 +17,14 @@ from typing import Any, Literal
 import psycopg
 import pytest
 
-from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from ledger.commands.auth import NOBODY_ELSE, RULES, rule
 from ledger.commands.models import Command
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
-from ledger.write.decision import HANDLERS, Tx
+from ledger.write.decision import Tx
 from ledger.write.preparation import Result
-from tests.support import CTI, MASTER, build_network, consume, network_ledger
+from tests.support import CTI, MASTER, build_network, consume, handler_registered, network_ledger
 
 WAIT_S = 30.0
 """Bound on every wait of these tests (only a broken group commit reaches it)."""
@@ -158,11 +156,8 @@ def _faulty(_command: _Faulty, _tx: Tx) -> Outcome:
 @pytest.fixture
 def faulty() -> Iterator[None]:
     """Registers the failing handler for one test."""
-    HANDLERS[_Faulty] = _faulty
-    RULES[_Faulty] = rule("cti_id", StampingAccount, NOBODY_ELSE)
-    yield
-    del HANDLERS[_Faulty]
-    del RULES[_Faulty]
+    with handler_registered(_Faulty, _faulty):
+        yield
 
 
 @pytest.mark.usefixtures("faulty")

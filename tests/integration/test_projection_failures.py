@@ -10,10 +10,8 @@ on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,9 +27,16 @@ from ledger.clock import ManualClock
 from ledger.errors import InfrastructureError
 from ledger.projections.runner import ProjectionFailed
 from ledger.projections.views import default_views
-from tests.support import MASTER, build_network, consume, network_ledger, seed_network
+from tests.support import (
+    MASTER,
+    build_network,
+    cli_env,
+    consume,
+    network_ledger,
+    seed_network,
+    start_cli,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 HOSTILE_ID = "CX"
 FOLLOW_WAIT_S = 60.0
 VIEW_NAMES = {view.name for view in default_views()}
@@ -204,10 +209,12 @@ def test_a_follower_reports_the_event_keeps_running_and_resumes_after_a_repair(
     url, lg, hostile_id, _ = poisoned
     err_path = tmp_path / "follower.err"
     with err_path.open("w") as err:
-        follower = subprocess.Popen(
-            [sys.executable, "-m", "ledger", "project", "--follow", "--interval", "0.2"],
-            cwd=ROOT,
-            env={**os.environ, "LEDGER_URL": url},
+        follower = start_cli(
+            "project",
+            "--follow",
+            "--interval",
+            "0.2",
+            env=cli_env(LEDGER_URL=url),
             stdout=subprocess.DEVNULL,
             stderr=err,
         )

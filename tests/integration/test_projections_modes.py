@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +15,16 @@ import pytest
 from adapters.storage.views import open_view_database
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from tests.support import ISSUER_RFC, build_network, consume, network_ledger, seed_network
+from tests.support import (
+    ISSUER_RFC,
+    build_network,
+    consume,
+    network_ledger,
+    run_cli,
+    seed_network,
+    start_cli,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 60.0
 
 
@@ -46,14 +50,6 @@ def _wait_until(condition: Any, what: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.02)
-
-
-def _ledger(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ledger", *args]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def _history(url: str, clock: ManualClock, consumptions: int) -> None:
@@ -167,9 +163,12 @@ def test_a_killed_projector_resumes_without_loss_or_double_counting(
     with Ledger.open(store_url, projections="off") as lg:
         newest = _newest(lg)
     for kill_at in (newest // 4, newest // 2):
-        process = subprocess.Popen(
-            _ledger("project", "--url", store_url, "--page-size", "20"),
-            env=_env(),
+        process = start_cli(
+            "project",
+            "--url",
+            store_url,
+            "--page-size",
+            "20",
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -182,14 +181,7 @@ def test_a_killed_projector_resumes_without_loss_or_double_counting(
                 process.kill()
         assert process.returncode == -signal.SIGKILL
         assert _position(store_url) < newest, "the projector finished before it was killed"
-    finished = subprocess.run(
-        _ledger("project", "--url", store_url),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-        check=False,
-    )
+    finished = run_cli("project", "--url", store_url, timeout=WAIT_S)
     assert finished.returncode == 0, finished.stderr
     with Ledger.open(store_url, projections="off") as lg:
         resumed = lg.views.dump()
@@ -232,9 +224,13 @@ def test_writer_processes_and_a_follower_converge(store_url: str, clock: ManualC
                 for n in range(3)
             ]
         )
-    follower = subprocess.Popen(
-        _ledger("project", "--follow", "--interval", "0.2", "--url", store_url),
-        env=_env(),
+    follower = start_cli(
+        "project",
+        "--follow",
+        "--interval",
+        "0.2",
+        "--url",
+        store_url,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -246,9 +242,12 @@ def test_writer_processes_and_a_follower_converge(store_url: str, clock: ManualC
                 json.dumps(consume(f"W{(writer + n) % 3}-cti", cfdi_uuid=str(uuid.uuid4()))) + "\n"
                 for n in range(200)
             )
-            process = subprocess.Popen(
-                _ledger("exec", "--projections", "off", "--url", store_url),
-                env=_env(),
+            process = start_cli(
+                "exec",
+                "--projections",
+                "off",
+                "--url",
+                store_url,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -280,9 +279,13 @@ def test_a_postgres_follower_wakes_on_notify_before_its_poll_interval(
 ) -> None:
     """With a 60 s poll interval, a commit still reaches the views within seconds (NOTIFY)."""
     seed_network(pg_url, clock, projections="off", cti_stamps=10)
-    follower = subprocess.Popen(
-        _ledger("project", "--follow", "--interval", "60", "--url", pg_url),
-        env=_env(),
+    follower = start_cli(
+        "project",
+        "--follow",
+        "--interval",
+        "60",
+        "--url",
+        pg_url,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

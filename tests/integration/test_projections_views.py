@@ -14,114 +14,70 @@ from ledger.errors import Rejected
 from ledger.projections.base import normalise
 from ledger.projections.directory import SORTS, StampingAccountRow
 from tests.support import (
+    DISTRIBUTOR,
+    buy,
     client_profile,
+    command,
     consume,
     distributor_profile,
+    grant,
     network_ledger,
+    ok,
+    on_cti,
+    open_cti,
+    package,
+    register_client,
+    register_distributor,
+    transfer_points,
+    transfer_stamps,
 )
 
 HOUR = timedelta(hours=1)
 
 
-def _ok(lg: Ledger, commands: list[dict[str, Any]]) -> list[Any]:
-    results = lg.execute_many(commands)
-    for result in results:
-        assert not isinstance(result, Rejected), result
-    return results
-
-
 def _client(client_id: str, name: str, nic: str, **profile: Any) -> dict[str, Any]:
-    return {
-        "type": "RegisterClient",
-        "actor": "D1",
-        "client_id": client_id,
-        "distributor_id": "D1",
-        "nic": nic,
-        "profile": {
-            **client_profile(name=name, email=f"{client_id.lower()}@example.com"),
-            **profile,
-        },
-    }
+    email = f"{client_id.lower()}@example.com"
+    return {**register_client(client_id, name=name, email=email, **profile), "nic": nic}
 
 
 def _stamps(transfer_id: str, to_id: str, quantity: int) -> dict[str, Any]:
-    return {
-        "type": "TransferStamps",
-        "actor": "D1",
-        "transfer_id": transfer_id,
-        "from_id": "D1",
-        "to_id": to_id,
-        "quantity": quantity,
-        "amount": f"{quantity}.00",
-    }
+    return transfer_stamps(quantity, transfer_id, to_id=to_id, amount=f"{quantity}.00")
+
+
+def _tag(client_id: str, **tags: Any) -> dict[str, Any]:
+    return command("TagClient", DISTRIBUTOR, client_id=client_id, **tags)
 
 
 @pytest.fixture
 def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
     """A network: D1 with clients C1..C4, stamps, points, emissions, tags and a blocked CTI."""
-    with network_ledger(clock, url=store_url, inventory=10_000) as ledger:
-        _ok(
-            ledger,
-            [
-                {
-                    "type": "BuyPackage",
-                    "actor": "D1",
-                    "buyer_id": "D1",
-                    "seller_id": "M",
-                    "package_id": "PTS3000",
-                }
-            ],
-        )
-        clock.advance(HOUR)
-        _ok(ledger, [_client("C2", "ana Benítez", "N-200")])
-        clock.advance(HOUR)
-        _ok(
-            ledger,
-            [
-                _client(
-                    "C3",
-                    "Zoe Álvarez",
-                    "N-100",
-                    trade_name="Papelería Zeta",
-                    phone="(55) 1234-5678",
-                    financial_contact={"name": "Óscar Ruiz", "email": "pagos@zeta.mx"},
-                )
-            ],
-        )
-        clock.advance(HOUR)
-        _ok(ledger, [_client("C4", "óscar Castro", "N-300")])
-        for transfer in (_stamps("T2", "C2-cti", 300), _stamps("T3", "C3-cti", 50)):
+    zeta = {
+        "trade_name": "Papelería Zeta",
+        "phone": "(55) 1234-5678",
+        "financial_contact": {"name": "Óscar Ruiz", "email": "pagos@zeta.mx"},
+    }
+    with network_ledger(clock, url=store_url, points=3000) as ledger:
+        for one_an_hour in (
+            _client("C2", "ana Benítez", "N-200"),
+            _client("C3", "Zoe Álvarez", "N-100", **zeta),
+            _client("C4", "óscar Castro", "N-300"),
+            _stamps("T2", "C2-cti", 300),
+            _stamps("T3", "C3-cti", 50),
+            _stamps("T1", "C1-cti", 120),
+        ):
             clock.advance(HOUR)
-            _ok(ledger, [transfer])
+            ok(ledger, one_an_hour)
         clock.advance(HOUR)
-        _ok(ledger, [_stamps("T1", "C1-cti", 120)])
-        clock.advance(HOUR)
-        _ok(
+        ok(
             ledger,
-            [
-                {
-                    "type": "TransferPoints",
-                    "actor": "D1",
-                    "transfer_id": "P4",
-                    "from_id": "D1",
-                    "to_id": "C4",
-                    "quantity": 500,
-                },
-                {
-                    "type": "TransferPoints",
-                    "actor": "D1",
-                    "transfer_id": "P3",
-                    "from_id": "D1",
-                    "to_id": "C3",
-                    "quantity": 10,
-                },
-                consume("C3-cti", stamped_at="2026-01-05T20:00:00+00:00"),
-                consume("C2-cti", stamped_at="2026-01-05T19:00:00+00:00"),
-                {"type": "BlockStampingAccount", "actor": "D1", "cti_id": "C4-cti"},
-                {"type": "TagClient", "actor": "D1", "client_id": "C2", "favourite": True},
-                {"type": "TagClient", "actor": "D1", "client_id": "C4", "dropped": True},
-                {"type": "TagClient", "actor": "D1", "client_id": "C3", "colour": "verde"},
-            ],
+            transfer_points(500, "P4", to_id="C4"),
+            transfer_points(10, "P3", to_id="C3"),
+            consume("C3-cti", stamped_at="2026-01-05T20:00:00+00:00"),
+            consume("C2-cti", stamped_at="2026-01-05T19:00:00+00:00"),
+            on_cti("BlockStampingAccount", "C4-cti"),
+            _tag("C2", favourite=True),
+            _tag("C4", dropped=True),
+            _tag("C3", colour="verde"),
         )
         yield ledger
 
@@ -162,30 +118,11 @@ def test_a_cti_row_counts_credits_uses_and_times(lg: Ledger) -> None:
 
 def test_stamps_of_an_expired_lot_stop_counting_on_its_date(lg: Ledger, clock: ManualClock) -> None:
     """A package's stamps leave the balance after its vigencia, as on the write side."""
-    _ok(
+    ok(
         lg,
-        [
-            {
-                "type": "DefinePackage",
-                "actor": "D1",
-                "seller_id": "D1",
-                "package_id": "PK10",
-                "unit": "stamps",
-                "quantity": 10,
-                "price": "50.00",
-                "audience": "client",
-                "validity_days": 3,
-            },
-            {
-                "type": "AssignPackage",
-                "actor": "D1",
-                "grant_id": "G1",
-                "seller_id": "D1",
-                "cti_id": "C1-cti",
-                "package_id": "PK10",
-            },
-            consume("C1-cti"),
-        ],
+        package("PK10", 10, "50.00", seller_id=DISTRIBUTOR, audience="client", validity_days=3),
+        grant("G1", "PK10", cti_id="C1-cti"),
+        consume("C1-cti"),
     )
     (before,) = lg.views.balances("C1-cti")
     assert before.balance == 129 == lg.balance("C1-cti")
@@ -196,28 +133,12 @@ def test_stamps_of_an_expired_lot_stop_counting_on_its_date(lg: Ledger, clock: M
 
 def test_an_unlimited_cti_counts_its_stamps_as_used(lg: Ledger) -> None:
     """Unlimited accounts hold no balance; their consumptions still count as used."""
-    _ok(
+    ok(
         lg,
-        [
-            {
-                "type": "TransferPoints",
-                "actor": "D1",
-                "transfer_id": "P1",
-                "from_id": "D1",
-                "to_id": "C1",
-                "quantity": 1500,
-            },
-            {
-                "type": "OpenStampingAccount",
-                "actor": "D1",
-                "cti_id": "C1-unl",
-                "client_id": "C1",
-                "kind": "unlimited",
-                "password": "secreto-largo",
-            },
-            consume("C1-unl"),
-            consume("C1-unl"),
-        ],
+        transfer_points(1500, "P1"),
+        open_cti("C1-unl", "unlimited", password="secreto-largo"),
+        consume("C1-unl"),
+        consume("C1-unl"),
     )
     (row,) = lg.views.stamping_accounts("D1", search="c1-unl")
     assert (row.kind, row.credited, row.used, row.balance) == ("unlimited", 0, 2, 0)
@@ -228,7 +149,7 @@ def test_an_unlimited_cti_counts_its_stamps_as_used(lg: Ledger) -> None:
 
 def test_a_consumption_counts_on_the_local_day_of_its_stamping(lg: Ledger) -> None:
     """05:30 UTC on 6 January is 23:30 on 5 January in Mexico City."""
-    _ok(lg, [consume("C1-cti", stamped_at="2026-01-06T05:30:00+00:00")])
+    ok(lg, consume("C1-cti", stamped_at="2026-01-06T05:30:00+00:00"))
     usage = lg.views.consumption("C1-cti")
     assert [(d.local_date, d.count) for d in usage.daily] == [(date(2026, 1, 5), 1)]
 
@@ -237,9 +158,9 @@ def test_cpd_and_days_remaining_follow_the_ledger_clock(lg: Ledger, clock: Manua
     """Two stamps a day for 10 days: CPD 20 / 10 = 2; DR = floor(99 / 2) = 49."""
     for _ in range(10):
         clock.advance(timedelta(days=1))
-        _ok(lg, [consume("C1-cti"), consume("C1-cti")])
+        ok(lg, consume("C1-cti"), consume("C1-cti"))
     clock.advance(timedelta(days=1))
-    _ok(lg, [consume("C1-cti")])  # today's stamp is not in the average
+    ok(lg, consume("C1-cti"))  # today's stamp is not in the average
     usage = lg.views.consumption("C1-cti")
     assert usage.cpd == 2.0
     assert usage.days_remaining == 49
@@ -261,31 +182,9 @@ def test_consumption_of_an_unknown_cti_is_unknown_account(lg: Ledger) -> None:
 def test_unbilled_sales_filter_by_local_month_and_unit(lg: Ledger, clock: ManualClock) -> None:
     """January holds two sales of M (stamps and points), February the new one."""
     clock.set(datetime(2026, 2, 1, 5, 30, tzinfo=UTC))  # 23:30 on 31 January in Mexico City
-    _ok(
-        lg,
-        [
-            {
-                "type": "BuyPackage",
-                "actor": "D1",
-                "buyer_id": "D1",
-                "seller_id": "M",
-                "package_id": "P1000",
-            }
-        ],
-    )
+    ok(lg, buy())
     clock.set(datetime(2026, 2, 1, 6, 30, tzinfo=UTC))  # 00:30 on 1 February
-    _ok(
-        lg,
-        [
-            {
-                "type": "BuyPackage",
-                "actor": "D1",
-                "buyer_id": "D1",
-                "seller_id": "M",
-                "package_id": "P1000",
-            }
-        ],
-    )
+    ok(lg, buy())
     january = lg.views.unbilled_sales("M", year=2026, month=1)
     assert sorted((s.unit, s.quantity, s.amount) for s in january) == [
         ("points", 3_000, "2850.00"),
@@ -304,17 +203,9 @@ def test_unbilled_sales_filter_by_local_month_and_unit(lg: Ledger, clock: Manual
 def test_an_invoiced_sale_leaves_unbilled_and_lists_under_its_invoice(lg: Ledger) -> None:
     """RegisterInvoice moves a sale from unbilled to the invoice."""
     first = lg.views.unbilled_sales("M")[0]
-    _ok(
+    ok(
         lg,
-        [
-            {
-                "type": "RegisterInvoice",
-                "actor": "M",
-                "seller_id": "M",
-                "invoice_ref": "F-1",
-                "sale_ids": [first.sale_id],
-            }
-        ],
+        command("RegisterInvoice", "M", seller_id="M", invoice_ref="F-1", sale_ids=[first.sale_id]),
     )
     assert first.sale_id not in {s.sale_id for s in lg.views.unbilled_sales("M")}
     (invoice,) = lg.views.invoices("M")
@@ -477,17 +368,11 @@ def test_clients_search_and_filters(lg: Ledger) -> None:
 
 def test_a_profile_change_and_a_cleared_colour_reach_the_views(lg: Ledger) -> None:
     """UpdateClientProfile re-indexes search; colour "" clears the tag."""
-    _ok(
+    profile = client_profile(name="Ana Beltrán", email="ana@nuevo.mx")
+    ok(
         lg,
-        [
-            {
-                "type": "UpdateClientProfile",
-                "actor": "D1",
-                "client_id": "C2",
-                "profile": client_profile(name="Ana Beltrán", email="ana@nuevo.mx"),
-            },
-            {"type": "TagClient", "actor": "D1", "client_id": "C3", "colour": ""},
-        ],
+        command("UpdateClientProfile", "D1", client_id="C2", profile=profile),
+        _tag("C3", colour=""),
     )
     assert _ids(lg.views.clients("D1", search="beltran")) == ["C2"]
     assert lg.views.clients("D1", search="benitez") == []
@@ -498,27 +383,18 @@ def test_distributors_are_listed_by_status_with_the_clock_applied(
     lg: Ledger, clock: ManualClock
 ) -> None:
     """Unvalidated, unactivated, active and expired (the clock passed expires_on) children."""
-    commands: list[dict[str, Any]] = [
-        {
-            "type": "RegisterDistributor",
-            "actor": "M",
-            "distributor_id": f"D{n}",
-            "parent_id": "M",
-            "profile": distributor_profile(name=f"Distribuidora {n}", email=f"d{n}@x.mx"),
-        }
-        for n in (2, 3, 4)
-    ]
-    commands += [
-        {"type": "ValidateDistributor", "distributor_id": "D3", "actor": "M"},
-        {"type": "ValidateDistributor", "distributor_id": "D4", "actor": "M"},
-        {
-            "type": "ActivateDistributor",
-            "distributor_id": "D4",
-            "actor": "M",
-            "expires_on": "2026-01-10",
-        },
-    ]
-    _ok(lg, commands)
+    ok(
+        lg,
+        *[
+            register_distributor(
+                f"D{n}", profile=distributor_profile(f"Distribuidora {n}", f"d{n}@x.mx")
+            )
+            for n in (2, 3, 4)
+        ],
+        command("ValidateDistributor", "M", distributor_id="D3"),
+        command("ValidateDistributor", "M", distributor_id="D4"),
+        command("ActivateDistributor", "M", distributor_id="D4", expires_on="2026-01-10"),
+    )
     clock.set(datetime(2026, 1, 12, 18, 0, tzinfo=UTC))
     rows = lg.views.distributors("M")
     assert [(r.distributor_id, r.status) for r in rows] == [

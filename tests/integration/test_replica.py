@@ -10,10 +10,8 @@ views must equal a clean rebuild. ``ledger verify --url <standby>`` runs read-on
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,9 +23,8 @@ import pytest
 from ledger.api import Ledger
 from tests.conftest import IN_CI
 from tests.pgcluster import Replica, bindir, replica
-from tests.support import CTI, MASTER, build_network, consume
+from tests.support import CTI, MASTER, build_network, cli_env, consume, run_cli, start_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 BATCHES = 20
 BATCH_SIZE = 100
 EVENTS = BATCHES * BATCH_SIZE
@@ -63,24 +60,11 @@ def _views_position(url: str) -> int:
 
 def _follower(standby_url: str, views_url: str, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as err:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ledger",
-                "project",
-                "--follow",
-                "--url",
-                standby_url,
-                "--views-url",
-                views_url,
-                "--interval",
-                "0.1",
-                "--page-size",
-                "100",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "LEDGER_LOG_LEVEL": "warning"},
+        follow = ("project", "--follow", "--url", standby_url, "--views-url", views_url)
+        return start_cli(
+            *follow,
+            *("--interval", "0.1", "--page-size", "100"),
+            env=cli_env(LEDGER_LOG_LEVEL="warning"),
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
@@ -95,14 +79,7 @@ def _wait_for(condition: Callable[[], bool], what: str) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ledger", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-        check=False,
-    )
+    return run_cli(*args, timeout=WAIT_S)
 
 
 def test_a_follower_on_the_standby_feeds_views_in_their_own_database(

@@ -75,6 +75,32 @@ class RawDb:
         )
         return int(position), str(topic), bytes(state)
 
+    def set_state(self, originator_id: str, version: int, state: bytes) -> None:
+        """Overwrites the stored state of one event."""
+        self.execute(
+            "UPDATE {events} SET state = ? WHERE originator_id = ? AND originator_version = ?",
+            (state, originator_id, version),
+        )
+
+    def edit(self, originator_id: str, version: int, **fields: Any) -> int:
+        """Changes ``fields`` in one event's stored JSON; the event's notification id."""
+        position, _, state = self.event(originator_id, version)
+        edited = {**json.loads(state), **fields}
+        self.set_state(originator_id, version, json.dumps(edited).encode())
+        return position
+
+    def insert_copy(self, originator_id: str, version: int, new: int, **fields: Any) -> int:
+        """Inserts a copy of one event as version ``new`` of its stream, ``fields`` changed; the
+        copy's notification id."""
+        _, topic, state = self.event(originator_id, version)
+        forged = {**json.loads(state), "originator_version": new, **fields}
+        self.execute(
+            "INSERT INTO {events} (originator_id, originator_version, topic, state)"
+            " VALUES (?,?,?,?)",
+            (originator_id, new, topic, json.dumps(forged).encode()),
+        )
+        return self.event(originator_id, new)[0]
+
     def link_of(self, position: int) -> int:
         """The ``first_id`` of the chain link that covers ``position``."""
         ((first,),) = self.rows(
@@ -117,13 +143,7 @@ def test_edited_state_breaks_its_chain_link(store_url: str, clock: ManualClock) 
     """An event whose stored JSON was edited is reported at the link that covers it."""
     build_books(store_url, clock)
     db = RawDb(store_url)
-    position, _, state = db.event(CTI, 2)  # StampsCredited: 10 stamps
-    edited = json.loads(state)
-    edited["quantity"] = 1000
-    db.execute(
-        "UPDATE {events} SET state = ? WHERE originator_id = ? AND originator_version = 2",
-        (json.dumps(edited).encode(), CTI),
-    )
+    position = db.edit(CTI, 2, quantity=1000)  # StampsCredited: 10 stamps
     report = verified(store_url)
     mismatches = [b for b in report.breaches if b.check == "chain_mismatch"]
     assert [b.position for b in mismatches] == [db.link_of(position)]
@@ -133,13 +153,7 @@ def test_edited_quantity_unbalances_its_transfer(store_url: str, clock: ManualCl
     """An edited quantity leaves the transfer's two sides unequal and the books unbalanced."""
     build_books(store_url, clock)
     db = RawDb(store_url)
-    position, _, state = db.event(CTI, 2)
-    edited = json.loads(state)
-    edited["quantity"] = 1000
-    db.execute(
-        "UPDATE {events} SET state = ? WHERE originator_id = ? AND originator_version = 2",
-        (json.dumps(edited).encode(), CTI),
-    )
+    position = db.edit(CTI, 2, quantity=1000)
     report = verified(store_url)
     sides = [b for b in report.breaches if b.check == "transfer_sides"]
     assert len(sides) == 1
@@ -155,10 +169,7 @@ def test_garbled_state_is_reported_undecodable(store_url: str, clock: ManualCloc
     build_books(store_url, clock)
     db = RawDb(store_url)
     position, _, _ = db.event(CTI, 3)
-    db.execute(
-        "UPDATE {events} SET state = ? WHERE originator_id = ? AND originator_version = 3",
-        (b"{not json", CTI),
-    )
+    db.set_state(CTI, 3, b"{not json")
     report = verified(store_url)
     decode = [b for b in report.breaches if b.check == "decode"]
     assert [(b.position, b.aggregate_id) for b in decode] == [(position, CTI)]
@@ -202,15 +213,7 @@ def test_inserted_event_is_outside_every_link(store_url: str, clock: ManualClock
     """A well-formed consumption inserted with SQL is not covered by any chain link."""
     build_books(store_url, clock)
     db = RawDb(store_url)
-    _, topic, state = db.event(CTI, 5)
-    forged = json.loads(state)
-    forged["originator_version"] = 6
-    forged["cfdi_uuid"] = UUIDS[9]
-    db.execute(
-        "INSERT INTO {events} (originator_id, originator_version, topic, state) VALUES (?,?,?,?)",
-        (CTI, 6, topic, json.dumps(forged).encode()),
-    )
-    forged_position, _, _ = db.event(CTI, 6)
+    forged_position = db.insert_copy(CTI, 5, 6, cfdi_uuid=UUIDS[9])
     report = verified(store_url)
     assert checks(report) == {"chain_uncovered"}
     assert [(b.position, b.aggregate_id) for b in report.breaches] == [(forged_position, CTI)]
@@ -220,14 +223,8 @@ def test_inserted_duplicate_consumption_is_a_reused_key(store_url: str, clock: M
     """A forged second consumption of an already stamped CFDI is also a reused key."""
     build_books(store_url, clock)
     db = RawDb(store_url)
-    first_position, topic, state = db.event(CTI, 3)
-    forged = json.loads(state)
-    forged["originator_version"] = 6
-    db.execute(
-        "INSERT INTO {events} (originator_id, originator_version, topic, state) VALUES (?,?,?,?)",
-        (CTI, 6, topic, json.dumps(forged).encode()),
-    )
-    forged_position, _, _ = db.event(CTI, 6)
+    first_position, _, _ = db.event(CTI, 3)
+    forged_position = db.insert_copy(CTI, 3, 6)
     report = verified(store_url)
     (reused,) = [b for b in report.breaches if b.check == "key_reused"]
     assert reused.position == forged_position
@@ -268,8 +265,5 @@ def test_every_edited_event_is_caught(sqlite_url: str, clock: ManualClock, versi
     build_books(sqlite_url, clock)
     db = RawDb(sqlite_url)
     _, _, state = db.event(CTI, version)
-    db.execute(
-        "UPDATE {events} SET state = ? WHERE originator_id = ? AND originator_version = ?",
-        (state + b" ", CTI, version),
-    )
+    db.set_state(CTI, version, state + b" ")
     assert checks(verified(sqlite_url)) == {"chain_mismatch"}

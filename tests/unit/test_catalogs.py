@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 
 import pytest
@@ -26,14 +27,6 @@ def test_regimen_reads_quoted_descriptions() -> None:
     )
 
 
-def test_regimen_rejects_an_unknown_code() -> None:
-    """An unknown régimen is invalid_command on the regimen_fiscal field."""
-    with pytest.raises(Rejected) as caught:
-        regimen("999")
-    assert caught.value.code == "invalid_command"
-    assert caught.value.details == {"field": "regimen_fiscal", "reason": "unknown"}
-
-
 def test_uso_returns_the_admitted_receptor_regimenes() -> None:
     """Uso CN01 (Nómina) admits only régimen 605 and only personas físicas."""
     found = uso("CN01")
@@ -41,12 +34,19 @@ def test_uso_returns_the_admitted_receptor_regimenes() -> None:
     assert (found.persona_fisica, found.persona_moral) == (True, False)
 
 
-def test_uso_rejects_an_unknown_code() -> None:
-    """An unknown uso is invalid_command on the uso_cfdi field."""
+@pytest.mark.parametrize(
+    ("look_up", "code", "field"),
+    [(regimen, "999", "regimen_fiscal"), (uso, "G99", "uso_cfdi")],
+    ids=["regimen", "uso"],
+)
+def test_an_unknown_code_is_refused(
+    look_up: Callable[[str], object], code: str, field: str
+) -> None:
+    """An unknown régimen or uso is invalid_command on its field."""
     with pytest.raises(Rejected) as caught:
-        uso("G99")
+        look_up(code)
     assert caught.value.code == "invalid_command"
-    assert caught.value.details == {"field": "uso_cfdi", "reason": "unknown"}
+    assert caught.value.details == {"field": field, "reason": "unknown"}
 
 
 def test_uso_codes_are_case_sensitive() -> None:

@@ -11,23 +11,8 @@ from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.domain import Snapshot
-from tests.support import (
-    CTI,
-    DISTRIBUTOR,
-    buy,
-    consume,
-    forged,
-    network_fixture,
-    ok,
-    open_cti,
-    post,
-    rejection,
-    reserve,
-    rows_of,
-    transfer_points,
-    transfer_stamps,
-    void,
-)
+from tests import support
+from tests.support import CTI, DISTRIBUTOR, consume, network_fixture, post, rejection, reserve, void
 from tests.unit.test_audit_verify import check, next_version
 
 CFDI = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
@@ -143,7 +128,7 @@ def test_an_unknown_hold_is_refused(lg: Ledger) -> None:
 def test_a_void_returns_the_stamp_to_its_lot(lg: Ledger) -> None:
     """The hold took from the lot a consumption takes; the void puts it back there."""
     lg.execute(reserve("A"))
-    lg.execute(transfer_stamps(1, "T2", amount="0.00"))
+    lg.execute(support.transfer_stamps(1, "T2", amount="0.00"))
     for _ in range(2):
         lg.execute(consume())
     cti = lg.engine.current(CTI)
@@ -233,8 +218,8 @@ def test_a_consumed_cfdi_cannot_be_held(lg: Ledger) -> None:
 
 def test_a_hold_whose_cfdi_was_consumed_elsewhere_cannot_be_posted(lg: Ledger) -> None:
     """The CFDI's key decides: consumed on another CTI first, the post is refused."""
-    lg.execute(open_cti("C1-cti2", password="secreto-largo-1"))
-    lg.execute(transfer_stamps(1, "T2", to_id="C1-cti2", amount="0.00"))
+    lg.execute(support.open_cti("C1-cti2", password="secreto-largo-1"))
+    lg.execute(support.transfer_stamps(1, "T2", to_id="C1-cti2", amount="0.00"))
     lg.execute(reserve(cfdi_uuid=CFDI))
     lg.execute(consume("C1-cti2", cfdi_uuid=CFDI))
     assert rejection(lg, post()).code == "idempotency_conflict"
@@ -288,11 +273,11 @@ def test_the_held_book_at_an_instant(lg: Ledger, clock: ManualClock) -> None:
 
 def test_an_unlimited_account_records_holds_without_a_balance(lg: Ledger) -> None:
     """Holds on an unlimited CTI set nothing aside; posting counts a consumption."""
-    ok(
+    support.ok(
         lg,
-        buy("PTS3000", count=1),
-        transfer_points(1500, "TP", amount="0.00"),
-        open_cti("U1", "unlimited", password="secreto-largo-1"),
+        support.buy("PTS3000", count=1),
+        support.transfer_points(1500, "TP", amount="0.00"),
+        support.open_cti("U1", "unlimited", password="secreto-largo-1"),
     )
     outcome = lg.execute(reserve("U", cti_id="U1", cfdi_uuid=CFDI))
     assert (outcome.balance_after, lg.balance("held:U1")) == (0, 0)
@@ -323,7 +308,7 @@ def _forge_close(rows: list[Any], hold_id: str, lot_id: str = "T-setup") -> list
         expired=False,
         lot_id=lot_id,
     )
-    return forged(rows, event)
+    return support.forged(rows, event)
 
 
 def test_verify_reports_a_hold_closed_twice(lg: Ledger) -> None:
@@ -331,7 +316,7 @@ def test_verify_reports_a_hold_closed_twice(lg: Ledger) -> None:
     lg.execute(reserve("A"))
     lg.execute(reserve("B"))
     lg.execute(void("A"))
-    rows = _forge_close(rows_of(lg), "A")
+    rows = _forge_close(support.rows_of(lg), "A")
     report = check(rows)
     assert report.breach_counts == {"hold_closed_twice": 1}, report.breaches
     assert report.breaches[0].position == rows[-1].id
@@ -339,7 +324,7 @@ def test_verify_reports_a_hold_closed_twice(lg: Ledger) -> None:
 
 def test_verify_reports_a_hold_closed_unopened_and_a_negative_held_book(lg: Ledger) -> None:
     """Closing a hold never opened takes the held book below zero."""
-    rows = _forge_close(rows_of(lg), "ghost")
+    rows = _forge_close(support.rows_of(lg), "ghost")
     report = check(rows)
     assert report.breach_counts == {"hold_not_opened": 1, "negative_balance": 1}
     negative = next(b for b in report.breaches if b.check == "negative_balance")

@@ -11,6 +11,7 @@ from ledger.clock import ManualClock
 from ledger.commands.models import TransferStamps
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
+from tests import support
 from tests.support import (
     CLIENT,
     CTI,
@@ -18,9 +19,7 @@ from tests.support import (
     buy,
     command,
     consume,
-    mass_transfer,
     network_fixture,
-    register_client,
     rejection,
 )
 from tests.support import transfer_stamps as transfer
@@ -220,7 +219,7 @@ def test_purchases_without_a_key_are_not_deduplicated(lg: Ledger) -> None:
 
 def register(profile_name: str = "Ana") -> dict[str, Any]:
     """RegisterClient C2 under D1."""
-    return register_client("C2", name=profile_name, email="ana@example.com")
+    return support.register_client("C2", name=profile_name, email="ana@example.com")
 
 
 def test_a_repeated_registration_replays_with_its_cti(lg: Ledger) -> None:
@@ -241,7 +240,7 @@ def test_a_registration_with_other_data_is_already_exists(lg: Ledger) -> None:
 
 def mass() -> dict[str, Any]:
     """A mass transfer of two lines to C1's CTI."""
-    return mass_transfer((CTI, 1), (CTI, 2))
+    return support.mass_transfer((CTI, 1), (CTI, 2))
 
 
 def test_a_repeated_mass_transfer_replays(lg: Ledger) -> None:

@@ -9,46 +9,29 @@ import pytest
 
 from ledger.api import Ledger
 from ledger.errors import Rejected
-from tests.support import (
-    CLIENT,
-    CTI,
-    DISTRIBUTOR,
-    MASTER,
-    buy,
-    command,
-    consume,
-    mass_transfer,
-    network_fixture,
-    ok,
-    open_cti,
-    package,
-    rejection,
-    rival_distributor,
-    sub_distributor,
-    transfer_points,
-    transfer_stamps,
-)
+from tests import support
+from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, buy, command, package, rejection
 
 OTHER = "D2"
 OTHER_CLIENT = "C2"
 OTHER_CTI = "C2-cti"
 
 # A ledger on the in-memory store: D1 with 10,000 stamps and 3,000 points, and a rival D2.
-lg = network_fixture(*rival_distributor(OTHER, OTHER_CLIENT), points=3000)
+lg = support.network_fixture(*support.rival_distributor(OTHER, OTHER_CLIENT), points=3000)
 
-stamps = partial(transfer_stamps, amount="5.00")
+stamps = partial(support.transfer_stamps, amount="5.00")
 """A stamp transfer from D1 (to C1's CTI unless ``to_id`` says)."""
 
-points = transfer_points
+points = support.transfer_points
 """A point transfer from D1 (to C1's wallet unless ``to_id`` says)."""
 
-UNLIMITED = open_cti("U1", "unlimited", password="correct horse")
+UNLIMITED = support.open_cti("U1", "unlimited", password="correct horse")
 """C1's unlimited CTI ``U1``."""
 
 
 def add_sub_distributor(lg: Ledger) -> str:
     """Registers and activates D1's sub-distributor ``D1a`` (D1 contracts Multinivel)."""
-    ok(lg, *sub_distributor("D1a"))
+    support.ok(lg, *support.sub_distributor("D1a"))
     return "D1a"
 
 
@@ -197,7 +180,7 @@ def test_transfer_to_a_cancelled_sub_distributor_is_refused(lg: Ledger) -> None:
 
 def mass(*lines: tuple[str, int]) -> dict[str, Any]:
     """A mass stamp transfer from D1, each line at 1.00."""
-    return mass_transfer(*lines, amount="1.00")
+    return support.mass_transfer(*lines, amount="1.00")
 
 
 def test_mass_transfer_moves_every_line(lg: Ledger) -> None:
@@ -275,5 +258,5 @@ def test_a_consumption_with_a_malformed_issuer_rfc_is_invalid_rfc() -> None:
     """An issuer RFC that is not shaped like an RFC is refused before anything is read."""
     lg = Ledger.open("memory://", password_cost="fast")
     with pytest.raises(Rejected) as e:
-        lg.execute(consume("C1-cti", issuer_rfc="NOT-AN-RFC-1"))
+        lg.execute(support.consume("C1-cti", issuer_rfc="NOT-AN-RFC-1"))
     assert e.value.code == "invalid_rfc"

@@ -8,30 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.api import Ledger
-from tests.support import (
-    CLIENT,
-    CTI,
-    DISTRIBUTOR,
-    MASTER,
-    buy,
-    client_profile,
-    command,
-    grant,
-    mass_transfer,
-    network_fixture,
-    ok,
-    open_cti,
-    package,
-    rejection,
-    sub_distributor,
-    transfer_points,
-    transfer_stamps,
-)
+from tests import support
+from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, buy, command, ok, package, rejection
 
 SUB = "D1a"
 
 # The standard network; D1 also holds 3,000 points.
-lg = network_fixture(points=3000)
+lg = support.network_fixture(points=3000)
 
 
 # Paying with points ----------------------------------------------------------------------------
@@ -64,9 +47,9 @@ def test_a_distributor_seller_receives_the_points(lg: Ledger) -> None:
     """D1a pays D1 300 points for 500 of D1's stamps."""
     ok(
         lg,
-        *sub_distributor(SUB),
+        *support.sub_distributor(SUB),
         package("SUB500", 500, "300.00", seller_id=DISTRIBUTOR),
-        transfer_points(1_000, "TP1", to_id=SUB, amount="0.00"),
+        support.transfer_points(1_000, "TP1", to_id=SUB, amount="0.00"),
     )
     outcome = lg.execute(buy("SUB500", buyer_id=SUB, seller_id=DISTRIBUTOR, pay_with="points"))
     assert outcome.balance_after == 500
@@ -95,7 +78,7 @@ def test_a_price_with_centavos_cannot_be_paid_in_points(lg: Ledger) -> None:
 
 def transfer(quantity: int = 100, **extra: Any) -> dict[str, Any]:
     """TransferStamps from D1 to C1's CTI without an amount unless given."""
-    return transfer_stamps(quantity, f"T-{CTI}-{quantity}", **extra)
+    return support.transfer_stamps(quantity, f"T-{CTI}-{quantity}", **extra)
 
 
 def settings(seller: str = DISTRIBUTOR, **changes: Any) -> dict[str, Any]:
@@ -105,7 +88,7 @@ def settings(seller: str = DISTRIBUTOR, **changes: Any) -> dict[str, Any]:
 
 def client_pricing(lg: Ledger, **pricing: Any) -> None:
     """Sets C1's own bulk price and discount in its profile."""
-    profile = {**client_profile(), **pricing}
+    profile = {**support.client_profile(), **pricing}
     lg.execute(command("UpdateClientProfile", DISTRIBUTOR, client_id=CLIENT, profile=profile))
 
 
@@ -155,7 +138,7 @@ def test_an_amount_given_is_kept(lg: Ledger) -> None:
 def test_points_to_a_client_are_priced_at_face_value_less_discount(lg: Ledger) -> None:
     """200 points are 200.00; C1's 10 % makes it 180.00."""
     client_pricing(lg, discount_pct="10")
-    outcome = lg.execute(transfer_points(200, "TP1"))
+    outcome = lg.execute(support.transfer_points(200, "TP1"))
     assert sale_amount(lg, DISTRIBUTOR, outcome.sale_ids[0]) == "180.00"
 
 
@@ -163,7 +146,7 @@ def test_a_client_package_gets_the_clients_discount(lg: Ledger) -> None:
     """AssignPackage of a 60.00 package to C1 with 5 % off: 57.00."""
     client_pricing(lg, discount_pct="5")
     lg.execute(package("CP100", 100, "60.00", seller_id=DISTRIBUTOR, audience="client"))
-    outcome = lg.execute(grant("G1", "CP100"))
+    outcome = lg.execute(support.grant("G1", "CP100"))
     assert sale_amount(lg, DISTRIBUTOR, outcome.sale_ids[0]) == "57.00"
 
 
@@ -172,7 +155,7 @@ def test_mass_transfer_lines_without_amount_use_the_price_list(lg: Ledger) -> No
     lg.execute(settings(bulk_stamp_price="1.00"))
     outcome = lg.execute(
         {
-            **mass_transfer(),
+            **support.mass_transfer(),
             "lines": [
                 {"to_id": CTI, "quantity": 10},
                 {"to_id": CTI, "quantity": 5, "amount": "1.00"},
@@ -231,16 +214,16 @@ def test_the_unlimited_fee_follows_the_settings(lg: Ledger) -> None:
     """D1's fee of 1,000 points opens an unlimited CTI; the master's default is overridden."""
     lg.execute(settings(MASTER, unlimited_cti_fee_points=2_000))
     lg.execute(settings(unlimited_cti_fee_points=1_000))
-    lg.execute(transfer_points(1_000, "TP1"))
-    lg.execute(open_cti("U1", "unlimited", password="secreto-123"))
+    lg.execute(support.transfer_points(1_000, "TP1"))
+    lg.execute(support.open_cti("U1", "unlimited", password="secreto-123"))
     assert lg.balance(CLIENT, "points") == 0
 
 
 def test_the_masters_unlimited_fee_applies_when_the_distributor_sets_none(lg: Ledger) -> None:
     """The master's 2,000 points: 1,500 are not enough."""
     lg.execute(settings(MASTER, unlimited_cti_fee_points=2_000))
-    lg.execute(transfer_points(1_500, "TP1"))
-    rejected = rejection(lg, open_cti("U1", "unlimited", password="secreto-123"))
+    lg.execute(support.transfer_points(1_500, "TP1"))
+    rejected = rejection(lg, support.open_cti("U1", "unlimited", password="secreto-123"))
     assert (rejected.code, rejected.details["requested"]) == ("insufficient_points", 2_000)
 
 
@@ -310,7 +293,7 @@ def test_a_panel_purchase_goes_to_the_named_cti(lg: Ledger) -> None:
     ok(
         lg,
         settings(allow_pcc_stamp_purchase=True),
-        open_cti("C1-b", password="secreto-123"),
+        support.open_cti("C1-b", password="secreto-123"),
     )
     assert lg.execute(panel(cti_id="C1-b")).details["cti_id"] == "C1-b"
     assert (lg.balance("C1-b"), lg.balance(CTI)) == (100, 0)
@@ -351,7 +334,7 @@ def test_a_points_order_beyond_the_inventory_buys_the_smallest_covering_package(
         lg,
         package("PTS1000", 1_000, "960.00", unit="points"),
         settings(allow_pcc_point_purchase=True),
-        transfer_points(2_900, "TP1"),
+        support.transfer_points(2_900, "TP1"),
     )
     outcome = lg.execute(panel("CPTS500"))
     client_sale, supply_sale = outcome.sale_ids
