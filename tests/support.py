@@ -461,8 +461,9 @@ def start_cli(*args: str, **options: Any) -> subprocess.Popen[Any]:
 
 @contextmanager
 def handler_registered(command_class: type, handler: Callable[..., Any]) -> Iterator[None]:
-    """Inside the block, ``handler`` decides ``command_class`` (a test's own command on
-    ``cti_id``, which only the master account may send); afterwards neither is registered."""
+    """Inside the block (or the test it decorates), ``handler`` decides ``command_class`` (a
+    test's own command on ``cti_id``, which only the master account may send); afterwards
+    neither is registered."""
     HANDLERS[command_class] = handler
     RULES[command_class] = rule("cti_id", StampingAccount, NOBODY_ELSE)
     try:

@@ -285,14 +285,7 @@ def _claim_then_reject(command: _ClaimThenReject, tx: Tx) -> Outcome:
     raise Rejected("invalid_command", reason="rejected after a claim")
 
 
-@pytest.fixture
-def claim_then_reject() -> Iterator[None]:
-    """Registers the misbehaving handler, and who may run it, for one test."""
-    with handler_registered(_ClaimThenReject, _claim_then_reject):
-        yield
-
-
-@pytest.mark.usefixtures("claim_then_reject")
+@handler_registered(_ClaimThenReject, _claim_then_reject)
 def test_a_handler_that_rejects_after_a_claim_records_nothing(lg: Ledger) -> None:
     """A command that changed state and then rejected is discarded; the rest of the batch runs."""
     results = lg.execute_many([consume(), _ClaimThenReject(name="x", actor=MASTER), consume()])

@@ -153,14 +153,7 @@ def _faulty(_command: _Faulty, _tx: Tx) -> Outcome:
     raise RuntimeError("a handler's bug")
 
 
-@pytest.fixture
-def faulty() -> Iterator[None]:
-    """Registers the failing handler for one test."""
-    with handler_registered(_Faulty, _faulty):
-        yield
-
-
-@pytest.mark.usefixtures("faulty")
+@handler_registered(_Faulty, _faulty)
 def test_a_handler_fault_in_a_shared_commit_reaches_only_its_caller(lg: Ledger) -> None:
     """A command that raises an unexpected error fails its own caller; the others commit."""
     _first, results, commits = _while_first_commit_is_held(

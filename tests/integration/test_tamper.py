@@ -101,6 +101,16 @@ class RawDb:
         )
         return self.event(originator_id, new)[0]
 
+    def delete(self, originator_id: str, version: int) -> int:
+        """Deletes one event (it must be there); its notification id."""
+        position, _, _ = self.event(originator_id, version)
+        deleted = self.execute(
+            "DELETE FROM {events} WHERE originator_id = ? AND originator_version = ?",
+            (originator_id, version),
+        )
+        assert deleted == 1
+        return position
+
     def link_of(self, position: int) -> int:
         """The ``first_id`` of the chain link that covers ``position``."""
         ((first,),) = self.rows(
@@ -182,14 +192,8 @@ def test_deleted_event_breaks_its_link_and_leaves_a_version_gap(
     """A consumption deleted from the middle of a stream: its link and the next version say so."""
     build_books(store_url, clock)
     db = RawDb(store_url)
-    position, _, _ = db.event(CTI, 3)
     next_position, _, _ = db.event(CTI, 4)
-    assert (
-        db.execute(
-            "DELETE FROM {events} WHERE originator_id = ? AND originator_version = 3", (CTI,)
-        )
-        == 1
-    )
+    position = db.delete(CTI, 3)
     report = verified(store_url)
     assert checks(report) == {"chain_mismatch", "version_gap"}
     (mismatch,) = [b for b in report.breaches if b.check == "chain_mismatch"]
@@ -202,8 +206,7 @@ def test_deleted_newest_event_breaks_its_link(store_url: str, clock: ManualClock
     """Deleting the newest event (no later version to show a gap) is still caught by its link."""
     build_books(store_url, clock)
     db = RawDb(store_url)
-    position, _, _ = db.event(CTI, 5)
-    db.execute("DELETE FROM {events} WHERE originator_id = ? AND originator_version = 5", (CTI,))
+    position = db.delete(CTI, 5)
     report = verified(store_url)
     assert checks(report) == {"chain_mismatch"}
     assert [b.position for b in report.breaches] == [position]
