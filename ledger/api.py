@@ -28,7 +28,7 @@ from ledger.outcome import Outcome
 from ledger.passwords import PasswordCost
 from ledger.projections.runner import Projector
 from ledger.projections.views import Views, default_views
-from ledger.read_scope import check_read
+from ledger.read_scope import check_read, status_for
 
 PURGE_PAGE_SIZE = 500
 """Distributors purged per batch by ``purge_due``."""
@@ -142,6 +142,11 @@ class Ledger:
             **log_replication(self.store),
             **status,
         }
+
+    def status_for(self, actor_id: str) -> dict[str, Any]:
+        """``status()`` as ``actor_id`` may read it (``read_scope.status_for``): a projection
+        failure's text and aggregate only for a master account."""
+        return status_for(actor_id, self.status(), self.engine.current)
 
     def purge_due(self) -> list[Result]:
         """Purges every distributor cancelled 30 days ago or more; one result per purge.

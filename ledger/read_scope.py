@@ -14,7 +14,9 @@ accounts (and their held books) and its portal users. Nobody reads across networ
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+from ledger.aggregates.master_account import MasterAccount
 from ledger.domain import HELD_PREFIX, Aggregate
 from ledger.errors import Rejected
 
@@ -53,3 +55,24 @@ def check_read(actor_id: str, subject_id: str, find: Find) -> None:
         raise Rejected("unknown_account", account_id=subject_id)
     if not may_read(actor_id, account, find):
         raise Rejected("not_authorised", actor=actor_id, account_id=subject_id)
+
+
+_STATUS_ERROR_FIELDS = ("error", "error_notification_id", "error_aggregate_id", "error_topic")
+
+
+def status_for(actor_id: str, status: dict[str, Any], find: Find) -> dict[str, Any]:
+    """The read side's status as ``actor_id`` may see it: whole for a master account; for
+    anyone else without the text and the aggregate of a projection failure, which may name
+    accounts of other networks (``failed`` says that there is one)."""
+    if isinstance(find(actor_id), MasterAccount):
+        return status
+    views = []
+    for view in status.get("views", []):
+        shown = {k: v for k, v in view.items() if k not in _STATUS_ERROR_FIELDS}
+        shown["failed"] = view.get("error") is not None
+        views.append(shown)
+    return {
+        **status,
+        "last_error": None if status.get("last_error") is None else "hidden",
+        "views": views,
+    }

@@ -469,12 +469,16 @@ async def get_history(request: Request) -> Response:
 async def get_status(request: Request) -> Response:
     """``GET /v1/status``: the read side's positions, lags and last errors."""
     service: Service = request.app.state.service
-    await service.authenticate(request)
-    status = await run_in_threadpool(service.ledger.status)
+    key = await service.authenticate(request)
+    status = await run_in_threadpool(service.ledger.status_for, key.actor_id)
     return _json(status)
 
 
 def _parameter_value(parameter: ViewParameter, text: str) -> Any:
+    if parameter.kind is bool:
+        if text not in ("true", "false"):
+            raise _invalid(parameter.name, "true or false")
+        return text == "true"
     try:
         if parameter.kind is int:
             return int(text)

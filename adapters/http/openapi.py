@@ -62,6 +62,8 @@ def _problem_schema() -> dict[str, Any]:
 
 
 def _parameter_schema(kind: type[Any]) -> dict[str, Any]:
+    if kind is bool:
+        return {"type": "boolean"}
     if kind is int:
         return {"type": "integer"}
     if kind is date:

@@ -14,7 +14,8 @@ from ledger.projections.views import Views
 
 @dataclasses.dataclass(frozen=True)
 class ViewParameter:
-    """A query parameter of a view route: its name, type (str, int, date, datetime), default."""
+    """A query parameter of a view route: its name, type (str, bool, int, date, datetime),
+    default."""
 
     name: str
     kind: type[Any]
@@ -39,7 +40,7 @@ class ViewQuery:
         return f"/v1/views/{self.name}/{{{self.subject}}}"
 
 
-_PARAMETER_KINDS = (str, int, date, datetime)
+_PARAMETER_KINDS = (str, bool, int, date, datetime)
 _NOT_ROUTED = frozenset({"purge_due"})
 """Queries that are operations, not a reader's (``ledger purge-due`` runs that one)."""
 

@@ -635,3 +635,14 @@ def test_a_host_mounts_the_app_in_its_own(service: Service) -> None:
         response = client.get(f"/ledger/v1/balances/{CTI}", headers=service.auth(CLIENT, "read"))
         assert response.json()["balance"] == 5
         assert client.get("/ledger/v1/nowhere").status_code == 404
+
+
+def test_status_shows_projection_errors_to_a_master_only(service: Service) -> None:
+    """A failure's text and aggregate may name other networks: only a master sees them."""
+    master = service.client.get("/v1/status", headers=service.auth(MASTER, "read")).json()
+    other = service.client.get("/v1/status", headers=service.auth(DISTRIBUTOR, "read")).json()
+    assert {"error", "error_aggregate_id"} <= set(master["views"][0])
+    assert "error" not in other["views"][0]
+    assert "error_aggregate_id" not in other["views"][0]
+    assert other["views"][0]["failed"] is False
+    assert other["views"][0]["position"] == master["views"][0]["position"]
