@@ -93,6 +93,9 @@ class Figure:
     p50_ms: float
     p99_ms: float
     errors: int = 0
+    commands: int = 0
+    cpu_us: float = float("nan")
+    """CPU time of the ledger's process (in-process: this one; HTTP: the server) per command."""
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -126,18 +129,23 @@ def measure_aexecute(lg: Ledger, ctis: list[str], seconds: float) -> Figure:
                 errors += 1
             latencies.append(time.perf_counter() - started)
 
+    plans = [consumptions(ctis, 10_000) for _ in range(CONCURRENCY)]  # outside the CPU count
+
     async def main() -> float:
-        plans = [consumptions(ctis, 40_000) for _ in range(CONCURRENCY)]
         started = time.perf_counter()
         await asyncio.gather(*(task(plan, started + seconds) for plan in plans))
         return time.perf_counter() - started
 
+    cpu = time.process_time()
     took = asyncio.run(main())
+    cpu = time.process_time() - cpu
     return Figure(
         len(latencies) / took,
         percentile(latencies, 0.5) * 1000,
         percentile(latencies, 0.99) * 1000,
         errors,
+        len(latencies),
+        cpu / len(latencies) * 1e6,
     )
 
 
@@ -146,12 +154,15 @@ def measure_execute_many(lg: Ledger, ctis: list[str], seconds: float) -> Figure:
     latencies: list[float] = []
     errors = 0
     commands = 0
+    cpu_s = 0.0
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
-        batch = consumptions(ctis, BATCH)
+        batch = consumptions(ctis, BATCH)  # made outside the CPU count, as the client's are
+        cpu = time.process_time()
         call = time.perf_counter()
         results = lg.execute_many(batch)
         latencies.append(time.perf_counter() - call)
+        cpu_s += time.process_time() - cpu
         errors += sum(1 for r in results if isinstance(r, Rejected))
         commands += len(batch)
     took = time.perf_counter() - started
@@ -160,6 +171,8 @@ def measure_execute_many(lg: Ledger, ctis: list[str], seconds: float) -> Figure:
         percentile(latencies, 0.5) * 1000,
         percentile(latencies, 0.99) * 1000,
         errors,
+        commands,
+        cpu_s / commands * 1e6,
     )
 
 
@@ -210,11 +223,14 @@ def wrk_singles(base: str, key: str, prefix: str, seconds: float) -> Figure:
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     assert rate is not None, out
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    requests = re.search(r"(\d+) requests in", out)
+    assert requests is not None, out
     return Figure(
         float(rate.group(1)),
         millis("50%"),
         millis("99%"),
         int(errors.group(1)) if errors else 0,
+        int(requests.group(1)),
     )
 
 
@@ -239,7 +255,7 @@ def _httpx_singles(base: str, key: str, ctis: list[str], seconds: float, out: An
             started = time.perf_counter()
             await asyncio.gather(*(task(started + seconds) for _ in range(CONCURRENCY)))
             took = time.perf_counter() - started
-        out.put((len(latencies) / took, latencies, errors))
+        out.put((len(latencies) / took, latencies, errors, len(latencies)))
 
     asyncio.run(main())
 
@@ -265,7 +281,7 @@ def _httpx_batches(base: str, key: str, ctis: list[str], seconds: float, out: An
             errors += sum(1 for r in response.json()["results"] if not r["ok"])
             commands += BATCH
         took = time.perf_counter() - started
-    out.put((commands / took, latencies, errors))
+    out.put((commands / took, latencies, errors, commands))
 
 
 def in_process(target: Any, *args: Any) -> Figure:
@@ -274,15 +290,33 @@ def in_process(target: Any, *args: Any) -> Figure:
     queue = context.Queue()
     process = context.Process(target=target, args=(*args, queue))
     process.start()
-    rate, latencies, errors = queue.get(timeout=600)
+    rate, latencies, errors, commands = queue.get(timeout=600)
     process.join(60)
     return Figure(
-        rate, percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000, errors
+        rate,
+        percentile(latencies, 0.5) * 1000,
+        percentile(latencies, 0.99) * 1000,
+        errors,
+        commands,
     )
 
 
+def process_cpu_s(pid: int) -> float:
+    """User and system CPU seconds of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_server_cpu(pid: int, run: Any, *args: Any) -> Figure:
+    """``run(*args)``'s figure, with the server's CPU time per command (one worker)."""
+    before = process_cpu_s(pid)
+    figure = run(*args)
+    figure.cpu_us = (process_cpu_s(pid) - before) / figure.commands * 1e6
+    return figure
+
+
 @contextlib.contextmanager
-def server(url: str, workers: int) -> Iterator[str]:
+def server(url: str, workers: int) -> Iterator[tuple[str, int]]:
     """``ledger serve`` in a subprocess; SIGTERM at the end."""
     port = free_port()
     process = subprocess.Popen(
@@ -310,7 +344,7 @@ def server(url: str, workers: int) -> Iterator[str]:
                 if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                     break
             time.sleep(0.1)
-        yield base
+        yield base, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(120)
@@ -350,7 +384,7 @@ def main() -> int:
             "execute_many": [],
             "http_batch": [],
         }
-        with server(url, args.workers) as base:
+        with server(url, args.workers) as (base, pid):
             for _ in range(args.workers):
                 httpx.post(
                     f"{base}/v1/commands/batch",
@@ -361,14 +395,17 @@ def main() -> int:
             for round_number in range(args.rounds):
                 figures["aexecute"].append(measure_aexecute(lg, local, args.seconds))
                 if args.client == "wrk":
-                    figures["http_single"].append(wrk_singles(base, key, "H", args.seconds))
+                    single = with_server_cpu(pid, wrk_singles, base, key, "H", args.seconds)
                 else:
-                    figures["http_single"].append(
-                        in_process(_httpx_singles, base, key, remote, args.seconds)
+                    single = with_server_cpu(
+                        pid, in_process, _httpx_singles, base, key, remote, args.seconds
                     )
+                figures["http_single"].append(single)
                 figures["execute_many"].append(measure_execute_many(lg, local, args.seconds))
                 figures["http_batch"].append(
-                    in_process(_httpx_batches, base, key, remote, args.seconds)
+                    with_server_cpu(
+                        pid, in_process, _httpx_batches, base, key, remote, args.seconds
+                    )
                 )
                 print(
                     f"round {round_number + 1}: "
@@ -386,7 +423,10 @@ def main() -> int:
         f"(client: {args.client}; ledger serve --workers {args.workers}); machine: "
         f"{os.cpu_count()} cores\n"
     )
-    print(f"{'measurement':58} {'commands/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    print(
+        f"{'measurement':58} {'commands/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        f" {'CPU us/cmd':>10}"
+    )
     rows = [
         ("aexecute, 16 asyncio tasks, one Ledger (in-process)", "aexecute"),
         ("HTTP POST /v1/commands, 16 keep-alive clients", "http_single"),
@@ -395,7 +435,10 @@ def main() -> int:
     ]
     for label, name in rows:
         f = median(name)
-        print(f"{label:58} {f.rate:>11,.0f} {f.p50_ms:>8.2f} {f.p99_ms:>8.2f} {f.errors:>6}")
+        print(
+            f"{label:58} {f.rate:>11,.0f} {f.p50_ms:>8.2f} {f.p99_ms:>8.2f} {f.errors:>6}"
+            f" {f.cpu_us:>10.0f}"
+        )
     single = median("http_single").rate / median("aexecute").rate
     batch = median("http_batch").rate / median("execute_many").rate
     print(f"\nHTTP single / aexecute: {single:.2f} x (goal >= 0.5)")

@@ -112,11 +112,20 @@ def _json(data: Any, headers: dict[str, str] | None = None) -> Response:
 
 def _result_dict(result: Outcome | Rejected) -> dict[str, Any]:
     if isinstance(result, Rejected):
-        metrics.COMMANDS.labels("rejected").inc()
+        metrics.COMMANDS_REJECTED.inc()
         metrics.REJECTIONS.labels(result.code).inc()
         return rejection_problem(result)
-    metrics.COMMANDS.labels("replayed" if result.replayed else "ok").inc()
+    (metrics.COMMANDS_REPLAYED if result.replayed else metrics.COMMANDS_OK).inc()
     return result.to_dict()
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    """One request header (``name`` in lower case, as ASGI gives them), read off the raw list:
+    a request reads three, and Starlette's ``Headers`` decodes the whole list for each."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _invalid(field: str, message: str) -> Rejected:
@@ -191,7 +200,7 @@ class Service:
     async def authenticate(self, request: Request) -> ApiKey:
         """The live key of ``Authorization: Bearer``; 401 (saying nothing more) otherwise, and
         429 past the key's rate."""
-        header = request.headers.get("authorization", "")
+        header = _header(request, b"authorization") or ""
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Problem(http_problem("unauthorised"), {"WWW-Authenticate": "Bearer"})
@@ -266,7 +275,7 @@ def _with_idempotency_key(command: dict[str, Any], header: str) -> dict[str, Any
 
 async def _body(request: Request, bytes_max: int) -> bytes:
     """The request's body, refused (413) past ``bytes_max`` without reading it all."""
-    length = request.headers.get("content-length")
+    length = _header(request, b"content-length")
     if length is not None:
         if not length.isdigit():
             raise _invalid("Content-Length", "not a number")
@@ -294,7 +303,7 @@ async def post_command(request: Request) -> Response:
     command = _as_actor(parse_command_json(body), key)
     if isinstance(command, Rejected):
         raise command
-    header = request.headers.get("idempotency-key")
+    header = _header(request, b"idempotency-key")
     if header is not None:
         command = _with_idempotency_key(command, header)
     flight = command.get("idempotency_key")
@@ -555,6 +564,9 @@ def _answering(route: str, endpoint: Endpoint) -> Endpoint:
     """The endpoint with its metrics, and every failure answered as a problem (never a
     traceback): a rejection by its code, the database away as 503, a bug as 500."""
 
+    latency = metrics.LATENCY.labels(route)
+    counters: dict[tuple[str, int], Any] = {}  # the request counter of each method and status
+
     async def answer(request: Request) -> Response:
         started = time.perf_counter()
         try:
@@ -571,8 +583,13 @@ def _answering(route: str, endpoint: Endpoint) -> Endpoint:
         except Exception as exc:  # the one place that answers any failure: never a traceback
             log.error("request_failed", route=route, error=f"{type(exc).__name__}: {exc}")
             response = problem_response(http_problem("internal_error"))
-        metrics.REQUESTS.labels(route, request.method, response.status_code).inc()
-        metrics.LATENCY.labels(route).observe(time.perf_counter() - started)
+        counter = counters.get((request.method, response.status_code))
+        if counter is None:
+            counter = metrics.REQUESTS.labels(route, request.method, response.status_code)
+            if len(counters) < 100:
+                counters[request.method, response.status_code] = counter
+        counter.inc()
+        latency.observe(time.perf_counter() - started)
         return response
 
     answer.__name__ = endpoint.__name__

@@ -44,6 +44,9 @@ COMMANDS = Counter(
     ("outcome",),
     registry=REGISTRY,
 )
+COMMANDS_OK = COMMANDS.labels("ok")
+COMMANDS_REPLAYED = COMMANDS.labels("replayed")
+COMMANDS_REJECTED = COMMANDS.labels("rejected")
 REJECTIONS = Counter(
     "ledger_http_rejections",
     "Rejected commands and refused requests, by code",
