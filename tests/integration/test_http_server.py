@@ -217,7 +217,10 @@ def test_sigterm_answers_the_requests_in_flight(sqlite_url: str, tmp_path: Path)
         for thread in threads:
             thread.start()
         started.wait()
-        time.sleep(0.3)  # let requests be in flight; the block's end sends SIGTERM
+        # Some requests answered, others in flight: then the block's end sends SIGTERM.
+        deadline = time.monotonic() + 30
+        while len(answered) < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
     for thread in threads:
         thread.join(60)
     with Ledger.open(sqlite_url) as lg:
