@@ -407,6 +407,9 @@ def main() -> int:
                         pid, in_process, _httpx_batches, base, key, remote, args.seconds
                     )
                 )
+                if args.workers > 1:  # the process measured is uvicorn's supervisor, not a worker
+                    for name in ("http_single", "http_batch"):
+                        figures[name][-1].cpu_us = float("nan")
                 print(
                     f"round {round_number + 1}: "
                     + ", ".join(f"{k} {v[-1].rate:,.0f}/s" for k, v in figures.items()),
