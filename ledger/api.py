@@ -24,6 +24,7 @@ from ledger.commands.models import Command
 from ledger.domain import HELD_PREFIX, UNITS
 from ledger.engine import Engine, Result
 from ledger.errors import LedgerError, Rejected
+from ledger.outbound.tracking import outbound_status
 from ledger.outcome import Outcome
 from ledger.passwords import PasswordCost
 from ledger.projections.runner import Projector
@@ -134,13 +135,17 @@ class Ledger:
     def status(self) -> dict[str, Any]:
         """The read side's health (DESIGN §7): the log's newest notification id, whether it is
         read from a hot standby and that standby's replay lag, the mode, and for each view its
-        position, lag in events and seconds, and last projection error."""
+        position, lag in events and seconds, and last projection error; and each publisher's
+        position, lag and last error (``ledger publish``)."""
         self._check_open()
         status = self.views.status()
+        newest = self.views.projector.source.max_notification_id() or 0
+        publishers = outbound_status(self.views.database, newest)
         return {
-            "log_position": self.views.projector.source.max_notification_id() or 0,
+            "log_position": newest,
             **log_replication(self.store),
             **status,
+            "publishers": [publisher.to_dict() for publisher in publishers],
         }
 
     def status_for(self, actor_id: str) -> dict[str, Any]:

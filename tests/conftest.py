@@ -26,6 +26,7 @@ import psycopg
 import pytest
 
 from ledger.clock import ManualClock
+from tests.brokers import amqp_url, nats_url, queue, stream  # noqa: F401  (fixtures)
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432"
 IN_CI = os.environ.get("CI", "").lower() == "true"

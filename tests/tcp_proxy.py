@@ -19,13 +19,14 @@ _SELECT_COMPLETE = re.compile(rb"C\x00\x00\x00.SELECT \d+\x00", re.DOTALL)
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:``port`` to the server of ``url``; a context manager."""
+    """Forwards 127.0.0.1:``port`` (a free one unless given) to the server of ``url``; a
+    context manager."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, port: int = 0) -> None:
         parsed = urlparse(url)
         self._url = parsed
         self._target = (parsed.hostname or "127.0.0.1", parsed.port or 5432)
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self.port = int(self._listener.getsockname()[1])
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []

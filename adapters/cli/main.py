@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from rich import box
 from rich.table import Table
 
+from adapters.cli import data_out
 from adapters.cli import serve as cli_serve
 from adapters.cli.common import (
     EXIT_ERROR,
@@ -169,8 +170,9 @@ def _add_view_commands(commands: Any) -> None:
         "For each view: the notification id it has reached, its lag behind the log (events,\n"
         "and seconds since the oldest event it lacks was recorded) and the last projection\n"
         "error (with the notification id and aggregate of the event that caused it). Also\n"
-        "whether the log is read from a hot standby, and that standby's replay lag.\n"
-        "Exit 0, or 1 when a view's last page failed.",
+        "whether the log is read from a hot standby, and that standby's replay lag, and each\n"
+        "publisher's position, lag and last error (`ledger publish`).\n"
+        "Exit 0, or 1 when a view's last page failed or a publisher's last batch did.",
         ["ledger status", "ledger status --json --views-url postgresql://postgres@views/v"],
     )
     url_option(status)
@@ -339,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         cli_audit.register(commands)
     cli_serve.register(commands)
+    data_out.register(commands)
     return parser
 
 
@@ -600,7 +603,10 @@ def run_status(args: argparse.Namespace) -> int:
                     f"{view['name']}: last error at {view['error_at']}: {view['error']}",
                     soft_wrap=True,
                 )
-    return EXIT_REJECTED if any(view["error"] for view in views) else EXIT_OK
+        data_out.print_publishers(console, status["publishers"])
+    stopped = any(view["error"] for view in views)
+    stopped = stopped or any(p["error"] for p in status["publishers"])
+    return EXIT_REJECTED if stopped else EXIT_OK
 
 
 def _follow(
