@@ -29,30 +29,18 @@ from psycopg.sql import SQL, Identifier
 from ledger.audit.source import Link, undecodable
 from ledger.domain import Event
 from ledger.errors import InfrastructureError
+from ledger.projections.runner import NotificationSource
 
 
-class ChainedRecorder(Protocol):
-    """An eventsourcing application recorder that also keeps the hash chain's table."""
+class ChainedRecorder(NotificationSource, Protocol):
+    """An eventsourcing application recorder (its notification log, as the projections read it)
+    that also keeps the hash chain's table."""
 
     chain_table_name: str
 
     @property
     def datastore(self) -> Any:
         """eventsourcing's datastore (its ``transaction``; on PostgreSQL its ``schema``)."""
-
-    def select_notifications(
-        self,
-        start: int | None,
-        limit: int,
-        stop: int | None = None,
-        topics: Sequence[str] = (),
-        *,
-        inclusive_of_start: bool = True,
-    ) -> Sequence[Notification]:
-        """Stored rows in notification order (eventsourcing's)."""
-
-    def max_notification_id(self) -> int | None:
-        """The highest notification id (eventsourcing's)."""
 
 
 class RecordedStore(Protocol):

@@ -13,6 +13,8 @@ import os
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, unquote, urlparse
 
+import psycopg
+
 from ledger.errors import LedgerError
 
 CONNECT_TIMEOUT_S_DEFAULT = 5
@@ -43,6 +45,20 @@ def _checked_cipher_key(key: str) -> str:
     if size not in (16, 24, 32):
         raise StoreConfigError("LEDGER_CIPHER_KEY is not a base64 AES key of 16, 24 or 32 bytes")
     return key
+
+
+def postgres_conninfo(env: Mapping[str, str]) -> str:
+    """A libpq connection string from a PostgreSQL store's environment (``env_for_url``)."""
+    return str(
+        psycopg.conninfo.make_conninfo(
+            dbname=env["POSTGRES_DBNAME"],
+            host=env["POSTGRES_HOST"],
+            port=env["POSTGRES_PORT"],
+            user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"] or None,
+            connect_timeout=env["POSTGRES_CONNECT_TIMEOUT"],
+        )
+    )
 
 
 def env_for_url(url: str | None, *, create_tables: bool = True) -> dict[str, str]:

@@ -30,7 +30,7 @@ from eventsourcing.utils import Environment, EnvType
 
 from adapters.storage.audit import StoreSource
 from adapters.storage.codec import MsgspecMapper
-from adapters.storage.config import describe_store, infrastructure_message
+from adapters.storage.config import describe_store, infrastructure_message, postgres_conninfo
 from adapters.storage.postgres import LedgerPostgresRecorder, LedgerPostgresSnapshotRecorder
 from adapters.storage.recording import OutcomeUnknown, raising
 from adapters.storage.sqlite import LedgerSQLiteRecorder
@@ -70,14 +70,7 @@ SCHEMA_LOCK_ID = 7_310_420_001
 def open_application(env: dict[str, str]) -> LedgerApplication:
     """Constructs the eventsourcing application, creating tables once even under a race."""
     if env["PERSISTENCE_MODULE"].endswith("LedgerPostgresFactory") and env["CREATE_TABLE"] == "y":
-        conninfo = psycopg.conninfo.make_conninfo(
-            dbname=env["POSTGRES_DBNAME"],
-            host=env["POSTGRES_HOST"],
-            port=env["POSTGRES_PORT"],
-            user=env["POSTGRES_USER"],
-            password=env["POSTGRES_PASSWORD"] or None,
-            connect_timeout=env["POSTGRES_CONNECT_TIMEOUT"],
-        )
+        conninfo = postgres_conninfo(env)
         try:
             with psycopg.connect(conninfo, autocommit=True) as conn:
                 row = conn.execute("SELECT pg_is_in_recovery()").fetchone()

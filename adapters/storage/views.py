@@ -31,7 +31,7 @@ import psycopg
 from eventsourcing.persistence import MapperDeserialisationError, Notification, PersistenceError
 from psycopg import sql
 
-from adapters.storage.config import POSTGRES_POOL_TIMEOUT_S, env_for_url
+from adapters.storage.config import POSTGRES_POOL_TIMEOUT_S, env_for_url, postgres_conninfo
 from adapters.storage.memory import MemoryStore
 from adapters.storage.postgres import LedgerPostgresRecorder
 from adapters.storage.store import EventStore
@@ -655,20 +655,6 @@ ASIDE_SCHEMA = "ledger_views_aside"
 """The PostgreSQL schema where ``rebuild`` builds views before swapping them in."""
 REBUILD_LOCK_ID = 7_310_420_003
 """PostgreSQL advisory lock held by the one rebuild that may run at a time."""
-
-
-def postgres_conninfo(env: Mapping[str, str]) -> str:
-    """A libpq connection string from the store's environment."""
-    return str(
-        psycopg.conninfo.make_conninfo(
-            dbname=env["POSTGRES_DBNAME"],
-            host=env["POSTGRES_HOST"],
-            port=env["POSTGRES_PORT"],
-            user=env["POSTGRES_USER"],
-            password=env["POSTGRES_PASSWORD"] or None,
-            connect_timeout=env["POSTGRES_CONNECT_TIMEOUT"],
-        )
-    )
 
 
 class MemoryNotifications:
