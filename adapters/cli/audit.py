@@ -31,6 +31,7 @@ from adapters.cli.common import (
     ProgressBar,
     add_command,
     describe,
+    holder_arguments,
     output_console,
     quiet_broken_pipe,
     url_option,
@@ -96,12 +97,7 @@ def register(subparsers: Any) -> None:
         "running balance, counterpart and reference.",
         ["ledger history C1-cti", "ledger history D1 --unit points --json | head"],
     )
-    history.add_argument(
-        "holder", metavar="HOLDER", help="the account id: a CTI, client, distributor or master"
-    )
-    history.add_argument(
-        "--unit", choices=("stamps", "points"), default="stamps", help="which book to read"
-    )
+    holder_arguments(history)
     url_option(history)
     history.add_argument("--json", action="store_true", help="one JSON object per line")
     history.set_defaults(func=run_history)

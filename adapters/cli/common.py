@@ -60,6 +60,16 @@ def url_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=argparse.SUPPRESS, help=URL_HELP)
 
 
+def holder_arguments(parser: argparse.ArgumentParser) -> None:
+    """A holder's id and ``--unit``: which holder's book a command reads."""
+    parser.add_argument(
+        "holder", metavar="HOLDER", help="the account id: a CTI, client, distributor or master"
+    )
+    parser.add_argument(
+        "--unit", choices=("stamps", "points"), default="stamps", help="which book to read"
+    )
+
+
 def add_command(
     subparsers: Any, name: str, summary: str, description: str, examples: list[str]
 ) -> argparse.ArgumentParser:

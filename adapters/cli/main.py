@@ -53,6 +53,7 @@ from adapters.cli.common import (
     amount,
     error,
     fail,
+    holder_arguments,
     output_console,
     quiet_broken_pipe,
     url_option,
@@ -274,12 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the write side (always current), or at a past instant with --at.",
         ["ledger balance C1-cti", "ledger balance D1 --unit points --at 2026-11-01T12:00:00-06:00"],
     )
-    balance.add_argument(
-        "holder", metavar="HOLDER", help="the account id: a CTI, client, distributor or master"
-    )
-    balance.add_argument(
-        "--unit", choices=("stamps", "points"), default="stamps", help="which book to read"
-    )
+    holder_arguments(balance)
     balance.add_argument(
         "--at",
         metavar="ISO",
