@@ -19,15 +19,14 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_write import fresh_pg_database
 
 from ledger.api import Ledger
 from ledger.clock import ManualClock
@@ -48,14 +47,8 @@ def database(backend: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory() as directory:
             yield f"sqlite:///{Path(directory) / 'ledger.db'}"
         return
-    name = f"bench_credentials_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_BASE}/{name}"
-    finally:
-        with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database(PG_BASE, "bench_credentials") as url:
+        yield url
 
 
 def check(cti_id: str, password: str) -> dict[str, str]:

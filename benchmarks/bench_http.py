@@ -49,7 +49,13 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_write import PG_BASE_DEFAULT, build_network, consumptions, fresh_pg_database
+from bench_write import (
+    PG_BASE_DEFAULT,
+    add_clients,
+    build_network,
+    consumptions,
+    fresh_pg_database,
+)
 
 from adapters.storage.api_keys import ApiKeyStore
 from ledger.api import Ledger
@@ -465,50 +471,9 @@ def main() -> int:
 
 
 def build_network_more(lg: Ledger, prefix: str) -> list[str]:
-    """A second set of CTIs under the same master and distributor (bench_write's network
-    builder opens them; the first call made the master and the distributor)."""
-    from bench_write import _client_profile  # noqa: PLC0415
-
-    packages = -(-CTIS * STAMPS_PER_CTI // 1000)
-    commands: list[dict[str, Any]] = []
-    while packages > 0:
-        count = min(packages, 10_000)
-        commands.append(
-            {
-                "type": "BuyPackage",
-                "actor": "D",
-                "buyer_id": "D",
-                "seller_id": "M",
-                "package_id": "P",
-                "count": count,
-            }
-        )
-        packages -= count
-    ids = [f"{prefix}{i}" for i in range(CTIS)]
-    commands += [
-        {
-            "type": "RegisterClient",
-            "actor": "D",
-            "client_id": c,
-            "distributor_id": "D",
-            "profile": _client_profile(i),
-        }
-        for i, c in enumerate(ids)
-    ]
-    commands += [
-        {
-            "type": "TransferStamps",
-            "actor": "D",
-            "transfer_id": f"T-{c}",
-            "from_id": "D",
-            "to_id": f"{c}-cti",
-            "quantity": STAMPS_PER_CTI,
-        }
-        for c in ids
-    ]
-    for result in lg.execute_many(commands):
-        assert getattr(result, "ok", False), result
-    return [f"{c}-cti" for c in ids]
+    """A second set of CTIs under the same master and distributor (the first call of bench_write's
+    network builder made the master and the distributor)."""
+    return add_clients(lg, CTIS, STAMPS_PER_CTI, prefix)
 
 
 if __name__ == "__main__":

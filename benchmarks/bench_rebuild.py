@@ -38,6 +38,7 @@ from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock, local_date
 from ledger.logging import configure_logging
+from tests.support import client_profile
 
 PAGE = 10_000
 WRITE_BATCH = 20_000
@@ -46,12 +47,7 @@ ISSUER_RFC = "GODE561231GR8"
 
 def _profile(n: int) -> dict[str, Any]:
     return {
-        "name": f"Cliente {n}",
-        "rfc": "GODE561231GR8",
-        "email": f"cliente{n}@example.com",
-        "postal_code": "06600",
-        "regimen_fiscal": "612",
-        "uso_cfdi": "G03",
+        **client_profile(f"Cliente {n}", f"cliente{n}@example.com"),
         "phone": f"55 {n:04d} 0000",
     }
 

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.logging import configure_logging
+from tests.support import client_profile
 
 PG_BASE_DEFAULT = "postgresql://postgres@127.0.0.1:5432"
 BATCH_SIZE = 5_000
@@ -68,14 +69,7 @@ def peak_rss_mib() -> float:
 
 def profile(n: int) -> dict[str, Any]:
     """A valid client profile."""
-    return {
-        "name": f"Cliente {n}",
-        "rfc": "GODE561231GR8",
-        "email": f"c{n}@example.com",
-        "postal_code": "06600",
-        "regimen_fiscal": "612",
-        "uso_cfdi": "G03",
-    }
+    return client_profile(f"Cliente {n}", f"c{n}@example.com")
 
 
 def run_all(lg: Ledger, commands: list[dict[str, Any]]) -> None:

@@ -134,8 +134,7 @@ def _client_profile(i: int) -> dict[str, Any]:
 
 def build_network(lg: Ledger, ctis: int, stamps_each: int, prefix: str = "C") -> list[str]:
     """A master account, one distributor and ``ctis`` clients whose CTIs hold ``stamps_each``."""
-    packages = -(-ctis * stamps_each // SETUP_PACKAGE_STAMPS)
-    commands: list[dict[str, Any]] = [
+    opening: list[dict[str, Any]] = [
         {
             "type": "OpenMasterAccount",
             "master_id": "M",
@@ -168,6 +167,21 @@ def build_network(lg: Ledger, ctis: int, stamps_each: int, prefix: str = "C") ->
             "expires_on": (datetime.now(tz=UTC).date() + timedelta(days=365)).isoformat(),
         },
     ]
+    return add_clients(lg, ctis, stamps_each, prefix, opening)
+
+
+def add_clients(
+    lg: Ledger,
+    ctis: int,
+    stamps_each: int,
+    prefix: str,
+    opening: Sequence[dict[str, Any]] = (),
+) -> list[str]:
+    """After ``opening`` (the network's first commands, if any), the distributor ``D`` buys the
+    stamps and registers ``ctis`` clients ``{prefix}{i}`` whose CTIs get ``stamps_each``; one
+    ``execute_many``. The CTI ids."""
+    packages = -(-ctis * stamps_each // SETUP_PACKAGE_STAMPS)
+    commands = list(opening)
     while packages > 0:
         count = min(packages, 10_000)
         commands.append(
@@ -610,9 +624,9 @@ def run_processes(url: str, plans: list[list[dict[str, Any]]]) -> ProcessRun:
 
 
 @contextlib.contextmanager
-def fresh_pg_database(base: str) -> Iterator[str]:
-    """A new PostgreSQL database, dropped afterwards."""
-    name = f"bench_write_{uuid.uuid4().hex[:10]}"
+def fresh_pg_database(base: str, prefix: str = "bench_write") -> Iterator[str]:
+    """A new PostgreSQL database on the server at ``base``, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
