@@ -1,4 +1,6 @@
-"""Builders of realistic commands and a small network, shared by the test tiers."""
+"""What the test tiers share: one builder per command (``command`` for the rest), the standard
+network (``build_network``) and ledgers holding it (``network_fixture``, ``network_ledger``,
+``seed_network``), forged audit rows, and the command line run as a process."""
 
 from __future__ import annotations
 
