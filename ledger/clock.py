@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 MEXICO_CITY = ZoneInfo("America/Mexico_City")
@@ -51,6 +52,13 @@ class ManualClock:
 def local_date(at: datetime) -> date:
     """The calendar date of an aware ``datetime`` in Mexico City (the ledger's business day)."""
     return at.astimezone(MEXICO_CITY).date()
+
+
+@lru_cache(maxsize=1024)
+def date_text(day: date) -> str:
+    """``day.isoformat()``, remembered: formatting a date costs more than the rest of an
+    outcome, and a day's consumptions all name the same day."""
+    return day.isoformat()
 
 
 def parse_time(value: str | datetime) -> datetime:

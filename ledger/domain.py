@@ -178,15 +178,25 @@ class Aggregate:
 
     def trigger(self, event_class: type[Event], timestamp: datetime, **fields: Any) -> Event:
         """Records a new event: constructs it as the next version, applies it, keeps it pending."""
-        event = event_class(
-            originator_id=self.id,
-            originator_version=self.version + 1,
-            timestamp=timestamp,
-            **fields,
+        return self.record(
+            event_class(
+                originator_id=self.id,
+                originator_version=self.version + 1,
+                timestamp=timestamp,
+                **fields,
+            )
         )
+
+    def record(self, event: Event) -> Event:
+        """Applies an event made as the next version (``trigger``) and keeps it pending.
+
+        The hot path makes its event itself and records it here: a struct made with named
+        arguments costs about a third of one made from a ``**`` dict, as ``trigger`` must.
+        """
+        assert event.originator_version == self.version + 1, event.topic
         event.apply(self)
         self.version = event.originator_version
-        self.modified_on = timestamp
+        self.modified_on = event.timestamp
         self.pending_events.append(event)
         return event
 

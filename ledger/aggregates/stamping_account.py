@@ -449,7 +449,14 @@ class StampingAccount(Aggregate):
 
     def take_from_lot(self, lot_id: str, quantity: int) -> None:
         """Takes ``quantity`` from lot ``lot_id``, dropping it when empty."""
-        for index, lot in enumerate(self.lots):
+        lots = self.lots
+        if lots and lots[0].lot_id == lot_id:  # the usual case: the first lot
+            lot = lots[0]
+            lot.remaining -= quantity
+            if lot.remaining <= 0:
+                del lots[0]
+            return
+        for index, lot in enumerate(lots):
             if lot.lot_id == lot_id:
                 lot.remaining -= quantity
                 if lot.remaining <= 0:
@@ -497,11 +504,12 @@ class StampingAccount(Aggregate):
         """
         if unit != STAMPS:
             return 0
+        available = 0
+        for lot in self.lots:  # a loop: read per command, and cheaper than a generator
+            if today is None or lot.expires_on is None or lot.expires_on >= today:
+                available += lot.remaining
         if today is None:
-            return sum(lot.remaining for lot in self.lots)
-        available = sum(
-            lot.remaining for lot in self.lots if lot.expires_on is None or lot.expires_on >= today
-        )
+            return available
         if now is not None and self.holds:
             available += sum(
                 1
@@ -658,14 +666,17 @@ class StampingAccount(Aggregate):
             if lot_id and self.lots[0].lot_id != lot_id:
                 # Lots are in expiry order, so the lots before the usable one are the expired ones.
                 self.settle_expiry(today, at)
-        self.trigger(
-            self.StampConsumed,
-            at,
-            cfdi_uuid=cfdi_uuid,
-            issuer_rfc=issuer_rfc,
-            stamped_at=stamped_at,
-            lot_id=lot_id,
-            local_date=stamped_on,
+        self.record(
+            self.StampConsumed(
+                originator_id=self.id,
+                originator_version=self.version + 1,
+                timestamp=at,
+                cfdi_uuid=cfdi_uuid,
+                issuer_rfc=issuer_rfc,
+                stamped_at=stamped_at,
+                lot_id=lot_id,
+                local_date=stamped_on,
+            )
         )
 
     def take_with_holds(self, cfdi_uuid: str, issuer_rfc: str, today: date, at: datetime) -> str:

@@ -219,19 +219,19 @@ def authorise(command: Command, tx: Tx) -> str:
     Loads the account the command acts on (the handler then finds it in ``tx``); an unknown
     account is ``unknown_account``, as its handler would say.
     """
-    if isinstance(command, OpenMasterAccount):
-        return _authorise_master_opening(command, tx)
+    # ``type(...) is``: a command model's ``isinstance`` goes through pydantic's metaclass.
+    command_type = type(command)
+    if command_type is OpenMasterAccount:
+        return _authorise_master_opening(command, tx)  # type: ignore[arg-type]
     actor = command.actor
     if actor is None:  # the models require it; a model built without validation must not pass
         raise Rejected("invalid_command", errors=[{"field": "actor", "message": "required"}])
-    found = RULES.get(type(command))
+    found = RULES.get(command_type)
     if found is None:
-        raise Rejected(
-            "not_authorised", actor=actor, reason=f"no rule for {type(command).__name__}"
-        )
+        raise Rejected("not_authorised", actor=actor, reason=f"no rule for {command_type.__name__}")
     account_id = getattr(command, found.field)
     account = found.locate(command, tx) if found.locate is not None else tx.find(account_id)
-    if isinstance(command, VerifyStampingCredentials) and not isinstance(account, CTI):
+    if command_type is VerifyStampingCredentials and not isinstance(account, CTI):
         # An unknown CTI (or the id of another kind of account) answers like a wrong password
         # (the handler spends the same hash), so that no actor learns which ids exist; only a
         # master account gets that far.

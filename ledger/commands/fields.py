@@ -212,7 +212,7 @@ def _holds_models(annotation: Any) -> bool:
 
 
 @cache
-def _time_fields(
+def time_fields(
     model_class: type[BaseModel],
 ) -> tuple[tuple[tuple[str, TimeBound], ...], tuple[str, ...]]:
     """The model's time fields with their bounds, and its fields that hold nested models."""
@@ -231,7 +231,7 @@ def _time_fields(
 
 def time_errors(model: BaseModel, now: datetime, prefix: str = "") -> list[dict[str, str]]:
     """Field errors of the model's times (nested models included) against the clock's ``now``."""
-    times, nested = _time_fields(type(model))
+    times, nested = time_fields(type(model))
     errors: list[dict[str, str]] = []
     for name, bound in times:
         value = getattr(model, name)

@@ -485,38 +485,33 @@ class MassAutoTopUp(Command):
         return (f"batch:{self.batch_id}",)
 
 
+CFDI_UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+CfdiUuid = Annotated[
+    str, StringConstraints(max_length=36, pattern=CFDI_UUID_PATTERN, to_upper=True)
+]
+"""A CFDI UUID, upper-cased: hex digits have no case, so the same CFDI retried in other letters
+is a repeat (its key and the fingerprint of the fields given say so). pydantic upper-cases it
+in its core, with no Python call per command."""
+
+
 class ConsumeStamp(Command):
     """One stamped CFDI consumes one stamp (the hot path)."""
 
     type: Literal["ConsumeStamp"] = "ConsumeStamp"
     cti_id: Id
-    cfdi_uuid: Annotated[
-        str,
-        StringConstraints(
-            max_length=36,
-            pattern=r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",
-        ),
-    ]
+    cfdi_uuid: CfdiUuid
     # The shape of an RFC (cheap enough for the hot path); the full check happens at registration.
     issuer_rfc: Annotated[str, StringConstraints(pattern=RFC_SHAPE, min_length=12, max_length=13)]
     stamped_at: Instant | None = None
 
-    @field_validator("cfdi_uuid")
-    @classmethod
-    def _upper(cls, value: str) -> str:
-        # Hex digits have no case: the same CFDI retried in other letters is a repeat, and the
-        # fingerprint of the fields given must say so.
-        return value.upper()
-
     def natural_keys(self) -> tuple[str, ...]:
         """A CFDI UUID is consumed once, forever."""
-        return (f"cfdi:{self.cfdi_uuid.upper()}",)
+        return (f"cfdi:{self.cfdi_uuid}",)
 
 
 HOLD_EXPIRES_IN_S_DEFAULT = 300
 HOLD_EXPIRES_IN_S_MAX = 86_400
 """Bounds of a hold's life: five minutes unless the caller asks, at most one day."""
-CFDI_UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
 
 
 class ReserveStamp(Command):
@@ -525,17 +520,11 @@ class ReserveStamp(Command):
     type: Literal["ReserveStamp"] = "ReserveStamp"
     hold_id: Id
     cti_id: Id
-    cfdi_uuid: Annotated[str, Field(max_length=36, pattern=CFDI_UUID_PATTERN)]
+    cfdi_uuid: CfdiUuid
     issuer_rfc: Annotated[str, Field(pattern=RFC_SHAPE, min_length=12, max_length=13)]
     expires_in_s: Annotated[int, Field(ge=1, le=HOLD_EXPIRES_IN_S_MAX, strict=True)] = (
         HOLD_EXPIRES_IN_S_DEFAULT
     )
-
-    @field_validator("cfdi_uuid")
-    @classmethod
-    def _upper(cls, value: str) -> str:
-        # As ConsumeStamp: the same CFDI in other letters is the same CFDI.
-        return value.upper()
 
     def natural_keys(self) -> tuple[str, ...]:
         """A hold id is opened once."""

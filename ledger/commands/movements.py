@@ -10,7 +10,7 @@ from ledger.aggregates.common import Package, add_days
 from ledger.aggregates.distributor import Distributor
 from ledger.aggregates.master_account import MasterAccount
 from ledger.aggregates.stamping_account import StampingAccount
-from ledger.clock import local_date
+from ledger.clock import date_text, local_date
 from ledger.commands.auth import get_seller, require_open
 from ledger.commands.models import (
     AssignPackage,
@@ -313,7 +313,7 @@ def consume_stamp(command: ConsumeStamp, tx: Tx) -> Outcome:
     stamped_at = command.stamped_at or tx.now
     # The local day of the stamp (today's, unless the invoice was stamped at another time).
     stamped_on = tx.today if command.stamped_at is None else local_date(stamped_at)
-    cfdi_uuid = command.cfdi_uuid.upper()
+    cfdi_uuid = command.cfdi_uuid  # upper-case (``CfdiUuid``)
     cti.consume(cfdi_uuid, command.issuer_rfc, stamped_at, stamped_on, tx.today, tx.now)
     rule = cti.auto_top_up
     if rule is not None and cti.top_up_armed and cti.balance(STAMPS, tx.today) < rule.minimum:
@@ -323,18 +323,18 @@ def consume_stamp(command: ConsumeStamp, tx: Tx) -> Outcome:
                 type=command.type,
                 balance_after=cti.balance(STAMPS, tx.today),
                 warnings=("auto_top_up_failed",),
-                details={"local_date": stamped_on.isoformat()},
+                details={"local_date": date_text(stamped_on)},
             )
         return Outcome(
             type=command.type,
             sale_ids=(sale_id,),
             balance_after=cti.balance(STAMPS, tx.today),
-            details={"local_date": stamped_on.isoformat()},
+            details={"local_date": date_text(stamped_on)},
         )
     return Outcome(
         type=command.type,
         balance_after=cti.balance(STAMPS, tx.today),
-        details={"local_date": stamped_on.isoformat()},
+        details={"local_date": date_text(stamped_on)},
     )
 
 

@@ -16,8 +16,8 @@ from datetime import date, datetime
 from typing import Any, TypeVar
 
 import msgspec
+from msgspec.structs import force_setattr
 
-from ledger.clock import local_date
 from ledger.commands.models import Command
 from ledger.domain import Aggregate, Event
 from ledger.errors import RecordedRejection, Rejected
@@ -74,7 +74,7 @@ class Tx:
         # Aggregates of a fresh attempt already caught up under its lock (in one query).
         self.current: set[str] = set()
         self.now: datetime = aggregates.clock()
-        self.today: date = local_date(self.now)
+        self.today: date = aggregates.local_day(self.now)
         self._from_cache: set[str] = set()
         # What the current command has read, with each aggregate's pending-event count at its
         # first read, so "did this command change anything?" costs O(aggregates it read), not
@@ -98,9 +98,11 @@ class Tx:
         return self.aggregates.store.has_events_of(topic)
 
     def begin_command(self) -> None:
-        """Reads the clock for the next command and starts tracking what it changes."""
-        self.now = self.aggregates.clock()
-        self.today = self.aggregates.local_day(self.now)
+        """Starts tracking what the next command changes.
+
+        The clock is read once per attempt (``__init__``): the commands of one transaction
+        carry its time, and reading it per command cost about a twentieth of a batched one.
+        """
         self._read = {}
         self._created_now = []
         self._keys_before = len(self.keys)
@@ -173,11 +175,15 @@ class Tx:
         self._created_now.append(aggregate.id)
 
     def record_actor(self, actor: str) -> None:
-        """Puts ``actor`` on every event the current command made (DESIGN §4a)."""
+        """Puts ``actor`` on every event the current command made (DESIGN §4a).
+
+        In place: the events are this attempt's own until recorded (a copy of each cost
+        more than the rest of the loop).
+        """
         for agg, count in self._read.values():
             pending = agg.pending_events
             for index in range(count, len(pending)):
-                pending[index] = msgspec.structs.replace(pending[index], actor=actor)
+                force_setattr(pending[index], "actor", actor)
 
     def changed(self) -> bool:
         """Whether the current command made events or claims (a rejection must not have)."""

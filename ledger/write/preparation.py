@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, get_args
@@ -16,6 +17,7 @@ from typing import Any, get_args
 import msgspec
 from pydantic import TypeAdapter, ValidationError
 
+from ledger.commands.fields import time_fields
 from ledger.commands.models import COMMAND_ADAPTER, AnyCommand, Command, time_errors
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
@@ -121,18 +123,18 @@ def prepare_many(commands: Sequence[Mapping[str, Any] | Command], now: datetime)
 
 def _prepared(model: Command, now: datetime) -> Prepared:
     """A validated command with its keys and fingerprint, or the rejection of its times."""
-    command_type: str = model.type  # type: ignore[attr-defined]
-    late = time_errors(model, now, f"{command_type}.")
-    if late:
-        rejection = Rejected("invalid_command", errors=late)
-        return Prepared(None, rejection=rejection, raw_type=command_type)
+    plan = _PLANS.get(type(model)) or _plan(type(model))
+    values = model.__dict__
+    command_type: str = values["type"]
+    if plan.nested or any(values[name] is not None for name in plan.times):
+        late = time_errors(model, now, f"{command_type}.")
+        if late:
+            rejection = Rejected("invalid_command", errors=late)
+            return Prepared(None, rejection=rejection, raw_type=command_type)
     keys = model.keys()
     fingerprint = ""
     if keys:
-        given = given_fields(model)
-        fingerprint = hashlib.blake2b(
-            _FINGERPRINT_ENCODER.encode(given), digest_size=16
-        ).hexdigest()
+        fingerprint = _fingerprint(model, plan)
     return Prepared(model, keys, fingerprint, raw_type=command_type)
 
 
@@ -142,7 +144,46 @@ def _prepared(model: Command, now: datetime) -> Prepared:
 # Nor does the actor: it says who acts, not what is done, and it is checked before any replay
 # is returned (a key stored before actors were required still replays for an authorised actor).
 _NOT_FINGERPRINTED = frozenset({"idempotency_key", "password", "actor"})
-_PLAIN_SERIALISATION: dict[type[Command], tuple[bool, frozenset[str]]] = {}
+_SHAPE_ENCODER = msgspec.json.Encoder()
+"""Encodes a shape's struct in its own field order, which is sorted already."""
+_FINGERPRINT_HASH = hashlib.blake2b(digest_size=16)
+"""Copied per command: cheaper than making one with its keyword arguments."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What preparing a command of one class needs to know of its fields, worked out once."""
+
+    times: tuple[str, ...]
+    """Its fields that hold a time (checked against the clock when given)."""
+    nested: bool
+    """Whether a field can hold a model (whose times are checked too)."""
+    plain: bool
+    """No custom serializer: a given ``str``, ``int``, ``bool`` or ``None`` is its JSON value."""
+    excluded: frozenset[str]
+    """Fields that never enter the fingerprint."""
+    secret: bool
+    """Whether ``secret_fingerprint()`` stands in for some fields."""
+    shapes: dict[frozenset[str], _Shape]
+    """The struct that encodes each set of given fields met so far (``_fingerprint``)."""
+
+
+_PLANS: dict[type[Command], _Plan] = {}
+_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+
+
+def _plan(cls: type[Command]) -> _Plan:
+    times, nested = time_fields(cls)
+    plan = _Plan(
+        times=tuple(name for name, _ in times),
+        nested=bool(nested),
+        plain=not _has_custom_serialisation(cls.__pydantic_core_schema__),
+        excluded=_NOT_FINGERPRINTED | cls.secret_fields,
+        secret=bool(cls.secret_fields),
+        shapes={},
+    )
+    _PLANS[cls] = plan
+    return plan
 
 
 def _has_custom_serialisation(schema: object) -> bool:
@@ -161,39 +202,76 @@ def given_fields(model: Command) -> dict[str, Any]:
     """The fields the caller gave, as JSON values: what a command's fingerprint covers.
 
     Equal to ``model_dump(mode="json", exclude_unset=True)`` without the unfingerprinted
-    fields, plus ``type``. When every given value is a ``str``, ``int``, ``bool`` or ``None``
-    and the model has no custom serializer, JSON mode returns the values unchanged, so they are
-    read straight from the model: the hot path (ConsumeStamp) then skips pydantic's serializer.
+    fields, plus ``type``.
     """
-    cls = type(model)
-    known = _PLAIN_SERIALISATION.get(cls)
-    if known is None:
-        known = (
-            not _has_custom_serialisation(cls.__pydantic_core_schema__),
-            _NOT_FINGERPRINTED | cls.secret_fields,
-        )
-        _PLAIN_SERIALISATION[cls] = known
-    plain, excluded = known
-    if plain:
-        values = model.__dict__
-        given: dict[str, Any] = {}
-        for name in model.model_fields_set:
-            if name in excluded:
-                continue
-            value = values[name]
-            if value is not None and type(value) not in (str, int, bool):
-                break
-            given[name] = value
-        else:
-            given["type"] = model.type  # type: ignore[attr-defined]
-            if cls.secret_fields:
-                given.update(model.secret_fingerprint())
-            return given
-    given = model.model_dump(mode="json", exclude_unset=True, exclude=set(excluded))
-    given["type"] = model.type  # type: ignore[attr-defined]
-    if cls.secret_fields:
+    return _given(model, _PLANS.get(type(model)) or _plan(type(model)))
+
+
+def _given(model: Command, plan: _Plan) -> dict[str, Any]:
+    # When every given value is a ``str``, ``int``, ``bool`` or ``None`` and the model has no
+    # custom serializer, JSON mode returns the values unchanged, so they are read straight
+    # from the model: the hot path (ConsumeStamp) then skips pydantic's serializer.
+    values = model.__dict__
+    if plain := plan.plain:
+        given = {
+            name: values[name] for name in model.__pydantic_fields_set__.difference(plan.excluded)
+        }
+        plain = _PLAIN_TYPES.issuperset(map(type, given.values()))
+    if not plain:
+        given = model.model_dump(mode="json", exclude_unset=True, exclude=set(plan.excluded))
+    given["type"] = values["type"]
+    if plan.secret:
         given.update(model.secret_fingerprint())
     return given
+
+
+def _fingerprint(model: Command, plan: _Plan) -> str:
+    """blake2b-128 of the given fields as JSON with sorted keys (``given_fields``).
+
+    The usual command (plain values, no secret) is encoded as a struct of its given fields,
+    in sorted order, made for that set of fields once: the same bytes as the dict
+    ``given_fields`` makes, at a third of the cost (no dict, no sort per command).
+    """
+    shape = None
+    if plan.plain and not plan.secret:
+        given_names = frozenset(model.__pydantic_fields_set__)
+        shape = plan.shapes.get(given_names)
+        if shape is None:
+            shape = _shape(plan, given_names)
+        values = shape.values(model.__dict__)
+        if not _PLAIN_TYPES.issuperset(map(type, values)):
+            shape = None
+    if shape is None:
+        text = _FINGERPRINT_ENCODER.encode(_given(model, plan))
+    else:
+        text = _SHAPE_ENCODER.encode(shape.struct(*values))
+    hasher = _FINGERPRINT_HASH.copy()
+    hasher.update(text)
+    return hasher.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """The fingerprinted fields of one set of given fields, in sorted order (``type`` too)."""
+
+    struct: type[msgspec.Struct]
+    values: Callable[[dict[str, Any]], tuple[Any, ...]]
+
+
+_SHAPES_MAX = 64
+"""Bound on the shapes kept per command class (optional fields given or not)."""
+
+
+def _shape(plan: _Plan, given_names: frozenset[str]) -> _Shape:
+    names = sorted((given_names - plan.excluded) | {"type"})
+    getter = operator.itemgetter(*names)
+    shape = _Shape(
+        msgspec.defstruct("Given", names, array_like=False),
+        (lambda values: (getter(values),)) if len(names) == 1 else getter,
+    )
+    if len(plan.shapes) < _SHAPES_MAX:
+        plan.shapes[given_names] = shape
+    return shape
 
 
 async def aprepare_many(

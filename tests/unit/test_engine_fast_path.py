@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 
 from ledger.clock import ManualClock
@@ -80,6 +82,19 @@ def test_given_fields_equal_pydantics_json_dump(command: dict[str, Any]) -> None
     """The fingerprinted fields are pydantic's JSON dump of the given fields, shortcut or not."""
     model = COMMAND_ADAPTER.validate_python(command)
     assert given_fields(model) == _general(command)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: str(c["type"]))
+def test_a_fingerprint_is_blake2b_of_the_general_given_fields_sorted(
+    command: dict[str, Any],
+) -> None:
+    """Every fingerprint ever stored is blake2b-128 of pydantic's JSON dump of the given fields
+    with sorted keys: the hot path's shortcut (a struct per set of given fields) must give the
+    same hex digest, or a retry of a stored command would be refused as a conflict."""
+    general = msgspec.json.Encoder(order="sorted").encode(_general(command))
+    expected = hashlib.blake2b(general, digest_size=16).hexdigest()
+    assert prepare(command, NOW).fingerprint == expected
+    assert prepare(command, NOW).fingerprint == expected  # the shape, once made, is reused
 
 
 def test_given_fields_leave_out_password_and_idempotency_key() -> None:
