@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from typing import Protocol
+from uuid import UUID
 
 GENESIS = b""
 """The hash before the first link."""
@@ -22,7 +23,7 @@ class StoredRow(Protocol):
     """The stored columns the digest covers."""
 
     @property
-    def originator_id(self) -> object:
+    def originator_id(self) -> UUID | str:
         """Stream id."""
 
     @property

@@ -21,12 +21,13 @@ from eventsourcing.persistence import (
     MapperDeserialisationError,
     Notification,
     PersistenceError,
-    StoredEvent,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
+from adapters.storage.codec import MsgspecMapper
 from ledger.audit.source import Link, undecodable
+from ledger.chain import StoredRow
 from ledger.domain import Event
 from ledger.errors import InfrastructureError
 from ledger.projections.runner import NotificationSource
@@ -63,10 +64,10 @@ class RowStore(Protocol):
     """What ``MemorySource`` reads: stored rows kept in process memory (``MemoryStore``)."""
 
     @property
-    def mapper(self) -> Mapper[Any]:
+    def mapper(self) -> MsgspecMapper:
         """Decodes stored rows."""
 
-    def stored_events(self) -> list[StoredEvent]:
+    def stored_events(self) -> list[StoredRow]:
         """Every stored row in notification order (id = position + 1)."""
 
 

@@ -26,6 +26,7 @@ from eventsourcing.persistence import (
     Transcoder,
 )
 
+from ledger.chain import StoredRow
 from ledger.domain import TOPICS, Event, Snapshot
 
 SNAPSHOT_TOPIC_PREFIX = "snapshot:"
@@ -90,6 +91,20 @@ def encode_event(event: Event | Snapshot) -> tuple[str, bytes]:
     return type(event).topic, ENCODER.encode(event)
 
 
+class Row(msgspec.Struct, frozen=True, gc=False):
+    """A row to insert: the columns of eventsourcing's ``StoredEvent``.
+
+    The write path makes one per event: this struct costs about a seventh of that frozen
+    dataclass (whose ``__init__`` sets each field through ``object.__setattr__``). Plain
+    values only, so never in a reference cycle.
+    """
+
+    originator_id: str
+    originator_version: int
+    topic: str
+    state: bytes
+
+
 class MsgspecMapper(Mapper[str]):
     """eventsourcing ``Mapper`` storing msgspec structs as JSON (maybe compressed, encrypted)."""
 
@@ -115,6 +130,15 @@ class MsgspecMapper(Mapper[str]):
             domain_event.originator_id, domain_event.originator_version, topic, state
         )
 
+    def to_row(self, event: Event) -> Row:
+        """Encodes an event struct as a row to insert (``to_stored_event``, cheaper)."""
+        topic, state = encode_event(event)
+        if self.compressor:
+            state = self.compressor.compress(state)
+        if self.cipher:
+            state = self.cipher.encrypt(state)
+        return Row(event.originator_id, event.originator_version, topic, state)
+
     def decode_state(self, topic: str, state: bytes) -> Any:
         """Decodes plain (decrypted, decompressed) state bytes of ``topic``."""
         decode = self._decoders.get(topic)
@@ -122,7 +146,7 @@ class MsgspecMapper(Mapper[str]):
             decode = self._decoders[topic] = decoder_for(topic)
         return decode(state)
 
-    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+    def to_domain_event(self, stored_event: StoredRow) -> Any:
         """Decodes a stored event row into its current event struct."""
         state = stored_event.state
         try:

@@ -15,10 +15,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from eventsourcing.persistence import StoredEvent
-
 from adapters.storage.audit import MemorySource
 from adapters.storage.codec import MsgspecMapper
+from ledger.chain import StoredRow
 from ledger.domain import Aggregate, Event, Snapshot
 from ledger.write.ports import KeyRecord, Record, Sent, WriteConflict
 
@@ -32,10 +31,10 @@ class MemoryStore:
     def __init__(self, mapper: MsgspecMapper | None = None) -> None:
         self.mapper = mapper or MsgspecMapper()
         self._lock = threading.Lock()
-        self._log: list[StoredEvent] = []
-        self._streams: dict[str, list[StoredEvent]] = {}
+        self._log: list[StoredRow] = []
+        self._streams: dict[str, list[StoredRow]] = {}
         self._keys: dict[str, KeyRecord] = {}
-        self._snapshots: dict[str, StoredEvent] = {}
+        self._snapshots: dict[str, StoredRow] = {}
 
     # The engine's Store protocol -------------------------------------------------------------
 
@@ -85,15 +84,15 @@ class MemoryStore:
 
     def record(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
         """Events and keys at once; ``WriteConflict`` (recording nothing) if one is taken."""
-        return self.record_rows([self.mapper.to_stored_event(e) for e in events], keys)
+        return self.record_rows([self.mapper.to_row(e) for e in events], keys)
 
     def record_later(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sent:
         """``record``, made when its answer is taken (as a database answers later)."""
-        rows = [self.mapper.to_stored_event(e) for e in events]
+        rows = [self.mapper.to_row(e) for e in events]
         return Sent(lambda: self.record_rows(rows, keys))
 
     def record_rows(
-        self, rows: Sequence[StoredEvent], keys: Sequence[KeyRecord] = ()
+        self, rows: Sequence[StoredRow], keys: Sequence[KeyRecord] = ()
     ) -> Sequence[int]:
         """Already-encoded rows (older versions' bytes, golden histories) and keys, at once."""
         with self._lock:
@@ -152,7 +151,7 @@ class MemoryStore:
             twin._snapshots = dict(self._snapshots)
         return twin
 
-    def stored_events(self) -> list[StoredEvent]:
+    def stored_events(self) -> list[StoredRow]:
         """Every stored row in notification order (id = position + 1)."""
         with self._lock:
             return list(self._log)

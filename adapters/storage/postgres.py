@@ -42,6 +42,7 @@ from adapters.storage.postgres_pool import (
 )
 from adapters.storage.postgres_writer import WriterConnection
 from adapters.storage.recording import OutcomeUnknown, RecordRows
+from ledger.chain import StoredRow
 from ledger.errors import ConcurrencyError
 from ledger.write.ports import KeyRecord, Sent, WriteConflict
 
@@ -246,7 +247,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
 
     def insert_events(
         self,
-        stored_events: Sequence[StoredEvent],
+        stored_events: Sequence[StoredRow],
         *,
         keys: Sequence[KeyRecord] = (),
         **_kwargs: Any,
@@ -279,7 +280,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         return ids
 
     def insert_events_later(
-        self, stored_events: Sequence[StoredEvent], keys: Sequence[KeyRecord]
+        self, stored_events: Sequence[StoredRow], keys: Sequence[KeyRecord]
     ) -> Sent:
         """``insert_events``, sent on the kept writer connection without waiting for the answer
         (``WriterConnection.send``; at once on a pooled connection if the writer is busy)."""
@@ -305,9 +306,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             assert conn.autocommit
             done = False
 
-            def record(
-                stored_events: Sequence[StoredEvent], keys: Sequence[KeyRecord]
-            ) -> list[int]:
+            def record(stored_events: Sequence[StoredRow], keys: Sequence[KeyRecord]) -> list[int]:
                 nonlocal done
                 with _postgres_errors(), conn.cursor(row_factory=tuple_row) as curs:
                     curs.execute(
@@ -340,7 +339,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                         conn.execute("ROLLBACK")
 
     def record_parameters(
-        self, stored_events: Sequence[StoredEvent], keys: Sequence[KeyRecord]
+        self, stored_events: Sequence[StoredRow], keys: Sequence[KeyRecord]
     ) -> tuple[Any, ...]:
         """The parameters of ``record_statement`` (``record_parameters``)."""
         return record_parameters(stored_events, keys)

@@ -11,12 +11,12 @@ from operator import attrgetter
 from typing import Any, ClassVar, Self, cast
 
 import psycopg
-from eventsourcing.persistence import StoredEvent
 from psycopg.abc import AdaptContext, Buffer
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
 from adapters.storage.config import StoreConfigError
+from ledger.chain import StoredRow
 from ledger.write.ports import KeyRecord
 
 _INT4 = struct.Struct(">i")
@@ -103,7 +103,7 @@ for _array_class in (_TextArray, _ByteaArray, _Int8Array):
 
 
 def record_parameters(
-    stored_events: Sequence[StoredEvent], keys: Sequence[KeyRecord]
+    stored_events: Sequence[StoredRow], keys: Sequence[KeyRecord]
 ) -> tuple[Any, ...]:
     """The parameters of ``ledger_record``: column arrays, keys in order, the digest.
 

@@ -27,7 +27,6 @@ from eventsourcing.persistence import (
     OperationalError,
     PersistenceError,
     ProgrammingError,
-    StoredEvent,
 )
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import Connection, Cursor
@@ -38,6 +37,7 @@ from psycopg.sql import SQL, Identifier
 from adapters.storage.postgres_arrays import record_parameters
 from adapters.storage.postgres_pool import closed_by_server, take_connection
 from adapters.storage.recording import OutcomeUnknown, raising
+from ledger.chain import StoredRow
 from ledger.write.ports import KeyRecord, Sent, wait_readable
 
 _RECORD_LATER = b"ledger_record_later"
@@ -120,7 +120,7 @@ class WriterConnection:
 
     def send(
         self,
-        stored_events: Sequence[StoredEvent],
+        stored_events: Sequence[StoredRow],
         keys: Sequence[KeyRecord],
         at_once: Callable[..., Sequence[int] | None],
     ) -> Sent:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from eventsourcing.persistence import PersistenceError, StoredEvent
+from eventsourcing.persistence import PersistenceError
 
+from ledger.chain import StoredRow
 from ledger.write.ports import KeyRecord, Sent
 
-RecordRows = Callable[[Sequence[StoredEvent], Sequence[KeyRecord]], Sequence[int]]
+RecordRows = Callable[[Sequence[StoredRow], Sequence[KeyRecord]], Sequence[int]]
 """Records stored rows and keys in a locked transaction and commits it."""
 
 

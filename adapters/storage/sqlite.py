@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from eventsourcing.persistence import PersistenceError, StoredEvent
+from eventsourcing.persistence import PersistenceError
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
@@ -19,7 +19,7 @@ from eventsourcing.sqlite import (
 from eventsourcing.utils import Environment, EnvType
 
 from adapters.storage.recording import RecordRows
-from ledger.chain import GENESIS, events_digest, link
+from ledger.chain import GENESIS, StoredRow, events_digest, link
 from ledger.errors import ConcurrencyError
 from ledger.write.ports import KeyRecord, WriteConflict
 
@@ -47,10 +47,17 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             "last_id INTEGER PRIMARY KEY, first_id INTEGER NOT NULL, hash BLOB NOT NULL)",
         ]
 
+    def insert_events(
+        self, stored_events: Sequence[StoredRow], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """eventsourcing's, for any rows with the stored columns (``codec.Row``)."""
+        with self.datastore.transaction(commit=True) as c:
+            return self._insert_events(c, stored_events, **kwargs)
+
     def _insert_events(
         self,
         c: SQLiteCursor,
-        stored_events: Sequence[StoredEvent],
+        stored_events: Sequence[StoredRow],
         *,
         keys: Sequence[KeyRecord] = (),
         **_: Any,
@@ -97,9 +104,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             cursor = conn.cursor()
             done = False
 
-            def record(
-                stored_events: Sequence[StoredEvent], keys: Sequence[KeyRecord]
-            ) -> list[int]:
+            def record(stored_events: Sequence[StoredRow], keys: Sequence[KeyRecord]) -> list[int]:
                 nonlocal done
                 with _sqlite_errors():
                     ids = self._insert_events(cursor, stored_events, keys=keys)

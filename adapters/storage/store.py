@@ -111,7 +111,8 @@ class EventStore:
         recorder = app.recorder
         assert isinstance(recorder, LedgerPostgresRecorder | LedgerSQLiteRecorder)
         self.recorder: LedgerPostgresRecorder | LedgerSQLiteRecorder = recorder
-        self.mapper = app.mapper
+        assert isinstance(app.mapper, MsgspecMapper)  # ``construct_mapper``'s
+        self.mapper: MsgspecMapper = app.mapper
 
     def load(self, aggregate_id: str) -> Aggregate | None:
         """The aggregate from its latest snapshot and later events, or None.
@@ -232,8 +233,8 @@ class EventStore:
 
     def record(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
         """Events and keys in one transaction; ``WriteConflict`` if a version or key was taken."""
-        to_stored = self.mapper.to_stored_event
-        stored = [to_stored(e) for e in events]
+        to_row = self.mapper.to_row
+        stored = [to_row(e) for e in events]
         return self._recorded(len(stored), lambda: self.recorder.insert_events(stored, keys=keys))
 
     def record_later(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sent:
@@ -246,8 +247,8 @@ class EventStore:
             except LedgerError as exc:
                 return raising(exc)
             return Sent(lambda: ids)
-        to_stored = self.mapper.to_stored_event
-        stored = [to_stored(e) for e in events]
+        to_row = self.mapper.to_row
+        stored = [to_row(e) for e in events]
         sent = recorder.insert_events_later(stored, keys)
         return Sent(lambda: self._recorded(len(stored), sent.answer), sent.fileno)
 
@@ -279,13 +280,13 @@ class EventStore:
 
         Yields ``record`` for that transaction; it commits. Leaving without it rolls back.
         """
-        to_stored = self.mapper.to_stored_event
+        to_row = self.mapper.to_row
         try:
             with self.recorder.locked(sorted(aggregate_ids)) as insert:
 
                 def record(events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
                     try:
-                        return insert([to_stored(e) for e in events], keys)
+                        return insert([to_row(e) for e in events], keys)
                     except OutcomeUnknown as exc:
                         raise self._outcome_unknown(len(events), exc) from None
 
