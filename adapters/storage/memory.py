@@ -97,25 +97,31 @@ class MemoryStore:
         """Already-encoded rows (older versions' bytes, golden histories) and keys, at once."""
         with self._lock:
             # Check everything before the first change, as a transaction's rollback would.
+            # The rows of one stream come in order, so each is checked against the one before.
+            streams = self._streams
+            ids = [str(row.originator_id) for row in rows]
             next_version: dict[str, int] = {}
-            for row in rows:
-                stream_id = str(row.originator_id)
-                expected = next_version.get(stream_id, len(self._streams.get(stream_id, ())) + 1)
+            for stream_id, row in zip(ids, rows, strict=True):
+                expected = next_version.get(stream_id)
+                if expected is None:
+                    expected = len(streams.get(stream_id, ())) + 1
                 if row.originator_version != expected:
                     msg = f"version {row.originator_version} of {stream_id!r} is taken or skipped"
                     raise WriteConflict(msg)
                 next_version[stream_id] = expected + 1
-            seen: set[str] = set()
-            for key in keys:
-                if key.key in self._keys or key.key in seen:
-                    raise WriteConflict(f"idempotency key {key.key!r} is taken")
-                seen.add(key.key)
+            stored_keys = self._keys
+            named = [key.key for key in keys]
+            if len(set(named)) != len(named) or not stored_keys.keys().isdisjoint(named):
+                taken = next(k for i, k in enumerate(named) if k in stored_keys or k in named[:i])
+                raise WriteConflict(f"idempotency key {taken!r} is taken")
             first_id = len(self._log) + 1
-            for row in rows:
-                self._log.append(row)
-                self._streams.setdefault(str(row.originator_id), []).append(row)
-            for key in keys:
-                self._keys[key.key] = key
+            self._log.extend(rows)
+            for stream_id, row in zip(ids, rows, strict=True):
+                stream = streams.get(stream_id)
+                if stream is None:
+                    stream = streams[stream_id] = []
+                stream.append(row)
+            stored_keys.update(zip(named, keys, strict=True))
             return list(range(first_id, len(self._log) + 1))
 
     def has_events_of(self, topic: str) -> bool:

@@ -241,8 +241,11 @@ def authorise(command: Command, tx: Tx) -> str:
     if not isinstance(account, found.kind):
         kind = found.kind.__name__ if isinstance(found.kind, type) else "seller"
         raise Rejected("unknown_account", account_id=account_id, kind=kind)
-    if actor == network_master(tx, account) or any(
-        _relation_holds(relation, actor, account) for relation in found.who
+    # The master's own id first: most accounts carry it (``network_master`` finds the others).
+    if (
+        actor == getattr(account, "master_id", None)
+        or actor == network_master(tx, account)
+        or any(_relation_holds(relation, actor, account) for relation in found.who)
     ):
         return actor
     raise Rejected("not_authorised", actor=actor, account_id=account_id)

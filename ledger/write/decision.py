@@ -104,7 +104,8 @@ class Tx:
         carry its time, and reading it per command cost about a twentieth of a batched one.
         """
         self._read = {}
-        self._created_now = []
+        if self._created_now:
+            self._created_now = []
         self._keys_before = len(self.keys)
 
     def find(self, aggregate_id: str) -> Aggregate | None:
@@ -182,8 +183,9 @@ class Tx:
         """
         for agg, count in self._read.values():
             pending = agg.pending_events
-            for index in range(count, len(pending)):
-                force_setattr(pending[index], "actor", actor)
+            if len(pending) > count:
+                for event in pending[count:]:
+                    force_setattr(event, "actor", actor)
 
     def changed(self) -> bool:
         """Whether the current command made events or claims (a rejection must not have)."""
@@ -306,7 +308,8 @@ class Decider:
         (or an atomic batch), so a command that mutated and then rejected is just rejected;
         otherwise it raises ``PartialRejection``.
         """
-        return [self.run_one(p, tx, stored_keys, isolated=isolated) for p in batch]
+        run_one = self.run_one
+        return [run_one(p, tx, stored_keys, isolated=isolated) for p in batch]
 
     def stored_keys(self, batch: list[Prepared]) -> dict[str, KeyRecord]:
         """The stored rows of every key of the batch."""
@@ -331,9 +334,13 @@ class Decider:
             assert not tx.changed(), "authorise records nothing"
             tx.discard_created()
             return rejection
-        replay = self.replay(p, tx, stored_keys)
-        if replay is not None:
-            return replay
+        keys = p.keys
+        # A used key is in ``stored_keys`` (a locked attempt looked them up) or claimed earlier
+        # in this attempt; most commands have neither, and skip the replay's lookups.
+        if keys and (stored_keys or not tx.keys.keys().isdisjoint(keys)):
+            replay = self.replay(p, tx, stored_keys)
+            if replay is not None:
+                return replay
         try:
             try:
                 outcome = handler(command, tx)
@@ -367,8 +374,10 @@ class Decider:
                     return replay
             return rejection
         tx.record_actor(actor)
-        for key in p.keys:
-            tx.keys[key] = KeyRecord(key, p.fingerprint, outcome.encode())
+        if keys:
+            encoded = outcome.encode()
+            for key in keys:
+                tx.keys[key] = KeyRecord(key, p.fingerprint, encoded)
         return outcome
 
     @staticmethod

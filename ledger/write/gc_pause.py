@@ -44,6 +44,10 @@ class GcPause:
 GC_PAUSE = GcPause()
 
 
+_NO_PAUSE: AbstractContextManager[None] = nullcontext()
+"""Reused: a ``nullcontext`` may be entered any number of times, even at once."""
+
+
 def gc_pause_for(commands: int) -> AbstractContextManager[None]:
     """The collector's pause for a batch of that many commands, or nothing for a short one."""
-    return GC_PAUSE if commands >= GC_PAUSE_COMMANDS_MIN else nullcontext()
+    return GC_PAUSE if commands >= GC_PAUSE_COMMANDS_MIN else _NO_PAUSE

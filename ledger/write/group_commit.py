@@ -142,7 +142,13 @@ class GroupCommit:
             with gc_pause_for(len(commands)):
                 return self._submit([Request(preparation.prepare_many(commands, clock()), True)])
         if len(commands) == 1:  # ``execute``: nothing to split
-            return self._submit([Request([prepare(commands[0], clock())], False)])
+            request = Request([prepare(commands[0], clock())], False)
+            if not self.attempts.aggregates.store.pipelined and self._run_alone(request):
+                if request.error is not None:
+                    raise request.error
+                assert request.results is not None
+                return request.results
+            return self._submit([request])
         results: list[Result] = []
         remaining = iter(commands)
         part = self._group_max()
@@ -180,6 +186,27 @@ class GroupCommit:
             prepared = await aprepare_many(chunk, clock())
             results.extend(await self._asubmit(prepared, atomic=False))
         return results
+
+    def _run_alone(self, request: Request) -> bool:
+        """Runs a lone caller's request at once, as the leader of a group of its own, when
+        nobody leads (so nothing is queued); False, unrun, otherwise.
+
+        For a store with no pipeline (SQLite), where a group is decided and written at once
+        anyway: this skips the queue and the wake. Callers that queue meanwhile wait for it
+        and are then led as usual (``_hand_off``). On a pipelined store the lone caller leads
+        through the queue, so that callers who queue while its write is on the server are
+        decided meanwhile.
+        """
+        with self._queue_lock:
+            self._check_open()
+            if self._leading:
+                return False
+            self._leading = True
+        try:
+            self.commit_group([request])
+        finally:
+            self._hand_off()
+        return True
 
     def _submit(self, requests: list[Request]) -> list[Result]:
         """Queues a caller's commands (in parts, one request each), leads if nobody does, and
@@ -265,7 +292,8 @@ class GroupCommit:
         try:
             while own is None or not all(r.done for r in own):
                 # Before the queue is looked at: once nobody leads, another thread may.
-                self._tell_loops()
+                if self._told:
+                    self._tell_loops()
                 group = self._next_group()
                 if group:
                     self._commit_next(group)
@@ -290,7 +318,8 @@ class GroupCommit:
             if not self._queue:
                 if self._pipeline.flight is None:
                     self._leading = False
-                    self._idle.notify_all()
+                    if self._closed:  # only ``close`` waits for the lead to go
+                        self._idle.notify_all()
                 return []
             first = self._queue.popleft()
             if first.atomic:
@@ -355,7 +384,8 @@ class GroupCommit:
                 waiting = flight.group
             else:
                 self._leading = False
-                self._idle.notify_all()
+                if self._closed:  # only ``close`` waits for the lead to go
+                    self._idle.notify_all()
                 return
             for request in waiting:
                 if request.wake is not None and not request.done:

@@ -12,7 +12,8 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, get_args
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
 from pydantic import TypeAdapter, ValidationError
@@ -26,9 +27,12 @@ PREPARE_INLINE_MAX = 32
 """``aprepare_many`` parses at most this many commands in the event loop; more go to a thread."""
 
 
-@dataclass(slots=True)
-class Prepared:
-    """A command parsed, with its keys and fingerprint, or the rejection of its input."""
+class Prepared(msgspec.Struct, gc=False):
+    """A command parsed, with its keys and fingerprint, or the rejection of its input.
+
+    A struct the collector does not track: one is made per command, and nothing it holds
+    refers back to it.
+    """
 
     command: Command | None
     keys: tuple[str, ...] = ()
@@ -126,11 +130,13 @@ def _prepared(model: Command, now: datetime) -> Prepared:
     plan = _PLANS.get(type(model)) or _plan(type(model))
     values = model.__dict__
     command_type: str = values["type"]
-    if plan.nested or any(values[name] is not None for name in plan.times):
-        late = time_errors(model, now, f"{command_type}.")
-        if late:
-            rejection = Rejected("invalid_command", errors=late)
-            return Prepared(None, rejection=rejection, raw_type=command_type)
+    timed = plan.nested
+    for name in plan.times:  # a loop: cheaper than ``any`` over a generator, per command
+        if values[name] is not None:
+            timed = True
+    if timed and (late := time_errors(model, now, f"{command_type}.")):
+        rejection = Rejected("invalid_command", errors=late)
+        return Prepared(None, rejection=rejection, raw_type=command_type)
     keys = model.keys()
     fingerprint = ""
     if keys:
@@ -186,6 +192,21 @@ def _plan(cls: type[Command]) -> _Plan:
     return plan
 
 
+def _plain_only(annotation: Any) -> bool:
+    """Whether a field of this type can only hold a ``str``, ``int``, ``bool`` or ``None``
+    (what pydantic stores for such a field is of that type, whatever the input was)."""
+    if annotation in _PLAIN_TYPES:
+        return True
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _plain_only(get_args(annotation)[0])
+    if origin is Literal:
+        return _PLAIN_TYPES.issuperset(type(value) for value in get_args(annotation))
+    if origin in (Union, UnionType):
+        return all(_plain_only(arg) for arg in get_args(annotation))
+    return False
+
+
 def _has_custom_serialisation(schema: object) -> bool:
     # pydantic keeps every custom serializer (field_serializer, PlainSerializer, ...) under a
     # "serialization" key of the core schema.
@@ -237,9 +258,9 @@ def _fingerprint(model: Command, plan: _Plan) -> str:
         given_names = frozenset(model.__pydantic_fields_set__)
         shape = plan.shapes.get(given_names)
         if shape is None:
-            shape = _shape(plan, given_names)
+            shape = _shape(plan, type(model), given_names)
         values = shape.values(model.__dict__)
-        if not _PLAIN_TYPES.issuperset(map(type, values)):
+        if not shape.plain and not _PLAIN_TYPES.issuperset(map(type, values)):
             shape = None
     if shape is None:
         text = _FINGERPRINT_ENCODER.encode(_given(model, plan))
@@ -256,18 +277,22 @@ class _Shape:
 
     struct: type[msgspec.Struct]
     values: Callable[[dict[str, Any]], tuple[Any, ...]]
+    plain: bool
+    """Whether every field's type admits only plain values (no check per command then)."""
 
 
 _SHAPES_MAX = 64
 """Bound on the shapes kept per command class (optional fields given or not)."""
 
 
-def _shape(plan: _Plan, given_names: frozenset[str]) -> _Shape:
+def _shape(plan: _Plan, cls: type[Command], given_names: frozenset[str]) -> _Shape:
     names = sorted((given_names - plan.excluded) | {"type"})
     getter = operator.itemgetter(*names)
+    fields = cls.model_fields
     shape = _Shape(
         msgspec.defstruct("Given", names, array_like=False),
         (lambda values: (getter(values),)) if len(names) == 1 else getter,
+        all(_plain_only(fields[name].annotation) for name in names),
     )
     if len(plan.shapes) < _SHAPES_MAX:
         plan.shapes[given_names] = shape
