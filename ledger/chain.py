@@ -11,6 +11,7 @@ the database: keep the head hash ``verify`` prints somewhere else to detect that
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Iterable
 from typing import Protocol
 from uuid import UUID
@@ -40,18 +41,36 @@ class StoredRow(Protocol):
 
 
 def events_digest(rows: Iterable[StoredRow]) -> bytes:
-    """SHA-256 over the stored columns of ``rows``, each part length-prefixed."""
-    h = hashlib.sha256()
+    """SHA-256 over the stored columns of ``rows``, each part length-prefixed.
+
+    The parts are joined and hashed once: the same digest as one ``update`` per part, without
+    eight calls an event.
+    """
+    parts: list[bytes] = []
+    add = parts.extend
+    length = _LENGTH.pack
     for row in rows:
-        for part in (
-            str(row.originator_id).encode(),
-            str(row.originator_version).encode(),
-            row.topic.encode(),
-            bytes(row.state),
-        ):
-            h.update(len(part).to_bytes(8, "big"))
-            h.update(part)
-    return h.digest()
+        originator_id = str(row.originator_id).encode()
+        version = str(row.originator_version).encode()
+        topic = row.topic.encode()
+        state = bytes(row.state)
+        add(
+            (
+                length(len(originator_id)),
+                originator_id,
+                length(len(version)),
+                version,
+                length(len(topic)),
+                topic,
+                length(len(state)),
+                state,
+            )
+        )
+    return hashlib.sha256(b"".join(parts)).digest()
+
+
+_LENGTH = struct.Struct(">Q")
+"""A part's length: 8 bytes, big-endian."""
 
 
 def link(previous: bytes, digest: bytes) -> bytes:

@@ -4,6 +4,7 @@ hash chain, written in the events' transaction; connections with a larger cache.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,9 @@ from adapters.storage.recording import RecordRows
 from ledger.chain import GENESIS, StoredRow, events_digest, link
 from ledger.errors import ConcurrencyError
 from ledger.write.ports import KeyRecord, WriteConflict
+
+_COLUMNS = operator.attrgetter("originator_id", "originator_version", "topic", "state")
+"""A row's stored columns, as the insert's parameters."""
 
 
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
@@ -75,7 +79,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             return []
         c.executemany(
             self.insert_events_statement,
-            [(s.originator_id, s.originator_version, s.topic, s.state) for s in stored_events],
+            list(map(_COLUMNS, stored_events)),
         )
         c.execute("SELECT last_insert_rowid()")
         last = int(c.fetchone()[0])

@@ -310,9 +310,12 @@ def assign_package(command: AssignPackage, tx: Tx) -> Outcome:
 def consume_stamp(command: ConsumeStamp, tx: Tx) -> Outcome:
     """One CFDI stamped: one stamp from the lot that expires first (the hot path)."""
     cti = tx.get(command.cti_id, StampingAccount)
-    stamped_at = command.stamped_at or tx.now
+    stamped_at = command.stamped_at
     # The local day of the stamp (today's, unless the invoice was stamped at another time).
-    stamped_on = tx.today if command.stamped_at is None else local_date(stamped_at)
+    if stamped_at is None:
+        stamped_at, stamped_on = tx.now, tx.today
+    else:
+        stamped_on = local_date(stamped_at)
     cfdi_uuid = command.cfdi_uuid  # upper-case (``CfdiUuid``)
     cti.consume(cfdi_uuid, command.issuer_rfc, stamped_at, stamped_on, tx.today, tx.now)
     rule = cti.auto_top_up
