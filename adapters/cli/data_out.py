@@ -11,13 +11,14 @@ import asyncio
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from adapters.cli.common import EXIT_OK, add_command, fail, url_option
+from adapters.cli.common import EXIT_ERROR, EXIT_OK, add_command, error, fail, url_option
 from adapters.publish import (
     EXCHANGE_DEFAULT,
     STREAM_DEFAULT,
@@ -35,8 +36,13 @@ from ledger.outbound.publisher import (
     log_origin,
 )
 from ledger.outbound.tracking import Tracking
+from ledger.projections.runner import ProjectionFailed
 
 FOLLOW_INTERVAL_S_DEFAULT = 1.0
+# Kept here rather than imported, so that pyarrow loads only when `export` runs
+# (adapters/export/parquet.py's PAGE_SIZE_DEFAULT and PAGE_SIZE_MAX; a test checks they agree).
+EXPORT_PAGE_SIZE_DEFAULT = 50_000
+EXPORT_PAGE_SIZE_MAX = 1_000_000
 
 
 def _views_url_option(parser: argparse.ArgumentParser) -> None:
@@ -121,6 +127,7 @@ def register(commands: Any) -> None:
         help=f"events per batch sent and confirmed before the position moves (1..{PAGE_SIZE_MAX})",
     )
     publish.set_defaults(func=run_publish)
+    _add_export(commands)
 
 
 def run_publish(args: argparse.Namespace) -> int:
@@ -210,3 +217,87 @@ def print_publishers(console: Console, publishers: list[dict[str, Any]]) -> None
                 f"{publisher['name']}: last error at {publisher['error_at']}: {publisher['error']}",
                 soft_wrap=True,
             )
+
+
+def _add_export(commands: Any) -> None:
+    """``export``."""
+    export = add_command(
+        commands,
+        "export",
+        "write the log, its postings and every view as Parquet files",
+        "Writes DIR/events/ (one row per event: every stored column, the decoded type, actor,\n"
+        "recorded_at, master_id and data without secrets), DIR/postings/ (one row per leg:\n"
+        "notification_id, recorded_at, holder_id, unit, delta, ref, counterpart, actor,\n"
+        "event_type, master_id) and one folder per view table, typed (int64 credits and\n"
+        "centavos, UTC timestamps), as of the views' position (brought up to date first).\n"
+        "DIR/manifest.json holds the last exported notification id; --since-last appends only\n"
+        "the events after it and rewrites the views. A crash mid-export leaves the previous\n"
+        "manifest and files valid. DuckDB, pandas and polars read the folders as they are.",
+        [
+            "ledger export --format parquet exports/",
+            "ledger export --format parquet exports/ --since-last"
+            " --url postgresql://postgres@db/ledger",
+            'duckdb -c "SELECT holder_id, unit, sum(delta)'
+            " FROM 'exports/postings/*.parquet' GROUP BY ALL\"",
+        ],
+    )
+    url_option(export)
+    _views_url_option(export)
+    export.add_argument("directory", metavar="DIR", help="where the export lives (made if missing)")
+    export.add_argument("--format", choices=("parquet",), default="parquet", help="the file format")
+    export.add_argument(
+        "--since-last",
+        action="store_true",
+        help="append what is new since DIR's manifest (default: export everything again)",
+    )
+    export.add_argument(
+        "--page-size",
+        type=_export_page_size,
+        default=EXPORT_PAGE_SIZE_DEFAULT,
+        help=f"events per part file (1..{EXPORT_PAGE_SIZE_MAX})",
+    )
+    export.set_defaults(func=run_export)
+
+
+def _export_page_size(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= EXPORT_PAGE_SIZE_MAX:
+        raise argparse.ArgumentTypeError(f"1 to {EXPORT_PAGE_SIZE_MAX}")
+    return value
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """``ledger export``."""
+    # pyarrow loads only for this command.
+    from adapters.export.parquet import ParquetExport  # noqa: PLC0415
+
+    try:
+        with Ledger.open(
+            getattr(args, "url", None), projections="off", views_url=args.views_url
+        ) as lg:
+            try:
+                lg.views.catch_up()
+            except ProjectionFailed as exc:
+                # The export is then as of the event before it, consistent with the views.
+                sys.stderr.write(f"export: the views stop before an event: {exc}\n")
+            projector = lg.views.projector
+            report = ParquetExport(
+                Path(args.directory),
+                projector.source,
+                projector.decode,
+                Networks(lg.views.database),
+                lg.views.database,
+                [table for view in projector.views for table in view.tables],
+                [view.name for view in projector.views],
+                page_size=args.page_size,
+            ).run(since_last=args.since_last)
+    except LedgerError as exc:
+        return fail("export", exc)
+    except OSError as exc:
+        return error("export", f"{args.directory}: {exc.strerror or exc}", EXIT_ERROR)
+    sys.stdout.write(
+        f"exported notifications {report.first_notification_id:,} to"
+        f" {report.last_notification_id:,}: {report.events:,} events, {report.postings:,}"
+        f" postings, {len(report.view_rows)} view tables, in {report.directory}\n"
+    )
+    return EXIT_OK
