@@ -266,6 +266,19 @@ def test_a_body_over_1_mb_is_413(service: Service) -> None:
     assert response.json()["code"] == "payload_too_large"
 
 
+def test_a_batch_body_over_10_mb_is_413_and_one_under_it_is_read(service: Service) -> None:
+    """The batch endpoint's bound is 10,000,000 bytes: 1.5 MB passes, 10 MB and a byte is 413."""
+    padded = [{**consume(), "pad": "x" * 1_500_000}]
+    under = service.client.post("/v1/commands/batch", json=padded, headers=service.auth(MASTER))
+    assert under.status_code == 200
+    assert under.json()["results"][0]["code"] == "invalid_command"  # the pad field, not the size
+    over = service.client.post(
+        "/v1/commands/batch", content=b" " * 10_000_001, headers=service.auth(MASTER)
+    )
+    assert over.status_code == 413
+    assert over.json()["code"] == "payload_too_large"
+
+
 def test_unknown_routes_are_404_and_wrong_methods_405(service: Service) -> None:
     """Both as problems, 405 with Allow."""
     missing = service.client.get("/v1/nothing", headers=service.auth(MASTER))
