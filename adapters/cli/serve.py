@@ -8,6 +8,7 @@ import getpass
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -288,9 +289,11 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         try:
             app = create_app(lg, keys, settings=settings)
-            sys.stderr.write(f"serve: listening on {where} (1 worker)\n")
-            sys.stderr.flush()
-            _server_class()(uvicorn.Config(app, lifespan="on", **options)).run()
+            _server_class(f"serve: listening on {where} (1 worker)\n")(
+                uvicorn.Config(app, lifespan="on", **options)
+            ).run()
+        except SystemExit:  # uvicorn's own line said why (the port taken, say)
+            return error("serve", f"could not serve on {where}", EXIT_ERROR)
         finally:
             keys.close()
             lg.close()
@@ -306,7 +309,7 @@ def run_serve(args: argparse.Namespace) -> int:
         os.environ[MULTIPROCESS_ENV] = metrics_dir
     os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
     try:
-        sys.stderr.write(f"serve: listening on {where} ({args.workers} workers)\n")
+        sys.stderr.write(f"serve: starting {args.workers} workers on {where}\n")
         sys.stderr.flush()
         uvicorn.run(
             "adapters.cli.serve:app_from_environment",
@@ -314,8 +317,8 @@ def run_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             **options,
         )
-    except SystemExit as exc:  # uvicorn exits when its workers could not start
-        return error("serve", f"the workers stopped (exit {exc.code})", EXIT_ERROR)
+    except SystemExit:  # uvicorn's own line said why (the port taken, say)
+        return error("serve", f"could not serve on {where}", EXIT_ERROR)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -323,7 +326,7 @@ def run_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _server_class() -> type[Any]:
+def _server_class(ready: str) -> type[Any]:
     import uvicorn  # noqa: PLC0415
 
     class Server(uvicorn.Server):
@@ -334,6 +337,12 @@ def _server_class() -> type[Any]:
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             super().handle_exit(sig, frame)
             self._captured_signals.clear()
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:  # bound and listening: say so (``ready``), once
+                sys.stderr.write(ready)
+                sys.stderr.flush()
 
     return Server
 
