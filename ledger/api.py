@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self
 
 from adapters.storage.config import env_for_url
 from adapters.storage.memory import MemoryStore
+from adapters.storage.merkle import MerkleStore
 from adapters.storage.store import EventStore, open_application
 from adapters.storage.views import (
     event_decoder,
@@ -29,6 +30,8 @@ from ledger.outcome import Outcome
 from ledger.passwords import PasswordCost
 from ledger.projections.runner import Projector
 from ledger.projections.views import Views, default_views
+from ledger.proofs import log as proofs
+from ledger.proofs.note import Signer
 from ledger.read_scope import check_read, status_for
 
 PURGE_PAGE_SIZE = 500
@@ -51,6 +54,7 @@ class Ledger:
         self.views_url = url
         self.projections = projections
         self._views: Views | None = None
+        self._tree: MerkleStore | None = None
         self._closed = False
 
     @classmethod
@@ -78,6 +82,8 @@ class Ledger:
         engine = Engine(store=store, clock=clock or system_clock, password_cost=password_cost)
         ledger = cls(store, engine, url or "", projections)
         try:
+            if create_tables and isinstance(store, EventStore):
+                ledger.tree_store().setup()
             ledger.views_url = views_url or url or ""
             ledger._open_views(views_url or url, create_tables=create_tables)
         except BaseException:
@@ -254,6 +260,50 @@ class Ledger:
             progress=progress,
             expected_head=expected_head,
         )
+
+    def tree_store(self) -> MerkleStore:
+        """The Merkle tree's storage (DESIGN §9); SQLite and PostgreSQL only."""
+        self._check_open()
+        if not isinstance(self.store, EventStore):
+            raise LedgerError("proofs need a SQLite or PostgreSQL ledger, not memory://")
+        if self._tree is None:
+            self._tree = MerkleStore(self.store)
+        return self._tree
+
+    def seal(
+        self,
+        *,
+        page_size: int = proofs.SEAL_PAGE_SIZE_DEFAULT,
+        progress: proofs.Progress | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> proofs.TreeState:
+        """Extends the Merkle tree over the events recorded since it was last sealed."""
+        return proofs.seal(self.tree_store(), page_size=page_size, progress=progress, stop=stop)
+
+    def checkpoint(self, signer: Signer | None = None) -> str | None:
+        """The latest signed checkpoint's note text (None before the first).
+
+        With ``signer``: seals the tree first, signs its head and stores that checkpoint.
+        """
+        store = self.tree_store()
+        if signer is not None:
+            proofs.seal(store)
+            now = self.engine.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return proofs.sign_checkpoint(store, signer, now=now).note
+        latest = store.checkpoint(latest=True)
+        return None if latest is None else latest.note
+
+    def checkpoints(self) -> list[proofs.StoredCheckpoint]:
+        """Every stored checkpoint, smallest first."""
+        return list(proofs.all_checkpoints(self.tree_store()))
+
+    def prove_inclusion(self, notification_id: int, size: int | None = None) -> dict[str, Any]:
+        """The inclusion proof of an event against a signed checkpoint (DESIGN §9)."""
+        return proofs.prove_inclusion(self.tree_store(), notification_id, size)
+
+    def prove_consistency(self, size1: int, size2: int) -> dict[str, Any]:
+        """The consistency proof between two signed checkpoints (DESIGN §9)."""
+        return proofs.prove_consistency(self.tree_store(), size1, size2)
 
     def close(self) -> None:
         """Closes connections; calling it again does nothing."""

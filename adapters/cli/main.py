@@ -42,6 +42,7 @@ from rich import box
 from rich.table import Table
 
 from adapters.cli import data_out
+from adapters.cli import proofs as cli_proofs
 from adapters.cli import serve as cli_serve
 from adapters.cli.common import (
     EXIT_ERROR,
@@ -338,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_audit.register(commands)
     cli_serve.register(commands)
     data_out.register(commands)
+    cli_proofs.register(commands)
     return parser
 
 

@@ -174,3 +174,37 @@ class MemoryTree:
     def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
         """The consistency proof from ``size1`` to ``size2`` (default: all leaves)."""
         return consistency_proof(size1, self.size if size2 is None else size2, self.subtree)
+
+
+class CompactRange:
+    """The roots of the complete subtrees of a growing tree: its root in O(log n) memory.
+
+    ``append`` takes leaf hashes one at a time (a replay of the log); ``root`` folds the
+    stack of perfect subtrees from the right, as RFC 9162's MTH does.
+    """
+
+    __slots__ = ("size", "stack")
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.stack: list[bytes] = []
+
+    def append(self, hashed: bytes) -> None:
+        """Adds a leaf hash, merging the subtrees it completes."""
+        stack = self.stack
+        stack.append(hashed)
+        self.size += 1
+        size = self.size
+        while not size & 1:
+            right = stack.pop()
+            stack[-1] = _sha256(b"\x01" + stack[-1] + right).digest()
+            size >>= 1
+
+    def root(self) -> bytes:
+        """The root of the leaves appended so far."""
+        if not self.stack:
+            return EMPTY_ROOT
+        value = self.stack[-1]
+        for left in reversed(self.stack[:-1]):
+            value = node_hash(left, value)
+        return value

@@ -7,7 +7,14 @@ from collections.abc import Iterable
 import pytest
 
 from ledger.proofs.tiles import TILE_BYTES, TileAppender, TiledTree
-from ledger.proofs.tree import MemoryTree, consistency_proof, inclusion_proof, leaf_hash, root
+from ledger.proofs.tree import (
+    CompactRange,
+    MemoryTree,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    root,
+)
 
 SIZE = 70_001
 
@@ -50,3 +57,14 @@ def test_a_subtree_beyond_the_size_is_refused() -> None:
     tiled = TiledTree(5, lambda keys: {k: stored[k] for k in keys if k in stored})
     with pytest.raises(ValueError, match="not complete"):
         tiled.subtree(3, 0)
+
+
+def test_a_compact_range_gives_every_root() -> None:
+    """Appending leaf by leaf, the root at each size equals the whole tree's."""
+    hashes = [leaf_hash(i.to_bytes(2, "big")) for i in range(300)]
+    whole = MemoryTree(hashes)
+    compact = CompactRange()
+    assert compact.root() == whole.root(0)
+    for n, hashed in enumerate(hashes, start=1):
+        compact.append(hashed)
+        assert compact.root() == whole.root(n)

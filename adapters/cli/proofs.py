@@ -1,0 +1,359 @@
+"""The proofs' subcommands of the ``ledger`` CLI (DESIGN §9).
+
+``adapters/cli/main.py`` calls ``register(subparsers)``; each subcommand sets
+``func(args) -> int`` (the exit code).
+
+- ``keygen --origin NAME --out FILE``: a new Ed25519 signer key in FILE (mode 0600, never
+  overwritten); prints the verifier key;
+- ``seal [--follow] [--key FILE]``: builds or extends the Merkle tree (progress bar); with
+  ``--follow`` it keeps sealing new events and, with ``--key``, signs a checkpoint every
+  ``--every`` events or ``--interval-checkpoint`` seconds;
+- ``checkpoint --key FILE``: seals, signs the head and stores the signed note (printed);
+- ``checkpoints``: the stored checkpoints;
+- ``prove inclusion --notification-id N [--size S]`` and ``prove consistency --from --to``:
+  JSON proofs, hashes in standard base64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import stat
+import sys
+import threading
+import time
+from typing import Any
+
+from rich import box
+from rich.table import Table
+
+from adapters.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    ProgressBar,
+    add_command,
+    error,
+    fail,
+    output_console,
+    url_option,
+)
+from adapters.storage.views import LogWatcher
+from ledger.api import Ledger
+from ledger.errors import LedgerError
+from ledger.logging import get_logger
+from ledger.proofs import log as proofs
+from ledger.proofs.note import NoteError, Signer
+
+log = get_logger()
+
+CHECKPOINT_EVERY_DEFAULT = 10_000
+"""Events between two checkpoints signed by ``seal --follow --key``."""
+CHECKPOINT_INTERVAL_S_DEFAULT = 60.0
+"""Seconds after which ``seal --follow --key`` signs the new events, however few."""
+FOLLOW_INTERVAL_S_DEFAULT = 1.0
+FOLLOW_BACKOFF_S_MAX = 30.0
+KEY_FILE_BYTES_MAX = 4_096
+
+
+class KeyFileError(LedgerError):
+    """Raised when a signer key file cannot be read, is shared with others, or is malformed."""
+
+
+def read_signer(path: str) -> Signer:
+    """The signer key in ``path``; refused if others may read it (it must be mode 0600)."""
+    try:
+        with open(path, "rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise KeyFileError(
+                    f"{path}: the key file may be read by others (mode {stat.S_IMODE(mode):o});"
+                    " run chmod 600"
+                )
+            text = file.read(KEY_FILE_BYTES_MAX).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"{path}: cannot read the key file: {exc}") from None
+    try:
+        return Signer.parse(text)
+    except NoteError as exc:
+        raise KeyFileError(f"{path}: not a signer key ({exc})") from None
+
+
+def write_signer(path: str, signer: Signer) -> None:
+    """Writes the signer key to a new file of mode 0600 (an existing file is never replaced)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(signer.text() + "\n")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError("between 0 and 86400 seconds")
+    return value
+
+
+def _page_size(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= proofs.SEAL_PAGE_SIZE_MAX:
+        raise argparse.ArgumentTypeError(f"1 to {proofs.SEAL_PAGE_SIZE_MAX}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Adds ``keygen``, ``seal``, ``checkpoint``, ``checkpoints`` and ``prove``."""
+    keygen = add_command(
+        subparsers,
+        "keygen",
+        "make an Ed25519 key that signs checkpoints, and print its verifier key",
+        "Writes the signer key (C2SP signed-note form, as Go's sumdb/note) to a new file of mode\n"
+        "0600 and prints the verifier key <origin>+<key id>+<public key> for auditors. The\n"
+        "origin names the log in every checkpoint. The key never enters the database or a log.",
+        ["ledger keygen --origin ledger.example.com/prod --out ledger.key"],
+    )
+    keygen.add_argument("--origin", required=True, help="the log's name (the key's name)")
+    keygen.add_argument("--out", required=True, metavar="FILE", help="the new key file")
+    keygen.set_defaults(func=run_keygen)
+
+    seal = add_command(
+        subparsers,
+        "seal",
+        "build or extend the Merkle tree over the log",
+        "Hashes every event recorded since the tree's last leaf into tiles stored beside the\n"
+        "events, a page per transaction (resumable; a progress bar on stderr). With --follow it\n"
+        "keeps sealing new events until SIGINT or SIGTERM, and with --key it signs a checkpoint\n"
+        "every --every events or --checkpoint-interval seconds (when something was sealed).",
+        [
+            "ledger seal",
+            "ledger seal --follow --key ledger.key --every 10000 --checkpoint-interval 60",
+        ],
+    )
+    url_option(seal)
+    seal.add_argument("--follow", action="store_true", help="keep sealing new events")
+    seal.add_argument("--key", metavar="FILE", help="sign checkpoints with this key (--follow)")
+    seal.add_argument(
+        "--every",
+        type=_positive,
+        default=CHECKPOINT_EVERY_DEFAULT,
+        help="sign a checkpoint after this many new events",
+    )
+    seal.add_argument(
+        "--checkpoint-interval",
+        type=_seconds,
+        default=CHECKPOINT_INTERVAL_S_DEFAULT,
+        help="sign new events after this many seconds, however few",
+    )
+    seal.add_argument(
+        "--interval",
+        type=_seconds,
+        default=FOLLOW_INTERVAL_S_DEFAULT,
+        help="seconds between polls when following (PostgreSQL also wakes on NOTIFY)",
+    )
+    seal.add_argument(
+        "--page-size",
+        type=_page_size,
+        default=proofs.SEAL_PAGE_SIZE_DEFAULT,
+        help="events hashed per transaction",
+    )
+    seal.set_defaults(func=run_seal)
+
+    checkpoint = add_command(
+        subparsers,
+        "checkpoint",
+        "seal the log and sign its head as a checkpoint",
+        "Seals the tree up to the newest event, signs <origin>\\n<size>\\n<root> as a C2SP\n"
+        "signed note with the key, stores it and prints it.",
+        ["ledger checkpoint --key ledger.key"],
+    )
+    url_option(checkpoint)
+    checkpoint.add_argument("--key", required=True, metavar="FILE", help="the signer key file")
+    checkpoint.set_defaults(func=run_checkpoint)
+
+    listing = add_command(
+        subparsers,
+        "checkpoints",
+        "list the stored signed checkpoints",
+        "Size, root (base64) and signing time of each stored checkpoint; --json prints the\n"
+        "signed notes too.",
+        ["ledger checkpoints", "ledger checkpoints --json"],
+    )
+    url_option(listing)
+    listing.add_argument("--json", action="store_true", help="one JSON object per checkpoint")
+    listing.set_defaults(func=run_checkpoints)
+
+    prove = add_command(
+        subparsers,
+        "prove",
+        "print an inclusion or consistency proof as JSON",
+        "inclusion: the event's leaf input and audit path against a signed checkpoint (the\n"
+        "latest, or the smallest stored one of at least --size leaves). consistency: the\n"
+        "proof that the checkpoint of --from leaves is a prefix of the one of --to leaves.\n"
+        "Both verify with RFC 9162 §2.1.3.2 / §2.1.4.2 and the verifier key alone.",
+        [
+            "ledger prove inclusion --notification-id 1234",
+            "ledger prove consistency --from 1000 --to 5000",
+        ],
+    )
+    kinds = prove.add_subparsers(dest="kind", required=True, metavar="KIND")
+    inclusion = kinds.add_parser("inclusion", help="an event's inclusion proof")
+    url_option(inclusion)
+    inclusion.add_argument(
+        "--notification-id", type=int, required=True, metavar="N", help="the event"
+    )
+    inclusion.add_argument("--size", type=_positive, metavar="S", help="the checkpoint's size")
+    inclusion.set_defaults(func=run_prove)
+    consistency = kinds.add_parser("consistency", help="a consistency proof")
+    url_option(consistency)
+    consistency.add_argument(
+        "--from", dest="size1", type=_positive, required=True, metavar="S1", help="first size"
+    )
+    consistency.add_argument(
+        "--to", dest="size2", type=_positive, required=True, metavar="S2", help="second size"
+    )
+    consistency.set_defaults(func=run_prove)
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    """``ledger keygen``."""
+    try:
+        signer = Signer.generate(args.origin)
+    except NoteError as exc:
+        return error("keygen", f"--origin: {exc}")
+    try:
+        write_signer(args.out, signer)
+    except FileExistsError:
+        return error("keygen", f"{args.out} exists: a key is never overwritten")
+    except OSError as exc:
+        return error("keygen", f"cannot write {args.out}: {exc}", EXIT_ERROR)
+    sys.stdout.write(signer.verifier().text() + "\n")
+    return EXIT_OK
+
+
+def _open(args: argparse.Namespace) -> Ledger:
+    return Ledger.open(getattr(args, "url", None), projections="off")
+
+
+def run_checkpoint(args: argparse.Namespace) -> int:
+    """``ledger checkpoint --key FILE``."""
+    try:
+        signer = read_signer(args.key)
+        with _open(args) as lg:
+            note = lg.checkpoint(signer)
+    except LedgerError as exc:
+        return fail("checkpoint", exc)
+    sys.stdout.write(note or "")
+    return EXIT_OK
+
+
+def run_checkpoints(args: argparse.Namespace) -> int:
+    """``ledger checkpoints``."""
+    try:
+        with _open(args) as lg:
+            stored = lg.checkpoints()
+    except LedgerError as exc:
+        return fail("checkpoints", exc)
+    if args.json:
+        for item in stored:
+            sys.stdout.write(
+                json.dumps(
+                    {
+                        "tree_size": item.size,
+                        "root": proofs.b64(item.root),
+                        "signed_at": item.signed_at,
+                        "note": item.note,
+                    }
+                )
+                + "\n"
+            )
+        return EXIT_OK
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in ("tree size", "root", "signed at"):
+        table.add_column(name, justify="right" if name == "tree size" else "left", no_wrap=True)
+    for item in stored:
+        table.add_row(f"{item.size:,}", proofs.b64(item.root), item.signed_at)
+    output_console(sys.stdout).print(table)
+    return EXIT_OK
+
+
+def run_prove(args: argparse.Namespace) -> int:
+    """``ledger prove inclusion|consistency``."""
+    try:
+        with _open(args) as lg:
+            if args.kind == "inclusion":
+                proof = lg.prove_inclusion(args.notification_id, args.size)
+            else:
+                proof = lg.prove_consistency(args.size1, args.size2)
+    except LedgerError as exc:
+        return fail("prove", exc)
+    sys.stdout.write(json.dumps(proof, indent=2) + "\n")
+    return EXIT_OK
+
+
+def run_seal(args: argparse.Namespace) -> int:
+    """``ledger seal [--follow] [--key FILE]``."""
+    if args.key and not args.follow:
+        return error("seal", "--key signs while following: use it with --follow")
+    try:
+        signer = read_signer(args.key) if args.key else None
+        with _open(args) as lg:
+            if args.follow:
+                _follow(lg, args, signer)
+            else:
+                with ProgressBar("seal") as bar:
+                    state = lg.seal(page_size=args.page_size, progress=bar)
+                sys.stdout.write(f"tree sealed at {state.size:,} leaves\n")
+    except LedgerError as exc:
+        return fail("seal", exc)
+    return EXIT_OK
+
+
+def _follow(lg: Ledger, args: argparse.Namespace, signer: Signer | None) -> None:
+    """Seals new events as they arrive; signs checkpoints as asked; until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    watcher = LogWatcher(getattr(args, "url", None), interval_s=min(args.interval, 60.0))
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {n: signal.signal(n, request_stop) for n in (signal.SIGINT, signal.SIGTERM)}
+    sys.stderr.write("seal: following new events\n")
+    sys.stderr.flush()
+    store = lg.tree_store()
+    latest = store.checkpoint(latest=True)
+    signed_size = latest.size if latest is not None else 0
+    signed_at = time.monotonic()
+    backoff_s = args.interval
+    first = True
+    try:
+        while not stop.is_set():
+            if not first:
+                watcher.wait(stop)
+            first = False
+            try:
+                state = lg.seal(page_size=args.page_size, stop=stop.is_set)
+                due = state.size - signed_size >= args.every or (
+                    state.size > signed_size
+                    and time.monotonic() - signed_at >= args.checkpoint_interval
+                )
+                if signer is not None and due:
+                    stored = proofs.sign_checkpoint(store, signer)
+                    signed_size, signed_at = stored.size, time.monotonic()
+                    log.info("checkpoint_signed", tree_size=stored.size, origin=signer.name)
+                backoff_s = args.interval
+            except LedgerError as exc:
+                sys.stderr.write(f"seal: failed, retrying in {backoff_s:g} s: {exc}\n")
+                sys.stderr.flush()
+                stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, FOLLOW_BACKOFF_S_MAX)
+    finally:
+        watcher.close()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
