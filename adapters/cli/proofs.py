@@ -202,7 +202,9 @@ def register(subparsers: Any) -> None:
             "ledger prove consistency --from 1000 --to 5000",
         ],
     )
-    kinds = prove.add_subparsers(dest="kind", required=True, metavar="KIND")
+    kinds = prove.add_subparsers(
+        dest="kind", required=True, metavar="KIND", help="inclusion or consistency"
+    )
     inclusion = kinds.add_parser("inclusion", help="an event's inclusion proof")
     url_option(inclusion)
     inclusion.add_argument(
