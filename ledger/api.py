@@ -31,7 +31,8 @@ from ledger.passwords import PasswordCost
 from ledger.projections.runner import Projector
 from ledger.projections.views import Views, default_views
 from ledger.proofs import log as proofs
-from ledger.proofs.note import Signer
+from ledger.proofs.audit import MerkleCheck, SignedHead
+from ledger.proofs.note import Signer, Verifier
 from ledger.read_scope import check_read, status_for
 
 PURGE_PAGE_SIZE = 500
@@ -248,8 +249,11 @@ class Ledger:
         *,
         progress: audit.Progress | None = None,
         expected_head: str | None = None,
+        verifier: Verifier | None = None,
     ) -> audit.VerifyReport:
-        """Replays every event and checks DESIGN §3 (``ledger.audit.verify``)."""
+        """Replays every event and checks DESIGN §3 (``ledger.audit.verify``) and, on SQLite
+        and PostgreSQL, the log against its signed checkpoints (§9; signatures checked with
+        ``verifier`` when given)."""
         self._check_open()
         # The in-memory store's views are private to this process and followed on demand.
         database = None if isinstance(self.store, MemoryStore) else self.views.database
@@ -259,6 +263,20 @@ class Ledger:
             health=None if database is None else audit.ProjectionHealth(database),
             progress=progress,
             expected_head=expected_head,
+            row_checks=[]
+            if isinstance(self.store, MemoryStore)
+            else [self._merkle_check(verifier)],
+        )
+
+    def _merkle_check(self, verifier: Verifier | None) -> MerkleCheck:
+        """``verify``'s check of the tree: checkpoints and tiles as stored when it starts."""
+        store = self.tree_store()
+        tree = proofs.Tree(store)
+        return MerkleCheck(
+            [SignedHead(c.size, c.note) for c in proofs.all_checkpoints(store)],
+            verifier=verifier,
+            consistency=tree.consistency_proof,
+            sealed=(tree.state.size, tree.root),
         )
 
     def tree_store(self) -> MerkleStore:

@@ -62,6 +62,12 @@ CHAIN_ORDER = "chain_order"
 ANCHOR = "anchor"
 VIEWS = "views"
 CREDENTIALS_LOCK = "credentials_lock"
+MERKLE_ROOT = "merkle_root"
+"""The log's Merkle root at a signed checkpoint's size is not the signed root (DESIGN §9)."""
+CHECKPOINT_SIGNATURE = "checkpoint_signature"
+CHECKPOINT_CONSISTENCY = "checkpoint_consistency"
+MERKLE_TILES = "merkle_tiles"
+"""The stored tiles do not give the root of the stored events."""
 CHECKS = (
     DECODE,
     VERSION_GAP,
@@ -79,6 +85,10 @@ CHECKS = (
     ANCHOR,
     VIEWS,
     CREDENTIALS_LOCK,
+    MERKLE_ROOT,
+    CHECKPOINT_SIGNATURE,
+    CHECKPOINT_CONSISTENCY,
+    MERKLE_TILES,
 )
 
 Progress = Callable[[int, int], None]
@@ -170,6 +180,16 @@ class HealthCheck(Protocol):
 
     def breaches(self, head: int) -> tuple[list[Breach], list[str]]:
         """``VIEWS`` breaches and notes; ``head`` is the log's newest id when verify started."""
+
+
+class RowCheck(Protocol):
+    """A further check fed every stored row in notification order (the Merkle tree's, §9)."""
+
+    def feed(self, rows: Sequence[Notification]) -> None:
+        """Takes one page of rows."""
+
+    def finish(self, report: VerifyReport) -> None:
+        """Adds its breaches and notes once every row was fed."""
 
 
 class ViewCheck(Protocol):
@@ -603,6 +623,7 @@ def verify(
     expected_head: str | None = None,
     page_size: int = PAGE_SIZE,
     spill_dir: str | None = None,
+    row_checks: Sequence[RowCheck] = (),
 ) -> VerifyReport:
     """Replays every stored event and checks DESIGN §3; see the module docstring."""
     started = time.perf_counter()
@@ -634,6 +655,8 @@ def verify(
                     f"none of the first {len(rows)} stored events can be decoded: wrong or"
                     " missing LEDGER_CIPHER_KEY, or the events were overwritten"
                 )
+            for check in row_checks:
+                check.feed(rows)
             page += 1
             if chain is not None:
                 chain.page = page
@@ -649,6 +672,8 @@ def verify(
             report.notes.append("chain: skipped, this store keeps no hash chain")
         replay.finish()
         pending.compare_rest(replay)
+        for check in row_checks:
+            check.finish(report)
     if health is not None:
         breaches, notes = health.breaches(total)
         for breach in breaches:

@@ -17,6 +17,7 @@ from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
 from ledger.proofs.checkpoint import open_checkpoint
+from ledger.proofs.log import Tree
 from ledger.proofs.note import Signer, Verifier
 from ledger.proofs.tree import MemoryTree, leaf_hash, leaf_input
 from ledger.proofs.verify import verify_consistency, verify_inclusion
@@ -122,8 +123,6 @@ def test_seal_is_resumable_and_exactly_once(store_url: str, clock: ManualClock) 
         reference = reference_tree(store_url)
         assert state.size == reference.size
         assert lg.tree_store().tree_state().last_id == raw_rows(store_url)[-1][0]
-        from ledger.proofs.log import Tree
-
         assert Tree(lg.tree_store()).root() == reference.root()
 
 
