@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -33,6 +33,7 @@ from ledger.projections.views import Views, default_views
 from ledger.proofs import log as proofs
 from ledger.proofs.audit import MerkleCheck, SignedHead
 from ledger.proofs.note import Signer, Verifier
+from ledger.proofs.statement import build_statement
 from ledger.read_scope import check_read, status_for
 
 PURGE_PAGE_SIZE = 500
@@ -322,6 +323,16 @@ class Ledger:
     def prove_consistency(self, size1: int, size2: int) -> dict[str, Any]:
         """The consistency proof between two signed checkpoints (DESIGN §9)."""
         return proofs.prove_consistency(self.tree_store(), size1, size2)
+
+    def statement(
+        self, holder_id: str, unit: str, start: date | str, end: date | str
+    ) -> dict[str, Any]:
+        """A statement of the holder's movements from ``start`` to ``end`` (dates, inclusive)
+        with what proves them against the latest signed checkpoint (``ledger.proofs.statement``).
+        """
+        return build_statement(
+            self.tree_store(), event_decoder(self.store), holder_id, unit, start, end
+        )
 
     def close(self) -> None:
         """Closes connections; calling it again does nothing."""

@@ -36,6 +36,8 @@ from adapters.cli.common import (
     quiet_broken_pipe,
     url_option,
 )
+from adapters.cli.proofs import read_verifier
+from adapters.storage.bundle import verify_bundle
 from ledger.api import Ledger
 from ledger.audit import Movement, VerifyReport
 from ledger.errors import LedgerError, Rejected
@@ -85,6 +87,17 @@ def register(subparsers: Any) -> None:
         "--views-url",
         default=None,
         help="database of the views, when not the --url one (compared with the replay)",
+    )
+    verify.add_argument(
+        "--verifier-key",
+        metavar="VKEY",
+        help="the checkpoints' verifier key (<origin>+<id>+<key>, or a file holding it): every"
+        " stored checkpoint's signature is checked with it",
+    )
+    verify.add_argument(
+        "--bundle",
+        metavar="DIR",
+        help="verify an exported log (ledger export-log) with no database; needs --verifier-key",
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(func=run_verify)
@@ -161,6 +174,14 @@ def print_history(movements: Iterable[Movement], console: Console) -> None:
 def run_verify(args: argparse.Namespace) -> int:
     """``ledger verify``."""
     try:
+        verifier = read_verifier(args.verifier_key) if args.verifier_key else None
+        if args.bundle:
+            if verifier is None:
+                sys.stderr.write("verify: --bundle needs --verifier-key\n")
+                return EXIT_REJECTED
+            with ProgressBar("verify") as bar:
+                report = verify_bundle(args.bundle, verifier, progress=bar)
+            return _print_verify(args, report)
         with (
             Ledger.open(
                 getattr(args, "url", None),
@@ -170,10 +191,14 @@ def run_verify(args: argparse.Namespace) -> int:
             ) as lg,
             ProgressBar("verify") as bar,
         ):
-            report = lg.verify(progress=bar, expected_head=args.expect_head)
+            report = lg.verify(progress=bar, expected_head=args.expect_head, verifier=verifier)
     except LedgerError as exc:
         sys.stderr.write(f"verify: cannot verify: {describe(exc)}\n")
         return EXIT_ERROR
+    return _print_verify(args, report)
+
+
+def _print_verify(args: argparse.Namespace, report: VerifyReport) -> int:
     if args.json:
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False) + "\n")
     else:

@@ -32,6 +32,7 @@ from rich.table import Table
 from adapters.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
+    EXIT_REJECTED,
     ProgressBar,
     add_command,
     error,
@@ -39,12 +40,14 @@ from adapters.cli.common import (
     output_console,
     url_option,
 )
+from adapters.storage.bundle import export_log, offline_decoder
 from adapters.storage.views import LogWatcher
 from ledger.api import Ledger
 from ledger.errors import LedgerError
 from ledger.logging import get_logger
 from ledger.proofs import log as proofs
-from ledger.proofs.note import NoteError, Signer
+from ledger.proofs.note import NoteError, Signer, Verifier
+from ledger.proofs.statement import StatementCheck, check_statement
 
 log = get_logger()
 
@@ -80,6 +83,21 @@ def read_signer(path: str) -> Signer:
         raise KeyFileError(f"{path}: not a signer key ({exc})") from None
 
 
+def read_verifier(text: str) -> Verifier:
+    """A verifier key given as its text, or as the path of a file that holds it."""
+    value = text
+    if "+" not in text or os.path.exists(text):
+        try:
+            with open(text, "rb") as file:
+                value = file.read(KEY_FILE_BYTES_MAX).decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeyFileError(f"{text}: cannot read the verifier key: {exc}") from None
+    try:
+        return Verifier.parse(value)
+    except NoteError as exc:
+        raise KeyFileError(f"not a verifier key: {exc}") from None
+
+
 def write_signer(path: str, signer: Signer) -> None:
     """Writes the signer key to a new file of mode 0600 (an existing file is never replaced)."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -109,7 +127,8 @@ def _page_size(text: str) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Adds ``keygen``, ``seal``, ``checkpoint``, ``checkpoints`` and ``prove``."""
+    """Adds ``keygen``, ``seal``, ``checkpoint``, ``checkpoints``, ``prove``, ``statement``,
+    ``check-statement`` and ``export-log``."""
     keygen = add_command(
         subparsers,
         "keygen",
@@ -221,6 +240,69 @@ def register(subparsers: Any) -> None:
         "--to", dest="size2", type=_positive, required=True, metavar="S2", help="second size"
     )
     consistency.set_defaults(func=run_prove)
+    _register_statements(subparsers)
+
+
+def _register_statements(subparsers: Any) -> None:
+    """``statement``, ``check-statement`` and ``export-log``."""
+    statement = add_command(
+        subparsers,
+        "statement",
+        "write a holder's statement with its proofs, and print it as a table",
+        "The holder's movements of one unit over a period of Mexico City dates (inclusive),\n"
+        "with the opening and closing balances, and for every event of the holder's stream in\n"
+        "the period (and the one before and after it) its leaf input and inclusion proof\n"
+        "against the latest signed checkpoint. The holder checks it with check-statement and\n"
+        "the verifier key alone (docs/PROOFS.md).",
+        [
+            "ledger statement D1 --unit stamps --from 2026-11-01 --to 2026-11-30",
+            "ledger statement C1-cti --from 2026-11-01 --to 2026-11-30 --out nov.json",
+        ],
+    )
+    url_option(statement)
+    statement.add_argument("holder", metavar="HOLDER", help="the account id")
+    statement.add_argument(
+        "--unit", choices=("stamps", "points"), default="stamps", help="which book"
+    )
+    statement.add_argument("--from", dest="start", required=True, metavar="DATE", help="first day")
+    statement.add_argument("--to", dest="end", required=True, metavar="DATE", help="last day")
+    statement.add_argument(
+        "--out",
+        metavar="FILE",
+        help="where the JSON goes (default statement-HOLDER-FROM-TO.json; - for stdout, no table)",
+    )
+    statement.set_defaults(func=run_statement)
+
+    check = add_command(
+        subparsers,
+        "check-statement",
+        "check a statement with the verifier key alone (no database)",
+        "Checks the checkpoint's signature, every inclusion proof, that the stream's versions\n"
+        "run without a gap over the period, that each movement is what its event says and that\n"
+        "the balances add up. With --previous (the statement before it) the opening balance is\n"
+        "proven too. Exit 0 when it holds, 1 otherwise.",
+        ["ledger check-statement nov.json --verifier-key ledger.example.com/prod+1a2b3c4d+AX..."],
+    )
+    check.add_argument("file", metavar="FILE", help="the statement's JSON")
+    check.add_argument(
+        "--verifier-key", required=True, metavar="VKEY", help="the key text, or a file holding it"
+    )
+    check.add_argument("--previous", metavar="FILE", help="the previous statement's JSON")
+    check.set_defaults(func=run_check_statement)
+
+    export = add_command(
+        subparsers,
+        "export-log",
+        "export the events, chain links and checkpoints for an offline audit",
+        "Writes every stored event (all its columns, notification ids included), the hash\n"
+        "chain and the signed checkpoints to DIR in the portable format of docs/PROOFS.md.\n"
+        "Incremental: run again to add what was recorded since. Check it anywhere with\n"
+        "`ledger verify --bundle DIR --verifier-key VKEY`.",
+        ["ledger export-log audit-2026/", "ledger verify --bundle audit-2026/ --verifier-key k"],
+    )
+    url_option(export)
+    export.add_argument("directory", metavar="DIR", help="the bundle directory")
+    export.set_defaults(func=run_export_log)
 
 
 def run_keygen(args: argparse.Namespace) -> int:
@@ -296,6 +378,113 @@ def run_prove(args: argparse.Namespace) -> int:
     except LedgerError as exc:
         return fail("prove", exc)
     sys.stdout.write(json.dumps(proof, indent=2) + "\n")
+    return EXIT_OK
+
+
+def run_statement(args: argparse.Namespace) -> int:
+    """``ledger statement HOLDER``."""
+    try:
+        with _open(args) as lg:
+            document = lg.statement(args.holder, args.unit, args.start, args.end)
+    except LedgerError as exc:
+        return fail("statement", exc)
+    text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    if args.out == "-":
+        sys.stdout.write(text)
+        return EXIT_OK
+    path = args.out or f"statement-{args.holder}-{document['from']}-{document['to']}.json"
+    try:
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as exc:
+        return error("statement", f"cannot write {path}: {exc}", EXIT_ERROR)
+    print_statement(document, path)
+    return EXIT_OK
+
+
+def print_statement(document: dict[str, Any], path: str) -> None:
+    """The statement as a table for a person."""
+    console = output_console(sys.stdout)
+    console.print(
+        f"statement of {document['holder_id']} ({document['unit']}),"
+        f" {document['from']} to {document['to']}",
+        highlight=False,
+    )
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name, justify in (("time", "left"), ("amount", "right"), ("balance", "right"),
+                          ("ref", "left"), ("counterpart", "left"), ("actor", "left")):  # fmt: skip
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    table.add_row("", "", f"{document['opening_balance']:,}", "opening balance", "", "")
+    for m in document["movements"]:
+        table.add_row(
+            m["at"], f"{m['delta']:+,}", f"{m['balance']:,}", m["ref"], m["counterpart"],
+            m["actor"] or "-",
+        )  # fmt: skip
+    table.add_row("", "", f"{document['closing_balance']:,}", "closing balance", "", "")
+    console.print(table)
+    console.print(
+        f"{len(document['movements']):,} movements, {len(document['events']):,} events proven"
+        f" against the checkpoint of {document['tree_size']:,} leaves; written to {path}",
+        highlight=False,
+    )
+    if document["events_after_checkpoint"]:
+        console.print(
+            "note: events of the period recorded after the latest checkpoint are not shown"
+            " (run `ledger checkpoint`)",
+            highlight=False,
+        )
+
+
+def run_check_statement(args: argparse.Namespace) -> int:
+    """``ledger check-statement FILE --verifier-key VKEY``: no database."""
+    try:
+        verifier = read_verifier(args.verifier_key)
+        document = _read_json(args.file)
+        previous = _read_json(args.previous) if args.previous else None
+        result: StatementCheck = check_statement(
+            document, verifier, offline_decoder(), previous=previous
+        )
+    except LedgerError as exc:
+        return fail("check-statement", exc)
+    if not result.ok:
+        for problem in result.problems:
+            sys.stdout.write(f"FAILED: {problem}\n")
+        return EXIT_REJECTED
+    opening = "proven" if result.opening_proven else "not proven"
+    sys.stdout.write(
+        f"statement OK: {document['holder_id']} {document['unit']} {document['from']} to"
+        f" {document['to']}: {result.movements:,} movements, opening"
+        f" {document['opening_balance']:,} ({opening}: {result.opening_basis}), closing"
+        f" {document['closing_balance']:,}, against the checkpoint of {result.tree_size:,}"
+        f" leaves signed by {verifier.name}\n"
+    )
+    return EXIT_OK
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as file:
+            value = json.load(file)
+    except (OSError, ValueError) as exc:
+        raise LedgerError(f"{path}: cannot read the JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise LedgerError(f"{path}: not a JSON object")
+    return value
+
+
+def run_export_log(args: argparse.Namespace) -> int:
+    """``ledger export-log DIR``."""
+    try:
+        with _open(args) as lg, ProgressBar("export-log") as bar:
+            manifest = export_log(lg.tree_store().store, args.directory, progress=bar)
+    except LedgerError as exc:
+        return fail("export-log", exc)
+    except OSError as exc:
+        return error("export-log", f"cannot write {args.directory}: {exc}", EXIT_ERROR)
+    sys.stdout.write(
+        f"exported {manifest['events']:,} events (up to notification"
+        f" {manifest['last_notification_id']:,}) to {args.directory}\n"
+    )
     return EXIT_OK
 
 

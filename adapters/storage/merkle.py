@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import Notification, PersistenceError
 from psycopg.sql import SQL, Identifier
 
 from adapters.storage.postgres import LedgerPostgresRecorder
@@ -324,6 +324,31 @@ class MerkleStore:
         if row is None:
             return None
         return leaf_input(notification_id, str(row[0]), int(row[1]), str(row[2]), bytes(row[3]))
+
+    def stream_rows(self, originator_id: str, after_version: int, limit: int) -> list[Notification]:
+        """Up to ``limit`` stored rows of one stream after ``after_version``, with their ids."""
+        column = self._id()
+        with self._transaction("read a stream for", commit=False) as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT {id}, originator_id, originator_version, topic, state FROM {events}"
+                    " WHERE originator_id = ? AND originator_version > ?"
+                    " ORDER BY originator_version LIMIT ?",
+                    id=column if not self.postgres else Identifier(column),
+                ),
+                (originator_id, after_version, limit),
+            )
+            rows = self._all(cursor)
+        return [
+            Notification(
+                id=int(r[0]),
+                originator_id=str(r[1]),
+                originator_version=int(r[2]),
+                topic=str(r[3]),
+                state=bytes(r[4]),
+            )
+            for r in rows
+        ]
 
     def max_notification_id(self) -> int:
         """The newest notification id of the log (0 when empty)."""

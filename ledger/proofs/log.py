@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from eventsourcing.persistence import Notification
+
 from ledger.errors import LedgerError, Rejected
 from ledger.proofs.checkpoint import Checkpoint
 from ledger.proofs.note import Signer
@@ -71,6 +73,9 @@ class TreeStore(Protocol):
 
     def leaf_input(self, notification_id: int) -> bytes | None:
         """The leaf input of a stored event (DESIGN §9), None if there is none."""
+
+    def stream_rows(self, originator_id: str, after_version: int, limit: int) -> list[Notification]:
+        """Up to ``limit`` stored rows of one stream after ``after_version``, with their ids."""
 
     def max_notification_id(self) -> int:
         """The newest notification id of the log."""

@@ -56,6 +56,40 @@ def leaf_input(
     return b"".join(parts)
 
 
+def parse_leaf_input(leaf: bytes) -> tuple[int, str, int, str, bytes]:
+    """``(notification id, originator id, version, topic, state)`` of a leaf input, strictly.
+
+    Raises ``ValueError`` for anything ``leaf_input`` would not have made: a short or long
+    part, trailing bytes, text that is not UTF-8, a version that is not plain decimal.
+    """
+    if len(leaf) < 8:
+        raise ValueError("a leaf input starts with an 8-byte notification id")
+    parts: list[bytes] = []
+    offset = 8
+    for _ in range(4):
+        if len(leaf) < offset + 8:
+            raise ValueError("a leaf input part is cut short")
+        length = int.from_bytes(leaf[offset : offset + 8], "big")
+        offset += 8
+        if len(leaf) < offset + length:
+            raise ValueError("a leaf input part is cut short")
+        parts.append(leaf[offset : offset + length])
+        offset += length
+    if offset != len(leaf):
+        raise ValueError("bytes after the leaf input's last part")
+    originator, version, topic, state = parts
+    version_text = version.decode("ascii")
+    if not version_text.isdigit() or str(int(version_text)) != version_text:
+        raise ValueError("the version is not plain decimal")
+    return (
+        int.from_bytes(leaf[:8], "big"),
+        originator.decode("utf-8"),
+        int(version_text),
+        topic.decode("utf-8"),
+        state,
+    )
+
+
 def split_point(size: int) -> int:
     """The largest power of two smaller than ``size`` (``size`` > 1): RFC 9162's ``k``."""
     return 1 << ((size - 1).bit_length() - 1)

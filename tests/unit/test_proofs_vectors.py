@@ -19,6 +19,7 @@ from ledger.proofs.tree import (
     leaf_hash,
     leaf_input,
     node_hash,
+    parse_leaf_input,
     root,
 )
 from ledger.proofs.verify import ProofError, verify_consistency, verify_inclusion
@@ -231,3 +232,20 @@ def test_the_leaf_input_is_the_designs_bytes() -> None:
         + bytes.fromhex("0000000000000001") + b"T"
         + bytes.fromhex("0000000000000002") + b"\x00\xff"
     )  # fmt: skip
+
+
+def test_a_leaf_input_parses_back_strictly() -> None:
+    """What leaf_input makes parses back; a cut, padded or odd input is refused."""
+    leaf = leaf_input(258, "ab", 12, "T", b"\x00\xff")
+    assert parse_leaf_input(leaf) == (258, "ab", 12, "T", b"\x00\xff")
+    for bad in (leaf[:-1], leaf + b"\x00", leaf[:7], leaf_input(1, "a", 1, "T", b"")[:-9]):
+        with pytest.raises(ValueError, match="leaf input"):
+            parse_leaf_input(bad)
+    with pytest.raises(ValueError, match="decimal"):
+        parse_leaf_input(_with_version(b"012"))
+
+
+def _with_version(version: bytes) -> bytes:
+    parts = [b"ab", version, b"T", b""]
+    body = b"".join(len(p).to_bytes(8, "big") + p for p in parts)
+    return (1).to_bytes(8, "big") + body
