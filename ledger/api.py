@@ -295,9 +295,13 @@ class Ledger:
         page_size: int = proofs.SEAL_PAGE_SIZE_DEFAULT,
         progress: proofs.Progress | None = None,
         stop: Callable[[], bool] | None = None,
+        jobs: int = 1,
     ) -> proofs.TreeState:
-        """Extends the Merkle tree over the events recorded since it was last sealed."""
-        return proofs.seal(self.tree_store(), page_size=page_size, progress=progress, stop=stop)
+        """Extends the Merkle tree over the events recorded since it was last sealed
+        (``jobs`` > 1: pages hashed ahead in parallel, for a long existing log)."""
+        return proofs.seal(
+            self.tree_store(), page_size=page_size, progress=progress, stop=stop, jobs=jobs
+        )
 
     def checkpoint(self, signer: Signer | None = None) -> str | None:
         """The latest signed checkpoint's note text (None before the first).

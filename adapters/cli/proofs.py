@@ -58,6 +58,8 @@ CHECKPOINT_INTERVAL_S_DEFAULT = 60.0
 FOLLOW_INTERVAL_S_DEFAULT = 1.0
 FOLLOW_BACKOFF_S_MAX = 30.0
 KEY_FILE_BYTES_MAX = 4_096
+SEAL_JOBS_DEFAULT = 2
+"""Readers of ``ledger seal``: the next page is read and hashed while this one is written."""
 
 
 class KeyFileError(LedgerError):
@@ -116,6 +118,13 @@ def _seconds(text: str) -> float:
     value = float(text)
     if not 0 < value <= 86_400:
         raise argparse.ArgumentTypeError("between 0 and 86400 seconds")
+    return value
+
+
+def _jobs(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= proofs.SEAL_JOBS_MAX:
+        raise argparse.ArgumentTypeError(f"1 to {proofs.SEAL_JOBS_MAX}")
     return value
 
 
@@ -181,6 +190,12 @@ def register(subparsers: Any) -> None:
         type=_page_size,
         default=proofs.SEAL_PAGE_SIZE_DEFAULT,
         help="events hashed per transaction",
+    )
+    seal.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=SEAL_JOBS_DEFAULT,
+        help="threads that read and hash pages ahead (each with its own connection)",
     )
     seal.set_defaults(func=run_seal)
 
@@ -499,7 +514,7 @@ def run_seal(args: argparse.Namespace) -> int:
                 _follow(lg, args, signer)
             else:
                 with ProgressBar("seal") as bar:
-                    state = lg.seal(page_size=args.page_size, progress=bar)
+                    state = lg.seal(page_size=args.page_size, progress=bar, jobs=args.jobs)
                 sys.stdout.write(f"tree sealed at {state.size:,} leaves\n")
     except LedgerError as exc:
         return fail("seal", exc)

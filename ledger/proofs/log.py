@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,12 +19,14 @@ from eventsourcing.persistence import Notification
 from ledger.errors import LedgerError, Rejected
 from ledger.proofs.checkpoint import Checkpoint
 from ledger.proofs.note import Signer
-from ledger.proofs.tiles import TileAppender, TiledTree, TileKey
+from ledger.proofs.tiles import TILE_WIDTH, TileAppender, TiledTree, TileKey
 from ledger.proofs.tree import consistency_proof, inclusion_proof, root
 
 SEAL_PAGE_SIZE_DEFAULT = 20_000
 """Events hashed and written per seal transaction."""
 SEAL_PAGE_SIZE_MAX = 200_000
+SEAL_JOBS_MAX = 16
+"""Bound on the parallel readers of one seal."""
 SEAL_ATTEMPTS_MAX = 10
 """Bound on the retries of a page that another sealer extended first."""
 
@@ -56,8 +58,11 @@ class TreeStore(Protocol):
     def read_tiles(self, keys: Iterable[TileKey]) -> dict[TileKey, bytes]:
         """The stored tiles among ``keys``."""
 
-    def leaf_hashes_after(self, after_id: int, limit: int) -> tuple[list[int], list[bytes]]:
-        """Notification ids and leaf hashes of up to ``limit`` events after ``after_id``."""
+    def leaf_hash_pages(
+        self, after_id: int, upto_id: int, page_ids: int, jobs: int = 1
+    ) -> Iterator[tuple[list[int], list[bytes]]]:
+        """Ids and leaf hashes of the events in (``after_id``, ``upto_id``], in id order, a
+        page per ``page_ids`` ids; ``jobs`` > 1 reads and hashes pages ahead in parallel."""
 
     def extend(
         self, old: TreeState, new: TreeState, tiles: dict[TileKey, bytes], first_ids: dict[int, int]
@@ -141,44 +146,58 @@ def seal(
     page_size: int = SEAL_PAGE_SIZE_DEFAULT,
     progress: Progress | None = None,
     stop: Callable[[], bool] | None = None,
+    jobs: int = 1,
 ) -> TreeState:
     """Extends the tree over every event recorded since its last leaf, a page per transaction.
 
     Resumable: each page commits with the tree's new size, so a stopped seal goes on from
-    there. Two sealers never add a leaf twice: a page whose tree moved meanwhile is redone.
+    there. Two sealers never add a leaf twice: a page whose tree moved meanwhile is given up
+    and the seal goes on from what the other stored. ``jobs`` > 1 hashes pages ahead in
+    parallel (``TreeStore.leaf_hash_pages``), for a long existing log.
     """
     if not 1 <= page_size <= SEAL_PAGE_SIZE_MAX:
         raise Rejected("invalid_command", field="page_size", reason=f"1..{SEAL_PAGE_SIZE_MAX}")
+    if not 1 <= jobs <= SEAL_JOBS_MAX:
+        raise Rejected("invalid_command", field="jobs", reason=f"1..{SEAL_JOBS_MAX}")
     state = store.tree_state()
     appender: TileAppender | None = None
-    total = store.max_notification_id()
-    attempts = 0
+    lost = 0
     while stop is None or not stop():
-        ids, hashes = store.leaf_hashes_after(state.last_id, page_size)
-        if not ids:
+        upto = store.max_notification_id()
+        if upto <= state.last_id:
             break
-        if appender is None or appender.size != state.size:
-            appender = TileAppender.load(state.size, store.read_tiles)
-        first_size = state.size
-        tiles = appender.append(hashes)
-        first_ids = {
-            index // 256: ids[index - first_size]
-            for index in range(first_size, first_size + len(ids))
-            if index % 256 == 0
-        }
-        new = TreeState(state.size + len(ids), ids[-1])
-        if store.extend(state, new, tiles, first_ids):
-            state = new
-            attempts = 0
-        else:
-            # Another sealer moved the tree: start again from what it stored.
-            attempts += 1
-            if attempts >= SEAL_ATTEMPTS_MAX:
-                raise LedgerError("seal: the tree keeps moving under another sealer")
-            appender = None
-            state = store.tree_state()
-        if progress is not None:
-            progress(state.size, max(total, state.size))
+        pages = store.leaf_hash_pages(state.last_id, upto, page_size, jobs)
+        try:
+            for ids, hashes in pages:
+                if stop is not None and stop():
+                    break
+                if not ids:
+                    continue
+                if appender is None or appender.size != state.size:
+                    appender = TileAppender.load(state.size, store.read_tiles)
+                first_size = state.size
+                tiles = appender.append(hashes)
+                first_ids = {
+                    index // TILE_WIDTH: ids[index - first_size]
+                    for index in range(first_size, first_size + len(ids))
+                    if index % TILE_WIDTH == 0
+                }
+                new = TreeState(state.size + len(ids), ids[-1])
+                if not store.extend(state, new, tiles, first_ids):
+                    # Another sealer moved the tree: go on from what it stored.
+                    lost += 1
+                    if lost >= SEAL_ATTEMPTS_MAX:
+                        raise LedgerError("seal: the tree keeps moving under another sealer")
+                    appender = None
+                    state = store.tree_state()
+                    break
+                state = new
+                if progress is not None:
+                    progress(state.size, max(upto, state.last_id))
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
     return state
 
 

@@ -12,9 +12,10 @@ O(log n) tiles (one per tile level touched) and hashes at most a few hundred nod
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 
-from ledger.proofs.tree import HASH_SIZE, SubtreeHash, node_hash
+from ledger.proofs.tree import HASH_SIZE, SubtreeHash
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
@@ -29,9 +30,19 @@ ReadTiles = Callable[[Iterable[TileKey]], dict[TileKey, bytes]]
 
 def fold(hashes: bytes) -> bytes:
     """The root of the complete subtree whose ``2**k`` hashes are concatenated in ``hashes``."""
-    level = [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
+    if len(hashes) == HASH_SIZE:
+        return hashes
+    sha256 = hashlib.sha256
+    # Each level's node hash is SHA-256(0x01 || left || right), taken straight from the bytes
+    # (this runs once per leaf when a tree is sealed: no call per node but the hash's own).
+    level = [
+        sha256(b"\x01" + hashes[i : i + 2 * HASH_SIZE]).digest()
+        for i in range(0, len(hashes), 2 * HASH_SIZE)
+    ]
     while len(level) > 1:
-        level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        level = [
+            sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)
+        ]
     return level[0]
 
 

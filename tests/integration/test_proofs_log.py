@@ -119,7 +119,7 @@ def test_seal_is_resumable_and_exactly_once(store_url: str, clock: ManualClock) 
         assert state.size == 21
         with Ledger.open(store_url, clock=clock, projections="off") as other:
             other.seal(page_size=5)
-        state = lg.seal(page_size=11)
+        state = lg.seal(page_size=11, jobs=3)  # pages read ahead by three threads
         reference = reference_tree(store_url)
         assert state.size == reference.size
         assert lg.tree_store().tree_state().last_id == raw_rows(store_url)[-1][0]
