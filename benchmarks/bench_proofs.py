@@ -99,8 +99,7 @@ class Sealer:
     def __init__(self, url: str, key: Path) -> None:
         self.url = url
         self.process = subprocess.Popen(
-            [LEDGER, "seal", "--follow", "--url", url, "--key", str(key), "--interval", "0.2",
-             "--every", "10000"],
+            [LEDGER, "seal", "--follow", "--url", url, "--key", str(key), "--every", "10000"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -362,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--proofs", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="small figures, to try the script")
     parser.add_argument("--skip-writes", action="store_true", help="only the 10 M proofs")
+    parser.add_argument("--skip-proofs", action="store_true", help="no 10 M proofs")
     args = parser.parse_args(argv)
     if args.quick:
         args.per_round, args.rounds, args.proof_events, args.proofs = 2_000, 2, 300_000, 50
@@ -383,6 +383,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 else:
                     with fresh_pg_database(PG_BASE) as url:
                         run_backend(url, args, key)
+        if args.skip_proofs:
+            return
         proofs = synthetic_proofs(tmp, args, signer)
         print(
             f"\n== inclusion proofs, SQLite, {proofs['events']:,} synthetic events ==\n"

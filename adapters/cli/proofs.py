@@ -183,7 +183,8 @@ def register(subparsers: Any) -> None:
         "--interval",
         type=_seconds,
         default=FOLLOW_INTERVAL_S_DEFAULT,
-        help="seconds between polls when following (PostgreSQL also wakes on NOTIFY)",
+        help="seconds between seals when following: at most one an interval, and a poll at"
+        " least every interval (PostgreSQL also wakes on NOTIFY)",
     )
     seal.add_argument(
         "--page-size",
@@ -195,7 +196,8 @@ def register(subparsers: Any) -> None:
         "--jobs",
         type=_jobs,
         default=SEAL_JOBS_DEFAULT,
-        help="threads that read and hash pages ahead (each with its own connection)",
+        help="PostgreSQL: threads that read and hash pages ahead (each with its own"
+        " connection); SQLite hashes in Python and reads with one",
     )
     seal.set_defaults(func=run_seal)
 
@@ -543,8 +545,9 @@ def _follow(lg: Ledger, args: argparse.Namespace, signer: Signer | None) -> None
             if not first:
                 watcher.wait(stop)
             first = False
+            started = time.monotonic()
             try:
-                state = lg.seal(page_size=args.page_size, stop=stop.is_set)
+                state = lg.seal(page_size=args.page_size, stop=stop.is_set, jobs=args.jobs)
                 due = state.size - signed_size >= args.every or (
                     state.size > signed_size
                     and time.monotonic() - signed_at >= args.checkpoint_interval
@@ -554,6 +557,9 @@ def _follow(lg: Ledger, args: argparse.Namespace, signer: Signer | None) -> None
                     signed_size, signed_at = stored.size, time.monotonic()
                     log.info("checkpoint_signed", tree_size=stored.size, origin=signer.name)
                 backoff_s = args.interval
+                # At most one seal an interval: under a stream of commits (a NOTIFY each) the
+                # follower takes an interval's events at a time, not one small page each.
+                stop.wait(max(0.0, args.interval - (time.monotonic() - started)))
             except LedgerError as exc:
                 sys.stderr.write(f"seal: failed, retrying in {backoff_s:g} s: {exc}\n")
                 sys.stderr.flush()

@@ -127,6 +127,10 @@ class MerkleStore:
             f" root {blob} NOT NULL, note text NOT NULL, signed_at text NOT NULL)",
             "INSERT INTO {tree} (id, size, last_id) VALUES (1, 0, 0) ON CONFLICT DO NOTHING",
         ]
+        if self._has_tables():
+            # Nothing to write: no write transaction (on SQLite one that began with a read
+            # could not take the lock from a sealer writing meanwhile).
+            return
         with self._transaction("create", commit=True) as cursor:
             if self.postgres:
                 cursor.execute("SELECT pg_is_in_recovery() AS standby")
@@ -134,7 +138,7 @@ class MerkleStore:
                     return
                 # Several processes may open a new database at once (as in open_application).
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_ID,))
-            index_name = f"{self.recorder.events_table_name.removesuffix('_events')}_tiles_first"
+            index_name = self._index_name()
             statements.append(
                 "CREATE INDEX IF NOT EXISTS {index} ON {tiles} (first_id) WHERE level = 0"
             )
@@ -159,15 +163,23 @@ class MerkleStore:
             raise
         return TreeState(int(row[0]), int(row[1])) if row else TreeState(0, 0)
 
+    def _index_name(self) -> str:
+        if self.postgres:
+            return f"{self.recorder.events_table_name.removesuffix('_events')}_tiles_first"
+        return "ledger_tiles_first_id"
+
     def _has_tables(self) -> bool:
         with self._transaction("read", commit=False) as cursor:
             if self.postgres:
-                cursor.execute(
-                    "SELECT to_regclass(%s) AS found", (self.tree_table.as_string(None),)
-                )
+                # The index is made last, in the transaction that makes the tables.
+                index = Identifier(self.recorder.datastore.schema, self._index_name())  # type: ignore[union-attr]
+                cursor.execute("SELECT to_regclass(%s) AS found", (index.as_string(None),))
                 return cursor.fetchone()["found"] is not None
-            cursor.execute("SELECT name FROM sqlite_master WHERE name = 'ledger_tree'")
-            return cursor.fetchone() is not None
+            cursor.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name IN"
+                " ('ledger_tree', 'ledger_tiles', 'ledger_checkpoints', 'ledger_tiles_first_id')"
+            )
+            return int(cursor.fetchone()[0]) == 4
 
     def read_tiles(self, keys: Iterable[TileKey]) -> dict[TileKey, bytes]:
         """The stored tiles among ``keys``."""
@@ -193,17 +205,17 @@ class MerkleStore:
         """Ids and leaf hashes of the events in (``after_id``, ``upto_id``], in id order, one
         page per ``page_ids`` ids (fewer rows where ids have gaps).
 
-        With ``jobs`` > 1 the pages are read and hashed ahead by that many threads, each with
-        its own connection. Memory holds at most ``2 * jobs`` pages.
+        With ``jobs`` > 1 on PostgreSQL the pages are read and hashed ahead by that many
+        threads, each with its own connection (memory holds at most ``2 * jobs`` pages).
         """
         ranges = ((a, min(a + page_ids, upto_id)) for a in range(after_id, upto_id, page_ids))
-        if jobs <= 1 or upto_id - after_id <= page_ids:
+        if jobs <= 1 or not self.postgres or upto_id - after_id <= page_ids:
             for first, last in ranges:
                 yield self._range_hashes(first, last)
             return
-        # Threads: the SQLite driver lets go of the GIL while it steps through rows, and the
-        # PostgreSQL server hashes while the client waits, so reading and hashing the next
-        # pages overlaps the tiles and writes of this one.
+        # Threads, on PostgreSQL: the server hashes while the client waits, so reading and
+        # hashing the next pages overlaps the tiles and writes of this one. On SQLite Python
+        # hashes, under the GIL: threads measured slower than one reader (bench_proofs.py).
         executor = concurrent.futures.ThreadPoolExecutor(jobs, thread_name_prefix="ledger-seal")
 
         def submit(first: int, last: int) -> concurrent.futures.Future[Any]:
