@@ -304,8 +304,11 @@ class MerkleStore:
                 return None
             cursor.execute(
                 self._sql(
-                    "SELECT idx, first_id FROM {tiles} WHERE level = 0 AND first_id <= ?"
-                    " ORDER BY first_id DESC LIMIT 1"
+                    "SELECT idx, first_id FROM {tiles} {indexed} WHERE level = 0 AND first_id <= ?"
+                    " ORDER BY first_id DESC LIMIT 1",
+                    # SQLite's planner, without statistics, took the primary key and sorted
+                    # every level-0 tile (26 ms at 10 M events): name the index.
+                    indexed=SQL("") if self.postgres else f"INDEXED BY {self._index_name()}",
                 ),
                 (notification_id,),
             )
