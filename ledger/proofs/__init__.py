@@ -6,5 +6,10 @@
   without the rest;
 - ``tiles``: subtree hashes kept in tiles of height 8 (c2sp.org/tlog-tiles), pure: the storage
   adapter reads and writes the tiles;
-- ``note`` and ``checkpoint``: C2SP signed notes (Ed25519) and tlog checkpoints.
+- ``note`` and ``checkpoint``: C2SP signed notes (Ed25519) and tlog checkpoints;
+- ``log``: the ``TreeStore`` port, sealing, checkpoints, inclusion and consistency proofs;
+- ``statement``: statements a holder checks without the database;
+- ``audit``: ``verify``'s check of the log against its signed checkpoints.
+
+What each proves and does not: docs/PROOFS.md.
 """

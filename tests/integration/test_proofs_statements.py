@@ -19,6 +19,7 @@ from adapters.cli.main import main
 from adapters.storage.bundle import offline_decoder, verify_bundle
 from ledger.api import Ledger
 from ledger.clock import ManualClock
+from ledger.errors import Rejected
 from ledger.proofs.note import Signer, Verifier
 from ledger.proofs.statement import check_statement
 from tests.integration.test_proofs_rewrite import ORIGIN, rewrite_credit
@@ -182,3 +183,22 @@ def test_an_edited_bundle_fails(
     else:
         vkey = signer.verifier().text()
         assert main(["verify", "--bundle", str(bundle), "--verifier-key", vkey]) == 2
+
+
+def test_a_statement_needs_a_checkpoint_and_a_holder(sqlite_url: str, clock: ManualClock) -> None:
+    """No checkpoint yet, an unknown holder, a unit that is no book: each a typed rejection."""
+    with Ledger.open(sqlite_url, clock=clock, projections="off", password_cost="fast") as lg:
+        build_network(lg, cti_stamps=10)
+        with pytest.raises(Rejected) as no_checkpoint:
+            lg.statement(CTI, "stamps", "2026-01-01", "2026-01-31")
+        assert no_checkpoint.value.code == "invalid_command"
+        lg.checkpoint(Signer.generate(ORIGIN))
+        with pytest.raises(Rejected) as unknown:
+            lg.statement("nobody", "stamps", "2026-01-01", "2026-01-31")
+        assert unknown.value.code == "unknown_account"
+        with pytest.raises(Rejected) as unit:
+            lg.statement(CTI, "coins", "2026-01-01", "2026-01-31")
+        assert unit.value.code == "invalid_command"
+        with pytest.raises(Rejected) as period:
+            lg.statement(CTI, "stamps", "2026-02-01", "2026-01-31")
+        assert period.value.code == "invalid_command"
