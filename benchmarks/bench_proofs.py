@@ -121,6 +121,11 @@ class Sealer:
             time.sleep(0.05)
         return time.perf_counter() - started
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the sealer process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.communicate(timeout=60)
@@ -131,6 +136,8 @@ def write_rates(url: str, key: Path, args: argparse.Namespace) -> dict[str, Any]
     rates: dict[str, list[float]] = {"off": [], "on": []}
     lags: list[int] = []
     catch_up_s: list[float] = []
+    writer_cpu_us: list[float] = []
+    sealer_cpu_us: list[float] = []
     with Ledger.open(url, projections="off") as lg:
         ctis = build_network(lg, args.ctis, args.rounds * args.per_round // args.ctis + 10)
         order = ["off", "on"] * (args.rounds // 2)
@@ -139,15 +146,27 @@ def write_rates(url: str, key: Path, args: argparse.Namespace) -> dict[str, Any]
             sealer = Sealer(url, key) if mode == "on" else None
             if sealer is not None:
                 sealer.wait_caught_up()
+                sealer_cpu = sealer.cpu_s()
+            events_before = event_count(url)
+            cpu = time.process_time()
             started = time.perf_counter()
             for i in range(0, len(commands), args.batch_size):
                 lg.execute_many(commands[i : i + args.batch_size])
             rates[mode].append(len(commands) / (time.perf_counter() - started))
+            writer_cpu_us.append(1e6 * (time.process_time() - cpu) / len(commands))
             if sealer is not None:
                 lags.append(event_count(url) - sealed_size(url))
                 catch_up_s.append(sealer.wait_caught_up())
+                events = event_count(url) - events_before
+                sealer_cpu_us.append(1e6 * (sealer.cpu_s() - sealer_cpu) / events)
                 sealer.stop()
-    return {"rates": rates, "lags": lags, "catch_up_s": catch_up_s}
+    return {
+        "rates": rates,
+        "lags": lags,
+        "catch_up_s": catch_up_s,
+        "writer_cpu_us": writer_cpu_us,
+        "sealer_cpu_us": sealer_cpu_us,
+    }
 
 
 def sqlite_bytes(url: str) -> tuple[int, int]:
@@ -330,6 +349,13 @@ def run_backend(url: str, args: argparse.Namespace, key: Path) -> None:
         f"sealer lag when a round's last batch committed: median {median(writes['lags']):,.0f}"
         f" events (max {max(writes['lags']):,}); caught up {median(writes['catch_up_s']):.2f} s"
         f" later (max {max(writes['catch_up_s']):.2f} s)"
+    )
+    writer_us, sealer_us = median(writes["writer_cpu_us"]), median(writes["sealer_cpu_us"])
+    print(
+        f"CPU (load-independent): the writer process {writer_us:.1f} us a command"
+        f"{' (PostgreSQL server not counted)' if backend == 'PostgreSQL' else ''}; the sealer"
+        f" process {sealer_us:.1f} us an event ({100 * sealer_us / writer_us:.1f} % of the"
+        " writer's), on another core or host when there is one"
     )
     events = event_count(url)
     ledger_bytes, tree_bytes = postgres_bytes(url) if backend == "PostgreSQL" else sqlite_bytes(url)
