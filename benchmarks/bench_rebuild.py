@@ -37,7 +37,7 @@ from adapters.storage.views import event_decoder, notification_source
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock, local_date
-from ledger.logging import configure_logging
+from ledger.logging import configure_cli_logging
 from tests.support import client_profile
 
 PAGE = 10_000
@@ -154,7 +154,7 @@ def generate(url: str, events: int, ctis: int) -> int:
 
 def measure(url: str, what: str, pages_max: int | None) -> dict[str, Any]:
     """One measurement in this process (run by a child)."""
-    configure_logging(logging.WARNING, force=True)
+    configure_cli_logging(logging.WARNING)
     with Ledger.open(url, projections="off") as lg:
         started = time.perf_counter()
         if what == "read":
@@ -222,7 +222,7 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.url, args.measure, args.pages_max)))
         return
-    configure_logging(logging.WARNING, force=True)
+    configure_cli_logging(logging.WARNING)
     rows = []
     for backend in args.backends.split(","):
         if backend == "sqlite":

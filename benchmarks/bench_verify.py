@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from ledger.logging import configure_logging
+from ledger.logging import configure_cli_logging
 from tests.support import client_profile
 
 PG_BASE_DEFAULT = "postgresql://postgres@127.0.0.1:5432"
@@ -232,7 +232,7 @@ def main() -> None:
     parser.add_argument("--child", choices=("read", "verify"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    configure_logging(logging.WARNING)  # one log line per command would dominate generation
+    configure_cli_logging(logging.WARNING)  # one log line per command would dominate generation
     if args.child:
         run = child_read if args.child == "read" else child_verify
         print(json.dumps(run(args.url)))
