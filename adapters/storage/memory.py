@@ -137,7 +137,7 @@ class MemoryStore:
 
     def snapshot(self, aggregates: Iterable[Aggregate], at: datetime) -> None:
         """Keeps the latest snapshot of each aggregate, encoded like the SQL stores do."""
-        rows = [self.mapper.to_stored_event(Snapshot.take(a, at)) for a in aggregates]
+        rows = [self.mapper.to_row(Snapshot.take(a, at)) for a in aggregates]
         with self._lock:
             for row in rows:
                 self._snapshots[str(row.originator_id)] = row
