@@ -17,10 +17,13 @@ Measures in one run, on SQLite (a temp file) and PostgreSQL (a fresh database):
   asyncio tasks in one event loop, each awaiting ``aexecute`` (the same group commit, with no
   thread woken per command);
 - processes: 4 processes (own ``Ledger`` each, one command per call) spread over many CTIs, and
-  4 processes on one hot CTI; errors (anything but an outcome or a rejection) are counted. They
-  run after the in-process repetitions: they write the CTIs this process has cached, so the
-  batches that follow them run on stale state (first attempt lost, CTIs hot for a while); that
-  case is its own row ("right after ... processes wrote its CTIs");
+  (on SQLite) 4 processes on one hot CTI; errors (anything but an outcome or a rejection) are
+  counted. They run after the in-process repetitions: they write the CTIs this process has
+  cached, so the batches that follow them run on stale state (first attempt lost, CTIs hot for
+  a while); that case is its own row ("right after ... processes wrote its CTIs");
+- a hot CTI (PostgreSQL, ``benchmarks/bench_hot.py``, in a database of its own): 4 processes
+  x 1 caller and 4 processes x 4 threads on one CTI, against one uncontended caller (one
+  process on its own CTI) in the same run, with WAL bytes per stamp, errors and stamps lost;
 - loading: a CTI with a long history, a young one, and the distributor that made as many
   transfers, each from a cold cache (snapshots at work).
 
@@ -64,6 +67,7 @@ from eventsourcing.persistence import StoredEvent
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.storage.sqlite import SQLITE_CACHE_KIB, SQLITE_WAL_AUTOCHECKPOINT_PAGES
+from benchmarks.bench_hot import HOT_THREADS, hot_rows, measure_hot
 from adapters.storage.store import EventStore
 from ledger.api import Ledger
 from ledger.errors import Rejected
@@ -737,7 +741,10 @@ def measure(
     # (decided on clones, written locked) for HOT_WINDOW_S. They run after every in-process
     # repetition, so those measure the steady state; the stale case has its own row.
     for _ in range(s.repetitions):
-        for name, targets in (("processes_spread", list(ctis)), ("processes_hot", [hot])):
+        runs = [("processes_spread", list(ctis))]
+        if isinstance(raw, RawSQLite):  # PostgreSQL's hot CTI: ``bench_hot``'s rows
+            runs.append(("processes_hot", [hot]))
+        for name, targets in runs:
             plans = [consumptions(targets, process_commands(s)) for _ in range(s.processes)]
             run = run_processes(url, plans)
             rates.setdefault(name, Rates()).values.append(run.rate)
@@ -771,6 +778,15 @@ def run_backend(backend: str, s: Settings, tmp: Path) -> list[tuple[str, str, Ra
             finally:
                 raw.close()
         loading = measure_loading(history_url, s) if s.long_history else None
+        hot_runs = None
+        if backend == "postgres":
+            hot_runs = measure_hot(
+                stack.enter_context(fresh_pg_database(s.pg_base)),
+                processes=s.processes,
+                threads=HOT_THREADS,
+                commands=process_commands(s) * s.processes,
+                repetitions=s.repetitions,
+            )
 
     def ratio(a: str, b: str) -> str:
         return f"ledger/raw {rates[a].median / rates[b].median:.2f}"
@@ -842,6 +858,8 @@ def run_backend(backend: str, s: Settings, tmp: Path) -> list[tuple[str, str, Ra
         )
     )
     for name, what in (("processes_spread", "many CTIs"), ("processes_hot", "one hot CTI")):
+        if name not in rates:
+            continue
         failed = {k: v for k, v in errors[name].items() if not k.startswith("rejected:")}
         rejected = sum(v for k, v in errors[name].items() if k.startswith("rejected:"))
         rows.append(
@@ -853,6 +871,11 @@ def run_backend(backend: str, s: Settings, tmp: Path) -> list[tuple[str, str, Ra
                 f"/ rejected {rejected} of {calls[name]:,} calls",
             )
         )
+    if hot_runs is not None:
+        rows += [
+            (backend, f"ledger {title}", spread, note)
+            for title, spread, note in hot_rows(hot_runs, s.processes, HOT_THREADS)
+        ]
     if loading is not None:
         rows.append(
             (
