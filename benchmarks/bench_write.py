@@ -67,8 +67,8 @@ from eventsourcing.persistence import StoredEvent
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.storage.sqlite import SQLITE_CACHE_KIB, SQLITE_WAL_AUTOCHECKPOINT_PAGES
-from benchmarks.bench_hot import HOT_THREADS, hot_rows, measure_hot
 from adapters.storage.store import EventStore
+from benchmarks.bench_hot import HOT_THREADS, hot_rows, measure_hot
 from ledger.api import Ledger
 from ledger.errors import Rejected
 from ledger.outcome import Outcome

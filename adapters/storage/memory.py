@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,7 @@ from adapters.storage.audit import MemorySource
 from adapters.storage.codec import MsgspecMapper
 from ledger.chain import StoredRow
 from ledger.domain import Aggregate, Event, Snapshot
-from ledger.write.ports import KeyRecord, Record, Sent, WriteConflict
+from ledger.write.ports import HotWriter, KeyRecord, Overtaken, Record, Sent, WriteConflict
 
 if TYPE_CHECKING:
     from ledger.audit.source import AuditSource
@@ -96,38 +96,78 @@ class MemoryStore:
     ) -> Sequence[int]:
         """Already-encoded rows (older versions' bytes, golden histories) and keys, at once."""
         with self._lock:
-            # Check everything before the first change, as a transaction's rollback would.
-            # The rows of one stream come in order, so each is checked against the one before.
-            streams = self._streams
-            ids = [str(row.originator_id) for row in rows]
-            next_version: dict[str, int] = {}
-            for stream_id, row in zip(ids, rows, strict=True):
-                expected = next_version.get(stream_id)
-                if expected is None:
-                    expected = len(streams.get(stream_id, ())) + 1
-                if row.originator_version != expected:
-                    msg = f"version {row.originator_version} of {stream_id!r} is taken or skipped"
-                    raise WriteConflict(msg)
-                next_version[stream_id] = expected + 1
-            stored_keys = self._keys
-            named = [key.key for key in keys]
-            if len(set(named)) != len(named) or not stored_keys.keys().isdisjoint(named):
-                taken = next(k for i, k in enumerate(named) if k in stored_keys or k in named[:i])
-                raise WriteConflict(f"idempotency key {taken!r} is taken")
-            first_id = len(self._log) + 1
-            self._log.extend(rows)
-            for stream_id, row in zip(ids, rows, strict=True):
-                stream = streams.get(stream_id)
-                if stream is None:
-                    stream = streams[stream_id] = []
-                stream.append(row)
-            stored_keys.update(zip(named, keys, strict=True))
-            return list(range(first_id, len(self._log) + 1))
+            return self._append(rows, keys)
+
+    def _append(self, rows: Sequence[StoredRow], keys: Sequence[KeyRecord]) -> list[int]:
+        """``record_rows`` with the store's lock held."""
+        # Check everything before the first change, as a transaction's rollback would.
+        # The rows of one stream come in order, so each is checked against the one before.
+        streams = self._streams
+        ids = [str(row.originator_id) for row in rows]
+        next_version: dict[str, int] = {}
+        for stream_id, row in zip(ids, rows, strict=True):
+            expected = next_version.get(stream_id)
+            if expected is None:
+                expected = len(streams.get(stream_id, ())) + 1
+            if row.originator_version != expected:
+                msg = f"version {row.originator_version} of {stream_id!r} is taken or skipped"
+                raise WriteConflict(msg)
+            next_version[stream_id] = expected + 1
+        stored_keys = self._keys
+        named = [key.key for key in keys]
+        if len(set(named)) != len(named) or not stored_keys.keys().isdisjoint(named):
+            taken = next(k for i, k in enumerate(named) if k in stored_keys or k in named[:i])
+            raise WriteConflict(f"idempotency key {taken!r} is taken")
+        first_id = len(self._log) + 1
+        self._log.extend(rows)
+        for stream_id, row in zip(ids, rows, strict=True):
+            stream = streams.get(stream_id)
+            if stream is None:
+                stream = streams[stream_id] = []
+            stream.append(row)
+        stored_keys.update(zip(named, keys, strict=True))
+        return list(range(first_id, len(self._log) + 1))
 
     def has_events_of(self, topic: str) -> bool:
         """Whether any event of ``topic`` was recorded."""
         with self._lock:
             return any(row.topic == topic for row in self._log)
+
+    @contextmanager
+    def guarded(self) -> Iterator[Record]:
+        """Writes checked first (``record_guarded``): one process holds this store, and its
+        engine writes one batch at a time, so nothing needs to stay locked between writes."""
+        yield self.record_guarded
+
+    def record_guarded(self, events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
+        """``record``, or ``Overtaken`` (recording nothing) with the events recorded after the
+        versions the write was decided on and the rows of its keys that were used."""
+        rows = [self.mapper.to_row(e) for e in events]
+        with self._lock:
+            first: dict[str, int] = {}
+            for row in rows:
+                first.setdefault(str(row.originator_id), row.originator_version)
+            later = [
+                row
+                for stream_id, version in first.items()
+                for row in self._streams.get(stream_id, ())[version - 1 :]
+            ]
+            used = {k.key: self._keys[k.key] for k in keys if k.key in self._keys}
+            if not later and not used:
+                return self._append(rows, keys)
+        overtaking: list[Event] = []
+        for stored in later:
+            event = self.mapper.to_domain_event(stored)
+            assert isinstance(event, Event)
+            overtaking.append(event)
+        raise Overtaken(overtaking, used)
+
+    combining = False
+    """Writers in several processes never share this store."""
+
+    def combined(self) -> AbstractContextManager[HotWriter]:
+        """Not available: nobody else writes this store (``combining`` is False)."""
+        raise NotImplementedError("writers of an in-memory store never commit for each other")
 
     @contextmanager
     def locked(self, aggregate_ids: Collection[str]) -> Iterator[Record]:  # noqa: ARG002

@@ -161,6 +161,25 @@ def record_parameters(
     )
 
 
+def guarded_parameters(
+    stored_events: Sequence[StoredRow],
+    keys: Sequence[KeyRecord],
+    held: bool,
+    also_lock: Sequence[str],
+    answers: Sequence[tuple[int, bytes]],
+) -> tuple[Any, ...]:
+    """The parameters of ``ledger_record_guarded``: ``record_parameters``, then whether the
+    connection holds locks kept by an overtaken write or a turn, the streams whose lock the
+    write must hold besides those it writes, and the answers to other writers' batches."""
+    return (
+        *record_parameters(stored_events, keys),
+        held,
+        _TextArray.of([i.encode() for i in also_lock]),
+        _Int8Array.of([post for post, _ in answers]),
+        _ByteaArray.of([answer for _, answer in answers]),
+    )
+
+
 def _in_key_order(keys: Sequence[KeyRecord]) -> list[KeyRecord]:
     # Every writer inserts its keys in one global order, so two transactions that share keys
     # wait for each other in that order and never in a cycle (no deadlock between batches).

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import PersistenceError, StoredEvent
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
@@ -19,13 +19,16 @@ from eventsourcing.sqlite import (
 )
 from eventsourcing.utils import Environment, EnvType
 
-from adapters.storage.recording import RecordRows
+from adapters.storage.recording import OvertakenRows, RecordRows
 from ledger.chain import GENESIS, StoredRow, events_digest, link
 from ledger.errors import ConcurrencyError
 from ledger.write.ports import KeyRecord, WriteConflict
 
 _COLUMNS = operator.attrgetter("originator_id", "originator_version", "topic", "state")
 """A row's stored columns, as the insert's parameters."""
+
+SQLiteGuardedWriter = RecordRows
+"""A SQLite recorder's guarded write (``LedgerSQLiteRecorder.guarded``)."""
 
 
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
@@ -124,23 +127,76 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 if not done:
                     conn.rollback()
 
+    @contextmanager
+    def guarded(self) -> Iterator[SQLiteGuardedWriter]:
+        """Writes checked before anything is written (``Store.guarded``), on one connection.
+
+        Each write begins by taking SQLite's write lock (``BEGIN IMMEDIATE``) and checks the
+        versions and keys under it. An overtaken write raises ``OvertakenRows`` and keeps its
+        transaction, and so the lock, for the next write; leaving rolls it back.
+        """
+        with self.datastore.get_connection(commit=True) as conn:
+            cursor = conn.cursor()
+            begun = False
+
+            def record(stored_events: Sequence[StoredRow], keys: Sequence[KeyRecord]) -> list[int]:
+                nonlocal begun
+                with _sqlite_errors():
+                    if not begun:
+                        cursor.execute("BEGIN IMMEDIATE")
+                        begun = True
+                    later = self._later_rows(cursor, stored_events)
+                    used = self._select_keys(cursor, [k.key for k in keys])
+                    if later or used:
+                        raise OvertakenRows(later, used)
+                    ids = self._insert_events(cursor, stored_events, keys=keys)
+                    conn.commit()
+                    begun = False
+                return list(ids or [])
+
+            try:
+                yield record
+            finally:
+                if begun:
+                    conn.rollback()
+
+    def _later_rows(self, c: SQLiteCursor, stored_events: Sequence[StoredRow]) -> list[StoredRow]:
+        """The rows recorded at or after the first version of each stream ``stored_events``
+        write, stream by stream in version order."""
+        first: dict[str, int] = {}
+        for stored in stored_events:
+            first.setdefault(str(stored.originator_id), stored.originator_version)
+        later: list[StoredRow] = []
+        for stream_id, version in first.items():
+            c.execute(
+                "SELECT originator_id, originator_version, topic, state "  # noqa: S608
+                f"FROM {self.events_table_name} WHERE originator_id = ? "
+                "AND originator_version >= ? ORDER BY originator_version",
+                (stream_id, version),
+            )
+            later += [StoredEvent(r[0], r[1], r[2], bytes(r[3])) for r in c.fetchall()]
+        return later
+
     def select_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
         """The stored rows of those of ``keys`` that were used."""
-        found: dict[str, KeyRecord] = {}
         if not keys:
-            return found
-        chunk_max = 500  # SQLite's bound on host parameters in one statement.
+            return {}
         with self.datastore.transaction(commit=False) as c:
-            for start in range(0, len(keys), chunk_max):
-                chunk = list(keys[start : start + chunk_max])
-                marks = ",".join("?" * len(chunk))
-                c.execute(
-                    f"SELECT key, fingerprint, outcome FROM {self.keys_table_name} "  # noqa: S608
-                    f"WHERE key IN ({marks})",
-                    chunk,
-                )
-                for row in c.fetchall():
-                    found[row[0]] = KeyRecord(row[0], row[1], bytes(row[2]))
+            return self._select_keys(c, keys)
+
+    def _select_keys(self, c: SQLiteCursor, keys: Sequence[str]) -> dict[str, KeyRecord]:
+        found: dict[str, KeyRecord] = {}
+        chunk_max = 500  # SQLite's bound on host parameters in one statement.
+        for start in range(0, len(keys), chunk_max):
+            chunk = list(keys[start : start + chunk_max])
+            marks = ",".join("?" * len(chunk))
+            c.execute(
+                f"SELECT key, fingerprint, outcome FROM {self.keys_table_name} "  # noqa: S608
+                f"WHERE key IN ({marks})",
+                chunk,
+            )
+            for row in c.fetchall():
+                found[row[0]] = KeyRecord(row[0], row[1], bytes(row[2]))
         return found
 
 

@@ -31,12 +31,25 @@ from eventsourcing.utils import Environment, EnvType
 from adapters.storage.audit import StoreSource
 from adapters.storage.codec import MsgspecMapper
 from adapters.storage.config import describe_store, infrastructure_message, postgres_conninfo
-from adapters.storage.postgres import LedgerPostgresRecorder, LedgerPostgresSnapshotRecorder
-from adapters.storage.recording import OutcomeUnknown, raising
-from adapters.storage.sqlite import LedgerSQLiteRecorder
+from adapters.storage.postgres import (
+    GuardedWriter,
+    LedgerPostgresRecorder,
+    LedgerPostgresSnapshotRecorder,
+)
+from adapters.storage.recording import OutcomeUnknown, OvertakenRows, raising
+from adapters.storage.sqlite import LedgerSQLiteRecorder, SQLiteGuardedWriter
+from ledger.chain import StoredRow
 from ledger.domain import Aggregate, Event, Snapshot
 from ledger.errors import CommitOutcomeUnknown, InfrastructureError, IntegrityBreach, LedgerError
-from ledger.write.ports import KeyRecord, Record, Sent, WriteConflict
+from ledger.write.ports import (
+    HotWriter,
+    KeyRecord,
+    Overtaken,
+    Record,
+    Sent,
+    Turn,
+    WriteConflict,
+)
 
 if TYPE_CHECKING:
     from ledger.audit.source import AuditSource
@@ -294,6 +307,43 @@ class EventStore:
         except PersistenceError as exc:
             raise self._failed("record events", exc) from None
 
+    @contextmanager
+    def guarded(self) -> Iterator[Record]:
+        """Writes checked before anything is written (see the recorders); yields ``record``,
+        which raises ``Overtaken`` with the events and keys that overtook a write."""
+        with self.combined() as writer:
+
+            def record(events: Sequence[Event], keys: Sequence[KeyRecord]) -> Sequence[int]:
+                return writer.record(events, keys)
+
+            yield record
+
+    @property
+    def combining(self) -> bool:
+        """Whether writers of a hot aggregate commit for each other (PostgreSQL)."""
+        return isinstance(self.recorder, LedgerPostgresRecorder)
+
+    @contextmanager
+    def combined(self) -> Iterator[HotWriter]:
+        """Turns at hot aggregates and guarded writes on one connection (see the recorders)."""
+        try:
+            with self.recorder.guarded() as rows_writer:
+                yield _StoreHotWriter(self, rows_writer)
+        except PersistenceError as exc:
+            raise self._failed("record events", exc) from None
+
+    def _decoded(self, rows: Sequence[StoredRow]) -> list[Event]:
+        """Stored rows as events."""
+        events: list[Event] = []
+        for stored in rows:
+            try:
+                event = self.mapper.to_domain_event(stored)
+            except MapperDeserialisationError as exc:
+                raise _undecodable(str(stored.originator_id), exc) from None
+            assert isinstance(event, Event)
+            events.append(event)
+        return events
+
     def snapshot(self, aggregates: Iterable[Aggregate], at: datetime) -> None:
         """Stores snapshots of the aggregates as they are now."""
         assert self.app.snapshots is not None
@@ -311,3 +361,48 @@ class EventStore:
         if isinstance(self.recorder, LedgerPostgresRecorder):
             self.recorder.release_writer()
         self.app.close()
+
+
+class _StoreHotWriter:
+    """A recorder's guarded writer, in events (``HotWriter``)."""
+
+    def __init__(self, store: EventStore, writer: GuardedWriter | SQLiteGuardedWriter) -> None:
+        self.store = store
+        self.writer = writer
+
+    def wait(self, aggregate_id: str, commands: bytes, version: int, keys: Sequence[str]) -> Turn:
+        """Posts a batch for a hot aggregate and waits for its lock (PostgreSQL only)."""
+        writer = self.writer
+        assert isinstance(writer, GuardedWriter), "turns at hot aggregates need PostgreSQL"
+        try:
+            turn = writer.wait(aggregate_id, commands, version, keys)
+        except OutcomeUnknown as exc:
+            raise self.store._outcome_unknown(len(commands), exc) from None
+        except PersistenceError as exc:
+            raise self.store._failed(f"wait for {aggregate_id!r}", exc) from None
+        if turn.answers is not None:
+            return Turn(answers=turn.answers)
+        return Turn(events=self.store._decoded(turn.rows), keys=turn.keys, posted=turn.posted)
+
+    def record(
+        self,
+        events: Sequence[Event],
+        keys: Sequence[KeyRecord],
+        also_lock: Sequence[str] = (),
+        answers: Sequence[tuple[int, bytes]] = (),
+    ) -> Sequence[int]:
+        """A guarded write (``Overtaken`` when others wrote first)."""
+        to_row = self.store.mapper.to_row
+        stored = [to_row(e) for e in events]
+        writer = self.writer
+
+        def write() -> Sequence[int]:
+            if isinstance(writer, GuardedWriter):
+                return writer.record(stored, keys, also_lock, answers)
+            assert not answers, "answers to posted batches need PostgreSQL"
+            return writer(stored, keys)
+
+        try:
+            return self.store._recorded(len(stored), write)
+        except OvertakenRows as lost:
+            raise Overtaken(self.store._decoded(lost.rows), lost.keys) from None

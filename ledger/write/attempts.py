@@ -9,6 +9,7 @@ what it touched and checking the keys first, a bounded number of times.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -24,10 +25,11 @@ from ledger.errors import (
     Rejected,
 )
 from ledger.logging import get_logger
+from ledger.write import combining
 from ledger.write.aggregates import Aggregates
 from ledger.write.command_log import log_commands
 from ledger.write.decision import Decider, PartialRejection, Tx, fresh_tx
-from ledger.write.ports import Record, WriteConflict
+from ledger.write.ports import HotWriter, Overtaken, Record, Turn, WriteConflict
 from ledger.write.preparation import Prepared, Result
 
 log = get_logger()
@@ -110,36 +112,156 @@ class Attempts:
         if lost is not None:
             locked, unknown = self.after_loss(batch, *lost, None, None)
             first = 1
-        for attempt in range(first, ATTEMPTS_MAX):
-            if attempt > 1:
-                # A locked attempt lost too: its commands reached an aggregate it had not
-                # locked, or a key another aggregate's writer took. Back off a little.
-                delay_max_s = min(RETRY_DELAY_MAX_S, RETRY_DELAY_BASE_S * 2**attempt)
-                time.sleep(random.uniform(0, delay_max_s))  # noqa: S311
-            started = time.perf_counter()
-            tx = Tx(self.aggregates, fresh=locked is not None)
-            try:
-                if locked is None:
-                    results = self.decider.decide(batch, tx, {}, isolated=isolated)
-                    if not tx.pristine:
-                        return self._write(batch, tx, results, store.record, started, atomic)
-                    with store.locked(list(tx.touched)) as record:
-                        if tx.caught_up():
+        # Hot aggregates are written through one guarded context for the whole batch: once a
+        # write of it was overtaken, the store holds their locks for its next write.
+        with contextlib.ExitStack() as guard:
+            guarded: Record | None = None
+            overtaken: Overtaken | None = None
+            for attempt in range(first, ATTEMPTS_MAX):
+                if attempt > 1 and overtaken is None:
+                    # A locked attempt lost too: its commands reached an aggregate it had not
+                    # locked, or a key another aggregate's writer took. Back off a little.
+                    delay_max_s = min(RETRY_DELAY_MAX_S, RETRY_DELAY_BASE_S * 2**attempt)
+                    time.sleep(random.uniform(0, delay_max_s))  # noqa: S311
+                started = time.perf_counter()
+                tx = Tx(self.aggregates, fresh=locked is not None)
+                try:
+                    if attempt == 0 and not atomic and not isolated and store.combining:
+                        # Commands that name a hot aggregate go to it without a decision
+                        # here: whoever writes them decides them.
+                        target = combining.hot_target(batch, self.aggregates)
+                        if target is not None:
+                            return self._combine(batch, target, started)
+                    if locked is None:
+                        stored_keys = {} if overtaken is None else overtaken.keys
+                        results = self.decider.decide(batch, tx, stored_keys, isolated=isolated)
+                        if not tx.pristine and guarded is None:
+                            return self._write(batch, tx, results, store.record, started, atomic)
+                        if (
+                            guarded is None
+                            and not atomic
+                            and not isolated
+                            and len(tx.pristine) == 1
+                            and store.combining
+                            and combining.postable(batch)
+                        ):
                             tx.discard()
-                            self.aggregates.preload(tx.touched)
-                            tx = fresh_tx(self.aggregates, tx.touched)
-                            stored_keys = self.decider.stored_keys(batch)
-                            results = self.decider.decide(batch, tx, stored_keys, isolated=isolated)
+                            return self._combine(batch, next(iter(tx.pristine)), started)
+                        if guarded is None:
+                            guarded = guard.enter_context(store.guarded())
+                        overtaken = None
+                        return self._write(batch, tx, results, guarded, started, atomic)
+                    self.aggregates.preload(locked)
+                    with store.locked(locked) as record:
+                        tx = fresh_tx(self.aggregates, locked)
+                        stored_keys = self.decider.stored_keys(batch)
+                        results = self.decider.decide(batch, tx, stored_keys, isolated=isolated)
                         return self._write(batch, tx, results, record, started, atomic)
-                self.aggregates.preload(locked)
-                with store.locked(locked) as record:
-                    tx = fresh_tx(self.aggregates, locked)
-                    stored_keys = self.decider.stored_keys(batch)
-                    results = self.decider.decide(batch, tx, stored_keys, isolated=isolated)
-                    return self._write(batch, tx, results, record, started, atomic)
-            except BaseException as exc:
-                locked, unknown = self.after_loss(batch, tx, exc, locked, unknown)
+                except Overtaken as exc:
+                    overtaken = exc
+                    self.caught_up(tx, exc)
+                except BaseException as exc:
+                    # Nothing stays locked for a guarded write that failed otherwise: a
+                    # locked attempt must not wait for this batch's own locks.
+                    guard.close()
+                    guarded = overtaken = None
+                    locked, unknown = self.after_loss(batch, tx, exc, locked, unknown)
         raise ConcurrencyError(f"write conflicts persisted after {ATTEMPTS_MAX} attempts")
+
+    def _combine(self, batch: list[Prepared], aggregate_id: str, started: float) -> list[Result]:
+        """Posts a batch for a hot aggregate it reaches, and waits at it: another writer's
+        answers, or this writer's turn to decide it with the batches posted meanwhile and to
+        write them all in one transaction (``combining``)."""
+        aggregates = self.aggregates
+        if aggregates.peek(aggregate_id) is None:
+            aggregates.preload([aggregate_id])  # so that its turn brings only what is new
+        original = aggregates.peek(aggregate_id)
+        version = 0 if original is None else original.version
+        keys = [k for p in batch for k in p.keys]
+        with aggregates.store.combined() as hot:
+            turn = hot.wait(aggregate_id, combining.encode_commands(batch), version, keys)
+            if turn.answers is not None or turn.events or turn.posted:
+                # Still contended (once nobody else writes it, it cools down and its writes
+                # go back to the optimistic path).
+                aggregates.mark_hot([aggregate_id])
+            if turn.answers is not None:
+                results = combining.decode_answers(turn.answers)
+                log_commands(batch, results, started)
+                return results
+            # Its turn: the aggregate locked for it, caught up with what others recorded.
+            for event in turn.events:
+                if original is None or event.originator_version != original.version + 1:
+                    aggregates.evict([aggregate_id])  # loaded again when it is decided
+                    break
+                event.mutate(original)
+            return self._take_turn(batch, aggregate_id, hot, turn, started)
+
+    def _take_turn(
+        self, batch: list[Prepared], aggregate_id: str, hot: HotWriter, turn: Turn, started: float
+    ) -> list[Result]:
+        """A writer's turn at a hot aggregate (locked for it): its batch and the batches
+        posted for the aggregate decided together and written in one transaction, with the
+        answers to the posted ones."""
+        aggregates = self.aggregates
+        stored_keys = dict(turn.keys)
+        now = aggregates.clock()
+        posted = [
+            (post, prepared)
+            for post, commands in turn.posted
+            if (prepared := combining.decode_commands(commands, now)) is not None
+        ]
+        for _ in range(ATTEMPTS_MAX):
+            tx = Tx(aggregates)
+            combined = batch + [p for _, more in posted for p in more]
+            try:
+                results = self.decider.decide(combined, tx, stored_keys, isolated=False)
+            except BaseException as exc:
+                tx.discard()
+                if not posted or not isinstance(exc, Exception):
+                    raise
+                # A partial rejection or a handler's fault among the posted batches: they
+                # are left to their writers, which run them as usual.
+                posted = []
+                continue
+            answers, unanswered = combining.answer_posted(posted, results)
+            if unanswered:
+                # Results that JSON would change: left to their writers to decide.
+                tx.discard()
+                posted = [(post, more) for post, more in posted if post not in unanswered]
+                continue
+            events, due = tx.take_events(self.snapshot_interval)
+            ids: Sequence[int] = []
+            try:
+                if events or tx.keys or answers:
+                    ids = hot.record(events, list(tx.keys.values()), [aggregate_id], answers)
+            except Overtaken as exc:
+                self.caught_up(tx, exc)
+                stored_keys.update(exc.keys)
+                continue
+            except BaseException:
+                tx.discard()
+                raise
+            own = results[: len(batch)]
+            self.committed(tx, due)
+            log_commands(batch, own, started)
+            if ids:
+                for callback in self.on_commit:
+                    callback(ids)
+            return own
+        raise ConcurrencyError(f"write conflicts persisted after {ATTEMPTS_MAX} attempts")
+
+    def caught_up(self, tx: Tx, overtaken: Overtaken) -> None:
+        """After a guarded write was overtaken: the hot originals it was decided on catch up
+        with the events that overtook it (no read), the rest of what it touched is dropped,
+        and all of it is hot."""
+        tx.discard()
+        for event in overtaken.events:
+            original = tx.pristine.get(event.originator_id)
+            if original is not None and event.originator_version == original.version + 1:
+                event.mutate(original)
+            else:
+                self.aggregates.evict([event.originator_id])
+        self.aggregates.mark_hot(tx.touched)
 
     def after_loss(
         self,

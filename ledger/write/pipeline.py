@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ledger.domain import Aggregate, Event
 from ledger.errors import LedgerError
+from ledger.write import combining
 from ledger.write.attempts import Attempts
 from ledger.write.command_log import log_commands
 from ledger.write.decision import HotAggregate, Tx
@@ -97,8 +98,14 @@ class Pipeline:
             self.land(None)  # its snapshots must be of its own state: nothing on top of it
             flight = None
         batch = group[0].batch if len(group) == 1 else [p for r in group for p in r.batch]
+        decided: Decided | None
+        touched: list[str]
         with aggregates.lock, gc_pause_for(len(batch)):
-            decided, touched, hot = self._decide_group(group, batch)
+            if aggregates.store.combining and combining.hot_target(batch, aggregates):
+                # Posted for its hot aggregate (``Attempts``): nothing to decide here.
+                decided, touched, hot = None, [], True
+            else:
+                decided, touched, hot = self._decide_group(group, batch)
         if flight is not None:
             if decided is None:
                 flight.stale.update(touched)

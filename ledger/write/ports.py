@@ -5,7 +5,7 @@ from __future__ import annotations
 import select
 from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -31,8 +31,56 @@ class WriteConflict(LedgerError):
     """Raised by a store when a write lost a race (version or key already taken)."""
 
 
+class Overtaken(WriteConflict):
+    """Raised by a guarded write (``Store.guarded``) that found an aggregate it writes past the
+    version it was decided on, or one of its keys used: nothing was written. It carries what
+    overtook it, so the next attempt decides again without reading anything."""
+
+    def __init__(self, events: Sequence[Event], keys: dict[str, KeyRecord]) -> None:
+        super().__init__(f"overtaken by {len(events)} events and {len(keys)} used keys")
+        self.events = events
+        """The events recorded after the versions the write was decided on, stream by stream
+        in version order."""
+        self.keys = keys
+        """The stored rows of the write's keys that were used already."""
+
+
 Record = Callable[[Sequence[Event], Sequence[KeyRecord]], Sequence[int]]
 """Writes events and keys in one transaction (the store's ``record``)."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What waiting at a hot aggregate gave a batch posted for it (``HotWriter.wait``)."""
+
+    answers: bytes | None = None
+    """The answers another writer recorded for the batch with its events: it is done."""
+    events: Sequence[Event] = ()
+    """Otherwise it is this writer's turn, the aggregate locked for it: the events recorded
+    after the version it knew,"""
+    keys: dict[str, KeyRecord] = field(default_factory=dict)
+    """the rows of its batch's keys that were used,"""
+    posted: Sequence[tuple[int, bytes]] = ()
+    """and the batches other writers posted for the aggregate meanwhile (id, commands), for
+    it to decide and answer in its write."""
+
+
+class HotWriter(Protocol):
+    """Writes of a hot aggregate whose writers in several processes commit for each other
+    (``Store.combined``)."""
+
+    def wait(self, aggregate_id: str, commands: bytes, version: int, keys: Sequence[str]) -> Turn:
+        """Posts a batch's commands for the aggregate and waits for its lock."""
+
+    def record(
+        self,
+        events: Sequence[Event],
+        keys: Sequence[KeyRecord],
+        also_lock: Sequence[str] = (),
+        answers: Sequence[tuple[int, bytes]] = (),
+    ) -> Sequence[int]:
+        """A guarded write (``Store.guarded``) that also records the answers to posted batches
+        and ends the turn at ``also_lock``'s aggregates."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +130,26 @@ class Store(Protocol):
         Entered before the aggregates are read and the commands decided again, so the retry of
         a lost race cannot lose it again. Leaving without recording rolls back.
         """
+
+    def guarded(self) -> AbstractContextManager[Record]:
+        """Writes of hot aggregates, each checked before anything is written; yields ``record``.
+
+        A write whose aggregates moved past the versions it was decided on (the version before
+        its first event of each), or whose keys were used, records nothing and raises
+        ``Overtaken`` with what overtook it. From then until the next write through it (or the
+        end of the context) nobody else can write those aggregates, so that write, decided
+        again on what overtook the last, cannot lose to another writer of them. A write is one
+        statement on PostgreSQL, and no lock outlives it unless it was overtaken.
+        """
+
+    @property
+    def combining(self) -> bool:
+        """Whether writers of a hot aggregate in several processes can commit for each other
+        (``combined``; PostgreSQL)."""
+
+    def combined(self) -> AbstractContextManager[HotWriter]:
+        """Turns at hot aggregates and their writes (``HotWriter``), on one connection: a
+        turn holds the aggregate's lock until the next write through it, or the end."""
 
     def snapshot(self, aggregates: Iterable[Aggregate], at: datetime) -> None:
         """Stores snapshots of the aggregates' current state."""
