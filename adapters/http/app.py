@@ -59,6 +59,7 @@ from ledger.commands.models import COMMAND_ADAPTER
 from ledger.errors import InfrastructureError, LedgerError, Rejected
 from ledger.logging import get_logger
 from ledger.outcome import Outcome
+from ledger.proofs.tree import parse_leaf_input
 
 log = get_logger("ledger.http")
 
@@ -520,6 +521,68 @@ def _view_endpoint(query: ViewQuery) -> Callable[[Request], Awaitable[Response]]
     return endpoint
 
 
+# Proofs (DESIGN §9) --------------------------------------------------------------------------
+
+
+def _count(request: Request, name: str, *, required: bool) -> int | None:
+    text = request.query_params.get(name)
+    if text is None:
+        if required:
+            raise _invalid(name, "required")
+        return None
+    if not text.isdigit() or not 0 < int(text) < 1 << 62:
+        raise _invalid(name, "a positive whole number")
+    return int(text)
+
+
+async def get_checkpoint(request: Request) -> Response:
+    """``GET /v1/checkpoint``: the latest signed checkpoint's note text (null before one)."""
+    service: Service = request.app.state.service
+    await service.authenticate(request)
+    note = await run_in_threadpool(service.ledger.checkpoint)
+    return _json({"checkpoint": note})
+
+
+async def get_inclusion(request: Request) -> Response:
+    """``GET /v1/proofs/inclusion/{notification_id}?size=``: an event's inclusion proof, for a
+    key whose actor may read the event's account (its leaf input holds the event)."""
+    service: Service = request.app.state.service
+    key = await service.authenticate(request)
+    text = request.path_params["notification_id"]
+    if not text.isdigit() or not 0 < int(text) < 1 << 62:
+        raise _invalid("notification_id", "a positive whole number")
+    size = _count(request, "size", required=False)
+    proof = await run_in_threadpool(service.ledger.prove_inclusion, int(text), size)
+    _, originator_id, _, _, _ = parse_leaf_input(base64.b64decode(proof["leaf_input"]))
+    await run_in_threadpool(service.ledger.check_read, key.actor_id, originator_id)
+    return _json(proof)
+
+
+async def get_consistency(request: Request) -> Response:
+    """``GET /v1/proofs/consistency?from=&to=``: between two signed checkpoints (hashes only)."""
+    service: Service = request.app.state.service
+    await service.authenticate(request)
+    size1 = _count(request, "from", required=True)
+    size2 = _count(request, "to", required=True)
+    assert size1 is not None
+    assert size2 is not None
+    proof = await run_in_threadpool(service.ledger.prove_consistency, size1, size2)
+    return _json(proof)
+
+
+async def get_statement(request: Request) -> Response:
+    """``GET /v1/statements/{holder}?unit=&from=&to=``: a holder's statement with its proofs."""
+    holder = request.path_params["holder"]
+    service, _ = await _reader(request, holder)
+    unit = _unit(request)
+    start = request.query_params.get("from")
+    end = request.query_params.get("to")
+    if start is None or end is None:
+        raise _invalid("from" if start is None else "to", "required (a date, YYYY-MM-DD)")
+    statement = await run_in_threadpool(service.ledger.statement, holder, unit, start, end)
+    return _json(statement)
+
+
 # Operations ----------------------------------------------------------------------------------
 
 
@@ -618,6 +681,10 @@ def routes(service: Service) -> list[Route]:
         ("/v1/balances/{holder}", get_balance, ["GET"]),
         ("/v1/history/{holder}", get_history, ["GET"]),
         ("/v1/status", get_status, ["GET"]),
+        ("/v1/checkpoint", get_checkpoint, ["GET"]),
+        ("/v1/proofs/inclusion/{notification_id}", get_inclusion, ["GET"]),
+        ("/v1/proofs/consistency", get_consistency, ["GET"]),
+        ("/v1/statements/{holder}", get_statement, ["GET"]),
         *((query.path, _view_endpoint(query), ["GET"]) for query in service.views),
         ("/healthz", healthz, ["GET"]),
         ("/readyz", readyz, ["GET"]),

@@ -228,6 +228,56 @@ def openapi_document(views: tuple[ViewQuery, ...]) -> dict[str, Any]:
                 ],
             )
         },
+        "/v1/checkpoint": {
+            "get": _operation(
+                "The latest signed checkpoint (C2SP signed note text; null before the first)",
+                {"type": "object", "properties": {"checkpoint": {"type": ["string", "null"]}}},
+            )
+        },
+        "/v1/proofs/inclusion/{notification_id}": {
+            "get": _operation(
+                "An event's inclusion proof against a signed checkpoint (RFC 9162; DESIGN §9)",
+                {"type": "object"},
+                parameters=[
+                    {
+                        "name": "notification_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1},
+                        "description": "the event, readable by the key's actor",
+                    },
+                    _query("size", {"type": "integer", "minimum": 1}, "the checkpoint's size"),
+                ],
+            )
+        },
+        "/v1/proofs/consistency": {
+            "get": _operation(
+                "The consistency proof between two signed checkpoints",
+                {"type": "object"},
+                parameters=[
+                    {**_query("from", {"type": "integer", "minimum": 1}, "size"), "required": True},
+                    {**_query("to", {"type": "integer", "minimum": 1}, "size"), "required": True},
+                ],
+            )
+        },
+        "/v1/statements/{holder}": {
+            "get": _operation(
+                "A holder's statement over dates, with its proofs (ledger statement)",
+                {"type": "object"},
+                parameters=[
+                    _path("holder", "a CTI, client, distributor or master id"),
+                    UNIT,
+                    {
+                        **_query("from", {"type": "string", "format": "date"}, "first day"),
+                        "required": True,
+                    },
+                    {
+                        **_query("to", {"type": "string", "format": "date"}, "last day"),
+                        "required": True,
+                    },
+                ],
+            )
+        },
         "/v1/status": {
             "get": _operation(
                 "The read side: each view's position, lag and last error", {"type": "object"}

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,9 +21,13 @@ import httpx
 import pytest
 
 from adapters.cli.main import main
+from adapters.http.app import create_app
 from adapters.storage.api_keys import ApiKeyStore
 from ledger.api import Ledger
+from ledger.clock import ManualClock
+from ledger.proofs.note import Signer
 from tests.support import CLIENT, CTI, MASTER, build_network, consume
+from tests.unit.test_http_app import AppClient, second_distributor
 
 ROOT = Path(__file__).resolve().parents[2]
 LEDGER = [sys.executable, "-m", "ledger"]
@@ -314,3 +319,45 @@ def test_four_workers_four_clients_one_hot_cti_lose_nothing(pg_url: str, tmp_pat
         if line.startswith('ledger_http_commands_total{outcome="ok"}')
     )
     assert total == 150
+
+
+def test_proofs_and_statements_over_http_are_scoped(sqlite_url: str, clock: ManualClock) -> None:
+    """DESIGN §9 over HTTP: the checkpoint and consistency proofs to any key; an inclusion proof
+    and a statement only to a key whose actor may read the account."""
+    signer = Signer.generate("ledger.example/log")
+    with Ledger.open(sqlite_url, clock=clock, password_cost="fast") as lg:
+        build_network(lg, cti_stamps=5)
+        second_distributor(lg)
+        lg.execute_many([consume(), consume()])
+        note = lg.checkpoint(signer)
+        assert note is not None
+        size = lg.checkpoints()[-1].size
+        keys = ApiKeyStore.open(sqlite_url)
+        tokens = {
+            actor: keys.create(actor, "read", name="", by="t", now=clock())[1]
+            for actor in (MASTER, CLIENT, "D2")
+        }
+        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as raw:
+            (cti_event,) = raw.execute(
+                "SELECT max(rowid) FROM stored_events WHERE originator_id = ?", (CTI,)
+            ).fetchone()
+        with AppClient(create_app(lg, keys)) as client:
+
+            def get(actor: str, path: str) -> httpx.Response:
+                return client.get(path, headers={"Authorization": f"Bearer {tokens[actor]}"})
+
+            assert get("D2", "/v1/checkpoint").json() == {"checkpoint": note}
+            consistency = get("D2", f"/v1/proofs/consistency?from={size}&to={size}")
+            assert consistency.status_code == 200
+            assert consistency.json()["checkpoint2"] == note
+            proof = get(CLIENT, f"/v1/proofs/inclusion/{cti_event}")
+            assert proof.status_code == 200
+            assert proof.json() == lg.prove_inclusion(cti_event)
+            assert get("D2", f"/v1/proofs/inclusion/{cti_event}").status_code == 403
+            assert get(MASTER, "/v1/proofs/inclusion/0").status_code == 400
+            period = "unit=stamps&from=2026-01-01&to=2026-01-31"
+            statement = get(CLIENT, f"/v1/statements/{CTI}?{period}")
+            assert statement.status_code == 200, statement.text
+            assert get("D2", f"/v1/statements/{CTI}?{period}").status_code == 403
+            assert get(CLIENT, f"/v1/statements/{CTI}?unit=stamps").status_code == 400
+        keys.close()
