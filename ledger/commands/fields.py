@@ -8,9 +8,14 @@ character) for its text; ``tests/unit/test_input_fields.py`` fails on a text fie
 A text with a control character would be recorded forever: PostgreSQL refuses ``\\u0000`` in
 ``text`` (so every projection page after it failed), and terminals, CSV files and logs read
 control characters as instructions. Lone surrogates are refused too: they are not characters and
-cannot be encoded as UTF-8.
+cannot be encoded as UTF-8. So are the invisible format characters that make one text look like
+another (a name, an id, an RFC): the bidirectional overrides and isolates (U+202A-U+202E,
+U+2066-U+2069), the zero-width space and joiners (U+200B-U+200D), the byte-order mark (U+FEFF)
+and the line and paragraph separators (U+2028, U+2029).
 
-Times are checked twice. The types check what needs no clock (an offset, not before 2000-01-01,
+Times are checked twice. The types check what needs no clock (ISO 8601 text with an offset, or an
+aware ``datetime``; a date as ``YYYY-MM-DD`` text or a ``date``; never a number or a string of
+digits, which pydantic would read as seconds since 1970; an offset, not before 2000-01-01,
 not after ``DATE_MAX``), so no later arithmetic on a time can overflow. ``time_errors`` checks what
 needs the ledger's clock (not after its now plus one day); the engine calls it on every command,
 built from a dict or given as a model, because only the engine holds the clock.
@@ -25,13 +30,17 @@ from functools import cache
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints
 from pydantic_core import PydanticCustomError
 
-# Control characters: C0 (U+0000-U+001F), DEL and C1 (U+007F-U+009F), and lone surrogates.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Invisible characters that change how a text reads: zero-width space and joiners, line and
+# paragraph separators, bidirectional embeddings, overrides and isolates, the byte-order mark.
+_INVISIBLE = "\u200b-\u200d\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff"
+# Control characters: C0 (U+0000-U+001F), DEL and C1 (U+007F-U+009F), lone surrogates, and the
+# invisible ones above.
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff{_INVISIBLE}]")
 # The same without tab (U+0009) and newline (U+000A), for multi-line free text.
-_CONTROL_MULTILINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL_MULTILINE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff{_INVISIBLE}]")
 
 TIME_MIN = datetime(2000, 1, 1, tzinfo=UTC)
 """No time or date of a command lies before this."""
@@ -50,7 +59,7 @@ def refuse_control_characters(value: str) -> str:
     if found is not None:
         raise PydanticCustomError(
             "control_character",
-            "El texto no admite caracteres de control (posición {position}).",
+            "El texto no admite caracteres de control ni invisibles (posición {position}).",
             {"position": found.start()},
         )
     return value
@@ -62,8 +71,8 @@ def refuse_control_characters_but_tab_and_newline(value: str) -> str:
     if found is not None:
         raise PydanticCustomError(
             "control_character",
-            "El texto solo admite tabuladores y saltos de línea como caracteres de control "
-            "(posición {position}).",
+            "El texto solo admite tabuladores y saltos de línea como caracteres de control, "
+            "y ningún carácter invisible (posición {position}).",
             {"position": found.start()},
         )
     return value
@@ -166,6 +175,40 @@ class TimeBound:
     kind: Literal["instant", "future_date"]
 
 
+# ISO 8601 as text: a date, a time and an offset (``Z`` or ±hh[:mm]); a date alone for dates.
+# Anything else is refused before pydantic's lax parsing, which reads a number, or a string of
+# digits, as seconds since 1970 (``1700000000`` would be recorded as 2023-11-14).
+_ISO_INSTANT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?"
+    r"(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)"
+)
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _instant_input(value: object) -> object:
+    """An aware ``datetime`` or ISO 8601 text with an offset goes on; anything else is refused."""
+    if isinstance(value, datetime) or (
+        isinstance(value, str) and _ISO_INSTANT.fullmatch(value) is not None
+    ):
+        return value
+    raise PydanticCustomError(
+        "iso_instant",
+        "Se espera una fecha y hora ISO 8601 con zona horaria "
+        "(por ejemplo 2026-11-26T12:00:00-06:00).",
+    )
+
+
+def _date_input(value: object) -> object:
+    """A ``date`` or ``YYYY-MM-DD`` text goes on; a number or a datetime is refused."""
+    if (isinstance(value, date) and not isinstance(value, datetime)) or (
+        isinstance(value, str) and _ISO_DATE.fullmatch(value) is not None
+    ):
+        return value
+    raise PydanticCustomError(
+        "iso_date", "Se espera una fecha AAAA-MM-DD (por ejemplo 2027-01-31)."
+    )
+
+
 def _check_instant(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise PydanticCustomError("timezone_aware", "La fecha y hora necesita su zona horaria.")
@@ -185,9 +228,16 @@ def _check_date(value: date) -> date:
     return value
 
 
-Instant = Annotated[datetime, AfterValidator(_check_instant), TimeBound("instant")]
+Instant = Annotated[
+    datetime,
+    BeforeValidator(_instant_input),
+    AfterValidator(_check_instant),
+    TimeBound("instant"),
+]
 """When something happened: aware, from 2000-01-01 to the ledger clock's now plus one day."""
-FutureDate = Annotated[date, AfterValidator(_check_date), TimeBound("future_date")]
+FutureDate = Annotated[
+    date, BeforeValidator(_date_input), AfterValidator(_check_date), TimeBound("future_date")
+]
 """A date that lies ahead by nature (an expiry): from 2000-01-01 to about a century ahead."""
 
 

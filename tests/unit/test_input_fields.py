@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import types
 import typing
 from collections.abc import Iterator
@@ -13,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from adapters.cli.main import execute_lines
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from ledger.commands.fields import CLEAN, CLEAN_MULTILINE
+from ledger.commands.fields import CLEAN, CLEAN_MULTILINE, TimeBound
 from ledger.commands.models import AnyCommand, ConsumeStamp
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
@@ -31,7 +34,20 @@ from tests.support import (
     rejection,
 )
 
-CONTROL_CHARACTERS = [chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]]
+INVISIBLE_CHARACTERS = [
+    chr(c)
+    for c in (
+        *range(0x200B, 0x200E),
+        0x2028,
+        0x2029,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+        0xFEFF,
+    )
+]
+"""Zero-width space and joiners, line and paragraph separators, bidirectional embeddings,
+overrides and isolates, the byte-order mark: refused like control characters (issue 19)."""
+CONTROL_CHARACTERS = [chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]] + INVISIBLE_CHARACTERS
 
 
 @pytest.fixture
@@ -146,7 +162,9 @@ def test_a_text_pattern_admits_no_control_character(pattern: str) -> None:
     refuses()
 
 
-@pytest.mark.parametrize("control", ["\x00", "\x1b", "\x7f", "\x85", "\x9f", "\ud800", "\n"])
+@pytest.mark.parametrize(
+    "control", ["\x00", "\x1b", "\x7f", "\x85", "\x9f", "\ud800", "\n", *INVISIBLE_CHARACTERS]
+)
 def test_control_character_in_a_nested_profile_field_is_invalid_command(
     lg: Ledger, control: str
 ) -> None:
@@ -165,10 +183,11 @@ def test_nul_in_a_client_name_is_invalid_command(lg: Ledger) -> None:
 
 
 def test_comments_take_tab_and_newline_but_no_other_control_character(lg: Ledger) -> None:
-    """``comments`` is the one text where tab and newline pass; CR and NUL do not."""
+    """``comments`` is the one text where tab and newline pass; CR, NUL and the invisible
+    characters do not."""
     outcome = lg.execute(register_client("C3", comments="Paga a 30 días.\n\tVer contrato."))
     assert outcome.ok is True
-    for control in ("\r", "\x00", "\x0b"):
+    for control in ("\r", "\x00", "\x0b", "\u2028", "\u202e", "\ufeff"):
         rejected = rejection(lg, register_client("C4", comments=f"uno{control}dos"))
         assert fields(rejected) == ["RegisterClient.profile.comments"]
 
@@ -338,3 +357,118 @@ def test_balance_at_an_extreme_instant_is_invalid_command(lg: Ledger, at: str) -
         lg.balance_at(CTI, "stamps", at)
     assert caught.value.code == "invalid_command"
     assert caught.value.details["field"] == "at"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Juan\u202ePérez",  # a right-to-left override makes "zeréP" read as "Pérez"
+        "Juan\u200bPérez",  # zero-width space: two names that look alike
+        "\ufeffJuan Pérez",
+        "Juan\u2066Pérez\u2069",
+    ],
+)
+def test_a_name_with_invisible_characters_is_invalid_command(lg: Ledger, text: str) -> None:
+    """Bidirectional overrides and zero-width characters in a name are refused, naming it."""
+    rejected = rejection(lg, register_client("C5", name=text))
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["RegisterClient.profile.name"]
+
+
+# Numbers are not times -------------------------------------------------------------------------
+
+EPOCHS: list[Any] = [1_700_000_000, "1700000000", 1.7e9, "1.7e9", 0, True]
+"""A Unix epoch as a number, as digits, as a float: pydantic's lax mode read them as dates."""
+
+
+def _time_leaves() -> Iterator[tuple[str, Any]]:
+    """(path, annotation) of every time or date field of every command."""
+    for command_class in COMMAND_CLASSES:
+        for name, info in command_class.model_fields.items():
+            metadata = [*info.metadata, *getattr(info.annotation, "__metadata__", ())]
+            for arg in typing.get_args(info.annotation):
+                metadata += getattr(arg, "__metadata__", ())
+            if any(isinstance(m, TimeBound) for m in metadata):
+                yield f"{command_class.__name__}.{name}", info
+
+
+TIME_LEAVES = dict(_time_leaves())
+
+
+def test_the_walk_finds_the_time_fields() -> None:
+    """Instants and dates of commands are found (a broken walk would make the next test vacuous)."""
+    assert {"ConsumeStamp.stamped_at", "IssueCreditCode.expires_on"} <= set(TIME_LEAVES)
+    assert "ActivateDistributor.expires_on" in TIME_LEAVES
+
+
+@pytest.mark.parametrize("path", sorted(TIME_LEAVES))
+@pytest.mark.parametrize("value", EPOCHS, ids=repr)
+def test_every_time_field_refuses_a_number(path: str, value: Any) -> None:
+    """Each time and date field of each command refuses a number or a string of digits."""
+    info = TIME_LEAVES[path]
+    annotation = info.annotation
+    if info.metadata:  # pydantic moved a bare ``Annotated`` type's metadata to the field
+        annotation = typing.Annotated[annotation, *info.metadata]
+    adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+    with pytest.raises(ValidationError):
+        adapter.validate_python(value)
+
+
+@pytest.mark.parametrize("value", EPOCHS, ids=repr)
+def test_an_epoch_as_stamped_at_is_invalid_command_naming_the_field(lg: Ledger, value: Any) -> None:
+    """``execute`` refuses a bare epoch as a stamping time, naming the field."""
+    rejected = rejection(lg, stamp(stamped_at=value))
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["ConsumeStamp.stamped_at"]
+
+
+@pytest.mark.parametrize("value", [1_767_225_600, "1767225600", "20270131", 20270131])
+def test_an_epoch_as_a_date_is_invalid_command_naming_the_field(lg: Ledger, value: Any) -> None:
+    """A date field takes ``YYYY-MM-DD``: an epoch at midnight or bare digits are refused."""
+    command = {
+        "type": "RenewDistributor",
+        "distributor_id": DISTRIBUTOR,
+        "expires_on": value,
+        "actor": MASTER,
+    }
+    rejected = rejection(lg, command)
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["RenewDistributor.expires_on"]
+
+
+def test_an_epoch_in_a_batch_is_refused_alone(lg: Ledger) -> None:
+    """``execute_many``: the epochs are refused, the commands around them succeed."""
+    results = lg.execute_many(
+        [stamp(), stamp(stamped_at=1_700_000_000), stamp(stamped_at="1700000000"), stamp()]
+    )
+    assert [r.ok if isinstance(r, Outcome) else r.code for r in results] == [
+        True,
+        "invalid_command",
+        "invalid_command",
+        True,
+    ]
+    assert lg.balance(CTI) == 8
+
+
+def test_an_epoch_through_exec_is_invalid_command(lg: Ledger) -> None:
+    """``ledger exec``: a JSON number or digits as ``stamped_at`` get ``invalid_command``."""
+    lines = [
+        json.dumps(stamp(stamped_at=1_700_000_000)).encode(),
+        json.dumps(stamp(stamped_at="1700000000")).encode(),
+        json.dumps(stamp(stamped_at="2026-01-05T11:00:00-06:00")).encode(),
+    ]
+    out = io.BytesIO()
+    execute_lines(lg, iter([list[bytes | None](lines)]), out)
+    answers = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [a.get("code", "ok") for a in answers] == ["invalid_command", "invalid_command", "ok"]
+    assert answers[0]["details"]["errors"][0]["field"] == "ConsumeStamp.stamped_at"
+
+
+def test_an_aware_datetime_and_iso_text_pass(lg: Ledger) -> None:
+    """What passes: an aware ``datetime``, ISO 8601 text with an offset (``Z`` too)."""
+    for value in (
+        datetime(2026, 1, 5, 12, tzinfo=UTC),
+        "2026-01-05T12:00:00Z",
+        "2026-01-05T06:00:00.250-06:00",
+    ):
+        assert lg.execute(stamp(stamped_at=value)).ok is True
