@@ -9,6 +9,7 @@ stable code and the Spanish message kept for end users::
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -26,6 +27,7 @@ from rich.progress import (
 )
 
 from ledger.errors import LedgerError, Rejected
+from ledger.logging import LOGGER_NAME
 
 EXIT_OK = 0
 EXIT_REJECTED = 1
@@ -122,6 +124,13 @@ def error(command: str, message: str, code: int = EXIT_REJECTED) -> int:
     """Writes ``command: message``; returns ``code``."""
     sys.stderr.write(f"{command}: {message}\n")
     return code
+
+
+def quiet_logs() -> None:
+    """Warnings only, unless ``$LEDGER_LOG_LEVEL`` says otherwise: bulk commands (demo, import,
+    rebuild) would print a line per command."""
+    if not os.environ.get("LEDGER_LOG_LEVEL"):
+        logging.getLogger(LOGGER_NAME).setLevel(logging.WARNING)
 
 
 def quiet_broken_pipe() -> int:

@@ -12,7 +12,8 @@ Every subcommand takes ``--url`` (default ``$LEDGER_URL`` or ``sqlite:///ledger.
 - ``project``, ``rebuild``, ``status`` and ``verify`` take ``--views-url``: the views live there
   and the log is read from ``--url`` (which may be a hot standby);
 - ``balance HOLDER [--unit] [--at ISO]``: a balance from the write side (or at an instant);
-- ``import-clients FILE`` / ``export-clients``: clients as CSV with ``CSV_COLUMNS`` in order;
+- ``import-clients FILE [--update]`` / ``export-clients``: clients as CSV
+  (``adapters/cli/clients_csv.py``);
 - ``verify`` and ``history`` come from ``adapters/cli/audit.py`` when it is installed.
 
 Exit codes: 0 success, 1 a rejection or invalid input, 2 the ledger could not run.
@@ -21,12 +22,9 @@ Exit codes: 0 success, 1 a rejection or invalid input, 2 the ledger could not ru
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import functools
 import io
 import json
-import logging
 import os
 import select
 import signal
@@ -34,18 +32,16 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import IO, Any, TextIO
+from typing import IO, Any
 
 import msgspec
-from pydantic import ValidationError
 from rich import box
 from rich.table import Table
 
-from adapters.cli import data_out
+from adapters.cli import clients_csv, data_out
 from adapters.cli import proofs as cli_proofs
 from adapters.cli import serve as cli_serve
 from adapters.cli.common import (
-    EXIT_ERROR,
     EXIT_OK,
     EXIT_REJECTED,
     HelpFormatter,
@@ -57,19 +53,16 @@ from adapters.cli.common import (
     holder_arguments,
     output_console,
     quiet_broken_pipe,
+    quiet_logs,
     url_option,
 )
 from adapters.storage.views import LogWatcher
-from ledger.aggregates.distributor import Distributor
 from ledger.api import Ledger
-from ledger.clock import local_date
 from ledger.commands.json_text import parse_command_json
-from ledger.commands.models import COMMAND_ADAPTER
 from ledger.commands.reference import command_models, json_schema
 from ledger.errors import LedgerError, Rejected
-from ledger.logging import LOGGER_NAME, configure_cli_logging
+from ledger.logging import configure_cli_logging
 from ledger.projections.runner import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
-from ledger.write.preparation import validation_rejection
 
 EXEC_BATCH_MAX = 1_000
 """Bound on the commands ``exec`` hands the engine at once."""
@@ -81,24 +74,6 @@ EXEC_READ_BYTES = 1 << 16
 """Bytes ``exec`` reads from its input at a time."""
 FOLLOW_INTERVAL_S_DEFAULT = 1.0
 FOLLOW_BACKOFF_S_MAX = 30.0
-IMPORT_ROWS_MAX = 100_000
-"""Bound on the rows of one ``import-clients`` file."""
-
-CSV_COLUMNS = (
-    "client_id",
-    "distributor_id",
-    "nic",
-    "name",
-    "trade_name",
-    "rfc",
-    "regimen_fiscal",
-    "uso_cfdi",
-    "email",
-    "phone",
-    "postal_code",
-)
-"""The fixed column order of ``import-clients`` and ``export-clients``."""
-_OPTIONAL_COLUMNS = frozenset({"nic", "trade_name", "phone"})
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -287,35 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_purge_due(commands)
 
-    imports = add_command(
-        commands,
-        "import-clients",
-        "register clients from a CSV file",
-        f"The header must be exactly: {','.join(CSV_COLUMNS)}.\n"
-        "Every row is checked first; a bad row is reported with its line number and nothing\n"
-        "is imported. Then all rows are registered in one transaction, each with its default\n"
-        "stamping account. The actor of each registration is the row's distributor.",
-        ["ledger import-clients clients.csv"],
-    )
-    imports.add_argument("file", metavar="FILE", help="the CSV file (UTF-8, header row first)")
-    url_option(imports)
-    imports.set_defaults(func=run_import_clients)
-
-    exports = add_command(
-        commands,
-        "export-clients",
-        "write clients as CSV",
-        f"Columns, in order: {','.join(CSV_COLUMNS)} (the format import-clients reads).",
-        ["ledger export-clients > clients.csv", "ledger export-clients --distributor D1"],
-    )
-    url_option(exports)
-    exports.add_argument(
-        "--distributor", metavar="ID", help="only this distributor's clients (default: all)"
-    )
-    exports.add_argument(
-        "--output", metavar="FILE", help="write here instead of stdout (default: stdout)"
-    )
-    exports.set_defaults(func=run_export_clients)
+    clients_csv.register(commands)
 
     schema = add_command(
         commands,
@@ -356,13 +303,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _quiet_logs() -> None:
-    """Warnings only, unless ``$LEDGER_LOG_LEVEL`` says otherwise: bulk commands (demo, import,
-    rebuild) would print a line per command."""
-    if not os.environ.get("LEDGER_LOG_LEVEL"):
-        logging.getLogger(LOGGER_NAME).setLevel(logging.WARNING)
-
-
 def _open(args: argparse.Namespace, **options: Any) -> Ledger:
     views_url = getattr(args, "views_url", None)
     if views_url is not None:
@@ -380,7 +320,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if not 10 <= args.clients <= 5_000 or not 7 <= args.days <= 366:
         return error("demo", "--clients must be 10..5000 and --days 7..366")
     # A demo runs a hundred thousand commands: one log line each would drown the tables.
-    _quiet_logs()
+    quiet_logs()
     try:
         return demo.run(
             getattr(args, "url", None),
@@ -536,7 +476,7 @@ def run_purge_due(args: argparse.Namespace) -> int:
 
 def run_rebuild(args: argparse.Namespace) -> int:
     """``ledger rebuild``."""
-    _quiet_logs()
+    quiet_logs()
     try:
         with _open(args, projections="off") as lg:
             lg.views.projector.page_size = args.page_size
@@ -686,197 +626,6 @@ def run_balance(args: argparse.Namespace) -> int:
     except LedgerError as exc:
         return fail("balance", exc)
     sys.stdout.write(f"{amount(value, args.unit)}\n")
-    return EXIT_OK
-
-
-# import-clients, export-clients -------------------------------------------------------------
-
-
-class CsvImportError(LedgerError):
-    """Raised when a clients CSV has a wrong header or bad rows; nothing was imported."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__(f"{len(problems)} problem(s); nothing imported")
-
-
-def _row_command(row: dict[str, str]) -> dict[str, Any]:
-    profile: dict[str, Any] = {
-        field: row[field]
-        for field in ("name", "rfc", "email", "postal_code", "regimen_fiscal", "uso_cfdi")
-    }
-    for field in ("trade_name", "phone"):
-        if row[field]:
-            profile[field] = row[field]
-    command: dict[str, Any] = {
-        "type": "RegisterClient",
-        "actor": row["distributor_id"],
-        "client_id": row["client_id"],
-        "distributor_id": row["distributor_id"],
-        "profile": profile,
-    }
-    if row["nic"]:
-        command["nic"] = row["nic"]
-    return command
-
-
-def _column(field: str) -> str:
-    """The CSV column of a command field path (``RegisterClient.profile.rfc`` is ``rfc``)."""
-    return field.removeprefix("RegisterClient.").removeprefix("profile.")
-
-
-def read_clients_csv(stream: TextIO, name: str) -> list[tuple[int, dict[str, Any]]]:
-    """Validated RegisterClient commands with their line numbers; ``CsvImportError`` otherwise."""
-    reader = csv.reader(stream)
-    header = next(reader, None)
-    if header is not None and header and header[0].startswith("\ufeff"):
-        header[0] = header[0][1:]  # a byte-order mark from spreadsheet exports
-    if header is None or tuple(h.strip() for h in header) != CSV_COLUMNS:
-        raise CsvImportError([f"{name}:1: the header must be: {','.join(CSV_COLUMNS)}"])
-    problems: list[str] = []
-    commands: list[tuple[int, dict[str, Any]]] = []
-    seen: dict[str, int] = {}
-    for values in reader:
-        line = reader.line_num
-        if not any(v.strip() for v in values):
-            continue
-        if len(commands) + len(problems) >= IMPORT_ROWS_MAX:
-            problems.append(f"{name}:{line}: more than {IMPORT_ROWS_MAX} rows")
-            break
-        if len(values) != len(CSV_COLUMNS):
-            problems.append(f"{name}:{line}: {len(values)} columns, expected {len(CSV_COLUMNS)}")
-            continue
-        row = {column: value.strip() for column, value in zip(CSV_COLUMNS, values, strict=True)}
-        missing = [c for c in CSV_COLUMNS if not row[c] and c not in _OPTIONAL_COLUMNS]
-        if missing:
-            problems.append(f"{name}:{line}: empty {', '.join(missing)}")
-            continue
-        command = _row_command(row)
-        try:
-            COMMAND_ADAPTER.validate_python(command)
-        except ValidationError as exc:
-            rejection = validation_rejection(exc)
-            problems.extend(
-                f"{name}:{line}: {_column(error['field'])}: {error['message']}"
-                for error in rejection.details.get("errors", [])
-            )
-            continue
-        except Rejected as exc:
-            problems.append(f"{name}:{line}: {exc.code}: {exc.message}")
-            continue
-        for new_id in (row["client_id"], f"{row['client_id']}-cti"):
-            if new_id in seen:
-                problems.append(f"{name}:{line}: {new_id} repeats line {seen[new_id]}")
-            seen[new_id] = line
-        commands.append((line, command))
-    if problems:
-        raise CsvImportError(problems)
-    return commands
-
-
-def _check_against_ledger(lg: Ledger, rows: list[tuple[int, dict[str, Any]]], name: str) -> None:
-    """Rejections the import would meet, found before anything is written."""
-    problems: list[str] = []
-    today = local_date(lg.engine.clock())
-    distributors: dict[str, str | None] = {}
-    for line, command in rows:
-        distributor_id = command["distributor_id"]
-        if distributor_id not in distributors:
-            found = lg.engine.current(distributor_id)
-            distributors[distributor_id] = (
-                found.status_on(today) if isinstance(found, Distributor) else None
-            )
-        status = distributors[distributor_id]
-        if status is None:
-            problems.append(f"{name}:{line}: unknown_account: no distributor {distributor_id}")
-        elif status != "active":
-            problems.append(f"{name}:{line}: distributor_not_active: {distributor_id} is {status}")
-        problems.extend(
-            f"{name}:{line}: already_exists: {new_id}"
-            for new_id in (command["client_id"], f"{command['client_id']}-cti")
-            if lg.engine.current(new_id) is not None
-        )
-    if problems:
-        raise CsvImportError(problems)
-
-
-def run_import_clients(args: argparse.Namespace) -> int:
-    """``ledger import-clients FILE``: every row checked first, then one atomic batch."""
-    _quiet_logs()
-    try:
-        with open(args.file, encoding="utf-8", newline="") as stream:
-            rows = read_clients_csv(stream, args.file)
-        with _open(args) as lg:
-            _check_against_ledger(lg, rows, args.file)
-            results = lg.execute_many([command for _, command in rows], atomic=True)
-    except CsvImportError as exc:
-        for problem in exc.problems:
-            sys.stderr.write(problem + "\n")
-        sys.stderr.write(f"import-clients: {exc}\n")
-        return EXIT_REJECTED
-    except (OSError, UnicodeDecodeError) as exc:
-        return error("import-clients", f"cannot read {args.file}: {exc}", EXIT_ERROR)
-    except LedgerError as exc:
-        return fail("import-clients", exc)
-    failed = [
-        (line, result)
-        for (line, _), result in zip(rows, results, strict=True)
-        if isinstance(result, Rejected) and result.code != "batch_aborted"
-    ]
-    for line, result in failed:
-        sys.stderr.write(f"{args.file}:{line}: {result.code}: {result.message}\n")
-    if failed:
-        # Only a concurrent writer can cause this after the checks above; the batch is atomic,
-        # so nothing was imported.
-        sys.stderr.write(
-            f"import-clients: {len(failed)} row(s) rejected by a concurrent change; "
-            "nothing imported\n"
-        )
-        return EXIT_REJECTED
-    sys.stdout.write(f"imported {len(rows)} clients\n")
-    return EXIT_OK
-
-
-def write_clients_csv(lg: Ledger, distributor_id: str | None, out: TextIO) -> int:
-    """Writes the clients (from the views) as CSV; returns how many."""
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    count = 0
-    after = ""
-    while True:
-        page = lg.views.client_profiles(distributor_id, after_id=after, limit=500)
-        for row in page:
-            writer.writerow(
-                ["" if getattr(row, c) is None else getattr(row, c) for c in CSV_COLUMNS]
-            )
-        count += len(page)
-        if len(page) < 500:
-            return count
-        after = page[-1].client_id
-
-
-def run_export_clients(args: argparse.Namespace) -> int:
-    """``ledger export-clients [--distributor] [--output]``."""
-    _quiet_logs()
-    try:
-        with _open(args) as lg, contextlib.ExitStack() as stack:
-            if args.distributor is not None and not isinstance(
-                lg.engine.current(args.distributor), Distributor
-            ):
-                return error(
-                    "export-clients", f"--distributor: no distributor {args.distributor!r}"
-                )
-            out: TextIO = sys.stdout
-            if args.output:
-                out = stack.enter_context(open(args.output, "w", encoding="utf-8", newline=""))
-            count = write_clients_csv(lg, args.distributor, out)
-    except BrokenPipeError:
-        raise  # the reader stopped reading: main() ends quietly
-    except OSError as exc:
-        return error("export-clients", f"cannot write {args.output}: {exc}", EXIT_ERROR)
-    except LedgerError as exc:
-        return fail("export-clients", exc)
-    sys.stderr.write(f"export-clients: {count} clients\n")
     return EXIT_OK
 
 

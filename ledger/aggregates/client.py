@@ -68,9 +68,14 @@ class Client(Aggregate):
             aggregate.seats = {}
 
     class ProfileChanged(Event, frozen=True, kw_only=True):
-        """The client's profile was replaced."""
+        """The client's profile is now ``profile`` (whole, as it results from the change).
+
+        ``changed`` names the fields the command named (set or cleared); events recorded before
+        partial changes existed have none: their command replaced the whole profile.
+        """
 
         profile: dict[str, Any]
+        changed: tuple[str, ...] = ()
 
         def apply(self, aggregate: Client) -> None:
             """Keeps the new profile."""

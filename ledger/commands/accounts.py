@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 
+from pydantic import ValidationError
+
 from ledger.aggregates.admin_profile import AdminProfile, admin_profile_id
 from ledger.aggregates.client import Client
 from ledger.aggregates.common import add_one_year
@@ -26,6 +28,7 @@ from ledger.commands.models import (
 )
 from ledger.commands.network import claim_admin
 from ledger.commands.pricing import setting
+from ledger.commands.profiles import ClientProfile, profile_error_to_rejection
 from ledger.errors import Rejected
 from ledger.money import parse_money
 from ledger.outcome import Outcome
@@ -77,12 +80,21 @@ def require_distributor_not_purged(tx: Tx, client: Client) -> None:
 
 @handles(UpdateClientProfile)
 def update_client_profile(command: UpdateClientProfile, tx: Tx) -> Outcome:
-    """Replaces a client's profile."""
+    """Changes the profile fields the command names; the rest stay as they are."""
     client = tx.get(command.client_id, Client)
     require_distributor_not_purged(tx, client)
-    profile = command.profile.model_dump(mode="json", exclude_none=True)
-    client.trigger(client.ProfileChanged, tx.now, profile=profile)
-    return Outcome(type=command.type, warnings=command.profile.rfc_warnings())
+    change = command.profile
+    if not change.named():
+        raise Rejected("invalid_command", field="profile", reason="no field given")
+    try:
+        # The whole result is checked: a new RFC against the régimen kept, and so on.
+        merged = ClientProfile.model_validate(change.apply_to(client.profile))
+    except ValidationError as exc:
+        raise profile_error_to_rejection(exc, prefix=f"{command.type}.profile") from None
+    profile = merged.model_dump(mode="json", exclude_none=True)
+    client.trigger(client.ProfileChanged, tx.now, profile=profile, changed=change.named())
+    warnings = merged.rfc_warnings() if "rfc" in change.named() else ()
+    return Outcome(type=command.type, warnings=warnings)
 
 
 @handles(TagClient)

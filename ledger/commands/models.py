@@ -29,7 +29,7 @@ from ledger.commands.fields import (
     SecretGuess,
     time_errors,
 )
-from ledger.commands.profiles import ClientProfile, DistributorProfile
+from ledger.commands.profiles import ClientProfile, ClientProfileChange, DistributorProfile
 from ledger.credit_codes import code_digest
 
 # Re-exported for the command models of other modules: every text and time field of a command
@@ -361,11 +361,11 @@ class RegisterClient(Command):
 
 
 class UpdateClientProfile(Command):
-    """Replaces a client's profile."""
+    """Changes the fields of a client's profile it names (``null`` clears an optional one)."""
 
     type: Literal["UpdateClientProfile"] = "UpdateClientProfile"
     client_id: Id
-    profile: ClientProfile
+    profile: ClientProfileChange
 
 
 class TagClient(Command):

@@ -201,6 +201,103 @@ class ClientProfile(_Profile):
     uso_cfdi: CatalogueCode
 
 
+# Changes ----------------------------------------------------------------------------------------
+
+REQUIRED_CLIENT_FIELDS = frozenset(
+    name for name, info in ClientProfile.model_fields.items() if info.is_required()
+)
+"""Fields a client's profile always has: a change may set them, never clear them."""
+NESTED_FIELDS = ("address", "legal_rep", "financial_contact", "technical_contact")
+"""The profile's nested objects: a change merges into them field by field."""
+
+
+def _not_null(value: object, info: ValidationInfo) -> object:
+    if value is None:
+        # Type "missing", as for an absent required field: a malformed command, not a bad RFC.
+        raise PydanticCustomError(
+            "missing",
+            "El campo {field} es obligatorio: no se puede borrar.",
+            {"field": info.field_name},
+        )
+    return value
+
+
+class ContactChange(_Input):
+    """The fields of a contact to change (``null`` clears one; the name cannot be cleared)."""
+
+    name: Name | None = None
+    position: Text | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_stays(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _not_null(value, info)  # type: ignore[return-value]
+
+
+class ClientProfileChange(_Input):
+    """The fields of a client's profile to change: only those named change.
+
+    A field given as ``null`` is cleared (an optional one; ``name``, ``rfc``, ``email``,
+    ``postal_code``, ``regimen_fiscal`` and ``uso_cfdi`` cannot be). A nested object (address,
+    a contact) given is merged the same way, field by field; given as ``null`` it is cleared
+    whole. The profile that results is checked as a whole (the RFC against the régimen, ...).
+    """
+
+    name: Name | None = None
+    rfc: RFCText | None = None
+    email: Email | None = None
+    postal_code: PostalCode | None = None
+    regimen_fiscal: CatalogueCode | None = None
+    uso_cfdi: CatalogueCode | None = None
+    trade_name: Name | None = None
+    phone: Phone | None = None
+    extra_emails: tuple[Email, ...] | None = Field(default=None, max_length=EXTRA_EMAILS_MAX)
+    address: Address | None = None
+    person_type: Literal["fisica", "moral"] | None = None
+    legal_rep: ContactChange | None = None
+    financial_contact: ContactChange | None = None
+    technical_contact: ContactChange | None = None
+    bulk_stamp_price: MoneyText | None = None
+    discount_pct: Decimal | None = Field(default=None, ge=0, le=100, decimal_places=2)
+    credit_days: int | None = Field(default=None, ge=0, le=365, strict=True)
+    comments: Comments | None = None
+
+    @field_validator(*sorted(REQUIRED_CLIENT_FIELDS))
+    @classmethod
+    def _required_stay(cls, value: object, info: ValidationInfo) -> object:
+        return _not_null(value, info)
+
+    def named(self) -> tuple[str, ...]:
+        """The fields the change names, in the profile's order."""
+        return tuple(name for name in type(self).model_fields if name in self.model_fields_set)
+
+    def apply_to(self, profile: dict[str, Any]) -> dict[str, Any]:
+        """``profile`` (as stored: JSON values) with this change merged in."""
+        merged = dict(profile)
+        for name in self.named():
+            value = getattr(self, name)
+            if value is None:
+                merged.pop(name, None)
+            elif name in NESTED_FIELDS:
+                assert isinstance(value, BaseModel)
+                inner = dict(merged.get(name) or {})
+                for key in value.model_fields_set:
+                    given = getattr(value, key)
+                    if given is None:
+                        inner.pop(key, None)
+                    else:
+                        inner[key] = value.model_dump(mode="json", include={key})[key]
+                if inner:
+                    merged[name] = inner
+                else:
+                    merged.pop(name, None)
+            else:
+                merged[name] = self.model_dump(mode="json", include={name})[name]
+        return merged
+
+
 def profile_error_to_rejection(exc: ValidationError, *, prefix: str = "profile") -> Rejected:
     """Translate a profile's ``ValidationError`` into ``invalid_rfc`` or ``invalid_command``."""
     errors: list[dict[str, Any]] = []

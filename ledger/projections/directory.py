@@ -14,6 +14,8 @@ of its clients in these tables; ids, NICs, balances and sales stay (DESIGN §3.5
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -88,6 +90,7 @@ CLIENTS = Table(
         ("converted_to", "text"),
         ("created_at", "ts"),
         ("search_text", "text"),
+        ("profile", "text"),
     ),
     key=("client_id",),
     indexes=(("distributor_id", "sort_name"),),
@@ -204,6 +207,11 @@ class ClientProfileRow:
     email: str
     phone: str | None
     postal_code: str | None
+    profile: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The whole profile, as the client's events left it (DESIGN §4 "Profiles")."""
+    favourite: bool = False
+    dropped: bool = False
+    colour: str | None = None
 
 
 def client_search_text(profile: Mapping[str, Any]) -> str:
@@ -237,6 +245,7 @@ def _client_fields(profile: Mapping[str, Any]) -> dict[str, Any]:
         "regimen_fiscal": profile.get("regimen_fiscal"),
         "uso_cfdi": profile.get("uso_cfdi"),
         "search_text": client_search_text(profile),
+        "profile": json.dumps(profile, ensure_ascii=False, separators=(",", ":")),
     }
 
 
@@ -253,6 +262,7 @@ PURGED_CLIENT_FIELDS: dict[str, Any] = {
     "regimen_fiscal": None,
     "uso_cfdi": None,
     "search_text": "",
+    "profile": None,
 }
 """What a purge leaves of a client's personal data in ``view_clients`` (ids and NIC stay)."""
 
@@ -387,7 +397,7 @@ class DirectoryView(View):
     """Distributors, clients and stamping accounts."""
 
     name = "directory"
-    version = 2
+    version = 3  # 3: view_clients.profile, the whole profile for export-clients
     tables = (DISTRIBUTORS, CLIENTS, STAMPING_ACCOUNTS)
 
     def new_buffer(self, dialect: Dialect) -> _Buffer:
@@ -736,16 +746,19 @@ def purge_due(cursor: Cursor, today: date, limit: int) -> list[tuple[str, str]]:
 def client_profiles(
     cursor: Cursor, distributor_id: str | None, after_id: str, limit: int
 ) -> list[ClientProfileRow]:
-    """Clients (of one distributor, or all) after ``after_id`` in id order (for export)."""
-    where = "client_id > ?"
+    """Clients (of one distributor, or all) after ``after_id`` in id order (for export); the
+    clients of a purged distributor are left out (their personal data is gone)."""
+    where = "c.client_id > ? AND (d.status IS NULL OR d.status <> 'purged')"
     params: list[Any] = [after_id]
     if distributor_id is not None:
-        where += " AND distributor_id = ?"
+        where += " AND c.distributor_id = ?"
         params.append(distributor_id)
     cursor.execute(
-        "SELECT client_id, distributor_id, nic, name, trade_name, rfc, regimen_fiscal, "  # noqa: S608  (constant SQL fragments; every value is a bound parameter)
-        f"uso_cfdi, email, phone, postal_code FROM view_clients WHERE {where} "
-        "ORDER BY client_id LIMIT ?",
+        "SELECT c.client_id, c.distributor_id, c.nic, c.name, c.trade_name, c.rfc, "  # noqa: S608  (constant SQL fragments; every value is a bound parameter)
+        "c.regimen_fiscal, c.uso_cfdi, c.email, c.phone, c.postal_code, c.profile, "
+        "c.favourite, c.dropped, c.colour FROM view_clients c "
+        "LEFT JOIN view_distributors d ON d.distributor_id = c.distributor_id "
+        f"WHERE {where} ORDER BY c.client_id LIMIT ?",
         [*params, limit],
     )
     return [
@@ -761,6 +774,10 @@ def client_profiles(
             email=str(row[8]),
             phone=row[9],
             postal_code=row[10],
+            profile=json.loads(row[11]) if row[11] else {},
+            favourite=bool(row[12]),
+            dropped=bool(row[13]),
+            colour=row[14],
         )
         for row in cursor.fetchall()
     ]
