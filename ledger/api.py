@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -130,12 +130,14 @@ class Ledger:
         return result
 
     def execute_many(
-        self, commands: Sequence[Mapping[str, Any] | Command], *, atomic: bool = False
+        self, commands: Iterable[Mapping[str, Any] | Command], *, atomic: bool = False
     ) -> list[Result]:
         """Runs commands in as few transactions as is safe; one outcome or rejection each.
 
-        With ``atomic=True`` they share one transaction and a single rejection records nothing
-        (the others get ``batch_aborted``, with the index of the first rejection).
+        ``commands`` may be any iterable. With ``atomic=True`` they share one transaction and a
+        single rejection records nothing (the others get ``batch_aborted``, with the index of
+        the first rejection); an atomic batch holds at most ``ATOMIC_SIZE_MAX`` (50,000)
+        commands: over it, every one is answered ``batch_too_large`` and none runs.
         """
         self._check_open()
         return self.engine.execute_many(commands, atomic=atomic)
@@ -195,7 +197,7 @@ class Ledger:
         return result
 
     async def aexecute_many(
-        self, commands: Sequence[Mapping[str, Any] | Command], *, atomic: bool = False
+        self, commands: Iterable[Mapping[str, Any] | Command], *, atomic: bool = False
     ) -> list[Result]:
         """``execute_many`` for asyncio: the same group commit, without blocking the event loop."""
         self._check_open()

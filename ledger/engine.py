@@ -58,7 +58,7 @@ class Engine:
         self._attempts.snapshot_interval = events
 
     def execute_many(
-        self, commands: Sequence[Mapping[str, Any] | Command], *, atomic: bool = False
+        self, commands: Iterable[Mapping[str, Any] | Command], *, atomic: bool = False
     ) -> list[Result]:
         """Runs commands in order in as few transactions as is safe; one result per command.
 
@@ -70,7 +70,7 @@ class Engine:
         return self._group_commit.execute_many(commands, atomic=atomic)
 
     async def aexecute_many(
-        self, commands: Sequence[Mapping[str, Any] | Command], *, atomic: bool = False
+        self, commands: Iterable[Mapping[str, Any] | Command], *, atomic: bool = False
     ) -> list[Result]:
         """``execute_many`` for asyncio: joins the same queue without blocking the event loop."""
         return await self._group_commit.aexecute_many(commands, atomic=atomic)

@@ -48,6 +48,10 @@ MESSAGES: dict[str, str] = {
     "hold_closed": "La reservación ya fue cerrada.",
     "unknown_product": "El producto no está en el catálogo de suscripciones.",
     "no_free_seat": "No hay un usuario extra disponible; compra uno para agregar el usuario.",
+    "batch_too_large": (
+        "El lote tiene demasiadas operaciones para registrarse de una vez; divídelo en lotes "
+        "más pequeños."
+    ),
 }
 
 

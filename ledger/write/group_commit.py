@@ -17,8 +17,9 @@ import contextlib
 import itertools
 import os
 import threading
+import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,11 +29,12 @@ from ledger.errors import LedgerError, Rejected
 from ledger.logging import get_logger
 from ledger.write import preparation
 from ledger.write.attempts import Attempts
+from ledger.write.command_log import log_commands
 from ledger.write.decision import Tx
 from ledger.write.gc_pause import gc_pause_for
 from ledger.write.pipeline import Decided, Pipeline
 from ledger.write.ports import wait_readable
-from ledger.write.preparation import Prepared, Result, aprepare_many, prepare
+from ledger.write.preparation import COMMAND_TYPES, Prepared, Result, aprepare_many, prepare
 from ledger.write.request import Request, Wake, deliver_each, without_failed_parts
 
 log = get_logger()
@@ -44,7 +46,8 @@ PIPELINE_GROUP_MAX = 500
 non-atomic batch is written in groups of at most this size (``part_sizes``), each sent while
 the next is decided."""
 ATOMIC_SIZE_MAX = 50_000
-"""Bound on the commands of one atomic batch (one transaction, held in memory)."""
+"""Bound on the commands of one atomic batch (one transaction, held in memory): over it, every
+command of the batch is answered ``batch_too_large`` and none runs (DESIGN §5)."""
 CLOSE_WAIT_S = 60.0
 """Bound on how long ``close`` waits for queued commands to commit."""
 
@@ -85,9 +88,40 @@ def part_sizes(commands: int, group_max: int) -> list[int]:
     return sizes[::-1]
 
 
-def _check_atomic_size(commands: Sequence[object]) -> None:
-    if len(commands) > ATOMIC_SIZE_MAX:
-        raise Rejected("invalid_command", reason=f"an atomic batch holds at most {ATOMIC_SIZE_MAX}")
+Commands = Iterable[Mapping[str, Any] | Command]
+"""What ``execute_many`` takes: any iterable (a list, a tuple, a generator, ...)."""
+
+
+def _atomic_batch(commands: Commands) -> tuple[list[Mapping[str, Any] | Command], list[str]]:
+    """The commands of an atomic batch as a list, or, over ``ATOMIC_SIZE_MAX``, none and the
+    type of each command (for its log line): the commands are read but never kept."""
+    iterator = iter(commands)
+    batch = list(itertools.islice(iterator, ATOMIC_SIZE_MAX + 1))
+    if len(batch) <= ATOMIC_SIZE_MAX:
+        return batch, []
+    types = [_given_type(command) for command in itertools.chain(batch, iterator)]
+    return [], types
+
+
+def _too_large(types: list[str]) -> list[Result]:
+    """``batch_too_large`` for each command of an atomic batch over its bound (their types
+    given), with one log line each."""
+    started = time.perf_counter()
+    refusals = [
+        Rejected("batch_too_large", commands=len(types), limit=ATOMIC_SIZE_MAX) for _ in types
+    ]
+    logged = [
+        Prepared(None, rejection=refusal, raw_type=raw_type)
+        for refusal, raw_type in zip(refusals, types, strict=True)
+    ]
+    results: list[Result] = list(refusals)
+    log_commands(logged, results, started)
+    return results
+
+
+def _given_type(command: Mapping[str, Any] | Command) -> str:
+    given = command.get("type") if isinstance(command, Mapping) else getattr(command, "type", "?")
+    return given if type(given) is str and given in COMMAND_TYPES else "?"
 
 
 def _settle_all(callers: list[tuple[asyncio.Future[list[Result]], Request]]) -> None:
@@ -126,22 +160,25 @@ class GroupCommit:
         self._idle = threading.Condition(self._queue_lock)
         self._pipeline = Pipeline(self.attempts, self.commit_group, self.more_of_the_queue)
 
-    def execute_many(
-        self, commands: Sequence[Mapping[str, Any] | Command], *, atomic: bool = False
-    ) -> list[Result]:
+    def execute_many(self, commands: Commands, *, atomic: bool = False) -> list[Result]:
         """Runs commands in order in as few transactions as is safe; one result per command.
 
         Concurrent callers share transactions (``_submit``). ``atomic``: one
         transaction for all of them alone, and if any is rejected none is recorded (the others
-        get ``batch_aborted``). Otherwise, on a pipelined store, a long list is written in
-        groups of at most ``PIPELINE_GROUP_MAX``, each sent while the next is decided.
+        get ``batch_aborted``); over ``ATOMIC_SIZE_MAX`` commands every one is
+        ``batch_too_large`` and none runs. Otherwise, on a pipelined store, a long list is
+        written in groups of at most ``PIPELINE_GROUP_MAX``, each sent while the next is
+        decided. ``commands`` may be any iterable; a non-atomic one is read a part at a time.
         """
         clock = self.attempts.aggregates.clock
         if atomic:
-            _check_atomic_size(commands)
-            with gc_pause_for(len(commands)):
-                return self._submit([Request(preparation.prepare_many(commands, clock()), True)])
-        if len(commands) == 1:  # ``execute``: nothing to split
+            batch, too_many = _atomic_batch(commands)
+            if too_many:
+                return _too_large(too_many)
+            with gc_pause_for(len(batch)):
+                return self._submit([Request(preparation.prepare_many(batch, clock()), True)])
+        # ``execute``: nothing to split (a type test, cheaper than an ABC's on the hot path).
+        if type(commands) is list and len(commands) == 1:
             request = Request([prepare(commands[0], clock())], False)
             if not self.attempts.aggregates.store.pipelined and self._run_alone(request):
                 if request.error is not None:
@@ -171,18 +208,18 @@ class GroupCommit:
                 del requests
         return results
 
-    async def aexecute_many(
-        self, commands: Sequence[Mapping[str, Any] | Command], *, atomic: bool = False
-    ) -> list[Result]:
+    async def aexecute_many(self, commands: Commands, *, atomic: bool = False) -> list[Result]:
         """``execute_many`` for asyncio: joins the same queue without blocking the event loop."""
         clock = self.attempts.aggregates.clock
         if atomic:
-            _check_atomic_size(commands)
-            prepared = await aprepare_many(commands, clock())
+            batch, too_many = _atomic_batch(commands)
+            if too_many:
+                return _too_large(too_many)
+            prepared = await aprepare_many(batch, clock())
             return await self._asubmit(prepared, atomic=True)
         results: list[Result] = []
-        for start in range(0, len(commands), BATCH_SIZE_MAX):
-            chunk = commands[start : start + BATCH_SIZE_MAX]
+        remaining = iter(commands)
+        while chunk := list(itertools.islice(remaining, BATCH_SIZE_MAX)):
             prepared = await aprepare_many(chunk, clock())
             results.extend(await self._asubmit(prepared, atomic=False))
         return results
