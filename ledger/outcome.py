@@ -25,6 +25,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=
     ok: bool = True
     replayed: bool = False
     cti_id: str | None = None
+    # A generated CTI password, shown once like a credit code's NIP (never kept, see encode).
+    cti_password: str | None = None
     sale_ids: tuple[str, ...] = ()
     balance_after: int | None = None
     code: str | None = None
@@ -44,11 +46,14 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=
     def encode(self) -> bytes:
         """Compact JSON, as kept beside an idempotency key: without the secrets.
 
-        A credit code and its NIP are shown once, in the outcome of ``IssueCreditCode``; the key
-        index keeps that outcome forever, so a replay answers everything but them.
+        A credit code and its NIP are shown once, in the outcome of ``IssueCreditCode``, and a
+        generated CTI password in the outcome of ``RegisterClient`` or ``OpenStampingAccount``;
+        the key index keeps that outcome forever, so a replay answers everything but them.
         """
-        if self.code is not None or self.nip is not None:
-            return _ENCODER.encode(msgspec.structs.replace(self, code=None, nip=None))
+        if self.code is not None or self.nip is not None or self.cti_password is not None:
+            return _ENCODER.encode(
+                msgspec.structs.replace(self, code=None, nip=None, cti_password=None)
+            )
         return _ENCODER.encode(self)
 
     @classmethod

@@ -57,6 +57,15 @@ def validate_password(plaintext: str) -> None:
         )
 
 
+GENERATED_PASSWORD_BYTES = 18
+"""Random bytes of a generated CTI password: 144 bits, 24 URL-safe characters."""
+
+
+def generate_password() -> str:
+    """A fresh random password within the policy (shown once to whoever opened the CTI)."""
+    return secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
+
+
 PasswordCost = Literal["normal", "fast"]
 """scrypt cost levels: ``fast`` only for tests, benchmarks and the demo."""
 

@@ -32,7 +32,7 @@ from ledger.commands.profiles import ClientProfile, profile_error_to_rejection
 from ledger.errors import Rejected
 from ledger.money import parse_money
 from ledger.outcome import Outcome
-from ledger.passwords import PasswordCost, hash_password, verify_password
+from ledger.passwords import PasswordCost, generate_password, hash_password, verify_password
 from ledger.rfc import validate_rfc
 from ledger.write.decision import Tx, handles
 
@@ -49,6 +49,12 @@ def register_client(command: RegisterClient, tx: Tx) -> Outcome:
     profile = command.profile.model_dump(mode="json", exclude_none=True)
     nic = command.nic or command.client_id
     master_id = network_master(tx, distributor)
+    # Ready to stamp (the manual: "vinculada y lista para usar"): a password the caller gave,
+    # else a generated one, shown once in this outcome and never kept in clear.
+    generated = generate_password() if command.cti_password is None else None
+    password = command.cti_password or generated
+    assert password is not None
+    password_hash = hash_password(password, cost=tx.password_cost)
     tx.add(
         Client.register(
             command.client_id, distributor.id, nic, profile, tx.now, cti_id, master_id=master_id
@@ -62,9 +68,15 @@ def register_client(command: RegisterClient, tx: Tx) -> Outcome:
             master_id=master_id,
             kind=STANDARD,
             at=tx.now,
+            password_hash=password_hash,
         )
     )
-    return Outcome(type=command.type, cti_id=cti_id, warnings=command.profile.rfc_warnings())
+    return Outcome(
+        type=command.type,
+        cti_id=cti_id,
+        cti_password=generated,
+        warnings=command.profile.rfc_warnings(),
+    )
 
 
 def require_distributor_not_purged(tx: Tx, client: Client) -> None:
@@ -149,7 +161,10 @@ def open_stamping_account(command: OpenStampingAccount, tx: Tx) -> Outcome:
                 "insufficient_points", available=client.points, requested=fee, holder_id=client.id
             )
         valid_until = add_one_year(tx.today)
-    password_hash = hash_password(command.password, cost=tx.password_cost)
+    generated = generate_password() if command.password is None else None
+    password = command.password or generated
+    assert password is not None
+    password_hash = hash_password(password, cost=tx.password_cost)
     if command.kind == UNLIMITED:
         client.spend_points(f"unlimited.{command.cti_id}.1", "unlimited-cti", fee, tx.now)
     tx.add(
@@ -165,7 +180,7 @@ def open_stamping_account(command: OpenStampingAccount, tx: Tx) -> Outcome:
             valid_until=valid_until,
         )
     )
-    return Outcome(type=command.type, cti_id=command.cti_id)
+    return Outcome(type=command.type, cti_id=command.cti_id, cti_password=generated)
 
 
 @handles(BlockStampingAccount)

@@ -349,7 +349,11 @@ class RegisterClient(Command):
     profile: ClientProfile
     nic: Annotated[str, StringConstraints(min_length=1, max_length=50), CLEAN] | None = None
     cti_id: Id | None = None
+    cti_password: Secret | None = None
+    """The default CTI's password; when omitted, one is generated and shown once."""
     creates: ClassVar[bool] = True
+    # A password never enters the fingerprint (see ``engine.given_fields``).
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"cti_password"})
 
     def default_cti_id(self) -> str:
         """The id of the default CTI (given, or derived from the client id)."""
@@ -394,7 +398,8 @@ class OpenStampingAccount(Command):
     cti_id: Id
     client_id: Id
     kind: Literal["standard", "unlimited"] = "standard"
-    password: Secret
+    password: Secret | None = None
+    """When omitted, a password is generated and shown once (outcome ``cti_password``)."""
     rfc_lock: RfcText | None = None
     creates: ClassVar[bool] = True
 

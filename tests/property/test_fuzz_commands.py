@@ -116,6 +116,7 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "mobile": st.just("5512345678"),
     "kind": st.sampled_from(["standard", "unlimited", "multinivel", "mkl"]),
     "password": st.just("secreto123"),
+    "cti_password": st.just("secreto123"),
     "rfc_lock": st.just(ISSUER_RFC),
     "minimum": QUANTITY,
     "credit": QUANTITY,

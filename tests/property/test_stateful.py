@@ -298,9 +298,17 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = ManualClock(datetime(2026, 1, 5, 18, 0, tzinfo=UTC))
         self.lg = Ledger.open("memory://", clock=self.clock, password_cost="fast")
-        results = self.lg.execute_many(setup_commands())
+        commands = setup_commands()
+        results = self.lg.execute_many(commands)
         assert all(isinstance(r, Outcome) for r in results), results
         self.model = Model()
+        # Every client's CTI is ready to stamp: its generated password is in the outcome.
+        for command, result in zip(commands, results, strict=True):
+            if command["type"] == "RegisterClient":
+                assert isinstance(result, Outcome)
+                assert result.cti_id is not None
+                assert result.cti_password is not None
+                self.model.password[result.cti_id] = result.cti_password
         self.counter = 0
         self.last_transfer: dict[str, Any] | None = None
         # Postings already summed, so each step reads only the new events.
@@ -826,7 +834,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def check_credentials_once(self, cti_id: str, right: bool) -> None:
         """Valid true or false, credentials_locked after 5 failures, account_blocked if so."""
         model = self.model
-        password = model.password.get(cti_id, "sin-clave-1") if right else "incorrecta"
+        password = model.password[cti_id] if right else "incorrecta"
         command = {"type": "VerifyStampingCredentials", "cti_id": cti_id,
                    "password": password, "actor": MASTER}  # fmt: skip
         store = self.lg.store
@@ -834,16 +842,12 @@ class LedgerMachine(RuleBasedStateMachine):
         before = len(store.stored_events())
         now = self.clock()
         locked_until = model.locked_until.get(cti_id)
-        valid = right and cti_id in model.password
+        valid = right
         (result,) = self.lg.execute_many([command])
         recorded = len(store.stored_events()) - before
         if locked_until is not None and now < locked_until:
             assert isinstance(result, Rejected)
             assert (result.code, recorded) == ("credentials_locked", 0)
-        elif cti_id not in model.password:
-            # A CTI without a password: every check is valid false and records nothing.
-            assert isinstance(result, Outcome)
-            assert (result.valid, recorded) == (False, 0)
         elif valid and cti_id in model.blocked:
             assert isinstance(result, Rejected)
             assert (result.code, recorded) == ("account_blocked", 0)

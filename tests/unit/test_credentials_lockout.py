@@ -173,10 +173,20 @@ def test_an_unknown_cti_never_locks_and_records_nothing(lg: Ledger) -> None:
     assert len(topics(lg)) == before
 
 
-def test_a_cti_without_a_password_is_valid_false(lg: Ledger) -> None:
-    """The default CTI of a client has no password: no password is right, nothing recorded."""
+def test_a_cti_without_a_password_is_valid_false(lg: Ledger, clock: ManualClock) -> None:
+    """A CTI opened without a password (before every CTI got one at its opening): no
+    password is right, and nothing is recorded."""
+    old = StampingAccount.open(
+        "OLD-cti",
+        client_id=CLIENT,
+        distributor_id=DISTRIBUTOR,
+        master_id=MASTER,
+        kind="standard",
+        at=clock(),
+    )
+    lg.store.record(old.collect_events(), [])
     before = len(topics(lg))
-    assert answer(lg, PASSWORD, cti_id="C1-cti") is False
+    assert answer(lg, PASSWORD, cti_id="OLD-cti") is False
     assert len(topics(lg)) == before
 
 

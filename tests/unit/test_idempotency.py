@@ -42,8 +42,10 @@ def trace(lg: Ledger) -> tuple[int, int]:
 
 
 def replay_of(first: Outcome) -> Outcome:
-    """What a repeat of the command that gave ``first`` must return."""
-    return Outcome(**{**{f: getattr(first, f) for f in first.__struct_fields__}, "replayed": True})
+    """What a repeat of the command that gave ``first`` must return (the secrets shown once
+    left out: a code, its NIP, a generated CTI password)."""
+    fields = {f: getattr(first, f) for f in first.__struct_fields__}
+    return Outcome(**{**fields, "replayed": True, "code": None, "nip": None, "cti_password": None})
 
 
 # Repeats ---------------------------------------------------------------------------------------

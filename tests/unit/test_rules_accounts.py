@@ -13,6 +13,7 @@ from ledger.aggregates.stamping_account import StampingAccount
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.commands import accounts
+from ledger.logging import capture_logs
 from ledger.passwords import verify_password
 from tests import support
 from tests.support import (
@@ -23,6 +24,7 @@ from tests.support import (
     command,
     consume,
     distributor_profile,
+    fields,
     network_fixture,
     network_ledger,
     on_cti,
@@ -92,6 +94,96 @@ def test_register_client_for_another_distributor_is_not_authorised(lg: Ledger) -
 def test_registering_a_taken_client_id_is_already_exists(lg: Ledger) -> None:
     """A client id is unique."""
     assert rejection(lg, register_client(CLIENT)).code == "already_exists"
+
+
+def verify(lg: Ledger, cti_id: str, password: str) -> bool | None:
+    """The stamping service checks a CTI's credentials."""
+    return lg.execute(verify_credentials(password, cti_id)).valid
+
+
+def test_a_new_clients_cti_is_ready_to_stamp_with_a_generated_password(lg: Ledger) -> None:
+    """Without ``cti_password`` the outcome carries a generated one, valid at once."""
+    outcome = lg.execute(register_client())
+    assert outcome.cti_password is not None
+    assert len(outcome.cti_password) >= 20
+    assert verify(lg, "C2-cti", outcome.cti_password) is True
+    assert verify(lg, "C2-cti", outcome.cti_password + "x") is False
+
+
+def test_a_new_clients_cti_takes_the_password_given(lg: Ledger) -> None:
+    """A ``cti_password`` given is the CTI's password, and the outcome does not echo it."""
+    outcome = lg.execute(register_client(cti_password=PASSWORD))
+    assert outcome.cti_password is None
+    assert PASSWORD not in str(outcome.to_dict())
+    assert verify(lg, "C2-cti", PASSWORD) is True
+
+
+def test_two_registrations_generate_two_passwords(lg: Ledger) -> None:
+    """Each generated password is fresh."""
+    first = lg.execute(register_client("C2")).cti_password
+    second = lg.execute(register_client("C3", cti_id="C3-cti")).cti_password
+    assert first is not None
+    assert second is not None
+    assert first != second
+
+
+def test_a_replayed_registration_does_not_show_the_password_again(lg: Ledger) -> None:
+    """Shown once, like a NIP: the replay answers everything but the password."""
+    first = lg.execute(register_client())
+    again = lg.execute(register_client())
+    assert again.replayed is True
+    assert again.cti_password is None
+    assert again.cti_id == first.cti_id
+
+
+def test_a_generated_password_is_kept_nowhere(lg: Ledger) -> None:
+    """No event, idempotency key or log line holds the generated password."""
+    with capture_logs() as lines:
+        outcome = lg.execute(register_client())
+    password = outcome.cti_password
+    assert password is not None
+    stored = b"".join(row.state for row in lg.store.stored_events())
+    assert password.encode() not in stored
+    assert isinstance(lg.store, MemoryStore)
+    kept = lg.store.select_keys(["id:C2", "id:C2-cti"])
+    assert kept
+    assert all(password.encode() not in record.outcome for record in kept.values())
+    assert password not in repr(lines)
+    assert all(password not in repr(row) for row in lg.views.stamping_accounts(DISTRIBUTOR))
+
+
+def test_the_cti_password_is_not_part_of_the_fingerprint(clock: ManualClock) -> None:
+    """A retry with another password replays: no fast hash of a password is kept."""
+    fingerprints = set()
+    for password in (PASSWORD, "otra-clave-99"):
+        with network_ledger(clock) as ledger:
+            ledger.execute(register_client(cti_password=password))
+            assert isinstance(ledger.store, MemoryStore)
+            fingerprints.add(ledger.store.select_keys(["id:C2"])["id:C2"].fingerprint)
+    assert len(fingerprints) == 1
+
+
+def test_a_short_cti_password_is_invalid_command(lg: Ledger) -> None:
+    """The password policy holds for a password given at registration."""
+    rejected = rejection(lg, register_client(cti_password="corta"))
+    assert rejected.code == "invalid_command"
+    assert fields(rejected) == ["RegisterClient.cti_password"]
+
+
+def test_opening_a_cti_without_a_password_generates_one(lg: Ledger) -> None:
+    """OpenStampingAccount's ``password`` may be left out: a generated one is shown once."""
+    command = open_cti()
+    del command["password"]
+    outcome = lg.execute(command)
+    assert outcome.cti_password is not None
+    assert verify(lg, "X1", outcome.cti_password) is True
+    assert lg.execute(command).cti_password is None
+
+
+def test_opening_a_cti_with_a_password_shows_none(lg: Ledger) -> None:
+    """A password given is never echoed."""
+    assert lg.execute(open_cti()).cti_password is None
+    assert verify(lg, "X1", PASSWORD) is True
 
 
 # Consumption rules -----------------------------------------------------------------------------
