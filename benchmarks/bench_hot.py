@@ -151,6 +151,7 @@ def setup_network(lg: Ledger, ctis: Sequence[str], stamps_each: int) -> None:
                 "from_id": "D",
                 "to_id": cti,
                 "quantity": stamps_each,
+                "amount": "0.00",
             },
         ]
     for result in lg.execute_many(commands):

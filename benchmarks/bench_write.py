@@ -218,6 +218,7 @@ def add_clients(
             "from_id": "D",
             "to_id": f"{c}-cti",
             "quantity": stamps_each,
+            "amount": "0.00",
         }
         for c in ids
     ]
@@ -290,6 +291,7 @@ def top_up(lg: Ledger, cti: str, stamps: int) -> str:
                 "from_id": "D",
                 "to_id": cti,
                 "quantity": stamps,
+                "amount": "0.00",
                 "actor": "D",
             },
         ]
@@ -325,6 +327,7 @@ def measure_loading(url: str, s: Settings) -> Loading:
                 "from_id": "D",
                 "to_id": target,
                 "quantity": 1,
+                "amount": "0.00",
             }
             for n in range(s.long_history)
         ]

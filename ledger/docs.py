@@ -89,6 +89,7 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
         "wrong_account_kind",
         "distributor_not_active",
         "insufficient_inventory",
+        "price_unknown",
     ),
     "TransferPoints": (
         "unknown_account",
@@ -102,6 +103,7 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
         "distributor_not_active",
         "insufficient_inventory",
         "insufficient_points",
+        "price_unknown",
     ),
     "ReclaimStamps": ("unknown_account", "insufficient_stamps"),
     "RegisterClient": (
@@ -129,7 +131,7 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
     "RenewUnlimitedAccount": ("unknown_account", "wrong_account_kind", "insufficient_points"),
     # An unknown id answers ``valid: false`` like a wrong password: no actor learns which exist.
     "VerifyStampingCredentials": ("account_blocked", "credentials_locked"),
-    "ConfigureAutoTopUp": ("unknown_account", "wrong_account_kind"),
+    "ConfigureAutoTopUp": ("unknown_account", "wrong_account_kind", "price_unknown"),
     "DisableAutoTopUp": ("unknown_account", "invalid_transition"),
     "ConsumeStamp": (
         "unknown_account",
@@ -154,6 +156,7 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
         "distributor_not_active",
         "invalid_transition",
         "insufficient_inventory",
+        "price_unknown",
     ),
     "ReserveStamp": (
         "unknown_account",
@@ -180,6 +183,7 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
         "distributor_not_active",
         "insufficient_inventory",
         "insufficient_points",
+        "price_unknown",
     ),
     "RedeemCreditCode": (
         "unknown_account",

@@ -52,6 +52,11 @@ MESSAGES: dict[str, str] = {
         "El lote tiene demasiadas operaciones para registrarse de una vez; divídelo en lotes "
         "más pequeños."
     ),
+    "price_unknown": (
+        "No se indicó el importe y no hay un precio de lista que lo dé; indica el importe "
+        '(o "0.00" si es un obsequio).'
+    ),
+    "mixed_buyers": "Una factura solo puede incluir ventas a un mismo comprador.",
 }
 
 

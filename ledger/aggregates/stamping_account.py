@@ -313,12 +313,18 @@ class StampingAccount(Aggregate):
             aggregate.top_up_armed = False
 
     class AutoTopUpFailed(Event, frozen=True, kw_only=True):
-        """The balance crossed the minimum but the distributor's inventory was short."""
+        """The balance crossed the minimum but the top-up could not be sold.
+
+        ``reason``: ``insufficient_inventory`` (the distributor's stamps were short),
+        ``distributor_not_active`` or ``price_unknown`` (a rule priced by the price list, and
+        no list gives a price any more); "" for failures recorded before reasons were.
+        """
 
         cfdi_uuid: str
         available: int
         distributor_id: str = ""
         requested: int = 0
+        reason: str = ""
 
         def apply(self, aggregate: StampingAccount) -> None:
             """Disarms until the balance is back at the minimum (once per crossing)."""

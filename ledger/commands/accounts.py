@@ -27,8 +27,9 @@ from ledger.commands.models import (
     VerifyStampingCredentials,
 )
 from ledger.commands.network import claim_admin
-from ledger.commands.pricing import setting
+from ledger.commands.pricing import client_of, listed_amount, setting
 from ledger.commands.profiles import ClientProfile, profile_error_to_rejection
+from ledger.domain import STAMPS
 from ledger.errors import Rejected
 from ledger.money import parse_money
 from ledger.outcome import Outcome
@@ -269,6 +270,10 @@ def configure_auto_top_up(command: ConfigureAutoTopUp, tx: Tx) -> Outcome:
     """Automatic top-up for a standard CTI."""
     cti = tx.get(command.cti_id, StampingAccount)
     cti.require_standard()
+    if command.amount is None:
+        # Priced by the list each time it fires: a list must give a price now.
+        distributor = tx.get(cti.distributor_id, Distributor)
+        listed_amount(tx, distributor, STAMPS, command.credit, client_of(tx, cti))
     rule = AutoTopUp(
         minimum=command.minimum,
         credit=command.credit,

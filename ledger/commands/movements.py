@@ -30,6 +30,7 @@ from ledger.commands.pricing import (
     client_of,
     discounted,
     list_amount,
+    listed_amount,
     setting,
 )
 from ledger.domain import POINTS, SINK_SPENT, STAMPS, Aggregate
@@ -346,7 +347,19 @@ def auto_top_up(tx: Tx, cti: StampingAccount, transfer_id: str, cfdi_uuid: str) 
     rule = cti.auto_top_up
     assert rule is not None
     distributor = tx.get(cti.distributor_id, Distributor)
-    if distributor.status_on(tx.today) != "active" or distributor.stamps < rule.credit:
+    amount: int | None = rule.amount_centavos
+    if rule.priced_by_list:
+        amount = list_amount(tx, distributor, STAMPS, rule.credit, client_of(tx, cti))
+    if distributor.status_on(tx.today) != "active":
+        reason = "distributor_not_active"
+    elif distributor.stamps < rule.credit:
+        reason = "insufficient_inventory"
+    elif amount is None:
+        # Never a silent 0.00 sale: the consumption stands, the top-up is not sold.
+        reason = "price_unknown"
+    else:
+        reason = ""
+    if reason:
         cti.trigger(
             cti.AutoTopUpFailed,
             tx.now,
@@ -354,13 +367,10 @@ def auto_top_up(tx: Tx, cti: StampingAccount, transfer_id: str, cfdi_uuid: str) 
             available=distributor.stamps,
             distributor_id=distributor.id,
             requested=rule.credit,
+            reason=reason,
         )
         return None
-    amount = (
-        list_amount(tx, distributor, STAMPS, rule.credit, client_of(tx, cti))
-        if rule.priced_by_list
-        else rule.amount_centavos
-    )
+    assert amount is not None
     cti.trigger(cti.AutoTopUpTriggered, tx.now, cfdi_uuid=cfdi_uuid, transfer_id=transfer_id)
     _transfer(tx, distributor, STAMPS, transfer_id, _Line(cti, rule.credit, amount))
     return transfer_id
@@ -484,7 +494,7 @@ def mass_auto_top_up(command: MassAutoTopUp, tx: Tx) -> Outcome:
         if rule is None:
             raise Rejected("invalid_transition", cti_id=cti.id, status="auto_top_up_off")
         amount = (
-            list_amount(tx, source, STAMPS, rule.credit, client_of(tx, cti))
+            listed_amount(tx, source, STAMPS, rule.credit, client_of(tx, cti))
             if rule.priced_by_list
             else rule.amount_centavos
         )

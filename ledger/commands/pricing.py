@@ -4,7 +4,9 @@ The rule, in one place:
 
 - A stamp sold to a client's CTI costs the client's own ``bulk_stamp_price`` (its profile) if set,
   else the distributor's ``bulk_stamp_price`` setting, else the master account's (the network's
-  default), else nothing (0.00). To a sub-distributor: the distributor's price, else the master's.
+  default). To a sub-distributor: the distributor's price, else the master's. When none is set
+  the price is unknown and the command is refused with ``price_unknown``: a sale is never
+  silently 0.00 (an explicit "0.00" is a gift, and is kept).
 - A point costs 1.00 MXN (1 point = 1 MXN, DESIGN §1).
 - A package (client package, panel purchase) costs its price in the seller's catalogue.
 - A sale to a client then takes the client's ``discount_pct`` off, rounded half up to centavos.
@@ -23,6 +25,7 @@ from ledger.aggregates.client import Client
 from ledger.aggregates.distributor import Distributor
 from ledger.aggregates.master_account import MasterAccount
 from ledger.domain import POINTS, Aggregate
+from ledger.errors import Rejected
 from ledger.money import parse_money
 from ledger.write.decision import Tx
 
@@ -84,22 +87,52 @@ def discounted(amount_centavos: int, client: Client | None) -> int:
     return int(kept.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def stamp_price(tx: Tx, distributor: Distributor, client: Client | None) -> int:
-    """The price of one stamp from ``distributor`` (to ``client``, if any), before discount."""
+def stamp_price(tx: Tx, distributor: Distributor, client: Client | None) -> int | None:
+    """The price of one stamp from ``distributor`` (to ``client``, if any), before discount;
+    None when no price list gives one."""
     if client is not None:
         own = client.profile.get("bulk_stamp_price")
         if own is not None:
             return parse_money(own, field="bulk_stamp_price")
     price = setting(tx, distributor, "bulk_stamp_price_centavos")
-    return 0 if price is None else int(price)
+    return None if price is None else int(price)
 
 
 def list_amount(
     tx: Tx, distributor: Distributor, unit: str, quantity: int, client: Client | None
-) -> int:
-    """What ``quantity`` units from the distributor cost by its price list (discount applied)."""
+) -> int | None:
+    """What ``quantity`` units from the distributor cost by its price list (discount applied);
+    None when the list gives no price."""
     unit_price = POINT_PRICE_CENTAVOS if unit == POINTS else stamp_price(tx, distributor, client)
+    if unit_price is None:
+        return None
     return discounted(unit_price * quantity, client)
+
+
+def price_unknown(distributor: Distributor, unit: str, field: str = "amount") -> Rejected:
+    """The rejection of a sale that names no amount when no price list gives one."""
+    return Rejected(
+        "price_unknown",
+        seller_id=distributor.id,
+        unit=unit,
+        field=field,
+        reason="no amount given and no bulk_stamp_price set (client, distributor or master)",
+    )
+
+
+def listed_amount(
+    tx: Tx,
+    distributor: Distributor,
+    unit: str,
+    quantity: int,
+    client: Client | None,
+    field: str = "amount",
+) -> int:
+    """The price list's amount, or ``price_unknown``."""
+    amount = list_amount(tx, distributor, unit, quantity, client)
+    if amount is None:
+        raise price_unknown(distributor, unit, field)
+    return amount
 
 
 def amount_of(
@@ -110,10 +143,10 @@ def amount_of(
     quantity: int,
     client: Client | None,
 ) -> int:
-    """The command's amount when it gives one, else the price list's."""
+    """The command's amount when it gives one, else the price list's (else ``price_unknown``)."""
     if given is not None:
         return parse_money(given)
-    return list_amount(tx, distributor, unit, quantity, client)
+    return listed_amount(tx, distributor, unit, quantity, client)
 
 
 def client_of(tx: Tx, target: Aggregate) -> Client | None:

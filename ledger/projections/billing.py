@@ -84,6 +84,7 @@ AUTO_TOP_UP_FAILURES = Table(
         ("at", "ts"),
         ("available", "int"),
         ("requested", "int"),
+        ("reason", "text"),
     ),
     key=("cti_id", "cfdi_uuid"),
     indexes=(("distributor_id", "at"),),
@@ -120,7 +121,8 @@ class InvoiceRow:
 
 @dataclass(frozen=True, slots=True)
 class AutoTopUpFailureRow:
-    """An automatic top-up that could not be sold (the distributor's inventory was short)."""
+    """An automatic top-up that could not be sold (``reason``: insufficient_inventory,
+    distributor_not_active or price_unknown; "" when recorded before reasons were)."""
 
     cti_id: str
     cfdi_uuid: str
@@ -128,6 +130,7 @@ class AutoTopUpFailureRow:
     at: datetime
     available: int
     requested: int
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,7 @@ class _Buffer:
                 self.dialect.ts(event.timestamp),
                 event.available,
                 event.requested,
+                event.reason,
             )
         )
 
@@ -279,7 +283,7 @@ class BillingView(View):
     """Sales and invoices."""
 
     name = "billing"
-    version = 2
+    version = 3
     tables = (SALES, INVOICES, CREDIT_CODES, AUTO_TOP_UP_FAILURES)
 
     def new_buffer(self, dialect: Dialect) -> _Buffer:
@@ -495,13 +499,13 @@ def auto_top_up_failures(
     check_page(limit, offset)
     dialect = cursor.dialect
     cursor.execute(
-        "SELECT cti_id, cfdi_uuid, distributor_id, at, available, requested "
+        "SELECT cti_id, cfdi_uuid, distributor_id, at, available, requested, reason "
         "FROM view_auto_top_up_failures WHERE distributor_id = ? "
         "ORDER BY at DESC, cti_id, cfdi_uuid LIMIT ? OFFSET ?",
         (distributor_id, limit, offset),
     )
     rows = []
-    for cti_id, cfdi_uuid, distributor, at, available, requested in cursor.fetchall():
+    for cti_id, cfdi_uuid, distributor, at, available, requested, reason in cursor.fetchall():
         when = dialect.to_ts(at)
         assert when is not None
         rows.append(
@@ -512,6 +516,7 @@ def auto_top_up_failures(
                 at=when,
                 available=int(available),
                 requested=int(requested),
+                reason=str(reason or ""),
             )
         )
     return rows

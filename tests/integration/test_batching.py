@@ -194,6 +194,7 @@ def test_a_stale_rejection_is_decided_again_on_fresh_state(
                 "from_id": DISTRIBUTOR,
                 "to_id": CTI,
                 "quantity": 2,
+                "amount": "1.00",
             }
         )
         result = other.execute(consume())

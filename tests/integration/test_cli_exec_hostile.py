@@ -76,6 +76,7 @@ _DUPLICATE = _line(
         "from_id": DISTRIBUTOR,
         "to_id": CTI,
         "quantity": 1,
+        "amount": "0.50",
         "actor": DISTRIBUTOR,
     }
 ).replace(b'"quantity": 1,', b'"quantity": 1, "quantity": 1000,')

@@ -110,7 +110,7 @@ def movements(lg: Ledger, clock: ManualClock) -> None:
                  "package_id": "G30"},
                 {"type": "TransferStamps", "actor": D2,
                  "transfer_id": "T2", "from_id": D2, "to_id": CTI3,
-                 "quantity": 120},
+                 "quantity": 120, "amount": "60.00"},
             ]
         )
     )  # fmt: skip
@@ -216,7 +216,7 @@ def test_work_continues_after_reopening(store_url: str, clock: ManualClock) -> N
     record_flow(store_url, clock)
     with open_ledger(store_url, clock) as reopened:
         all_ok(reopened.execute_many([consume(CTI1) for _ in range(20)]))
-        reopened.execute(transfer_stamps(80, "T3", from_id=D1, to_id=CTI1))
+        reopened.execute(transfer_stamps(80, "T3", from_id=D1, to_id=CTI1, amount="40.00"))
     with open_ledger(store_url, clock) as third:
         assert (third.balance(CTI1), third.balance(D1)) == (480, 2_600)
 
@@ -238,7 +238,7 @@ def test_two_ledgers_on_one_database_never_overdraw(store_url: str, clock: Manua
     """Two engines with their own caches share a CTI: stale state is caught, never double spent."""
     with open_ledger(store_url, clock) as first:
         network(first)
-        first.execute(transfer_stamps(3, "T1", from_id=D1, to_id=CTI1))
+        first.execute(transfer_stamps(3, "T1", from_id=D1, to_id=CTI1, amount="1.50"))
         with open_ledger(store_url, clock) as second:
             assert second.balance(CTI1) == 3  # now cached by the second engine
             first.execute(consume(CTI1))
@@ -260,5 +260,5 @@ def test_a_stale_refusal_is_decided_again(store_url: str, clock: ManualClock) ->
         network(first)
         with open_ledger(store_url, clock) as second:
             assert second.balance(CTI1) == 0
-            first.execute(transfer_stamps(2, "T1", from_id=D1, to_id=CTI1))
+            first.execute(transfer_stamps(2, "T1", from_id=D1, to_id=CTI1, amount="1.00"))
             assert second.execute(consume(CTI1)).balance_after == 1

@@ -43,7 +43,10 @@ def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
         clock, open_cti(SECOND_CTI), url=store_url, cti_stamps=40, points=3000
     ) as ledger:
         ledger.execute_many(
-            [transfer_points(250, "P-1"), transfer_stamps(20, "T-2", to_id=SECOND_CTI)]
+            [
+                transfer_points(250, "P-1"),
+                transfer_stamps(20, "T-2", to_id=SECOND_CTI, amount="9.00"),
+            ]
         )
         for day in range(3):
             ledger.execute_many([consume() for _ in range(day + 2)])

@@ -90,7 +90,7 @@ def test_a_hot_write_overtaken_decides_again_on_what_overtook_it(
     store.load = lambda i: loads.append(i) or load(i)  # type: ignore[method-assign]
     store.catch_up = lambda a: loads.append(a.id) or catch_up(a)  # type: ignore[method-assign]
     # A transfer is decided here (it is not posted for another process to decide).
-    outcome = second.execute(transfer_stamps(5, "T-hot"))
+    outcome = second.execute(transfer_stamps(5, "T-hot", amount="2.50"))
     assert writes == ["overtaken", "recorded"]
     assert CTI not in loads
     assert isinstance(outcome, Outcome)

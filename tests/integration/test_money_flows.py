@@ -75,6 +75,7 @@ def test_a_redeemed_code_replays_after_a_reopen(url: str, clock: ManualClock) ->
                 "distributor_id": DISTRIBUTOR,
                 "unit": "stamps",
                 "quantity": 25,
+                "amount": "12.50",
                 "actor": DISTRIBUTOR,
             }
         )
@@ -121,7 +122,7 @@ def test_auto_top_up_sells_then_fails_and_the_failure_is_shown(
         held = lg.balance(DISTRIBUTOR)
         lg.execute(
             {"type": "IssueCreditCode", "code_id": "K", "distributor_id": DISTRIBUTOR,
-             "unit": "stamps", "quantity": held - 5, "actor": DISTRIBUTOR}
+             "unit": "stamps", "quantity": held - 5, "amount": "0.00", "actor": DISTRIBUTOR}
         )  # fmt: skip
         for _ in range(39):
             lg.execute(consume(actor="M"))  # 49 → 10

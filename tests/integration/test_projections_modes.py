@@ -220,6 +220,7 @@ def test_writer_processes_and_a_follower_converge(store_url: str, clock: ManualC
                     "from_id": "D1",
                     "to_id": f"W{n}-cti",
                     "quantity": 1_000,
+                    "amount": "500.00",
                 }
                 for n in range(3)
             ]

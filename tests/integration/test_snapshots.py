@@ -120,6 +120,7 @@ def test_a_distributor_with_a_long_history_loads_from_its_snapshot(
                 "from_id": DISTRIBUTOR,
                 "to_id": CTI,
                 "quantity": 1,
+                "amount": "0.50",
             }
             for n in range(LONG_HISTORY)
         ]

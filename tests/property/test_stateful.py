@@ -270,6 +270,8 @@ def setup_commands() -> list[dict[str, Any]]:
          "validity_days": GRANT_VALIDITY_DAYS},
         {"type": "ChangeSettings", "actor": D1, "seller_id": D1,
          "allow_pcc_stamp_purchase": True, "allow_pcc_point_purchase": True},
+        # D1 prices what its commands leave unpriced; D2 (and the master) have no price list.
+        {"type": "ChangeSettings", "actor": D1, "seller_id": D1, "bulk_stamp_price": "0.80"},
     ]  # fmt: skip
     for package_id, (unit, quantity) in CLIENT_PACKAGES.items():
         commands.append(
@@ -322,7 +324,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.buy("D50", 3)
         self.buy("DP30", 2)
         for cti_id in CTIS:
-            self.transfer_stamps(DISTRIBUTOR_OF_CTI[cti_id], cti_id, 30)
+            self.transfer_stamps(DISTRIBUTOR_OF_CTI[cti_id], cti_id, 30, "15.00")
         for cti_id in CTIS[:2]:
             self.reset_password(cti_id)
 
@@ -390,7 +392,9 @@ class LedgerMachine(RuleBasedStateMachine):
             book[seller] -= total
             book[buyer] += total
 
-    def do_transfer(self, unit: str, source: str, to_id: str, quantity: int) -> None:
+    def do_transfer(
+        self, unit: str, source: str, to_id: str, quantity: int, amount: str | None = None
+    ) -> None:
         """A transfer of stamps or points, predicted by the model."""
         transfer_id = self.next_id("T")
         book = self.model.holds(unit)
@@ -401,22 +405,33 @@ class LedgerMachine(RuleBasedStateMachine):
             expected = code
         elif book[source] < quantity:
             expected = "insufficient_inventory" if unit == "stamps" else "insufficient_points"
+        elif not self.priced(source, unit, amount):
+            expected = "price_unknown"
         kind = "TransferStamps" if unit == "stamps" else "TransferPoints"
         command = {"type": kind, "actor": source, "transfer_id": transfer_id, "from_id": source,
                    "to_id": to_id, "quantity": quantity}  # fmt: skip
+        if amount is not None:
+            command["amount"] = amount
         if self.run(command, expected):
             book[source] -= quantity
             self.receive(unit, to_id, transfer_id, quantity)
             self.last_transfer = command
 
+    @staticmethod
+    def priced(seller: str, unit: str, amount: str | None) -> bool:
+        """Whether a sale has a price: given, points (1.00 each), or D1's bulk price."""
+        return amount is not None or unit == "points" or seller == D1
+
     @rule(
         source=st.sampled_from(DISTRIBUTORS),
         to_id=st.sampled_from((*CTIS, D2)),
         quantity=st.integers(1, 60),
+        amount=st.sampled_from((None, "0.00", "12.50")),
     )
-    def transfer_stamps(self, source: str, to_id: str, quantity: int) -> None:
-        """Stamps to a CTI or the sub-distributor (another distributor's ones included)."""
-        self.do_transfer("stamps", source, to_id, quantity)
+    def transfer_stamps(self, source: str, to_id: str, quantity: int, amount: str | None) -> None:
+        """Stamps to a CTI or the sub-distributor (another distributor's ones included); D2 has
+        no price list, so its unpriced transfers are price_unknown."""
+        self.do_transfer("stamps", source, to_id, quantity, amount)
 
     @rule(
         source=st.sampled_from(DISTRIBUTORS),
@@ -872,8 +887,11 @@ class LedgerMachine(RuleBasedStateMachine):
         unit=st.sampled_from(["stamps", "points"]),
         quantity=st.integers(1, 80),
         days=st.one_of(st.none(), st.integers(0, 3)),
+        amount=st.sampled_from((None, "0.00", "40.00")),
     )
-    def issue_code(self, issuer: str, unit: str, quantity: int, days: int | None) -> None:
+    def issue_code(
+        self, issuer: str, unit: str, quantity: int, days: int | None, amount: str | None
+    ) -> None:
         """A distributor sets credits aside behind a code and NIP."""
         code_id = self.next_id("K")
         book = self.model.holds(unit)
@@ -882,6 +900,8 @@ class LedgerMachine(RuleBasedStateMachine):
             expected = "distributor_not_active"
         elif book[issuer] < quantity:
             expected = "insufficient_inventory" if unit == "stamps" else "insufficient_points"
+        elif not self.priced(issuer, unit, amount):
+            expected = "price_unknown"
         expires_on = None if days is None else self.today + timedelta(days=days)
         command: dict[str, Any] = {
             "type": "IssueCreditCode",
@@ -893,6 +913,8 @@ class LedgerMachine(RuleBasedStateMachine):
         }
         if expires_on is not None:
             command["expires_on"] = expires_on.isoformat()  # fmt: skip
+        if amount is not None:
+            command["amount"] = amount
         outcome = self.run(command, expected)
         if outcome is not None:
             assert outcome.code is not None

@@ -56,7 +56,7 @@ def test_an_atomic_batch_without_rejections_records_everything(lg: Ledger) -> No
 
 def test_an_aborted_atomic_batch_leaves_the_cache_clean(lg: Ledger) -> None:
     """State changed in memory by an aborted batch is not seen afterwards."""
-    transfer = transfer_stamps(5, "T9")
+    transfer = transfer_stamps(5, "T9", amount="2.50")
     lg.execute_many([transfer, register(CLIENT)], atomic=True)
     assert lg.balance(CTI) == 10
     assert lg.execute(transfer).replayed is False

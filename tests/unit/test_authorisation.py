@@ -66,7 +66,8 @@ ACTORS = (
 
 
 def network(lg: Ledger) -> None:
-    """M, D1 (stamps, points, Multinivel), D2, S1 under D1, C1 with points and a password, M2."""
+    """M, D1 (stamps, points, Multinivel, a bulk stamp price), D2, S1 under D1, C1 with points
+    and a password, M2."""
     build_network(lg, cti_stamps=10, points=9000)
     products = (
         ("Multinivel", "multinivel", "1999.00", 0),
@@ -84,6 +85,8 @@ def network(lg: Ledger) -> None:
         contract("MKL Dóminus"),
         *onboard(OTHER_DISTRIBUTOR),
         *onboard(SUB_DISTRIBUTOR, DISTRIBUTOR),
+        # D1's price list prices what its commands leave unpriced (S1 and D2 have none).
+        command("ChangeSettings", DISTRIBUTOR, seller_id=DISTRIBUTOR, bulk_stamp_price="0.50"),
         transfer_points(6000, "TP-setup"),
         on_cti("ResetStampingPassword", password=PASSWORD),
         command("OpenMasterAccount", MASTER, master_id=OTHER_MASTER, name="Otra plataforma",

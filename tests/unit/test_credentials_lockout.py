@@ -19,6 +19,9 @@ from ledger.domain import Snapshot
 from ledger.errors import Rejected
 from ledger.passwords import verify_password
 from tests.support import (
+    CLIENT,
+    DISTRIBUTOR,
+    MASTER,
     PASSWORD,
     credentials_answer,
     forged,

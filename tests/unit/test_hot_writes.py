@@ -68,7 +68,7 @@ def test_a_hot_write_decides_again_on_the_events_that_overtook_it(
     loads: list[str] = []
     load = store.load
     store.load = lambda i: loads.append(i) or load(i)  # type: ignore[method-assign]
-    results = stale.execute_many([consume(), transfer_stamps(5, "T-hot")])
+    results = stale.execute_many([consume(), transfer_stamps(5, "T-hot", amount="2.50")])
     assert [r.balance_after for r in results if isinstance(r, Outcome)][:1] == [8]
     assert CTI not in loads
     assert lg.balance(CTI) == 13

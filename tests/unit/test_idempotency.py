@@ -26,8 +26,12 @@ from tests.support import transfer_stamps as transfer
 
 CFDI = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
-# A ledger on the in-memory store with the standard network and 3 stamps on C1's CTI.
-lg = network_fixture(cti_stamps=3)
+# A ledger on the in-memory store with the standard network and 3 stamps on C1's CTI; D1's
+# price list prices the transfers.
+lg = network_fixture(
+    command("ChangeSettings", DISTRIBUTOR, seller_id=DISTRIBUTOR, bulk_stamp_price="0.50"),
+    cti_stamps=3,
+)
 
 
 def store(lg: Ledger) -> MemoryStore:
@@ -89,7 +93,11 @@ def test_a_model_and_a_dict_with_the_same_fields_are_the_same_command(lg: Ledger
     """Idempotency compares what the caller gave, however it was given."""
     first = lg.execute(
         TransferStamps(
-            transfer_id="T1", from_id=DISTRIBUTOR, to_id=CTI, quantity=10, actor=DISTRIBUTOR
+            transfer_id="T1",
+            from_id=DISTRIBUTOR,
+            to_id=CTI,
+            quantity=10,
+            actor=DISTRIBUTOR,
         )
     )
     assert lg.execute(transfer()) == replay_of(first)

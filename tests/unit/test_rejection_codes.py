@@ -468,7 +468,74 @@ def _mass(
     }
 
 
+S1_WITH_CLIENT: tuple[Step, ...] = (
+    at(
+        DISTRIBUTOR,
+        _transfer(
+            "TransferStamps", transfer_id="T-S1", to_id=SUB_DISTRIBUTOR, quantity=20, amount="9.00"
+        ),
+    ),
+    register_client("C9", SUB_DISTRIBUTOR, "c9@example.com"),
+)
+"""S1 (no price list of its own, nor a master's) with 20 stamps and a client C9."""
+C9_PROFILE = client_profile(email="c9@example.com")
+C9_PRICED_RULE: tuple[Step, ...] = (
+    *S1_WITH_CLIENT,
+    at(
+        SUB_DISTRIBUTOR,
+        {
+            "type": "UpdateClientProfile",
+            "client_id": "C9",
+            "profile": {**C9_PROFILE, "bulk_stamp_price": "0.90"},
+        },
+    ),
+    at(
+        SUB_DISTRIBUTOR,
+        {"type": "ConfigureAutoTopUp", "cti_id": "C9-cti", "minimum": 2, "credit": 5},
+    ),
+    at(
+        SUB_DISTRIBUTOR,
+        {"type": "UpdateClientProfile", "client_id": "C9", "profile": {"bulk_stamp_price": None}},
+    ),
+)
+"""C9-cti's rule was priced by C9's own bulk price, which C9's profile no longer has."""
+
 ROWS += [
+    Row(
+        "price_unknown",
+        _transfer("TransferStamps", from_id=SUB_DISTRIBUTOR, to_id="C9-cti"),
+        actor=SUB_DISTRIBUTOR,
+        setup=S1_WITH_CLIENT,
+    ),
+    Row(
+        "price_unknown",
+        _mass(from_id=SUB_DISTRIBUTOR, to_id="C9-cti"),
+        actor=SUB_DISTRIBUTOR,
+        setup=S1_WITH_CLIENT,
+    ),
+    Row(
+        "price_unknown",
+        {**ISSUE_CODE, "distributor_id": SUB_DISTRIBUTOR},
+        actor=SUB_DISTRIBUTOR,
+        setup=S1_WITH_CLIENT,
+    ),
+    Row(
+        "price_unknown",
+        {"type": "ConfigureAutoTopUp", "cti_id": "C9-cti", "minimum": 2, "credit": 5},
+        actor=SUB_DISTRIBUTOR,
+        setup=S1_WITH_CLIENT,
+    ),
+    Row(
+        "price_unknown",
+        {
+            "type": "MassAutoTopUp",
+            "batch_id": "B9",
+            "distributor_id": SUB_DISTRIBUTOR,
+            "cti_ids": ["C9-cti"],
+        },
+        actor=SUB_DISTRIBUTOR,
+        setup=C9_PRICED_RULE,
+    ),
     Row("unknown_account", _transfer("TransferStamps", to_id=NOWHERE)),
     Row("wrong_account_kind", _transfer("TransferStamps", to_id=CLIENT)),
     Row(

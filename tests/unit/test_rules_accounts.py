@@ -243,21 +243,21 @@ def test_consuming_on_an_unknown_cti_is_unknown_account(lg: Ledger) -> None:
 def test_an_rfc_lock_refuses_other_issuers(lg: Ledger) -> None:
     """A CTI locked to an RFC stamps only for that issuer."""
     lg.execute(open_cti(rfc_lock="MAB9307148T4"))
-    lg.execute(transfer_stamps(3, "T9", to_id="X1"))
+    lg.execute(transfer_stamps(3, "T9", to_id="X1", amount="1.50"))
     assert rejection(lg, consume("X1")).code == "rfc_not_allowed"
 
 
 def test_an_rfc_lock_accepts_its_issuer(lg: Ledger) -> None:
     """The locked RFC stamps."""
     lg.execute(open_cti(rfc_lock="MAB9307148T4"))
-    lg.execute(transfer_stamps(3, "T9", to_id="X1"))
+    lg.execute(transfer_stamps(3, "T9", to_id="X1", amount="1.50"))
     assert lg.execute(consume("X1", issuer_rfc="MAB9307148T4")).balance_after == 2
 
 
 def test_an_rfc_lock_ignores_the_case_of_the_issuer_rfc(lg: Ledger) -> None:
     """RFCs are case-insensitive: the lock is stored upper-case and matches a lower-case issuer."""
     lg.execute(open_cti(rfc_lock="mab9307148t4"))
-    lg.execute(transfer_stamps(3, "T9", to_id="X1"))
+    lg.execute(transfer_stamps(3, "T9", to_id="X1", amount="1.50"))
     assert lg.execute(consume("X1", issuer_rfc="mab9307148t4")).balance_after == 2
 
 

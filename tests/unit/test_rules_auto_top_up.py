@@ -9,7 +9,17 @@ import pytest
 from ledger.api import Ledger
 from ledger.errors import Rejected
 from ledger.logging import capture_logs
-from tests.support import CTI, DISTRIBUTOR, command, consume, network_fixture, on_cti, open_cti
+from tests.support import (
+    CLIENT,
+    CTI,
+    DISTRIBUTOR,
+    client_profile,
+    command,
+    consume,
+    network_fixture,
+    on_cti,
+    open_cti,
+)
 
 
 def rule(cti_id: str = CTI, **extra: Any) -> dict[str, Any]:
@@ -31,7 +41,7 @@ def keep_only(lg: Ledger, stamps: int, code_id: str = "K") -> None:
     """D1 issues a credit code of all its stamps but ``stamps``."""
     quantity = lg.balance(DISTRIBUTOR) - stamps
     fields = {"code_id": code_id, "distributor_id": DISTRIBUTOR, "unit": "stamps"}
-    lg.execute(command("IssueCreditCode", DISTRIBUTOR, **fields, quantity=quantity))
+    lg.execute(command("IssueCreditCode", DISTRIBUTOR, **fields, quantity=quantity, amount="0.00"))
 
 
 def stamp(lg: Ledger, n: int = 1) -> list[Any]:
@@ -78,6 +88,7 @@ def test_a_short_inventory_records_the_failure_once(lg: Ledger) -> None:
     assert warning in logs
     (failure,) = lg.views.auto_top_up_failures(DISTRIBUTOR)
     assert (failure.cti_id, failure.available, failure.requested) == (CTI, 20, 50)
+    assert failure.reason == "insufficient_inventory"
     before = len(topics(lg))
     (fourth,) = stamp(lg)
     assert fourth.warnings == ()
@@ -130,3 +141,31 @@ def test_a_mass_auto_sale_beyond_the_inventory_sells_nothing(lg: Ledger) -> None
         lg.execute(MASS)
     assert caught.value.code == "insufficient_inventory"
     assert lg.balance(DISTRIBUTOR) == 79
+
+
+def test_a_rule_without_amount_needs_a_price_list(lg: Ledger) -> None:
+    """No amount and no list price: price_unknown, nothing recorded (never a silent 0.00)."""
+    with pytest.raises(Rejected) as caught:
+        lg.execute(rule(amount=None) | {"minimum": 3})
+    assert caught.value.code == "price_unknown"
+    assert caught.value.details["field"] == "amount"
+
+
+def test_a_rule_whose_list_price_went_away_fails_instead_of_selling_at_zero(
+    lg: Ledger,
+) -> None:
+    """C1's own bulk price priced the rule; once its profile drops it, the crossing records
+    AutoTopUpFailed (reason price_unknown) and sells nothing."""
+    profile = {**client_profile(), "bulk_stamp_price": "0.90"}
+    update = {"type": "UpdateClientProfile", "client_id": CLIENT, "actor": DISTRIBUTOR}
+    lg.execute({**update, "profile": profile})
+    command = rule()
+    del command["amount"]
+    lg.execute(command)
+    lg.execute({**update, "profile": {**profile, "bulk_stamp_price": None}})
+    outcomes = stamp(lg, 3)
+    assert outcomes[-1].warnings == ("auto_top_up_failed",)
+    assert outcomes[-1].sale_ids == ()
+    (failure,) = lg.views.auto_top_up_failures(DISTRIBUTOR)
+    assert failure.reason == "price_unknown"
+    assert lg.verify().ok

@@ -58,6 +58,7 @@ def transfer(transfer_id: str, quantity: int = 5) -> dict[str, Any]:
         "from_id": DISTRIBUTOR,
         "to_id": CTI,
         "quantity": quantity,
+        "amount": "2.50",
     }
 
 

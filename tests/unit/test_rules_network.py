@@ -97,7 +97,7 @@ def drive_to(lg: Ledger, clock: ManualClock, target: str) -> None:
 
 def transfer_to_cti(transfer_id: str = "T1", from_id: str = DISTRIBUTOR) -> dict[str, Any]:
     """A transfer of one stamp from D1 to its client's CTI."""
-    return transfer_stamps(1, transfer_id, from_id=from_id)
+    return transfer_stamps(1, transfer_id, from_id=from_id, amount="0.50")
 
 
 # The status machine ----------------------------------------------------------------------------

@@ -98,10 +98,45 @@ def sale_amount(lg: Ledger, seller: str, sale_id: str) -> str:
     return sale.amount
 
 
-def test_without_a_price_anywhere_a_transfer_is_free(lg: Ledger) -> None:
-    """No amount, no bulk price: 0.00."""
-    (sale_id,) = lg.execute(transfer()).sale_ids
+def test_without_a_price_anywhere_a_transfer_is_price_unknown(lg: Ledger) -> None:
+    """No amount, no bulk price: refused (a sale is never a silent 0.00), nothing recorded."""
+    rejected = rejection(lg, transfer())
+    assert rejected.code == "price_unknown"
+    assert (rejected.details["field"], rejected.details["seller_id"]) == ("amount", DISTRIBUTOR)
+
+
+def test_an_explicit_zero_amount_is_a_gift_and_is_kept(lg: Ledger) -> None:
+    """An explicit "0.00": a sale of 0.00, even with a bulk price set."""
+    lg.execute(settings(bulk_stamp_price="0.85"))
+    (sale_id,) = lg.execute(transfer(amount="0.00")).sale_ids
     assert sale_amount(lg, DISTRIBUTOR, sale_id) == "0.00"
+
+
+def test_a_mass_transfer_line_without_a_price_is_price_unknown(lg: Ledger) -> None:
+    """One unpriced line refuses the whole mass transfer."""
+    command = {
+        "type": "MassTransfer",
+        "batch_id": "B1",
+        "from_id": DISTRIBUTOR,
+        "actor": DISTRIBUTOR,
+        "lines": [{"to_id": CTI, "quantity": 1, "amount": "1.00"}, {"to_id": CTI, "quantity": 2}],
+    }
+    assert rejection(lg, command).code == "price_unknown"
+
+
+def test_a_stamps_code_without_a_price_is_price_unknown(lg: Ledger) -> None:
+    """IssueCreditCode follows the same rule; a points code is priced at 1.00 a point."""
+    code = {
+        "type": "IssueCreditCode",
+        "code_id": "K1",
+        "distributor_id": DISTRIBUTOR,
+        "unit": "stamps",
+        "quantity": 5,
+        "actor": DISTRIBUTOR,
+    }
+    assert rejection(lg, code).code == "price_unknown"
+    lg.execute(buy("PTS3000"))
+    assert lg.execute({**code, "unit": "points"}).ok
 
 
 def test_the_distributors_bulk_price_prices_a_transfer(lg: Ledger) -> None:
