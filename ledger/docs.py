@@ -105,7 +105,7 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
         "insufficient_points",
         "price_unknown",
     ),
-    "ReclaimStamps": ("unknown_account", "insufficient_stamps"),
+    "ReclaimStamps": ("unknown_account", "insufficient_stamps", "price_unknown"),
     "RegisterClient": (
         "unknown_account",
         "already_exists",
@@ -149,7 +149,7 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
         "insufficient_inventory",
     ),
     "SpendPoints": ("unknown_account", "insufficient_points"),
-    "RegisterInvoice": ("unknown_account", "unknown_sale", "already_invoiced"),
+    "RegisterInvoice": ("unknown_account", "unknown_sale", "already_invoiced", "mixed_buyers"),
     "MassAutoTopUp": (
         "unknown_account",
         "wrong_account_kind",

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from ledger.aggregates.common import Sale, SaleEvent
+from ledger.aggregates.common import SEAT, Sale, SaleEvent
 from ledger.domain import POINTS, SINK_SPENT, Aggregate, Created, Event, Posting
 from ledger.errors import Rejected
 
@@ -184,6 +184,8 @@ class Client(Aggregate):
                 quantity=1,
                 amount_centavos=self.amount_centavos,
                 reference=self.seat_id,
+                to_id=self.originator_id,
+                source=SEAT,
             )
 
     class SeatTaken(Event, frozen=True, kw_only=True):

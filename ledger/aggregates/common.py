@@ -50,8 +50,28 @@ def mkl_key(software: str) -> str:
     return key if key.startswith(f"{MKL} ") else f"{MKL} {key}"
 
 
+# Where a sale comes from (the billing view's ``source``, DESIGN §6).
+TRANSFER = "transfer"
+PACKAGE = "package"
+CODE = "code"
+SEAT = "seat"
+SUBSCRIPTION = "subscription"
+LICENCE = "licence"
+PANEL = "panel"
+RECLAIM = "reclaim"
+SALE_SOURCES = (TRANSFER, PACKAGE, CODE, SEAT, SUBSCRIPTION, LICENCE, PANEL, RECLAIM)
+"""Every ``source`` a sale may have. No command records a ``licence`` sale: a licence is paid
+in points, which were billed when they were sold."""
+
+
 class Sale(msgspec.Struct, frozen=True, kw_only=True):
-    """A billable sale recorded for ``seller_id`` (the billing view's row)."""
+    """A billable sale recorded for ``seller_id`` (the billing view's row).
+
+    ``buyer_id`` is who is billed: a distributor or a client (a CTI's client, never the CTI);
+    "" for a credit code not redeemed yet. ``to_id`` is the account credited (a CTI, a wallet,
+    a distributor, a code's book). A reclaim's credit line has a negative quantity and amount
+    and names the sale it corrects in ``credit_for``.
+    """
 
     sale_id: str
     seller_id: str
@@ -62,6 +82,57 @@ class Sale(msgspec.Struct, frozen=True, kw_only=True):
     amount_centavos: int
     reference: str
     paid_with: str = "money"
+    to_id: str = ""
+    source: str = TRANSFER
+    code_id: str | None = None
+    credit_for: str | None = None
+
+
+class SaleFact(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What the key index keeps beside a sale id (``sale:<id>``): whose sale it is, to whom.
+
+    ``buyer_id`` None: a sale recorded before buyers were kept there (its payload is the
+    seller's id alone). ``code_id``: a credit code's sale, whose buyer is the client it is
+    redeemed for (unknown, "", until then).
+    """
+
+    seller_id: str
+    buyer_id: str | None = None
+    code_id: str = ""
+
+
+_FACT_ENCODER = msgspec.json.Encoder()
+_FACT_DECODER = msgspec.json.Decoder(SaleFact)
+
+
+def sale_fact(seller_id: str, buyer_id: str, code_id: str = "") -> bytes:
+    """The key index's payload of a new sale."""
+    return _FACT_ENCODER.encode(SaleFact(seller_id=seller_id, buyer_id=buyer_id, code_id=code_id))
+
+
+def read_sale_fact(payload: bytes) -> SaleFact:
+    """A sale's payload, new (JSON) or recorded before buyers were kept (the seller's id)."""
+    if payload.startswith(b"{"):
+        return _FACT_DECODER.decode(payload)
+    return SaleFact(seller_id=payload.decode())
+
+
+def code_sale_id(code_id: str) -> str:
+    """The sale recorded when credit code ``code_id`` was issued."""
+    return f"code:{code_id}"
+
+
+def credit_sale_id(transfer_id: str) -> str:
+    """The credit line a reclaim records."""
+    return f"{transfer_id}:credit"
+
+
+def sale_of_lot(lot_id: str) -> str:
+    """The sale that brought a CTI's lot: a lot is named by its transfer, grant or purchase id
+    (the sale id), or by a code's redemption (``code:<id>:redeemed``)."""
+    if lot_id.startswith("code:") and lot_id.endswith(":redeemed"):
+        return code_sale_id(lot_id.removeprefix("code:").removesuffix(":redeemed"))
+    return lot_id
 
 
 class SaleEvent(Event, frozen=True, kw_only=True):
@@ -110,6 +181,8 @@ class PackageSold(SaleEvent, frozen=True, kw_only=True):
             amount_centavos=self.amount_centavos,
             reference=f"{self.count} x {self.package_id}",
             paid_with=self.pay_with,
+            to_id=self.buyer_id,
+            source=PACKAGE,
         )
 
 

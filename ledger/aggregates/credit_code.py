@@ -130,11 +130,16 @@ class CreditCode(Aggregate):
             aggregate.state = EXPIRED
 
     class Redeemed(Event, frozen=True, kw_only=True):
-        """The credits went to ``to_id`` (a CTI for stamps, a client's wallet for points)."""
+        """The credits went to ``to_id`` (a CTI for stamps, a client's wallet for points).
+
+        ``client_id``: the client of ``to_id``, who bought the code's sale ("" for codes
+        redeemed before codes were sales).
+        """
 
         to_id: str
         quantity: int
         unit: str
+        client_id: str = ""
 
         def apply(self, aggregate: CreditCode) -> None:
             """Empties the book."""
@@ -228,9 +233,17 @@ class CreditCode(Aggregate):
             self.CreditsReturned, at, to_id=self.distributor_id, quantity=self.held, unit=self.unit
         )
 
-    def redeem(self, to_id: str, at: datetime) -> None:
-        """The credits leave for ``to_id`` (the handler checked the NIP and the target)."""
-        self.trigger(self.Redeemed, at, to_id=to_id, quantity=self.held, unit=self.unit)
+    def redeem(self, to_id: str, client_id: str, at: datetime) -> None:
+        """The credits leave for ``to_id`` of ``client_id`` (the handler checked the NIP and
+        the target)."""
+        self.trigger(
+            self.Redeemed,
+            at,
+            to_id=to_id,
+            quantity=self.held,
+            unit=self.unit,
+            client_id=client_id,
+        )
 
     def close(self, today: date, at: datetime) -> None:
         """Cancels an active code, or records the expiry of an expired one; credits go back."""

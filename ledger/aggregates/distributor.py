@@ -6,6 +6,10 @@ from datetime import date, datetime
 from typing import Any, ClassVar
 
 from ledger.aggregates.common import (
+    CODE,
+    RECLAIM,
+    SUBSCRIPTION,
+    TRANSFER,
     Package,
     PackageSold,
     Sale,
@@ -249,12 +253,20 @@ class Distributor(Aggregate):
             )
 
     class CreditsTransferred(SaleEvent, frozen=True, kw_only=True):
-        """Credits left the inventory for ``to_id`` (the debit leg of a transfer and a sale)."""
+        """Credits left the inventory for ``to_id`` (the debit leg of a transfer and a sale).
+
+        ``buyer_id`` is who is billed: the client of a CTI or wallet, or the sub-distributor.
+        Transfers recorded before it existed keep their old buyer, ``to_id`` (a CTI for
+        stamps). ``source``: ``transfer``, ``package`` (a client package granted) or ``panel``
+        (the client's own purchase); ``transfer`` for those recorded before it existed.
+        """
 
         transfer_id: str
         to_id: str
         unit: str
         quantity: int
+        buyer_id: str = ""
+        source: str = TRANSFER
 
         def apply(self, aggregate: Distributor) -> None:
             """Takes from the inventory."""
@@ -273,12 +285,71 @@ class Distributor(Aggregate):
             return Sale(
                 sale_id=self.sale_id,
                 seller_id=self.originator_id,
-                buyer_id=self.to_id,
+                buyer_id=self.buyer_id or self.to_id,
                 at=self.timestamp,
                 unit=self.unit,
                 quantity=self.quantity,
                 amount_centavos=self.amount_centavos,
                 reference=self.transfer_id,
+                to_id=self.to_id,
+                source=self.source,
+            )
+
+    class CodeSold(SaleEvent, frozen=True, kw_only=True):
+        """Credit code ``code_id`` was issued: a sale whose buyer is whoever redeems it.
+
+        Its credits left the inventory by ``CreditsSetAside`` in the same transaction; this
+        event moves nothing, it records the sale (DESIGN §4: issuing a code is a sale).
+        """
+
+        code_id: str
+        unit: str
+        quantity: int
+
+        def sale(self) -> Sale:
+            """A sale to nobody known yet (``buyer_id`` ""), credited to the code's book."""
+            return Sale(
+                sale_id=self.sale_id,
+                seller_id=self.originator_id,
+                buyer_id="",
+                at=self.timestamp,
+                unit=self.unit,
+                quantity=self.quantity,
+                amount_centavos=self.amount_centavos,
+                reference=self.code_id,
+                to_id=self.code_id,
+                source=CODE,
+                code_id=self.code_id,
+            )
+
+    class ReclaimCredited(SaleEvent, frozen=True, kw_only=True):
+        """A reclaim's credit line: ``quantity`` stamps taken back from ``cti_id`` are credited
+        to its client ``buyer_id`` (``amount_centavos`` is negative), correcting ``credit_for``.
+
+        It moves nothing (the stamps moved by ``CreditsReceived``); it is billable, so that an
+        invoice (a credit note) can include it.
+        """
+
+        transfer_id: str
+        cti_id: str
+        buyer_id: str
+        quantity: int
+        credit_for: str
+
+        def sale(self) -> Sale:
+            """A negative line: quantity and amount below zero."""
+            return Sale(
+                sale_id=self.sale_id,
+                seller_id=self.originator_id,
+                buyer_id=self.buyer_id,
+                at=self.timestamp,
+                unit=STAMPS,
+                quantity=-self.quantity,
+                amount_centavos=self.amount_centavos,
+                reference=self.transfer_id,
+                to_id=self.cti_id,
+                source=RECLAIM,
+                credit_for=self.credit_for,
             )
 
     class CreditsReceived(Event, frozen=True, kw_only=True):
@@ -346,6 +417,8 @@ class Distributor(Aggregate):
                 quantity=1,
                 amount_centavos=self.amount_centavos,
                 reference=self.product,
+                to_id=self.originator_id,
+                source=SUBSCRIPTION,
             )
 
     class SubscriptionRenewed(SubscriptionContracted, frozen=True, kw_only=True):

@@ -781,16 +781,21 @@ class StampingAccount(Aggregate):
             expires_on=expires_on,
         )
 
-    def reclaim(
-        self, transfer_id: str, to_id: str, quantity: int, reason: str, today: date, at: datetime
-    ) -> None:
-        """Gives ``quantity`` unused stamps back to the distributor, never below zero."""
+    def check_reclaim(self, quantity: int, today: date, at: datetime) -> None:
+        """Rejects a reclaim of a kind of account without a balance, or beyond the balance."""
         self.require_standard()
         available = self.balance(STAMPS, today, at)
         if available < quantity:
             raise Rejected(
                 "insufficient_stamps", cti_id=self.id, available=available, requested=quantity
             )
+
+    def reclaim(
+        self, transfer_id: str, to_id: str, quantity: int, reason: str, today: date, at: datetime
+    ) -> tuple[tuple[str, int], ...]:
+        """Gives ``quantity`` unused stamps back to the distributor, never below zero; returns
+        what it took from each lot, in lot order."""
+        self.check_reclaim(quantity, today, at)
         self.settle_expiry(today, at)
         taken: list[tuple[str, int]] = []
         left = quantity
@@ -809,3 +814,4 @@ class StampingAccount(Aggregate):
             reason=reason,
             taken=tuple(taken),
         )
+        return tuple(taken)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 
 from ledger.aggregates.client import Client
+from ledger.aggregates.common import code_sale_id
 from ledger.aggregates.credit_code import (
     WRONG_NIPS_MAX,
     CreditCode,
@@ -19,6 +20,7 @@ from ledger.aggregates.distributor import Distributor
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.commands.models import CancelCreditCode, IssueCreditCode, RedeemCreditCode
 from ledger.commands.pricing import amount_of, network_of
+from ledger.commands.sales import buyer_of, claim_sale
 from ledger.credit_codes import code_digest, new_code, new_nip
 from ledger.errors import RecordedRejection, Rejected
 from ledger.outcome import Outcome
@@ -59,10 +61,23 @@ def issue_credit_code(command: IssueCreditCode, tx: Tx) -> Outcome:
         unit=command.unit,
         quantity=command.quantity,
     )
+    # Issuing a code is a sale (DESIGN §4); its buyer is whoever redeems it.
+    sale_id = code_sale_id(command.code_id)
+    distributor.trigger(
+        distributor.CodeSold,
+        tx.now,
+        code_id=command.code_id,
+        unit=command.unit,
+        quantity=command.quantity,
+        sale_id=sale_id,
+        amount_centavos=amount,
+    )
+    claim_sale(tx, sale_id, distributor.id, "", code_id=command.code_id)
     # 100 random bits: a clash is practically impossible, but the key index would refuse it.
     tx.claim(f"code:{digest}", command.code_id.encode())
     return Outcome(
         type=command.type,
+        sale_ids=(sale_id,),
         code=code,
         nip=nip,
         balance_after=distributor.balance(command.unit),
@@ -129,7 +144,7 @@ def redeem_credit_code(command: RedeemCreditCode, tx: Tx) -> Outcome:
         )
     ref = redeemed_ref(code.id)
     quantity = code.held
-    code.redeem(target.id, tx.now)
+    code.redeem(target.id, buyer_of(target), tx.now)
     if isinstance(target, StampingAccount):
         target.credit(ref, code.id, quantity, tx.now, today=tx.today)
         balance_after = target.balance("stamps", tx.today)

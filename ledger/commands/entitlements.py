@@ -16,6 +16,7 @@ from ledger.commands.models import (
     GenerateLicence,
 )
 from ledger.commands.network import master_of
+from ledger.commands.sales import claim_sale
 from ledger.domain import POINTS
 from ledger.errors import Rejected
 from ledger.money import parse_money
@@ -98,7 +99,7 @@ def buy_user_seat(command: BuyUserSeat, tx: Tx) -> Outcome:
         sale_id=sale_id,
         amount_centavos=amount,
     )
-    tx.claim(f"sale:{sale_id}", distributor.id.encode())
+    claim_sale(tx, sale_id, distributor.id, client.id)
     return Outcome(
         type=command.type, sale_ids=(sale_id,), details={"expires_on": expires_on.isoformat()}
     )

@@ -324,13 +324,19 @@ class MassTransfer(Command):
 
 
 class ReclaimStamps(Command):
-    """A distributor takes unused stamps back from a CTI of its clients."""
+    """A distributor takes unused stamps back from its client's CTI, crediting the client.
+
+    The credit line (a negative sale for the CTI's client) gives back ``amount``, else what the
+    price list charges for those stamps.
+    """
 
     type: Literal["ReclaimStamps"] = "ReclaimStamps"
     transfer_id: Id
     from_cti_id: Id
     quantity: Quantity
     reason: Reason
+    # What the credit line gives back to the client; None: the seller's price list.
+    amount: Money | None = None
 
     def natural_keys(self) -> tuple[str, ...]:
         """Keyed by the transfer id."""

@@ -6,7 +6,15 @@ import uuid
 from dataclasses import dataclass
 
 from ledger.aggregates.client import Client
-from ledger.aggregates.common import Package, add_days
+from ledger.aggregates.common import (
+    PACKAGE,
+    PANEL,
+    TRANSFER,
+    Package,
+    add_days,
+    credit_sale_id,
+    sale_of_lot,
+)
 from ledger.aggregates.distributor import Distributor
 from ledger.aggregates.master_account import MasterAccount
 from ledger.aggregates.stamping_account import StampingAccount
@@ -33,6 +41,7 @@ from ledger.commands.pricing import (
     listed_amount,
     setting,
 )
+from ledger.commands.sales import buyer_of, claim_sale
 from ledger.domain import POINTS, SINK_SPENT, STAMPS, Aggregate
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
@@ -136,7 +145,7 @@ def sell_package(
         if points
         else "",
     )
-    tx.claim(f"sale:{sale_id}", seller.id.encode())
+    claim_sale(tx, sale_id, seller.id, buyer.id)
     return sale_id
 
 
@@ -169,8 +178,16 @@ def _check_target(tx: Tx, source: Distributor, unit: str, to_id: str) -> Aggrega
     raise Rejected("wrong_account_kind", account_id=to_id, kind=type(target).__name__, unit=unit)
 
 
-def _transfer(tx: Tx, source: Distributor, unit: str, transfer_id: str, line: _Line) -> None:
+def _transfer(
+    tx: Tx,
+    source: Distributor,
+    unit: str,
+    transfer_id: str,
+    line: _Line,
+    sale_source: str = TRANSFER,
+) -> None:
     """The events of one checked transfer line: the debit and sale, then the credit."""
+    buyer_id = buyer_of(line.to)
     source.trigger(
         source.CreditsTransferred,
         tx.now,
@@ -180,8 +197,10 @@ def _transfer(tx: Tx, source: Distributor, unit: str, transfer_id: str, line: _L
         quantity=line.quantity,
         sale_id=transfer_id,
         amount_centavos=line.amount_centavos,
+        buyer_id=buyer_id,
+        source=sale_source,
     )
-    tx.claim(f"sale:{transfer_id}", source.id.encode())
+    claim_sale(tx, transfer_id, source.id, buyer_id)
     target = line.to
     if isinstance(target, StampingAccount):
         target.credit(transfer_id, source.id, line.quantity, tx.now, today=tx.today)
@@ -257,7 +276,12 @@ def reclaim_stamps(command: ReclaimStamps, tx: Tx) -> Outcome:
     """A distributor takes unused stamps back from its client's CTI; never below zero."""
     cti = tx.get(command.from_cti_id, StampingAccount)
     distributor = tx.get(cti.distributor_id, Distributor)
-    cti.reclaim(
+    cti.check_reclaim(command.quantity, tx.today, tx.now)
+    # The credit line gives back what the command says, else what the list charges for them.
+    amount = amount_of(
+        command.amount, tx, distributor, STAMPS, command.quantity, client_of(tx, cti)
+    )
+    taken = cti.reclaim(
         command.transfer_id, distributor.id, command.quantity, command.reason, tx.today, tx.now
     )
     distributor.trigger(
@@ -269,7 +293,26 @@ def reclaim_stamps(command: ReclaimStamps, tx: Tx) -> Outcome:
         quantity=command.quantity,
         reason="reclaim",
     )
-    return Outcome(type=command.type, balance_after=cti.balance(STAMPS, tx.today))
+    # One line for the reclaim, correcting the sale of the first lot it took from (the lot
+    # that expires first, then the oldest: the order stamps are used in).
+    sale_id = credit_sale_id(command.transfer_id)
+    distributor.trigger(
+        distributor.ReclaimCredited,
+        tx.now,
+        transfer_id=command.transfer_id,
+        cti_id=cti.id,
+        buyer_id=cti.client_id,
+        quantity=command.quantity,
+        credit_for=sale_of_lot(taken[0][0]),
+        sale_id=sale_id,
+        amount_centavos=-amount,
+    )
+    claim_sale(tx, sale_id, distributor.id, cti.client_id)
+    return Outcome(
+        type=command.type,
+        sale_ids=(sale_id,),
+        balance_after=cti.balance(STAMPS, tx.today),
+    )
 
 
 @handles(AssignPackage)
@@ -296,8 +339,10 @@ def assign_package(command: AssignPackage, tx: Tx) -> Outcome:
         quantity=line.quantity,
         sale_id=command.grant_id,
         amount_centavos=line.amount_centavos,
+        buyer_id=cti.client_id,
+        source=PACKAGE,
     )
-    tx.claim(f"sale:{command.grant_id}", seller.id.encode())
+    claim_sale(tx, command.grant_id, seller.id, cti.client_id)
     cti.credit(command.grant_id, seller.id, package.quantity, tx.now, expires_on, today=tx.today)
     return Outcome(
         type=command.type,
@@ -419,8 +464,10 @@ def client_buy_package(command: ClientBuyPackage, tx: Tx) -> Outcome:
             quantity=package.quantity,
             sale_id=sale_id,
             amount_centavos=amount,
+            buyer_id=client.id,
+            source=PANEL,
         )
-        tx.claim(f"sale:{sale_id}", distributor.id.encode())
+        claim_sale(tx, sale_id, distributor.id, client.id)
         cti.credit(sale_id, distributor.id, package.quantity, tx.now, expires_on, today=tx.today)
         return Outcome(
             type=command.type,
@@ -437,7 +484,7 @@ def client_buy_package(command: ClientBuyPackage, tx: Tx) -> Outcome:
     supply_sale_ids = tuple(
         sell_package(tx, seller, distributor, top, count) for seller, top, count in supply
     )
-    _transfer(tx, distributor, POINTS, sale_id, _Line(client, package.quantity, amount))
+    _transfer(tx, distributor, POINTS, sale_id, _Line(client, package.quantity, amount), PANEL)
     return Outcome(
         type=command.type,
         sale_ids=(sale_id, *supply_sale_ids),

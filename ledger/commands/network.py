@@ -39,6 +39,7 @@ from ledger.commands.models import (
     SuspendDistributor,
     ValidateDistributor,
 )
+from ledger.commands.sales import claim_sale
 from ledger.errors import Rejected
 from ledger.money import format_money, parse_money, subscription_charge
 from ledger.outcome import Outcome
@@ -252,7 +253,7 @@ def _charge_subscription(
         sale_id=sale_id,
         amount_centavos=amount,
     )
-    tx.claim(f"sale:{sale_id}", master.id.encode())
+    claim_sale(tx, sale_id, master.id, distributor.id)
     return sale_id
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from ledger.aggregates.common import SaleEvent
+from ledger.aggregates.common import SALE_SOURCES, SaleEvent, code_sale_id
 from ledger.aggregates.credit_code import CreditCode
 from ledger.aggregates.distributor import Distributor
 from ledger.aggregates.master_account import MasterAccount
@@ -46,9 +46,14 @@ SALES = Table(
         ("reference", "text"),
         ("invoice_ref", "text"),
         ("paid_with", "text"),
+        ("to_id", "text"),
+        ("source", "text"),
+        ("code_id", "text"),
+        ("redeemed_by", "text"),
+        ("credit_for", "text"),
     ),
     key=("sale_id",),
-    indexes=(("seller_id", "at"), ("seller_id", "invoice_ref")),
+    indexes=(("seller_id", "at"), ("seller_id", "invoice_ref"), ("code_id",)),
 )
 INVOICES = Table(
     "view_invoices",
@@ -95,7 +100,16 @@ SALE_UNITS = ("stamps", "points", "subscription", "seat")
 
 @dataclass(frozen=True, slots=True)
 class SaleRow:
-    """A billable sale; ``invoice_ref`` None until invoiced, ``amount`` like "1500.00"."""
+    """A billable sale; ``invoice_ref`` None until invoiced, ``amount`` like "1500.00".
+
+    ``buyer_id`` is who is billed: a distributor or a client ("" for a credit code nobody has
+    redeemed yet); ``to_id`` the account credited (a CTI, a wallet, a distributor, a code).
+    Sales recorded before buyers were kept show the buyer they were recorded with (for a
+    stamps transfer, the CTI) and ``to_id`` equal to it. ``source`` is one of transfer,
+    package, code, seat, subscription, licence, panel, reclaim; a code's sale names
+    ``code_id`` and, once redeemed, ``redeemed_by`` (the CTI or wallet); a reclaim's credit
+    line (negative quantity and amount) names the sale it corrects in ``credit_for``.
+    """
 
     sale_id: str
     seller_id: str
@@ -107,6 +121,11 @@ class SaleRow:
     invoice_ref: str | None
     reference: str
     paid_with: str = "money"
+    to_id: str = ""
+    source: str = "transfer"
+    code_id: str | None = None
+    redeemed_by: str | None = None
+    credit_for: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +181,7 @@ class _Buffer:
     """Sales, invoices and credit codes of one page."""
 
     __slots__ = (
+        "code_sales_redeemed",
         "code_updates",
         "codes",
         "dialect",
@@ -179,6 +199,8 @@ class _Buffer:
         self.codes: dict[str, list[Any]] = {}
         # (state, redeemed_by, redeemed_at, code_id) of codes issued in earlier pages.
         self.code_updates: dict[str, list[Any]] = {}
+        # (buyer_id, redeemed_by, code_id) of code sales recorded in earlier pages.
+        self.code_sales_redeemed: dict[str, tuple[str, str, str]] = {}
         self.failures: list[tuple[Any, ...]] = []
 
     def top_up_failed(self, event: StampingAccount.AutoTopUpFailed) -> None:
@@ -220,8 +242,14 @@ class _Buffer:
             self.code_updates[code_id] = [state, by, self.dialect.ts(at), code_id]
 
     def code_redeemed(self, event: CreditCode.Redeemed) -> None:
-        """Redeemed to a CTI or wallet."""
-        self._code_state(event.originator_id, "redeemed", event.to_id, event.timestamp)
+        """Redeemed to a CTI or wallet: its sale's buyer is now the client redeemed for."""
+        code_id = event.originator_id
+        self._code_state(code_id, "redeemed", event.to_id, event.timestamp)
+        sale = self.sales.get(code_sale_id(code_id))
+        if sale is not None:
+            sale[2], sale[_REDEEMED_BY] = event.client_id, event.to_id
+        else:
+            self.code_sales_redeemed[code_id] = (event.client_id, event.to_id, code_id)
 
     def code_locked(self, event: CreditCode.Locked) -> None:
         """Locked by wrong NIPs."""
@@ -249,6 +277,11 @@ class _Buffer:
             sale.reference,
             None,
             sale.paid_with,
+            sale.to_id,
+            sale.source,
+            sale.code_id,
+            None,
+            sale.credit_for,
         ]
 
     def invoice(
@@ -270,6 +303,10 @@ class _Buffer:
         cursor.insert(SALES, list(self.sales.values()))
         cursor.insert(INVOICES, self.invoices)
         cursor.executemany("UPDATE view_sales SET invoice_ref = ? WHERE sale_id = ?", self.invoiced)
+        cursor.executemany(
+            "UPDATE view_sales SET buyer_id = ?, redeemed_by = ? WHERE code_id = ?",
+            list(self.code_sales_redeemed.values()),
+        )
         cursor.insert(CREDIT_CODES, list(self.codes.values()))
         cursor.insert(AUTO_TOP_UP_FAILURES, self.failures)
         cursor.executemany(
@@ -283,7 +320,7 @@ class BillingView(View):
     """Sales and invoices."""
 
     name = "billing"
-    version = 3
+    version = 4
     tables = (SALES, INVOICES, CREDIT_CODES, AUTO_TOP_UP_FAILURES)
 
     def new_buffer(self, dialect: Dialect) -> _Buffer:
@@ -307,12 +344,19 @@ class BillingView(View):
 
 _SALE_COLUMNS = (
     "sale_id, seller_id, buyer_id, at, unit, quantity, amount_centavos, invoice_ref, reference, "
-    "paid_with"
+    "paid_with, to_id, source, code_id, redeemed_by, credit_for"
 )
+_REDEEMED_BY = 13
+"""The slot of ``redeemed_by`` in a buffered sale row (``SALES`` column order)."""
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _sale_row(dialect: Dialect, row: tuple[Any, ...]) -> SaleRow:
-    sale_id, seller, buyer, at, unit, quantity, amount, invoice_ref, reference, paid_with = row
+    sale_id, seller, buyer, at, unit, quantity, amount, invoice_ref, reference, paid_with = row[:10]
+    to_id, source, code_id, redeemed_by, credit_for = row[10:]
     when = dialect.to_ts(at)
     assert when is not None
     return SaleRow(
@@ -326,6 +370,11 @@ def _sale_row(dialect: Dialect, row: tuple[Any, ...]) -> SaleRow:
         invoice_ref=None if invoice_ref is None else str(invoice_ref),
         reference=str(reference),
         paid_with=str(paid_with),
+        to_id=str(to_id),
+        source=str(source),
+        code_id=_text(code_id),
+        redeemed_by=_text(redeemed_by),
+        credit_for=_text(credit_for),
     )
 
 
@@ -356,12 +405,14 @@ def unbilled_sales(
     month: int | None = None,
     unit: str | None = None,
     buyer_id: str | None = None,
+    source: str | None = None,
     limit: int = PAGE_LIMIT_DEFAULT,
     offset: int = 0,
 ) -> list[SaleRow]:
     """The seller's sales not invoiced yet, oldest first."""
     check_page(limit, offset)
     check_choice("unit", unit, SALE_UNITS)
+    check_choice("source", source, SALE_SOURCES)
     dialect = cursor.dialect
     where = ["seller_id = ?", "invoice_ref IS NULL"]
     params: list[Any] = [seller_id]
@@ -377,6 +428,9 @@ def unbilled_sales(
     if buyer_id is not None:
         where.append("buyer_id = ?")
         params.append(buyer_id)
+    if source is not None:
+        where.append("source = ?")
+        params.append(source)
     cursor.execute(
         f"SELECT {_SALE_COLUMNS} FROM view_sales WHERE {' AND '.join(where)} "  # noqa: S608
         "ORDER BY at, sale_id LIMIT ? OFFSET ?",

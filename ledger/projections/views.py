@@ -262,10 +262,12 @@ class Views:
         month: int | None = None,
         unit: str | None = None,
         buyer_id: str | None = None,
+        source: str | None = None,
         limit: int = PAGE_LIMIT_DEFAULT,
         offset: int = 0,
     ) -> list[SaleRow]:
-        """The seller's sales not invoiced yet, oldest first (Mexico City year and month)."""
+        """The seller's sales not invoiced yet, oldest first (Mexico City year and month;
+        ``source``: transfer, package, code, seat, subscription, licence, panel, reclaim)."""
         return self._query(
             lambda cursor, _today: billing.unbilled_sales(
                 cursor,
@@ -274,6 +276,7 @@ class Views:
                 month=month,
                 unit=unit,
                 buyer_id=buyer_id,
+                source=source,
                 limit=limit,
                 offset=offset,
             )

@@ -125,7 +125,7 @@ def movements(lg: Ledger, clock: ManualClock) -> None:
     lg.execute(
         {"type": "ReclaimStamps", "actor": "D1",
          "transfer_id": "R1", "from_cti_id": CTI1, "quantity": 60,
-         "reason": "falta de pago"}
+         "reason": "falta de pago", "amount": "30.00"}
     )  # fmt: skip
 
 

@@ -165,3 +165,44 @@ def test_a_ledger_with_masters_from_before_needs_an_actor_to_open_another(
             lg.execute(command)
         assert refused.value.code == "invalid_command"
         assert lg.execute({**command, "actor": MASTER}).ok
+
+
+def test_sales_recorded_before_buyers_keep_their_old_buyer(
+    golden_url: str, later_clock: ManualClock
+) -> None:
+    """The v1 stamps transfer T-1 is shown with the buyer it was recorded with (C1's CTI) and
+    the same account credited; a new transfer names the client. The master's v1 package sale
+    (no buyer in its key) may share an invoice with a new one (its buyer is not compared)."""
+    with open_ledger(golden_url, later_clock, projections="inline") as lg:
+        lg.execute(
+            {
+                "type": "TransferStamps",
+                "actor": DISTRIBUTOR,
+                "transfer_id": "T-2",
+                "from_id": DISTRIBUTOR,
+                "to_id": CTI,
+                "quantity": 1,
+                "amount": "5.00",
+            }
+        )
+        rows = {s.sale_id: s for s in lg.views.invoices(DISTRIBUTOR)[0].sales}
+        old = rows["T-1"]
+        assert (old.buyer_id, old.to_id, old.source) == (CTI, CTI, "transfer")
+        (new,) = lg.views.unbilled_sales(DISTRIBUTOR, buyer_id=CLIENT)
+        assert (new.sale_id, new.to_id) == ("T-2", CTI)
+        legacy = lg.views.unbilled_sales(MASTER)[0]
+        (fresh,) = lg.execute(
+            {
+                "type": "BuyPackage",
+                "actor": DISTRIBUTOR,
+                "buyer_id": DISTRIBUTOR,
+                "seller_id": MASTER,
+                "package_id": "P1000",
+            }
+        ).sale_ids
+        invoice = {"type": "RegisterInvoice", "actor": MASTER, "seller_id": MASTER}
+        outcome = lg.execute(
+            {**invoice, "invoice_ref": "F-M1", "sale_ids": [legacy.sale_id, fresh]}
+        )
+        assert outcome.sale_ids == (legacy.sale_id, fresh)
+        assert lg.verify().ok

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from adapters.storage.memory import MemoryStore
-from ledger.aggregates.common import add_one_year
+from ledger.aggregates.common import add_one_year, sale_of_lot
 from ledger.api import Ledger
 from ledger.clock import ManualClock, local_date
 from ledger.errors import Rejected
@@ -122,6 +122,20 @@ class ModelHold:
     closed_by: str = ""  # "post", "void", "void-expired" or "expiry"
 
 
+@dataclass
+class ModelSale:
+    """A sale the model follows in the billing view (codes and reclaim credit lines)."""
+
+    seller: str
+    buyer: str
+    quantity: int
+    amount: Decimal
+    source: str
+    code_id: str | None = None
+    redeemed_by: str | None = None
+    credit_for: str | None = None
+
+
 def _lot_key(lot: Lot) -> tuple[bool, date]:
     return (lot.expires_on is None, lot.expires_on or date.max)
 
@@ -148,6 +162,7 @@ class Model:
     )  # client -> seat id -> (expires on, user id)
     # user id -> (client, seat, status)
     users: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    sales: dict[str, ModelSale] = field(default_factory=dict)  # sale id -> what the view shows
 
     def open_holds(self, cti_id: str) -> list[ModelHold]:
         """Holds the CTI's state keeps (closed by no event yet), oldest first."""
@@ -489,7 +504,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if self.run(command, expected):
             self.model.stamps[D1] -= total
             for number, (to_id, quantity) in enumerate(lines, start=1):
-                self.receive("stamps", to_id, f"{batch_id}.{number}", quantity)
+                self.receive("stamps", to_id, f"{batch_id}:{number}", quantity)
 
     @rule(cti_id=st.sampled_from(("C1-cti", "C2-cti")))
     def grant(self, cti_id: str) -> None:
@@ -509,19 +524,38 @@ class LedgerMachine(RuleBasedStateMachine):
                 cti_id, Lot(grant_id, GRANT_QUANTITY, expires_on), self.today, self.clock()
             )
 
-    @rule(cti_id=st.sampled_from(CTIS), quantity=st.integers(1, 10))
-    def reclaim(self, cti_id: str, quantity: int) -> None:
-        """The CTI's distributor takes unused stamps back."""
+    @rule(
+        cti_id=st.sampled_from(CTIS),
+        quantity=st.integers(1, 10),
+        amount=st.sampled_from((None, "0.00", "3.00")),
+    )
+    def reclaim(self, cti_id: str, quantity: int, amount: str | None) -> None:
+        """The CTI's distributor takes unused stamps back; the client gets a credit line (the
+        amount given, else the list's: D1's 0.80 a stamp; D2 has no list)."""
+        distributor_id = DISTRIBUTOR_OF_CTI[cti_id]
         expected = "ok"
         if self.available(cti_id) < quantity:
             expected = "insufficient_stamps"
-        command = {"type": "ReclaimStamps", "actor": DISTRIBUTOR_OF_CTI[cti_id],
-                   "transfer_id": self.next_id("R"), "from_cti_id": cti_id, "quantity": quantity,
+        elif not self.priced(distributor_id, "stamps", amount):
+            expected = "price_unknown"
+        transfer_id = self.next_id("R")
+        command = {"type": "ReclaimStamps", "actor": distributor_id,
+                   "transfer_id": transfer_id, "from_cti_id": cti_id, "quantity": quantity,
                    "reason": "impago"}  # fmt: skip
-        if self.run(command, expected):
+        if amount is not None:
+            command["amount"] = amount
+        outcome = self.run(command, expected)
+        if outcome is not None:
             self.model.settle(cti_id, self.today, self.clock())
+            first_lot = self.model.lots[cti_id][0].lot_id
             self.model.take(cti_id, quantity)
-            self.model.stamps[DISTRIBUTOR_OF_CTI[cti_id]] += quantity
+            self.model.stamps[distributor_id] += quantity
+            credit = Decimal(amount) if amount is not None else Decimal("0.80") * quantity
+            (sale_id,) = outcome.sale_ids
+            self.model.sales[sale_id] = ModelSale(
+                distributor_id, CTI_OF[cti_id], -quantity, -credit, "reclaim",
+                credit_for=sale_of_lot(first_lot),
+            )  # fmt: skip
 
     def available(self, cti_id: str) -> int:
         """What ``lg.balance`` reports now: usable lots and the stamps of holds past their time."""
@@ -924,6 +958,17 @@ class LedgerMachine(RuleBasedStateMachine):
             self.model.codes[code_id] = Code(
                 outcome.code, outcome.nip, issuer, unit, quantity, expires_on
             )
+            # Issuing is a sale to whoever redeems it (nobody yet).
+            assert outcome.sale_ids == (f"code:{code_id}",)
+            price = Decimal("1.00") if unit == "points" else Decimal("0.80")
+            self.model.sales[f"code:{code_id}"] = ModelSale(
+                issuer,
+                "",
+                quantity,
+                Decimal(amount) if amount is not None else price * quantity,
+                "code",
+                code_id=code_id,
+            )
 
     def redemption_target_check(self, code: Code, to_id: str) -> str | None:
         """The rejection code of a redemption's target, or None."""
@@ -975,6 +1020,8 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         self.run(command, "ok")
         code.state, code.redeemed_to = "redeemed", to_id
+        sale = self.model.sales[f"code:{code_id}"]
+        sale.buyer, sale.redeemed_by = CTI_OF.get(to_id, to_id), to_id
         book[code_id] -= code.quantity
         self.receive(code.unit, to_id, f"code:{code_id}:redeemed", code.quantity)
 
@@ -1088,6 +1135,31 @@ class LedgerMachine(RuleBasedStateMachine):
             assert self.posted[(f"held:{cti_id}", "stamps")] == self.model.held(cti_id)
         for code_id, code in self.model.codes.items():
             assert self.posted[(code_id, code.unit)] == self.model.holds(code.unit)[code_id]
+
+    @invariant()
+    def sales_bill_clients_and_distributors(self) -> None:
+        """Every unbilled sale names a client or distributor as buyer (never a CTI; "" only for
+        a code nobody redeemed), and the sales the model follows are shown as it says."""
+        rows = {}
+        for seller in (MASTER, *DISTRIBUTORS):
+            offset = 0
+            while page := self.lg.views.unbilled_sales(seller, limit=500, offset=offset):
+                rows.update((row.sale_id, row) for row in page)
+                offset += len(page)
+        for row in rows.values():
+            if row.buyer_id == "":
+                assert (row.source, row.redeemed_by) == ("code", None), row
+            else:
+                assert row.buyer_id in (*DISTRIBUTORS, *CLIENTS), row
+        for sale_id, sale in self.model.sales.items():
+            row = rows[sale_id]
+            shown = (row.seller_id, row.buyer_id, row.quantity, Decimal(row.amount), row.source)
+            assert shown == (sale.seller, sale.buyer, sale.quantity, sale.amount, sale.source)
+            assert (row.code_id, row.redeemed_by, row.credit_for) == (
+                sale.code_id,
+                sale.redeemed_by,
+                sale.credit_for,
+            )
 
     @invariant()
     def balances_match_the_model(self) -> None:

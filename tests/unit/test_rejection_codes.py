@@ -587,6 +587,30 @@ ROWS += [
             "reason": "falta de pago",
         },
     ),
+    Row(
+        "price_unknown",
+        {
+            "type": "ReclaimStamps",
+            "transfer_id": "R9",
+            "from_cti_id": "C9-cti",
+            "quantity": 1,
+            "reason": "falta de pago",
+        },
+        actor=SUB_DISTRIBUTOR,
+        setup=(
+            *S1_WITH_CLIENT,
+            at(
+                SUB_DISTRIBUTOR,
+                _transfer(
+                    "TransferStamps",
+                    from_id=SUB_DISTRIBUTOR,
+                    to_id="C9-cti",
+                    quantity=5,
+                    amount="2.50",
+                ),
+            ),
+        ),
+    ),
     # Clients and stamping accounts
     Row(
         "unknown_account",
@@ -842,6 +866,19 @@ ROWS += [
                     "sale_ids": ["T1"],
                 },
             ),
+        ),
+    ),
+    Row(
+        "mixed_buyers",
+        {
+            "type": "RegisterInvoice",
+            "seller_id": DISTRIBUTOR,
+            "invoice_ref": "F-9",
+            "sale_ids": ["T1", "P9"],
+        },
+        setup=(
+            at(DISTRIBUTOR, _transfer("TransferStamps", transfer_id="T1", amount="1.00")),
+            at(DISTRIBUTOR, _transfer("TransferPoints", transfer_id="P9", to_id=SUB_DISTRIBUTOR)),
         ),
     ),
     Row(

@@ -62,7 +62,7 @@ def test_the_consumption_that_crosses_names_the_automatic_sale(lg: Ledger) -> No
     assert third.balance_after == 59
     assert lg.balance(DISTRIBUTOR) == 10_000 - 12 - 50
     (sale,) = [s for s in lg.views.unbilled_sales(DISTRIBUTOR) if s.sale_id == sale_id]
-    assert (sale.buyer_id, sale.quantity, sale.amount) == (CTI, 50, "25.00")
+    assert (sale.buyer_id, sale.to_id, sale.quantity, sale.amount) == (CLIENT, CTI, 50, "25.00")
     assert lg.verify().ok
 
 

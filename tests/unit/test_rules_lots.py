@@ -233,6 +233,7 @@ def test_a_reclaim_takes_only_valid_stamps(lg: Ledger, clock: ManualClock) -> No
         "from_cti_id": CTI,
         "quantity": 6,
         "reason": "falta de pago",
+        "amount": "3.00",
     }
     assert rejection(lg, reclaim).code == "insufficient_stamps"
     assert lg.execute({**reclaim, "quantity": 5}).balance_after == 0
@@ -251,6 +252,7 @@ def test_a_reclaim_takes_the_lot_that_expires_first(lg: Ledger) -> None:
             "from_cti_id": CTI,
             "quantity": 12,
             "reason": "falta de pago",
+            "amount": "6.00",
         }
     )
     (reclaimed,) = events_of(lg, "StampsReclaimed")

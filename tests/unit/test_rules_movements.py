@@ -223,7 +223,8 @@ def test_mass_transfer_of_points_fills_wallets(lg: Ledger) -> None:
 def reclaim(quantity: int, **extra: Any) -> dict[str, Any]:
     """D1 takes stamps back from its client's CTI."""
     fields = {"transfer_id": "R1", "from_cti_id": CTI, "quantity": quantity}
-    return command("ReclaimStamps", DISTRIBUTOR, **fields, reason="falta de pago", **extra)
+    priced = {"amount": "6.00"} | extra
+    return command("ReclaimStamps", DISTRIBUTOR, **fields, reason="falta de pago", **priced)
 
 
 def test_reclaim_returns_unused_stamps_to_the_distributor(lg: Ledger) -> None:

@@ -21,6 +21,8 @@ import ledger.aggregates.client
 import ledger.aggregates.distributor
 import ledger.aggregates.master_account
 from adapters.storage.codec import MsgspecMapper
+from ledger.aggregates.common import read_sale_fact, sale_fact
+from ledger.aggregates.credit_code import CreditCode
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.domain import Event, Snapshot
 
@@ -185,3 +187,67 @@ def test_a_snapshot_stored_before_master_id_restores_with_the_default() -> None:
     del state["master_id"]
     restored = msgspec.json.decode(json.dumps(state), type=StampingAccount.snapshot_type)
     assert restored.master_id == ""  # type: ignore[attr-defined]
+
+
+def test_a_sale_recorded_before_buyers_keeps_its_old_buyer() -> None:
+    """The golden transfer T-1 to C1's CTI decodes with no ``buyer_id`` and source transfer: its
+    sale names the CTI as buyer (as it was recorded) and as the account credited."""
+    (row,) = [
+        r
+        for r in golden_rows()
+        if r["topic"] == "Distributor.CreditsTransferred" and '"T-1"' in r["state"]
+    ]
+    assert "buyer_id" not in row["state"]
+    event = decode(row)
+    assert isinstance(event, ledger.aggregates.distributor.Distributor.CreditsTransferred)
+    assert (event.buyer_id, event.source) == ("", "transfer")
+    sale = event.sale()
+    assert (sale.buyer_id, sale.to_id, sale.source) == ("C1-cti", "C1-cti", "transfer")
+
+
+def test_a_sale_key_stored_before_buyers_reads_as_the_sellers_alone() -> None:
+    """The golden key ``sale:T-1`` holds the seller's id alone: its buyer is unknown (None), so
+    an invoice does not compare it; a new payload names both."""
+    keys = json.loads(GOLDEN.read_text(encoding="utf-8"))["keys"]
+    (kept,) = [k for k in keys if k["key"] == "sale:T-1"]
+    fact = read_sale_fact(kept["outcome"].encode("utf-8"))
+    assert (fact.seller_id, fact.buyer_id, fact.code_id) == ("D1", None, "")
+    new = read_sale_fact(sale_fact("D1", "C1", "K1"))
+    assert (new.seller_id, new.buyer_id, new.code_id) == ("D1", "C1", "K1")
+
+
+def test_a_redemption_recorded_before_codes_were_sales_has_no_client() -> None:
+    """``CreditCode.Redeemed`` gained ``client_id`` with a default: older bytes decode."""
+    state = (
+        b'{"originator_id":"K1","originator_version":2,"timestamp":"2026-01-05T18:00:00Z",'
+        b'"to_id":"C1-cti","quantity":5,"unit":"stamps"}'
+    )
+    event = MsgspecMapper().to_domain_event(
+        StoredEvent(
+            originator_id="K1",
+            originator_version=2,
+            topic="CreditCode.Redeemed",
+            state=state,
+        )
+    )
+    assert isinstance(event, CreditCode.Redeemed)
+    assert (event.to_id, event.client_id) == ("C1-cti", "")
+
+
+def test_an_auto_top_up_failure_recorded_before_reasons_has_none() -> None:
+    """``AutoTopUpFailed`` gained ``reason`` with a default: older bytes decode with ""."""
+    state = (
+        b'{"originator_id":"C1-cti","originator_version":9,"timestamp":"2026-01-05T18:00:00Z",'
+        b'"cfdi_uuid":"6F1C2A9E-0B4D-4C55-9A1E-3D2B7C8E9F01","available":3,'
+        b'"distributor_id":"D1","requested":50}'
+    )
+    event = MsgspecMapper().to_domain_event(
+        StoredEvent(
+            originator_id="C1-cti",
+            originator_version=9,
+            topic="StampingAccount.AutoTopUpFailed",
+            state=state,
+        )
+    )
+    assert isinstance(event, StampingAccount.AutoTopUpFailed)
+    assert event.reason == ""
