@@ -246,7 +246,8 @@ def print_billing(console: Console, shown: Snapshot) -> None:
         console,
         "Invoices registered",
         "A sale is billable until its seller registers an invoice for it (RegisterInvoice). "
-        f"{MASTER} and D-CENTRO invoiced what they had sold in the first weeks; the rest waits.",
+        f"{MASTER} and D-CENTRO invoiced what they had sold to one buyer in the first weeks "
+        "(an invoice has one buyer); the rest waits.",
     )
     _show(console, table)
     unbilled = shown.unbilled

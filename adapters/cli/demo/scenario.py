@@ -33,6 +33,7 @@ from ledger.api import Ledger
 from ledger.clock import MEXICO_CITY, ManualClock
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
+from ledger.projections.billing import SaleRow
 
 REJECTIONS_KEPT = 5
 """Rejections the report quotes (all of them are counted)."""
@@ -246,13 +247,16 @@ class Scenario:
         return min(31, self.days // 2 + 1)
 
     def _invoice_first_month(self) -> None:
-        """The platform and D-CENTRO invoice (up to 500 of) their sales before today."""
+        """The platform and D-CENTRO invoice (up to 500 of) their sales before today to the
+        buyer of their oldest one (an invoice has one buyer)."""
         commands = []
         cutoff = self.first_day + timedelta(days=self.invoice_day - 1)
+        self.lg.views.catch_up()  # the views tell each sale's buyer
         for seller_id in (MASTER, "D-CENTRO"):
-            sale_ids = [
-                sale_id for when, sale_id in self.sales.get(seller_id, []) if when < cutoff
-            ][:500]
+            wanted = {sale_id for when, sale_id in self.sales.get(seller_id, []) if when < cutoff}
+            rows = [s for s in self._unbilled(seller_id) if s.sale_id in wanted]
+            buyer = rows[0].buyer_id if rows else None
+            sale_ids = [s.sale_id for s in rows if s.buyer_id == buyer][:500]
             if sale_ids:
                 commands.append(
                     {
@@ -264,6 +268,13 @@ class Scenario:
                     }
                 )
         self._run(commands)
+
+    def _unbilled(self, seller_id: str) -> list[SaleRow]:
+        """Every unbilled sale of ``seller_id``, oldest first (page by page)."""
+        rows: list[SaleRow] = []
+        while page := self.lg.views.unbilled_sales(seller_id, limit=500, offset=len(rows)):
+            rows.extend(page)
+        return rows
 
     # The last day ---------------------------------------------------------------------------
 
