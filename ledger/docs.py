@@ -211,6 +211,7 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
         "insufficient_points",
     ),
     "BuyUserSeat": ("unknown_account", "distributor_not_active"),
+    "RenewUserSeat": ("unknown_account", "distributor_not_active"),
     "AddPortalUser": (
         "unknown_account",
         "distributor_not_active",
@@ -223,6 +224,7 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
         "distributor_not_active",
         "invalid_transition",
         "no_free_seat",
+        "already_exists",
     ),
     "DeletePortalUser": ("unknown_account", "invalid_transition"),
 }

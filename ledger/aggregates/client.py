@@ -188,6 +188,33 @@ class Client(Aggregate):
                 source=SEAT,
             )
 
+    class SeatRenewed(SaleEvent, frozen=True, kw_only=True):
+        """The distributor ``seller_id`` sold the client another year of seat ``seat_id``: a
+        lapsed seat runs again from the day of the renewal, a running one from its expiry."""
+
+        seat_id: str
+        seller_id: str
+        expires_on: date
+
+        def apply(self, aggregate: Client) -> None:
+            """The seat (and its user, if any) runs until the new date."""
+            aggregate.seats[self.seat_id].expires_on = self.expires_on
+
+        def sale(self) -> Sale:
+            """A billable sale of the distributor to this client."""
+            return Sale(
+                sale_id=self.sale_id,
+                seller_id=self.seller_id,
+                buyer_id=self.originator_id,
+                at=self.timestamp,
+                unit="seat",
+                quantity=1,
+                amount_centavos=self.amount_centavos,
+                reference=self.seat_id,
+                to_id=self.originator_id,
+                source=SEAT,
+            )
+
     class SeatTaken(Event, frozen=True, kw_only=True):
         """The portal user ``user_id`` took the seat (for good: a deleted user keeps it)."""
 
@@ -244,6 +271,16 @@ class Client(Aggregate):
         if not free:
             raise Rejected("no_free_seat", client_id=self.id, seats=len(self.seats))
         return min(free, key=lambda seat: (-seat[0].toordinal(), seat[1]))[1]
+
+    def lapsed_seat(self, today: date) -> str | None:
+        """The lapsed seat a purchase renews: one with a user first (that user is stranded),
+        then the one that lapsed first, then the smallest id; None if none lapsed."""
+        lapsed = [
+            (seat.user_id is None, seat.expires_on, seat_id)
+            for seat_id, seat in self.seats.items()
+            if today > seat.expires_on
+        ]
+        return min(lapsed)[2] if lapsed else None
 
     def require_seat_valid(self, seat_id: str, today: date) -> None:
         """``no_free_seat`` when the seat has lapsed (a user cannot come back on it)."""

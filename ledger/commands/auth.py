@@ -62,6 +62,7 @@ from ledger.commands.models import (
     RegisterInvoice,
     RenewDistributor,
     RenewUnlimitedAccount,
+    RenewUserSeat,
     ReserveStamp,
     ResetStampingPassword,
     SpendPoints,
@@ -145,6 +146,23 @@ def _hold_cti(command: Any, tx: Tx) -> Aggregate | None:
     return cti
 
 
+def _seat_client(command: Any, tx: Tx) -> Aggregate | None:
+    """The client a seat was sold to (``unknown_account`` if there is no such seat)."""
+    return seat_client(tx, command.seat_id)
+
+
+def seat_client(tx: Tx, seat_id: str) -> Client | None:
+    """The client whose seat ``seat_id`` is, found through the key of the seat's purchase."""
+    found = tx.lookup([f"seat:{seat_id}"]).get(f"seat:{seat_id}")
+    if found is None:
+        return None
+    bought = Outcome.decode(found.outcome)
+    # The purchase's sale id is ``<client_id>:seat:...``; caller ids never hold ":".
+    client_id = bought.sale_ids[0].split(":seat:", 1)[0] if bought.sale_ids else ""
+    client = tx.find(client_id) if client_id else None
+    return client if isinstance(client, Client) else None
+
+
 RULES: dict[type[Command], Rule] = {
     # A master account alone: the stamping service.
     ConsumeStamp: rule("cti_id", CTI, NOBODY_ELSE),
@@ -202,6 +220,7 @@ RULES: dict[type[Command], Rule] = {
     ConvertClientToDistributor: rule("client_id", Client, DISTRIBUTOR),
     GenerateLicence: rule("client_id", Client, DISTRIBUTOR),
     BuyUserSeat: rule("client_id", Client, DISTRIBUTOR),
+    RenewUserSeat: rule("seat_id", Client, DISTRIBUTOR, locate=_seat_client),
     AddPortalUser: rule("client_id", Client, DISTRIBUTOR, CLIENT),
     DeactivatePortalUser: rule("user_id", PortalUser, DISTRIBUTOR, CLIENT),
     ChangePortalUser: rule("user_id", PortalUser, DISTRIBUTOR, CLIENT),

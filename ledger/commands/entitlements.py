@@ -5,8 +5,9 @@ from __future__ import annotations
 from ledger.aggregates.client import Client
 from ledger.aggregates.common import add_one_year, mkl_key
 from ledger.aggregates.distributor import Distributor
-from ledger.aggregates.portal_user import PortalUser
+from ledger.aggregates.portal_user import DELETED, PortalUser
 from ledger.commands.accounts import require_distributor_not_purged
+from ledger.commands.auth import seat_client
 from ledger.commands.models import (
     AddPortalUser,
     BuyUserSeat,
@@ -14,6 +15,7 @@ from ledger.commands.models import (
     DeactivatePortalUser,
     DeletePortalUser,
     GenerateLicence,
+    RenewUserSeat,
 )
 from ledger.commands.network import master_of
 from ledger.commands.sales import claim_sale
@@ -81,13 +83,20 @@ def generate_licence(command: GenerateLicence, tx: Tx) -> Outcome:
 
 @handles(BuyUserSeat)
 def buy_user_seat(command: BuyUserSeat, tx: Tx) -> Outcome:
-    """A yearly extra-user seat: a billable sale of the client's distributor."""
+    """A yearly extra-user seat: a billable sale of the client's distributor.
+
+    A client with a lapsed seat gets that seat renewed for a year from today instead (its
+    user, if any, logs in again), as the manual's purchase of a user does.
+    """
     client = tx.get(command.client_id, Client)
     distributor = tx.get(client.distributor_id, Distributor)
     distributor.require_active(tx.today)
     if command.seat_id in client.seats:
         raise Rejected("already_exists", seat_id=command.seat_id)
     amount = parse_money(command.price, field="price")
+    lapsed = client.lapsed_seat(tx.today)
+    if lapsed is not None:
+        return _renew_seat(command.type, tx, client, distributor, lapsed, amount)
     sale_id = f"{client.id}:seat:{command.seat_id}"
     expires_on = add_one_year(tx.today)
     client.trigger(
@@ -103,6 +112,59 @@ def buy_user_seat(command: BuyUserSeat, tx: Tx) -> Outcome:
     return Outcome(
         type=command.type, sale_ids=(sale_id,), details={"expires_on": expires_on.isoformat()}
     )
+
+
+def _renew_seat(
+    command_type: str,
+    tx: Tx,
+    client: Client,
+    distributor: Distributor,
+    seat_id: str,
+    amount: int,
+) -> Outcome:
+    """Another year of ``seat_id``: from its expiry if it runs, else from today."""
+    seat = client.seats[seat_id]
+    start = seat.expires_on if seat.expires_on >= tx.today else tx.today
+    expires_on = add_one_year(start)
+    # Each renewal moves the expiry later, so the new expiry makes the sale id unique.
+    sale_id = f"{client.id}:seat:{seat_id}:{expires_on.isoformat()}"
+    client.trigger(
+        client.SeatRenewed,
+        tx.now,
+        seat_id=seat_id,
+        seller_id=distributor.id,
+        expires_on=expires_on,
+        sale_id=sale_id,
+        amount_centavos=amount,
+    )
+    claim_sale(tx, sale_id, distributor.id, client.id)
+    return Outcome(
+        type=command_type,
+        sale_ids=(sale_id,),
+        details={"seat_id": seat_id, "expires_on": expires_on.isoformat(), "renewed": True},
+    )
+
+
+@handles(RenewUserSeat)
+def renew_user_seat(command: RenewUserSeat, tx: Tx) -> Outcome:
+    """Another year of a client's seat, ahead of its lapse (or from today, once lapsed)."""
+    client = seat_client(tx, command.seat_id)
+    if client is None or command.seat_id not in client.seats:
+        raise Rejected("unknown_account", account_id=command.seat_id, kind="seat")
+    distributor = tx.get(client.distributor_id, Distributor)
+    distributor.require_active(tx.today)
+    amount = parse_money(command.price, field="price")
+    return _renew_seat(command.type, tx, client, distributor, command.seat_id, amount)
+
+
+def _require_email_free(tx: Tx, client: Client, email: str, user_id: str) -> None:
+    """``already_exists`` when another portal user of the client (not deleted) has ``email``."""
+    for seat in client.seats.values():
+        if seat.user_id is None or seat.user_id == user_id:
+            continue
+        other = tx.find(seat.user_id)
+        if isinstance(other, PortalUser) and other.status != DELETED and other.email == email:
+            raise Rejected("already_exists", client_id=client.id, field="email", user_id=other.id)
 
 
 def _client_for_users(tx: Tx, client_id: str) -> Client:
@@ -122,13 +184,15 @@ def add_portal_user(command: AddPortalUser, tx: Tx) -> Outcome:
     require_distributor_not_purged(tx, client)
     if tx.find(command.user_id) is not None:
         raise Rejected("already_exists", account_id=command.user_id)
+    email = command.email.strip().lower()
+    _require_email_free(tx, client, email, command.user_id)
     seat_id = client.free_seat(tx.today)
     tx.add(
         PortalUser.add(
             command.user_id,
             client_id=client.id,
             distributor_id=client.distributor_id,
-            email=command.email.strip().lower(),
+            email=email,
             seat_id=seat_id,
             at=tx.now,
         )
@@ -151,8 +215,10 @@ def change_portal_user(command: ChangePortalUser, tx: Tx) -> Outcome:
     user, client = _user(tx, command.user_id)
     require_distributor_not_purged(tx, client)
     user.require_not_deleted("change")
+    email = command.email.strip().lower()
+    _require_email_free(tx, client, email, user.id)
     client.require_seat_valid(user.seat_id, tx.today)
-    user.change(command.email.strip().lower(), tx.now)
+    user.change(email, tx.now)
     return Outcome(type=command.type, details={"seat_id": user.seat_id})
 
 

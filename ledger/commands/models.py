@@ -668,7 +668,7 @@ class GenerateLicence(Command):
 
 
 class BuyUserSeat(Command):
-    """A client's distributor sells it a yearly extra-user seat."""
+    """A client's distributor sells it a yearly extra-user seat (renewing a lapsed one first)."""
 
     type: Literal["BuyUserSeat"] = "BuyUserSeat"
     seat_id: Id
@@ -678,6 +678,14 @@ class BuyUserSeat(Command):
     def natural_keys(self) -> tuple[str, ...]:
         """Keyed by the seat id."""
         return (f"seat:{self.seat_id}",)
+
+
+class RenewUserSeat(Command):
+    """The client's distributor sells another year of a seat, ahead of its lapse."""
+
+    type: Literal["RenewUserSeat"] = "RenewUserSeat"
+    seat_id: Id
+    price: Money
 
 
 class AddPortalUser(Command):
@@ -774,6 +782,7 @@ AnyCommand = Annotated[
     | CancelCreditCode
     | GenerateLicence
     | BuyUserSeat
+    | RenewUserSeat
     | AddPortalUser
     | DeactivatePortalUser
     | ChangePortalUser

@@ -108,7 +108,8 @@ class LicenceRow:
 
 @dataclass(frozen=True, slots=True)
 class SeatRow:
-    """A client's extra-user seat and the portal user on it (if any)."""
+    """A client's extra-user seat and the portal user on it (if any); ``price`` is what its
+    last purchase or renewal cost."""
 
     seat_id: str
     client_id: str
@@ -191,6 +192,16 @@ class _Buffer:
             },
         )
 
+    def seat_renewed(self, event: Client.SeatRenewed) -> None:
+        """Another year of the seat, at the renewal's price."""
+        self.seats.change(
+            event.seat_id,
+            {
+                "expires_on": self.dialect.day(event.expires_on),
+                "amount_centavos": event.amount_centavos,
+            },
+        )
+
     def seat_taken(self, event: Client.SeatTaken) -> None:
         """A user on the seat."""
         self.seats.change(event.seat_id, {"user_id": event.user_id})
@@ -261,6 +272,7 @@ class EntitlementsView(View):
             Distributor.Purged: _Buffer.purge,
             Client.LicenceGenerated: _Buffer.licence,
             Client.SeatBought: _Buffer.seat_bought,
+            Client.SeatRenewed: _Buffer.seat_renewed,
             Client.SeatTaken: _Buffer.seat_taken,
             PortalUser.Added: _Buffer.user_added,
             PortalUser.Deactivated: _Buffer.user_deactivated,

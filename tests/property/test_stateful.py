@@ -1,16 +1,20 @@
 """Random command sequences against the ledger and an in-memory model (Hypothesis stateful).
 
-The machine drives a small network (master, distributor D1, its sub-distributor D2, three clients
-with a CTI each) through purchases, transfers of stamps and points, mass transfers, reclaims,
+The machine drives a small network (master, distributor D1 with a price list, its
+sub-distributor D2 without one, three clients with a CTI each, ready to stamp with the password
+their registration generated) through purchases, transfers of stamps and points (priced, given
+as gifts, or unpriced: price_unknown for D2), mass transfers, reclaims with their credit lines,
 client packages that expire, consumptions with repeated CFDI UUIDs, holds (reserved, posted,
 voided, and expired by the clock, with CFDIs shared with consumptions), blocking, suspension,
 credentials checks (right and wrong passwords, lockout, resets), renewals (which charge each
 subscription the amount the model computes apart, and extend them), licences under D1's MKL
-paid in points, extra-user seats and portal users, and the clock. The model predicts each
-command's outcome (success, replay or the exact rejection code) and every balance. After every
-step it checks, from the stored events alone, that each unit's postings sum to zero and that no
-holder but the issuance source is negative, and that ``lg.balance`` (held books included)
-equals the model for every holder.
+paid in points, extra-user seats (bought, renewed ahead, lapsed ones renewed by a purchase) and
+portal users with e-mails distinct per client, credit codes (each a sale billed to whoever
+redeems it), and the clock. The model predicts each command's outcome (success, replay or the
+exact rejection code) and every balance. After every step it checks, from the stored events
+alone, that each unit's postings sum to zero and that no holder but the issuance source is
+negative, that ``lg.balance`` (held books included) equals the model for every holder, and
+that the billing view bills clients and distributors (never a CTI) as the model says.
 """
 
 from __future__ import annotations
@@ -163,6 +167,7 @@ class Model:
     # user id -> (client, seat, status)
     users: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     sales: dict[str, ModelSale] = field(default_factory=dict)  # sale id -> what the view shows
+    emails: dict[str, str] = field(default_factory=dict)  # portal user id -> its e-mail
 
     def open_holds(self, cti_id: str) -> list[ModelHold]:
         """Holds the CTI's state keeps (closed by no event yet), oldest first."""
@@ -808,50 +813,108 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(client_id=st.sampled_from(CLIENTS))
     def buy_seat(self, client_id: str) -> None:
-        """The client's distributor sells it a seat for a year."""
+        """The client's distributor sells it a seat for a year; a lapsed seat (one with a user
+        first) is renewed from today instead."""
         distributor_id = CLIENT_OF[client_id]
         active = self.model.status(distributor_id, self.today) == "active"
         seat_id = self.next_id("SEAT")
         command = {"type": "BuyUserSeat", "seat_id": seat_id, "client_id": client_id,
                    "price": "288.84", "actor": distributor_id}  # fmt: skip
-        if self.run(command, "ok" if active else "distributor_not_active"):
-            self.model.seats[client_id][seat_id] = (add_one_year(self.today), None)
+        outcome = self.run(command, "ok" if active else "distributor_not_active")
+        if outcome is None:
+            return
+        seats = self.model.seats[client_id]
+        lapsed = sorted(
+            (user is None, expires_on, lapsed_id)
+            for lapsed_id, (expires_on, user) in seats.items()
+            if self.today > expires_on
+        )
+        if lapsed:
+            renewed = lapsed[0][2]
+            assert outcome.details["seat_id"] == renewed
+            seats[renewed] = (add_one_year(self.today), seats[renewed][1])
+        else:
+            seats[seat_id] = (add_one_year(self.today), None)
 
-    @rule(client_id=st.sampled_from(CLIENTS))
-    def add_portal_user(self, client_id: str) -> None:
-        """A user takes the free seat that lapses last, or no_free_seat."""
+    @rule(data=st.data())
+    def renew_seat(self, data: st.DataObject) -> None:
+        """The distributor renews a seat ahead of time: a year from its expiry (from today once
+        it lapsed)."""
+        owned = sorted((c, s) for c, seats in self.model.seats.items() for s in seats)
+        if not owned:
+            return
+        client_id, seat_id = data.draw(st.sampled_from(owned))
+        distributor_id = CLIENT_OF[client_id]
+        active = self.model.status(distributor_id, self.today) == "active"
+        command = {"type": "RenewUserSeat", "seat_id": seat_id, "price": "250.00",
+                   "actor": distributor_id}  # fmt: skip
+        if self.run(command, "ok" if active else "distributor_not_active"):
+            expires_on, user = self.model.seats[client_id][seat_id]
+            self.model.seats[client_id][seat_id] = (
+                add_one_year(max(expires_on, self.today)),
+                user,
+            )
+
+    def email_taken(self, client_id: str, email: str, user_id: str) -> bool:
+        """Whether another user of the client, not deleted, has ``email``."""
+        return any(
+            other != user_id and client == client_id and status != "deleted" and mail == email
+            for other, (client, _seat, status) in self.model.users.items()
+            for mail in (self.model.emails[other],)
+        )
+
+    @rule(client_id=st.sampled_from(CLIENTS), shared=st.sampled_from((None, "ana", "beto")))
+    def add_portal_user(self, client_id: str, shared: str | None) -> None:
+        """A user takes the free seat that lapses last, or no_free_seat; an e-mail another
+        user of the client has is already_exists."""
         seat_id = self.model.free_seat(client_id, self.today)
         user_id = self.next_id("U")
+        email = f"{shared or user_id.lower()}@example.com"
+        if self.email_taken(client_id, email, user_id):
+            expected = "already_exists"
+        else:
+            expected = "no_free_seat" if seat_id is None else "ok"
         command = {"type": "AddPortalUser", "user_id": user_id, "client_id": client_id,
-                   "email": f"{user_id.lower()}@example.com", "actor": client_id}  # fmt: skip
-        outcome = self.run(command, "no_free_seat" if seat_id is None else "ok")
+                   "email": email, "actor": client_id}  # fmt: skip
+        outcome = self.run(command, expected)
         if outcome is not None:
+            self.model.emails[user_id] = email
             assert seat_id is not None
             assert outcome.details["seat_id"] == seat_id
             expires_on, _ = self.model.seats[client_id][seat_id]
             self.model.seats[client_id][seat_id] = (expires_on, user_id)
             self.model.users[user_id] = (client_id, seat_id, "active")
 
-    @rule(data=st.data(), action=st.sampled_from(("Deactivate", "Change", "Delete")))
-    def change_portal_user(self, data: st.DataObject, action: str) -> None:
-        """Deactivate keeps the seat, Change reassigns a valid one, Delete loses it."""
+    @rule(
+        data=st.data(),
+        action=st.sampled_from(("Deactivate", "Change", "Delete")),
+        shared=st.sampled_from((None, "ana", "beto")),
+    )
+    def change_portal_user(self, data: st.DataObject, action: str, shared: str | None) -> None:
+        """Deactivate keeps the seat, Change reassigns a valid one (to an e-mail no other user
+        of the client has), Delete loses it."""
         if not self.model.users:
             return
         user_id = data.draw(st.sampled_from(sorted(self.model.users)))
         client_id, seat_id, status = self.model.users[user_id]
         expires_on, _ = self.model.seats[client_id][seat_id]
+        email = f"{shared or 'otro.' + user_id.lower()}@example.com"
         if status == "deleted" or (action == "Deactivate" and status != "active"):
             expected = "invalid_transition"
+        elif action == "Change" and self.email_taken(client_id, email, user_id):
+            expected = "already_exists"
         elif action == "Change" and self.today > expires_on:
             expected = "no_free_seat"
         else:
             expected = "ok"
         command = {"type": f"{action}PortalUser", "user_id": user_id, "actor": client_id}
         if action == "Change":
-            command["email"] = f"otro.{user_id.lower()}@example.com"
+            command["email"] = email
         if self.run(command, expected):
             new_status = {"Deactivate": "deactivated", "Change": "active", "Delete": "deleted"}
             self.model.users[user_id] = (client_id, seat_id, new_status[action])
+            if action == "Change":
+                self.model.emails[user_id] = email
 
     @rule(days=st.integers(0, 4), hours=st.integers(0, 23))
     def advance_clock(self, days: int, hours: int) -> None:

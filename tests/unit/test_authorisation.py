@@ -185,6 +185,7 @@ RESERVE = {
     "issuer_rfc": "GODE561231GR8",
 }
 SEAT = {"type": "BuyUserSeat", "seat_id": "SEAT-1", "client_id": CLIENT, "price": "300.00"}
+RENEW_SEAT = {"type": "RenewUserSeat", "seat_id": "SEAT-1", "price": "300.00"}
 ADD_USER = {
     "type": "AddPortalUser",
     "user_id": "U-1",
@@ -416,6 +417,7 @@ CASES: dict[str, Case] = {
         {"type": "GenerateLicence", "client_id": CLIENT, "product": "MKL Dóminus"}
     ),
     "BuyUserSeat": Case(SEAT),
+    "RenewUserSeat": Case(RENEW_SEAT, setup=(by(DISTRIBUTOR, SEAT),)),
     "AddPortalUser": Case(ADD_USER, setup=(by(DISTRIBUTOR, SEAT),), expected={"client": OK}),
     "DeactivatePortalUser": Case(
         {"type": "DeactivatePortalUser", "user_id": "U-1"},

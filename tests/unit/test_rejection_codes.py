@@ -43,6 +43,7 @@ from tests.unit.test_authorisation import (
     OTHER_DISTRIBUTOR,
     PASSWORD,
     REGISTER_X,
+    RENEW_SEAT,
     RESERVE,
     SEAT,
     SUB_DISTRIBUTOR,
@@ -1116,6 +1117,27 @@ ROWS += [
         setup=(at(DISTRIBUTOR, SEAT), at(DISTRIBUTOR, ADD_USER)),
     ),
     Row("no_free_seat", ADD_USER),
+    Row(
+        "already_exists",
+        {**ADD_USER, "user_id": "U-2"},
+        setup=(
+            at(DISTRIBUTOR, SEAT),
+            at(DISTRIBUTOR, {**SEAT, "seat_id": "SEAT-2"}),
+            at(DISTRIBUTOR, ADD_USER),
+        ),
+        note="email",
+    ),
+    Row("unknown_account", {**RENEW_SEAT, "seat_id": NOWHERE}, actor=MASTER),
+    Row(
+        "distributor_not_active",
+        {**RENEW_SEAT, "seat_id": "SEAT-9"},
+        actor=MASTER,
+        setup=(
+            register_client("C9", OTHER_DISTRIBUTOR, "c9@example.com"),
+            at(OTHER_DISTRIBUTOR, {**SEAT, "seat_id": "SEAT-9", "client_id": "C9"}),
+            suspend(OTHER_DISTRIBUTOR),
+        ),
+    ),
 ]
 
 _USER_SETUP: tuple[Step, ...] = (at(DISTRIBUTOR, SEAT), at(DISTRIBUTOR, ADD_USER))
@@ -1155,6 +1177,15 @@ ROWS += [
         "no_free_seat",
         {"type": "ChangePortalUser", "user_id": "U-1", "email": "otra@example.com"},
         setup=(*_USER_SETUP, A_YEAR_LATER),
+    ),
+    Row(
+        "already_exists",
+        {"type": "ChangePortalUser", "user_id": "U-2", "email": ADD_USER["email"]},
+        setup=(
+            *_USER_SETUP,
+            at(DISTRIBUTOR, {**SEAT, "seat_id": "SEAT-2"}),
+            at(DISTRIBUTOR, {**ADD_USER, "user_id": "U-2", "email": "otra@example.com"}),
+        ),
     ),
     Row(
         "invalid_transition",

@@ -13,6 +13,7 @@ from tests.support import (
     MASTER,
     add_portal_user,
     buy_seat,
+    client_profile,
     command,
     contract,
     network_fixture,
@@ -257,3 +258,95 @@ def test_the_seats_view_shows_seats_with_their_users(lg: Ledger, clock: ManualCl
         ("S1", "2027-01-05", True, "288.84", "U1", "deactivated"),
         ("S2", "2027-01-05", True, "300.00", None, None),
     ]
+
+
+# Renewals and distinct e-mails ---------------------------------------------------------------
+
+
+def renew_seat(seat_id: str = "S1", price: str = "288.84", **extra: Any) -> dict[str, Any]:
+    """D1 renews a seat of its client ahead of time."""
+    return command("RenewUserSeat", DISTRIBUTOR, seat_id=seat_id, price=price, **extra)
+
+
+def test_buying_a_seat_renews_a_lapsed_one(lg: Ledger, clock: ManualClock) -> None:
+    """S1 lapsed with its user U1 on it: the next purchase renews S1 for a year from today
+    (no new seat), and U1 can be given its seat again."""
+    lg.execute(buy_seat())
+    lg.execute(add_user("U1"))
+    lg.execute(user_command("Deactivate", "U1"))
+    clock.set(datetime(2027, 1, 6, 18, 0, tzinfo=UTC))
+    outcome = lg.execute(buy_seat("S2", "300.00"))
+    assert outcome.details == {"seat_id": "S1", "expires_on": "2028-01-06", "renewed": True}
+    rows = [(s.seat_id, s.expires_on, s.lapsed, s.price) for s in lg.views.seats(CLIENT)]
+    assert rows == [("S1", date(2028, 1, 6), False, "300.00")]
+    assert lg.execute(user_command("Change", "U1", email="u1@example.com")).ok
+    (sale_id,) = outcome.sale_ids
+    sales = lg.views.unbilled_sales(DISTRIBUTOR, source="seat")
+    assert [(s.sale_id, s.buyer_id, s.amount) for s in sales][-1] == (sale_id, CLIENT, "300.00")
+
+
+def test_a_renewal_picks_the_lapsed_seat_that_has_a_user(lg: Ledger, clock: ManualClock) -> None:
+    """Two lapsed seats: the one whose user is stranded is renewed first."""
+    lg.execute(buy_seat())
+    lg.execute(buy_seat("S2"))
+    lg.execute(add_user("U1"))  # takes S1 or S2 (both lapse together): the smallest id, S1
+    taken = lg.views.portal_users(CLIENT)[0].seat_id
+    clock.set(datetime(2027, 1, 6, 18, 0, tzinfo=UTC))
+    assert lg.execute(buy_seat("S3")).details["seat_id"] == taken
+
+
+def test_a_running_seat_is_renewed_ahead_of_time(lg: Ledger) -> None:
+    """RenewUserSeat adds a year to the seat's expiry, and is a sale of D1 to C1."""
+    lg.execute(buy_seat())
+    outcome = lg.execute(renew_seat(price="250.00"))
+    assert outcome.details == {"seat_id": "S1", "expires_on": "2028-01-05", "renewed": True}
+    ((seat_id, expires_on),) = [(s.seat_id, s.expires_on) for s in lg.views.seats(CLIENT)]
+    assert (seat_id, expires_on) == ("S1", date(2028, 1, 5))
+    (sale,) = [s for s in lg.views.unbilled_sales(DISTRIBUTOR) if s.sale_id in outcome.sale_ids]
+    assert (sale.buyer_id, sale.source, sale.amount) == (CLIENT, "seat", "250.00")
+    assert lg.verify().ok
+
+
+def test_renewing_an_unknown_seat_is_unknown_account(lg: Ledger) -> None:
+    """No seat of that id: unknown_account, nothing recorded."""
+    assert rejection(lg, renew_seat("S9")).code == "unknown_account"
+
+
+def test_another_distributor_cannot_renew_a_seat(lg: Ledger) -> None:
+    """Only the client's distributor (or the master) renews its seats."""
+    lg.execute(buy_seat())
+    assert rejection(lg, renew_seat(actor="OTRO")).code == "not_authorised"
+
+
+def test_a_clients_users_have_distinct_emails(lg: Ledger) -> None:
+    """A second user with the same e-mail (any case) is already_exists; so is a change to it."""
+    lg.execute(buy_seat())
+    lg.execute(buy_seat("S2"))
+    lg.execute(buy_seat("S3"))
+    lg.execute(add_user("U1", email="ana@example.com"))
+    rejected = rejection(lg, add_user("U2", email="ANA@example.com"))
+    assert (rejected.code, rejected.details["user_id"]) == ("already_exists", "U1")
+    lg.execute(add_user("U2", email="beto@example.com"))
+    assert rejection(lg, user_command("Change", "U2", email="ana@example.com")).code == (
+        "already_exists"
+    )
+    assert lg.execute(user_command("Change", "U2", email="beto@example.com")).ok
+
+
+def test_a_deleted_users_email_may_be_used_again(lg: Ledger) -> None:
+    """A deleted user is gone: its e-mail is free for another user."""
+    lg.execute(buy_seat())
+    lg.execute(buy_seat("S2"))
+    lg.execute(add_user("U1", email="ana@example.com"))
+    lg.execute(user_command("Delete", "U1"))
+    assert lg.execute(add_user("U2", email="ana@example.com")).ok
+
+
+def test_two_clients_may_share_a_users_email(lg: Ledger) -> None:
+    """Distinct per client: another client's user may have the same e-mail."""
+    lg.execute(buy_seat())
+    lg.execute(add_user("U1", email="ana@example.com"))
+    lg.execute(command("RegisterClient", DISTRIBUTOR, client_id="C2", distributor_id=DISTRIBUTOR,
+                       profile=client_profile(email="c2@example.com")))  # fmt: skip
+    lg.execute(buy_seat("S2", client_id="C2"))
+    assert lg.execute(add_user("U2", email="ana@example.com", client_id="C2")).ok
