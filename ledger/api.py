@@ -243,9 +243,15 @@ class Ledger:
         return list(self.iter_history(holder_id, unit))
 
     def iter_history(self, holder_id: str, unit: str = "stamps") -> Iterator[audit.Movement]:
-        """``history`` one movement at a time, read page by page (a long history, streamed)."""
+        """``history`` one movement at a time, read page by page (a long history, streamed).
+
+        A stamping account's expiries are movements at their instants, up to the clock's now,
+        so the last running balance is ``balance()``.
+        """
         self._check_open()
-        return audit.iter_history(self.store.audit_source(), holder_id, unit)
+        return audit.iter_history(
+            self.store.audit_source(), holder_id, unit, now=self.engine.clock()
+        )
 
     def verify(
         self,

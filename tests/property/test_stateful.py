@@ -1225,6 +1225,16 @@ class LedgerMachine(RuleBasedStateMachine):
             )
 
     @invariant()
+    def history_ends_at_the_balance(self) -> None:
+        """A CTI's (and its held book's) last running balance in ``history`` is ``balance``:
+        lots and holds that expired appear as movements at their instants, recorded or not."""
+        for cti_id in CTIS:
+            for holder in (cti_id, f"held:{cti_id}"):
+                history = self.lg.history(holder)
+                last = history[-1].balance if history else 0
+                assert last == self.lg.balance(holder), (holder, history[-3:])
+
+    @invariant()
     def balances_match_the_model(self) -> None:
         """``lg.balance`` equals the model for every holder and unit."""
         for unit in ("stamps", "points"):

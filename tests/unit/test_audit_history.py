@@ -11,7 +11,16 @@ from ledger.api import Ledger
 from ledger.audit import Movement
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
-from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, consume, network_ledger
+from tests.support import (
+    CLIENT,
+    CTI,
+    DISTRIBUTOR,
+    MASTER,
+    consume,
+    network_ledger,
+    reserve,
+    void,
+)
 
 START = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
 UUID_A = "6F1C2A9E-0B4D-4C55-9A1E-3D2B7C8E9F0A"
@@ -176,3 +185,127 @@ def test_booked_balance_keeps_expired_stamps_until_recorded(lg: Ledger, clock: M
         ("StampingAccount.StampsExpired", -5, 10),
         ("StampingAccount.StampConsumed", -1, 9),
     ]
+
+
+# Expiries at their instants (DESIGN §6 audit) ----------------------------------------------------
+
+EXPIRY = datetime(2026, 1, 16, 6, 0, tzinfo=UTC)
+"""Midnight of 16 January in Mexico City: the instant the lot valid until 15 January leaves."""
+
+
+def assert_every_instant_agrees(lg: Ledger, holder: str = CTI) -> list[Movement]:
+    """At every movement's instant, the running balance of the last movement then is
+    ``balance_at``; the last one is ``balance()``. Returns the history."""
+    history = lg.history(holder)
+    for index, movement in enumerate(history):
+        if index + 1 < len(history) and history[index + 1].at == movement.at:
+            continue
+        assert lg.balance_at(holder, "stamps", movement.at) == movement.balance, movement
+    assert history[-1].balance == lg.balance(holder)
+    return history
+
+
+def test_an_expired_lot_is_a_movement_at_its_instant(lg: Ledger, clock: ManualClock) -> None:
+    """Nothing recorded the expiry yet: history still lists it at midnight, reason expired,
+    and its last running balance is the balance."""
+    grant_expiring_lot(lg)
+    clock.set(datetime(2026, 1, 16, 18, 0, tzinfo=UTC))
+    history = assert_every_instant_agrees(lg)
+    last = history[-1]
+    assert (last.at, last.amount, last.balance, last.reason) == (EXPIRY, -5, 10, "expired")
+    assert (last.topic, last.counterpart, last.ref) == (
+        "StampingAccount.StampsExpired",
+        "sink:expired",
+        f"expiry:{CTI}:G-1",
+    )
+
+
+def test_an_expiry_is_listed_before_it_is_due_no_more(lg: Ledger, clock: ManualClock) -> None:
+    """On 15 January the lot still counts: no expiry movement yet."""
+    grant_expiring_lot(lg)
+    clock.set(datetime(2026, 1, 16, 5, 59, tzinfo=UTC))
+    history = assert_every_instant_agrees(lg)
+    assert all(m.reason is None for m in history)
+    assert history[-1].balance == 15
+
+
+def test_a_recorded_expiry_stays_at_its_instant_and_counts_once(
+    lg: Ledger, clock: ManualClock
+) -> None:
+    """The consumption that records the expiry a day later lists only itself."""
+    grant_expiring_lot(lg)
+    clock.set(datetime(2026, 1, 17, 18, 0, tzinfo=UTC))
+    lg.execute(consume(cfdi_uuid=UUID_A))
+    history = assert_every_instant_agrees(lg)
+    assert [(m.at, m.amount, m.balance, m.reason) for m in history[-2:]] == [
+        (EXPIRY, -5, 10, "expired"),
+        (clock(), -1, 9, None),
+    ]
+
+
+def test_a_hold_that_runs_out_is_a_movement_at_its_instant(lg: Ledger, clock: ManualClock) -> None:
+    """A hold of 5 minutes: at its end the stamp is back (reason hold_expired) and leaves the
+    held book, though nothing recorded it; the void recorded later adds nothing."""
+    lg.execute(reserve("H1", UUID_A, expires_in_s=300))
+    ends = clock() + timedelta(minutes=5)
+    clock.advance(timedelta(minutes=10))
+    history = assert_every_instant_agrees(lg)
+    assert [(m.at, m.amount, m.balance, m.reason) for m in history[-2:]] == [
+        (clock() - timedelta(minutes=10), -1, 9, None),
+        (ends, 1, 10, "hold_expired"),
+    ]
+    held = assert_every_instant_agrees(lg, f"held:{CTI}")
+    assert [(m.at, m.amount, m.reason) for m in held] == [
+        (ends - timedelta(minutes=5), 1, None),
+        (ends, -1, "hold_expired"),
+    ]
+    lg.execute(consume(cfdi_uuid=UUID_B))
+    assert [(m.at, m.amount, m.reason) for m in assert_every_instant_agrees(lg)[-2:]] == [
+        (ends, 1, "hold_expired"),
+        (clock(), -1, None),
+    ]
+
+
+def test_a_hold_on_a_lot_that_expired_meanwhile_brings_nothing_back(
+    lg: Ledger, clock: ManualClock
+) -> None:
+    """A hold takes a stamp of the expiring lot late on its last day and runs out after
+    midnight: the lot leaves at midnight, and the stamp that comes back leaves with it."""
+    grant_expiring_lot(lg)
+    clock.set(datetime(2026, 1, 16, 5, 30, tzinfo=UTC))  # 23:30 on 15 January in Mexico City
+    lg.execute(reserve("H1", UUID_A, expires_in_s=7200))
+    clock.set(datetime(2026, 1, 16, 9, 0, tzinfo=UTC))
+    history = assert_every_instant_agrees(lg)
+    assert [(m.at, m.amount, m.reason) for m in history[-3:]] == [
+        (EXPIRY, -4, "expired"),
+        (EXPIRY + timedelta(hours=1, minutes=30), 1, "hold_expired"),
+        (EXPIRY + timedelta(hours=1, minutes=30), -1, "expired"),
+    ]
+    assert history[-1].balance == lg.balance(CTI) == 10
+
+
+def test_a_stamp_voided_back_into_an_expired_lot_leaves_with_it(
+    lg: Ledger, clock: ManualClock
+) -> None:
+    """Voided after midnight but before its end, the hold's stamp returns to a lot that has
+    expired: the void and the expiry it records net out, the balance stays."""
+    grant_expiring_lot(lg)
+    clock.set(datetime(2026, 1, 16, 5, 30, tzinfo=UTC))
+    lg.execute(reserve("H1", UUID_A, expires_in_s=7200))
+    clock.set(datetime(2026, 1, 16, 6, 30, tzinfo=UTC))
+    lg.execute(void("H1"))
+    history = assert_every_instant_agrees(lg)
+    assert [(m.at, m.amount, m.balance, m.reason) for m in history[-3:]] == [
+        (EXPIRY, -4, 10, "expired"),
+        (clock(), 1, 11, None),
+        (clock(), -1, 10, "expired"),
+    ]
+    assert lg.verify().ok
+
+
+def test_a_movement_carries_its_reason_in_its_dict(lg: Ledger, clock: ManualClock) -> None:
+    """``to_dict`` (``ledger history``, the HTTP API) names the reason."""
+    grant_expiring_lot(lg)
+    clock.set(datetime(2026, 1, 16, 18, 0, tzinfo=UTC))
+    assert lg.history(CTI)[-1].to_dict()["reason"] == "expired"
+    assert lg.history(CTI)[0].to_dict()["reason"] is None
