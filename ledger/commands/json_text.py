@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import nullcontext
 from typing import Any
 
 import msgspec
 
 from ledger.errors import Rejected
+from ledger.write.gc_pause import GC_PAUSE
 
 # A JSON string token, and the colon after it when it is an object's key. On valid JSON text,
 # scanning from the start, every match begins at a real string's opening quote.
@@ -26,6 +28,9 @@ _STRING_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"([ \t\n\r]*:)?', re.DOTALL
 _KEY_SHOWN_CHARS_MAX = 100
 """A duplicated key named in a rejection is cut to this many characters."""
 _DECODER = msgspec.json.Decoder()
+_PAUSED_DECODE_BYTES_MIN = 1_024
+"""Texts longer than this are decoded with the cyclic garbage collector paused (see
+``parse_command_json``): nesting to the recursion limit takes more bytes than that."""
 
 
 def _keys_in_text(data: bytes) -> int:
@@ -120,7 +125,11 @@ def parse_command_json(data: bytes) -> dict[str, Any]:
     too deep, and any object (at any depth) with a duplicated key.
     """
     try:
-        value = _DECODER.decode(data)
+        # A text this long may nest deep enough for msgspec to recurse to the interpreter's
+        # limit (it then raises RecursionError): a garbage collection that started down there
+        # would run finalizers (a pool closing its connections) with no stack left for them.
+        with GC_PAUSE if len(data) > _PAUSED_DECODE_BYTES_MIN else nullcontext():
+            value = _DECODER.decode(data)
     except RecursionError:
         raise Rejected("invalid_command", reason="JSON nested too deeply") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
