@@ -3,8 +3,9 @@
 Rows hold what portals list and search (names, NIC, RFC, tags, kind, status); the numbers
 (stamps, points, dates of purchase and emission, CPD) are joined from the balances and
 consumption views when asked. Search is case- and accent-insensitive over the NIC, name, trade
-name, RFC, company phone, e-mails and the legal, financial and technical contacts' names, e-mails
-and phones (a phone also matches by its digits alone); every word of a search must match.
+name, RFC, postal code, company phone, e-mails and the legal, financial and technical contacts'
+names, e-mails and phones (a phone also matches by its digits alone); every word of a search must
+match.
 
 A distributor's status is stored as its events left it; queries apply the ledger's clock as the
 write side does (an active distributor past ``expires_on`` is expired). A purge (``Purged``,
@@ -105,6 +106,7 @@ STAMPING_ACCOUNTS = Table(
         ("active", "bool"),
         ("valid_until", "date"),
         ("created_at", "ts"),
+        ("rfc_lock", "text"),
     ),
     key=("cti_id",),
     indexes=(("distributor_id",), ("client_id",)),
@@ -152,6 +154,10 @@ class StampingAccountRow:
     cpd: float | None
     days_remaining: int | None
     held: int = 0
+    valid_until: date | None = None
+    """An unlimited CTI's last day (None for a standard one)."""
+    rfc_lock: str | None = None
+    """The only issuer RFC the CTI stamps for, if locked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +368,7 @@ class _Buffer:
                 "active": self.dialect.flag(True),
                 "valid_until": self.dialect.day(event.valid_until),
                 "created_at": self.dialect.ts(event.timestamp),
+                "rfc_lock": event.rfc_lock,
             },
         )
 
@@ -391,13 +398,20 @@ class _Buffer:
                 f"UPDATE view_clients SET {assignments} WHERE distributor_id = ?",  # noqa: S608
                 [(*(PURGED_CLIENT_FIELDS[c] for c in columns), d) for d in self.purged],
             )
+            # An RFC lock is a taxpayer's RFC: personal data too.
+            cursor.executemany(
+                "UPDATE view_stamping_accounts SET rfc_lock = NULL WHERE distributor_id = ?",
+                [(d,) for d in self.purged],
+            )
 
 
 class DirectoryView(View):
     """Distributors, clients and stamping accounts."""
 
     name = "directory"
-    version = 3  # 3: view_clients.profile, the whole profile for export-clients
+    # 3: view_clients.profile, the whole profile for export-clients; 4:
+    # view_stamping_accounts.rfc_lock
+    version = 4
     tables = (DISTRIBUTORS, CLIENTS, STAMPING_ACCOUNTS)
 
     def new_buffer(self, dialect: Dialect) -> _Buffer:
@@ -499,7 +513,7 @@ def stamping_accounts(
         where.append("s.active = ?")
         params.append(dialect.flag(status == "active"))
     clause, search_params = _search_clause(
-        search_terms(search), ("c.search_text", "c.nic_sort", "lower(s.cti_id)")
+        search_terms(search), ("c.search_text", "c.nic_sort", "c.postal_code", "lower(s.cti_id)")
     )
     if clause:
         where.append(clause)
@@ -511,7 +525,7 @@ def stamping_accounts(
         + " AS balance, COALESCE(p.balance, 0) AS points, s.created_at, "
         "b.last_purchase_at, b.last_emission_at, c.sort_name, c.nic_sort, "
         + HELD_STAMPS_SQL.format(cti="s.cti_id")
-        + " AS held "
+        + " AS held, s.valid_until, s.rfc_lock "
         "FROM view_stamping_accounts s JOIN view_clients c ON c.client_id = s.client_id "
         "LEFT JOIN view_balances b ON b.holder_id = s.cti_id AND b.unit = 'stamps' "
         "LEFT JOIN view_balances p ON p.holder_id = s.client_id AND p.unit = 'points' "
@@ -555,6 +569,8 @@ def stamping_accounts(
                 cpd=cpd,
                 days_remaining=days_remaining,
                 held=int(row[15]),
+                valid_until=dialect.to_day(row[16]),
+                rfc_lock=None if row[17] is None else str(row[17]),
             )
         )
     return rows
@@ -601,7 +617,9 @@ def clients(
     where, params = _client_filters(dialect, tag, colour)
     where.insert(0, "c.distributor_id = ?")
     params.insert(0, distributor_id)
-    clause, search_params = _search_clause(search_terms(search), ("c.search_text", "c.nic_sort"))
+    clause, search_params = _search_clause(
+        search_terms(search), ("c.search_text", "c.nic_sort", "c.postal_code")
+    )
     if clause:
         where.append(clause)
         params += search_params

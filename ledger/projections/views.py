@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 from ledger.clock import Clock, local_date
 from ledger.logging import get_logger
 from ledger.projections import balances as balances_view
-from ledger.projections import billing, consumption, directory, entitlements
+from ledger.projections import billing, consumption, directory, entitlements, portal
 from ledger.projections.balances import BalanceRow, BalancesView
 from ledger.projections.base import PAGE_LIMIT_DEFAULT, Cursor, View, ViewDatabase, check_page
 from ledger.projections.billing import (
@@ -46,6 +46,7 @@ from ledger.projections.entitlements import (
     PortalUserRow,
     SeatRow,
 )
+from ledger.projections.portal import AutoTopUpRuleRow, ExpiringLotRow, PackageRow, PortalView
 from ledger.projections.runner import (
     BackgroundProjector,
     ProgressCallback,
@@ -61,7 +62,14 @@ T = TypeVar("T")
 
 def default_views() -> list[View]:
     """Every view of DESIGN §6."""
-    return [BalancesView(), ConsumptionView(), BillingView(), DirectoryView(), EntitlementsView()]
+    return [
+        BalancesView(),
+        ConsumptionView(),
+        BillingView(),
+        DirectoryView(),
+        EntitlementsView(),
+        PortalView(),
+    ]
 
 
 class Views:
@@ -312,6 +320,34 @@ class Views:
         return self._query(
             lambda cursor, _today: billing.auto_top_up_failures(
                 cursor, distributor_id, limit=limit, offset=offset
+            )
+        )
+
+    def catalogue(
+        self, seller_id: str, *, limit: int = PAGE_LIMIT_DEFAULT, offset: int = 0
+    ) -> list[PackageRow]:
+        """A seller's packages and their prices (retired ones marked), the portal's catalogue."""
+        return self._query(
+            lambda cursor, _today: portal.catalogue(cursor, seller_id, limit=limit, offset=offset)
+        )
+
+    def auto_top_up_rules(
+        self, distributor_id: str, *, limit: int = PAGE_LIMIT_DEFAULT, offset: int = 0
+    ) -> list[AutoTopUpRuleRow]:
+        """The automatic top-up rules of a distributor's CTIs."""
+        return self._query(
+            lambda cursor, _today: portal.auto_top_up_rules(
+                cursor, distributor_id, limit=limit, offset=offset
+            )
+        )
+
+    def expiring_lots(
+        self, cti_id: str, *, limit: int = PAGE_LIMIT_DEFAULT, offset: int = 0
+    ) -> list[ExpiringLotRow]:
+        """A CTI's stamps that will expire, lot by lot, soonest first."""
+        return self._query_at(
+            lambda cursor, now: portal.expiring_lots(
+                cursor, cti_id, now, limit=limit, offset=offset
             )
         )
 

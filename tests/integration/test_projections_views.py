@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ledger.api import Ledger
-from ledger.clock import ManualClock
+from ledger.clock import ManualClock, local_date
 from ledger.errors import Rejected
 from ledger.projections.base import normalise
 from ledger.projections.directory import SORTS, StampingAccountRow
@@ -411,3 +411,34 @@ def test_distributors_are_listed_by_status_with_the_clock_applied(
         lg.balance("D1", "points"),
         date(2027, 1, 31),
     )
+
+
+def test_the_portal_lists_on_both_databases(lg: Ledger, clock: ManualClock) -> None:
+    """Catalogue (a replacement upserts its row, services round-trip), auto top-up rules of the
+    distributor's CTIs and expiring lots."""
+    ok(
+        lg,
+        *[
+            {"type": "DefinePackage", "actor": "D1", "seller_id": "D1", "package_id": "G9",
+             "unit": "stamps", "quantity": 9, "price": "9.00", "audience": "client",
+             "validity_days": 5, "services": ["soporte", "nómina"]},
+            {"type": "DefinePackage", "actor": "D1", "seller_id": "D1", "package_id": "G9",
+             "unit": "stamps", "quantity": 10, "price": "9.50", "audience": "client",
+             "validity_days": 5, "services": ["soporte", "nómina"], "replaces": True},
+            {"type": "AssignPackage", "actor": "D1", "grant_id": "GR9", "seller_id": "D1",
+             "cti_id": "C1-cti", "package_id": "G9"},
+            {"type": "ConfigureAutoTopUp", "actor": "D1", "cti_id": "C1-cti", "minimum": 3,
+             "credit": 30, "amount": "15.00"},
+        ],
+    )  # fmt: skip
+    (package,) = [p for p in lg.views.catalogue("D1") if p.package_id == "G9"]
+    assert (package.quantity, package.price, package.services) == (
+        10,
+        "9.50",
+        ("soporte", "nómina"),
+    )
+    (rule,) = lg.views.auto_top_up_rules("D1")
+    assert (rule.cti_id, rule.minimum, rule.credit, rule.amount) == ("C1-cti", 3, 30, "15.00")
+    (lot,) = lg.views.expiring_lots("C1-cti")
+    assert (lot.lot_id, lot.quantity) == ("GR9", 10)
+    assert lot.expires_on == local_date(clock()) + timedelta(days=5)
