@@ -279,6 +279,14 @@ EXAMPLE_VALUES: dict[str, Any] = {
 """Example values by field name, where the field's type alone does not make a valid one."""
 
 EXAMPLES: dict[str, dict[str, Any]] = {
+    "SpendPoints": {
+        "type": "SpendPoints",
+        "actor": "C1",
+        "client_id": "C1",
+        "product": "timbrado",
+        "points": 100,
+        "spend_id": "SP-1",
+    },
     "GenerateLicence": {
         "type": "GenerateLicence",
         "actor": "D1",

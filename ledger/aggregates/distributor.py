@@ -40,7 +40,8 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "suspend": {ACTIVE: SUSPENDED},
     "reactivate": {SUSPENDED: ACTIVE},
     "renew": {ACTIVE: ACTIVE, EXPIRED: ACTIVE},
-    "cancel": {EXPIRED: CANCELLED, SUSPENDED: CANCELLED},
+    # The manual's Active tab offers "Cancelar" too.
+    "cancel": {ACTIVE: CANCELLED, EXPIRED: CANCELLED, SUSPENDED: CANCELLED},
 }
 
 

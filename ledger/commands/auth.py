@@ -208,7 +208,7 @@ RULES: dict[type[Command], Rule] = {
     MassAutoTopUp: rule("distributor_id", Distributor, ITSELF),
     # A client itself (or its distributor): spending its own points, redeeming a credit code to
     # its own CTI or wallet (the handler checks the code belongs to the network).
-    SpendPoints: rule("client_id", Client, CLIENT, DISTRIBUTOR),
+    SpendPoints: rule("holder_id", (Client, Distributor), ITSELF, CLIENT, DISTRIBUTOR),
     RedeemCreditCode: rule("to_id", ANY_ACCOUNT, CLIENT, DISTRIBUTOR),
     # A client itself: buying through its own panel (PCC).
     ClientBuyPackage: rule("client_id", Client, CLIENT),

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+)
 
 from ledger.commands.fields import (
     CLEAN,
@@ -594,13 +602,32 @@ class ClientBuyPackage(Command):
 
 
 class SpendPoints(Command):
-    """A client pays points for a product."""
+    """A client (or a distributor, of its own inventory) pays points for a product."""
 
     type: Literal["SpendPoints"] = "SpendPoints"
-    client_id: Id
+    client_id: Id | None = None
+    # Instead of ``client_id``: a distributor spends its own points (DESIGN §4a).
+    distributor_id: Id | None = Field(default=None, validate_default=True)
     product: Label
     points: Quantity
     spend_id: Id | None = None
+
+    @field_validator("distributor_id", mode="after")
+    @classmethod
+    def _one_holder(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Declared after ``client_id``: exactly one of the two names whose points are spent
+        # (a ``client_id`` that failed its own check is reported already).
+        if "client_id" in info.data and (value is None) == (info.data["client_id"] is None):
+            msg = "name exactly one of client_id and distributor_id"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def holder_id(self) -> str:
+        """Whose points are spent: the client's wallet or the distributor's inventory."""
+        holder = self.client_id or self.distributor_id
+        assert holder is not None  # the validator requires one
+        return holder
 
     def natural_keys(self) -> tuple[str, ...]:
         """Keyed by the spend id when given."""

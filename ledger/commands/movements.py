@@ -423,18 +423,23 @@ def auto_top_up(tx: Tx, cti: StampingAccount, transfer_id: str, cfdi_uuid: str) 
 
 @handles(SpendPoints)
 def spend_points(command: SpendPoints, tx: Tx) -> Outcome:
-    """A client pays points for a product; the points leave circulation."""
-    client = tx.get(command.client_id, Client)
-    ref = command.spend_id or f"spend.{client.id}.{client.version + 1}"
-    client.spend_points(ref, command.product, command.points, tx.now)
-    return Outcome(type=command.type, balance_after=client.points)
+    """A client pays points of its wallet, or a distributor of its inventory, for a product;
+    the points leave circulation."""
+    holder: Client | Distributor
+    if command.client_id is not None:
+        holder = tx.get(command.client_id, Client)
+    else:
+        holder = tx.get(command.holder_id, Distributor)
+    ref = command.spend_id or f"spend.{holder.id}.{holder.version + 1}"
+    holder.spend_points(ref, command.product, command.points, tx.now)
+    return Outcome(type=command.type, balance_after=holder.balance(POINTS))
 
 
 @handles(ClientBuyPackage)
 def client_buy_package(command: ClientBuyPackage, tx: Tx) -> Outcome:
     """A client's own purchase (PCC): stamps to its CTI, points to its wallet; a billable sale.
 
-    A points order the distributor cannot cover first buys the smallest covering points package
+    An order the distributor cannot cover first buys the smallest covering package of that unit
     from the distributor's own seller, in the same transaction.
     """
     client = tx.get(command.client_id, Client)
@@ -453,7 +458,12 @@ def client_buy_package(command: ClientBuyPackage, tx: Tx) -> Outcome:
         if cti.client_id != client.id:
             raise Rejected("not_authorised", account_id=cti.id, client_id=client.id)
         cti.require_standard()
-        distributor.require_inventory(STAMPS, package.quantity)
+        # An order the distributor cannot cover buys the covering stamps package from its
+        # seller first (the manual: PCC stamp purchases need automatic stamp purchase).
+        supply = _supply(tx, distributor, STAMPS, package.quantity - distributor.stamps)
+        supply_sale_ids = tuple(
+            sell_package(tx, seller, distributor, top, count) for seller, top, count in supply
+        )
         expires_on = add_days(tx.today, package.validity_days) if package.validity_days else None
         distributor.trigger(
             distributor.CreditsTransferred,
@@ -471,16 +481,17 @@ def client_buy_package(command: ClientBuyPackage, tx: Tx) -> Outcome:
         cti.credit(sale_id, distributor.id, package.quantity, tx.now, expires_on, today=tx.today)
         return Outcome(
             type=command.type,
-            sale_ids=(sale_id,),
+            sale_ids=(sale_id, *supply_sale_ids),
             balance_after=cti.balance(STAMPS, tx.today),
             details={
                 "cti_id": cti.id,
                 "expires_on": expires_on.isoformat() if expires_on else None,
+                "supply_sale_ids": list(supply_sale_ids),
             },
         )
     if command.cti_id is not None:
         raise Rejected("invalid_command", field="cti_id", reason="points go to the wallet")
-    supply = _supply_points(tx, distributor, package.quantity - distributor.points)
+    supply = _supply(tx, distributor, POINTS, package.quantity - distributor.points)
     supply_sale_ids = tuple(
         sell_package(tx, seller, distributor, top, count) for seller, top, count in supply
     )
@@ -493,11 +504,14 @@ def client_buy_package(command: ClientBuyPackage, tx: Tx) -> Outcome:
     )
 
 
-def _supply_points(
-    tx: Tx, distributor: Distributor, short: int
+def _supply(
+    tx: Tx, distributor: Distributor, unit: str, short: int
 ) -> list[tuple[MasterAccount | Distributor, Package, int]]:
-    """The purchase that covers ``short`` points: the smallest covering points package of the
-    distributor's seller (or its largest, as many times as needed); nothing when not short."""
+    """The purchase that covers ``short`` units: the smallest covering package of that unit of
+    the distributor's seller (or its largest, as many times as needed); nothing when not short.
+
+    With none on sale, ``insufficient_inventory`` (stamps) or ``insufficient_points``.
+    """
     if short <= 0:
         return []
     seller = get_seller(tx, distributor.parent_id)
@@ -505,15 +519,15 @@ def _supply_points(
         (
             p
             for p in seller.packages.values()
-            if p.unit == POINTS and p.audience == "distributor" and not p.retired
+            if p.unit == unit and p.audience == "distributor" and not p.retired
         ),
         key=lambda p: (p.quantity, p.price_centavos, p.package_id),
     )
     if not offers:
         raise Rejected(
-            "insufficient_points",
-            available=distributor.points,
-            requested=distributor.points + short,
+            "insufficient_inventory" if unit == STAMPS else "insufficient_points",
+            available=distributor.balance(unit),
+            requested=distributor.balance(unit) + short,
             holder_id=distributor.id,
         )
     covering = [p for p in offers if p.quantity >= short]
@@ -521,7 +535,7 @@ def _supply_points(
     count = 1 if covering else -(-short // top.quantity)
     if isinstance(seller, Distributor):
         seller.require_active(tx.today)
-        seller.require_inventory(POINTS, top.quantity * count)
+        seller.require_inventory(unit, top.quantity * count)
     return [(seller, top, count)]
 
 

@@ -40,6 +40,7 @@ from ledger.commands.models import (
     ValidateDistributor,
 )
 from ledger.commands.sales import claim_sale
+from ledger.domain import STAMPS
 from ledger.errors import Rejected
 from ledger.money import format_money, parse_money, subscription_charge
 from ledger.outcome import Outcome
@@ -58,6 +59,34 @@ def require_not_client_admin(tx: Tx, email: str, account_id: str, allowed: str =
     index = tx.find(admin_profile_id(email))
     if isinstance(index, AdminProfile) and [c for c in index.clients if c != allowed]:
         raise Rejected("admin_profile_not_allowed", account_id=account_id, role="client")
+
+
+def _digits(phone: object) -> str:
+    return "".join(c for c in str(phone or "") if c.isdigit())
+
+
+def require_not_parents_login(
+    parent: MasterAccount | Distributor, profile: dict[str, object], account_id: str
+) -> None:
+    """``admin_profile_not_allowed`` when a sub-distributor would log in with its parent's
+    e-mail or phone (the manual: the new distributor's data must not be those of the
+    distributor that registers it)."""
+    if isinstance(parent, Distributor):
+        email, phone = parent.profile.get("email"), parent.profile.get("phone")
+    else:
+        email, phone = parent.admin_email, None
+    same_email = email is not None and (
+        str(profile.get("email", "")).strip().lower() == str(email).strip().lower()
+    )
+    same_phone = bool(_digits(phone)) and _digits(profile.get("phone")) == _digits(phone)
+    if same_email or same_phone:
+        raise Rejected(
+            "admin_profile_not_allowed",
+            account_id=account_id,
+            parent_id=parent.id,
+            field="profile.email" if same_email else "profile.phone",
+            reason="the parent's own login",
+        )
 
 
 def claim_admin(tx: Tx, email: str, role: str, account_id: str) -> None:
@@ -136,6 +165,7 @@ def register_distributor(command: RegisterDistributor, tx: Tx) -> Outcome:
         raise Rejected("already_exists", account_id=command.distributor_id)
     require_not_client_admin(tx, command.profile.email, command.distributor_id)
     profile = command.profile.model_dump(mode="json", exclude_none=True)
+    require_not_parents_login(parent, profile, command.distributor_id)
     distributor = Distributor.register(
         command.distributor_id, parent.id, profile, tx.now, master_id=network_master(tx, parent)
     )
@@ -217,7 +247,7 @@ def renew_distributor(command: RenewDistributor, tx: Tx) -> Outcome:
 
 @handles(CancelDistributor)
 def cancel_distributor(command: CancelDistributor, tx: Tx) -> Outcome:
-    """expired or suspended → cancelled (it may be purged 30 days later)."""
+    """active, expired or suspended → cancelled (it may be purged 30 days later)."""
     return _move(command, tx)
 
 
@@ -340,6 +370,7 @@ def convert_client_to_distributor(command: ConvertClientToDistributor, tx: Tx) -
         raise Rejected("already_exists", account_id=command.distributor_id)
     email = str(client.profile["email"])
     require_not_client_admin(tx, email, command.distributor_id, allowed=client.id)
+    require_not_parents_login(parent, client.profile, command.distributor_id)
     # A distributor's profile has every field a client's has (régimen and uso optional).
     distributor = Distributor.register(
         command.distributor_id,
@@ -355,6 +386,21 @@ def convert_client_to_distributor(command: ConvertClientToDistributor, tx: Tx) -
     return Outcome(type=command.type, details={"distributor_id": distributor.id})
 
 
+def _require_client_stamps_package(seller: Distributor) -> None:
+    """The manual: selling stamps through the client's panel needs a package defined (what the
+    client orders), bought for the order when the inventory is short."""
+    if not any(
+        p.audience == "client" and p.unit == STAMPS and not p.retired
+        for p in seller.packages.values()
+    ):
+        raise Rejected(
+            "invalid_command",
+            field="allow_pcc_stamp_purchase",
+            reason="define a client package of stamps first",
+            seller_id=seller.id,
+        )
+
+
 @handles(ChangeSettings)
 def change_settings(command: ChangeSettings, tx: Tx) -> Outcome:
     """Changes a seller's settings (only the fields given); the master's are network defaults."""
@@ -365,6 +411,8 @@ def change_settings(command: ChangeSettings, tx: Tx) -> Outcome:
             command.bulk_stamp_price, field="bulk_stamp_price"
         )
     if command.allow_pcc_stamp_purchase is not None:
+        if command.allow_pcc_stamp_purchase and isinstance(seller, Distributor):
+            _require_client_stamps_package(seller)
         changes["allow_pcc_stamp_purchase"] = command.allow_pcc_stamp_purchase
     if command.allow_pcc_point_purchase is not None:
         changes["allow_pcc_point_purchase"] = command.allow_pcc_point_purchase

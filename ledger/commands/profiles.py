@@ -27,9 +27,12 @@ from ledger.catalogs import check_regimen, check_uso, regimen, uso
 from ledger.commands.fields import CLEAN, CLEAN_MULTILINE, Email, Phone
 from ledger.errors import Rejected
 from ledger.money import parse_money
-from ledger.rfc import validate_rfc
+from ledger.rfc import GENERIC_RFCS, validate_rfc
 
 EXTRA_EMAILS_MAX = 2
+GENERIC_REGIMEN = "616"
+GENERIC_USO = "S01"
+"""What the SAT's generic RFCs (público en general, extranjeros) take in CFDI 4.0."""
 
 # Bounds on every text so one request cannot carry megabytes of personal data into the events.
 _NAME_CHARS_MAX = 254
@@ -139,6 +142,12 @@ class _Profile(_Input):
                 check_regimen(value, validate_rfc(rfc).catalogue_person_type)
         except Rejected as rejection:
             raise PydanticCustomError("catalogue", rejection.message) from None
+        if rfc in GENERIC_RFCS and value != GENERIC_REGIMEN:
+            # SAT, CFDI 4.0: público en general and extranjeros are receptors in régimen 616.
+            raise PydanticCustomError(
+                "catalogue",
+                "Un RFC genérico solo admite el régimen fiscal 616 (Sin obligaciones fiscales).",
+            )
         return value
 
     @field_validator("uso_cfdi")
@@ -160,6 +169,12 @@ class _Profile(_Input):
                 )
         except Rejected as rejection:
             raise PydanticCustomError("catalogue", rejection.message) from None
+        if rfc in GENERIC_RFCS and value != GENERIC_USO:
+            # SAT, CFDI 4.0: a CFDI to a generic RFC has uso S01 (Sin efectos fiscales).
+            raise PydanticCustomError(
+                "catalogue",
+                "Un RFC genérico solo admite el uso de CFDI S01 (Sin efectos fiscales).",
+            )
         return value
 
     @field_validator("person_type")

@@ -1135,21 +1135,22 @@ class LedgerMachine(RuleBasedStateMachine):
         client_id=st.sampled_from(("C1", "C2")), package_id=st.sampled_from(sorted(CLIENT_PACKAGES))
     )
     def client_buys(self, client_id: str, package_id: str) -> None:
-        """A client of D1 buys through its panel; D1 restocks points from the master if short."""
+        """A client of D1 buys through its panel; D1 restocks from the master if short (its
+        smallest covering package: P100 for stamps, PTS300 for points)."""
         unit, quantity = CLIENT_PACKAGES[package_id]
         expected = "ok"
         if self.model.status(D1, self.today) != "active":
             expected = "distributor_not_active"
-        elif unit == "stamps" and self.model.stamps[D1] < quantity:
-            expected = "insufficient_inventory"
         command = {"type": "ClientBuyPackage", "client_id": client_id, "package_id": package_id,
                    "actor": client_id}  # fmt: skip
         outcome = self.run(command, expected)
         if outcome is None:
             return
-        if unit == "points" and self.model.points[D1] < quantity:
-            self.model.points[D1] += 300  # the master's smallest covering package, PTS300
-            self.model.points[MASTER] -= 300
+        book = self.model.holds(unit)
+        if book[D1] < quantity:
+            restock = 100 if unit == "stamps" else 300
+            book[D1] += restock
+            book[MASTER] -= restock
             assert len(outcome.sale_ids) == 2
         self.model.holds(unit)[D1] -= quantity
         if unit == "stamps":
@@ -1157,6 +1158,16 @@ class LedgerMachine(RuleBasedStateMachine):
             self.receive("stamps", cti_id, outcome.sale_ids[0], quantity)
         else:
             self.model.points[client_id] += quantity
+
+    @rule(holder=st.sampled_from((*DISTRIBUTORS, *CLIENTS)), points=st.integers(1, 80))
+    def spend_points(self, holder: str, points: int) -> None:
+        """A client spends points of its wallet, a distributor of its own inventory."""
+        field_name = "distributor_id" if holder in DISTRIBUTORS else "client_id"
+        command = {"type": "SpendPoints", field_name: holder, "product": "licencia",
+                   "points": points, "actor": holder}  # fmt: skip
+        enough = self.model.points[holder] >= points
+        if self.run(command, "ok" if enough else "insufficient_points"):
+            self.model.points[holder] -= points
 
     # Invariants -----------------------------------------------------------------------------
 

@@ -203,7 +203,7 @@ CASES: dict[str, Case] = {
     ),
     "DefinePackage": Case(CLIENT_PACKAGE),
     "ChangeSettings": Case(
-        {"type": "ChangeSettings", "seller_id": DISTRIBUTOR, "allow_pcc_stamp_purchase": True}
+        {"type": "ChangeSettings", "seller_id": DISTRIBUTOR, "allow_pcc_point_purchase": True}
     ),
     "RegisterDistributor": Case(REGISTER_X),
     "ValidateDistributor": Case(

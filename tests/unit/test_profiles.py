@@ -406,3 +406,31 @@ def test_rejection_prefix_can_be_chosen() -> None:
         ClientProfile.model_validate({**CLIENT, "postal_code": "1"})
     rejection = profile_error_to_rejection(caught.value, prefix="row")
     assert rejection.details["errors"][0]["field"] == "row.postal_code"
+
+
+@pytest.mark.parametrize("rfc", ["XAXX010101000", "XEXX010101000"])
+def test_a_generic_rfc_needs_regimen_616(rfc: str) -> None:
+    """Público en general and extranjeros are régimen 616 (SAT, CFDI 4.0): another régimen is
+    invalid_command naming the field, as any catalogue mismatch."""
+    rejection = rejection_of(ClientProfile, {**CLIENT, "rfc": rfc, "regimen_fiscal": "612"})
+    assert rejection.code == "invalid_command"
+    fields = [(e["field"], e["type"]) for e in rejection.details["errors"]]
+    assert ("profile.regimen_fiscal", "catalogue") in fields
+
+
+@pytest.mark.parametrize("rfc", ["XAXX010101000", "XEXX010101000"])
+def test_a_generic_rfc_needs_uso_s01(rfc: str) -> None:
+    """With 616, a uso other than S01 is invalid_command naming profile.uso_cfdi."""
+    profile = {**CLIENT, "rfc": rfc, "regimen_fiscal": "616", "uso_cfdi": "CP01"}
+    rejection = rejection_of(ClientProfile, profile)
+    assert [(e["field"], e["type"]) for e in rejection.details["errors"]] == [
+        ("profile.uso_cfdi", "catalogue")
+    ]
+
+
+def test_a_distributor_with_a_generic_rfc_names_only_616_and_s01() -> None:
+    """A distributor may leave régimen and uso out; given, they must be 616 and S01."""
+    generic = {**DISTRIBUTOR, "rfc": "XAXX010101000"}
+    assert DistributorProfile.model_validate(generic).regimen_fiscal is None
+    rejection = rejection_of(DistributorProfile, {**generic, "regimen_fiscal": "605"})
+    assert [e["field"] for e in rejection.details["errors"]] == ["profile.regimen_fiscal"]

@@ -956,12 +956,14 @@ ROWS += [
     Row("pcc_purchase_not_allowed", _BUY, actor=CLIENT, setup=(at(DISTRIBUTOR, CLIENT_PACKAGE),)),
     Row(
         "insufficient_inventory",
-        {**_BUY, "package_id": "BIG"},
-        actor=CLIENT,
+        {**_BUY, "client_id": "C9"},
+        actor="C9",
         setup=(
-            at(DISTRIBUTOR, {**CLIENT_PACKAGE, "package_id": "BIG", "quantity": 1_000_000}),
-            _ALLOW_PCC,
+            register_client("C9", SUB_DISTRIBUTOR, "c9@example.com"),
+            at(SUB_DISTRIBUTOR, {**CLIENT_PACKAGE, "seller_id": SUB_DISTRIBUTOR}),
+            at(SUB_DISTRIBUTOR, {**_ALLOW_PCC, "seller_id": SUB_DISTRIBUTOR}),
         ),
+        note="seller-has-no-stamps-package",
     ),
     Row(
         "insufficient_points",
@@ -978,7 +980,10 @@ ROWS += [
                     "unit": "points",
                 },
             ),
-            at(SUB_DISTRIBUTOR, {**_ALLOW_PCC, "seller_id": SUB_DISTRIBUTOR}),
+            at(
+                SUB_DISTRIBUTOR,
+                {**_ALLOW_PCC, "seller_id": SUB_DISTRIBUTOR, "allow_pcc_stamp_purchase": None},
+            ),
         ),
         note="seller-has-no-points-package",
     ),

@@ -261,3 +261,42 @@ def test_a_consumption_with_a_malformed_issuer_rfc_is_invalid_rfc() -> None:
     with pytest.raises(Rejected) as e:
         lg.execute(support.consume("C1-cti", issuer_rfc="NOT-AN-RFC-1"))
     assert e.value.code == "invalid_rfc"
+
+
+# Points spent ----------------------------------------------------------------------------------
+
+
+def spend(points: int, **holder: str) -> dict[str, Any]:
+    """SpendPoints of a client or distributor (its id in ``holder``), by that holder."""
+    (actor,) = holder.values()
+    return command("SpendPoints", actor, product="licencia", points=points, **holder)
+
+
+def test_a_distributor_spends_its_own_points(lg: Ledger) -> None:
+    """D1 pays 500 of its 3,000 points; they leave circulation (sink:spent)."""
+    outcome = lg.execute(spend(500, distributor_id=DISTRIBUTOR))
+    assert outcome.balance_after == lg.balance(DISTRIBUTOR, "points") == 2_500
+    assert lg.verify().ok
+
+
+def test_a_distributor_cannot_spend_more_points_than_it_holds(lg: Ledger) -> None:
+    """insufficient_points, nothing recorded."""
+    assert rejection(lg, spend(3_001, distributor_id=DISTRIBUTOR)).code == "insufficient_points"
+
+
+def test_another_distributor_cannot_spend_d1s_points(lg: Ledger) -> None:
+    """Only D1 itself (or its master) spends its points."""
+    command_ = {**spend(10, distributor_id=DISTRIBUTOR), "actor": OTHER}
+    assert rejection(lg, command_).code == "not_authorised"
+
+
+def test_a_spend_names_exactly_one_holder(lg: Ledger) -> None:
+    """Both a client and a distributor, or neither: invalid_command naming distributor_id."""
+    both = {**spend(10, client_id=CLIENT), "distributor_id": DISTRIBUTOR}
+    rejected = rejection(lg, both)
+    assert (rejected.code, support.fields(rejected)) == (
+        "invalid_command",
+        ["SpendPoints.distributor_id"],
+    )
+    neither = command("SpendPoints", CLIENT, product="licencia", points=10)
+    assert support.fields(rejection(lg, neither)) == ["SpendPoints.distributor_id"]

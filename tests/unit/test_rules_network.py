@@ -20,6 +20,8 @@ from tests.support import (
     contract,
     distributor_profile,
     network_fixture,
+    network_ledger,
+    onboard,
     register_client,
     register_distributor,
     rejection,
@@ -44,6 +46,7 @@ ALLOWED = {
     ("suspended", "reactivate"): "active",
     ("active", "renew"): "active",
     ("expired", "renew"): "active",
+    ("active", "cancel"): "cancelled",
     ("expired", "cancel"): "cancelled",
     ("suspended", "cancel"): "cancelled",
 }
@@ -316,3 +319,49 @@ def test_registering_under_an_unknown_parent_is_unknown_account(lg: Ledger) -> N
 def test_status_command_on_unknown_distributor_is_unknown_account(lg: Ledger) -> None:
     """Moving a distributor that does not exist is unknown_account."""
     assert rejection(lg, act("validate", "NOBODY")).code == "unknown_account"
+
+
+def test_an_active_distributor_can_be_cancelled(lg: Ledger) -> None:
+    """The manual's Active tab offers Cancelar: active → cancelled, purged 30 days later."""
+    outcome = lg.execute(command("CancelDistributor", MASTER, distributor_id=DISTRIBUTOR))
+    assert outcome.details == {"status": "cancelled"}
+    distributor = lg.engine.current(DISTRIBUTOR)
+    assert isinstance(distributor, Distributor)
+    assert distributor.cancelled_on is not None
+
+
+def test_a_sub_distributor_cannot_use_its_parents_email(lg: Ledger) -> None:
+    """D1's own e-mail (any case) for its sub-distributor: admin_profile_not_allowed."""
+    lg.execute(contract_multinivel())
+    profile = distributor_profile("Sub", "UNO@example.com")
+    rejected = rejection(lg, register_distributor("D1a", DISTRIBUTOR, profile=profile))
+    assert (rejected.code, rejected.details["field"]) == (
+        "admin_profile_not_allowed",
+        "profile.email",
+    )
+
+
+def test_a_sub_distributor_cannot_use_its_parents_phone(lg: Ledger) -> None:
+    """A phone equal to its parent's, written otherwise, is refused too."""
+    parent = {**distributor_profile("Cinco", "cinco@example.com"), "phone": "55 1234 5678"}
+    lg.execute_many([*onboard("D5", profile=parent), contract("Multinivel", "D5")])
+    profile = {**distributor_profile("Sub", "sub@example.com"), "phone": "5512345678"}
+    rejected = rejection(lg, register_distributor("D5a", "D5", profile=profile))
+    assert (rejected.code, rejected.details["field"]) == (
+        "admin_profile_not_allowed",
+        "profile.phone",
+    )
+    other = {**profile, "phone": "5512345679"}
+    assert lg.execute(register_distributor("D5a", "D5", profile=other)).ok
+
+
+def test_a_distributor_cannot_use_the_masters_admin_email(clock: ManualClock) -> None:
+    """The master account's administrator login is not a new distributor's."""
+    with network_ledger(clock) as ledger:
+        ledger.execute(
+            command("OpenMasterAccount", MASTER, master_id="M2", name="Dos", rfc="SAT970701NN3",
+                    email="admin@plataforma.mx")
+        )  # fmt: skip
+        profile = distributor_profile("Otra", "Admin@Plataforma.mx")
+        rejected = rejection(ledger, register_distributor("D9", "M2", profile=profile))
+        assert rejected.code == "admin_profile_not_allowed"

@@ -296,7 +296,7 @@ def test_a_client_buys_stamps_through_its_panel(lg: Ledger) -> None:
     lg.execute(settings(allow_pcc_stamp_purchase=True))
     outcome = lg.execute(panel())
     assert outcome.balance_after == 100
-    assert outcome.details == {"cti_id": CTI, "expires_on": "2026-02-04"}
+    assert outcome.details == {"cti_id": CTI, "expires_on": "2026-02-04", "supply_sale_ids": []}
     assert lg.balance(DISTRIBUTOR, "stamps") == 9_900
     (sale_id,) = outcome.sale_ids
     assert sale_amount(lg, DISTRIBUTOR, sale_id) == "60.00"
@@ -379,3 +379,49 @@ def test_a_points_order_beyond_the_inventory_buys_the_smallest_covering_package(
     assert sale_amount(lg, MASTER, supply_sale) == "960.00"
     assert sale_amount(lg, DISTRIBUTOR, client_sale) == "500.00"
     assert lg.verify().ok
+
+
+def test_a_stamps_order_beyond_the_inventory_buys_the_smallest_covering_package(
+    lg: Ledger,
+) -> None:
+    """D1 holds 40 stamps: it first buys the master's smallest covering stamps package (the
+    200 one, not the 1,000), then sells its client the 100, in one transaction."""
+    client_packages(lg)
+    ok(
+        lg,
+        package("P200", 200, "110.00"),
+        settings(allow_pcc_stamp_purchase=True),
+        support.transfer_stamps(9_960, "T-drain", amount="0.00"),
+    )
+    outcome = lg.execute(panel())
+    client_sale, supply_sale = outcome.sale_ids
+    assert outcome.details["supply_sale_ids"] == [supply_sale]
+    assert lg.balance(DISTRIBUTOR, "stamps") == 40 + 200 - 100
+    assert sale_amount(lg, MASTER, supply_sale) == "110.00"
+    assert sale_amount(lg, DISTRIBUTOR, client_sale) == "60.00"
+    assert lg.verify().ok
+
+
+def test_a_stamps_order_nobody_can_supply_is_insufficient_inventory(lg: Ledger) -> None:
+    """The master sells no stamps package any more: the order is refused, nothing recorded."""
+    client_packages(lg)
+    ok(
+        lg,
+        settings(allow_pcc_stamp_purchase=True),
+        support.transfer_stamps(9_960, "T-drain", amount="0.00"),
+        command("DefinePackage", MASTER, seller_id=MASTER, package_id="P1000", retire=True),
+    )
+    assert rejection(lg, panel()).code == "insufficient_inventory"
+
+
+def test_panel_stamp_purchases_need_a_client_package(lg: Ledger) -> None:
+    """Turning the setting on without a client stamps package is invalid_command naming it;
+    with one it is accepted, and turning it off needs nothing."""
+    rejected = rejection(lg, settings(allow_pcc_stamp_purchase=True))
+    assert (rejected.code, rejected.details["field"]) == (
+        "invalid_command",
+        "allow_pcc_stamp_purchase",
+    )
+    assert lg.execute(settings(allow_pcc_stamp_purchase=False)).ok
+    client_packages(lg)
+    assert lg.execute(settings(allow_pcc_stamp_purchase=True)).ok

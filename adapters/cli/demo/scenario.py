@@ -287,13 +287,14 @@ class Scenario:
             return
         self._run(
             [
-                {"type": "ChangeSettings", "seller_id": north, "bulk_stamp_price": "0.85",
-                 "allow_pcc_stamp_purchase": True, "allow_pcc_point_purchase": True,
-                 "actor": north},
+                # The packages first: selling stamps through the panel needs one defined.
                 define_package(north, "PANEL-100", "stamps", 100, "95.00", audience="client",
                                validity_days=365),
                 define_package(north, "PANEL-PTS-500", "points", 500, "500.00",
                                audience="client"),
+                {"type": "ChangeSettings", "seller_id": north, "bulk_stamp_price": "0.85",
+                 "allow_pcc_stamp_purchase": True, "allow_pcc_point_purchase": True,
+                 "actor": north},
                 {"type": "ClientBuyPackage", "client_id": buyers[0], "package_id": "PANEL-100",
                  "actor": buyers[0]},
                 {"type": "ClientBuyPackage", "client_id": buyers[1],
