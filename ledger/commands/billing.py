@@ -34,11 +34,15 @@ def register_invoice(command: RegisterInvoice, tx: Tx) -> Outcome:
     if len(set(buyers.values())) > 1:
         # An invoice (a CFDI) has one receptor. A code not redeemed yet has no buyer (""),
         # so it goes on an invoice of its own kind (público en general).
+        first_sale: dict[str, str] = {}
+        for sale_id, buyer in buyers.items():
+            first_sale.setdefault(buyer, sale_id)
         raise Rejected(
             "mixed_buyers",
             seller_id=seller.id,
-            buyers=sorted(set(buyers.values())),
-            sale_ids=list(buyers),
+            buyers=sorted(first_sale),
+            # One sale of each buyer, not the whole list (an invoice may name 10,000).
+            sale_of_each_buyer=first_sale,
         )
     seller.trigger(
         seller.InvoiceRegistered, tx.now, invoice_ref=command.invoice_ref, sale_ids=sale_ids

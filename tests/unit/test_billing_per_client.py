@@ -155,6 +155,7 @@ def test_an_invoice_of_two_clients_sales_is_mixed_buyers(lg: Ledger) -> None:
     rejected = rejection(lg, invoice("F-1", "T1", "T2"))
     assert rejected.code == "mixed_buyers"
     assert rejected.details["buyers"] == [CLIENT, C2]
+    assert rejected.details["sale_of_each_buyer"] == {CLIENT: "T1", C2: "T2"}
     assert sale(lg, "T1").invoice_ref is None
 
 
