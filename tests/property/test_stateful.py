@@ -26,6 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -1269,4 +1270,6 @@ LedgerMachine.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-TestLedgerMachine = LedgerMachine.TestCase
+# Tens of seconds (150 sequences of 50 steps, each checked against the events, the views and
+# every CTI's history): marked slow, and still run by CI.
+TestLedgerMachine = pytest.mark.slow(LedgerMachine.TestCase)
