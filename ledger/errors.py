@@ -60,8 +60,30 @@ MESSAGES: dict[str, str] = {
 }
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line (DESIGN §7: a failure is one line).
+
+    PostgreSQL's messages carry DETAIL, HINT and CONTEXT on lines of their own (and CONTEXT may
+    span several, a PL/pgSQL call stack): each line is kept, its spaces collapsed, and the lines
+    are joined with `` | ``, so nothing the server said is lost.
+    """
+    if "\n" not in text and "\r" not in text:
+        return text
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return " | ".join(line for line in lines if line)
+
+
 class LedgerError(Exception):
-    """Raised when the ledger cannot do what was asked; the root of every ledger error."""
+    """Raised when the ledger cannot do what was asked; the root of every ledger error.
+
+    Its message is one line: a message given with line breaks (a database error's DETAIL and
+    CONTEXT) is folded by ``one_line``.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if args and isinstance(args[0], str):
+            args = (one_line(args[0]), *args[1:])
+        super().__init__(*args)
 
 
 class Rejected(LedgerError):

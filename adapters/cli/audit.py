@@ -40,7 +40,7 @@ from adapters.cli.proofs import read_verifier
 from adapters.storage.bundle import verify_bundle
 from ledger.api import Ledger
 from ledger.audit import Movement, VerifyReport
-from ledger.errors import LedgerError, Rejected
+from ledger.errors import LedgerError, Rejected, one_line
 
 BREACHES_PRINTED_MAX = 50
 """Breaches listed on stdout (``--json`` lists every one the report kept)."""
@@ -129,14 +129,14 @@ def print_report(report: VerifyReport, out: TextIO) -> None:
     for unit, total in report.totals.items():
         out.write(f"sum of all {unit}: {total}\n")
     for note in report.notes:
-        out.write(f"note: {note}\n")
+        out.write(f"note: {one_line(note)}\n")
     for check, count in sorted(report.breach_counts.items()):
         out.write(f"breaches: {check}: {count}\n")
     for breach in report.breaches[:BREACHES_PRINTED_MAX]:
         where = f"position {breach.position}" if breach.position is not None else "overall"
         if breach.aggregate_id is not None:
             where += f", {breach.aggregate_id}"
-        out.write(f"BREACH {breach.check} ({where}): {breach.message}\n")
+        out.write(f"BREACH {breach.check} ({where}): {one_line(breach.message)}\n")
     hidden = sum(report.breach_counts.values()) - min(len(report.breaches), BREACHES_PRINTED_MAX)
     if hidden > 0:
         out.write(f"... and {hidden} more breaches (--json lists those kept)\n")

@@ -26,7 +26,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ledger.errors import LedgerError, Rejected
+from ledger.errors import LedgerError, Rejected, one_line
 from ledger.logging import LOGGER_NAME
 
 EXIT_OK = 0
@@ -98,7 +98,7 @@ def _invalid_fields(details: dict[str, Any]) -> str:
 def describe(exc: LedgerError) -> str:
     """What failed and why, in one English line (the code and Spanish message kept)."""
     if not isinstance(exc, Rejected):
-        return str(exc)
+        return one_line(str(exc))
     details = exc.details
     account = details.get("account_id")
     if exc.code == "unknown_account" and account is not None:
@@ -111,7 +111,7 @@ def describe(exc: LedgerError) -> str:
         what = f"account {account!r}"
     else:
         what = ", ".join(f"{k}={v}" for k, v in details.items()) or exc.code.replace("_", " ")
-    return f"{what} ({exc.code}: {exc.message})"
+    return one_line(f"{what} ({exc.code}: {exc.message})")
 
 
 def fail(command: str, exc: LedgerError) -> int:
@@ -121,8 +121,8 @@ def fail(command: str, exc: LedgerError) -> int:
 
 
 def error(command: str, message: str, code: int = EXIT_REJECTED) -> int:
-    """Writes ``command: message``; returns ``code``."""
-    sys.stderr.write(f"{command}: {message}\n")
+    """Writes ``command: message`` (on one line); returns ``code``."""
+    sys.stderr.write(f"{command}: {one_line(message)}\n")
     return code
 
 

@@ -60,7 +60,7 @@ from adapters.storage.views import LogWatcher
 from ledger.api import Ledger
 from ledger.commands.json_text import parse_command_json
 from ledger.commands.reference import command_models, json_schema
-from ledger.errors import LedgerError, Rejected
+from ledger.errors import LedgerError, Rejected, one_line
 from ledger.logging import configure_cli_logging
 from ledger.projections.runner import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
 
@@ -538,7 +538,7 @@ def run_status(args: argparse.Namespace) -> int:
         for view in views:
             if view["error"]:
                 console.print(
-                    f"{view['name']}: last error at {view['error_at']}: {view['error']}",
+                    f"{view['name']}: last error at {view['error_at']}: {one_line(view['error'])}",
                     soft_wrap=True,
                 )
         data_out.print_publishers(console, status["publishers"])
@@ -584,7 +584,9 @@ def _follow(
             except LedgerError as exc:
                 # A follower outlives a database restart: it says so, waits (bounded) and
                 # tries again from the tracked position, so nothing is lost or counted twice.
-                sys.stderr.write(f"project: catch-up failed, retrying in {backoff_s:g} s: {exc}\n")
+                sys.stderr.write(
+                    f"project: catch-up failed, retrying in {backoff_s:g} s: {one_line(str(exc))}\n"
+                )
                 sys.stderr.flush()
                 stop.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, FOLLOW_BACKOFF_S_MAX)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from ledger.audit.verify import VIEWS, Breach, ReplayState, ViewCheck
+from ledger.errors import one_line
 from ledger.projections.base import Cursor, ViewDatabase
 
 TRACKING_TABLE = "view_tracking"
@@ -170,7 +171,7 @@ class ProjectionHealth:
                     Breach(
                         VIEWS,
                         f"view {name} is stopped at position {position}: its last page failed:"
-                        f" {error}",
+                        f" {one_line(error)}",
                         position=notification_id,
                         aggregate_id=aggregate_id,
                     )

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn, Protocol
 
 from ledger.domain import Event
-from ledger.errors import InfrastructureError, LedgerError
+from ledger.errors import InfrastructureError, LedgerError, one_line
 from ledger.logging import get_logger
 from ledger.projections.base import (
     Buffer,
@@ -117,13 +117,13 @@ class ProjectionFailed(ProjectionError):
         self.notification_id = notification_id
         self.aggregate_id = aggregate_id
         self.topic = topic
-        self.error = error
+        self.error = one_line(error)
         self.view = view
         self.attempts = attempts
         where = f" (view {view})" if view else ""
         super().__init__(
             f"notification {notification_id} (aggregate {aggregate_id}, {topic}) cannot be"
-            f" projected{where}: {error}"
+            f" projected{where}: {self.error}"
         )
 
 
@@ -631,7 +631,7 @@ class Projector:
             "projection_page_failed",
             first=int(notifications[0].id),
             last=int(notifications[-1].id),
-            error=str(error),
+            error=one_line(str(error)),
         )
         if len(notifications) == 1:
             self._retry_single(notifications, positions, error)
@@ -864,7 +864,7 @@ class BackgroundProjector:
                 # The events are safe; the views lag until the database answers again. The error
                 # is logged with its traceback and kept in ``last_error`` for ``views.status()``.
                 self.last_error = exc
-                log.exception("projection_failed", error=str(exc))
+                log.exception("projection_failed", error=one_line(str(exc)))
                 backoff_s = min(backoff_s * 2, 30.0)
             self._wake.wait(backoff_s)
             self._wake.clear()

@@ -8,6 +8,8 @@ second SQLite connection that holds the file's write lock.
 
 from __future__ import annotations
 
+import io
+import json
 import sqlite3
 import threading
 import time
@@ -353,3 +355,30 @@ def test_the_views_wait_for_a_postgresql_connection_as_long_as_the_url_says(pg_u
     assert "no free view database connection after 0.5 s" in str(caught.value)
     assert "pool_timeout" in str(caught.value)
     assert 0.45 <= waited_s < 3.0
+
+
+def test_exec_reports_a_server_error_with_its_detail_hint_and_context_on_one_line(
+    network: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server refuses the write (a trigger raising with DETAIL and HINT, under PL/pgSQL
+    CONTEXT): ``exec`` exits 2 with one line that keeps all of them; nothing is recorded."""
+    with psycopg.connect(network, autocommit=True) as admin:
+        admin.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " RAISE EXCEPTION 'refused by a trigger' USING DETAIL = 'the detail line',"
+            " HINT = 'the hint line'; END $$"
+        )
+        admin.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON ledger_events"
+            " FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(json.dumps(stamp()).encode())))
+    capsys.readouterr()
+    assert main(["exec", "--url", network, "--projections", "off"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("exec: ")]
+    assert not [line for line in err.splitlines() if not line.startswith(("exec: ", "{"))]
+    for part in ("refused by a trigger", "DETAIL: the detail line", "HINT: the hint line"):
+        assert part in line
+    assert "CONTEXT: PL/pgSQL function refuse() line 1 at RAISE" in line
+    assert consumptions(network, UUID) == 0

@@ -353,3 +353,43 @@ def test_views_live_in_their_own_database(
             " AND table_name LIKE 'view_%%'",
         )
     assert found == []
+
+
+FOLDED = "| DETAIL: \\u0000 cannot be converted to text. | CONTEXT: JSON data"
+"""PostgreSQL's DETAIL and CONTEXT lines of the nul event's failure, folded into its line."""
+
+
+@pytest.mark.parametrize("poisoned", HOSTILE[2:], indirect=True)
+def test_a_postgresql_failure_is_one_line_with_its_detail_and_context_folded_in(
+    poisoned: tuple[str, Ledger, int, dict[str, list[tuple[object, ...]]]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``project``, ``status``, ``verify`` and ``rebuild`` print each failure on one line that
+    keeps PostgreSQL's DETAIL and CONTEXT; ``--json`` and the log lines keep them too."""
+    url, lg, hostile_id, _ = poisoned
+    named = f"notification {hostile_id} (aggregate {HOSTILE_ID}, Client.Registered)"
+    printed: dict[str, str] = {}
+    for command in ("project", "status", "verify", "rebuild"):
+        capsys.readouterr()
+        main([command, "--url", url])
+        out, err = capsys.readouterr()
+        printed[command] = out + err
+        for line in (out + err).splitlines():
+            assert not line.lstrip().startswith(("DETAIL", "CONTEXT", "HINT")), (command, line)
+        failure_lines = [line for line in (out + err).splitlines() if named in line]
+        assert failure_lines, command
+        for line in failure_lines:
+            assert FOLDED in line or '"error":' in line, (command, line)
+    assert f"project: {named}" in printed["project"]
+    assert f"rebuild: {named}" in printed["rebuild"]
+    assert printed["status"].count(FOLDED) == len(VIEW_NAMES)
+    assert printed["verify"].count(FOLDED) == len(VIEW_NAMES)
+
+    capsys.readouterr()
+    main(["status", "--url", url, "--json"])
+    status = json.loads(capsys.readouterr().out)
+    assert all(FOLDED in view["error"] for view in status["views"])
+    main(["verify", "--url", url, "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert sum(FOLDED in breach["message"] for breach in report["breaches"]) == len(VIEW_NAMES)
+    assert all("\n" not in view["error"] for view in lg.status()["views"])
