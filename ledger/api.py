@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from types import TracebackType
@@ -28,7 +29,7 @@ from ledger.errors import LedgerError, Rejected
 from ledger.outbound.tracking import outbound_status
 from ledger.outcome import Outcome
 from ledger.passwords import PasswordCost
-from ledger.projections.runner import Projector
+from ledger.projections.runner import ProjectionError, Projector
 from ledger.projections.views import Views, default_views
 from ledger.proofs import log as proofs
 from ledger.proofs.audit import MerkleCheck, SignedHead
@@ -262,10 +263,18 @@ class Ledger:
     ) -> audit.VerifyReport:
         """Replays every event and checks DESIGN §3 (``ledger.audit.verify``) and, on SQLite
         and PostgreSQL, the log against its signed checkpoints (§9; signatures checked with
-        ``verifier`` when given)."""
+        ``verifier`` when given).
+
+        An inline or background ledger first brings its own views up to date (other processes
+        may have written since its last catch-up), so that they are judged, not its idleness.
+        """
         self._check_open()
         # The in-memory store's views are private to this process and followed on demand.
         database = None if isinstance(self.store, MemoryStore) else self.views.database
+        if database is not None and self.projections in ("inline", "background"):
+            with contextlib.suppress(ProjectionError):
+                # A failed page is recorded where verify reads it, and reported as a breach.
+                self.views.catch_up()
         return audit.verify(
             self.store.audit_source(),
             views=audit.view_checks(database),

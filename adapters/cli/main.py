@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import msgspec
@@ -146,9 +146,10 @@ def _add_view_commands(commands: Any) -> None:
         "print each view's position, lag and last projection error",
         "For each view: the notification id it has reached, its lag behind the log (events,\n"
         "and seconds since the oldest event it lacks was recorded) and the last projection\n"
-        "error (with the notification id and aggregate of the event that caused it). Also\n"
-        "whether the log is read from a hot standby, and that standby's replay lag, and each\n"
-        "publisher's position, lag and last error (`ledger publish`).\n"
+        "error (with the notification id and aggregate of the event that caused it), and\n"
+        "when a projector last ran over it (its heartbeat). Also whether the log is read from\n"
+        "a hot standby, and that standby's replay lag, and each publisher's position, lag and\n"
+        "last error (`ledger publish`).\n"
         "Exit 0, or 1 when a view's last page failed or a publisher's last batch did.",
         ["ledger status", "ledger status --json --views-url postgresql://postgres@views/v"],
     )
@@ -525,13 +526,23 @@ def run_status(args: argparse.Namespace) -> int:
         console = output_console(out)
         console.print(f"log: newest notification {status['log_position']:,}{standby}")
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-        for name in ("view", "position", "lag events", "lag s", "failed"):
+        for name in ("view", "position", "lag events", "lag s", "failed", "projector ran"):
             table.add_column(name, justify="left" if name == "view" else "right", no_wrap=True)
+        now = datetime.now(UTC)
         for view in views:
             lag_s = "?" if view["lag_s"] is None else f"{view['lag_s']:.1f}"
             failed = f"{view['failures']:,} times" if view["error"] else "-"
+            ran = "never"
+            if view["heartbeat_at"] is not None:
+                ago_s = (now - datetime.fromisoformat(view["heartbeat_at"])).total_seconds()
+                ran = f"{max(ago_s, 0.0):,.1f} s ago"
             table.add_row(
-                view["name"], f"{view['position']:,}", f"{view['lag_events']:,}", lag_s, failed
+                view["name"],
+                f"{view['position']:,}",
+                f"{view['lag_events']:,}",
+                lag_s,
+                failed,
+                ran,
             )
         console.print(table)
         # An error names the event it stopped at: printed whole, one line each, below.

@@ -12,13 +12,17 @@ non-monetary facts and are covered by the projections' own rebuild-equals-increm
 
 Health (DESIGN §3.6): a view whose last page failed (the error recorded in ``view_tracking``) is a
 breach naming the event that broke it; so is a view still behind the log's head as it was when
-``verify`` started, after a bounded grace for a running projector to reach it.
+``verify`` started that a running projector (its heartbeat in ``view_tracking``) did not move in
+a bounded grace. A view behind with no projector running is only not projected: a note with
+its lag (``ProjectionHealth`` says how it decides).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from ledger.audit.verify import VIEWS, Breach, ReplayState, ViewCheck
 from ledger.errors import one_line
@@ -29,7 +33,11 @@ BALANCES_TABLE = "view_balances"
 FETCH_ROWS_MAX = 5_000
 """View rows fetched per round trip while comparing."""
 STUCK_GRACE_S = 5.0
-"""How long ``verify`` waits for a view behind the log before calling it stuck."""
+"""How long ``verify`` waits for a running projector to bring a view behind the log up to the
+log's head before calling it stuck."""
+RUNNING_WITHIN_S = 3.0
+"""A projector whose heartbeat is this recent runs: the background thread and a follower run
+at least every second or so (``HEARTBEAT_EVERY_S``), inline ledgers with each commit and query."""
 STUCK_POLL_S = 0.25
 
 
@@ -121,8 +129,40 @@ def _differs(key: tuple[str, str], shown: int | None, want: int, replay: ReplayS
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Tracked:
+    """One view's tracking row as ``verify`` reads it."""
+
+    name: str
+    position: int
+    error: str | None
+    error_notification_id: int | None
+    error_aggregate_id: str | None
+    heartbeat_at: datetime | None
+
+    def running(self, now: datetime) -> bool:
+        """Whether a projector ran over the view within ``RUNNING_WITHIN_S`` of ``now``."""
+        if self.heartbeat_at is None:
+            return False
+        return (now - self.heartbeat_at).total_seconds() <= RUNNING_WITHIN_S
+
+
 class ProjectionHealth:
-    """Views whose last page failed, or stuck behind the log (``verify``'s last check)."""
+    """Views whose last page failed or that a running projector cannot advance (breaches), and
+    views merely behind with no projector running (notes): ``verify``'s last check.
+
+    How it decides, for each view, against the log's newest notification id when ``verify``
+    started (``head``):
+
+    - its last page failed (an error in ``view_tracking``): a breach naming the event;
+    - it is at ``head`` or past it: fine;
+    - it is behind and a projector ran over it within ``RUNNING_WITHIN_S`` (its heartbeat,
+      ``view_tracking.heartbeat_at``): ``verify`` waits up to ``grace_s`` for it to reach
+      ``head``; if it did not move at all meanwhile, the projector cannot advance it: a
+      breach (stuck); if it moved, a note (catching up);
+    - it is behind and no projector runs: a note with its lag and when a projector last ran
+      (the views are only not projected: ``ledger project`` brings them up to date).
+    """
 
     def __init__(
         self,
@@ -130,26 +170,34 @@ class ProjectionHealth:
         *,
         grace_s: float = STUCK_GRACE_S,
         sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.database = database
         self.grace_s = grace_s
         self._sleep = sleep
+        self._now = now
 
-    def _rows(self) -> list[tuple[str, int, str | None, int | None, str | None]] | None:
+    def _rows(self) -> list[_Tracked] | None:
         with self.database.snapshot() as cursor:
             if not _exists(cursor, TRACKING_TABLE):
                 return None
+            dialect = cursor.dialect
             if not _has_column(cursor, TRACKING_TABLE, "error_notification_id"):
                 # Made by a release that recorded no failures (``setup`` adds the columns).
                 cursor.execute(f"SELECT name, position FROM {TRACKING_TABLE}")  # noqa: S608
-                return [(str(n), int(p), None, None, None) for n, p in cursor.fetchall()]
-            cursor.execute(
-                "SELECT name, position, error, error_notification_id, error_aggregate_id"
-                " FROM view_tracking ORDER BY name"
+                return [
+                    _Tracked(str(n), int(p), None, None, None, None) for n, p in cursor.fetchall()
+                ]
+            heartbeat = (
+                "heartbeat_at" if _has_column(cursor, TRACKING_TABLE, "heartbeat_at") else "NULL"
             )
+            columns = (
+                f"name, position, error, error_notification_id, error_aggregate_id, {heartbeat}"
+            )
+            cursor.execute(f"SELECT {columns} FROM view_tracking ORDER BY name")  # noqa: S608  (constant SQL)
             return [
-                (str(n), int(p), e, None if i is None else int(i), a)
-                for n, p, e, i, a in cursor.fetchall()
+                _Tracked(str(n), int(p), e, None if i is None else int(i), a, dialect.to_ts(h))
+                for n, p, e, i, a, h in cursor.fetchall()
             ]
 
     def breaches(self, head: int) -> tuple[list[Breach], list[str]]:
@@ -157,42 +205,67 @@ class ProjectionHealth:
         rows = self._rows()
         if rows is None:
             return [], []
+        started = {row.name: row.position for row in rows}
         deadline = time.monotonic() + self.grace_s
-        while any(error is None and 0 < position < head for _, position, error, _, _ in rows):
-            if time.monotonic() >= deadline:
-                break
+
+        def waiting(rows: list[_Tracked]) -> bool:
+            now = self._now()
+            return any(r.error is None and r.position < head and r.running(now) for r in rows)
+
+        while waiting(rows) and time.monotonic() < deadline:
             self._sleep(STUCK_POLL_S)
             rows = self._rows() or []
+        now = self._now()
         breaches: list[Breach] = []
         notes: list[str] = []
-        for name, position, error, notification_id, aggregate_id in rows:
-            if error is not None:
+        for row in rows:
+            name, position = row.name, row.position
+            behind = head - position
+            if row.error is not None:
                 breaches.append(
                     Breach(
                         VIEWS,
                         f"view {name} is stopped at position {position}: its last page failed:"
-                        f" {one_line(error)}",
-                        position=notification_id,
-                        aggregate_id=aggregate_id,
+                        f" {one_line(row.error)}",
+                        position=row.error_notification_id,
+                        aggregate_id=row.error_aggregate_id,
                     )
                 )
-            elif position == 0 and head > 0:
-                # Never projected here (the views are kept elsewhere, or by nobody yet): there
-                # is nothing stale to mislead a reader, only nothing at all.
-                notes.append(f"views: {name} has projected nothing here yet")
-            elif position < head:
+            elif behind <= 0:
+                notes.append(f"views: {name} is at position {position}, not behind the log")
+            elif not row.running(now):
+                ran = (
+                    "no projector has run over it"
+                    if row.heartbeat_at is None
+                    else f"no projector has run over it since {row.heartbeat_at.isoformat()}"
+                )
+                what = "has projected nothing here yet" if position == 0 else "is not projected"
+                notes.append(
+                    f"views: {name} {what}: {_events(behind)} behind the log at position"
+                    f" {position} (newest {head} when verify started); {ran}"
+                    " (`ledger project` brings it up to date)"
+                )
+            elif position > started.get(name, position):
+                notes.append(
+                    f"views: {name} is catching up: position {started[name]} -> {position},"
+                    f" {_events(behind)} behind the log (newest {head} when verify started)"
+                )
+            else:
                 breaches.append(
                     Breach(
                         VIEWS,
-                        f"view {name} is stuck at position {position}, {head - position} events"
-                        f" behind the log (newest {head} when verify started), with no"
-                        f" projector reaching it in {self.grace_s:g} s",
+                        f"view {name} is stuck at position {position}, {_events(behind)} behind"
+                        f" the log (newest {head} when verify started): a projector runs over it"
+                        f" (heartbeat {row.heartbeat_at.isoformat() if row.heartbeat_at else '-'})"
+                        f" but did not advance it in {self.grace_s:g} s",
                         position=position,
                     )
                 )
-            else:
-                notes.append(f"views: {name} is at position {position}, not behind the log")
         return breaches, notes
+
+
+def _events(count: int) -> str:
+    return f"{count:,} event" if count == 1 else f"{count:,} events"
 
 
 def view_checks(database: ViewDatabase | None) -> list[ViewCheck]:

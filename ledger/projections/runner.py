@@ -51,14 +51,20 @@ TRACKING = Table(
         ("error_topic", "text"),
         ("error_at", "ts"),
         ("failures", "int"),
+        ("heartbeat_at", "ts"),
     ),
     key=("name",),
 )
-"""One row per view: the last notification id its rows include, its schema version, and the
-last failure that stopped it (cleared by the next page that commits): the error, the event that
-broke the page (notification id, aggregate, topic), when, and how many attempts failed in a row."""
-_ERROR_COLUMNS = TRACKING.columns[3:]
+"""One row per view: the last notification id its rows include, its schema version, the last
+failure that stopped it (cleared by the next page that commits): the error, the event that
+broke the page (notification id, aggregate, topic), when, and how many attempts failed in a row;
+and the projector's heartbeat: when a projector last ran over the view."""
+_ERROR_COLUMNS = TRACKING.columns[3:9]
+_ADDED_COLUMNS = TRACKING.columns[3:]
 """Columns added after the first release (``setup`` adds them to an older tracking table)."""
+HEARTBEAT_EVERY_S = 1.0
+"""A projector records its heartbeat at most this often when it runs without committing a page
+(every committed page records it too): at most one small write a second per process."""
 
 PAGE_SIZE_DEFAULT = 20_000
 """Notifications per page (and per view transaction); memory is bounded by it, not history."""
@@ -163,6 +169,8 @@ class ViewStatus:
     error_topic: str | None
     error_at: datetime | None
     failures: int
+    heartbeat_at: datetime | None = None
+    """When a projector last ran over the view (None: none has since the column exists)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -178,6 +186,7 @@ class ViewStatus:
             "error_topic": self.error_topic,
             "error_at": None if self.error_at is None else self.error_at.isoformat(),
             "failures": self.failures,
+            "heartbeat_at": None if self.heartbeat_at is None else self.heartbeat_at.isoformat(),
         }
 
 
@@ -225,6 +234,9 @@ class Projector:
         self.views = tuple(views)
         self.page_size = page_size
         self._lock = threading.RLock()
+        self._beat_at: float | None = None
+        self._beats: bool | None = None
+        """Whether the tracking table has the heartbeat column (None: not looked yet)."""
         self._positions: dict[str, int] | None = None
         self._dispatch: dict[type[Event], list[tuple[int, Handler]]] = {}
         self._handlers = [view.handlers() for view in self.views]
@@ -248,7 +260,7 @@ class Projector:
         self.database.create([TRACKING])
         with self._lock, self.database.write() as cursor:
             self._lock_schema(cursor)
-            self._add_error_columns(cursor)
+            self._add_columns(cursor)
             stored = self._locked_rows(cursor)
             for view in self.views:
                 found = stored.get(view.name)
@@ -268,14 +280,15 @@ class Projector:
                         (view.name, view.version),
                     )
             self._positions = None
+            self._beats = True
 
-    def _add_error_columns(self, cursor: Cursor) -> None:
-        """Adds the failure columns to a tracking table made before they existed."""
+    def _add_columns(self, cursor: Cursor) -> None:
+        """Adds the failure and heartbeat columns to a tracking table made before they existed."""
         present = _tracking_columns(cursor)
         types = {"text": "text", "int": "bigint", "ts": "timestamptz"}
         if cursor.dialect.name == "sqlite":
             types = {"text": "TEXT", "int": "INTEGER", "ts": "TEXT"}
-        for name, kind in _ERROR_COLUMNS:
+        for name, kind in _ADDED_COLUMNS:
             if name not in present:
                 cursor.execute(f"ALTER TABLE view_tracking ADD COLUMN {name} {types[kind]}")
 
@@ -331,16 +344,17 @@ class Projector:
         """Each view's position, lag (events and seconds) and last failure, as committed."""
         now = now or datetime.now(UTC)
         with self.database.read() as cursor:
-            if _tracking_columns(cursor) >= {name for name, _ in _ERROR_COLUMNS}:
-                cursor.execute(
-                    "SELECT name, version, position, error, error_notification_id,"
-                    " error_aggregate_id, error_topic, error_at, failures FROM view_tracking"
-                )
-            else:  # made by a release that recorded no failures, not opened to write since
-                cursor.execute(
-                    "SELECT name, version, position, NULL, NULL, NULL, NULL, NULL, 0"
-                    " FROM view_tracking"
-                )
+            present = _tracking_columns(cursor)
+            errors = "error, error_notification_id, error_aggregate_id, error_topic, error_at"
+            if not present >= {name for name, _ in _ERROR_COLUMNS}:
+                # Made by a release that recorded no failures, not opened to write since.
+                errors = "NULL, NULL, NULL, NULL, NULL"
+            failures = "failures" if "failures" in present else "0"
+            heartbeat = "heartbeat_at" if "heartbeat_at" in present else "NULL"
+            cursor.execute(
+                f"SELECT name, version, position, {errors}, {failures}, {heartbeat}"  # noqa: S608  (constant SQL)
+                " FROM view_tracking"
+            )
             rows = {str(row[0]): row for row in cursor.fetchall()}
         newest = self.source.max_notification_id() or 0
         waited: dict[int, float | None] = {}
@@ -365,6 +379,7 @@ class Projector:
                     error_topic=None if row is None else row[6],
                     error_at=None if row is None else dialect.to_ts(row[7]),
                     failures=0 if row is None or row[8] is None else int(row[8]),
+                    heartbeat_at=None if row is None else dialect.to_ts(row[9]),
                 )
             )
         return found
@@ -413,6 +428,7 @@ class Projector:
         every event before that one commits, and ``ProjectionFailed`` names it.
         """
         with self._lock:
+            self.beat(due_only=True)
             self._check_known_failure()
             run = _Run(progress, self._remaining() if progress is not None else 0)
             in_flight: tuple[Future[int], _Page] | None = None
@@ -461,6 +477,33 @@ class Projector:
                     self._positions = None
             self._known_failure = None
             return run.done
+
+    def beat(self, *, due_only: bool = False) -> None:
+        """Records the heartbeat: this projector runs over its views now (``verify`` tells a
+        view that a running projector cannot advance from one that nobody projects).
+
+        ``due_only``: only if this projector recorded none for ``HEARTBEAT_EVERY_S``.
+        """
+        now = time.monotonic()
+        if due_only and self._beat_at is not None and now - self._beat_at < HEARTBEAT_EVERY_S:
+            return
+        names = [view.name for view in self.views]
+        marks = ", ".join("?" * len(names))
+        with self.database.write() as cursor:
+            if self._beats is None:  # a tracking table no ``setup`` of this release extended
+                self._beats = "heartbeat_at" in _tracking_columns(cursor)
+            if self._beats:
+                rows = f"name IN ({marks})"
+                if cursor.dialect.name == "postgres":
+                    # Rows another processor's page holds are skipped, not waited for: that
+                    # page sets them, and two lockers of these rows in different orders
+                    # would deadlock.
+                    rows = f"name IN (SELECT name FROM view_tracking WHERE {rows} {_SKIP_LOCKED})"  # noqa: S608
+                cursor.execute(
+                    f"UPDATE view_tracking SET heartbeat_at = ? WHERE {rows}",  # noqa: S608  (placeholders only)
+                    (self.database.dialect.ts(datetime.now(UTC)), *names),
+                )
+        self._beat_at = now
 
     def _check_known_failure(self) -> None:
         """Raises the last failure again, without retrying, while it is recent and unpassed."""
@@ -721,10 +764,13 @@ class Projector:
                 except Exception as exc:
                     exc.add_note(f"view {self.views[index].name}")
                     raise
+            beat = self.database.dialect.ts(datetime.now(UTC))
             cursor.executemany(
-                f"UPDATE view_tracking SET position = ?, {_CLEARED} WHERE name = ?",  # noqa: S608  (constant SQL)
-                [(position, name) for name, position in page.moved_to.items()],
+                f"UPDATE view_tracking SET position = ?, heartbeat_at = ?, {_CLEARED}"  # noqa: S608  (constant SQL)
+                " WHERE name = ?",
+                [(position, beat, name) for name, position in page.moved_to.items()],
             )
+        self._beat_at = time.monotonic()
         return len(page.notifications)
 
 
@@ -739,6 +785,8 @@ def _tracking_columns(cursor: Cursor) -> set[str]:
         cursor.execute("SELECT name FROM pragma_table_info('view_tracking')")
     return {str(row[0]) for row in cursor.fetchall()}
 
+
+_SKIP_LOCKED = "FOR UPDATE SKIP LOCKED"
 
 _CLEARED = (
     "error = NULL, error_notification_id = NULL, error_aggregate_id = NULL, error_topic = NULL,"

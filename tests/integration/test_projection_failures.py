@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -23,6 +24,7 @@ import pytest
 from adapters.cli.main import main
 from ledger.api import Ledger
 from ledger.audit import ProjectionHealth, verify
+from ledger.audit.views import RUNNING_WITHIN_S
 from ledger.clock import ManualClock
 from ledger.errors import InfrastructureError
 from ledger.projections.runner import ProjectionFailed
@@ -254,30 +256,80 @@ def test_a_second_rebuild_at_once_is_refused(store_url: str, clock: ManualClock)
         assert lg.views.dump() == before
 
 
-def test_verify_calls_a_view_that_no_projector_moves_stuck(
+LATE_TRANSFER = {
+    "type": "TransferStamps",
+    "transfer_id": "T-late",
+    "from_id": "D1",
+    "to_id": "C1-cti",
+    "quantity": 1,
+    "amount": "0.00",
+    "actor": "D1",
+}
+"""A command recorded by a ledger that does not project (``projections="off"``)."""
+
+
+def _views_breaches(report: object) -> list[object]:
+    return [b for b in report.breaches if b.check == "views"]  # type: ignore[attr-defined]
+
+
+def test_verify_notes_views_that_no_projector_runs_with_their_lag(
     store_url: str, clock: ManualClock
 ) -> None:
-    """Views left behind the log (no follower running) are a ``views`` breach."""
+    """Views behind the log with no projector running (no recent heartbeat) are not projected,
+    not stuck: a note per view with its lag, and no breach."""
     seed_network(store_url, clock)
     with Ledger.open(store_url, clock=clock, password_cost="fast", projections="off") as lg:
         position = lg.views.position()
-        lg.execute(
-            {
-                "type": "TransferStamps",
-                "transfer_id": "T-late",
-                "from_id": "D1",
-                "to_id": "C1-cti",
-                "quantity": 1,
-                "amount": "0.00",
-                "actor": "D1",
-            }
-        )
-        report = verify(
-            lg.store.audit_source(), health=ProjectionHealth(lg.views.database, grace_s=0.0)
-        )
-    stuck = [b for b in report.breaches if b.check == "views" and "stuck" in b.message]
+        lg.execute(LATE_TRANSFER)  # two events: the distributor's and the CTI's
+        head = position + 2
+        later = datetime.now(UTC) + timedelta(seconds=RUNNING_WITHIN_S + 1)
+        health = ProjectionHealth(lg.views.database, grace_s=0.0, now=lambda: later)
+        report = verify(lg.store.audit_source(), health=health)
+        assert report.ok
+        assert _views_breaches(report) == []
+        behind = [note for note in report.notes if "is not projected: 2 events behind" in note]
+        assert len(behind) == len(VIEW_NAMES)
+        assert all(f"at position {position} (newest {head} when" in n for n in behind)
+        assert all("no projector has run over it since" in note for note in behind)
+        assert lg.verify().ok  # the same from the API, once the last heartbeat is old
+
+
+def test_verify_calls_a_view_that_a_running_projector_cannot_advance_stuck(
+    store_url: str, clock: ManualClock
+) -> None:
+    """A projector runs over the views (its heartbeat is fresh) but they stay behind the log:
+    a ``views`` breach per view, at the position they are stuck at."""
+    with Ledger.open(store_url, clock=clock, password_cost="fast", projections="off") as lg:
+        build_network(lg)
+        lg.views.catch_up()
+        position = lg.views.position()
+        lg.execute(LATE_TRANSFER)
+        lg.views.projector.beat()  # it runs, yet does not advance the views
+        beaten = datetime.now(UTC)
+        health = ProjectionHealth(lg.views.database, grace_s=0.0, now=lambda: beaten)
+        report = verify(lg.store.audit_source(), health=health)
+    stuck = [b for b in _views_breaches(report) if "stuck" in b.message]  # type: ignore[attr-defined]
     assert len(stuck) == len(VIEW_NAMES)
-    assert {b.position for b in stuck} == {position}
+    assert {b.position for b in stuck} == {position}  # type: ignore[attr-defined]
+    assert all("a projector runs over it" in b.message for b in stuck)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("mode", ["inline", "background"])
+def test_a_projecting_ledger_catches_up_its_own_views_before_verifying(
+    store_url: str, clock: ManualClock, mode: str
+) -> None:
+    """Another process wrote after this ledger's last catch-up: its own ``verify()`` projects
+    first, so its views are at the log's head, and ``status`` shows the heartbeat."""
+    with Ledger.open(store_url, clock=clock, password_cost="fast", projections=mode) as lg:  # type: ignore[arg-type]
+        build_network(lg)
+        with Ledger.open(store_url, clock=clock, password_cost="fast", projections="off") as other:
+            other.execute(LATE_TRANSFER)
+            head = other.views.projector.source.max_notification_id()
+        report = lg.verify()
+        assert report.ok, report.breaches
+        assert _views_breaches(report) == []
+        assert lg.views.position() == head
+        assert all(view["heartbeat_at"] is not None for view in lg.status()["views"])
 
 
 def test_an_older_tracking_table_gets_the_failure_columns(
@@ -294,6 +346,7 @@ def test_an_older_tracking_table_gets_the_failure_columns(
         "error_topic",
         "error_at",
         "failures",
+        "heartbeat_at",
     ):
         _sql(store_url, f"ALTER TABLE view_tracking DROP COLUMN {column}")
     with Ledger.open(store_url, clock=clock, password_cost="fast", create_tables=False) as lg:
