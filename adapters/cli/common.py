@@ -40,9 +40,10 @@ EXIT_BROKEN_PIPE = 128 + 13
 """What a shell reports for a command ended by SIGPIPE: the reader closed the pipe."""
 
 URL_HELP = (
-    "where the ledger lives: sqlite:///FILE or postgresql://USER@HOST[:PORT]/DB "
+    "where the ledger lives: sqlite:///FILE or postgresql://USER@HOST[:PORT][,HOST2[:PORT]]/DB "
     "(default: $LEDGER_URL, else sqlite:///ledger.db); bounded waits, 5 s by default, as "
-    "?connect_timeout=S&pool_timeout=S (PostgreSQL) or ?busy_timeout=S (SQLite)"
+    "?connect_timeout=S&pool_timeout=S (PostgreSQL) or ?busy_timeout=S (SQLite); with several "
+    "hosts, ?target_session_attrs=read-write (the default) or prefer-standby"
 )
 
 

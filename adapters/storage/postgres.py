@@ -35,6 +35,7 @@ from adapters.storage.config import (
     CONNECT_TIMEOUT_S_DEFAULT,
     POOL_TIMEOUT_S_DEFAULT,
     POSTGRES_POOL_TIMEOUT_S,
+    POSTGRES_TARGET_SESSION_ATTRS,
 )
 from adapters.storage.postgres_arrays import guarded_parameters, record_parameters
 from adapters.storage.postgres_pool import (
@@ -770,6 +771,8 @@ class LedgerPostgresFactory(PostgresFactory):
         pool.kwargs["connect_timeout"] = int(
             self.env.get(self.POSTGRES_CONNECT_TIMEOUT) or CONNECT_TIMEOUT_S_DEFAULT
         )
+        # Several hosts (libpq's lists): which of them a connection may use.
+        pool.kwargs["target_session_attrs"] = self.env.get(POSTGRES_TARGET_SESSION_ATTRS) or "any"
         # No JIT: the ledger's statements are short, and a catch-up of 1,000 CTIs (an unnest
         # join estimated at ~200 rows a stream) passed jit_above_cost and spent ~87 ms
         # compiling to read nothing in 3 ms, on each of a connection's first five runs.

@@ -9,7 +9,9 @@ from adapters.storage.config import (
     CONNECT_TIMEOUT_S_DEFAULT,
     POOL_TIMEOUT_S_DEFAULT,
     StoreConfigError,
+    describe_store,
     env_for_url,
+    postgres_conninfo,
 )
 from ledger.errors import LedgerError
 
@@ -69,3 +71,33 @@ def test_an_option_error_never_shows_the_password() -> None:
         env_for_url("postgresql://ana:s3creto@db.example/books?wait=1")
     assert "s3creto" not in str(caught.value)
     assert "db.example/books" in str(caught.value)
+
+
+def test_several_hosts_are_libpqs_lists_and_default_to_read_write() -> None:
+    """``h1:p1,h2,[::1]:p3`` becomes libpq's host and port lists; with several hosts only a
+    writable server is taken unless the URL says otherwise; one host takes any."""
+    env = env_for_url("postgresql://ana:s%40creto@db1:5433,db2,[::1]:5434/books?pool_timeout=1")
+    assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"]) == ("db1,db2,::1", "5433,5432,5434")
+    assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == ("ana", "s@creto")
+    assert env["POSTGRES_TARGET_SESSION_ATTRS"] == "read-write"
+    assert "PostgreSQL at db1:5433,db2:5432,[::1]:5434 (database books" in describe_store(env)
+    assert "target_session_attrs=read-write" in postgres_conninfo(env)
+    assert env_for_url(PG)["POSTGRES_TARGET_SESSION_ATTRS"] == "any"
+    follower = env_for_url("postgresql://db1,db2/books?target_session_attrs=prefer-standby")
+    assert follower["POSTGRES_TARGET_SESSION_ATTRS"] == "prefer-standby"
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        (f"{PG}?target_session_attrs=master", "option target_session_attrs='master'"),
+        ("postgresql://db1:x/books", "bad host 'db1:x'"),
+        ("postgresql://db1,,db2/books", "bad host ''"),
+        ("postgresql://db1:70000/books", "bad host 'db1:70000'"),
+    ],
+)
+def test_a_bad_host_list_or_session_choice_is_refused(url: str, words: str) -> None:
+    """A port that is no number, an empty host or an unknown ``target_session_attrs``."""
+    with pytest.raises(StoreConfigError) as caught:
+        env_for_url(url)
+    assert words in str(caught.value)
