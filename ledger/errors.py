@@ -137,6 +137,15 @@ class InfrastructureError(LedgerError):
     """
 
 
+class DatabaseUnreachable(InfrastructureError):
+    """Raised when no connection to the database could be had within the URL's waits
+    (``connect_timeout``, ``pool_timeout``): the server is down or unreachable, or none of the
+    URL's hosts is of the kind asked for (a failover under way). Nothing was recorded.
+
+    Calls queued behind one that met it get it too, so that none waits more than its bound.
+    """
+
+
 class CommitOutcomeUnknown(InfrastructureError):
     """Raised when the connection broke while a commit was under way: recorded or not, unknown.
 

@@ -39,6 +39,7 @@ from adapters.storage.config import (
 )
 from adapters.storage.postgres_arrays import guarded_parameters, record_parameters
 from adapters.storage.postgres_pool import (
+    LedgerConnectionPool,
     LedgerPostgresDatastore,
     read_retried_once,
     without_retry,
@@ -771,6 +772,10 @@ class LedgerPostgresFactory(PostgresFactory):
         pool.kwargs["connect_timeout"] = int(
             self.env.get(self.POSTGRES_CONNECT_TIMEOUT) or CONNECT_TIMEOUT_S_DEFAULT
         )
+        # Quick reconnection attempts for as long as a caller may wait, then none until the
+        # next caller (``LedgerConnectionPool``).
+        pool.__class__ = LedgerConnectionPool
+        pool.reconnect_timeout = pool.timeout + pool.kwargs["connect_timeout"]
         # Several hosts (libpq's lists): which of them a connection may use.
         pool.kwargs["target_session_attrs"] = self.env.get(POSTGRES_TARGET_SESSION_ATTRS) or "any"
         # No JIT: the ledger's statements are short, and a catch-up of 1,000 CTIs (an unnest

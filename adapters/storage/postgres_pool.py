@@ -11,10 +11,15 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 from eventsourcing.persistence import InterfaceError, OperationalError
-from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.postgres import ConnectionPool, PostgresDatastore
 from psycopg import Connection
 from psycopg.rows import DictRow
 from psycopg_pool import PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
+
+RECONNECT_DELAY_S_FIRST = 0.05
+RECONNECT_DELAY_S_MAX = 0.25
+"""Bounds on the pause between attempts to open a connection while the server is away."""
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -81,6 +86,47 @@ class LedgerPostgresDatastore(PostgresDatastore):
                     return
                 conn.close()  # the pool opens a new one when this one comes back
         raise OperationalError("every pooled connection had been closed by the server")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a wait for a connection that timed out: no
+    server of the URL could be used within connect_timeout and pool_timeout."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # eventsourcing and the recorders wrap the pool's error once or twice
+        if seen is None:
+            return False
+        if isinstance(seen, PoolTimeout):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+class _QuickAttempt(AttemptWithBackoff):
+    """psycopg_pool's reconnection attempts, a quarter second apart at most.
+
+    psycopg_pool starts at 1 s and doubles the pause up to its ``reconnect_timeout``: after an
+    outage of half a minute its next attempt could be 30 s away, so the first calls after the
+    server (or a newly promoted primary) came back still waited out their ``pool_timeout``.
+    """
+
+    INITIAL_DELAY = RECONNECT_DELAY_S_FIRST
+
+    def update_delay(self, now: float) -> None:
+        """The next pause: psycopg_pool's, capped at ``RECONNECT_DELAY_S_MAX``."""
+        super().update_delay(now)
+        self.delay = min(self.delay, RECONNECT_DELAY_S_MAX)
+
+
+class LedgerConnectionPool(ConnectionPool[Any]):
+    """eventsourcing's pool whose reconnection attempts are quick (``_QuickAttempt``).
+
+    Its ``reconnect_timeout`` is set to how long a caller may wait (connect_timeout +
+    pool_timeout): attempts stop when nobody can be waiting for them any more, and the next
+    call that finds no connection starts them again at once (psycopg_pool grows the pool).
+    """
+
+    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        super()._add_connection(attempt or _QuickAttempt(timeout=self.reconnect_timeout), growing)
 
 
 def take_connection(datastore: PostgresDatastore) -> Connection[Any]:

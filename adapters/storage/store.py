@@ -36,11 +36,18 @@ from adapters.storage.postgres import (
     LedgerPostgresRecorder,
     LedgerPostgresSnapshotRecorder,
 )
+from adapters.storage.postgres_pool import unreachable
 from adapters.storage.recording import OutcomeUnknown, OvertakenRows, raising
 from adapters.storage.sqlite import LedgerSQLiteRecorder, SQLiteGuardedWriter
 from ledger.chain import StoredRow
 from ledger.domain import Aggregate, Event, Snapshot
-from ledger.errors import CommitOutcomeUnknown, InfrastructureError, IntegrityBreach, LedgerError
+from ledger.errors import (
+    CommitOutcomeUnknown,
+    DatabaseUnreachable,
+    InfrastructureError,
+    IntegrityBreach,
+    LedgerError,
+)
 from ledger.write.ports import (
     HotWriter,
     KeyRecord,
@@ -353,8 +360,10 @@ class EventStore:
             raise self._failed("store snapshots", exc) from None
 
     def _failed(self, action: str, exc: BaseException) -> InfrastructureError:
-        """The ``InfrastructureError`` of a failed database call, saying what to check."""
-        return InfrastructureError(infrastructure_message(action, self.env, exc))
+        """The ``InfrastructureError`` of a failed database call, saying what to check
+        (``DatabaseUnreachable`` when no connection could be had in time)."""
+        kind = DatabaseUnreachable if unreachable(exc) else InfrastructureError
+        return kind(infrastructure_message(action, self.env, exc))
 
     def close(self) -> None:
         """Closes the database connections."""

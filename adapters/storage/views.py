@@ -34,9 +34,10 @@ from psycopg import sql
 from adapters.storage.config import POSTGRES_POOL_TIMEOUT_S, env_for_url, postgres_conninfo
 from adapters.storage.memory import MemoryStore
 from adapters.storage.postgres import LedgerPostgresRecorder
+from adapters.storage.postgres_pool import closed_by_server
 from adapters.storage.store import EventStore
 from ledger.domain import Event
-from ledger.errors import InfrastructureError, IntegrityBreach
+from ledger.errors import DatabaseUnreachable, InfrastructureError, IntegrityBreach
 from ledger.logging import get_logger
 from ledger.projections.base import Cursor, Kind, Table, ViewWriteError
 from ledger.projections.runner import TRACKING
@@ -295,35 +296,72 @@ _PG_CASTS: dict[Kind, str] = {
 
 
 class _Pool:
-    """A bounded LIFO pool of connections, made on demand."""
+    """A bounded LIFO pool of connections, made on demand.
 
-    def __init__(self, connect: Any, size_max: int, wait_s: float) -> None:
+    ``stale`` tells an idle connection the server closed (a restart, a failover): it is
+    dropped instead of handed out. Connections are opened outside the pool's lock, so that
+    callers waiting for an unreachable server each wait their own bound, not one another's.
+    """
+
+    def __init__(
+        self,
+        connect: Any,
+        size_max: int,
+        wait_s: float,
+        stale: Callable[[Any], bool] | None = None,
+    ) -> None:
         self._connect = connect
         self._wait_s = wait_s
+        self._stale = stale
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._all: list[Any] = []
+        self._opening = 0
         self._lock = threading.Lock()
         self._size_max = size_max
         self._closed = False
 
     def get(self) -> Any:
-        with self._lock:
-            if self._closed:
-                raise InfrastructureError("the view database is closed")
-            try:
-                return self._idle.get_nowait()
-            except queue.Empty:
-                if len(self._all) < self._size_max:
-                    connection = self._connect()
-                    self._all.append(connection)
-                    return connection
+        deadline = time.monotonic() + self._wait_s
+        while True:
+            opening = False
+            with self._lock:
+                if self._closed:
+                    raise InfrastructureError("the view database is closed")
+                try:
+                    connection = self._idle.get_nowait()
+                except queue.Empty:
+                    connection = None
+                    if len(self._all) + self._opening < self._size_max:
+                        self._opening += 1
+                        opening = True
+            if opening:
+                return self._open()
+            if connection is None:
+                try:
+                    connection = self._idle.get(timeout=max(deadline - time.monotonic(), 0.0))
+                except queue.Empty:
+                    raise InfrastructureError(
+                        f"no free view database connection after {self._wait_s:g} s"
+                        f" ({self._size_max} in use; the URL's pool_timeout or busy_timeout sets"
+                        " the wait)"
+                    ) from None
+            if self._stale is not None and self._stale(connection):
+                self.discard(connection)  # closed by the server while idle: open another
+                continue
+            return connection
+
+    def _open(self) -> Any:
+        """A new connection for a slot already counted in ``_opening``."""
         try:
-            return self._idle.get(timeout=self._wait_s)
-        except queue.Empty:
-            raise InfrastructureError(
-                f"no free view database connection after {self._wait_s:g} s"
-                f" ({self._size_max} in use; the URL's pool_timeout or busy_timeout sets the wait)"
-            ) from None
+            connection = self._connect()
+        except BaseException:
+            with self._lock:
+                self._opening -= 1
+            raise
+        with self._lock:
+            self._opening -= 1
+            self._all.append(connection)
+        return connection
 
     def put(self, connection: Any) -> None:
         self._idle.put(connection)
@@ -534,7 +572,7 @@ class PostgresViewDatabase:
         self.conninfo = conninfo
         self.schema = schema
         self.wait_s = wait_s
-        self._pool = _Pool(self._connect, CONNECTIONS_MAX, wait_s)
+        self._pool = _Pool(self._connect, CONNECTIONS_MAX, wait_s, stale=closed_by_server)
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -544,6 +582,8 @@ class PostgresViewDatabase:
                 connection.execute(
                     sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema))
                 )
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnreachable(f"cannot reach PostgreSQL: {exc}") from None
         except psycopg.Error as exc:
             raise InfrastructureError(f"cannot reach PostgreSQL: {exc}") from None
         return connection

@@ -25,7 +25,12 @@ from adapters.cli.main import main
 from adapters.storage.views import CONNECTIONS_MAX, open_view_database
 from ledger.api import Ledger
 from ledger.clock import ManualClock
-from ledger.errors import CommitOutcomeUnknown, InfrastructureError, LedgerError
+from ledger.errors import (
+    CommitOutcomeUnknown,
+    DatabaseUnreachable,
+    InfrastructureError,
+    LedgerError,
+)
 from ledger.outcome import Outcome
 from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, build_network, consume, seed_network
 from tests.tcp_proxy import TcpProxy
@@ -103,12 +108,13 @@ def test_open_on_a_closed_port_is_an_infrastructure_error_saying_what_to_check(
 def test_a_command_after_the_server_went_away_is_an_infrastructure_error(
     proxied: tuple[Ledger, TcpProxy], network: str
 ) -> None:
-    """The port closes under a running ledger: commands and reads are InfrastructureError."""
+    """The port closes under a running ledger: commands and reads are DatabaseUnreachable, an
+    InfrastructureError whose outcome is known (nothing recorded)."""
     lg, proxy = proxied
     proxy.close()
     with pytest.raises(InfrastructureError) as caught:
         lg.execute(stamp())
-    assert type(caught.value) is InfrastructureError
+    assert type(caught.value) is DatabaseUnreachable
     assert f"127.0.0.1:{proxy.port}" in str(caught.value)
     assert "pool_timeout=1.0 s" in str(caught.value)
     with pytest.raises(InfrastructureError) as read:
