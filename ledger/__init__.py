@@ -3,6 +3,7 @@
 from ledger.errors import (
     CommitOutcomeUnknown,
     ConcurrencyError,
+    DatabaseUnreachable,
     InfrastructureError,
     LedgerError,
     Rejected,
@@ -12,6 +13,7 @@ from ledger.outcome import Outcome
 __all__ = [
     "CommitOutcomeUnknown",
     "ConcurrencyError",
+    "DatabaseUnreachable",
     "InfrastructureError",
     "Ledger",
     "LedgerError",

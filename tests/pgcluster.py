@@ -98,10 +98,10 @@ class _Runner:
             timeout=START_WAIT_S,
         )
 
-    def start(self, datadir: Path, port: int) -> Server:
+    def start(self, datadir: Path, port: int, connections_max: int = 40) -> Server:
         options = (
             f"-p {port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-            " -c shared_buffers=32MB -c max_connections=40"
+            f" -c shared_buffers=32MB -c max_connections={connections_max}"
         )
         self.run("pg_ctl", "-D", str(datadir), "-w", "-l", f"{datadir}.log", "-o", options, "start")
         return Server(datadir, port)
@@ -148,4 +148,47 @@ def replica(binaries: Path, database: str = "ledger") -> Iterator[Replica]:
     finally:
         for server in reversed(servers):
             runner.stop(server)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+PRIVATE_CONNECTIONS_MAX = 120
+"""A private server's connections: room for several ledgers' pools at once."""
+
+
+class PrivateServer:
+    """One private server that a test may stop and start again on the same port."""
+
+    def __init__(self, runner: _Runner, server: Server) -> None:
+        self._runner = runner
+        self.server = server
+
+    def url(self, database: str) -> str:
+        """A ledger URL of ``database`` on this server."""
+        return self.server.url(database)
+
+    def stop(self) -> None:
+        """Stops the server at once (``pg_ctl stop -m immediate``): clients see it vanish."""
+        self._runner.stop(self.server)
+
+    def start(self) -> None:
+        """Starts it again on the same port, with the same data."""
+        self._runner.start(self.server.datadir, self.server.port, PRIVATE_CONNECTIONS_MAX)
+
+
+@contextlib.contextmanager
+def private_server(binaries: Path, database: str = "ledger") -> Iterator[PrivateServer]:
+    """A server of the test's own with ``database``, stopped and removed on exit."""
+    root = Path(tempfile.mkdtemp(prefix="ledger-private-"))
+    runner = _Runner(binaries, root)
+    made: Server | None = None
+    try:
+        datadir = root / "data"
+        runner.run("initdb", "-D", str(datadir), "-U", "postgres", "-A", "trust", "-N")
+        made = runner.start(datadir, _free_port(), PRIVATE_CONNECTIONS_MAX)
+        with psycopg.connect(made.url("postgres"), autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{database}"')
+        yield PrivateServer(runner, made)
+    finally:
+        if made is not None:
+            runner.stop(made)
         shutil.rmtree(root, ignore_errors=True)

@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.commands.models import Command
-from ledger.errors import LedgerError, Rejected
+from ledger.errors import DatabaseUnreachable, LedgerError, Rejected
 from ledger.logging import get_logger
 from ledger.write import preparation
 from ledger.write.attempts import Attempts
 from ledger.write.command_log import log_commands
 from ledger.write.decision import Tx
 from ledger.write.gc_pause import gc_pause_for
-from ledger.write.pipeline import Decided, Pipeline
+from ledger.write.pipeline import Decided, Pipeline, database_failure
 from ledger.write.ports import wait_readable
 from ledger.write.preparation import COMMAND_TYPES, Prepared, Result, aprepare_many, prepare
 from ledger.write.request import Request, Wake, deliver_each, without_failed_parts
@@ -158,7 +158,9 @@ class GroupCommit:
 
     def __post_init__(self) -> None:
         self._idle = threading.Condition(self._queue_lock)
-        self._pipeline = Pipeline(self.attempts, self.commit_group, self.more_of_the_queue)
+        self._pipeline = Pipeline(
+            self.attempts, self.commit_group, self.more_of_the_queue, self.fail_waiting
+        )
 
     def execute_many(self, commands: Commands, *, atomic: bool = False) -> list[Result]:
         """Runs commands in order in as few transactions as is safe; one result per command.
@@ -458,14 +460,15 @@ class GroupCommit:
 
     def commit_group(
         self, group: list[Request], lost: tuple[Tx, BaseException] | None = None
-    ) -> None:
+    ) -> BaseException | None:
         """Runs a group's commands in one batch and gives each request its own results.
 
         ``lost``: the group's first attempt, and how its write failed (it was pipelined).
+        Returns the error that failed the whole group, if one did.
         """
         group = without_failed_parts(group)
         if not group:
-            return
+            return None
         batch = group[0].batch if len(group) == 1 else [p for r in group for p in r.batch]
         try:
             with self.attempts.aggregates.lock, gc_pause_for(len(batch)):
@@ -474,20 +477,35 @@ class GroupCommit:
             # The database failed or a lock timed out: the transaction carried them all.
             for request in group:
                 request.deliver(None, exc)
-            return
+            unreachable = database_failure(exc)
+            if isinstance(unreachable, DatabaseUnreachable):
+                self.fail_waiting(unreachable)
+            return exc
         except Exception as exc:
             if len(group) > 1:
                 # A fault in one command (a handler's bug) fails only its own caller.
                 for request in group:
                     self.commit_group([request])
-                return
+                return None
             group[0].deliver(None, exc)
-            return
+            return exc
         except BaseException as exc:
             for request in group:
                 request.deliver(None, exc)
             raise
         deliver_each(group, results)
+        return None
+
+    def fail_waiting(self, error: DatabaseUnreachable) -> None:
+        """Fails every queued request with ``error``: the database could not be reached in
+        the pool's wait. Each of them would otherwise wait that long again, one group after
+        another (16 threads waited 8 x the pool timeout); they arrived while that wait ran,
+        so each is answered within its own bound, and a retry tries afresh."""
+        with self._queue_lock:
+            waiting = list(self._queue)
+            self._queue.clear()
+        for request in waiting:
+            request.deliver(None, error)
 
     def queued(self) -> int:
         """How many commands wait for a transaction (not counting the one in flight)."""

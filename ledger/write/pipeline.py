@@ -11,14 +11,13 @@ is in flight.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ledger.domain import Aggregate, Event
-from ledger.errors import LedgerError
+from ledger.errors import CommitOutcomeUnknown, DatabaseUnreachable, InfrastructureError
 from ledger.write import combining
 from ledger.write.attempts import Attempts
 from ledger.write.command_log import log_commands
@@ -28,10 +27,27 @@ from ledger.write.ports import Sent
 from ledger.write.preparation import Prepared, Result
 from ledger.write.request import Request, deliver_each
 
-CommitGroup = Callable[[list[Request], "tuple[Tx, BaseException] | None"], None]
-"""Runs a group as usual (``GroupCommit.commit_group``); with how its pipelined write failed."""
+CommitGroup = Callable[[list[Request], "tuple[Tx, BaseException] | None"], BaseException | None]
+"""Runs a group as usual (``GroupCommit.commit_group``); with how its pipelined write failed.
+Returns the error that failed the whole group, if one did."""
 MoreOfTheQueue = Callable[[int], list[Request]]
 """Queued requests that fit in one transaction with that many commands."""
+FailWaiting = Callable[[DatabaseUnreachable], None]
+"""Fails every queued request with that error (``GroupCommit.fail_waiting``)."""
+
+
+def database_failure(exc: BaseException | None) -> InfrastructureError | None:
+    """The error for callers whose commands were not sent when ``exc`` stopped a group: the
+    database could not be used (their own commands are then not recorded either), or None.
+
+    A ``CommitOutcomeUnknown`` is the sent group's alone; what stopped its own retry (the
+    database unreachable) is what the others meet.
+    """
+    if isinstance(exc, CommitOutcomeUnknown):
+        exc = exc.__cause__
+        if isinstance(exc, CommitOutcomeUnknown):
+            return None
+    return exc if isinstance(exc, InfrastructureError) else None
 
 
 @dataclass(eq=False, slots=True)
@@ -72,7 +88,10 @@ class Pipeline:
     attempts: Attempts
     commit_group: CommitGroup
     more_of_the_queue: MoreOfTheQueue
+    fail_waiting: FailWaiting
     _flight: Decided | None = None
+    _landed_failure: InfrastructureError | None = None
+    """Why the last group that failed to land failed, when the database could not be used."""
 
     @property
     def flight(self) -> Decided | None:
@@ -101,25 +120,37 @@ class Pipeline:
         decided: Decided | None
         touched: list[str]
         with aggregates.lock, gc_pause_for(len(batch)):
+            failed: InfrastructureError | None = None
             if aggregates.store.combining and combining.hot_target(batch, aggregates):
                 # Posted for its hot aggregate (``Attempts``): nothing to decide here.
                 decided, touched, hot = None, [], True
             else:
-                decided, touched, hot = self._decide_group(group, batch)
+                decided, touched, hot, failed = self._decide_group(group, batch)
+        # With the database failing, each step below would wait the pool's timeout again:
+        # a group whose decision, whose predecessor's landing or whose reload met that
+        # failure fails with it at once (nothing of it was sent).
         if flight is not None:
             if decided is None:
                 flight.stale.update(touched)
             if not self.land(decided):
                 decided = None  # decided on what was not recorded: undone
+                failed = failed or self._landed_failure
         elif decided is not None:
             self.send(decided)
+        if failed is not None:
+            self._fail(group, failed)
+            return
         if decided is None:
-            if self._flight is not None:
-                self.land(None)
-            with aggregates.lock, contextlib.suppress(LedgerError):
-                # What the undone decision had in hand was evicted: loaded again in one go
-                # (if the database fails here, the group's own attempt says so).
-                aggregates.preload(touched)
+            if self._flight is not None and not self.land(None) and self._landed_failure:
+                self._fail(group, self._landed_failure)
+                return
+            try:
+                with aggregates.lock:
+                    # What the undone decision had in hand was evicted: loaded again in one go.
+                    aggregates.preload(touched)
+            except InfrastructureError as exc:
+                self._fail(group, exc)
+                return
             if hot:
                 # Written under locks, one transaction at a time: as many as a transaction
                 # takes go together (each locked transaction costs a few round trips).
@@ -128,10 +159,11 @@ class Pipeline:
 
     def _decide_group(
         self, group: list[Request], batch: list[Prepared]
-    ) -> tuple[Decided | None, list[str], bool]:
+    ) -> tuple[Decided | None, list[str], bool, InfrastructureError | None]:
         """A plain optimistic decision of the group (none, and nothing changed, when the group
         must run as usual: hot aggregates, a partial rejection, a handler's fault), the
-        aggregates it read, and whether it stopped at a hot one."""
+        aggregates it read, whether it stopped at a hot one, and the database's failure if a
+        read failed (the group then fails with it instead of running again)."""
         started = time.perf_counter()
         attempts = self.attempts
         tx = Tx(attempts.aggregates, pipelined=True)
@@ -139,14 +171,25 @@ class Pipeline:
             results = attempts.decider.decide(batch, tx, {}, isolated=False)
         except BaseException as exc:
             tx.discard()
+            if isinstance(exc, InfrastructureError):
+                return None, list(tx.touched), False, exc
             if isinstance(exc, Exception):
                 # Run again as usual (which reports a fault).
-                return None, list(tx.touched), isinstance(exc, HotAggregate)
+                return None, list(tx.touched), isinstance(exc, HotAggregate), None
             raise
         events, due = tx.take_events(attempts.snapshot_interval)
         attempts.aggregates.unrecorded.update(tx.touched)
         decided = Decided(group, batch, tx, results, events, due, started)
-        return decided, list(tx.touched), False
+        return decided, list(tx.touched), False, None
+
+    def _fail(self, group: list[Request], error: InfrastructureError) -> None:
+        """The group fails with ``error``; if the database is unreachable, so does every
+        request queued behind it (each would wait the pool's timeout again, in turn)."""
+        for request in group:
+            if not request.done:
+                request.deliver(None, error)
+        if isinstance(error, DatabaseUnreachable):
+            self.fail_waiting(error)
 
     def send(self, decided: Decided) -> None:
         """Starts recording a decided group; it is in flight until ``land``."""
@@ -181,7 +224,9 @@ class Pipeline:
                 for request in flight.group:
                     request.deliver(None, exc)
                 raise
-            self.commit_group(flight.group, (flight.tx, exc))
+            self._landed_failure = database_failure(
+                self.commit_group(flight.group, (flight.tx, exc))
+            )
             return False
         if then is not None:
             self.send(then)
