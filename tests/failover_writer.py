@@ -76,7 +76,7 @@ def write(
                 raise
             except LedgerError as exc:
                 files.event(
-                    thread=thread, kind="error", error=type(exc).__name__, message=str(exc)[:160]
+                    thread=thread, kind="error", error=type(exc).__name__, message=str(exc)[:600]
                 )
                 if isinstance(exc, CommitOutcomeUnknown) and not unknown:
                     unknown = True

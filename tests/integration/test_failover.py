@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -175,19 +176,27 @@ def timeline(run: Round, directory: Path) -> str:
         first_error = min((e["t"] for e in mine if e.get("kind") == "error"), default=None)
         resumed = [run.resumed[t] for t in threads() if t.startswith(f"{writer}.")]
         since = run.started
+        erred = "no error" if first_error is None else f"first error +{first_error - since:.2f} s"
         out.append(
-            f"  writer {writer}: first error +{(first_error or since) - since:.2f} s,"
+            f"  writer {writer}: {erred},"
             f" threads resumed +{min(resumed) - since:.2f}..+{max(resumed) - since:.2f} s"
             f" ({min(resumed) - run.promoted:.2f}..{max(resumed) - run.promoted:.2f} s after"
             f" the promotion); errors meanwhile: {dict(errors) or 'none'}"
         )
     said = Counter(
-        f"{e['error']}: {e.get('message', '')[:110]}"
+        f"{e['error']}: {_reason(e.get('message', ''))}"
         for e in entries
         if e.get("kind") == "error" and e["t"] <= max(run.resumed.values())
     )
     out += [f"  {count} x {text}" for text, count in said.most_common(6)]
     return "\n".join(out)
+
+
+def _reason(message: str) -> str:
+    """What failed and the driver's reason, without the servers and the advice."""
+    action = message.split(":", 1)[0]
+    found = re.search(r"\): (.*?)(\. Check|\. Retry|$)", message)
+    return f"{action}: {(found.group(1) if found else message)[:120]}"
 
 
 def verified(url: str, expected_head: str | None) -> str:
