@@ -360,8 +360,11 @@ class _Pool:
             raise
         with self._lock:
             self._opening -= 1
-            self._all.append(connection)
-        return connection
+            if not self._closed:
+                self._all.append(connection)
+                return connection
+        connection.close()  # the pool was closed while this connection opened
+        raise InfrastructureError("the view database is closed")
 
     def put(self, connection: Any) -> None:
         self._idle.put(connection)
