@@ -11,7 +11,8 @@ Round 1 SIGKILLs the primary's postmaster; Patroni promotes the standby. Round 2
 switchover back. After each round, on the new primary: every acknowledged stamp is recorded
 exactly once; every command that once answered ``CommitOutcomeUnknown`` (and was retried with
 its key) is recorded once; every writer thread succeeded within 30 s of the promotion, by
-itself; ``verify`` holds and the hash chain of the previous round runs on (``expected_head``).
+itself; ``verify`` holds, the hash chain of the previous round runs on (``expected_head``), and
+the Merkle tree sealed on the new primary is consistent with every checkpoint signed before.
 The test prints the timeline: the kill, the promotion, each writer's first success.
 """
 
@@ -34,6 +35,7 @@ import psycopg
 import pytest
 
 from ledger.api import Ledger
+from ledger.proofs.note import Signer
 from tests.conftest import IN_CI
 from tests.patroni import Cluster, Node, patroni_cluster, tools, versions
 from tests.support import CTI, DISTRIBUTOR, build_network, register_client
@@ -199,11 +201,22 @@ def _reason(message: str) -> str:
     return f"{action}: {(found.group(1) if found else message)[:120]}"
 
 
+SIGNER = Signer.generate("failover.test/ledger")
+
+
 def verified(url: str, expected_head: str | None) -> str:
-    """Runs ``verify`` on the primary; returns the chain head."""
+    """Seals the Merkle tree over the new primary's log and signs a checkpoint, then runs
+    ``verify``: the chain holds (and still contains ``expected_head``), and every checkpoint,
+    those signed on the old primary included, is consistent with the next. Returns the chain
+    head."""
     with Ledger.open(url, projections="off", create_tables=False) as lg:
-        report = lg.verify(expected_head=expected_head)
+        lg.checkpoint(SIGNER)
+        sizes = [c.size for c in lg.checkpoints()]
+        report = lg.verify(expected_head=expected_head, verifier=SIGNER.verifier())
+        if len(sizes) > 1:
+            lg.prove_consistency(sizes[0], sizes[-1])  # the tree runs on from the first one
     assert report.ok, report.breaches[:5]
+    assert sizes == sorted(sizes)
     assert report.head_hash is not None
     return report.head_hash
 
@@ -255,6 +268,7 @@ def test_a_primary_killed_under_load_then_switched_back_loses_no_acknowledged_st
         ]
         for result in lg.execute_many(setup):
             assert getattr(result, "ok", False), result
+        lg.checkpoint(SIGNER)  # the first signed checkpoint, on node1
     rounds: list[Round] = []
     with ExitStack() as stack:
         writers = []
