@@ -16,7 +16,9 @@ Nothing is half-imported: every row is checked first (a bad one is reported with
 number, and nothing is written), then all of them are one atomic batch. ``--update`` changes
 the clients that exist (by client id) to what their rows say (``UpdateClientProfile`` naming
 every column of the file, and ``TagClient``); without it an existing id is ``already_exists``.
-Warnings (an RFC whose check digit does not verify) are printed with their line number.
+Warnings (an RFC whose check digit does not verify) are printed with their line number. A new
+client's stamping account gets a generated password (the file holds none): the import prints
+each one once, as ``cti_id,cti_password`` lines after the summary, since only its hash is kept.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from ledger.clock import local_date
 from ledger.commands.models import COMMAND_ADAPTER, TagClient, UpdateClientProfile
 from ledger.commands.profiles import ClientProfile
 from ledger.errors import LedgerError, Rejected
+from ledger.outcome import Outcome
 from ledger.rfc import validate_rfc
 from ledger.write.group_commit import ATOMIC_SIZE_MAX
 from ledger.write.preparation import validation_rejection
@@ -497,6 +500,18 @@ def run_import_clients(args: argparse.Namespace) -> int:
         f"imported {len(planned)} clients ({registered} registered, {updated} updated, "
         f"{unchanged} unchanged)\n"
     )
+    generated = [
+        (result.cti_id, result.cti_password)
+        for result in results
+        if isinstance(result, Outcome) and result.cti_password and not result.replayed
+    ]
+    if generated:
+        # Shown once, as RegisterClient's outcome shows it: nothing keeps it but a hash.
+        sys.stderr.write(
+            "import-clients: each new CTI's password follows, shown this once; keep them now\n"
+        )
+        sys.stdout.write("cti_id,cti_password\n")
+        sys.stdout.writelines(f"{cti_id},{password}\n" for cti_id, password in generated)
     return EXIT_OK
 
 
@@ -597,7 +612,9 @@ def register(commands: Any) -> None:
         "Every row is checked first; a bad row is reported with its line number and nothing\n"
         "is imported. Then all rows are written in one transaction: a new client with its\n"
         "default stamping account, or (--update) an existing one changed to what its row says.\n"
-        "The actor of each row is its distributor. Warnings are printed with their line.",
+        "The actor of each row is its distributor. Warnings are printed with their line.\n"
+        "Each new client's stamping account gets a generated password, printed once after\n"
+        "the summary as cti_id,cti_password lines: keep them (only a hash is stored).",
         ["ledger import-clients clients.csv", "ledger import-clients --update clients.csv"],
     )
     imports.add_argument("file", metavar="FILE", help="the CSV file (header row first)")

@@ -56,6 +56,26 @@ def test_import_registers_every_row(
         assert (row.cti_id, row.name) == ("K1-cti", "María López")
 
 
+def test_import_shows_each_new_ctis_generated_password_once(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A registered client's CTI gets a generated password (the CSV holds none): the import
+    prints each one, once, as ``cti_id,cti_password`` lines after a header, and each opens its
+    CTI; an update registers nothing and prints no password."""
+    assert main(["import-clients", _file(tmp_path, [HEADER, *GOOD_ROWS]), "--url", url]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("cti_id,cti_password") :].splitlines()
+    passwords = dict(line.split(",") for line in table[1:])
+    assert sorted(passwords) == ["K1-cti", "K2-cti"]
+    with Ledger.open(url, password_cost="fast") as lg:
+        for cti_id, password in passwords.items():
+            check = {"type": "VerifyStampingCredentials", "actor": "M", "cti_id": cti_id}
+            assert lg.execute({**check, "password": password}).valid is True
+    again = _file(tmp_path, [HEADER, *GOOD_ROWS])
+    assert main(["import-clients", again, "--update", "--url", url]) == 0
+    assert "cti_password" not in capsys.readouterr().out
+
+
 def test_a_wrong_header_is_line_1_and_imports_nothing(
     url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
