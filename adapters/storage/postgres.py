@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import secrets
+import weakref
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -222,6 +223,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "posts": Identifier(f"{prefix}_hot_posts"),
             "answers": Identifier(f"{prefix}_hot_answers"),
             "turns": Identifier(f"{prefix}_hot_turns"),
+            "gate_class": zlib.crc32(f"{prefix}_hot_gate".encode()) & 0x7FFF_FFFF,
         }
         names["lock_buckets"] = SQL(_LOCK_BUCKETS_SQL).format(lock_ids=SQL("ids"), **names)
         names["write"] = SQL(_WRITE_SQL).format(**names)
@@ -305,6 +307,12 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "RETURN QUERY SELECT 'i'::\"char\", unnest(new_ids), NULL::text, "
                 "NULL::bigint, NULL::text, NULL::bytea; "
                 "END IF; "
+                # The end of a turn: its writer holds its gate until it posts again.
+                "IF cardinality(also_lock) > 0 "
+                "AND pg_try_advisory_lock({gate_class}, pg_backend_pid()) THEN "
+                "RETURN QUERY SELECT 'g'::\"char\", NULL::bigint, NULL::text, NULL::bigint, "
+                "NULL::text, NULL::bytea; "
+                "END IF; "
                 "END $$"
             ).format(
                 function=guarded_function,
@@ -334,6 +342,12 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             ).format(**names)
         )
         self.sql_create_statements.append(
+            SQL(
+                "ALTER TABLE {schema}.{posts} ADD COLUMN IF NOT EXISTS poster int NOT NULL "
+                "DEFAULT pg_backend_pid()"
+            ).format(**names)
+        )
+        self.sql_create_statements.append(
             SQL("CREATE INDEX IF NOT EXISTS {index} ON {schema}.{posts} (stream, id)").format(
                 index=Identifier(f"{prefix}_hot_posts_stream_idx"), **names
             )
@@ -351,6 +365,12 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "stream text PRIMARY KEY, batches int NOT NULL)"
             ).format(**names)
         )
+        self.sql_create_statements.append(
+            SQL(
+                "ALTER TABLE {schema}.{turns} ADD COLUMN IF NOT EXISTS posters int[] NOT NULL "
+                "DEFAULT '{{}}'"
+            ).format(**names)
+        )
         # One call: the post committed first (so that the lock's holder sees it; unlogged, so
         # its commit flushes nothing), then the wait, in a second transaction of the same
         # procedure. The answer is one row of arrays: kinds ('a' answers, else 'd' posted
@@ -360,15 +380,19 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             SQL(
                 "CREATE OR REPLACE PROCEDURE {procedure}("
                 "p_post bigint, p_stream text, p_commands bytea, p_version bigint, "
-                "p_keys text[], INOUT r_kinds text DEFAULT NULL, "
+                "p_keys text[], p_gated boolean, INOUT r_kinds text DEFAULT NULL, "
                 "INOUT r_ids bigint[] DEFAULT NULL, INOUT r_names text[] DEFAULT NULL, "
                 "INOUT r_versions bigint[] DEFAULT NULL, INOUT r_topics text[] DEFAULT NULL, "
                 "INOUT r_states bytea[] DEFAULT NULL) LANGUAGE plpgsql AS $$ "
-                "DECLARE answer bytea; expected int; "
+                "DECLARE answer bytea; expected int[]; taken int[]; poster int; left_ms int; "
+                "deadline timestamptz; "
                 "BEGIN "
                 "INSERT INTO {schema}.{posts} (id, stream, commands) "
                 "VALUES (p_post, p_stream, p_commands); "
                 "COMMIT; "
+                # Posted: whoever waits for this writer's next batch may go on.
+                "IF p_gated THEN PERFORM pg_advisory_unlock({gate_class}, pg_backend_pid()); "
+                "END IF; "
                 # It waits as one of many readers: the writers a holder answered read their
                 # answers at once when it is done, instead of taking the lock in turn. One
                 # not answered takes the lock if it is free (its turn), or waits again (the
@@ -378,7 +402,10 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "PERFORM pg_advisory_xact_lock_shared({lock_class}, hashtext(p_stream) & {mask}); "
                 "DELETE FROM {schema}.{answers} AS a WHERE a.id = p_post "
                 "RETURNING a.answers INTO answer; "
-                "IF FOUND THEN r_kinds := 'a'; r_states := ARRAY[answer]; RETURN; END IF; "
+                "IF FOUND THEN r_kinds := 'a'; r_states := ARRAY[answer]; "
+                "IF pg_try_advisory_lock({gate_class}, pg_backend_pid()) THEN "
+                "r_kinds := 'ag'; END IF; "
+                "RETURN; END IF; "
                 "COMMIT; "
                 "SET LOCAL lock_timeout = '{lock_timeout}s'; "
                 "IF round = {spins} THEN "
@@ -389,7 +416,10 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "END LOOP; "
                 "DELETE FROM {schema}.{answers} AS a WHERE a.id = p_post "
                 "RETURNING a.answers INTO answer; "
-                "IF FOUND THEN r_kinds := 'a'; r_states := ARRAY[answer]; RETURN; END IF; "
+                "IF FOUND THEN r_kinds := 'a'; r_states := ARRAY[answer]; "
+                "IF pg_try_advisory_lock({gate_class}, pg_backend_pid()) THEN "
+                "r_kinds := 'ag'; END IF; "
+                "RETURN; END IF; "
                 "DELETE FROM {schema}.{posts} AS p WHERE p.id = p_post; "
                 # What writers that are gone left (a crash while waiting): their callers had
                 # an error long ago (a wait ends within rounds x lock timeout).
@@ -398,19 +428,27 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "DELETE FROM {schema}.{answers} AS a "
                 "WHERE a.answered_at < now() - interval '{stale_s} seconds'; "
                 # Its turn. As the server delays a commit for more to share its flush
-                # (commit_delay), it waits a little (TURN_WAIT_MS at most) for as many batches
-                # as the last turn carried: their writers are answered at the same moment, so
-                # they post again within a millisecond or so of each other.
-                "SELECT t.batches INTO expected FROM {schema}.{turns} AS t "
+                # (commit_delay), it waits a little (TURN_WAIT_MS at most) for the writers of
+                # the last turn to post again: they were answered at the same moment, and each
+                # holds its gate (a lock on its backend's pid) from its answer to its next post.
+                "SELECT t.posters INTO expected FROM {schema}.{turns} AS t "
                 "WHERE t.stream = p_stream; "
-                "FOR step IN 1..{turn_wait_ms} LOOP "
-                "EXIT WHEN 1 + (SELECT count(*) FROM {schema}.{posts} AS q "
-                "WHERE q.stream = p_stream) >= coalesce(expected, 0); "
-                "PERFORM pg_sleep(0.001); "
+                "deadline := clock_timestamp() + interval '{turn_wait_ms} milliseconds'; "
+                "FOREACH poster IN ARRAY coalesce(expected, '{{}}') LOOP "
+                "CONTINUE WHEN poster = pg_backend_pid(); "
+                "left_ms := ceil(extract(epoch FROM deadline - clock_timestamp()) * 1000); "
+                "EXIT WHEN left_ms <= 0; "
+                "BEGIN "
+                "PERFORM set_config('lock_timeout', left_ms || 'ms', true); "
+                "PERFORM pg_advisory_xact_lock_shared({gate_class}, poster); "
+                "EXCEPTION WHEN lock_not_available THEN EXIT; "
+                "END; "
                 "END LOOP; "
+                "SET LOCAL lock_timeout = '{lock_timeout}s'; "
                 "WITH taken AS (DELETE FROM {schema}.{posts} AS p WHERE p.id IN ("
                 "SELECT q.id FROM {schema}.{posts} AS q WHERE q.stream = p_stream "
-                "ORDER BY q.posted_at, q.id LIMIT {posts_max}) RETURNING p.id, p.commands), "
+                "ORDER BY q.posted_at, q.id LIMIT {posts_max}) "
+                "RETURNING p.id, p.commands, p.poster), "
                 "answer_rows AS ("
                 "SELECT 'd' AS kind, t.id, NULL::text AS name, NULL::bigint AS version, "
                 "NULL::text AS topic, t.commands AS state FROM taken AS t "
@@ -426,12 +464,15 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "array_agg(f.name ORDER BY f.kind, f.id, f.version), "
                 "array_agg(f.version ORDER BY f.kind, f.id, f.version), "
                 "array_agg(f.topic ORDER BY f.kind, f.id, f.version), "
-                "array_agg(f.state ORDER BY f.kind, f.id, f.version) "
-                "INTO r_kinds, r_ids, r_names, r_versions, r_topics, r_states "
+                "array_agg(f.state ORDER BY f.kind, f.id, f.version), "
+                "(SELECT array_agg(t.poster) FROM taken AS t) "
+                "INTO r_kinds, r_ids, r_names, r_versions, r_topics, r_states, taken "
                 "FROM answer_rows AS f; "
-                "INSERT INTO {schema}.{turns} AS t (stream, batches) "
-                "VALUES (p_stream, 1 + length(r_kinds) - length(replace(r_kinds, 'd', ''))) "
-                "ON CONFLICT (stream) DO UPDATE SET batches = excluded.batches; "
+                "INSERT INTO {schema}.{turns} AS t (stream, batches, posters) "
+                "VALUES (p_stream, 1 + coalesce(cardinality(taken), 0), "
+                "pg_backend_pid() || coalesce(taken, '{{}}')) "
+                "ON CONFLICT (stream) DO UPDATE "
+                "SET batches = excluded.batches, posters = excluded.posters; "
                 "PERFORM pg_advisory_lock({lock_class}, hashtext(p_stream) & {mask}); "
                 "END $$"
             ).format(
@@ -444,13 +485,15 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             )
         )
         self.hot_wait_statement = (
-            SQL("CALL {procedure}(%s, %s, %b, %s, %s)").format(procedure=hot_wait).as_string()
+            SQL("CALL {procedure}(%s, %s, %b, %s, %s, %s)").format(procedure=hot_wait).as_string()
         )
         self.hot_withdraw_statement = (
             SQL("DELETE FROM {schema}.{posts} WHERE id = %s RETURNING id")
             .format(**names)
             .as_string()
         )
+        self.gated: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        """Connections that hold their gate at a hot aggregate (``hot_wait``): till they post."""
         # The connection and cursor kept for writes, and the pipelined write on it.
         self.writer = WriterConnection(self.datastore, record_function)
         # Rendered once: a composed query is rendered again on every execute otherwise.
@@ -636,16 +679,22 @@ class GuardedWriter:
     ) -> list[int]:
         """Writes events, keys and the answers to posted batches, unless overtaken
         (``OvertakenRows``: nothing written, the locks kept for the next write)."""
+        if self.held:
+            # The call releases every lock the connection holds at session level.
+            self.recorder.gated.discard(self.curs.connection)
         params = guarded_parameters(stored_events, keys, self.held, also_lock, answers)
         rows = self._call(self.recorder.guarded_statement, params)
         self.held = False
-        if rows and rows[0][0] != "i":
+        kinds = {row[0] for row in rows}
+        if "e" in kinds or "k" in kinds:
             self.held = True
             raise OvertakenRows(
                 [StoredEvent(r[2], r[3], r[4], bytes(r[5])) for r in rows if r[0] == "e"],
                 {r[2]: KeyRecord(r[2], r[4], bytes(r[5])) for r in rows if r[0] == "k"},
             )
-        ids = [row[1] for row in rows]
+        if "g" in kinds:
+            self.recorder.gated.add(self.curs.connection)
+        ids = [row[1] for row in rows if row[0] == "i"]
         assert len(ids) == len(stored_events), (len(ids), len(stored_events))
         return ids
 
@@ -653,15 +702,21 @@ class GuardedWriter:
         """Posts a batch for a hot aggregate and waits for its lock: the answers another
         writer gave the batch, or this writer's turn (the lock then kept for its write)."""
         post = secrets.randbits(63)
+        conn = self.curs.connection
+        gated = conn in self.recorder.gated
+        self.recorder.gated.discard(conn)  # released once the batch is posted
         try:
             rows = self._call(
-                self.recorder.hot_wait_statement, (post, stream, commands, version, list(keys))
+                self.recorder.hot_wait_statement,
+                (post, stream, commands, version, list(keys), gated),
             )
         except BaseException:
             self._withdraw(post)
             raise
         ((kinds, ids, names, versions, topics, states),) = rows
-        if kinds == "a":
+        if kinds.startswith("a"):
+            if kinds == "ag":
+                self.recorder.gated.add(conn)
             return RowsTurn(answers=bytes(states[0]))
         self.held = True
         turn = RowsTurn()
@@ -703,8 +758,9 @@ class GuardedWriter:
                 raise
 
     def release(self) -> None:
-        """Releases the locks kept at session level."""
+        """Releases the locks kept at session level (its gate too)."""
         self.held = False
+        self.recorder.gated.discard(self.curs.connection)
         try:
             self.curs.connection.execute("SELECT pg_advisory_unlock_all()")
         except PsycopgError:

@@ -5,8 +5,10 @@
 - ``aggregates``: the aggregates one engine keeps in memory (cache, hot ones, unrecorded ones).
 - ``decision``: ``Tx`` (what one attempt works on), the handlers' registry (``handles``) and
   ``Decider``, which runs a batch's commands against a ``Tx`` (authorisation, replays).
+- ``combining``: what writers of a hot aggregate in several processes hand each other when
+  they commit for each other (posted commands, answers).
 - ``attempts``: one batch written exactly once (optimistic attempt, locked retries, hot
-  aggregates, lost races, unknown commits).
+  aggregates: guarded writes and turns, lost races, unknown commits).
 - ``group_commit``: concurrent callers share transactions (queue, leader, hand-off, asyncio).
 - ``pipeline``: on a pipelined store, the next group is decided while the last one is written.
 - ``gc_pause``: the cyclic collector paused while long batches run.
