@@ -102,31 +102,41 @@ class MemoryStore:
         """``record_rows`` with the store's lock held."""
         # Check everything before the first change, as a transaction's rollback would.
         # The rows of one stream come in order, so each is checked against the one before.
+        # Plain loops: a write of one command (one row, one key) is the common case, and
+        # each comprehension or ``zip`` costs about as much as the row's own check.
         streams = self._streams
-        ids = [str(row.originator_id) for row in rows]
         next_version: dict[str, int] = {}
-        for stream_id, row in zip(ids, rows, strict=True):
+        for row in rows:
+            stream_id = str(row.originator_id)
             expected = next_version.get(stream_id)
             if expected is None:
-                expected = len(streams.get(stream_id, ())) + 1
+                stream = streams.get(stream_id)
+                expected = 1 if stream is None else len(stream) + 1
             if row.originator_version != expected:
                 msg = f"version {row.originator_version} of {stream_id!r} is taken or skipped"
                 raise WriteConflict(msg)
             next_version[stream_id] = expected + 1
         stored_keys = self._keys
-        named = [key.key for key in keys]
-        if len(set(named)) != len(named) or not stored_keys.keys().isdisjoint(named):
-            taken = next(k for i, k in enumerate(named) if k in stored_keys or k in named[:i])
-            raise WriteConflict(f"idempotency key {taken!r} is taken")
-        first_id = len(self._log) + 1
-        self._log.extend(rows)
-        for stream_id, row in zip(ids, rows, strict=True):
+        named: dict[str, KeyRecord] = {}
+        for key in keys:
+            name = key.key
+            if name in stored_keys or name in named:
+                raise WriteConflict(f"idempotency key {name!r} is taken")
+            named[name] = key
+        log = self._log
+        first_id = len(log) + 1
+        log += rows
+        for row in rows:
+            stream_id = str(row.originator_id)
             stream = streams.get(stream_id)
             if stream is None:
-                stream = streams[stream_id] = []
-            stream.append(row)
-        stored_keys.update(zip(named, keys, strict=True))
-        return list(range(first_id, len(self._log) + 1))
+                streams[stream_id] = [row]
+            else:
+                stream.append(row)
+        stored_keys.update(named)
+        if len(rows) == 1:  # one command's write: no range made to list it
+            return [first_id]
+        return list(range(first_id, len(log) + 1))
 
     def has_events_of(self, topic: str) -> bool:
         """Whether any event of ``topic`` was recorded."""
