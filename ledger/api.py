@@ -125,7 +125,9 @@ class Ledger:
 
     def execute(self, command: Mapping[str, Any] | Command) -> Outcome:
         """Runs one command; returns its outcome or raises ``Rejected``."""
-        (result,) = self.execute_many([command])
+        if self._closed:  # ``_check_open``, inline: the path of one command a call
+            raise LedgerError("the ledger is closed")
+        result = self.engine.execute(command)
         if isinstance(result, Rejected):
             raise result
         return result

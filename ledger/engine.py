@@ -57,6 +57,11 @@ class Engine:
     def snapshot_interval(self, events: int) -> None:
         self._attempts.snapshot_interval = events
 
+    def execute(self, command: Mapping[str, Any] | Command) -> Result:
+        """Runs one command; its outcome or rejection (``execute_many`` of one, without the
+        lists: the path of a caller that sends one command a call)."""
+        return self._group_commit.execute(command)
+
     def execute_many(
         self, commands: Iterable[Mapping[str, Any] | Command], *, atomic: bool = False
     ) -> list[Result]:

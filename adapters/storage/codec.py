@@ -124,7 +124,11 @@ class MsgspecMapper(Mapper[str]):
     def to_row(self, event: Event | Snapshot) -> Row:
         """Encodes an event (or snapshot) struct as a row to insert, as stored (compressed,
         encrypted); the write path's form of ``to_stored_event``."""
-        topic, state = encode_event(event)
+        # ``encode_event``, inline: one call less per event written.
+        if isinstance(event, Snapshot):
+            topic, state = SNAPSHOT_TOPIC_PREFIX + event.topic, ENCODER.encode(event)
+        else:
+            topic, state = type(event).topic, ENCODER.encode(event)
         if self.compressor:
             state = self.compressor.compress(state)
         if self.cipher:

@@ -11,6 +11,7 @@ per transaction, where such a command is simply discarded.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -31,6 +32,8 @@ A = TypeVar("A", bound=Aggregate)
 
 Handler = Callable[[Any, "Tx"], Outcome]
 HANDLERS: dict[type[Command], Handler] = {}
+
+_NOTHING: frozenset[str] = frozenset()
 
 Authorise = Callable[[Any, "Tx"], str]
 """Who may act (``ledger/commands/auth.authorise``): the actor, or ``Rejected``."""
@@ -58,7 +61,12 @@ class Tx:
     """The aggregates one attempt works on, and what it will record."""
 
     def __init__(
-        self, aggregates: Aggregates, *, fresh: bool = False, pipelined: bool = False
+        self,
+        aggregates: Aggregates,
+        *,
+        fresh: bool = False,
+        pipelined: bool = False,
+        now: datetime | None = None,
     ) -> None:
         self.aggregates = aggregates
         # A pipelined decision stops at the first hot aggregate (``HotAggregate``).
@@ -69,11 +77,11 @@ class Tx:
         # Hot aggregates are decided on a clone: the cached original stays as recorded, so a
         # lost race costs a catch-up of it, not a reload.
         self.pristine: dict[str, Aggregate] = {}
-        self.created: dict[str, Aggregate] = {}
         self.keys: dict[str, KeyRecord] = {}
         # Aggregates of a fresh attempt already caught up under its lock (in one query).
-        self.current: set[str] = set()
-        self.now: datetime = aggregates.clock()
+        self.current: AbstractSet[str] = _NOTHING
+        # The clock, unless the caller read it for the attempt already (a leader alone).
+        self.now: datetime = aggregates.clock() if now is None else now
         self.today: date = aggregates.local_day(self.now)
         self._from_cache: set[str] = set()
         # What the current command has read, with each aggregate's pending-event count at its
@@ -171,7 +179,6 @@ class Tx:
         if self.find(aggregate.id) is not None:
             raise Rejected("already_exists", account_id=aggregate.id)
         self.touched[aggregate.id] = aggregate
-        self.created[aggregate.id] = aggregate
         self._read[aggregate.id] = (aggregate, 0)
         self._created_now.append(aggregate.id)
 
@@ -197,7 +204,6 @@ class Tx:
         """Forgets aggregates the current (rejected, unchanged) command added."""
         for new_id in self._created_now:
             self.touched.pop(new_id, None)
-            self.created.pop(new_id, None)
             self._read.pop(new_id, None)
         self._created_now = []
 
@@ -287,7 +293,7 @@ def fresh_tx(aggregates: Aggregates, aggregate_ids: Collection[str]) -> Tx:
     """An attempt under the lock of ``aggregate_ids``, their cached state caught up at once
     (one query on PostgreSQL, instead of one per aggregate as the attempt reaches it)."""
     tx = Tx(aggregates, fresh=True)
-    tx.current.update(a.id for a in aggregates.catch_up_cached(aggregate_ids))
+    tx.current = {a.id for a in aggregates.catch_up_cached(aggregate_ids)}
     return tx
 
 
@@ -308,6 +314,8 @@ class Decider:
         (or an atomic batch), so a command that mutated and then rejected is just rejected;
         otherwise it raises ``PartialRejection``.
         """
+        if len(batch) == 1:  # a caller alone: no comprehension
+            return [self.run_one(batch[0], tx, stored_keys, isolated=isolated)]
         run_one = self.run_one
         return [run_one(p, tx, stored_keys, isolated=isolated) for p in batch]
 
@@ -359,7 +367,6 @@ class Decider:
                     raise PartialRejection from rejection
                 self.aggregates.evict(tx.touched)
                 tx.touched.clear()
-                tx.created.clear()
                 # An isolated attempt holds this command alone: a fact it claimed before
                 # rejecting must not be recorded either.
                 tx.keys.clear()

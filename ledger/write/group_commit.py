@@ -179,15 +179,9 @@ class GroupCommit:
                 return _too_large(too_many)
             with gc_pause_for(len(batch)):
                 return self._submit([Request(preparation.prepare_many(batch, clock()), True)])
-        # ``execute``: nothing to split (a type test, cheaper than an ABC's on the hot path).
+        # Nothing to split (a type test, cheaper than an ABC's on the hot path).
         if type(commands) is list and len(commands) == 1:
-            request = Request([prepare(commands[0], clock())], False)
-            if not self.attempts.aggregates.store.pipelined and self._run_alone(request):
-                if request.error is not None:
-                    raise request.error
-                assert request.results is not None
-                return request.results
-            return self._submit([request])
+            return [self.execute(commands[0])]
         results: list[Result] = []
         remaining = iter(commands)
         part = self._group_max()
@@ -210,6 +204,26 @@ class GroupCommit:
                 del requests
         return results
 
+    def execute(self, command: Mapping[str, Any] | Command) -> Result:
+        """One command's result: ``execute_many([command])[0]``, without the lists.
+
+        A caller alone (nobody leads, so nothing is queued) leads at once, without the queue
+        (``_lead_alone``); otherwise it queues as ``execute_many`` does.
+        """
+        with self._queue_lock:
+            if self._closed:  # ``_check_open``, inline
+                raise LedgerError("the ledger is closed")
+            alone = not self._leading
+            self._leading = True
+        if not alone:
+            now = self.attempts.aggregates.clock()
+            return self._submit([Request([prepare(command, now)], False)])[0]
+        request = self._lead_alone(command)
+        if request.error is not None:
+            raise request.error
+        assert request.results is not None
+        return request.results[0]
+
     async def aexecute_many(self, commands: Commands, *, atomic: bool = False) -> list[Result]:
         """``execute_many`` for asyncio: joins the same queue without blocking the event loop."""
         clock = self.attempts.aggregates.clock
@@ -226,26 +240,38 @@ class GroupCommit:
             results.extend(await self._asubmit(prepared, atomic=False))
         return results
 
-    def _run_alone(self, request: Request) -> bool:
-        """Runs a lone caller's request at once, as the leader of a group of its own, when
-        nobody leads (so nothing is queued); False, unrun, otherwise.
+    def _lead_alone(self, command: Mapping[str, Any] | Command) -> Request:
+        """Leads for a caller alone: its command is parsed, then goes to the pipeline (or, on a
+        store with no pipeline, is decided and written) without passing through the queue.
 
-        For a store with no pipeline (SQLite), where a group is decided and written at once
-        anyway: this skips the queue and the wake. Callers that queue meanwhile wait for it
-        and are then led as usual (``_hand_off``). On a pipelined store the lone caller leads
-        through the queue, so that callers who queue while its write is on the server are
-        decided meanwhile.
+        The clock is read once, for the parse and the decision: the leader reads it after it
+        took the lead, so a group's time never lies before the one of the group led before.
+        On a pipelined store the write is then on the server: callers that queue meanwhile
+        are decided while it is written, as any leader does (``_lead``); with nobody queued,
+        the leader waits for the answer (``_await_answer``) and lands it.
         """
-        with self._queue_lock:
-            self._check_open()
-            if self._leading:
-                return False
-            self._leading = True
+        pipeline = self._pipeline
         try:
-            self.commit_group([request])
-        finally:
+            now = self.attempts.aggregates.clock()
+            request = Request([prepare(command, now)], False)
+            pipeline.commit_or_send([request], now)
+            flight = pipeline.flight
+            if flight is not None and not self._queue:
+                # An answer here already (the memory store's) needs no wait for it.
+                sent = flight.sent
+                if sent is None or sent.fileno is None or not self._await_answer(flight):
+                    pipeline.land(None)
+        except BaseException:
+            self._tell_loops()
             self._hand_off()
-        return True
+            raise
+        if not request.done:
+            self._lead([request])  # callers queued during the write: led as usual
+            return request
+        if self._told:
+            self._tell_loops()
+        self._hand_off()
+        return request
 
     def _submit(self, requests: list[Request]) -> list[Result]:
         """Queues a caller's commands (in parts, one request each), leads if nobody does, and

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
 
 from ledger.domain import Aggregate, Event
 from ledger.errors import CommitOutcomeUnknown, DatabaseUnreachable, InfrastructureError
@@ -22,7 +25,7 @@ from ledger.write import combining
 from ledger.write.attempts import Attempts
 from ledger.write.command_log import log_commands
 from ledger.write.decision import HotAggregate, Tx
-from ledger.write.gc_pause import gc_pause_for
+from ledger.write.gc_pause import GC_PAUSE, GC_PAUSE_COMMANDS_MIN
 from ledger.write.ports import Sent
 from ledger.write.preparation import Prepared, Result
 from ledger.write.request import Request, deliver_each
@@ -50,12 +53,13 @@ def database_failure(exc: BaseException | None) -> InfrastructureError | None:
     return exc if isinstance(exc, InfrastructureError) else None
 
 
-@dataclass(eq=False, slots=True)
-class Decided:
+class Decided(msgspec.Struct, eq=False):
     """A group decided in one optimistic attempt, then sent to the store (``Pipeline.send``).
 
     Its events were taken off the aggregates when it was decided, so that the next group,
-    decided on top of it while it is written, takes only its own.
+    decided on top of it while it is written, takes only its own. A struct: one is made per
+    group (a write of one command, for a caller alone), and a dataclass costs several times
+    as much to make.
     """
 
     group: list[Request]
@@ -66,15 +70,12 @@ class Decided:
     due: list[Aggregate]
     """Aggregates due for a snapshot once it is recorded (nothing is decided on top of it)."""
     started: float
+    writes: bool
+    """Whether it has anything to record (events or keys)."""
     sent: Sent | None = None
-    stale: set[str] = field(default_factory=set)
+    stale: set[str] = msgspec.field(default_factory=set)
     """Its aggregates that a decision made on top of it changed in place and then set aside:
     they are evicted, not kept, once it is recorded."""
-
-    @property
-    def writes(self) -> bool:
-        """Whether it has anything to record."""
-        return bool(self.events or self.tx.keys)
 
 
 def _reraise(exc: BaseException) -> Sequence[int]:
@@ -102,9 +103,11 @@ class Pipeline:
         self._flight = decided
         self.attempts.aggregates.in_flight_state = {} if decided is None else decided.tx.touched
 
-    def commit_or_send(self, group: list[Request]) -> None:
+    def commit_or_send(self, group: list[Request], now: datetime | None = None) -> None:
         """Decides a group on top of the one in flight and sends it once that one is recorded;
-        or runs it as usual when it cannot be (atomic, hot, a partial rejection, a fault)."""
+        or runs it as usual when it cannot be (atomic, hot, a partial rejection, a fault).
+
+        ``now``: the clock, read by the leader since it leads (else it is read here)."""
         aggregates = self.attempts.aggregates
         flight = self._flight
         if group[0].atomic or not aggregates.store.pipelined:
@@ -118,14 +121,17 @@ class Pipeline:
             flight = None
         batch = group[0].batch if len(group) == 1 else [p for r in group for p in r.batch]
         decided: Decided | None
-        touched: list[str]
-        with aggregates.lock, gc_pause_for(len(batch)):
+        touched: Collection[str]
+        with aggregates.lock:
             failed: InfrastructureError | None = None
             if aggregates.store.combining and combining.hot_target(batch, aggregates):
                 # Posted for its hot aggregate (``Attempts``): nothing to decide here.
                 decided, touched, hot = None, [], True
+            elif len(batch) < GC_PAUSE_COMMANDS_MIN:
+                decided, touched, hot, failed = self._decide_group(group, batch, now)
             else:
-                decided, touched, hot, failed = self._decide_group(group, batch)
+                with GC_PAUSE:
+                    decided, touched, hot, failed = self._decide_group(group, batch, now)
         # With the database failing, each step below would wait the pool's timeout again:
         # a group whose decision, whose predecessor's landing or whose reload met that
         # failure fails with it at once (nothing of it was sent).
@@ -158,15 +164,15 @@ class Pipeline:
             self.commit_group(group, None)
 
     def _decide_group(
-        self, group: list[Request], batch: list[Prepared]
-    ) -> tuple[Decided | None, list[str], bool, InfrastructureError | None]:
+        self, group: list[Request], batch: list[Prepared], now: datetime | None
+    ) -> tuple[Decided | None, Collection[str], bool, InfrastructureError | None]:
         """A plain optimistic decision of the group (none, and nothing changed, when the group
         must run as usual: hot aggregates, a partial rejection, a handler's fault), the
-        aggregates it read, whether it stopped at a hot one, and the database's failure if a
-        read failed (the group then fails with it instead of running again)."""
+        aggregates it read if none, whether it stopped at a hot one, and the database's
+        failure if a read failed (the group then fails with it instead of running again)."""
         started = time.perf_counter()
         attempts = self.attempts
-        tx = Tx(attempts.aggregates, pipelined=True)
+        tx = Tx(attempts.aggregates, pipelined=True, now=now)
         try:
             results = attempts.decider.decide(batch, tx, {}, isolated=False)
         except BaseException as exc:
@@ -179,8 +185,8 @@ class Pipeline:
             raise
         events, due = tx.take_events(attempts.snapshot_interval)
         attempts.aggregates.unrecorded.update(tx.touched)
-        decided = Decided(group, batch, tx, results, events, due, started)
-        return decided, list(tx.touched), False, None
+        writes = bool(events or tx.keys)
+        return Decided(group, batch, tx, results, events, due, started, writes), (), False, None
 
     def _fail(self, group: list[Request], error: InfrastructureError) -> None:
         """The group fails with ``error``; if the database is unreachable, so does every
@@ -209,9 +215,10 @@ class Pipeline:
         flight = self._flight
         assert flight is not None
         aggregates = self.attempts.aggregates
-        self._set_flight(None)
+        self._flight = None
+        aggregates.in_flight_state = {}
         try:
-            ids = flight.sent.answer() if flight.sent is not None else []
+            ids = flight.sent.answer() if flight.sent is not None else ()
         except BaseException as exc:
             with aggregates.lock:
                 if then is not None:
@@ -237,10 +244,12 @@ class Pipeline:
         """A recorded group: its aggregates cached as recorded, its log lines, its results."""
         attempts = self.attempts
         aggregates = attempts.aggregates
+        writes = decided.writes
         with aggregates.lock:
-            if decided.writes:
+            if writes:
                 attempts.committed(decided.tx, decided.due)
-                aggregates.evict(decided.stale)
+                if decided.stale:
+                    aggregates.evict(decided.stale)
             if self._flight is None:
                 aggregates.unrecorded.clear()
             else:
@@ -250,9 +259,13 @@ class Pipeline:
                 )
         log_commands(decided.batch, decided.results, decided.started)
         try:
-            if decided.writes:
+            if writes:
                 for callback in attempts.on_commit:
                     callback(ids)
         finally:
             # Recorded: its callers get their results even if a callback failed.
-            deliver_each(decided.group, decided.results)
+            group = decided.group
+            if len(group) == 1:
+                group[0].deliver(decided.results, None)
+            else:
+                deliver_each(group, decided.results)

@@ -97,7 +97,7 @@ def prepare(command: Mapping[str, Any] | Command, now: datetime) -> Prepared:
                 # Only a known type goes into the log line, never whatever the caller sent.
                 if type(given_type) is str and given_type in COMMAND_TYPES:
                     raw_type = given_type
-            model = COMMAND_ADAPTER.validate_python(command)
+            model = _VALIDATE_COMMAND(command)
     except ValidationError as exc:
         return Prepared(None, rejection=validation_rejection(exc), raw_type=raw_type)
     except Rejected as exc:
@@ -105,6 +105,9 @@ def prepare(command: Mapping[str, Any] | Command, now: datetime) -> Prepared:
     return _prepared(model, now)
 
 
+_VALIDATE_COMMAND = COMMAND_ADAPTER.validator.validate_python
+"""``COMMAND_ADAPTER.validate_python`` without its Python wrapper (a fifth of a command's
+validation when it is validated alone)."""
 _COMMAND_LIST_ADAPTER: TypeAdapter[list[Any]] = TypeAdapter(list[AnyCommand])
 
 
