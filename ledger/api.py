@@ -148,8 +148,9 @@ class Ledger:
     def status(self) -> dict[str, Any]:
         """The read side's health (DESIGN §7): the log's newest notification id, whether it is
         read from a hot standby and that standby's replay lag, the mode, and for each view its
-        position, lag in events and seconds, and last projection error; and each publisher's
-        position, lag and last error (``ledger publish``)."""
+        position, lag in events and seconds, and last projection error; each publisher's
+        position, lag and last error (``ledger publish``); and the Merkle tree's (``tree``:
+        ``proofs.tree_status``, None on ``memory://``)."""
         self._check_open()
         status = self.views.status()
         newest = self.views.projector.source.max_notification_id() or 0
@@ -159,7 +160,17 @@ class Ledger:
             **log_replication(self.store),
             **status,
             "publishers": [publisher.to_dict() for publisher in publishers],
+            "tree": self._tree_status(newest),
         }
+
+    def _tree_status(self, newest: int) -> dict[str, Any] | None:
+        if isinstance(self.store, MemoryStore):
+            return None
+        now = self.engine.clock()
+        projector = self.views.projector
+        return proofs.tree_status(
+            self.tree_store(), newest, lambda position: projector.waited_s(position, now)
+        )
 
     def status_for(self, actor_id: str) -> dict[str, Any]:
         """``status()`` as ``actor_id`` may read it (``read_scope.status_for``): a projection

@@ -143,13 +143,14 @@ def _add_view_commands(commands: Any) -> None:
     status = add_command(
         commands,
         "status",
-        "print each view's position, lag and last projection error",
+        "print each view's and the Merkle tree's position and lag, and projection errors",
         "For each view: the notification id it has reached, its lag behind the log (events,\n"
         "and seconds since the oldest event it lacks was recorded) and the last projection\n"
         "error (with the notification id and aggregate of the event that caused it), and\n"
         "when a projector last ran over it (its heartbeat). Also whether the log is read from\n"
-        "a hot standby, and that standby's replay lag, and each publisher's position, lag and\n"
-        "last error (`ledger publish`).\n"
+        "a hot standby, and that standby's replay lag, each publisher's position, lag and\n"
+        "last error (`ledger publish`), and the Merkle tree's: the notification id of its last\n"
+        "leaf, its lag (events, seconds), and the latest signed checkpoint's size and time.\n"
         "Exit 0, or 1 when a view's last page failed or a publisher's last batch did.",
         ["ledger status", "ledger status --json --views-url postgresql://postgres@views/v"],
     )
@@ -544,7 +545,15 @@ def run_status(args: argparse.Namespace) -> int:
                 failed,
                 ran,
             )
+        tree = status["tree"]
+        if tree is not None:
+            lag_s = "?" if tree["lag_s"] is None else f"{tree['lag_s']:.1f}"
+            table.add_row(
+                "merkle tree", f"{tree['position']:,}", f"{tree['lag_events']:,}", lag_s, "-", "-"
+            )
         console.print(table)
+        if tree is not None:
+            console.print(cli_proofs.tree_line(tree), highlight=False)
         # An error names the event it stopped at: printed whole, one line each, below.
         for view in views:
             if view["error"]:

@@ -322,6 +322,17 @@ def _register_statements(subparsers: Any) -> None:
     export.set_defaults(func=run_export_log)
 
 
+def tree_line(tree: dict[str, Any]) -> str:
+    """``ledger status``'s line on the Merkle tree (``Ledger.status()["tree"]``)."""
+    checkpoint = tree["checkpoint"]
+    signed = (
+        "no signed checkpoint yet"
+        if checkpoint is None
+        else f"latest checkpoint {checkpoint['size']:,} leaves, signed {checkpoint['signed_at']}"
+    )
+    return f"merkle tree: {tree['size']:,} leaves sealed; {signed}"
+
+
 def run_keygen(args: argparse.Namespace) -> int:
     """``ledger keygen``."""
     try:

@@ -365,7 +365,7 @@ class Projector:
             position = 0 if row is None else int(row[2])
             lag_events = max(newest - position, 0)
             if position not in waited:
-                waited[position] = 0.0 if lag_events == 0 else self._waited_s(position, now)
+                waited[position] = 0.0 if lag_events == 0 else self.waited_s(position, now)
             found.append(
                 ViewStatus(
                     name=view.name,
@@ -384,8 +384,9 @@ class Projector:
             )
         return found
 
-    def _waited_s(self, position: int, now: datetime) -> float | None:
-        """Seconds since the first event after ``position`` was recorded (None: unreadable)."""
+    def waited_s(self, position: int, now: datetime) -> float | None:
+        """Seconds since the first event after ``position`` was recorded (0 when there is none;
+        None when it cannot be read): the lag in seconds of whatever stands at ``position``."""
         following = self.source.select_notifications(position, 1, inclusive_of_start=False)
         if not following:
             return 0.0

@@ -223,6 +223,30 @@ def sign_checkpoint(
     return stored
 
 
+def tree_status(
+    store: TreeStore, newest: int, waited_s: Callable[[int], float | None]
+) -> dict[str, Any]:
+    """Where the tree stands (``Ledger.status()["tree"]``, ``ledger status``).
+
+    ``size`` leaves sealed, up to notification ``position``; ``lag_events``: notification ids
+    between it and ``newest`` (as the views count theirs); ``lag_s``: ``waited_s(position)``,
+    the seconds since the oldest event not sealed yet was recorded (0 when caught up, None
+    when unreadable); ``checkpoint``: the latest signed one's size and signing time, or None.
+    """
+    state = store.tree_state()
+    latest = store.checkpoint(latest=True)
+    lag = max(newest - state.last_id, 0)
+    return {
+        "size": state.size,
+        "position": state.last_id,
+        "lag_events": lag,
+        "lag_s": 0.0 if lag == 0 else waited_s(state.last_id),
+        "checkpoint": None
+        if latest is None
+        else {"size": latest.size, "signed_at": latest.signed_at},
+    }
+
+
 def b64(value: bytes) -> str:
     """Standard base64 (the proofs' JSON form of a hash)."""
     return base64.b64encode(value).decode()

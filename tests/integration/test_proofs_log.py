@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import sqlite3
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
 
+from adapters.cli.main import main
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
@@ -144,3 +147,55 @@ def test_leaf_hash_in_sql_alone(pg_url: str, clock: ManualClock) -> None:
         ).fetchall()
     assert [bytes(r[0]) for r in rows] == reference_tree(pg_url).levels[0]
     assert hashlib.sha256(b"").digest()  # the empty root, for the reader of the SQL above
+
+
+def test_status_shows_the_tree_beside_the_views(
+    store_url: str, clock: ManualClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``Ledger.status()["tree"]`` and ``ledger status``: the sealed size, the notification id of
+    the last leaf, the lag behind the log (events, and seconds since the oldest unsealed event
+    was recorded) and the latest checkpoint's size and signing time."""
+    signer = Signer.generate(ORIGIN)
+    with Ledger.open(store_url, clock=clock, projections="off", password_cost="fast") as lg:
+        build_network(lg, cti_stamps=50)
+        newest = lg.status()["log_position"]
+        clock.advance(timedelta(seconds=90))
+        assert lg.status()["tree"] == {
+            "size": 0,
+            "position": 0,
+            "lag_events": newest,
+            "lag_s": 90.0,
+            "checkpoint": None,
+        }
+        lg.checkpoint(signer)  # seals, then signs at the clock's time
+        sealed = len(raw_rows(store_url))
+        assert lg.status()["tree"] == {
+            "size": sealed,
+            "position": newest,
+            "lag_events": 0,
+            "lag_s": 0.0,
+            "checkpoint": {"size": sealed, "signed_at": "2026-01-05T18:01:30Z"},
+        }
+        lg.execute_many([consume() for _ in range(3)])
+        clock.advance(timedelta(seconds=15))
+        status = lg.status()
+        assert status["log_position"] == newest + 3
+        assert status["tree"]["lag_events"] == 3
+        assert status["tree"]["lag_s"] == 15.0
+        assert status["tree"]["position"] == newest
+        assert status["tree"]["checkpoint"] == {"size": sealed, "signed_at": "2026-01-05T18:01:30Z"}
+    capsys.readouterr()
+    assert main(["status", "--url", store_url, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)["tree"]
+    assert (printed["size"], printed["position"], printed["lag_events"]) == (sealed, newest, 3)
+    assert printed["checkpoint"]["size"] == sealed
+    assert main(["status", "--url", store_url]) == 0
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("merkle tree ")]
+    assert row.split()[2:4] == [f"{newest:,}", "3"]
+    assert (
+        f"merkle tree: {sealed:,} leaves sealed; latest checkpoint {sealed:,} leaves, signed"
+        " 2026-01-05T18:01:30Z" in out
+    )
+    with Ledger.open("memory://", projections="off") as memory:
+        assert memory.status()["tree"] is None
