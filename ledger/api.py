@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -29,6 +29,8 @@ from ledger.errors import LedgerError, Rejected
 from ledger.outbound.tracking import outbound_status
 from ledger.outcome import Outcome
 from ledger.passwords import PasswordCost
+from ledger.projections.base import View
+from ledger.projections.own import ViewDefinitionError, check_views
 from ledger.projections.runner import ProjectionError, Projector
 from ledger.projections.views import Views, default_views
 from ledger.proofs import log as proofs
@@ -70,11 +72,13 @@ class Ledger:
         create_tables: bool = True,
         password_cost: PasswordCost = "normal",  # noqa: S107  (a cost level, not a password)
         views_url: str | None = None,
+        views: Sequence[View] = (),
     ) -> Ledger:
         """Opens the ledger at ``url`` (``None``: ``$LEDGER_URL`` or ``./ledger.db``).
 
         ``views_url`` (default ``url``) is where the views and their tracking live (DESIGN §8):
-        the log is read from ``url``, which may then be a read-only hot standby.
+        the log is read from ``url``, which may then be a read-only hot standby. ``views`` adds
+        your own views (``ledger.projections.own``) to the built-in ones, tracked alike.
         """
         store: EventStore | MemoryStore
         if url is not None and url.startswith("memory:"):
@@ -88,21 +92,27 @@ class Ledger:
             if create_tables and isinstance(store, EventStore):
                 ledger.tree_store().setup()
             ledger.views_url = views_url or url or ""
-            ledger._open_views(views_url or url, create_tables=create_tables)
+            ledger._open_views(views_url or url, create_tables=create_tables, own=views)
         except BaseException:
             ledger.close()
             raise
         return ledger
 
-    def _open_views(self, views_url: str | None, *, create_tables: bool) -> None:
+    def _open_views(
+        self, views_url: str | None, *, create_tables: bool, own: Sequence[View] = ()
+    ) -> None:
         """The read side (``ledger/projections``) in ``views_url``, run as asked."""
         if self.projections not in ("inline", "background", "off"):
             raise Rejected("invalid_command", field="projections", reason="inline|background|off")
         if isinstance(self.store, MemoryStore) and views_url != self.url:
             raise Rejected("invalid_command", field="views_url", reason="not with memory://")
+        try:
+            views = check_views([*default_views(), *own])
+        except ViewDefinitionError as exc:
+            raise Rejected("invalid_command", field="views", reason=str(exc)) from None
         database = open_view_database(views_url)
         projector = Projector(
-            database, notification_source(self.store), event_decoder(self.store), default_views()
+            database, notification_source(self.store), event_decoder(self.store), views
         )
         self._views = Views(database, projector, self.engine.clock, self.projections)
         if create_tables:

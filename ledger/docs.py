@@ -589,7 +589,109 @@ def render_views() -> str:
             columns = ", ".join(f"`{c}` {kind}" for c, kind in table.columns)
             out += [f"- `{table.name}` ({view.name}): {columns}"]
     out += ["", "`view_tracking` holds each view's position, version and last projection error."]
+    out += ["", *OWN_VIEWS_TEXT.strip().splitlines(), ""]
+    out += ["```python", *EXAMPLE_VIEW.read_text(encoding="utf-8").rstrip().splitlines(), "```"]
+    out += ["", *OWN_VIEWS_USE.strip().splitlines(), ""]
+    out += _events_section()
     return "\n".join(line.rstrip() for line in out).rstrip() + "\n"
+
+
+EXAMPLE_VIEW = DOCS.parent / "examples" / "monthly_stamps_by_rfc.py"
+"""The own view VIEWS.md shows whole (``tests/integration/test_own_views.py`` runs it)."""
+
+OWN_VIEWS_TEXT = """
+## Your own views
+
+A view the project does not have is written outside it, against `ledger.projections.own`, and
+kept exactly like the built-in ones: the same runner hands each page of events to every view,
+and one transaction writes all their rows and moves each view's position in `view_tracking`.
+A crash leaves rows and position together; a view added later, or whose `version` changed, is
+built from the first event on its own; `ledger rebuild` rebuilds it aside with the others.
+
+- `class MyView(OwnView)` with `name` (lower case), `version` and `tables`: each a
+  `Table(name, columns, key)`, named `view_*`, columns `(name, kind)` with kind `text`, `int`
+  (64-bit), `bool`, `ts` (aware instant) or `date`.
+- Handlers: methods marked `@on(EventClass, ...)` (a base class covers its subclasses) taking
+  `(self, rows, event)`. They say what the event changes, never write SQL:
+  `rows.set(table, key, **fields)`, `rows.add(table, key, **amounts)` (integers, from 0),
+  `rows.delete(table, key)`, `key` a mapping of the key columns. A page's changes are merged
+  in event order and written in bulk. Handlers are pure (no clock, no I/O): a rebuild must give
+  the same rows. The events and their fields are listed below.
+- Queries: methods marked `@query` taking `(self, cursor, ...)`; `cursor.execute(sql,
+  params)` with `?` placeholders (SQLite and PostgreSQL alike), `cursor.fetchall()`, and
+  `cursor.dialect.to_ts(value)` / `to_day(value)` to read instants and dates back.
+- Register: `Ledger.open(url, views=[MyView()])`, then `lg.views.own("my_view").my_query(...)`;
+  or, from an installed package, an entry point that `ledger project`, `rebuild`, `status`
+  and `export` load:
+
+  ```toml
+  [project.entry-points."ledger.views"]
+  monthly = "my_reports.monthly:MonthlyStampsByRfc"
+  ```
+
+  `ledger project --view NAME` and `ledger rebuild --view NAME` run one view alone.
+
+### Example: monthly stamps consumed per issuer RFC
+
+The report a PAC reconciles with SAT, written from scratch (`examples/monthly_stamps_by_rfc.py`,
+run by `tests/integration/test_own_views.py`):
+"""
+
+OWN_VIEWS_USE = """
+```python
+with Ledger.open("postgresql://ledger@db/books", views=[MonthlyStampsByRfc()]) as lg:
+    for row in lg.views.own("monthly_stamps_by_rfc").month("2026-01"):
+        print(row.issuer_rfc, row.stamps)
+```
+"""
+
+
+def _plain_type(annotation: Any) -> str:
+    """A type as a table cell shows it: no module paths, no ``|`` (a column separator)."""
+    text = re.sub(r"\b(?:[a-z_]+\.)+(?=[A-Za-z])", "", _type_name(annotation))
+    return text.replace(" | ", " or ")
+
+
+def _events_section() -> list[str]:
+    """Every event an own view can handle, with its fields (also the ``data`` of a message)."""
+    import importlib  # noqa: PLC0415
+    import pkgutil  # noqa: PLC0415
+
+    import ledger.aggregates  # noqa: PLC0415
+    from ledger.domain import TOPICS  # noqa: PLC0415
+    from ledger.outbound.message import BASE_FIELDS, SECRET_FIELDS  # noqa: PLC0415
+
+    # Every aggregate module, whatever the process imported so far; and only their events
+    # (a test may register event classes of its own).
+    for module in pkgutil.iter_modules(ledger.aggregates.__path__):
+        importlib.import_module(f"ledger.aggregates.{module.name}")
+
+    out = [
+        "## Events",
+        "",
+        "What handlers receive (`ledger.aggregates`), and the `data` of each message of",
+        "`ledger publish` and row of `ledger export`. Every event also has `originator_id`,",
+        "`originator_version`, `timestamp` and `actor`. Fields marked secret never leave the",
+        "ledger.",
+        "",
+        "| event | fields |",
+        "|---|---|",
+    ]
+    for topic in sorted(TOPICS):
+        event_class = TOPICS[topic]
+        if not event_class.__module__.startswith("ledger.aggregates."):
+            continue
+        hints = typing.get_type_hints(event_class)
+        fields = [
+            f"`{name}` {_plain_type(hint)}" + (" (secret)" if name in SECRET_FIELDS else "")
+            for name, hint in hints.items()
+            if name not in BASE_FIELDS
+            and typing.get_origin(hint) is not typing.ClassVar
+            and name not in ("topic", "class_version", "aggregate_class")
+        ]
+        type_name = topic.partition("#")[0]
+        out.append(f"| `{type_name}` | {', '.join(fields) or '-'} |")
+    return out
 
 
 PAGES = {COMMANDS_MD: render_commands, VIEWS_MD: render_views}

@@ -27,7 +27,7 @@ from adapters.publish import (
 )
 from adapters.storage.views import LogWatcher
 from ledger.api import Ledger
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, Rejected
 from ledger.outbound.networks import Networks
 from ledger.outbound.publisher import (
     PAGE_SIZE_DEFAULT,
@@ -36,7 +36,7 @@ from ledger.outbound.publisher import (
     log_origin,
 )
 from ledger.outbound.tracking import Tracking
-from ledger.projections.runner import ProjectionFailed
+from ledger.projections.runner import ProjectionFailed, Projector
 
 FOLLOW_INTERVAL_S_DEFAULT = 1.0
 # Kept here rather than imported, so that pyarrow loads only when `export` runs
@@ -128,6 +128,18 @@ def register(commands: Any) -> None:
     )
     publish.set_defaults(func=run_publish)
     _add_export(commands)
+
+
+def only_view(lg: Ledger, name: str | None) -> None:
+    """Narrows ``lg``'s projector to the view ``name`` (``--view``; None: every view)."""
+    if name is None:
+        return
+    projector = lg.views.projector
+    chosen = [view for view in projector.views if view.name == name]
+    if not chosen:
+        known = ", ".join(view.name for view in projector.views)
+        raise Rejected("invalid_command", field="view", reason=f"no view {name} (views: {known})")
+    lg.views.projector = Projector(projector.database, projector.source, projector.decode, chosen)
 
 
 def run_publish(args: argparse.Namespace) -> int:

@@ -62,6 +62,7 @@ from ledger.commands.json_text import parse_command_json
 from ledger.commands.reference import command_models, json_schema
 from ledger.errors import LedgerError, Rejected, one_line
 from ledger.logging import configure_cli_logging
+from ledger.projections.own import entry_point_views
 from ledger.projections.runner import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
 
 EXEC_BATCH_MAX = 1_000
@@ -106,6 +107,10 @@ def _page_size(text: str) -> int:
 
 
 PAGE_SIZE_HELP = f"notifications read and written per transaction (1..{PAGE_SIZE_MAX})"
+VIEW_HELP = (
+    "only this view (a built-in one, or your own from a `ledger.views` entry point;"
+    " default: every view)"
+)
 
 
 def _add_view_commands(commands: Any) -> None:
@@ -138,6 +143,7 @@ def _add_view_commands(commands: Any) -> None:
     project.add_argument(
         "--page-size", type=_page_size, default=PAGE_SIZE_DEFAULT, help=PAGE_SIZE_HELP
     )
+    project.add_argument("--view", metavar="NAME", help=VIEW_HELP)
     project.set_defaults(func=run_project)
 
     status = add_command(
@@ -174,6 +180,7 @@ def _add_view_commands(commands: Any) -> None:
     rebuild.add_argument(
         "--page-size", type=_page_size, default=PAGE_SIZE_DEFAULT, help=PAGE_SIZE_HELP
     )
+    rebuild.add_argument("--view", metavar="NAME", help=VIEW_HELP)
     rebuild.set_defaults(func=run_rebuild)
 
 
@@ -480,7 +487,8 @@ def run_rebuild(args: argparse.Namespace) -> int:
     """``ledger rebuild``."""
     quiet_logs()
     try:
-        with _open(args, projections="off") as lg:
+        with _open(args, projections="off", views=entry_point_views()) as lg:
+            data_out.only_view(lg, args.view)
             lg.views.projector.page_size = args.page_size
             with ProgressBar("rebuild") as bar:
                 lg.views.rebuild(progress=lambda p: bar(p.done, p.total))
@@ -494,7 +502,8 @@ def run_project(args: argparse.Namespace) -> int:
     """``ledger project [--follow]``."""
     stop = threading.Event()
     try:
-        with _open(args, projections="off") as lg:
+        with _open(args, projections="off", views=entry_point_views()) as lg:
+            data_out.only_view(lg, args.view)
             lg.views.projector.page_size = args.page_size
             if args.follow:
                 # A follower reports a failed catch-up and keeps going (``_follow``).
@@ -511,7 +520,7 @@ def run_project(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     """``ledger status``: exit 0, or 1 when some view's last page failed."""
     try:
-        with _open(args, projections="off", create_tables=False) as lg:
+        with _open(args, projections="off", create_tables=False, views=entry_point_views()) as lg:
             status = lg.status()
     except LedgerError as exc:
         return fail("status", exc)

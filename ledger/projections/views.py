@@ -20,6 +20,7 @@ from datetime import date, datetime
 from typing import Any, Literal, TypeVar
 
 from ledger.clock import Clock, local_date
+from ledger.errors import Rejected
 from ledger.logging import get_logger
 from ledger.projections import balances as balances_view
 from ledger.projections import billing, consumption, directory, entitlements, portal
@@ -46,6 +47,7 @@ from ledger.projections.entitlements import (
     PortalUserRow,
     SeatRow,
 )
+from ledger.projections.own import OwnView
 from ledger.projections.portal import AutoTopUpRuleRow, ExpiringLotRow, PackageRow, PortalView
 from ledger.projections.runner import (
     BackgroundProjector,
@@ -125,6 +127,13 @@ class Views:
     def lag(self) -> int:
         """Notifications recorded but not yet in every view."""
         return self.projector.lag()
+
+    def own(self, name: str) -> OwnQueries:
+        """The ``@query`` methods of the view ``name`` given to ``Ledger.open(views=...)``."""
+        for view in self.projector.views:
+            if view.name == name and isinstance(view, OwnView):
+                return OwnQueries(self, view)
+        raise Rejected("invalid_command", field="view", reason=f"no own view {name}")
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every view row in key order (two dumps are equal iff the views are)."""
@@ -365,3 +374,24 @@ class Views:
                 cursor, distributor_id, after_id, limit
             )
         )
+
+
+class OwnQueries:
+    """An own view's queries, each run like the built-in ones (caught up first when inline,
+    in a read transaction): ``lg.views.own("monthly_stamps_by_rfc").months()``."""
+
+    def __init__(self, views: Views, view: OwnView) -> None:
+        self._views = views
+        self._queries = view.queries()
+        self.view = view
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        found = self._queries.get(name)
+        if found is None:
+            raise AttributeError(f"view {self.view.name} has no query {name}")
+        views = self._views
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return views._query_at(lambda cursor, _now: found(cursor, *args, **kwargs))
+
+        return run
