@@ -25,7 +25,7 @@ from adapters.publish import (
     SUBJECT_PREFIX_DEFAULT,
     open_target,
 )
-from adapters.storage.views import LogWatcher
+from adapters.storage.views import LogWatcher, fast_notification_source
 from ledger.api import Ledger
 from ledger.errors import LedgerError, Rejected
 from ledger.outbound.networks import Networks
@@ -159,7 +159,7 @@ def run_publish(args: argparse.Namespace) -> int:
                 first = projector.source.select_notifications(0, 1, inclusive_of_start=False)
                 origin = log_origin(first[0] if first else None)
             publisher = Publisher(
-                projector.source,
+                fast_notification_source(lg.store),
                 projector.decode,
                 Networks(lg.views.database),
                 Tracking(lg.views.database, target.name),
@@ -295,7 +295,7 @@ def run_export(args: argparse.Namespace) -> int:
             projector = lg.views.projector
             report = ParquetExport(
                 Path(args.directory),
-                projector.source,
+                fast_notification_source(lg.store),
                 projector.decode,
                 Networks(lg.views.database),
                 lg.views.database,

@@ -11,6 +11,8 @@ stream holds this ledger's events in notification order with no hole, and its la
 says exactly how far it goes. ``open`` reads that last message and resumes after it, even when
 the publisher's tracked position is older (it was killed between the acks and the position's
 commit) and the duplicate window has passed. The stream must therefore be this ledger's alone.
+(No ``Nats-Expected-Stream``: JetStream refuses two streams with overlapping subjects, so the
+subject already names the stream, and every header is paid for on each message.)
 """
 
 from __future__ import annotations
@@ -139,7 +141,6 @@ class JetStreamTarget:
                         f"{prefix}.{routing_key(message)}",
                         message.body,
                         headers=headers,
-                        stream=self.stream,
                     )
                 )
                 previous = headers["Nats-Msg-Id"]

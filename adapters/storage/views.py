@@ -30,11 +30,12 @@ import msgspec
 import psycopg
 from eventsourcing.persistence import MapperDeserialisationError, Notification, PersistenceError
 from psycopg import sql
+from psycopg.rows import tuple_row
 
 from adapters.storage.config import POSTGRES_POOL_TIMEOUT_S, env_for_url, postgres_conninfo
 from adapters.storage.memory import MemoryStore
 from adapters.storage.postgres import LedgerPostgresRecorder
-from adapters.storage.postgres_pool import closed_by_server
+from adapters.storage.postgres_pool import closed_by_server, read_retried_once
 from adapters.storage.store import EventStore
 from ledger.domain import Event
 from ledger.errors import DatabaseUnreachable, InfrastructureError, IntegrityBreach
@@ -785,6 +786,79 @@ class RecorderNotifications:
         except PersistenceError as exc:
             raise InfrastructureError(f"cannot read the notification log: {exc}") from None
         return None if found is None else int(found)
+
+
+class NotificationRow(msgspec.Struct, frozen=True, gc=False):
+    """A stored event as the log lists it (the fields of eventsourcing's ``Notification``)."""
+
+    id: int
+    originator_id: str
+    originator_version: int
+    topic: str
+    state: bytes
+
+
+class FastNotifications(RecorderNotifications):
+    """The notification log for bulk readers (``ledger publish``, ``ledger export``).
+
+    On PostgreSQL it selects the five columns as tuples into gc-free structs: half the time of
+    eventsourcing's ``select_notifications`` (dict rows, then a frozen dataclass per row),
+    measured on 50,000-row pages. The page is otherwise the same rows in the same order, read
+    once more on a fresh connection if its connection broke; anything else (SQLite, a topic
+    filter) goes through the recorder as before.
+    """
+
+    def __init__(self, recorder: Any) -> None:
+        super().__init__(recorder)
+        self._statement: sql.Composed | None = None
+        if isinstance(recorder, LedgerPostgresRecorder):
+            self._statement = sql.SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state"
+                " FROM {schema}.{table} WHERE notification_id > %s AND notification_id <= %s"
+                " ORDER BY notification_id LIMIT %s"
+            ).format(
+                schema=sql.Identifier(recorder.datastore.schema),
+                table=sql.Identifier(recorder.events_table_name),
+            )
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Any]:
+        """Notifications after (or from) ``start``, at most ``limit``, in id order."""
+        if self._statement is None or topics:
+            return super().select_notifications(
+                start, limit, stop, topics, inclusive_of_start=inclusive_of_start
+            )
+        after = 0 if start is None else (start - 1 if inclusive_of_start else start)
+        try:
+            return self._rows(after, (1 << 63) - 1 if stop is None else stop, limit)
+        except (PersistenceError, psycopg.Error) as exc:
+            raise InfrastructureError(f"cannot read the notification log: {exc}") from None
+
+    @read_retried_once
+    def _rows(self, after: int, stop: int, limit: int) -> list[NotificationRow]:
+        with (
+            self._recorder.datastore.get_connection() as connection,
+            connection.cursor(row_factory=tuple_row) as cursor,
+        ):
+            cursor.execute(self._statement, (after, stop, limit), prepare=True)
+            return [
+                NotificationRow(int(i), str(o), int(v), str(t), bytes(s))
+                for i, o, v, t, s in cursor.fetchall()
+            ]
+
+
+def fast_notification_source(store: EventStore | MemoryStore) -> RecorderNotifications:
+    """The log for bulk readers: ``FastNotifications`` over the store's recorder."""
+    if isinstance(store, MemoryStore):
+        return RecorderNotifications(MemoryNotifications(store))
+    return FastNotifications(store.recorder)
 
 
 def notification_source(store: EventStore | MemoryStore) -> RecorderNotifications:

@@ -65,14 +65,21 @@ def event_type(event: Event) -> str:
     return event.topic.partition("#")[0]
 
 
+_DATA_FIELDS: dict[type[Event], tuple[str, ...]] = {}
+"""The fields of ``data`` per event class (its own fields, less the secrets), found once."""
+
+
 def event_data(event: Event) -> dict[str, Any]:
-    """The event's own fields (JSON-ready), without the base fields and without secrets."""
-    fields = msgspec.to_builtins(event)
-    return {
-        name: value
-        for name, value in fields.items()
-        if name not in BASE_FIELDS and name not in SECRET_FIELDS
-    }
+    """The event's own fields, without the base fields and without secrets (values as the
+    event holds them: msgspec's encoder writes instants, dates and nested structs)."""
+    names = _DATA_FIELDS.get(type(event))
+    if names is None:
+        names = _DATA_FIELDS[type(event)] = tuple(
+            field.name
+            for field in msgspec.structs.fields(event)
+            if field.name not in BASE_FIELDS and field.name not in SECRET_FIELDS
+        )
+    return {name: getattr(event, name) for name in names}
 
 
 def event_out(notification_id: int, event: Event) -> EventOut:

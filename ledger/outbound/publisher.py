@@ -27,6 +27,7 @@ from ledger.outbound.message import Outgoing, outgoing
 from ledger.outbound.networks import Networks
 from ledger.outbound.tracking import Tracking
 from ledger.projections.runner import NotificationSource
+from ledger.write.gc_pause import gc_pause_for
 
 log = get_logger("ledger.outbound")
 
@@ -124,6 +125,8 @@ class Publisher:
         self.backoff_s_max = backoff_s_max
         self.published = 0
         self.position = 0
+        self._committing: asyncio.Task[None] | None = None
+        """The position's last move, committing while the next page is sent."""
 
     def _read(self, after: int) -> _Page:
         """The next page after ``after``, decoded into messages (runs in a worker thread)."""
@@ -132,12 +135,13 @@ class Publisher:
         )
         if not notifications:
             return _Page(after, after, [])
-        events = [self.decode(n) for n in notifications]
-        masters = self.networks.masters(events)
-        messages = [
-            outgoing(int(n.id), event, master)
-            for n, event, master in zip(notifications, events, masters, strict=True)
-        ]
+        with gc_pause_for(len(notifications)):  # a page's objects all live until it is sent
+            events = [self.decode(n) for n in notifications]
+            masters = self.networks.masters(events)
+            messages = [
+                outgoing(int(n.id), event, master)
+                for n, event, master in zip(notifications, events, masters, strict=True)
+            ]
         return _Page(after, int(notifications[-1].id), messages)
 
     async def run(
@@ -177,7 +181,10 @@ class Publisher:
             if reading is not None:
                 reading.cancel()
                 await asyncio.gather(reading, return_exceptions=True)
-            await self.target.close()
+            try:
+                await self._committed()
+            finally:
+                await self.target.close()
         log.info(
             "publish_stopped",
             target=self.target.name,
@@ -211,11 +218,22 @@ class Publisher:
                 await self._open(stop)
                 if stop.is_set():
                     return False
-        await asyncio.to_thread(self.tracking.advance, self.position, page.last)
+        # The move commits in a worker thread while the next page is sent; the one before it
+        # must have committed first (a failed move raises here, stopping the publisher).
+        await self._committed()
+        self._committing = asyncio.create_task(
+            asyncio.to_thread(self.tracking.advance, self.position, page.last)
+        )
         self.published += len(messages)
         self.position = page.last
         log.debug("published", target=self.target.name, position=page.last, count=len(messages))
         return True
+
+    async def _committed(self) -> None:
+        """Waits for the position's last move to commit (raising what it raised)."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            await committing
 
     async def _open(self, stop: asyncio.Event) -> None:
         """Connects the target (retrying while it is unavailable); fast-forwards if it can."""
@@ -238,6 +256,7 @@ class Publisher:
                 continue
             if resume > self.position:
                 # The target already holds this ledger's messages up to ``resume``.
+                await self._committed()
                 await asyncio.to_thread(self.tracking.advance, self.position, resume)
                 log.info(
                     "publish_fast_forwarded",

@@ -233,3 +233,28 @@ def test_the_command_line_bounds_are_the_exporters() -> None:
 
     assert data_out.EXPORT_PAGE_SIZE_DEFAULT == parquet.PAGE_SIZE_DEFAULT
     assert data_out.EXPORT_PAGE_SIZE_MAX == parquet.PAGE_SIZE_MAX
+
+
+def test_the_bulk_readers_log_is_the_recorders(lg: Ledger) -> None:
+    """``FastNotifications`` lists the same rows as the recorder, pages and bounds included."""
+    from adapters.storage.views import fast_notification_source  # noqa: PLC0415
+
+    fast = fast_notification_source(lg.store)
+    plain = lg.views.projector.source
+    head = _head(lg)
+
+    def rows(source: Any, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        found = source.select_notifications(*args, **kwargs)
+        return [
+            (n.id, n.originator_id, n.originator_version, n.topic, bytes(n.state)) for n in found
+        ]
+
+    assert len(rows(fast, 0, 1_000, inclusive_of_start=False)) == head
+    for args, kwargs in [
+        ((0, 1_000), {"inclusive_of_start": False}),
+        ((5, 7), {"inclusive_of_start": False}),
+        ((5, 7), {}),
+        ((3, 100), {"stop": 9, "inclusive_of_start": False}),
+        ((head, 10), {"inclusive_of_start": False}),
+    ]:
+        assert rows(fast, *args, **kwargs) == rows(plain, *args, **kwargs), (args, kwargs)
