@@ -237,8 +237,9 @@ def _add_export(commands: Any) -> None:
         commands,
         "export",
         "write the log, its postings and every view as Parquet files",
-        "Writes DIR/events/ (one row per event: every stored column, the decoded type, actor,\n"
-        "recorded_at, master_id and data without secrets), DIR/postings/ (one row per leg:\n"
+        "Writes DIR/events/ (one row per event: notification id, originator id and version,\n"
+        "topic, the decoded type, actor, recorded_at, master_id, and data: its fields without\n"
+        "secrets, instead of the stored state), DIR/postings/ (one row per leg:\n"
         "notification_id, recorded_at, holder_id, unit, delta, ref, counterpart, actor,\n"
         "event_type, master_id) and one folder per view table, typed (int64 credits and\n"
         "centavos, UTC timestamps), as of the views' position (brought up to date first).\n"

@@ -4,8 +4,9 @@ A page of notifications after the tracked position is read and decoded (in a wor
 while the page before it is being sent), each event becomes one ``Outgoing`` message, and the
 whole page goes to the ``Target``, which returns only once the broker confirmed every message
 (JetStream acks, AMQP publisher confirms). Only then does the position move, in the views'
-database. A crash at any moment therefore resends at most the page that was in flight, with the
-same message ids (``<origin>:<notification id>``), which JetStream's duplicate window drops.
+database (committing while the next page is sent). A crash at any moment therefore resends at
+most two pages (the one in flight, and the one whose position was being recorded), with the
+same message ids (``<origin>:<notification id>``), which JetStream drops as duplicates.
 
 When the target fails (the broker down, a timeout) the publisher records the error where
 ``ledger status`` shows it, waits (bounded, growing backoff), reconnects and sends the same page
