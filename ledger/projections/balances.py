@@ -396,10 +396,7 @@ class BalancesView(View):
     name = "balances"
     version = 1
     tables = (BALANCES, EXPIRING_LOTS, HOLDS)
-
-    def new_buffer(self, dialect: Dialect) -> _Buffer:
-        """An empty page."""
-        return _Buffer(dialect)
+    buffer = _Buffer
 
     def handlers(self) -> dict[type[Event], Handler]:
         """Every event (its postings); purchases, consumption and lots in particular."""

@@ -150,6 +150,13 @@ class Buffer(Protocol):
         """Writes the page's rows in bulk statements."""
 
 
+class BufferClass(Protocol):
+    """What makes a view's empty page buffer (the buffer's class)."""
+
+    def __call__(self, dialect: Dialect) -> Buffer:
+        """An empty buffer writing through ``dialect``."""
+
+
 Handler = Callable[[Any, Any], None]
 """An unbound buffer method taking one event."""
 
@@ -165,10 +172,12 @@ class View:
     name: ClassVar[str]
     version: ClassVar[int] = 1
     tables: ClassVar[tuple[Table, ...]]
+    buffer: ClassVar[BufferClass]
+    """The page buffer's class, made empty for each page by ``new_buffer``."""
 
     def new_buffer(self, dialect: Dialect) -> Buffer:
         """An empty buffer for the next page."""
-        raise NotImplementedError
+        return self.buffer(dialect)
 
     def handlers(self) -> dict[type[Event], Handler]:
         """The buffer method that takes each event class."""

@@ -322,10 +322,7 @@ class BillingView(View):
     name = "billing"
     version = 4
     tables = (SALES, INVOICES, CREDIT_CODES, AUTO_TOP_UP_FAILURES)
-
-    def new_buffer(self, dialect: Dialect) -> _Buffer:
-        """An empty page."""
-        return _Buffer(dialect)
+    buffer = _Buffer
 
     def handlers(self) -> dict[type[Event], Handler]:
         """Every event that records a sale; invoices."""

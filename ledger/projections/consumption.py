@@ -120,10 +120,7 @@ class ConsumptionView(View):
     name = "consumption"
     version = 1
     tables = (CONSUMPTION,)
-
-    def new_buffer(self, dialect: Dialect) -> _Buffer:
-        """An empty page."""
-        return _Buffer(dialect)
+    buffer = _Buffer
 
     def handlers(self) -> dict[type[Event], Handler]:
         """Only consumptions, posted holds included."""

@@ -413,10 +413,7 @@ class DirectoryView(View):
     # view_stamping_accounts.rfc_lock
     version = 4
     tables = (DISTRIBUTORS, CLIENTS, STAMPING_ACCOUNTS)
-
-    def new_buffer(self, dialect: Dialect) -> _Buffer:
-        """An empty page."""
-        return _Buffer(dialect)
+    buffer = _Buffer
 
     def handlers(self) -> dict[type[Event], Handler]:
         """Registrations, profile and tag changes, status moves."""

@@ -260,10 +260,7 @@ class EntitlementsView(View):
     name = "entitlements"
     version = 1
     tables = (SUBSCRIPTIONS, LICENCES, SEATS, PORTAL_USERS)
-
-    def new_buffer(self, dialect: Dialect) -> _Buffer:
-        """An empty page."""
-        return _Buffer(dialect)
+    buffer = _Buffer
 
     def handlers(self) -> dict[type[Event], Handler]:
         """Subscriptions, licences, seats, users and purges."""

@@ -182,10 +182,7 @@ class PortalView(View):
     name = "portal"
     version = 1
     tables = (PACKAGES, AUTO_TOP_UP_RULES)
-
-    def new_buffer(self, dialect: Dialect) -> _Buffer:
-        """An empty page."""
-        return _Buffer(dialect)
+    buffer = _Buffer
 
     def handlers(self) -> dict[type[Event], Handler]:
         """Package definitions and retirements of sellers; CTIs' rules."""
