@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from adapters.storage.views import ViewStorage, open_view_database
 from ledger.errors import LedgerError
+from ledger.json_fields import json_fields
 from ledger.projections.base import Table
 
 Scope = Literal["read", "write"]
@@ -90,16 +91,7 @@ class ApiKey:
 
     def to_dict(self) -> dict[str, Any]:
         """The key as JSON-ready data."""
-        return {
-            "key_id": self.key_id,
-            "actor_id": self.actor_id,
-            "scope": self.scope,
-            "name": self.name,
-            "created_at": self.created_at.isoformat(),
-            "created_by": self.created_by,
-            "revoked_at": None if self.revoked_at is None else self.revoked_at.isoformat(),
-            "revoked_by": self.revoked_by,
-        }
+        return json_fields(self)
 
 
 def _digest(secret: str) -> str:

@@ -43,6 +43,7 @@ from ledger.clock import MEXICO_CITY, local_date, parse_time
 from ledger.commands.fields import DATE_MAX, TIME_MIN
 from ledger.domain import HELD_PREFIX, STAMPS, UNITS, Aggregate, Event, Posting
 from ledger.errors import Rejected
+from ledger.json_fields import json_fields
 
 STREAM_PAGE_SIZE = 2_000
 """Events of one stream read per query."""
@@ -73,19 +74,7 @@ class Movement:
 
     def to_dict(self) -> dict[str, Any]:
         """The movement as JSON-ready data."""
-        return {
-            "at": self.at.isoformat(),
-            "holder_id": self.holder_id,
-            "unit": self.unit,
-            "amount": self.amount,
-            "balance": self.balance,
-            "counterpart": self.counterpart,
-            "ref": self.ref,
-            "topic": self.topic,
-            "version": self.version,
-            "actor": self.actor,
-            "reason": self.reason,
-        }
+        return json_fields(self)
 
 
 def check_unit(unit: str) -> None:

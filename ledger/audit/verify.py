@@ -35,6 +35,7 @@ from ledger.audit.spill import Spill
 from ledger.chain import GENESIS, link
 from ledger.domain import ISSUANCE, Created, Event, Posting
 from ledger.errors import IntegrityBreach
+from ledger.json_fields import json_fields
 
 PAGE_SIZE = 5_000
 """Stored rows read per query."""
@@ -99,27 +100,22 @@ Progress = Callable[[int, int], None]
 class Breach:
     """One broken invariant: which check, where (notification id, aggregate) and what."""
 
+    # Declared in the order of its JSON object; made as Breach(check, message, position=...).
     check: str
+    position: int | None = field(default=None, kw_only=True)
+    aggregate_id: str | None = field(default=None, kw_only=True)
     message: str
-    position: int | None = None
-    aggregate_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The breach as JSON-ready data."""
-        return {
-            "check": self.check,
-            "position": self.position,
-            "aggregate_id": self.aggregate_id,
-            "message": self.message,
-        }
+        return json_fields(self)
 
 
 @dataclass
 class VerifyReport:
     """The outcome of ``verify``: ``ok`` unless some check found a breach."""
 
-    breaches: list[Breach] = field(default_factory=list)
-    breach_counts: dict[str, int] = field(default_factory=dict)
+    # Declared in the order of its JSON object (after ``ok``).
     events: int = 0
     aggregates: int = 0
     holders: int = 0
@@ -129,6 +125,8 @@ class VerifyReport:
     last_position: int = 0
     head_hash: str | None = None
     totals: dict[str, int] = field(default_factory=dict)
+    breach_counts: dict[str, int] = field(default_factory=dict)
+    breaches: list[Breach] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     duration_s: float = 0.0
 
@@ -145,21 +143,10 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data."""
+        breaches = [b.to_dict() for b in self.breaches]
         return {
             "ok": self.ok,
-            "events": self.events,
-            "aggregates": self.aggregates,
-            "holders": self.holders,
-            "links": self.links,
-            "keys": self.keys,
-            "postings": self.postings,
-            "last_position": self.last_position,
-            "head_hash": self.head_hash,
-            "totals": self.totals,
-            "breach_counts": self.breach_counts,
-            "breaches": [b.to_dict() for b in self.breaches],
-            "notes": self.notes,
-            "duration_s": round(self.duration_s, 3),
+            **json_fields(self, breaches=breaches, duration_s=round(self.duration_s, 3)),
         }
 
 

@@ -25,6 +25,7 @@ from typing import Any, NoReturn, Protocol
 
 from ledger.domain import Event
 from ledger.errors import InfrastructureError, LedgerError, one_line
+from ledger.json_fields import json_fields
 from ledger.logging import get_logger
 from ledger.projections.base import (
     Buffer,
@@ -174,20 +175,7 @@ class ViewStatus:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "position": self.position,
-            "lag_events": self.lag_events,
-            "lag_s": self.lag_s,
-            "error": self.error,
-            "error_notification_id": self.error_notification_id,
-            "error_aggregate_id": self.error_aggregate_id,
-            "error_topic": self.error_topic,
-            "error_at": None if self.error_at is None else self.error_at.isoformat(),
-            "failures": self.failures,
-            "heartbeat_at": None if self.heartbeat_at is None else self.heartbeat_at.isoformat(),
-        }
+        return json_fields(self)
 
 
 @dataclass(frozen=True, slots=True)
