@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from adapters.storage.config import env_for_url
 from adapters.storage.memory import MemoryStore
@@ -21,6 +20,7 @@ from adapters.storage.views import (
 from ledger import audit
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.clock import Clock, local_date, system_clock
+from ledger.closing import Closing
 from ledger.commands.handlers import __all__ as _registered  # noqa: F401  (registers handlers)
 from ledger.commands.models import Command
 from ledger.domain import HELD_PREFIX, UNITS
@@ -47,7 +47,7 @@ PURGE_PAGES_MAX = 1_000
 Projections = Literal["inline", "background", "off"]
 
 
-class Ledger:
+class Ledger(Closing):
     """An open credits ledger on SQLite or PostgreSQL. Safe to share between threads."""
 
     def __init__(
@@ -395,14 +395,3 @@ class Ledger:
     def _check_open(self) -> None:
         if self._closed:
             raise LedgerError("the ledger is closed")
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -13,8 +13,8 @@ import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from ledger.closing import Closing
 
 CACHE_KIB = 4 * 1024
 """Page cache (and so sort memory) of the spill database, in KiB."""
@@ -32,7 +32,7 @@ Leg = tuple[str, str, str, str, int, int, int, int, str]
 """``(ref, unit, low, high, delta, debit, credit, position, holder)``; low/high name the pair."""
 
 
-class Spill:
+class Spill(Closing):
     """A temporary SQLite file that takes rows in batches and answers grouped questions."""
 
     def __init__(self, directory: str | None = None) -> None:
@@ -142,14 +142,3 @@ class Spill:
         """Deletes the spill file."""
         self.db.close()
         self._dir.cleanup()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
