@@ -13,6 +13,7 @@ import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ledger.closing import Closing
 
@@ -53,26 +54,24 @@ class Spill(Closing):
         self.sales: list[tuple[str, str, int]] = []
         self.invoiced: list[tuple[str, str, int]] = []
         self.holds: list[tuple[str, int, int, str]] = []
+        self._buffers: tuple[tuple[str, list[Any]], ...] = (
+            ("keys", self.keys),
+            ("legs", self.legs),
+            ("sales", self.sales),
+            ("invoiced", self.invoiced),
+            ("holds", self.holds),
+        )
+        """Each table of ``_SCHEMA`` and the list buffering its rows."""
 
     def flush(self) -> None:
         """Writes the buffered rows (called once per page, so buffers stay page-sized)."""
         db = self.db
         db.execute("BEGIN")
-        if self.keys:
-            db.executemany("INSERT INTO keys VALUES (?,?)", self.keys)
-            self.keys.clear()
-        if self.legs:
-            db.executemany("INSERT INTO legs VALUES (?,?,?,?,?,?,?,?,?)", self.legs)
-            self.legs.clear()
-        if self.sales:
-            db.executemany("INSERT INTO sales VALUES (?,?,?)", self.sales)
-            self.sales.clear()
-        if self.invoiced:
-            db.executemany("INSERT INTO invoiced VALUES (?,?,?)", self.invoiced)
-            self.invoiced.clear()
-        if self.holds:
-            db.executemany("INSERT INTO holds VALUES (?,?,?,?)", self.holds)
-            self.holds.clear()
+        for table, rows in self._buffers:
+            if rows:
+                placeholders = ",".join("?" * len(rows[0]))
+                db.executemany(f"INSERT INTO {table} VALUES ({placeholders})", rows)  # noqa: S608
+                rows.clear()
         db.execute("COMMIT")
 
     def repeated_keys(self) -> Iterator[list[int]]:
