@@ -32,7 +32,7 @@ from ledger.aggregates.master_account import MasterAccount
 from ledger.aggregates.stamping_account import StampingAccount
 from ledger.audit.source import AuditSource, Link
 from ledger.audit.spill import Spill
-from ledger.chain import GENESIS, link
+from ledger.chain import GENESIS, link, row_digest_parts
 from ledger.domain import ISSUANCE, Created, Event, Posting
 from ledger.errors import IntegrityBreach
 from ledger.json_fields import json_fields
@@ -189,34 +189,6 @@ class ViewCheck(Protocol):
 
     def compare(self, replay: ReplayState) -> list[Breach] | None:
         """``VIEWS`` breaches where the view differs; None if the view moved meanwhile."""
-
-
-_LENGTHS = tuple(n.to_bytes(8, "big") for n in range(4096))
-"""8-byte big-endian lengths of the usual part sizes, made once (the chain's length prefix)."""
-
-
-def _length(n: int) -> bytes:
-    return _LENGTHS[n] if n < 4096 else n.to_bytes(8, "big")
-
-
-def row_digest_parts(row: Notification) -> bytes:
-    """The bytes ``ledger.chain.events_digest`` hashes for one row (length-prefixed parts)."""
-    originator_id = str(row.originator_id).encode()
-    version = str(row.originator_version).encode()
-    topic = row.topic.encode()
-    state = bytes(row.state)
-    return b"".join(
-        (
-            _length(len(originator_id)),
-            originator_id,
-            _length(len(version)),
-            version,
-            _length(len(topic)),
-            topic,
-            _length(len(state)),
-            state,
-        )
-    )
 
 
 class _Chain:
