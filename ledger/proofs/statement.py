@@ -50,6 +50,24 @@ def _movements(event: Event, holder_id: str, unit: str) -> Iterator[tuple[int, s
             yield posting.delta, posting.ref, posting.counterpart
 
 
+def _listed(
+    event: Event, notification_id: int, delta: int, balance: int, ref: str, counterpart: str
+) -> dict[str, Any]:
+    """A movement as a statement lists it: ``build_statement`` writes it, ``check_statement``
+    recomputes it from the proven event and compares."""
+    return {
+        "at": event.timestamp.isoformat(),
+        "delta": delta,
+        "balance": balance,
+        "ref": ref,
+        "counterpart": counterpart,
+        "actor": event.actor,
+        "notification_id": notification_id,
+        "version": event.originator_version,
+        "topic": event.topic.partition("#")[0],
+    }
+
+
 def _parse_period(start: date | str, end: date | str) -> tuple[date, date]:
     try:
         first = start if isinstance(start, date) else date.fromisoformat(start)
@@ -141,19 +159,7 @@ def build_statement(  # noqa: PLR0915  (one pass over the stream, in order)
             events.append(entry)
             for delta, ref, counterpart in _movements(event, holder_id, unit):
                 balance = (opening if not movements else balance) + delta
-                movements.append(
-                    {
-                        "at": event.timestamp.isoformat(),
-                        "delta": delta,
-                        "balance": balance,
-                        "ref": ref,
-                        "counterpart": counterpart,
-                        "actor": event.actor,
-                        "notification_id": row.id,
-                        "version": row.originator_version,
-                        "topic": event.topic.partition("#")[0],
-                    }
-                )
+                movements.append(_listed(event, row.id, delta, balance, ref, counterpart))
         if len(rows) < STREAM_PAGE_SIZE:
             break
         after = rows[-1].originator_version
@@ -345,17 +351,7 @@ def _check(  # noqa: PLR0915  (one pass over the events, in order)
             problems.append(f"notification {entry['notification_id']} is outside the period")
         for delta, ref, counterpart in _movements(event, holder, unit):
             balance += delta
-            want = {
-                "at": event.timestamp.isoformat(),
-                "delta": delta,
-                "balance": balance,
-                "ref": ref,
-                "counterpart": counterpart,
-                "actor": event.actor,
-                "notification_id": entry["notification_id"],
-                "version": event.originator_version,
-                "topic": event.topic.partition("#")[0],
-            }
+            want = _listed(event, entry["notification_id"], delta, balance, ref, counterpart)
             got = next(listed, None)
             if got != want:
                 problems.append(
