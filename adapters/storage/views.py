@@ -701,11 +701,12 @@ REBUILD_LOCK_ID = 7_310_420_003
 """PostgreSQL advisory lock held by the one rebuild that may run at a time."""
 
 
-class MemoryNotifications:
-    """The notification log of an in-memory store, read like a recorder's."""
+class _NotificationLog:
+    """eventsourcing's ``select_notifications`` over a page reader that takes the id to read after.
 
-    def __init__(self, store: MemoryStore) -> None:
-        self._store = store
+    The recorder's signature (``start`` with ``inclusive_of_start``) is spelled once here; each
+    log reads the page after ``after`` its own way.
+    """
 
     def select_notifications(
         self,
@@ -715,13 +716,30 @@ class MemoryNotifications:
         topics: Sequence[str] = (),
         *,
         inclusive_of_start: bool = True,
-    ) -> Sequence[Notification]:
-        """Notifications after (or from) ``start``, at most ``limit``."""
+    ) -> Sequence[Any]:
+        """Notifications after (or from) ``start``, at most ``limit``, in id order."""
+        after = 0 if start is None else (start - 1 if inclusive_of_start else start)
+        return self._page(after, limit, stop, topics)
+
+    def _page(
+        self, after: int, limit: int, stop: int | None, topics: Sequence[str]
+    ) -> Sequence[Any]:
+        raise NotImplementedError
+
+
+class MemoryNotifications(_NotificationLog):
+    """The notification log of an in-memory store, read like a recorder's."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    def _page(
+        self, after: int, limit: int, stop: int | None, topics: Sequence[str]
+    ) -> list[Notification]:
         rows = self._store.stored_events()
-        first = 0 if start is None else (start if not inclusive_of_start else start - 1)
         last = len(rows) if stop is None else min(stop, len(rows))
         selected = []
-        for index in range(max(first, 0), last):
+        for index in range(max(after, 0), last):
             row = rows[index]
             if topics and row.topic not in topics:
                 continue
@@ -756,25 +774,19 @@ def open_view_database(url: str | None) -> ViewStorage:
     return PostgresViewDatabase(postgres_conninfo(env), wait_s=float(env[POSTGRES_POOL_TIMEOUT_S]))
 
 
-class RecorderNotifications:
+class RecorderNotifications(_NotificationLog):
     """A recorder's notification log, its library errors translated at the boundary."""
 
     def __init__(self, recorder: Any) -> None:
         self._recorder = recorder
 
-    def select_notifications(
-        self,
-        start: int | None,
-        limit: int,
-        stop: int | None = None,
-        topics: Sequence[str] = (),
-        *,
-        inclusive_of_start: bool = True,
-    ) -> Sequence[Notification]:
-        """The recorder's ``select_notifications``."""
+    def _page(
+        self, after: int, limit: int, stop: int | None, topics: Sequence[str]
+    ) -> Sequence[Any]:
+        """The recorder's ``select_notifications`` after ``after``."""
         try:
             return self._recorder.select_notifications(  # type: ignore[no-any-return]
-                start, limit, stop, topics, inclusive_of_start=inclusive_of_start
+                after, limit, stop, topics, inclusive_of_start=False
             )
         except PersistenceError as exc:
             raise InfrastructureError(f"cannot read the notification log: {exc}") from None
@@ -821,21 +833,11 @@ class FastNotifications(RecorderNotifications):
                 table=sql.Identifier(recorder.events_table_name),
             )
 
-    def select_notifications(
-        self,
-        start: int | None,
-        limit: int,
-        stop: int | None = None,
-        topics: Sequence[str] = (),
-        *,
-        inclusive_of_start: bool = True,
+    def _page(
+        self, after: int, limit: int, stop: int | None, topics: Sequence[str]
     ) -> Sequence[Any]:
-        """Notifications after (or from) ``start``, at most ``limit``, in id order."""
         if self._statement is None or topics:
-            return super().select_notifications(
-                start, limit, stop, topics, inclusive_of_start=inclusive_of_start
-            )
-        after = 0 if start is None else (start - 1 if inclusive_of_start else start)
+            return super()._page(after, limit, stop, topics)
         try:
             return self._rows(after, (1 << 63) - 1 if stop is None else stop, limit)
         except (PersistenceError, psycopg.Error) as exc:
