@@ -206,7 +206,8 @@ def test_a_writer_that_stops_waiting_at_a_hot_cti_takes_its_stamp_back(
             with psycopg.connect(pg_url, autocommit=True) as admin:
                 admin.execute(
                     "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
-                    "WHERE query LIKE 'CALL %%hot_wait%%' AND pid <> pg_backend_pid()"
+                    "WHERE query LIKE 'CALL %%hot_wait%%' AND pid <> pg_backend_pid() "
+                    "AND datname = current_database()"
                 )
             waiting.join(WAIT_S)
             release()
