@@ -60,12 +60,18 @@ LOCK_BUCKETS = 256
 HOT_TURN_WAIT_MS = 2
 """Bound on how long a writer whose turn came at a hot aggregate waits for as many batches as
 its last turn carried (in steps of a millisecond)."""
-HOT_WAIT_ROUNDS_MAX = 20
+HOT_WAIT_ROUNDS_MAX = 2
 """Bound on the rounds a writer waits at a hot aggregate as a reader before it queues for the
-lock (each round ends when a holder is done)."""
+lock (each round ends when a holder is done). Two: a writer the holder did not answer tries the
+lock once, and if another took it, waits for that one's answers, then queues. With 20 rounds,
+two unanswered writers kept failing each other's try (each holds the lock shared while it
+looks for its answer): 12 rounds a turn on average with 4 processes x 1 caller, each round a
+commit, all of it between one turn's commit and the next turn."""
 HOT_STALE_S = 600
 """Posts and answers older than this are dropped (their writers are gone: a wait ends within
-HOT_WAIT_ROUNDS_MAX x the lock timeout, 200 s)."""
+HOT_WAIT_ROUNDS_MAX x the lock timeout, 20 s)."""
+HOT_SWEEP_EVERY = 64
+"""One post in this many looks for the posts and answers of writers that are gone."""
 HOT_POSTS_MAX = 64
 """Bound on the batches of other processes that one writer of a hot aggregate takes in a turn."""
 
@@ -389,6 +395,17 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "BEGIN "
                 "INSERT INTO {schema}.{posts} (id, stream, commands) "
                 "VALUES (p_post, p_stream, p_commands); "
+                # What writers that are gone left (a crash while waiting): their callers had
+                # an error long ago (a wait ends within rounds x lock timeout). Looked for by
+                # one post in {sweep_every} (the ids are random), before it waits: never in
+                # a turn, where every writer waits for the holder (each look reads both tables
+                # whole, dead rows too, till autovacuum comes).
+                "IF p_post % {sweep_every} = 0 THEN "
+                "DELETE FROM {schema}.{posts} AS p "
+                "WHERE p.posted_at < now() - interval '{stale_s} seconds'; "
+                "DELETE FROM {schema}.{answers} AS a "
+                "WHERE a.answered_at < now() - interval '{stale_s} seconds'; "
+                "END IF; "
                 "COMMIT; "
                 # Posted: whoever waits for this writer's next batch may go on.
                 "IF p_gated THEN PERFORM pg_advisory_unlock({gate_class}, pg_backend_pid()); "
@@ -421,12 +438,6 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "r_kinds := 'ag'; END IF; "
                 "RETURN; END IF; "
                 "DELETE FROM {schema}.{posts} AS p WHERE p.id = p_post; "
-                # What writers that are gone left (a crash while waiting): their callers had
-                # an error long ago (a wait ends within rounds x lock timeout).
-                "DELETE FROM {schema}.{posts} AS p "
-                "WHERE p.posted_at < now() - interval '{stale_s} seconds'; "
-                "DELETE FROM {schema}.{answers} AS a "
-                "WHERE a.answered_at < now() - interval '{stale_s} seconds'; "
                 # Its turn. As the server delays a commit for more to share its flush
                 # (commit_delay), it waits a little (TURN_WAIT_MS at most) for the writers of
                 # the last turn to post again: they were answered at the same moment, and each
@@ -480,6 +491,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 posts_max=HOT_POSTS_MAX,
                 spins=HOT_WAIT_ROUNDS_MAX,
                 stale_s=HOT_STALE_S,
+                sweep_every=HOT_SWEEP_EVERY,
                 turn_wait_ms=HOT_TURN_WAIT_MS,
                 **names,
             )
