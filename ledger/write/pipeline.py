@@ -90,18 +90,11 @@ class Pipeline:
     commit_group: CommitGroup
     more_of_the_queue: MoreOfTheQueue
     fail_waiting: FailWaiting
-    _flight: Decided | None = None
+    flight: Decided | None = None
+    """The group being written, if any (set by ``send``, cleared by ``land``; a plain field,
+    not a property: the leader reads it twice a command)."""
     _landed_failure: InfrastructureError | None = None
     """Why the last group that failed to land failed, when the database could not be used."""
-
-    @property
-    def flight(self) -> Decided | None:
-        """The group being written, if any."""
-        return self._flight
-
-    def _set_flight(self, decided: Decided | None) -> None:
-        self._flight = decided
-        self.attempts.aggregates.in_flight_state = {} if decided is None else decided.tx.touched
 
     def commit_or_send(self, group: list[Request], now: datetime | None = None) -> None:
         """Decides a group on top of the one in flight and sends it once that one is recorded;
@@ -109,7 +102,7 @@ class Pipeline:
 
         ``now``: the clock, read by the leader since it leads (else it is read here)."""
         aggregates = self.attempts.aggregates
-        flight = self._flight
+        flight = self.flight
         if group[0].atomic or not aggregates.store.pipelined:
             # Atomic, or no database to overlap with: decided and written at once.
             if flight is not None:
@@ -147,7 +140,7 @@ class Pipeline:
             self._fail(group, failed)
             return
         if decided is None:
-            if self._flight is not None and not self.land(None) and self._landed_failure:
+            if self.flight is not None and not self.land(None) and self._landed_failure:
                 self._fail(group, self._landed_failure)
                 return
             try:
@@ -206,16 +199,17 @@ class Pipeline:
                 )
             except Exception as exc:  # a store's fault: the group fails when it lands
                 decided.sent = Sent(functools.partial(_reraise, exc))
-        self._set_flight(decided)
+        self.flight = decided
+        self.attempts.aggregates.in_flight_state = decided.tx.touched
 
     def land(self, then: Decided | None) -> bool:
         """Waits for the group in flight; if it was recorded, sends ``then`` (decided on top
         of it) and finishes it. If not, undoes ``then`` and runs the group again as usual.
         Returns whether ``then`` stands."""
-        flight = self._flight
+        flight = self.flight
         assert flight is not None
         aggregates = self.attempts.aggregates
-        self._flight = None
+        self.flight = None
         aggregates.in_flight_state = {}
         try:
             ids = flight.sent.answer() if flight.sent is not None else ()
@@ -250,10 +244,10 @@ class Pipeline:
                 attempts.committed(decided.tx, decided.due)
                 if decided.stale:
                     aggregates.evict(decided.stale)
-            if self._flight is None:
+            if self.flight is None:
                 aggregates.unrecorded.clear()
             else:
-                flying = self._flight.tx.touched
+                flying = self.flight.tx.touched
                 aggregates.unrecorded.difference_update(
                     i for i in decided.tx.touched if i not in flying
                 )
