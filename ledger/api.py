@@ -137,7 +137,7 @@ class Ledger(Closing):
         """Runs one command; returns its outcome or raises ``Rejected``."""
         if self._closed:  # ``_check_open``, inline: the path of one command a call
             raise LedgerError("the ledger is closed")
-        result = self.engine.execute(command)
+        result = self.engine.execute_one(command)
         if isinstance(result, Rejected):
             raise result
         return result
