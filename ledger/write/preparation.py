@@ -140,10 +140,16 @@ def _prepared(model: Command, now: datetime) -> Prepared:
     if timed and (late := time_errors(model, now, f"{command_type}.")):
         rejection = Rejected("invalid_command", errors=late)
         return Prepared(None, rejection=rejection, raw_type=command_type)
-    keys = model.keys()
+    if plan.own_keys:
+        keys = model.keys()
+    else:
+        # ``Command.keys``, inline: the natural keys, then the caller's key.
+        keys = model.natural_keys()
+        if (idempotency_key := values["idempotency_key"]) is not None:
+            keys = (*keys, f"key:{idempotency_key}")
     fingerprint = ""
     if keys:
-        fingerprint = _fingerprint(model, plan)
+        fingerprint = _fingerprint(model, plan, values)
     return Prepared(model, keys, fingerprint, raw_type=command_type)
 
 
@@ -175,6 +181,12 @@ class _Plan:
     """Whether ``secret_fingerprint()`` stands in for some fields."""
     shapes: dict[frozenset[str], _Shape]
     """The struct that encodes each set of given fields met so far (``_fingerprint``)."""
+    own_keys: bool
+    """Whether the class has its own ``keys`` (else ``Command.keys``, inlined by ``_prepared``)."""
+    last_shape: list[tuple[frozenset[str], _Shape | None]]
+    """The last set of given fields met and its shape (one pair): the next command of the
+    class most often gives the same, and comparing the sets costs less than a frozenset made
+    and hashed to look it up in ``shapes``."""
 
 
 _PLANS: dict[type[Command], _Plan] = {}
@@ -190,6 +202,8 @@ def _plan(cls: type[Command]) -> _Plan:
         excluded=_NOT_FINGERPRINTED | cls.secret_fields,
         secret=bool(cls.secret_fields),
         shapes={},
+        own_keys=cls.keys is not Command.keys,
+        last_shape=[(frozenset(), None)],
     )
     _PLANS[cls] = plan
     return plan
@@ -249,8 +263,9 @@ def _given(model: Command, plan: _Plan) -> dict[str, Any]:
     return given
 
 
-def _fingerprint(model: Command, plan: _Plan) -> str:
-    """blake2b-128 of the given fields as JSON with sorted keys (``given_fields``).
+def _fingerprint(model: Command, plan: _Plan, values: dict[str, Any]) -> str:
+    """blake2b-128 of the given fields as JSON with sorted keys (``given_fields``); ``values``
+    is the model's ``__dict__``.
 
     The usual command (plain values, no secret) is encoded as a struct of its given fields,
     in sorted order, made for that set of fields once: the same bytes as the dict
@@ -258,17 +273,22 @@ def _fingerprint(model: Command, plan: _Plan) -> str:
     """
     shape = None
     if plan.plain and not plan.secret:
-        given_names = frozenset(model.__pydantic_fields_set__)
-        shape = plan.shapes.get(given_names)
-        if shape is None:
-            shape = _shape(plan, type(model), given_names)
-        values = shape.values(model.__dict__)
-        if not shape.plain and not _PLAIN_TYPES.issuperset(map(type, values)):
+        fields_set = model.__pydantic_fields_set__
+        # One read of the pair: another thread may replace it meanwhile.
+        last_names, shape = plan.last_shape[0]
+        if shape is None or fields_set != last_names:
+            given_names = frozenset(fields_set)
+            shape = plan.shapes.get(given_names)
+            if shape is None:
+                shape = _shape(plan, type(model), given_names)
+            plan.last_shape[0] = (given_names, shape)
+        field_values = shape.values(values)
+        if not shape.plain and not _PLAIN_TYPES.issuperset(map(type, field_values)):
             shape = None
     if shape is None:
         text = _FINGERPRINT_ENCODER.encode(_given(model, plan))
     else:
-        text = _SHAPE_ENCODER.encode(shape.struct(*values))
+        text = _SHAPE_ENCODER.encode(shape.struct(*field_values))
     hasher = _FINGERPRINT_HASH.copy()
     hasher.update(text)
     return hasher.hexdigest()
