@@ -60,6 +60,23 @@ class HotAggregate(Exception):
 class Tx:
     """The aggregates one attempt works on, and what it will record."""
 
+    # One is made per attempt (a command, for a caller alone): no instance dict to make.
+    __slots__ = (
+        "_created_now",
+        "_from_cache",
+        "_keys_before",
+        "_read",
+        "aggregates",
+        "current",
+        "fresh",
+        "keys",
+        "now",
+        "pipelined",
+        "pristine",
+        "today",
+        "touched",
+    )
+
     def __init__(
         self,
         aggregates: Aggregates,
