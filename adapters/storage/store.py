@@ -369,6 +369,8 @@ class EventStore:
         """Closes the database connections."""
         if isinstance(self.recorder, LedgerPostgresRecorder):
             self.recorder.release_writer()
+        else:
+            self.recorder.close_writer()
         self.app.close()
 
 
