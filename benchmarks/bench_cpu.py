@@ -13,8 +13,10 @@ client requests (a few lines of C compiled here, loaded with ctypes). Per comman
     .venv/bin/python benchmarks/bench_cpu.py --profile memory-batched  # + callgrind_annotate
 
 PostgreSQL scenarios count the client only (the server is another process); SQLite's work is
-in the process, so it is counted. The raw baselines are sqlite3 ``executemany`` of the event rows
-and ``msgspec.json.decode`` of the same commands.
+in the process, so it is counted. The raw baselines are sqlite3 ``executemany`` of the event rows,
+``msgspec.json.decode`` of the same commands, one-row INSERT transactions on sqlite3 (the event
+row alone, and a command's rows as the ledger writes them: key, event, chain link) and on
+psycopg, and psycopg's ``executemany`` of the event rows.
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ SCENARIOS = [
     Scenario("memory-hold-batched", BATCH, "ReserveStamp + PostReservation (a pair), memory"),
     Scenario("raw-sqlite-executemany", BATCH, "raw: sqlite3 executemany of the event rows"),
     Scenario("raw-msgspec-decode", BATCH, "raw: msgspec.json.decode of the ConsumeStamp JSON"),
+    Scenario("raw-sqlite-one-row", 300, "raw: sqlite3 one-row INSERT transaction (BEGIN, COMMIT)"),
+    Scenario("raw-sqlite-ledger-row", 300, "raw: sqlite3 transaction of a command's rows + link"),
+    Scenario("raw-postgres-one-row", 300, "raw: psycopg one-row INSERT transaction, client"),
+    Scenario("raw-postgres-executemany", BATCH, "raw: psycopg executemany of the rows, client"),
 ]
 
 
@@ -201,11 +207,15 @@ def _ledger_workload(name: str, lg: Any, total: int) -> Callable[[int], None]:
     return send
 
 
-def _raw_workload(name: str, total: int, folder: str) -> Callable[[int], None]:
+def _raw_workload(name: str, total: int, folder: str, pg: str) -> Callable[[int], None]:
     import sqlite3  # noqa: PLC0415
 
     import msgspec  # noqa: PLC0415
 
+    if name.startswith("raw-postgres"):
+        return _raw_postgres(name, total, pg)
+    if name == "raw-sqlite-ledger-row":
+        return _raw_sqlite_ledger_rows(total, folder)
     commands = [_consume("C1-cti") for _ in range(total)]
     if name == "raw-msgspec-decode":
         texts = [msgspec.json.encode(c) for c in commands]
@@ -229,6 +239,17 @@ def _raw_workload(name: str, total: int, folder: str) -> Callable[[int], None]:
     rows = [("C1-cti", version, "StampingAccount.StampConsumed#2", os.urandom(180))
             for version in range(1, total + 1)]  # fmt: skip
     position = 0
+    if name == "raw-sqlite-one-row":
+
+        def insert_each(count: int) -> None:
+            nonlocal position
+            for row in rows[position : position + count]:
+                connection.execute("BEGIN")
+                connection.execute("INSERT INTO events VALUES (?, ?, ?, ?)", row)
+                connection.execute("COMMIT")
+            position += count
+
+        return insert_each
 
     def insert_next(count: int) -> None:
         nonlocal position
@@ -241,6 +262,107 @@ def _raw_workload(name: str, total: int, folder: str) -> Callable[[int], None]:
     return insert_next
 
 
+def _raw_sqlite_ledger_rows(total: int, folder: str) -> Callable[[int], None]:
+    """What one command's write costs on SQLite at the least: its statements on a bare sqlite3
+    connection (key row, event row, chain head read, link hashed and inserted), one
+    transaction each, as ``LedgerSQLiteRecorder`` writes them."""
+    import sqlite3  # noqa: PLC0415
+
+    from ledger.chain import events_digest, link  # noqa: PLC0415
+
+    connection = sqlite3.connect(f"{folder}/raw.db", isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    for statement in (
+        "CREATE TABLE events (originator_id TEXT, originator_version INTEGER, topic TEXT,"
+        " state BLOB, PRIMARY KEY (originator_id, originator_version))",
+        "CREATE TABLE keys (key TEXT NOT NULL UNIQUE, fingerprint TEXT NOT NULL,"
+        " outcome BLOB NOT NULL)",
+        "CREATE TABLE chain (last_id INTEGER PRIMARY KEY, first_id INTEGER NOT NULL,"
+        " hash BLOB NOT NULL)",
+        "INSERT INTO chain VALUES (0, 0, x'00')",
+    ):
+        connection.execute(statement)
+    rows = [("C1-cti", version, "StampingAccount.StampConsumed#2", os.urandom(180))
+            for version in range(1, total + 1)]  # fmt: skip
+    keys = [(f"cfdi:{uuid.uuid4()}", "f" * 32, b'{"type":"ConsumeStamp"}') for _ in rows]
+    position = 0
+
+    @dataclass(frozen=True)
+    class Row:
+        originator_id: str
+        originator_version: int
+        topic: str
+        state: bytes
+
+    def write_each(count: int) -> None:
+        nonlocal position
+        cursor = connection.cursor()
+        for row, key in zip(rows[position : position + count], keys[position : position + count],
+                            strict=True):  # fmt: skip
+            cursor.execute("BEGIN")
+            cursor.execute("INSERT INTO keys VALUES (?, ?, ?)", key)
+            cursor.execute("INSERT INTO events VALUES (?, ?, ?, ?)", row)
+            last = cursor.lastrowid
+            cursor.execute("SELECT hash FROM chain ORDER BY last_id DESC LIMIT 1")
+            previous = cursor.fetchone()[0]
+            chained = link(previous, events_digest([Row(*row)]))
+            cursor.execute("INSERT INTO chain VALUES (?, ?, ?)", (last, last, chained))
+            cursor.execute("COMMIT")
+        position += count
+
+    return write_each
+
+
+def _raw_postgres(name: str, total: int, pg: str) -> Callable[[int], None]:
+    """psycopg's own client-side cost: one-row INSERT transactions, or ``executemany`` of
+    ``BATCH`` rows a transaction, into a table shaped like the events table (a database of
+    its own, dropped when the process ends)."""
+    import atexit  # noqa: PLC0415
+
+    import psycopg  # noqa: PLC0415
+
+    database = f"bench_cpu_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{pg}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+
+    connection = psycopg.connect(f"{pg}/{database}")
+
+    def drop() -> None:
+        connection.close()
+        with psycopg.connect(f"{pg}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+
+    atexit.register(drop)
+    connection.execute(
+        "CREATE TABLE events (notification_id BIGSERIAL, originator_id TEXT, originator_version"
+        " INTEGER, topic TEXT, state BYTEA, PRIMARY KEY (originator_id, originator_version))"
+    )
+    connection.commit()
+    rows = [("C1-cti", version, "StampingAccount.StampConsumed#2", os.urandom(180))
+            for version in range(1, total + 1)]  # fmt: skip
+    insert = (
+        "INSERT INTO events (originator_id, originator_version, topic, state)"
+        " VALUES (%s, %s, %s, %s)"
+    )
+    position = 0
+
+    def send(count: int) -> None:
+        nonlocal position
+        chunk = rows[position : position + count]
+        position += count
+        with connection.cursor() as cursor:
+            if name == "raw-postgres-one-row":
+                for row in chunk:
+                    cursor.execute(insert, row)
+                    connection.commit()
+                return
+            for start in range(0, len(chunk), BATCH):
+                cursor.executemany(insert, chunk[start : start + BATCH])
+                connection.commit()
+
+    return send
+
+
 def child(name: str, n: int, shim: str, pg: str) -> None:
     """Runs one scenario: set-up uninstrumented, warm-up, then phases A (n) and B (3n)."""
     sys.path.insert(0, str(ROOT))
@@ -250,7 +372,7 @@ def child(name: str, n: int, shim: str, pg: str) -> None:
     with contextlib.ExitStack() as stack:
         if name.startswith("raw-"):
             folder = stack.enter_context(tempfile.TemporaryDirectory())
-            send = _raw_workload(name, total, folder)
+            send = _raw_workload(name, total, folder, pg)
         else:
             backend = name.split("-", maxsplit=1)[0]
             lg = stack.enter_context(_ledger(backend, pg))
