@@ -5,7 +5,8 @@ Every subcommand takes ``--url`` (default ``$LEDGER_URL`` or ``sqlite:///ledger.
 - ``demo``: builds a realistic network on the database and prints the main views;
 - ``exec``: JSON-lines commands on stdin, JSON-lines outcomes on stdout, exactly one per line, in
   order, whatever the line holds; a bad line gets its ``{"ok": false, ...}`` and the next runs;
-- ``project [--follow]``: brings the views up to date (and keeps them so with ``--follow``);
+- ``project [--follow [--key FILE]]``: brings the views up to date (and keeps them so with
+  ``--follow``; with ``--key`` it also seals the tree and signs checkpoints, as ``seal`` does);
 - ``rebuild``: projects the whole history aside, then swaps the new views in (progress on
   stderr); on failure the current views stay and the error names the event;
 - ``status``: each view's position, lag behind the log (events, seconds) and last error;
@@ -123,12 +124,16 @@ def _add_view_commands(commands: Any) -> None:
         "--follow it keeps following new events (LISTEN/NOTIFY on a PostgreSQL primary,\n"
         "polling on a hot standby and on SQLite) until SIGINT or SIGTERM; a failed catch-up is\n"
         "reported on stderr and retried. Without --follow, an event the views cannot take\n"
-        "exits 2 naming it (notification id, aggregate); the views keep every earlier event.",
+        "exits 2 naming it (notification id, aggregate); the views keep every earlier event.\n"
+        "With --follow --key the follower also seals the Merkle tree after each catch-up and\n"
+        "signs a checkpoint every --every events or --checkpoint-interval seconds (as\n"
+        "`ledger seal --follow --key` does; --url must then be the primary).",
         [
             "ledger project",
             "ledger project --follow --url postgresql://postgres@db/ledger",
             "ledger project --follow --url postgresql://postgres@standby/ledger"
             " --views-url postgresql://postgres@views/ledger_views",
+            "ledger project --follow --key ledger.key --every 10000 --checkpoint-interval 60",
         ],
     )
     url_option(project)
@@ -144,6 +149,7 @@ def _add_view_commands(commands: Any) -> None:
         "--page-size", type=_page_size, default=PAGE_SIZE_DEFAULT, help=PAGE_SIZE_HELP
     )
     project.add_argument("--view", metavar="NAME", help=VIEW_HELP)
+    cli_proofs.signing_options(project)
     project.set_defaults(func=run_project)
 
     status = add_command(
@@ -499,15 +505,22 @@ def run_rebuild(args: argparse.Namespace) -> int:
 
 
 def run_project(args: argparse.Namespace) -> int:
-    """``ledger project [--follow]``."""
+    """``ledger project [--follow [--key FILE]]``."""
+    refused = cli_proofs.key_without_follow("project", args)
+    if refused is not None:
+        return refused
     stop = threading.Event()
     try:
+        signer = cli_proofs.read_signer(args.key) if args.key else None
         with _open(args, projections="off", views=entry_point_views()) as lg:
             data_out.only_view(lg, args.view)
             lg.views.projector.page_size = args.page_size
             if args.follow:
+                signing = None if signer is None else cli_proofs.FollowerSigning(lg, args, signer)
                 # A follower reports a failed catch-up and keeps going (``_follow``).
-                _follow(lg, getattr(args, "url", None), args.interval, stop, first=True)
+                _follow(
+                    lg, getattr(args, "url", None), args.interval, stop, first=True, signing=signing
+                )
             else:
                 with ProgressBar("project") as bar:
                     lg.views.projector.catch_up(progress=lambda p: bar(p.done, p.total), stop=stop)
@@ -577,12 +590,19 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def _follow(
-    lg: Ledger, url: str | None, interval_s: float, stop: threading.Event, *, first: bool = False
+    lg: Ledger,
+    url: str | None,
+    interval_s: float,
+    stop: threading.Event,
+    *,
+    first: bool = False,
+    signing: cli_proofs.FollowerSigning | None = None,
 ) -> None:
-    """Catches up whenever events may have arrived, until SIGINT or SIGTERM.
+    """Catches up whenever events may have arrived, until SIGINT or SIGTERM; with
+    ``signing`` (``--key``), then seals the tree and signs a checkpoint when one is due.
 
-    A failed catch-up (the database away, an event the views cannot take) is reported on
-    stderr and retried after a bounded, growing wait; the follower never exits for it.
+    A failed catch-up or seal (the database away, an event the views cannot take) is reported
+    on stderr and retried after a bounded, growing wait; the follower never exits for it.
     """
     projector = lg.views.projector
     projector.failed_retry_after_s = 0.0  # the backoff below bounds the retries
@@ -607,14 +627,18 @@ def _follow(
             first = False
             if stop.is_set():
                 break
+            step = "catch-up"
             try:
                 projector.catch_up(stop=stop)
+                if signing is not None:
+                    step = "seal"
+                    signing(stop)
                 backoff_s = interval_s
             except LedgerError as exc:
                 # A follower outlives a database restart: it says so, waits (bounded) and
                 # tries again from the tracked position, so nothing is lost or counted twice.
                 sys.stderr.write(
-                    f"project: catch-up failed, retrying in {backoff_s:g} s: {one_line(str(exc))}\n"
+                    f"project: {step} failed, retrying in {backoff_s:g} s: {one_line(str(exc))}\n"
                 )
                 sys.stderr.flush()
                 stop.wait(backoff_s)

@@ -7,7 +7,8 @@
   overwritten); prints the verifier key;
 - ``seal [--follow] [--key FILE]``: builds or extends the Merkle tree (progress bar); with
   ``--follow`` it keeps sealing new events and, with ``--key``, signs a checkpoint every
-  ``--every`` events or ``--interval-checkpoint`` seconds;
+  ``--every`` events or ``--checkpoint-interval`` seconds (``FollowerSigning``, which
+  ``project --follow --key`` runs too);
 - ``checkpoint --key FILE``: seals, signs the head and stores the signed note (printed);
 - ``checkpoints``: the stored checkpoints;
 - ``prove inclusion --notification-id N [--size S]`` and ``prove consistency --from --to``:
@@ -135,6 +136,69 @@ def _page_size(text: str) -> int:
     return value
 
 
+def signing_options(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--key``, ``--every`` and ``--checkpoint-interval``: a follower that signs
+    checkpoints (``seal --follow`` and ``project --follow``, described once, here)."""
+    parser.add_argument("--key", metavar="FILE", help="sign checkpoints with this key (--follow)")
+    parser.add_argument(
+        "--every",
+        type=_positive,
+        default=CHECKPOINT_EVERY_DEFAULT,
+        help="sign a checkpoint after this many new events",
+    )
+    parser.add_argument(
+        "--checkpoint-interval",
+        type=_seconds,
+        default=CHECKPOINT_INTERVAL_S_DEFAULT,
+        help="sign new events after this many seconds, however few",
+    )
+
+
+def key_without_follow(command: str, args: argparse.Namespace) -> int | None:
+    """The refusal of ``--key`` without ``--follow`` (its exit code), or None when fine."""
+    if args.key and not args.follow:
+        return error(command, "--key signs while following: use it with --follow")
+    return None
+
+
+class FollowerSigning:
+    """A follower's sealing and signing: seals what arrived, and signs a checkpoint once
+    ``--every`` events or ``--checkpoint-interval`` seconds have passed since the last one
+    (when something new was sealed). The key stays in this process: never a row or a log line.
+    """
+
+    def __init__(
+        self,
+        lg: Ledger,
+        args: argparse.Namespace,
+        signer: Signer | None,
+        *,
+        page_size: int = proofs.SEAL_PAGE_SIZE_DEFAULT,
+        jobs: int = 1,
+    ) -> None:
+        self.lg = lg
+        self.signer = signer
+        self.every = args.every
+        self.interval_s = args.checkpoint_interval
+        self.page_size = page_size
+        self.jobs = jobs
+        self.store = lg.tree_store()
+        latest = self.store.checkpoint(latest=True)
+        self.signed_size = latest.size if latest is not None else 0
+        self.signed_at = time.monotonic()
+
+    def __call__(self, stop: threading.Event) -> None:
+        """Seals the new events, then signs the head if a checkpoint is due."""
+        state = self.lg.seal(page_size=self.page_size, stop=stop.is_set, jobs=self.jobs)
+        due = state.size - self.signed_size >= self.every or (
+            state.size > self.signed_size and time.monotonic() - self.signed_at >= self.interval_s
+        )
+        if self.signer is not None and due:
+            stored = proofs.sign_checkpoint(self.store, self.signer)
+            self.signed_size, self.signed_at = stored.size, time.monotonic()
+            log.info("checkpoint_signed", tree_size=stored.size, origin=self.signer.name)
+
+
 def register(subparsers: Any) -> None:
     """Adds ``keygen``, ``seal``, ``checkpoint``, ``checkpoints``, ``prove``, ``statement``,
     ``check-statement`` and ``export-log``."""
@@ -166,19 +230,7 @@ def register(subparsers: Any) -> None:
     )
     url_option(seal)
     seal.add_argument("--follow", action="store_true", help="keep sealing new events")
-    seal.add_argument("--key", metavar="FILE", help="sign checkpoints with this key (--follow)")
-    seal.add_argument(
-        "--every",
-        type=_positive,
-        default=CHECKPOINT_EVERY_DEFAULT,
-        help="sign a checkpoint after this many new events",
-    )
-    seal.add_argument(
-        "--checkpoint-interval",
-        type=_seconds,
-        default=CHECKPOINT_INTERVAL_S_DEFAULT,
-        help="sign new events after this many seconds, however few",
-    )
+    signing_options(seal)
     seal.add_argument(
         "--interval",
         type=_seconds,
@@ -518,8 +570,9 @@ def run_export_log(args: argparse.Namespace) -> int:
 
 def run_seal(args: argparse.Namespace) -> int:
     """``ledger seal [--follow] [--key FILE]``."""
-    if args.key and not args.follow:
-        return error("seal", "--key signs while following: use it with --follow")
+    refused = key_without_follow("seal", args)
+    if refused is not None:
+        return refused
     try:
         signer = read_signer(args.key) if args.key else None
         with _open(args) as lg:
@@ -545,10 +598,7 @@ def _follow(lg: Ledger, args: argparse.Namespace, signer: Signer | None) -> None
     previous = {n: signal.signal(n, request_stop) for n in (signal.SIGINT, signal.SIGTERM)}
     sys.stderr.write("seal: following new events\n")
     sys.stderr.flush()
-    store = lg.tree_store()
-    latest = store.checkpoint(latest=True)
-    signed_size = latest.size if latest is not None else 0
-    signed_at = time.monotonic()
+    signing = FollowerSigning(lg, args, signer, page_size=args.page_size, jobs=args.jobs)
     backoff_s = args.interval
     first = True
     try:
@@ -558,15 +608,7 @@ def _follow(lg: Ledger, args: argparse.Namespace, signer: Signer | None) -> None
             first = False
             started = time.monotonic()
             try:
-                state = lg.seal(page_size=args.page_size, stop=stop.is_set, jobs=args.jobs)
-                due = state.size - signed_size >= args.every or (
-                    state.size > signed_size
-                    and time.monotonic() - signed_at >= args.checkpoint_interval
-                )
-                if signer is not None and due:
-                    stored = proofs.sign_checkpoint(store, signer)
-                    signed_size, signed_at = stored.size, time.monotonic()
-                    log.info("checkpoint_signed", tree_size=stored.size, origin=signer.name)
+                signing(stop)
                 backoff_s = args.interval
                 # At most one seal an interval: under a stream of commits (a NOTIFY each) the
                 # follower takes an interval's events at a time, not one small page each.

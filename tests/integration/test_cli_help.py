@@ -59,6 +59,18 @@ def test_url_is_described_one_way() -> None:
     assert len(texts) == 1
 
 
+def test_a_following_signer_is_described_one_way() -> None:
+    """seal and project take the same --key, --every and --checkpoint-interval, same help and
+    defaults, and say in their examples how a follower signs."""
+    commands = _subcommands()
+    for dest in ("key", "every", "checkpoint_interval"):
+        (seal,) = [a for a in commands["seal"]._actions if a.dest == dest]
+        (project,) = [a for a in commands["project"]._actions if a.dest == dest]
+        assert (seal.help, seal.default, seal.type) == (project.help, project.default, project.type)
+    for name in ("seal", "project"):
+        assert f"ledger {name} --follow --key ledger.key" in (commands[name].epilog or "")
+
+
 def test_an_unknown_account_names_the_account(
     sqlite_url: str, clock: ManualClock, capsys: pytest.CaptureFixture[str]
 ) -> None:

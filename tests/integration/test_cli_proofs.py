@@ -18,7 +18,7 @@ from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.proofs.checkpoint import open_checkpoint
 from ledger.proofs.note import Signer, Verifier
-from tests.support import build_network, consume
+from tests.support import build_network, cli_env, consume, start_cli
 
 ORIGIN = "ledger.example/cli"
 
@@ -108,3 +108,69 @@ def test_seal_follow_signs_checkpoints_as_events_arrive(
     assert sizes[-1] == events
     assert len(sizes) >= 2
     assert key.read_text().strip().split("+", 4)[4] not in out + err
+
+
+def test_project_follow_with_key_seals_and_signs_checkpoints(
+    store_url: str, clock: ManualClock, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A projection follower with --key --every 5 keeps the views current, seals the tree and
+    signs checkpoints up to the newest event that the verifier key opens and verify accepts;
+    the key's text appears in none of its output."""
+    key, verifier = keygen(tmp_path, capsys)
+    with Ledger.open(store_url, clock=clock, projections="off", password_cost="fast") as lg:
+        build_network(lg, cti_stamps=50)
+    follower = start_cli(
+        "project", "--follow", "--url", store_url, "--key", str(key), "--every", "5",
+        "--interval", "0.1",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(LEDGER_LOG_LEVEL="INFO"),
+    )  # fmt: skip
+    try:
+        assert follower.stderr is not None
+        assert "following" in follower.stderr.readline()
+        with Ledger.open(store_url, clock=clock, projections="off") as lg:
+            for _ in range(3):
+                lg.execute_many([consume() for _ in range(6)])
+                time.sleep(0.3)
+            store = lg.tree_store()
+            newest = store.max_notification_id()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                latest = store.checkpoint(latest=True)
+                state = store.tree_state()
+                caught_up = state.last_id == newest and lg.views.position() == newest
+                if caught_up and latest is not None and latest.size == state.size:
+                    break
+                time.sleep(0.1)
+            checkpoints = lg.checkpoints()
+            position = lg.views.position()
+            report = lg.verify(verifier=verifier)
+            sealed = store.tree_state()
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+    assert position == sealed.last_id == newest
+    assert len(checkpoints) >= 2
+    assert checkpoints[-1].size == sealed.size
+    for stored in checkpoints:
+        assert open_checkpoint(stored.note, verifier).size == stored.size
+    assert report.ok, report.breaches
+    assert any(f"{len(checkpoints)} checkpoints" in note for note in report.notes), report.notes
+    assert "checkpoint_signed" in out + err
+    assert key.read_text().strip().split("+", 4)[4] not in out + err
+
+
+@pytest.mark.parametrize("command", ["seal", "project"])
+def test_key_without_follow_is_refused(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """--key signs while following: without --follow it exits 1 saying so, and opens nothing."""
+    key, _ = keygen(tmp_path, capsys)
+    assert main([command, "--url", sqlite_url, "--key", str(key)]) == 1
+    assert (
+        capsys.readouterr().err == f"{command}: --key signs while following: use it with --follow\n"
+    )
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
