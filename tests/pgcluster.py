@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pytest
+
+from tests.conftest import IN_CI
 
 START_WAIT_S = 60
 """Bound on the wait for a server to accept connections."""
@@ -34,6 +37,16 @@ def bindir() -> Path | None:
         return Path(found[-1]).parent
     which = shutil.which("pg_basebackup")
     return Path(which).parent if which else None
+
+
+def required_bindir(what: str) -> Path:
+    """``bindir()``; without binaries, a failure under CI=true, else a loud skip of ``what``."""
+    binaries = bindir()
+    if binaries is None:
+        if IN_CI:
+            pytest.fail("the PostgreSQL binaries are required under CI=true")
+        pytest.skip(f"SKIPPED LOUDLY (not under CI): no PostgreSQL binaries for {what}")
+    return binaries
 
 
 def _free_port() -> int:

@@ -20,8 +20,7 @@ import pytest
 
 from ledger.api import Ledger
 from ledger.errors import CommitOutcomeUnknown, InfrastructureError
-from tests.conftest import IN_CI
-from tests.pgcluster import PrivateServer, bindir, private_server
+from tests.pgcluster import PrivateServer, private_server, required_bindir
 from tests.support import CTI, MASTER, build_network, consume
 
 CONNECT_TIMEOUT_S = 2
@@ -44,12 +43,7 @@ class Call:
 @pytest.fixture
 def server() -> Iterator[PrivateServer]:
     """A private server with the test network (C1's CTI holds 1,000 stamps)."""
-    binaries = bindir()
-    if binaries is None:
-        if IN_CI:
-            pytest.fail("the PostgreSQL binaries are required under CI=true")
-        pytest.skip("SKIPPED LOUDLY (not under CI): no PostgreSQL binaries for a private server")
-    with private_server(binaries) as made:
+    with private_server(required_bindir("a private server")) as made:
         with Ledger.open(made.url("ledger"), password_cost="fast", projections="off") as lg:
             build_network(lg, cti_stamps=1_000)
         yield made

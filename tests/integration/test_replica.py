@@ -21,8 +21,7 @@ import psycopg
 import pytest
 
 from ledger.api import Ledger
-from tests.conftest import IN_CI
-from tests.pgcluster import Replica, bindir, replica
+from tests.pgcluster import Replica, replica, required_bindir
 from tests.support import CTI, MASTER, build_network, cli_env, consume, run_cli, start_cli
 
 BATCHES = 20
@@ -34,12 +33,7 @@ WAIT_S = 90.0
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Replica]:
     """A throwaway primary and hot standby for this module."""
-    binaries = bindir()
-    if binaries is None:
-        if IN_CI:
-            pytest.fail("the PostgreSQL binaries are required under CI=true")
-        pytest.skip("SKIPPED LOUDLY (not under CI): no PostgreSQL binaries for a replica")
-    with replica(binaries) as made:
+    with replica(required_bindir("a replica")) as made:
         yield made
 
 

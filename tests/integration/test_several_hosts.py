@@ -15,26 +15,16 @@ import pytest
 
 from ledger.api import Ledger
 from ledger.errors import InfrastructureError
-from tests.conftest import IN_CI
-from tests.pgcluster import Replica, _Runner, bindir, replica
+from tests.pgcluster import Replica, _Runner, replica, required_bindir
 from tests.support import CTI, MASTER, build_network, consume
 
 SHORT = "connect_timeout=2&pool_timeout=2"
 
 
-def _binaries() -> object:
-    binaries = bindir()
-    if binaries is None:
-        if IN_CI:
-            pytest.fail("the PostgreSQL binaries are required under CI=true")
-        pytest.skip("SKIPPED LOUDLY (not under CI): no PostgreSQL binaries for a replica")
-    return binaries
-
-
 @pytest.fixture
 def cluster() -> Iterator[Replica]:
     """A throwaway primary and hot standby for one test."""
-    with replica(_binaries()) as made:  # type: ignore[arg-type]
+    with replica(required_bindir("a replica")) as made:
         yield made
 
 
@@ -85,7 +75,7 @@ def test_after_a_promotion_the_same_ledger_writes_and_projects_on_the_new_primar
         build_network(lg, cti_stamps=10)
         assert lg.execute(consume(actor=MASTER)).balance_after == 9
         cluster.wait_replayed("ledger")
-        runner = _Runner(_binaries(), cluster.primary.datadir.parent)  # type: ignore[arg-type]
+        runner = _Runner(required_bindir("a replica"), cluster.primary.datadir.parent)
         runner.stop(cluster.primary)
         with pytest.raises(InfrastructureError) as caught:
             lg.execute(consume(actor=MASTER))

@@ -144,6 +144,26 @@ PURGE_S1_WITH_CLIENT: tuple[Step, ...] = (
     at(DISTRIBUTOR, {"type": "PurgeDistributor", "distributor_id": SUB_DISTRIBUTOR}),
 )
 """S1 (a sub-distributor of D1) with a client C9, then cancelled and purged."""
+OTHERS_C9 = register_client("C9", OTHER_DISTRIBUTOR, "c9@example.com")
+"""The other distributor registers a client C9."""
+OTHER_SUSPENDED = suspend(OTHER_DISTRIBUTOR)
+"""The master account suspends the other distributor."""
+
+
+def unreachable_clients(command: dict[str, Any]) -> tuple[Row, Row]:
+    """``command`` by the master for a client nobody has (``unknown_account``), then for C9,
+    whose distributor is suspended (``distributor_not_active``)."""
+    return (
+        Row("unknown_account", {**command, "client_id": NOWHERE}, actor=MASTER),
+        Row(
+            "distributor_not_active",
+            {**command, "client_id": "C9"},
+            actor=MASTER,
+            setup=(OTHERS_C9, OTHER_SUSPENDED),
+        ),
+    )
+
+
 ADMIN = at(
     DISTRIBUTOR,
     {
@@ -330,25 +350,12 @@ ROWS: list[Row] = [
         "already_exists",
         {"type": "ContractSubscription", "distributor_id": DISTRIBUTOR, "product": "Multinivel"},
     ),
-    Row(
-        "unknown_account",
-        {"type": "ConvertClientToDistributor", "client_id": NOWHERE, "distributor_id": "X2"},
-        actor=MASTER,
-    ),
-    Row(
-        "distributor_not_active",
-        {"type": "ConvertClientToDistributor", "client_id": "C9", "distributor_id": "X2"},
-        actor=MASTER,
-        setup=(
-            register_client("C9", OTHER_DISTRIBUTOR, "c9@example.com"),
-            suspend(OTHER_DISTRIBUTOR),
-        ),
-    ),
+    *unreachable_clients({"type": "ConvertClientToDistributor", "distributor_id": "X2"}),
     Row(
         "multinivel_required",
         {"type": "ConvertClientToDistributor", "client_id": "C9", "distributor_id": "X2"},
         actor=OTHER_DISTRIBUTOR,
-        setup=(register_client("C9", OTHER_DISTRIBUTOR, "c9@example.com"),),
+        setup=(OTHERS_C9,),
     ),
     Row(
         "invalid_transition",
@@ -631,9 +638,9 @@ ROWS += [
     ),
     Row(
         "distributor_not_active",
-        register_client("C9", OTHER_DISTRIBUTOR, "c9@example.com"),
+        OTHERS_C9,
         actor=MASTER,
-        setup=(suspend(OTHER_DISTRIBUTOR),),
+        setup=(OTHER_SUSPENDED,),
     ),
     Row(
         "unknown_account",
@@ -814,9 +821,9 @@ ROWS += [
         {**_ASSIGN, "seller_id": OTHER_DISTRIBUTOR, "cti_id": "C9-cti"},
         actor=MASTER,
         setup=(
-            register_client("C9", OTHER_DISTRIBUTOR, "c9@example.com"),
+            OTHERS_C9,
             at(OTHER_DISTRIBUTOR, {**CLIENT_PACKAGE, "seller_id": OTHER_DISTRIBUTOR}),
-            suspend(OTHER_DISTRIBUTOR),
+            OTHER_SUSPENDED,
         ),
     ),
     Row(
@@ -948,9 +955,9 @@ ROWS += [
         {**_BUY, "client_id": "C9"},
         actor="C9",
         setup=(
-            register_client("C9", OTHER_DISTRIBUTOR, "c9@example.com"),
+            OTHERS_C9,
             at(OTHER_DISTRIBUTOR, {**CLIENT_PACKAGE, "seller_id": OTHER_DISTRIBUTOR}),
-            suspend(OTHER_DISTRIBUTOR),
+            OTHER_SUSPENDED,
         ),
     ),
     Row("pcc_purchase_not_allowed", _BUY, actor=CLIENT, setup=(at(DISTRIBUTOR, CLIENT_PACKAGE),)),
@@ -1062,20 +1069,7 @@ ROWS += [
         setup=(issue(), at(DISTRIBUTOR, {"type": "CancelCreditCode", "code_id": "K1"})),
     ),
     # Licences, seats, portal users
-    Row(
-        "unknown_account",
-        {"type": "GenerateLicence", "client_id": NOWHERE, "product": "Dóminus"},
-        actor=MASTER,
-    ),
-    Row(
-        "distributor_not_active",
-        {"type": "GenerateLicence", "client_id": "C9", "product": "Dóminus"},
-        actor=MASTER,
-        setup=(
-            register_client("C9", OTHER_DISTRIBUTOR, "c9@example.com"),
-            suspend(OTHER_DISTRIBUTOR),
-        ),
-    ),
+    *unreachable_clients({"type": "GenerateLicence", "product": "Dóminus"}),
     Row("mkl_required", {"type": "GenerateLicence", "client_id": CLIENT, "product": "NomiCloud"}),
     Row(
         "unknown_product",
@@ -1099,16 +1093,7 @@ ROWS += [
             ),
         ),
     ),
-    Row("unknown_account", {**SEAT, "client_id": NOWHERE}, actor=MASTER),
-    Row(
-        "distributor_not_active",
-        {**SEAT, "client_id": "C9"},
-        actor=MASTER,
-        setup=(
-            register_client("C9", OTHER_DISTRIBUTOR, "c9@example.com"),
-            suspend(OTHER_DISTRIBUTOR),
-        ),
-    ),
+    *unreachable_clients(SEAT),
     Row("unknown_account", {**ADD_USER, "client_id": NOWHERE}, actor=MASTER),
     Row(
         "distributor_not_active",
@@ -1138,9 +1123,9 @@ ROWS += [
         {**RENEW_SEAT, "seat_id": "SEAT-9"},
         actor=MASTER,
         setup=(
-            register_client("C9", OTHER_DISTRIBUTOR, "c9@example.com"),
+            OTHERS_C9,
             at(OTHER_DISTRIBUTOR, {**SEAT, "seat_id": "SEAT-9", "client_id": "C9"}),
-            suspend(OTHER_DISTRIBUTOR),
+            OTHER_SUSPENDED,
         ),
     ),
 ]

@@ -218,17 +218,14 @@ def test_a_sale_key_stored_before_buyers_reads_as_the_sellers_alone() -> None:
 
 def test_a_redemption_recorded_before_codes_were_sales_has_no_client() -> None:
     """``CreditCode.Redeemed`` gained ``client_id`` with a default: older bytes decode."""
-    state = (
-        b'{"originator_id":"K1","originator_version":2,"timestamp":"2026-01-05T18:00:00Z",'
-        b'"to_id":"C1-cti","quantity":5,"unit":"stamps"}'
-    )
-    event = MsgspecMapper().to_domain_event(
-        StoredEvent(
-            originator_id="K1",
-            originator_version=2,
-            topic="CreditCode.Redeemed",
-            state=state,
-        )
+    event = decode(
+        {
+            "originator_id": "K1",
+            "originator_version": 2,
+            "topic": "CreditCode.Redeemed",
+            "state": '{"originator_id":"K1","originator_version":2,'
+            '"timestamp":"2026-01-05T18:00:00Z","to_id":"C1-cti","quantity":5,"unit":"stamps"}',
+        }
     )
     assert isinstance(event, CreditCode.Redeemed)
     assert (event.to_id, event.client_id) == ("C1-cti", "")
@@ -236,18 +233,16 @@ def test_a_redemption_recorded_before_codes_were_sales_has_no_client() -> None:
 
 def test_an_auto_top_up_failure_recorded_before_reasons_has_none() -> None:
     """``AutoTopUpFailed`` gained ``reason`` with a default: older bytes decode with ""."""
-    state = (
-        b'{"originator_id":"C1-cti","originator_version":9,"timestamp":"2026-01-05T18:00:00Z",'
-        b'"cfdi_uuid":"6F1C2A9E-0B4D-4C55-9A1E-3D2B7C8E9F01","available":3,'
-        b'"distributor_id":"D1","requested":50}'
-    )
-    event = MsgspecMapper().to_domain_event(
-        StoredEvent(
-            originator_id="C1-cti",
-            originator_version=9,
-            topic="StampingAccount.AutoTopUpFailed",
-            state=state,
-        )
+    event = decode(
+        {
+            "originator_id": "C1-cti",
+            "originator_version": 9,
+            "topic": "StampingAccount.AutoTopUpFailed",
+            "state": '{"originator_id":"C1-cti","originator_version":9,'
+            '"timestamp":"2026-01-05T18:00:00Z",'
+            '"cfdi_uuid":"6F1C2A9E-0B4D-4C55-9A1E-3D2B7C8E9F01","available":3,'
+            '"distributor_id":"D1","requested":50}',
+        }
     )
     assert isinstance(event, StampingAccount.AutoTopUpFailed)
     assert event.reason == ""
