@@ -25,6 +25,7 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractConnection
 from pamqp import commands as spec
 
+from adapters.publish.describe import describe, where
 from ledger.outbound.message import Outgoing, message_id, routing_key
 from ledger.outbound.publisher import TargetUnavailable
 
@@ -60,7 +61,7 @@ class AmqpTarget:
             await channel.declare_exchange(self.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
             self._channel = await channel.get_underlay_channel()
         except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
-            raise TargetUnavailable(f"AMQP at {_where(self.url)}: {_describe(exc)}") from None
+            raise TargetUnavailable(f"AMQP at {where(self.url)}: {describe(exc)}") from None
         return position
 
     async def send(self, messages: Sequence[Outgoing]) -> None:
@@ -92,7 +93,7 @@ class AmqpTarget:
                 )
             results = await asyncio.wait_for(asyncio.gather(*tasks), timeout=self.confirm_timeout_s)
         except (OSError, TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
-            raise TargetUnavailable(f"AMQP at {_where(self.url)}: {_describe(exc)}") from None
+            raise TargetUnavailable(f"AMQP at {where(self.url)}: {describe(exc)}") from None
         finally:
             for task in tasks:
                 if not task.done():
@@ -111,14 +112,3 @@ class AmqpTarget:
                 OSError, TimeoutError, aiormq.exceptions.AMQPError, RuntimeError
             ):
                 await asyncio.wait_for(connection.close(), timeout=CONNECT_TIMEOUT_S)
-
-
-def _where(url: str) -> str:
-    """The URL without credentials."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}"
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -28,6 +28,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.api import StreamConfig
 
+from adapters.publish.describe import describe, where
 from ledger.outbound.message import Outgoing, message_id, routing_key
 from ledger.outbound.publisher import TargetRefused, TargetUnavailable
 
@@ -102,8 +103,8 @@ class JetStreamTarget:
                 stored = await self._js.get_msg(self.stream, seq=info.state.last_seq)
                 last = (stored.headers or {}).get("Nats-Msg-Id")
         except (OSError, TimeoutError, nats.errors.Error) as exc:
-            reason = _describe(errors[-1] if errors and isinstance(exc, TimeoutError) else exc)
-            raise TargetUnavailable(f"NATS at {_where(self.url)}: {reason}") from None
+            reason = describe(errors[-1] if errors and isinstance(exc, TimeoutError) else exc)
+            raise TargetUnavailable(f"NATS at {where(self.url)}: {reason}") from None
         return self._resume(last, position)
 
     def _resume(self, last: str | None, position: int) -> int:
@@ -151,9 +152,9 @@ class JetStreamTarget:
                     f"NATS stream {self.stream}: a message before this batch did not arrive"
                     f" ({exc.description}); resuming after the stream's last message"
                 ) from None
-            raise TargetUnavailable(f"NATS stream {self.stream}: {_describe(exc)}") from None
+            raise TargetUnavailable(f"NATS stream {self.stream}: {describe(exc)}") from None
         except (OSError, TimeoutError, nats.errors.Error) as exc:
-            raise TargetUnavailable(f"NATS at {_where(self.url)}: {_describe(exc)}") from None
+            raise TargetUnavailable(f"NATS at {where(self.url)}: {describe(exc)}") from None
         finally:
             for future in futures:
                 if not future.done():
@@ -167,17 +168,6 @@ class JetStreamTarget:
             # A connection already broken: nothing left to close.
             with contextlib.suppress(OSError, TimeoutError, nats.errors.Error):
                 await client.close()
-
-
-def _where(url: str) -> str:
-    """The URL without credentials."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}"
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def _nothing() -> None:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -97,6 +98,21 @@ def _kill_mid_stream(start: callable, count: callable, total: int) -> int:  # ty
     return hits
 
 
+def _published_after_kills(
+    log_url: str, tmp_path: Path, target: list[str], count: Callable[[], int]
+) -> tuple[list[tuple[int, str, int, str]], str]:
+    """The log, and the output of a full run to ``target`` after ``KILLS`` SIGKILLs mid-stream
+    (``count``: what the broker holds), each kill and the full run checked."""
+    views_url = f"sqlite:///{tmp_path / 'positions.db'}"
+    log = _log(log_url)
+    hits = _kill_mid_stream(lambda: _publish(log_url, views_url, *target), count, len(log))
+    assert hits == KILLS
+    finished = _publish(log_url, views_url, *target)
+    out, err = finished.communicate(timeout=WAIT_S_MAX)
+    assert finished.returncode == 0, err
+    return log, out
+
+
 def _check_in_order(received: list[Received], log: list[tuple[int, str, int, str]], key) -> None:  # type: ignore[no-untyped-def]
     assert len(received) == len(log)
     for message, (notification_id, originator, version, kind) in zip(received, log, strict=True):
@@ -119,14 +135,8 @@ def test_jetstream_holds_the_log_once_in_order_after_five_kills(
     log_url: str, tmp_path: Path, stream: Stream
 ) -> None:
     """Five SIGKILLs mid-stream, then a full run: the stream is the log, no gap, no duplicate."""
-    views_url = f"sqlite:///{tmp_path / 'positions.db'}"
     target = ["--to", stream.url, "--stream", stream.name, "--subject-prefix", stream.prefix]
-    log = _log(log_url)
-    hits = _kill_mid_stream(lambda: _publish(log_url, views_url, *target), stream.count, len(log))
-    assert hits == KILLS
-    finished = _publish(log_url, views_url, *target)
-    out, err = finished.communicate(timeout=WAIT_S_MAX)
-    assert finished.returncode == 0, err
+    log, out = _published_after_kills(log_url, tmp_path, target, stream.count)
     assert f"at notification {len(log)}" in out
     _check_in_order(stream.read(), log, lambda kind: f"{stream.prefix}.{_network(kind)}.{kind}")
 
@@ -136,14 +146,8 @@ def test_amqp_holds_the_log_in_order_with_at_most_the_unconfirmed_tail_again(
 ) -> None:
     """Five SIGKILLs mid-stream: deduplicated by message id the queue is the log, in order;
     what came twice is at most two pages per kill, each time with the same body."""
-    views_url = f"sqlite:///{tmp_path / 'positions.db'}"
     target = ["--to", AMQP_URL, "--exchange", queue.exchange]
-    log = _log(log_url)
-    hits = _kill_mid_stream(lambda: _publish(log_url, views_url, *target), queue.count, len(log))
-    assert hits == KILLS
-    finished = _publish(log_url, views_url, *target)
-    _, err = finished.communicate(timeout=WAIT_S_MAX)
-    assert finished.returncode == 0, err
+    log, _ = _published_after_kills(log_url, tmp_path, target, queue.count)
     received = queue.read()
     first: dict[str, Received] = {}
     for message in received:
