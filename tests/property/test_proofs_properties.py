@@ -10,7 +10,8 @@ held whole.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -119,6 +120,28 @@ def flip(data: bytes, position: int, bit: int) -> bytes:
     return data[:position] + bytes([data[position] ^ (1 << bit)]) + data[position + 1 :]
 
 
+def flipped(hashes: list[bytes], which: int, position: int, bit: int) -> list[bytes]:
+    """``hashes`` with one bit of the ``which``-th flipped."""
+    return [*hashes[:which], flip(hashes[which], position, bit), *hashes[which + 1 :]]
+
+
+def refused_by_both(
+    cases: list[tuple[Any, ...]],
+    reference: Callable[..., bool],
+    verify: Callable[..., None],
+    kind: str,
+) -> None:
+    """Every case (a corrupted proof) is refused by the reference and by ``verify``."""
+    for case in cases:
+        assert not reference(*case)
+        try:
+            verify(*case)
+        except ProofError:
+            pass
+        else:
+            raise AssertionError(f"accepted a corrupted {kind} proof {case}")
+
+
 LEAVES = st.lists(st.binary(max_size=12), min_size=1, max_size=70)
 
 
@@ -144,16 +167,8 @@ def test_inclusion_proofs_agree_with_the_reference(
     cases = [(m, n, bad_leaf, path, root), (m, n, leaf, path, bad_root)]
     if path:
         which = data.draw(st.integers(0, len(path) - 1))
-        cases.append((m, n, leaf, [*path[:which], flip(path[which], position, bit),
-                                   *path[which + 1 :]], root))  # fmt: skip
-    for case in cases:
-        assert not ref_verify_inclusion(*case)
-        try:
-            verify_inclusion(*case)
-        except ProofError:
-            pass
-        else:
-            raise AssertionError(f"accepted a corrupted inclusion proof {case}")
+        cases.append((m, n, leaf, flipped(path, which, position, bit), root))
+    refused_by_both(cases, ref_verify_inclusion, verify_inclusion, "inclusion")
 
 
 @settings(max_examples=150, deadline=None)
@@ -175,16 +190,8 @@ def test_consistency_proofs_agree_with_the_reference(
              (m, n, proof, root1, flip(root2, position, bit))]  # fmt: skip
     if proof:
         which = data.draw(st.integers(0, len(proof) - 1))
-        cases.append((m, n, [*proof[:which], flip(proof[which], position, bit),
-                             *proof[which + 1 :]], root1, root2))  # fmt: skip
-    for case in cases:
-        assert not ref_verify_consistency(*case)
-        try:
-            verify_consistency(*case)
-        except ProofError:
-            pass
-        else:
-            raise AssertionError(f"accepted a corrupted consistency proof {case}")
+        cases.append((m, n, flipped(proof, which, position, bit), root1, root2))
+    refused_by_both(cases, ref_verify_consistency, verify_consistency, "consistency")
 
 
 @settings(max_examples=25, deadline=None)

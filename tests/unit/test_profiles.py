@@ -192,12 +192,15 @@ def test_rfc_with_spaces_maps_to_invalid_rfc() -> None:
     assert rejection_of(ClientProfile, {**CLIENT, "rfc": "GODE 561231 GR8"}).code == "invalid_rfc"
 
 
-def test_bad_rfc_wins_over_other_field_errors() -> None:
-    """With the RFC and another field wrong, the code is invalid_rfc and both are listed."""
-    rejection = rejection_of(ClientProfile, {**CLIENT, "rfc": "XX", "postal_code": "0660"})
+@pytest.mark.parametrize(("field", "value"), [("postal_code", "0660"), ("uso_cfdi", "Z99")])
+def test_bad_rfc_wins_over_other_field_errors(field: str, value: str) -> None:
+    """With the RFC and another field wrong (a postal code, or an uso de CFDI not in the
+    catalogue: catalogue codes are checked even when the RFC failed, person-type checks wait
+    for it), the code is invalid_rfc and both are listed."""
+    rejection = rejection_of(ClientProfile, {**CLIENT, "rfc": "XX", field: value})
     assert rejection.code == "invalid_rfc"
     fields = [error["field"] for error in rejection.details["errors"]]
-    assert fields == ["profile.rfc", "profile.postal_code"]
+    assert fields == ["profile.rfc", f"profile.{field}"]
 
 
 def test_rejection_does_not_echo_input_values() -> None:
@@ -306,30 +309,27 @@ def test_profile_rejects_a_bulk_stamp_price_that_is_not_money_text(price: object
     assert rejection.details["errors"][0]["field"] == "profile.bulk_stamp_price"
 
 
-@pytest.mark.parametrize("discount", [-1, "100.01", "7.125", True])
-def test_profile_rejects_a_discount_outside_zero_to_one_hundred(discount: object) -> None:
-    """discount_pct is 0 to 100 with at most two decimals."""
-    rejection = rejection_of(ClientProfile, {**CLIENT, "discount_pct": discount})
-    assert rejection.details["errors"][0]["field"] == "profile.discount_pct"
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        *(("discount_pct", discount) for discount in (-1, "100.01", "7.125", True)),
+        *(("credit_days", days) for days in (-1, 366, "30", 30.0, True)),
+    ],
+)
+def test_profile_rejects_a_discount_or_credit_days_out_of_range(field: str, value: object) -> None:
+    """discount_pct is 0 to 100 with at most two decimals; credit_days is an integer from 0 to
+    365, not text or a float."""
+    rejection = rejection_of(ClientProfile, {**CLIENT, field: value})
+    assert rejection.details["errors"][0]["field"] == f"profile.{field}"
 
 
-def test_profile_accepts_discount_bounds() -> None:
-    """0 and 100 percent are both allowed."""
-    assert client(discount_pct=0).discount_pct == 0
-    assert client(discount_pct=100).discount_pct == 100
-
-
-@pytest.mark.parametrize("days", [-1, 366, "30", 30.0, True])
-def test_profile_rejects_credit_days_outside_range_or_not_integer(days: object) -> None:
-    """credit_days is an integer from 0 to 365, not text or a float."""
-    rejection = rejection_of(ClientProfile, {**CLIENT, "credit_days": days})
-    assert rejection.details["errors"][0]["field"] == "profile.credit_days"
-
-
-def test_profile_accepts_credit_days_bounds() -> None:
-    """0 and 365 days are both allowed."""
-    assert client(credit_days=0).credit_days == 0
-    assert client(credit_days=365).credit_days == 365
+@pytest.mark.parametrize(
+    ("field", "bound"),
+    [("discount_pct", 0), ("discount_pct", 100), ("credit_days", 0), ("credit_days", 365)],
+)
+def test_profile_accepts_the_bounds_of_discount_and_credit_days(field: str, bound: int) -> None:
+    """0 and 100 percent, 0 and 365 days, are all allowed."""
+    assert getattr(client(**{field: bound}), field) == bound
 
 
 def test_client_profile_rejects_an_unknown_regimen() -> None:
@@ -371,14 +371,6 @@ def test_client_profile_rejects_a_uso_that_does_not_admit_the_regimen() -> None:
     assert rejection.details["errors"][0]["message"] == (
         "El uso de CFDI CN01 no admite el régimen fiscal 612 del receptor."
     )
-
-
-def test_client_profile_reports_catalogue_codes_even_when_the_rfc_failed() -> None:
-    """With a bad RFC an unknown uso is still reported; person-type checks wait for the RFC."""
-    rejection = rejection_of(ClientProfile, {**CLIENT, "rfc": "XX", "uso_cfdi": "Z99"})
-    assert rejection.code == "invalid_rfc"
-    fields = [error["field"] for error in rejection.details["errors"]]
-    assert fields == ["profile.rfc", "profile.uso_cfdi"]
 
 
 def test_profile_rejects_a_person_type_that_contradicts_the_rfc() -> None:
