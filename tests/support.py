@@ -412,6 +412,14 @@ def fields(rejected: Rejected) -> list[str]:
     return [error["field"] for error in rejected.details["errors"]]
 
 
+def invalid_fields(lg: Ledger, command: dict[str, Any]) -> list[str]:
+    """The fields named by the ``invalid_command`` rejection of ``command`` (checked as
+    ``rejection`` checks it, and that its code is ``invalid_command``)."""
+    rejected = rejection(lg, command)
+    assert rejected.code == "invalid_command"
+    return fields(rejected)
+
+
 def register_client(
     client_id: str = "C2", *, distributor_id: str = DISTRIBUTOR, **profile: Any
 ) -> dict[str, Any]:

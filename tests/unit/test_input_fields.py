@@ -29,6 +29,7 @@ from tests.support import (
     MASTER,
     consume,
     fields,
+    invalid_fields,
     network_ledger,
     register_client,
     rejection,
@@ -170,16 +171,14 @@ def test_control_character_in_a_nested_profile_field_is_invalid_command(
 ) -> None:
     """A control character deep in a client's profile is refused, naming the field."""
     command = register_client(address={"street": f"Reforma{control}222"})
-    rejected = rejection(lg, command)
-    assert rejected.code == "invalid_command"
-    assert fields(rejected) == ["RegisterClient.profile.address.street"]
+    assert invalid_fields(lg, command) == ["RegisterClient.profile.address.street"]
 
 
 def test_nul_in_a_client_name_is_invalid_command(lg: Ledger) -> None:
     """The NUL byte that stopped every PostgreSQL projection is refused at the boundary."""
-    rejected = rejection(lg, register_client(name="Juan\x00Pérez"))
-    assert rejected.code == "invalid_command"
-    assert fields(rejected) == ["RegisterClient.profile.name"]
+    assert invalid_fields(lg, register_client(name="Juan\x00Pérez")) == [
+        "RegisterClient.profile.name"
+    ]
 
 
 def test_comments_take_tab_and_newline_but_no_other_control_character(lg: Ledger) -> None:
@@ -268,9 +267,7 @@ def test_stamped_at_out_of_range_is_invalid_command_naming_the_field(
     lg: Ledger, stamped_at: str
 ) -> None:
     """A time before 2000 or over a day after the clock's now is refused, never a crash."""
-    rejected = rejection(lg, stamp(stamped_at=stamped_at))
-    assert rejected.code == "invalid_command"
-    assert fields(rejected) == ["ConsumeStamp.stamped_at"]
+    assert invalid_fields(lg, stamp(stamped_at=stamped_at)) == ["ConsumeStamp.stamped_at"]
 
 
 def test_stamped_at_up_to_a_day_ahead_and_back_to_2000_is_accepted(lg: Ledger) -> None:
@@ -370,9 +367,7 @@ def test_balance_at_an_extreme_instant_is_invalid_command(lg: Ledger, at: str) -
 )
 def test_a_name_with_invisible_characters_is_invalid_command(lg: Ledger, text: str) -> None:
     """Bidirectional overrides and zero-width characters in a name are refused, naming it."""
-    rejected = rejection(lg, register_client("C5", name=text))
-    assert rejected.code == "invalid_command"
-    assert fields(rejected) == ["RegisterClient.profile.name"]
+    assert invalid_fields(lg, register_client("C5", name=text)) == ["RegisterClient.profile.name"]
 
 
 # Numbers are not times -------------------------------------------------------------------------
@@ -417,9 +412,7 @@ def test_every_time_field_refuses_a_number(path: str, value: Any) -> None:
 @pytest.mark.parametrize("value", EPOCHS, ids=repr)
 def test_an_epoch_as_stamped_at_is_invalid_command_naming_the_field(lg: Ledger, value: Any) -> None:
     """``execute`` refuses a bare epoch as a stamping time, naming the field."""
-    rejected = rejection(lg, stamp(stamped_at=value))
-    assert rejected.code == "invalid_command"
-    assert fields(rejected) == ["ConsumeStamp.stamped_at"]
+    assert invalid_fields(lg, stamp(stamped_at=value)) == ["ConsumeStamp.stamped_at"]
 
 
 @pytest.mark.parametrize("value", [1_767_225_600, "1767225600", "20270131", 20270131])
@@ -431,9 +424,7 @@ def test_an_epoch_as_a_date_is_invalid_command_naming_the_field(lg: Ledger, valu
         "expires_on": value,
         "actor": MASTER,
     }
-    rejected = rejection(lg, command)
-    assert rejected.code == "invalid_command"
-    assert fields(rejected) == ["RenewDistributor.expires_on"]
+    assert invalid_fields(lg, command) == ["RenewDistributor.expires_on"]
 
 
 def test_an_epoch_in_a_batch_is_refused_alone(lg: Ledger) -> None:
