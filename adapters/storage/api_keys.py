@@ -168,14 +168,19 @@ class ApiKeyStore:
 
     def get(self, key_id: str) -> ApiKey | None:
         """The key with that id, revoked or not."""
+        found = self._stored(key_id)
+        return None if found is None else found[0]
+
+    def _stored(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """The key with that id and the digest of its secret, or None."""
         with self.database.read() as cursor:
             cursor.execute(
                 "SELECT key_id, actor_id, scope, name, created_at, created_by, revoked_at,"
-                " revoked_by FROM ledger_api_keys WHERE key_id = ?",
+                " revoked_by, digest FROM ledger_api_keys WHERE key_id = ?",
                 (key_id,),
             )
             rows = cursor.fetchall()
-            return _key(cursor.dialect, rows[0]) if rows else None
+            return (_key(cursor.dialect, rows[0][:-1]), str(rows[0][-1])) if rows else None
 
     def list_keys(self) -> list[ApiKey]:
         """Every key, oldest first."""
@@ -210,19 +215,13 @@ class ApiKeyStore:
         if parts is None:
             return None
         key_id, secret = parts
-        with self.database.read() as cursor:
-            cursor.execute(
-                "SELECT key_id, actor_id, scope, name, created_at, created_by, revoked_at,"
-                " revoked_by, digest FROM ledger_api_keys WHERE key_id = ?",
-                (key_id,),
-            )
-            rows = cursor.fetchall()
-            if not rows:
-                # The same work as for a known key, so that timing does not tell ids apart.
-                hmac.compare_digest(_digest(secret), _digest(""))
-                return None
-            key = _key(cursor.dialect, rows[0][:-1])
-        if not hmac.compare_digest(_digest(secret), str(rows[0][-1])):
+        found = self._stored(key_id)
+        if found is None:
+            # The same work as for a known key, so that timing does not tell ids apart.
+            hmac.compare_digest(_digest(secret), _digest(""))
+            return None
+        key, digest = found
+        if not hmac.compare_digest(_digest(secret), digest):
             return None
         return None if key.revoked_at is not None else key
 

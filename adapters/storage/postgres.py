@@ -82,6 +82,16 @@ _LOCK_BUCKETS_SQL = (
 )
 """The aggregates' transaction locks, in the record functions (as ``ledger_lock`` takes them:
 same buckets, same ascending order)."""
+_TAKE_ANSWER_SQL = (
+    "DELETE FROM {schema}.{answers} AS a WHERE a.id = p_post "
+    "RETURNING a.answers INTO answer; "
+    "IF FOUND THEN r_kinds := 'a'; r_states := ARRAY[answer]; "
+    "IF pg_try_advisory_lock({gate_class}, pg_backend_pid()) THEN "
+    "r_kinds := 'ag'; END IF; "
+    "RETURN; END IF; "
+)
+"""How the hot wait takes the answer another writer left for its post: found, it returns it
+(and takes its gate when free); used before each wait for the lock and after the last."""
 _WRITE_SQL = (
     "IF cardinality(key_names) > 0 THEN "
     "INSERT INTO {schema}.{keys} (key, fingerprint, outcome) "
@@ -150,25 +160,22 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         super().__init__(datastore, events_table_name=events_table_name)
         prefix = events_table_name.removesuffix("_events")
         self.keys_table_name = f"{prefix}_keys"
+        self.chain_table_name = f"{prefix}_chain"
         schema = Identifier(self.datastore.schema)
         table = Identifier(self.keys_table_name)
-        self.sql_create_statements.append(
-            SQL(
+        chain = Identifier(self.chain_table_name)
+        self.sql_create_statements.extend(
+            SQL(text).format(schema=schema, table=table, chain=chain)
+            for text in (
                 "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
-                "key text PRIMARY KEY, fingerprint text NOT NULL, outcome bytea NOT NULL)"
-            ).format(schema=schema, table=table)
+                "key text PRIMARY KEY, fingerprint text NOT NULL, outcome bytea NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS {schema}.{chain} ("
+                "last_id bigint PRIMARY KEY, first_id bigint NOT NULL, hash bytea NOT NULL)",
+            )
         )
         self.select_keys_statement = SQL(
             "SELECT key, fingerprint, outcome FROM {schema}.{table} WHERE key = ANY(%s)"
         ).format(schema=schema, table=table)
-        self.chain_table_name = f"{prefix}_chain"
-        chain = Identifier(self.chain_table_name)
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE TABLE IF NOT EXISTS {schema}.{chain} ("
-                "last_id bigint PRIMARY KEY, first_id bigint NOT NULL, hash bytea NOT NULL)"
-            ).format(schema=schema, chain=chain)
-        )
         # Every writer of an aggregate holds a transaction-scoped advisory lock on it (on its
         # bucket: the lock table is shared by the whole server, so a transaction takes at most
         # LOCK_BUCKETS locks) from before its first write until its commit. The locks are
@@ -340,42 +347,24 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         # (as an overtaken guarded write does), decides its own batch and the posted ones, and
         # writes them all in one transaction with their answers. One commit and one flush of
         # the WAL then serve several processes, as group commit serves one process's threads.
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE UNLOGGED TABLE IF NOT EXISTS {schema}.{posts} ("
-                "id bigint PRIMARY KEY, stream text NOT NULL, commands bytea NOT NULL, "
-                "posted_at timestamptz NOT NULL DEFAULT now())"
-            ).format(**names)
+        hot_tables = (
+            "CREATE UNLOGGED TABLE IF NOT EXISTS {schema}.{posts} ("
+            "id bigint PRIMARY KEY, stream text NOT NULL, commands bytea NOT NULL, "
+            "posted_at timestamptz NOT NULL DEFAULT now())",
+            "ALTER TABLE {schema}.{posts} ADD COLUMN IF NOT EXISTS poster int NOT NULL "
+            "DEFAULT pg_backend_pid()",
+            "CREATE INDEX IF NOT EXISTS {index} ON {schema}.{posts} (stream, id)",
+            "CREATE UNLOGGED TABLE IF NOT EXISTS {schema}.{answers} ("
+            "id bigint PRIMARY KEY, answers bytea NOT NULL, "
+            "answered_at timestamptz NOT NULL DEFAULT now())",
+            "CREATE UNLOGGED TABLE IF NOT EXISTS {schema}.{turns} ("
+            "stream text PRIMARY KEY, batches int NOT NULL)",
+            "ALTER TABLE {schema}.{turns} ADD COLUMN IF NOT EXISTS posters int[] NOT NULL "
+            "DEFAULT '{{}}'",
         )
-        self.sql_create_statements.append(
-            SQL(
-                "ALTER TABLE {schema}.{posts} ADD COLUMN IF NOT EXISTS poster int NOT NULL "
-                "DEFAULT pg_backend_pid()"
-            ).format(**names)
-        )
-        self.sql_create_statements.append(
-            SQL("CREATE INDEX IF NOT EXISTS {index} ON {schema}.{posts} (stream, id)").format(
-                index=Identifier(f"{prefix}_hot_posts_stream_idx"), **names
-            )
-        )
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE UNLOGGED TABLE IF NOT EXISTS {schema}.{answers} ("
-                "id bigint PRIMARY KEY, answers bytea NOT NULL, "
-                "answered_at timestamptz NOT NULL DEFAULT now())"
-            ).format(**names)
-        )
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE UNLOGGED TABLE IF NOT EXISTS {schema}.{turns} ("
-                "stream text PRIMARY KEY, batches int NOT NULL)"
-            ).format(**names)
-        )
-        self.sql_create_statements.append(
-            SQL(
-                "ALTER TABLE {schema}.{turns} ADD COLUMN IF NOT EXISTS posters int[] NOT NULL "
-                "DEFAULT '{{}}'"
-            ).format(**names)
+        index = Identifier(f"{prefix}_hot_posts_stream_idx")
+        self.sql_create_statements.extend(
+            SQL(text).format(index=index, **names) for text in hot_tables
         )
         # One call: the post committed first (so that the lock's holder sees it; unlogged, so
         # its commit flushes nothing), then the wait, in a second transaction of the same
@@ -417,12 +406,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "FOR round IN 1..{spins} LOOP "
                 "SET LOCAL lock_timeout = '{lock_timeout}s'; "
                 "PERFORM pg_advisory_xact_lock_shared({lock_class}, hashtext(p_stream) & {mask}); "
-                "DELETE FROM {schema}.{answers} AS a WHERE a.id = p_post "
-                "RETURNING a.answers INTO answer; "
-                "IF FOUND THEN r_kinds := 'a'; r_states := ARRAY[answer]; "
-                "IF pg_try_advisory_lock({gate_class}, pg_backend_pid()) THEN "
-                "r_kinds := 'ag'; END IF; "
-                "RETURN; END IF; "
+                "{take_answer}"
                 "COMMIT; "
                 "SET LOCAL lock_timeout = '{lock_timeout}s'; "
                 "IF round = {spins} THEN "
@@ -431,12 +415,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "END IF; "
                 "EXIT WHEN pg_try_advisory_xact_lock({lock_class}, hashtext(p_stream) & {mask}); "
                 "END LOOP; "
-                "DELETE FROM {schema}.{answers} AS a WHERE a.id = p_post "
-                "RETURNING a.answers INTO answer; "
-                "IF FOUND THEN r_kinds := 'a'; r_states := ARRAY[answer]; "
-                "IF pg_try_advisory_lock({gate_class}, pg_backend_pid()) THEN "
-                "r_kinds := 'ag'; END IF; "
-                "RETURN; END IF; "
+                "{take_answer}"
                 "DELETE FROM {schema}.{posts} AS p WHERE p.id = p_post; "
                 # Its turn. As the server delays a commit for more to share its flush
                 # (commit_delay), it waits a little (TURN_WAIT_MS at most) for the writers of
@@ -493,6 +472,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 stale_s=HOT_STALE_S,
                 sweep_every=HOT_SWEEP_EVERY,
                 turn_wait_ms=HOT_TURN_WAIT_MS,
+                take_answer=SQL(_TAKE_ANSWER_SQL).format(**names),
                 **names,
             )
         )

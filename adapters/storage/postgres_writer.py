@@ -69,30 +69,30 @@ def _results(pgconn: psycopg.pq.abc.PGconn) -> list[psycopg.pq.abc.PGresult]:
         results.append(result)
 
 
+_TRANSLATED: tuple[tuple[type[psycopg.Error], type[PersistenceError]], ...] = (
+    (psycopg.InterfaceError, InterfaceError),
+    (psycopg.OperationalError, OperationalError),
+    (psycopg.DataError, DataError),
+    (psycopg.IntegrityError, IntegrityError),
+    (psycopg.InternalError, InternalError),
+    (psycopg.ProgrammingError, ProgrammingError),
+    (psycopg.NotSupportedError, NotSupportedError),
+    (psycopg.DatabaseError, DatabaseError),
+    (psycopg.Error, PersistenceError),
+)
+"""psycopg's error classes and eventsourcing's for them, the most specific first."""
+
+
 @contextmanager
 def _as_persistence_errors() -> Iterator[None]:
     """psycopg's errors as eventsourcing's, as ``PostgresDatastore.get_connection`` gives them
     (what ``EventStore`` tells apart: a lost race, a connection failure, anything else)."""
     try:
         yield
-    except psycopg.InterfaceError as exc:
-        raise InterfaceError(str(exc)) from exc
-    except psycopg.OperationalError as exc:
-        raise OperationalError(str(exc)) from exc
-    except psycopg.DataError as exc:
-        raise DataError(str(exc)) from exc
-    except psycopg.IntegrityError as exc:
-        raise IntegrityError(str(exc)) from exc
-    except psycopg.InternalError as exc:
-        raise InternalError(str(exc)) from exc
-    except psycopg.ProgrammingError as exc:
-        raise ProgrammingError(str(exc)) from exc
-    except psycopg.NotSupportedError as exc:
-        raise NotSupportedError(str(exc)) from exc
-    except psycopg.DatabaseError as exc:
-        raise DatabaseError(str(exc)) from exc
     except psycopg.Error as exc:
-        raise PersistenceError(str(exc)) from exc
+        # The first class that matches, as a chain of except clauses in this order would take.
+        ours = next(ours for theirs, ours in _TRANSLATED if isinstance(exc, theirs))
+        raise ours(str(exc)) from exc
 
 
 class WriterConnection:
