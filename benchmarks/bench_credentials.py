@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_write import fresh_pg_database
 
+from benchmarks.common import fresh_pg_database
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected

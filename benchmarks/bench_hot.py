@@ -24,7 +24,6 @@ caller was told of. Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import multiprocessing
 import os
@@ -34,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,11 +45,11 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.storage.store import EventStore
+from benchmarks.common import PG_BASE_DEFAULT, fresh_pg_database
 from ledger.api import Ledger
 from ledger.errors import Rejected
 from ledger.outcome import Outcome
 
-PG_BASE_DEFAULT = "postgresql://postgres@127.0.0.1:5432"
 ISSUER_RFC = "GODE561231GR8"
 PACKAGE_STAMPS = 10_000
 PROCESS_TIMEOUT_S = 600
@@ -342,19 +341,6 @@ def run_hot(
     return HotRun(stamps / elapsed, calls, stamps, errors, lost, server, own, detail)
 
 
-@contextlib.contextmanager
-def fresh_pg_database(base: str) -> Iterator[str]:
-    """A new PostgreSQL database, dropped afterwards."""
-    name = f"bench_hot_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def measure_hot(
     url: str, *, processes: int, threads: int, commands: int, repetitions: int
 ) -> list[HotRow]:
@@ -431,7 +417,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     real_stderr = sys.stderr
-    with open(os.devnull, "w") as devnull, fresh_pg_database(args.pg.rstrip("/")) as url:
+    with (
+        open(os.devnull, "w") as devnull,
+        fresh_pg_database(args.pg.rstrip("/"), "bench_hot") as url,
+    ):
         sys.stderr = devnull  # the ledger's warnings (a lost race) would reach the terminal
         try:
             rows = measure_hot(

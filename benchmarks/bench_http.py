@@ -49,15 +49,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_write import (
-    PG_BASE_DEFAULT,
-    add_clients,
-    build_network,
-    consumptions,
-    fresh_pg_database,
-)
+from bench_write import consumptions
 
 from adapters.storage.api_keys import ApiKeyStore
+from benchmarks.common import PG_BASE_DEFAULT, add_clients, build_network, fresh_pg_database
 from ledger.api import Ledger
 from ledger.errors import Rejected
 

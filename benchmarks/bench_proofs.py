@@ -43,14 +43,16 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from bench_write import build_network, consumptions, fresh_pg_database
+from bench_write import consumptions
 
 from adapters.cli.proofs import write_signer
+from benchmarks.common import build_network, fresh_pg_database
 from ledger.api import Ledger
 from ledger.proofs.checkpoint import open_checkpoint
 from ledger.proofs.note import Signer
 from ledger.proofs.tree import leaf_hash
 from ledger.proofs.verify import verify_inclusion
+from tests.support import RawDb
 
 ROOT = Path(__file__).resolve().parents[1]
 LEDGER = str(ROOT / ".venv" / "bin" / "ledger")
@@ -68,30 +70,13 @@ def spread(values: Sequence[float]) -> str:
 
 def sealed_size(url: str) -> int:
     """The tree's sealed size, read directly."""
-    if url.startswith("postgres"):
-        with psycopg.connect(url) as conn:
-            row = conn.execute("SELECT size FROM ledger_tree").fetchone()
-    else:
-        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-        try:
-            row = conn.execute("SELECT size FROM ledger_tree").fetchone()
-        finally:
-            conn.close()
-    return int(row[0]) if row else 0
+    rows = RawDb(url).rows("SELECT size FROM ledger_tree")
+    return int(rows[0][0]) if rows else 0
 
 
 def event_count(url: str) -> int:
-    if url.startswith("postgres"):
-        with psycopg.connect(url) as conn:
-            row = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
-    else:
-        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-        try:
-            row = conn.execute("SELECT count(*) FROM stored_events").fetchone()
-        finally:
-            conn.close()
-    assert row is not None
-    return int(row[0])
+    ((count,),) = RawDb(url).rows("SELECT count(*) FROM {events}")
+    return int(count)
 
 
 class Sealer:
@@ -172,14 +157,10 @@ def write_rates(url: str, key: Path, args: argparse.Namespace) -> dict[str, Any]
 
 def sqlite_bytes(url: str) -> tuple[int, int]:
     """(bytes of the ledger's own tables and indexes, bytes of the tree's), from dbstat."""
-    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-    try:
-        rows = conn.execute(
-            "SELECT s.name, m.tbl_name, sum(s.pgsize) FROM dbstat s"
-            " JOIN sqlite_master m ON m.name = s.name GROUP BY s.name"
-        ).fetchall()
-    finally:
-        conn.close()
+    rows = RawDb(url).rows(
+        "SELECT s.name, m.tbl_name, sum(s.pgsize) FROM dbstat s"
+        " JOIN sqlite_master m ON m.name = s.name GROUP BY s.name"
+    )
     tree_tables = {"ledger_tiles", "ledger_tree", "ledger_checkpoints"}
     tree = sum(int(size) for _, table, size in rows if table in tree_tables)
     ledger = sum(
@@ -211,52 +192,29 @@ def raw_read(url: str, page: int) -> int:
     """Reads every stored column of every event, a page at a time; returns the count."""
     done = 0
     after = 0
-    if url.startswith("postgres"):
-        with psycopg.connect(url) as conn:
-            while True:
-                rows = conn.execute(
-                    "SELECT notification_id, originator_id, originator_version, topic, state"
-                    " FROM ledger_events WHERE notification_id > %s"
-                    " ORDER BY notification_id LIMIT %s",
-                    (after, page),
-                ).fetchall()
-                if not rows:
-                    return done
-                done += len(rows)
-                after = rows[-1][0]
-    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-    try:
+    db = RawDb(url)
+    select = db.sql(
+        "SELECT {id}, originator_id, originator_version, topic, state FROM {events}"
+        " WHERE {id} > ? ORDER BY {id} LIMIT ?"
+    )
+    with db.cursor() as cursor:
         while True:
-            rows = conn.execute(
-                "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events"
-                " WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                (after, page),
-            ).fetchall()
+            cursor.execute(select, (after, page))
+            rows = cursor.fetchall()
             if not rows:
                 return done
             done += len(rows)
             after = rows[-1][0]
-    finally:
-        conn.close()
 
 
 def reset_tree(url: str) -> None:
     """Forgets the tree (tiles and tracked size), as on a ledger made before it existed."""
-    statements = ["DELETE FROM ledger_tiles", "UPDATE ledger_tree SET size = 0, last_id = 0"]
+    with RawDb(url).cursor() as cursor:
+        cursor.execute("DELETE FROM ledger_tiles")
+        cursor.execute("UPDATE ledger_tree SET size = 0, last_id = 0")
     if url.startswith("postgres"):
-        with psycopg.connect(url) as conn:
-            for statement in statements:
-                conn.execute(statement)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ledger_tiles")
-        return
-    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-    try:
-        with conn:
-            for statement in statements:
-                conn.execute(statement)
-    finally:
-        conn.close()
 
 
 def seal_rates(url: str, args: argparse.Namespace) -> dict[str, list[float]]:

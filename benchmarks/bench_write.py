@@ -59,7 +59,6 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +71,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from adapters.storage.sqlite import SQLITE_CACHE_KIB, SQLITE_WAL_AUTOCHECKPOINT_PAGES
 from adapters.storage.store import EventStore
 from benchmarks.bench_hot import HOT_THREADS, hot_rows, measure_hot
+from benchmarks.common import (
+    ISSUER_RFC,
+    PG_BASE_DEFAULT,
+    SETUP_PACKAGE_STAMPS,
+    build_network,
+    fresh_pg_database,
+)
 from ledger.api import Ledger
 from ledger.errors import Rejected
 from ledger.logging import LOGGER_NAME, StructuredFormatter
 from ledger.outcome import Outcome
 from ledger.write.group_commit import PIPELINE_GROUP_MAX, part_sizes
-
-PG_BASE_DEFAULT = "postgresql://postgres@127.0.0.1:5432"
-ISSUER_RFC = "GODE561231GR8"
-SETUP_PACKAGE_STAMPS = 1000
 
 
 @dataclass
@@ -118,117 +120,6 @@ class Rates:
 
 
 # Ledger ------------------------------------------------------------------------------------------
-
-
-def _distributor_profile() -> dict[str, Any]:
-    return {
-        "name": "Distribuidora",
-        "rfc": "MAB9307148T4",
-        "email": "d@example.com",
-        "postal_code": "06600",
-    }
-
-
-def _client_profile(i: int) -> dict[str, Any]:
-    return {
-        "name": f"Cliente {i}",
-        "rfc": ISSUER_RFC,
-        "email": f"c{i}@example.com",
-        "postal_code": "06600",
-        "regimen_fiscal": "612",
-        "uso_cfdi": "G03",
-    }
-
-
-def build_network(lg: Ledger, ctis: int, stamps_each: int, prefix: str = "C") -> list[str]:
-    """A master account, one distributor and ``ctis`` clients whose CTIs hold ``stamps_each``."""
-    opening: list[dict[str, Any]] = [
-        {
-            "type": "OpenMasterAccount",
-            "master_id": "M",
-            "name": "Plataforma",
-            "rfc": "SAT970701NN3",
-            "actor": "M",
-        },
-        {
-            "type": "DefinePackage",
-            "actor": "M",
-            "seller_id": "M",
-            "package_id": "P",
-            "unit": "stamps",
-            "quantity": SETUP_PACKAGE_STAMPS,
-            "price": "500.00",
-            "audience": "distributor",
-        },
-        {
-            "type": "RegisterDistributor",
-            "actor": "M",
-            "distributor_id": "D",
-            "parent_id": "M",
-            "profile": _distributor_profile(),
-        },
-        {"type": "ValidateDistributor", "distributor_id": "D", "actor": "M"},
-        {
-            "type": "ActivateDistributor",
-            "distributor_id": "D",
-            "actor": "M",
-            "expires_on": (datetime.now(tz=UTC).date() + timedelta(days=365)).isoformat(),
-        },
-    ]
-    return add_clients(lg, ctis, stamps_each, prefix, opening)
-
-
-def add_clients(
-    lg: Ledger,
-    ctis: int,
-    stamps_each: int,
-    prefix: str,
-    opening: Sequence[dict[str, Any]] = (),
-) -> list[str]:
-    """After ``opening`` (the network's first commands, if any), the distributor ``D`` buys the
-    stamps and registers ``ctis`` clients ``{prefix}{i}`` whose CTIs get ``stamps_each``; one
-    ``execute_many``. The CTI ids."""
-    packages = -(-ctis * stamps_each // SETUP_PACKAGE_STAMPS)
-    commands = list(opening)
-    while packages > 0:
-        count = min(packages, 10_000)
-        commands.append(
-            {
-                "type": "BuyPackage",
-                "actor": "D",
-                "buyer_id": "D",
-                "seller_id": "M",
-                "package_id": "P",
-                "count": count,
-            }
-        )
-        packages -= count
-    ids = [f"{prefix}{i}" for i in range(ctis)]
-    commands += [
-        {
-            "type": "RegisterClient",
-            "actor": "D",
-            "client_id": c,
-            "distributor_id": "D",
-            "profile": _client_profile(i),
-        }
-        for i, c in enumerate(ids)
-    ]
-    commands += [
-        {
-            "type": "TransferStamps",
-            "actor": "D",
-            "transfer_id": f"T-{c}",
-            "from_id": "D",
-            "to_id": f"{c}-cti",
-            "quantity": stamps_each,
-            "amount": "0.00",
-        }
-        for c in ids
-    ]
-    for result in lg.execute_many(commands):
-        assert getattr(result, "ok", False), result
-    return [f"{c}-cti" for c in ids]
 
 
 def consumptions(ctis: Sequence[str], count: int) -> list[dict[str, Any]]:
@@ -381,6 +272,34 @@ def key_rows(count: int) -> list[tuple[str, str, bytes]]:
     ]
 
 
+RowWriter = Callable[[tuple[Any, ...]], None]
+"""Writes one row in a transaction of its own."""
+
+
+@contextlib.contextmanager
+def per_thread(
+    connections: Sequence[Any], write: Callable[[Any, tuple[Any, ...]], None]
+) -> Iterator[RowWriter]:
+    """``write(connection, row)`` from any thread, each thread on a connection of its own taken
+    from ``connections`` (as many as threads); they are closed after the block."""
+    free = list(connections)
+    local = threading.local()
+    lock = threading.Lock()
+
+    def single(row: tuple[Any, ...]) -> None:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            with lock:
+                conn = local.conn = free.pop()
+        write(conn, row)
+
+    try:
+        yield single
+    finally:
+        for conn in connections:
+            conn.close()
+
+
 class RawPostgres:
     """The raw PostgreSQL baselines, in tables shaped like the ledger's."""
 
@@ -406,27 +325,15 @@ class RawPostgres:
         for statement in self.schema:
             self.conn.execute(statement)
 
-    @contextlib.contextmanager
-    def parallel(self, threads: int) -> Iterator[Callable[[tuple[Any, ...]], None]]:
+    def parallel(self, threads: int) -> contextlib.AbstractContextManager[RowWriter]:
         """One-row transactions from ``threads`` connections: each thread keeps its own."""
-        connections = [psycopg.connect(self.url, autocommit=True) for _ in range(threads)]
-        free = list(connections)
-        local = threading.local()
-        lock = threading.Lock()
 
-        def single(row: tuple[Any, ...]) -> None:
-            conn = getattr(local, "conn", None)
-            if conn is None:
-                with lock:
-                    conn = local.conn = free.pop()
+        def single(conn: psycopg.Connection[Any], row: tuple[Any, ...]) -> None:
             with conn.transaction():
                 conn.execute(self.insert, row, prepare=True)
 
-        try:
-            yield single
-        finally:
-            for conn in connections:
-                conn.close()
+        connections = [psycopg.connect(self.url, autocommit=True) for _ in range(threads)]
+        return per_thread(connections, single)
 
     def batch(
         self, kind: str, rows: list[tuple[Any, ...]], keys: list[tuple[str, str, bytes]], link: int
@@ -499,31 +406,19 @@ class RawSQLite:
         self.conn.execute(self.insert, row)
         self.conn.execute("COMMIT")
 
-    @contextlib.contextmanager
-    def parallel(self, threads: int) -> Iterator[Callable[[tuple[Any, ...]], None]]:
+    def parallel(self, threads: int) -> contextlib.AbstractContextManager[RowWriter]:
         """One-row transactions from ``threads`` connections (SQLite takes one writer at a time)."""
-        connections = [
-            sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
-            for _ in range(threads)
-        ]
-        free = list(connections)
-        local = threading.local()
-        lock = threading.Lock()
 
-        def single(row: tuple[Any, ...]) -> None:
-            conn = getattr(local, "conn", None)
-            if conn is None:
-                with lock:
-                    conn = local.conn = free.pop()
+        def single(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(self.insert, row)
             conn.execute("COMMIT")
 
-        try:
-            yield single
-        finally:
-            for conn in connections:
-                conn.close()
+        connections = [
+            sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
+            for _ in range(threads)
+        ]
+        return per_thread(connections, single)
 
     def close(self) -> None:
         """Closes the connection."""
@@ -632,19 +527,6 @@ def run_processes(url: str, plans: list[list[dict[str, Any]]]) -> ProcessRun:
 
 
 # Running ---------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def fresh_pg_database(base: str, prefix: str = "bench_write") -> Iterator[str]:
-    """A new PostgreSQL database on the server at ``base``, dropped afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def stamps_per_cti(s: Settings) -> int:

@@ -4,16 +4,19 @@ network (``build_network``) and ledgers holding it (``network_fixture``, ``netwo
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from eventsourcing.persistence import Notification, StoredEvent
 
@@ -481,3 +484,102 @@ def handler_registered(command_class: type, handler: Callable[..., Any]) -> Iter
     finally:
         del HANDLERS[command_class]
         del RULES[command_class]
+
+
+class RawDb:
+    """Direct SQL on a ledger's database, SQLite or PostgreSQL (``?`` marks on both)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.postgres = url.startswith("postgres")
+        self.events = "ledger_events" if self.postgres else "stored_events"
+        self.id_column = "notification_id" if self.postgres else "rowid"
+
+    @contextmanager
+    def cursor(self) -> Iterator[Any]:
+        """A cursor in one transaction, committed when the block ends without an error."""
+        if self.postgres:
+            with psycopg.connect(self.url) as conn, conn.cursor() as cursor:
+                yield cursor
+        else:
+            conn = sqlite3.connect(self.url.removeprefix("sqlite:///"))
+            try:
+                with conn:
+                    yield conn.cursor()
+            finally:
+                conn.close()
+
+    def sql(self, sql: str) -> str:
+        """``sql`` with ``{events}`` and ``{id}`` named for this database, and its marks."""
+        sql = sql.format(events=self.events, id=self.id_column)
+        return sql.replace("?", "%s") if self.postgres else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Runs one statement; returns the rows it changed."""
+        with self.cursor() as cursor:
+            cursor.execute(self.sql(sql), params)
+            return int(cursor.rowcount)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Runs one statement per parameter row, in one transaction."""
+        with self.cursor() as cursor:
+            cursor.executemany(self.sql(sql), rows)
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of a query."""
+        with self.cursor() as cursor:
+            cursor.execute(self.sql(sql), params)
+            return [tuple(row) for row in cursor.fetchall()]
+
+    def event(self, originator_id: str, version: int) -> tuple[int, str, bytes]:
+        """``(notification id, topic, state)`` of one stored event."""
+        ((position, topic, state),) = self.rows(
+            "SELECT {id}, topic, state FROM {events}"
+            " WHERE originator_id = ? AND originator_version = ?",
+            (originator_id, version),
+        )
+        return int(position), str(topic), bytes(state)
+
+    def set_state(self, originator_id: str, version: int, state: bytes) -> None:
+        """Overwrites the stored state of one event."""
+        self.execute(
+            "UPDATE {events} SET state = ? WHERE originator_id = ? AND originator_version = ?",
+            (state, originator_id, version),
+        )
+
+    def edit(self, originator_id: str, version: int, **fields: Any) -> int:
+        """Changes ``fields`` in one event's stored JSON; the event's notification id."""
+        position, _, state = self.event(originator_id, version)
+        edited = {**json.loads(state), **fields}
+        self.set_state(originator_id, version, json.dumps(edited).encode())
+        return position
+
+    def insert_copy(self, originator_id: str, version: int, new: int, **fields: Any) -> int:
+        """Inserts a copy of one event as version ``new`` of its stream, ``fields`` changed; the
+        copy's notification id."""
+        _, topic, state = self.event(originator_id, version)
+        forged = {**json.loads(state), "originator_version": new, **fields}
+        self.execute(
+            "INSERT INTO {events} (originator_id, originator_version, topic, state)"
+            " VALUES (?,?,?,?)",
+            (originator_id, new, topic, json.dumps(forged).encode()),
+        )
+        return self.event(originator_id, new)[0]
+
+    def delete(self, originator_id: str, version: int) -> int:
+        """Deletes one event (it must be there); its notification id."""
+        position, _, _ = self.event(originator_id, version)
+        deleted = self.execute(
+            "DELETE FROM {events} WHERE originator_id = ? AND originator_version = ?",
+            (originator_id, version),
+        )
+        assert deleted == 1
+        return position
+
+    def link_of(self, position: int) -> int:
+        """The ``first_id`` of the chain link that covers ``position``."""
+        ((first,),) = self.rows(
+            "SELECT first_id FROM ledger_chain WHERE first_id <= ? AND last_id >= ?",
+            (position, position),
+        )
+        return int(first)

@@ -15,8 +15,8 @@ from adapters.storage.config import StoreConfigError
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import IntegrityBreach
-from tests.integration.test_tamper import UUIDS, RawDb, build_books
-from tests.support import CTI
+from tests.integration.test_tamper import UUIDS, build_books
+from tests.support import CTI, RawDb
 
 KEY = AESCipher.create_key(num_bytes=32)
 

@@ -38,7 +38,7 @@ from ledger.api import Ledger
 from ledger.proofs.note import Signer
 from tests.conftest import IN_CI
 from tests.patroni import Cluster, Node, patroni_cluster, tools, versions
-from tests.support import CTI, DISTRIBUTOR, build_network, register_client
+from tests.support import CTI, build_network, ok, register_client, transfer_stamps
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -253,21 +253,14 @@ def test_a_primary_killed_under_load_then_switched_back_loses_no_acknowledged_st
         build_network(
             lg, inventory=HOT_STAMPS + OWN_STAMPS * len(own) + 1000, cti_stamps=HOT_STAMPS
         )
-        setup: list[dict[str, Any]] = [register_client(client) for client in own]
-        setup += [
-            {
-                "type": "TransferStamps",
-                "actor": DISTRIBUTOR,
-                "transfer_id": f"T-{client}",
-                "from_id": DISTRIBUTOR,
-                "to_id": f"{client}-cti",
-                "quantity": OWN_STAMPS,
-                "amount": "0.00",
-            }
-            for client in own
-        ]
-        for result in lg.execute_many(setup):
-            assert getattr(result, "ok", False), result
+        ok(
+            lg,
+            *(register_client(client) for client in own),
+            *(
+                transfer_stamps(OWN_STAMPS, f"T-{client}", to_id=f"{client}-cti", amount="0.00")
+                for client in own
+            ),
+        )
         lg.checkpoint(SIGNER)  # the first signed checkpoint, on node1
     rounds: list[Round] = []
     with ExitStack() as stack:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import sqlite3
 from datetime import timedelta
 from typing import Any
 
@@ -24,28 +23,16 @@ from ledger.proofs.log import Tree
 from ledger.proofs.note import Signer, Verifier
 from ledger.proofs.tree import MemoryTree, leaf_hash, leaf_input
 from ledger.proofs.verify import verify_consistency, verify_inclusion
-from tests.support import build_network, consume
+from tests.support import RawDb, build_network, consume
 
 ORIGIN = "ledger.example/test"
 
 
 def raw_rows(url: str) -> list[tuple[int, str, int, str, bytes]]:
     """Every stored event as (notification id, originator id, version, topic, state)."""
-    if url.startswith("postgres"):
-        with psycopg.connect(url) as conn:
-            rows = conn.execute(
-                "SELECT notification_id, originator_id, originator_version, topic, state"
-                " FROM ledger_events ORDER BY notification_id"
-            ).fetchall()
-    else:
-        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-        try:
-            rows = conn.execute(
-                "SELECT rowid, originator_id, originator_version, topic, state"
-                " FROM stored_events ORDER BY rowid"
-            ).fetchall()
-        finally:
-            conn.close()
+    rows = RawDb(url).rows(
+        "SELECT {id}, originator_id, originator_version, topic, state FROM {events} ORDER BY {id}"
+    )
     return [(int(a), str(b), int(c), str(d), bytes(e)) for a, b, c, d, e in rows]
 
 

@@ -13,8 +13,7 @@ from ledger.api import Ledger
 from ledger.chain import GENESIS, events_digest, link
 from ledger.clock import ManualClock
 from ledger.proofs.note import Signer
-from tests.integration.test_tamper import RawDb
-from tests.support import CTI, build_network, consume
+from tests.support import CTI, RawDb, build_network, consume
 
 ORIGIN = "ledger.example/rewrite"
 

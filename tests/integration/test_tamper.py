@@ -6,118 +6,14 @@ with SQL (as an intruder with database access would), reopens and verifies.
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
-
-import psycopg
 import pytest
 
 from ledger.api import Ledger
 from ledger.audit import VerifyReport
 from ledger.clock import ManualClock
-from tests.support import CTI, consume, network_ledger
+from tests.support import CTI, RawDb, consume, network_ledger
 
 UUIDS = [f"6F1C2A9E-0B4D-4C55-9A1E-3D2B7C8E9F{n:02d}" for n in range(10)]
-
-
-class RawDb:
-    """Direct SQL on a ledger's database, SQLite or PostgreSQL (``?`` marks on both)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.postgres = url.startswith("postgres")
-        self.events = "ledger_events" if self.postgres else "stored_events"
-        self.id_column = "notification_id" if self.postgres else "rowid"
-
-    @contextmanager
-    def _cursor(self) -> Iterator[Any]:
-        if self.postgres:
-            with psycopg.connect(self.url) as conn, conn.cursor() as cursor:
-                yield cursor
-        else:
-            conn = sqlite3.connect(self.url.removeprefix("sqlite:///"))
-            try:
-                with conn:
-                    yield conn.cursor()
-            finally:
-                conn.close()
-
-    def _sql(self, sql: str) -> str:
-        sql = sql.format(events=self.events, id=self.id_column)
-        return sql.replace("?", "%s") if self.postgres else sql
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Runs one statement; returns the rows it changed."""
-        with self._cursor() as cursor:
-            cursor.execute(self._sql(sql), params)
-            return int(cursor.rowcount)
-
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Runs one statement per parameter row, in one transaction."""
-        with self._cursor() as cursor:
-            cursor.executemany(self._sql(sql), rows)
-
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """The rows of a query."""
-        with self._cursor() as cursor:
-            cursor.execute(self._sql(sql), params)
-            return [tuple(row) for row in cursor.fetchall()]
-
-    def event(self, originator_id: str, version: int) -> tuple[int, str, bytes]:
-        """``(notification id, topic, state)`` of one stored event."""
-        ((position, topic, state),) = self.rows(
-            "SELECT {id}, topic, state FROM {events}"
-            " WHERE originator_id = ? AND originator_version = ?",
-            (originator_id, version),
-        )
-        return int(position), str(topic), bytes(state)
-
-    def set_state(self, originator_id: str, version: int, state: bytes) -> None:
-        """Overwrites the stored state of one event."""
-        self.execute(
-            "UPDATE {events} SET state = ? WHERE originator_id = ? AND originator_version = ?",
-            (state, originator_id, version),
-        )
-
-    def edit(self, originator_id: str, version: int, **fields: Any) -> int:
-        """Changes ``fields`` in one event's stored JSON; the event's notification id."""
-        position, _, state = self.event(originator_id, version)
-        edited = {**json.loads(state), **fields}
-        self.set_state(originator_id, version, json.dumps(edited).encode())
-        return position
-
-    def insert_copy(self, originator_id: str, version: int, new: int, **fields: Any) -> int:
-        """Inserts a copy of one event as version ``new`` of its stream, ``fields`` changed; the
-        copy's notification id."""
-        _, topic, state = self.event(originator_id, version)
-        forged = {**json.loads(state), "originator_version": new, **fields}
-        self.execute(
-            "INSERT INTO {events} (originator_id, originator_version, topic, state)"
-            " VALUES (?,?,?,?)",
-            (originator_id, new, topic, json.dumps(forged).encode()),
-        )
-        return self.event(originator_id, new)[0]
-
-    def delete(self, originator_id: str, version: int) -> int:
-        """Deletes one event (it must be there); its notification id."""
-        position, _, _ = self.event(originator_id, version)
-        deleted = self.execute(
-            "DELETE FROM {events} WHERE originator_id = ? AND originator_version = ?",
-            (originator_id, version),
-        )
-        assert deleted == 1
-        return position
-
-    def link_of(self, position: int) -> int:
-        """The ``first_id`` of the chain link that covers ``position``."""
-        ((first,),) = self.rows(
-            "SELECT first_id FROM ledger_chain WHERE first_id <= ? AND last_id >= ?",
-            (position, position),
-        )
-        return int(first)
 
 
 def build_books(url: str, clock: ManualClock) -> None:

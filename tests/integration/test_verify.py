@@ -11,8 +11,8 @@ import pytest
 from adapters.cli import audit as cli_audit
 from ledger.audit import verify
 from ledger.clock import ManualClock
-from tests.integration.test_tamper import RawDb, build_books
-from tests.support import CTI, consume, network_ledger
+from tests.integration.test_tamper import build_books
+from tests.support import CTI, RawDb, consume, network_ledger
 
 
 def test_views_equal_the_replay(store_url: str, clock: ManualClock) -> None:

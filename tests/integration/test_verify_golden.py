@@ -13,8 +13,7 @@ import pytest
 from ledger.api import Ledger
 from ledger.clock import ManualClock
 from ledger.errors import Rejected
-from tests.integration.test_tamper import RawDb
-from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, consume
+from tests.support import CLIENT, CTI, DISTRIBUTOR, MASTER, RawDb, consume
 
 GOLDEN = json.loads(
     (Path(__file__).parents[1] / "golden" / "history_v1.json").read_text(encoding="utf-8")
