@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from ledger.aggregates import common
 from ledger.aggregates.common import SEAT, Sale, SaleEvent
-from ledger.domain import POINTS, SINK_SPENT, Aggregate, Created, Event, Posting
+from ledger.domain import POINTS, Aggregate, Created, Event, Posting
 from ledger.errors import Rejected
 
 
@@ -17,6 +18,30 @@ class Seat(msgspec.Struct, kw_only=True):
 
     expires_on: date
     user_id: str | None = None
+
+
+class SeatSold(SaleEvent, frozen=True, kw_only=True):
+    """A year of seat ``seat_id``, until ``expires_on``, sold to the client by its distributor
+    ``seller_id`` (the shared half of ``Client.SeatBought`` and ``Client.SeatRenewed``)."""
+
+    seat_id: str
+    seller_id: str
+    expires_on: date
+
+    def sale(self) -> Sale:
+        """A billable sale of the distributor to this client."""
+        return Sale(
+            sale_id=self.sale_id,
+            seller_id=self.seller_id,
+            buyer_id=self.originator_id,
+            at=self.timestamp,
+            unit="seat",
+            quantity=1,
+            amount_centavos=self.amount_centavos,
+            reference=self.seat_id,
+            to_id=self.originator_id,
+            source=SEAT,
+        )
 
 
 class Client(Aggregate):
@@ -125,23 +150,8 @@ class Client(Aggregate):
                 Posting(self.originator_id, POINTS, self.quantity, self.transfer_id, self.from_id),
             )
 
-    class PointsSpent(Event, frozen=True, kw_only=True):
+    class PointsSpent(common.PointsSpent, frozen=True, kw_only=True):
         """Points left circulation paying for ``product``."""
-
-        ref: str
-        product: str
-        quantity: int
-
-        def apply(self, aggregate: Client) -> None:
-            """Takes from the wallet."""
-            aggregate.points -= self.quantity
-
-        def postings(self) -> tuple[Posting, ...]:
-            """Both legs: the wallet to the spent sink."""
-            return (
-                Posting(self.originator_id, POINTS, -self.quantity, self.ref, SINK_SPENT),
-                Posting(SINK_SPENT, POINTS, self.quantity, self.ref, self.originator_id),
-            )
 
     class LicenceGenerated(Event, frozen=True, kw_only=True):
         """A licence ``licence_id`` of ``product`` runs until ``expires_on``.
@@ -162,58 +172,20 @@ class Client(Aggregate):
             if current is None or current < self.expires_on:
                 aggregate.licences[self.product] = self.expires_on
 
-    class SeatBought(SaleEvent, frozen=True, kw_only=True):
+    class SeatBought(SeatSold, frozen=True, kw_only=True):
         """The distributor ``seller_id`` sold the client an extra-user seat for a year."""
-
-        seat_id: str
-        seller_id: str
-        expires_on: date
 
         def apply(self, aggregate: Client) -> None:
             """A free seat."""
             aggregate.seats[self.seat_id] = Seat(expires_on=self.expires_on)
 
-        def sale(self) -> Sale:
-            """A billable sale of the distributor to this client."""
-            return Sale(
-                sale_id=self.sale_id,
-                seller_id=self.seller_id,
-                buyer_id=self.originator_id,
-                at=self.timestamp,
-                unit="seat",
-                quantity=1,
-                amount_centavos=self.amount_centavos,
-                reference=self.seat_id,
-                to_id=self.originator_id,
-                source=SEAT,
-            )
-
-    class SeatRenewed(SaleEvent, frozen=True, kw_only=True):
+    class SeatRenewed(SeatSold, frozen=True, kw_only=True):
         """The distributor ``seller_id`` sold the client another year of seat ``seat_id``: a
         lapsed seat runs again from the day of the renewal, a running one from its expiry."""
-
-        seat_id: str
-        seller_id: str
-        expires_on: date
 
         def apply(self, aggregate: Client) -> None:
             """The seat (and its user, if any) runs until the new date."""
             aggregate.seats[self.seat_id].expires_on = self.expires_on
-
-        def sale(self) -> Sale:
-            """A billable sale of the distributor to this client."""
-            return Sale(
-                sale_id=self.sale_id,
-                seller_id=self.seller_id,
-                buyer_id=self.originator_id,
-                at=self.timestamp,
-                unit="seat",
-                quantity=1,
-                amount_centavos=self.amount_centavos,
-                reference=self.seat_id,
-                to_id=self.originator_id,
-                source=SEAT,
-            )
 
     class SeatTaken(Event, frozen=True, kw_only=True):
         """The portal user ``user_id`` took the seat (for good: a deleted user keeps it)."""

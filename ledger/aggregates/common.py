@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import date, datetime
+from typing import Any, Protocol
 
 import msgspec
 
-from ledger.domain import Event, Posting
+from ledger.domain import POINTS, SINK_SPENT, Event, Posting
 
 
 class Package(msgspec.Struct, frozen=True, kw_only=True):
@@ -183,6 +184,87 @@ class PackageSold(SaleEvent, frozen=True, kw_only=True):
             paid_with=self.pay_with,
             to_id=self.buyer_id,
             source=PACKAGE,
+        )
+
+
+class _Seller(Protocol):
+    """An aggregate with a price list and settings (the master account, a distributor)."""
+
+    packages: dict[str, Package]
+    settings: dict[str, Any]
+
+
+class _PointsHolder(Protocol):
+    """An aggregate holding points (a client's wallet, a distributor's inventory)."""
+
+    points: int
+
+
+# The events below are the shared half of events that two aggregates record alike; each
+# aggregate subclasses them under its own topic (``Client.PointsSpent``, ...), so the stored
+# names and fields stay each aggregate's own.
+
+
+class PackageDefined(Event, frozen=True, kw_only=True):
+    """A package was added to (or replaced in) a seller's price list."""
+
+    package: Package
+
+    def apply(self, aggregate: _Seller) -> None:
+        """Keeps the package by id."""
+        aggregate.packages[self.package.package_id] = self.package
+
+
+class PackageRetired(Event, frozen=True, kw_only=True):
+    """A package of a seller's price list is no longer sold."""
+
+    package_id: str
+
+    def apply(self, aggregate: _Seller) -> None:
+        """Marks the package retired."""
+        old = aggregate.packages[self.package_id]
+        aggregate.packages[self.package_id] = Package(
+            **{**{f: getattr(old, f) for f in old.__struct_fields__}, "retired": True}
+        )
+
+
+class SettingsChanged(Event, frozen=True, kw_only=True):
+    """A seller's settings changed (only the fields given)."""
+
+    changes: dict[str, Any]
+
+    def apply(self, aggregate: _Seller) -> None:
+        """Merges the changes."""
+        aggregate.settings.update(self.changes)
+
+
+class InvoiceRegistered(Event, frozen=True, kw_only=True):
+    """Sales of a seller were invoiced under ``invoice_ref``."""
+
+    invoice_ref: str
+    sale_ids: tuple[str, ...]
+
+    def keys(self) -> tuple[str, ...]:
+        """Each sale is invoiced once."""
+        return tuple(f"invoiced:{s}" for s in self.sale_ids)
+
+
+class PointsSpent(Event, frozen=True, kw_only=True):
+    """Points of a holder left circulation paying for ``product``."""
+
+    ref: str
+    product: str
+    quantity: int
+
+    def apply(self, aggregate: _PointsHolder) -> None:
+        """Takes from the holder's points."""
+        aggregate.points -= self.quantity
+
+    def postings(self) -> tuple[Posting, ...]:
+        """Both legs: the holder to the spent sink."""
+        return (
+            Posting(self.originator_id, POINTS, -self.quantity, self.ref, SINK_SPENT),
+            Posting(SINK_SPENT, POINTS, self.quantity, self.ref, self.originator_id),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, ClassVar
 
+from ledger.aggregates import common
 from ledger.aggregates.common import (
     CODE,
     RECLAIM,
@@ -165,35 +166,14 @@ class Distributor(Aggregate):
 
         new_status: str = PURGED
 
-    class PackageDefined(Event, frozen=True, kw_only=True):
+    class PackageDefined(common.PackageDefined, frozen=True, kw_only=True):
         """A package was added to the distributor's price list."""
 
-        package: Package
-
-        def apply(self, aggregate: Distributor) -> None:
-            """Keeps the package by id."""
-            aggregate.packages[self.package.package_id] = self.package
-
-    class PackageRetired(Event, frozen=True, kw_only=True):
+    class PackageRetired(common.PackageRetired, frozen=True, kw_only=True):
         """A package of the price list is no longer sold."""
 
-        package_id: str
-
-        def apply(self, aggregate: Distributor) -> None:
-            """Marks the package retired."""
-            old = aggregate.packages[self.package_id]
-            aggregate.packages[self.package_id] = Package(
-                **{**{f: getattr(old, f) for f in old.__struct_fields__}, "retired": True}
-            )
-
-    class SettingsChanged(Event, frozen=True, kw_only=True):
+    class SettingsChanged(common.SettingsChanged, frozen=True, kw_only=True):
         """Global settings changed (only the fields given)."""
-
-        changes: dict[str, Any]
-
-        def apply(self, aggregate: Distributor) -> None:
-            """Merges the changes."""
-            aggregate.settings.update(self.changes)
 
     class PackageBought(Event, frozen=True, kw_only=True):
         """Credits bought from ``seller_id`` entered the inventory."""
@@ -425,33 +405,11 @@ class Distributor(Aggregate):
     class SubscriptionRenewed(SubscriptionContracted, frozen=True, kw_only=True):
         """The distributor's renewal extended a subscription to ``expires_on`` and charged it."""
 
-    class PointsSpent(Event, frozen=True, kw_only=True):
+    class PointsSpent(common.PointsSpent, frozen=True, kw_only=True):
         """Points of the inventory left circulation paying for ``product`` (a client's licence)."""
 
-        ref: str
-        product: str
-        quantity: int
-
-        def apply(self, aggregate: Distributor) -> None:
-            """Takes from the points inventory."""
-            aggregate.points -= self.quantity
-
-        def postings(self) -> tuple[Posting, ...]:
-            """Both legs: the inventory to the spent sink."""
-            return (
-                Posting(self.originator_id, POINTS, -self.quantity, self.ref, SINK_SPENT),
-                Posting(SINK_SPENT, POINTS, self.quantity, self.ref, self.originator_id),
-            )
-
-    class InvoiceRegistered(Event, frozen=True, kw_only=True):
+    class InvoiceRegistered(common.InvoiceRegistered, frozen=True, kw_only=True):
         """Sales of this distributor were invoiced under ``invoice_ref``."""
-
-        invoice_ref: str
-        sale_ids: tuple[str, ...]
-
-        def keys(self) -> tuple[str, ...]:
-            """Each sale is invoiced once."""
-            return tuple(f"invoiced:{s}" for s in self.sale_ids)
 
     # State helpers (used by apply: no rules here) -----------------------------------------
 
@@ -563,15 +521,20 @@ class Distributor(Aggregate):
                     "invalid_command", field="expires_on", reason="renewal must move expiry later"
                 )
         self.settle_clock(today, at)
-        if action == "validate":
-            self.trigger(self.Validated, at)
-        elif action == "activate":
-            self.trigger(self.Activated, at, expires_on=expires_on)
-        elif action == "suspend":
-            self.trigger(self.Suspended, at)
-        elif action == "reactivate":
-            self.trigger(self.Reactivated, at)
-        elif action == "renew":
-            self.trigger(self.Renewed, at, expires_on=expires_on)
+        fields: dict[str, Any] = {}
+        if action in ("activate", "renew"):
+            fields["expires_on"] = expires_on
         elif action == "cancel":
-            self.trigger(self.Cancelled, at, on=today)
+            fields["on"] = today
+        self.trigger(STATUS_EVENTS[action], at, **fields)
+
+
+STATUS_EVENTS: dict[str, type[Distributor.StatusChanged]] = {
+    "validate": Distributor.Validated,
+    "activate": Distributor.Activated,
+    "suspend": Distributor.Suspended,
+    "reactivate": Distributor.Reactivated,
+    "renew": Distributor.Renewed,
+    "cancel": Distributor.Cancelled,
+}
+"""The event each status command of ``TRANSITIONS`` records."""

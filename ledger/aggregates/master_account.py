@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
+from ledger.aggregates import common
 from ledger.aggregates.common import Package, PackageSold, SubscriptionProduct, product_key
 from ledger.domain import POINTS, STAMPS, Aggregate, Created, Event
 from ledger.errors import Rejected
@@ -44,26 +45,11 @@ class MasterAccount(Aggregate):
             aggregate.subscription_products = {}
             aggregate.admin_email = self.admin_email
 
-    class PackageDefined(Event, frozen=True, kw_only=True):
+    class PackageDefined(common.PackageDefined, frozen=True, kw_only=True):
         """A package was added to (or replaced in) the catalogue."""
 
-        package: Package
-
-        def apply(self, aggregate: MasterAccount) -> None:
-            """Keeps the package by id."""
-            aggregate.packages[self.package.package_id] = self.package
-
-    class PackageRetired(Event, frozen=True, kw_only=True):
+    class PackageRetired(common.PackageRetired, frozen=True, kw_only=True):
         """A package is no longer sold."""
-
-        package_id: str
-
-        def apply(self, aggregate: MasterAccount) -> None:
-            """Marks the package retired."""
-            old = aggregate.packages[self.package_id]
-            aggregate.packages[self.package_id] = Package(
-                **{**{f: getattr(old, f) for f in old.__struct_fields__}, "retired": True}
-            )
 
     class SubscriptionProductDefined(Event, frozen=True, kw_only=True):
         """A yearly subscription was added to (or repriced in) the catalogue."""
@@ -81,24 +67,11 @@ class MasterAccount(Aggregate):
             """Counts what was issued."""
             aggregate.issued[self.unit] += self.quantity
 
-    class SettingsChanged(Event, frozen=True, kw_only=True):
+    class SettingsChanged(common.SettingsChanged, frozen=True, kw_only=True):
         """The network's default settings changed (only the fields given)."""
 
-        changes: dict[str, Any]
-
-        def apply(self, aggregate: MasterAccount) -> None:
-            """Merges the changes."""
-            aggregate.settings.update(self.changes)
-
-    class InvoiceRegistered(Event, frozen=True, kw_only=True):
+    class InvoiceRegistered(common.InvoiceRegistered, frozen=True, kw_only=True):
         """Sales were invoiced under ``invoice_ref``."""
-
-        invoice_ref: str
-        sale_ids: tuple[str, ...]
-
-        def keys(self) -> tuple[str, ...]:
-            """Each sale is invoiced once."""
-            return tuple(f"invoiced:{s}" for s in self.sale_ids)
 
     # Decisions -----------------------------------------------------------------------------
 
