@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from ledger.errors import Rejected
 
@@ -39,8 +39,9 @@ _PERSON_TYPE_PLURAL: Mapping[PersonType, str] = {"fisica": "físicas", "moral": 
 
 
 @dataclass(frozen=True, slots=True)
-class Regimen:
-    """One régimen fiscal of the SAT catalogue c_RegimenFiscal."""
+class _Entry:
+    """What a régimen and a uso CFDI have alike: a code for some person types, in force for a
+    span of days."""
 
     code: str
     description: str
@@ -50,7 +51,7 @@ class Regimen:
     valid_to: date | None
 
     def allows(self, person_type: PersonType) -> bool:
-        """Whether a taxpayer of this person type may be in this régimen."""
+        """Whether a taxpayer (a receptor) of this person type may use this code."""
         return self.persona_fisica if person_type == "fisica" else self.persona_moral
 
     def in_force_on(self, day: date) -> bool:
@@ -59,70 +60,62 @@ class Regimen:
 
 
 @dataclass(frozen=True, slots=True)
-class Uso:
+class Regimen(_Entry):
+    """One régimen fiscal of the SAT catalogue c_RegimenFiscal."""
+
+
+@dataclass(frozen=True, slots=True)
+class Uso(_Entry):
     """One uso CFDI of the SAT catalogue c_UsoCFDI, with the receptor regímenes it admits."""
 
-    code: str
-    description: str
-    persona_fisica: bool
-    persona_moral: bool
-    valid_from: date
-    valid_to: date | None
     receptor_regimenes: frozenset[str]
 
-    def allows(self, person_type: PersonType) -> bool:
-        """Whether a receptor of this person type may use this code."""
-        return self.persona_fisica if person_type == "fisica" else self.persona_moral
 
-    def in_force_on(self, day: date) -> bool:
-        """Whether the SAT accepts this code on that day."""
-        return self.valid_from <= day and (self.valid_to is None or day <= self.valid_to)
+_Found = TypeVar("_Found", bound=_Entry)
+
+_NAMES = {"regimen_fiscal": "El régimen fiscal", "uso_cfdi": "El uso de CFDI"}
+"""How a rejection names each catalogue, by the profile field it checks."""
+
+
+def _invalid(field: str, message: str, reason: str) -> Rejected:
+    return Rejected("invalid_command", message, field=field, reason=reason)
+
+
+def _find(entries: Mapping[str, _Found], code: str, field: str) -> _Found:
+    found = entries.get(code)
+    if found is None:
+        raise _invalid(field, f"{_NAMES[field]} no existe en el catálogo del SAT.", "unknown")
+    return found
+
+
+def _require_person_type(found: _Found, field: str, person_type: PersonType) -> _Found:
+    if not found.allows(person_type):
+        plural = _PERSON_TYPE_PLURAL[person_type]
+        message = f"{_NAMES[field]} {found.code} no aplica a personas {plural}."
+        raise _invalid(field, message, "person_type")
+    return found
+
+
+def _require_in_force(found: _Found, field: str, on: date | None) -> _Found:
+    if on is not None and not found.in_force_on(on):
+        raise _invalid(field, f"{_NAMES[field]} {found.code} no está vigente.", "not_in_force")
+    return found
 
 
 def regimen(code: str) -> Regimen:
     """Return the régimen fiscal with that code; ``invalid_command`` if the SAT has none."""
-    found = _regimenes().get(code)
-    if found is None:
-        raise Rejected(
-            "invalid_command",
-            "El régimen fiscal no existe en el catálogo del SAT.",
-            field="regimen_fiscal",
-            reason="unknown",
-        )
-    return found
+    return _find(_regimenes(), code, "regimen_fiscal")
 
 
 def uso(code: str) -> Uso:
     """Return the uso CFDI with that code; ``invalid_command`` if the SAT has none."""
-    found = _usos().get(code)
-    if found is None:
-        raise Rejected(
-            "invalid_command",
-            "El uso de CFDI no existe en el catálogo del SAT.",
-            field="uso_cfdi",
-            reason="unknown",
-        )
-    return found
+    return _find(_usos(), code, "uso_cfdi")
 
 
 def check_regimen(code: str, person_type: PersonType, *, on: date | None = None) -> Regimen:
     """Return the régimen if it exists (and is in force ``on`` that day) for that person type."""
-    found = regimen(code)
-    if not found.allows(person_type):
-        raise Rejected(
-            "invalid_command",
-            f"El régimen fiscal {code} no aplica a personas {_PERSON_TYPE_PLURAL[person_type]}.",
-            field="regimen_fiscal",
-            reason="person_type",
-        )
-    if on is not None and not found.in_force_on(on):
-        raise Rejected(
-            "invalid_command",
-            f"El régimen fiscal {code} no está vigente.",
-            field="regimen_fiscal",
-            reason="not_in_force",
-        )
-    return found
+    found = _require_person_type(regimen(code), "regimen_fiscal", person_type)
+    return _require_in_force(found, "regimen_fiscal", on)
 
 
 def check_uso(
@@ -133,29 +126,14 @@ def check_uso(
     on: date | None = None,
 ) -> Uso:
     """Return the uso if it exists for that person type and admits ``regimen_code`` (if given)."""
-    found = uso(code)
-    if not found.allows(person_type):
-        raise Rejected(
-            "invalid_command",
-            f"El uso de CFDI {code} no aplica a personas {_PERSON_TYPE_PLURAL[person_type]}.",
-            field="uso_cfdi",
-            reason="person_type",
-        )
+    found = _require_person_type(uso(code), "uso_cfdi", person_type)
     if regimen_code is not None and regimen_code not in found.receptor_regimenes:
-        raise Rejected(
-            "invalid_command",
+        raise _invalid(
+            "uso_cfdi",
             f"El uso de CFDI {code} no admite el régimen fiscal {regimen_code} del receptor.",
-            field="uso_cfdi",
-            reason="regimen_not_admitted",
+            "regimen_not_admitted",
         )
-    if on is not None and not found.in_force_on(on):
-        raise Rejected(
-            "invalid_command",
-            f"El uso de CFDI {code} no está vigente.",
-            field="uso_cfdi",
-            reason="not_in_force",
-        )
-    return found
+    return _require_in_force(found, "uso_cfdi", on)
 
 
 def check_regimen_uso(
@@ -172,19 +150,7 @@ def check_regimen_uso(
 @functools.cache
 def _regimenes() -> Mapping[str, Regimen]:
     rows = _read_csv("c_RegimenFiscal.csv", _REGIMEN_HEADER)
-    return MappingProxyType(
-        {
-            row["code"]: Regimen(
-                code=row["code"],
-                description=row["description"],
-                persona_fisica=_flag(row["persona_fisica"]),
-                persona_moral=_flag(row["persona_moral"]),
-                valid_from=date.fromisoformat(row["valid_from"]),
-                valid_to=_optional_date(row["valid_to"]),
-            )
-            for row in rows
-        }
-    )
+    return MappingProxyType({row["code"]: Regimen(**_entry_fields(row)) for row in rows})
 
 
 @functools.cache
@@ -193,17 +159,24 @@ def _usos() -> Mapping[str, Uso]:
     return MappingProxyType(
         {
             row["code"]: Uso(
-                code=row["code"],
-                description=row["description"],
-                persona_fisica=_flag(row["persona_fisica"]),
-                persona_moral=_flag(row["persona_moral"]),
-                valid_from=date.fromisoformat(row["valid_from"]),
-                valid_to=_optional_date(row["valid_to"]),
+                **_entry_fields(row),
                 receptor_regimenes=frozenset(row["receptor_regimenes"].split()),
             )
             for row in rows
         }
     )
+
+
+def _entry_fields(row: dict[str, str]) -> dict[str, Any]:
+    """The columns both catalogues have (``_REGIMEN_HEADER``), parsed."""
+    return {
+        "code": row["code"],
+        "description": row["description"],
+        "persona_fisica": _flag(row["persona_fisica"]),
+        "persona_moral": _flag(row["persona_moral"]),
+        "valid_from": date.fromisoformat(row["valid_from"]),
+        "valid_to": _optional_date(row["valid_to"]),
+    }
 
 
 def _read_csv(name: str, header: tuple[str, ...]) -> list[dict[str, str]]:
