@@ -42,6 +42,16 @@ NEVER_REPLAYED = frozenset({"VerifyStampingCredentials"})
 BATCH_CODES = ("batch_aborted", "batch_too_large")
 """Codes of a command inside an atomic ``execute_many``, besides its own (DESIGN §5)."""
 
+STAMP_TAKING_CODES = (
+    "unknown_account",
+    "invalid_rfc",
+    "insufficient_stamps",
+    "account_blocked",
+    "unlimited_expired",
+    "rfc_not_allowed",
+)
+"""Codes of a command that takes a stamp for a CFDI: a hold follows a consumption's rules."""
+
 REJECTIONS: dict[str, tuple[str, ...]] = {
     "OpenMasterAccount": ("already_exists", "invalid_rfc", "admin_profile_not_allowed"),
     "DefinePackage": ("unknown_account", "already_exists", "unknown_package"),
@@ -133,14 +143,7 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
     "VerifyStampingCredentials": ("account_blocked", "credentials_locked"),
     "ConfigureAutoTopUp": ("unknown_account", "wrong_account_kind", "price_unknown"),
     "DisableAutoTopUp": ("unknown_account", "invalid_transition"),
-    "ConsumeStamp": (
-        "unknown_account",
-        "invalid_rfc",
-        "insufficient_stamps",
-        "account_blocked",
-        "unlimited_expired",
-        "rfc_not_allowed",
-    ),
+    "ConsumeStamp": STAMP_TAKING_CODES,
     "AssignPackage": (
         "unknown_account",
         "unknown_package",
@@ -158,14 +161,7 @@ REJECTIONS: dict[str, tuple[str, ...]] = {
         "insufficient_inventory",
         "price_unknown",
     ),
-    "ReserveStamp": (
-        "unknown_account",
-        "invalid_rfc",
-        "insufficient_stamps",
-        "account_blocked",
-        "unlimited_expired",
-        "rfc_not_allowed",
-    ),
+    "ReserveStamp": STAMP_TAKING_CODES,
     "PostReservation": ("unknown_hold", "hold_expired", "hold_closed"),
     "VoidReservation": ("unknown_hold", "hold_closed"),
     "ClientBuyPackage": (
