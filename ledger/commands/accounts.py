@@ -187,20 +187,25 @@ def open_stamping_account(command: OpenStampingAccount, tx: Tx) -> Outcome:
 @handles(BlockStampingAccount)
 def block_stamping_account(command: BlockStampingAccount, tx: Tx) -> Outcome:
     """An active CTI stops stamping."""
-    cti = tx.get(command.cti_id, StampingAccount)
-    if not cti.active:
-        raise Rejected("invalid_transition", cti_id=cti.id, status="blocked")
-    cti.trigger(cti.Blocked, tx.now)
-    return Outcome(type=command.type)
+    return _set_active(command, tx, active=False)
 
 
 @handles(ReactivateStampingAccount)
 def reactivate_stamping_account(command: ReactivateStampingAccount, tx: Tx) -> Outcome:
     """A blocked CTI stamps again."""
+    return _set_active(command, tx, active=True)
+
+
+def _set_active(
+    command: BlockStampingAccount | ReactivateStampingAccount, tx: Tx, *, active: bool
+) -> Outcome:
+    """Blocks or reactivates a CTI; ``invalid_transition`` naming its status if it is so already."""
     cti = tx.get(command.cti_id, StampingAccount)
-    if cti.active:
-        raise Rejected("invalid_transition", cti_id=cti.id, status="active")
-    cti.trigger(cti.Reactivated, tx.now)
+    if cti.active == active:
+        raise Rejected(
+            "invalid_transition", cti_id=cti.id, status="active" if active else "blocked"
+        )
+    cti.trigger(cti.Reactivated if active else cti.Blocked, tx.now)
     return Outcome(type=command.type)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ledger.aggregates.client import Client
+from datetime import date
+
+from ledger.aggregates.client import Client, SeatSold
 from ledger.aggregates.common import add_one_year, mkl_key
 from ledger.aggregates.distributor import Distributor
 from ledger.aggregates.portal_user import DELETED, PortalUser
@@ -99,16 +101,9 @@ def buy_user_seat(command: BuyUserSeat, tx: Tx) -> Outcome:
         return _renew_seat(command.type, tx, client, distributor, lapsed, amount)
     sale_id = f"{client.id}:seat:{command.seat_id}"
     expires_on = add_one_year(tx.today)
-    client.trigger(
-        client.SeatBought,
-        tx.now,
-        seat_id=command.seat_id,
-        seller_id=distributor.id,
-        expires_on=expires_on,
-        sale_id=sale_id,
-        amount_centavos=amount,
+    _sell_seat(
+        tx, client.SeatBought, client, distributor, command.seat_id, expires_on, sale_id, amount
     )
-    claim_sale(tx, sale_id, distributor.id, client.id)
     return Outcome(
         type=command.type, sale_ids=(sale_id,), details={"expires_on": expires_on.isoformat()}
     )
@@ -128,8 +123,28 @@ def _renew_seat(
     expires_on = add_one_year(start)
     # Each renewal moves the expiry later, so the new expiry makes the sale id unique.
     sale_id = f"{client.id}:seat:{seat_id}:{expires_on.isoformat()}"
+    _sell_seat(tx, client.SeatRenewed, client, distributor, seat_id, expires_on, sale_id, amount)
+    return Outcome(
+        type=command_type,
+        sale_ids=(sale_id,),
+        details={"seat_id": seat_id, "expires_on": expires_on.isoformat(), "renewed": True},
+    )
+
+
+def _sell_seat(
+    tx: Tx,
+    event: type[SeatSold],
+    client: Client,
+    distributor: Distributor,
+    seat_id: str,
+    expires_on: date,
+    sale_id: str,
+    amount: int,
+) -> None:
+    """Records a year of ``seat_id`` sold (bought or renewed) to the client by its distributor,
+    and claims the sale."""
     client.trigger(
-        client.SeatRenewed,
+        event,
         tx.now,
         seat_id=seat_id,
         seller_id=distributor.id,
@@ -138,11 +153,6 @@ def _renew_seat(
         amount_centavos=amount,
     )
     claim_sale(tx, sale_id, distributor.id, client.id)
-    return Outcome(
-        type=command_type,
-        sale_ids=(sale_id,),
-        details={"seat_id": seat_id, "expires_on": expires_on.isoformat(), "renewed": True},
-    )
 
 
 @handles(RenewUserSeat)
