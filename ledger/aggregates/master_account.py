@@ -104,33 +104,6 @@ class MasterAccount(Aggregate):
         """The issuance source's balance: minus everything issued."""
         return -self.issued[unit]
 
-    def issue(
-        self,
-        *,
-        buyer_id: str,
-        package: Package,
-        count: int,
-        sale_id: str,
-        at: datetime,
-        points_paid: int = 0,
-    ) -> CreditsIssued:
-        """Creates ``count`` packages worth of credits, sold to ``buyer_id``."""
-        event = self.trigger(
-            self.CreditsIssued,
-            at,
-            buyer_id=buyer_id,
-            unit=package.unit,
-            quantity=package.quantity * count,
-            package_id=package.package_id,
-            count=count,
-            sale_id=sale_id,
-            amount_centavos=package.price_centavos * count,
-            pay_with="points" if points_paid else "money",
-            points_paid=points_paid,
-        )
-        assert isinstance(event, self.CreditsIssued)
-        return event
-
     def register_invoice(self, invoice_ref: str, sale_ids: tuple[str, ...], at: datetime) -> None:
         """Marks sales invoiced (the handler checked each exists, is ours and is not invoiced)."""
         self.trigger(self.InvoiceRegistered, at, invoice_ref=invoice_ref, sale_ids=sale_ids)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import date
+from typing import Any
 
 from ledger.aggregates.client import Client
 from ledger.aggregates.common import (
@@ -103,47 +105,31 @@ def sell_package(
     ``points`` > 0: paid with that many of the buyer's points (checked to be there), which go to
     a distributor seller or are spent when the master account sells.
     """
-    quantity = package.quantity * count
-    amount = package.price_centavos * count
     sale_id = f"S:{uuid.uuid4().hex}"
+    # Both legs record the same terms: the seller's (the master account issues the credits, a
+    # distributor sells from its inventory) and the buyer's.
+    terms: dict[str, Any] = {
+        "package_id": package.package_id,
+        "count": count,
+        "unit": package.unit,
+        "quantity": package.quantity * count,
+        "sale_id": sale_id,
+        "amount_centavos": package.price_centavos * count,
+        "pay_with": "points" if points else "money",
+        "points_paid": points,
+    }
     if isinstance(seller, MasterAccount):
-        seller.issue(
-            buyer_id=buyer.id,
-            package=package,
-            count=count,
-            sale_id=sale_id,
-            at=tx.now,
-            points_paid=points,
-        )
+        seller.trigger(seller.CreditsIssued, tx.now, buyer_id=buyer.id, **terms)
+        points_to = SINK_SPENT
     else:
-        seller.trigger(
-            seller.CreditsSold,
-            tx.now,
-            buyer_id=buyer.id,
-            unit=package.unit,
-            quantity=quantity,
-            package_id=package.package_id,
-            count=count,
-            sale_id=sale_id,
-            amount_centavos=amount,
-            pay_with="points" if points else "money",
-            points_paid=points,
-        )
+        seller.trigger(seller.CreditsSold, tx.now, buyer_id=buyer.id, **terms)
+        points_to = seller.id
     buyer.trigger(
         buyer.PackageBought,
         tx.now,
         seller_id=seller.id,
-        package_id=package.package_id,
-        count=count,
-        unit=package.unit,
-        quantity=quantity,
-        sale_id=sale_id,
-        amount_centavos=amount,
-        pay_with="points" if points else "money",
-        points_paid=points,
-        points_to=(SINK_SPENT if isinstance(seller, MasterAccount) else seller.id)
-        if points
-        else "",
+        points_to=points_to if points else "",
+        **terms,
     )
     claim_sale(tx, sale_id, seller.id, buyer.id)
     return sale_id
@@ -185,8 +171,10 @@ def _transfer(
     transfer_id: str,
     line: _Line,
     sale_source: str = TRANSFER,
+    expires_on: date | None = None,
 ) -> None:
-    """The events of one checked transfer line: the debit and sale, then the credit."""
+    """The events of one checked transfer line: the debit and sale, then the credit (stamps
+    to a CTI as a lot that expires on ``expires_on``, if given)."""
     buyer_id = buyer_of(line.to)
     source.trigger(
         source.CreditsTransferred,
@@ -203,7 +191,7 @@ def _transfer(
     claim_sale(tx, transfer_id, source.id, buyer_id)
     target = line.to
     if isinstance(target, StampingAccount):
-        target.credit(transfer_id, source.id, line.quantity, tx.now, today=tx.today)
+        target.credit(transfer_id, source.id, line.quantity, tx.now, expires_on, today=tx.today)
     elif isinstance(target, Client):
         target.trigger(
             target.PointsCredited,
@@ -330,20 +318,7 @@ def assign_package(command: AssignPackage, tx: Tx) -> Outcome:
     seller.require_inventory(STAMPS, package.quantity)
     expires_on = add_days(tx.today, package.validity_days) if package.validity_days else None
     line = _Line(cti, package.quantity, discounted(package.price_centavos, client_of(tx, cti)))
-    seller.trigger(
-        seller.CreditsTransferred,
-        tx.now,
-        transfer_id=command.grant_id,
-        to_id=cti.id,
-        unit=STAMPS,
-        quantity=line.quantity,
-        sale_id=command.grant_id,
-        amount_centavos=line.amount_centavos,
-        buyer_id=cti.client_id,
-        source=PACKAGE,
-    )
-    claim_sale(tx, command.grant_id, seller.id, cti.client_id)
-    cti.credit(command.grant_id, seller.id, package.quantity, tx.now, expires_on, today=tx.today)
+    _transfer(tx, seller, STAMPS, command.grant_id, line, PACKAGE, expires_on)
     return Outcome(
         type=command.type,
         sale_ids=(command.grant_id,),
@@ -469,20 +444,8 @@ def client_buy_package(command: ClientBuyPackage, tx: Tx) -> Outcome:
             sell_package(tx, seller, distributor, top, count) for seller, top, count in supply
         )
         expires_on = add_days(tx.today, package.validity_days) if package.validity_days else None
-        distributor.trigger(
-            distributor.CreditsTransferred,
-            tx.now,
-            transfer_id=sale_id,
-            to_id=cti.id,
-            unit=STAMPS,
-            quantity=package.quantity,
-            sale_id=sale_id,
-            amount_centavos=amount,
-            buyer_id=client.id,
-            source=PANEL,
-        )
-        claim_sale(tx, sale_id, distributor.id, client.id)
-        cti.credit(sale_id, distributor.id, package.quantity, tx.now, expires_on, today=tx.today)
+        line = _Line(cti, package.quantity, amount)
+        _transfer(tx, distributor, STAMPS, sale_id, line, PANEL, expires_on)
         return Outcome(
             type=command.type,
             sale_ids=(sale_id, *supply_sale_ids),
