@@ -30,17 +30,8 @@ class SeatSold(SaleEvent, frozen=True, kw_only=True):
 
     def sale(self) -> Sale:
         """A billable sale of the distributor to this client."""
-        return Sale(
-            sale_id=self.sale_id,
-            seller_id=self.seller_id,
-            buyer_id=self.originator_id,
-            at=self.timestamp,
-            unit="seat",
-            quantity=1,
-            amount_centavos=self.amount_centavos,
-            reference=self.seat_id,
-            to_id=self.originator_id,
-            source=SEAT,
+        return self.sale_of_one(
+            seller_id=self.seller_id, unit="seat", reference=self.seat_id, source=SEAT
         )
 
 

@@ -150,6 +150,22 @@ class SaleEvent(Event, frozen=True, kw_only=True):
         """A sale id is unique."""
         return (f"sale:{self.sale_id}",)
 
+    def sale_of_one(self, *, seller_id: str, unit: str, reference: str, source: str) -> Sale:
+        """The sale of one ``unit`` (a seat's year, a subscription) by ``seller_id`` to the
+        aggregate that records this event, which is billed and credited."""
+        return Sale(
+            sale_id=self.sale_id,
+            seller_id=seller_id,
+            buyer_id=self.originator_id,
+            at=self.timestamp,
+            unit=unit,
+            quantity=1,
+            amount_centavos=self.amount_centavos,
+            reference=reference,
+            to_id=self.originator_id,
+            source=source,
+        )
+
 
 class PackageSold(SaleEvent, frozen=True, kw_only=True):
     """The seller's leg of a package purchase: ``count`` packages to ``buyer_id``."""

@@ -389,16 +389,10 @@ class Distributor(Aggregate):
 
         def sale(self) -> Sale:
             """Recorded on the buyer's stream; the seller is the parent."""
-            return Sale(
-                sale_id=self.sale_id,
+            return self.sale_of_one(
                 seller_id=self.seller_id,
-                buyer_id=self.originator_id,
-                at=self.timestamp,
                 unit="subscription",
-                quantity=1,
-                amount_centavos=self.amount_centavos,
                 reference=self.product,
-                to_id=self.originator_id,
                 source=SUBSCRIPTION,
             )
 
