@@ -54,23 +54,13 @@ def issue_credit_code(command: IssueCreditCode, tx: Tx) -> Outcome:
             at=tx.now,
         )
     )
-    distributor.trigger(
-        distributor.CreditsSetAside,
-        tx.now,
-        code_id=command.code_id,
-        unit=command.unit,
-        quantity=command.quantity,
-    )
-    # Issuing a code is a sale (DESIGN §4); its buyer is whoever redeems it.
+    # Issuing a code is a sale (DESIGN §4) of the credits set aside; its buyer is whoever
+    # redeems it.
+    set_aside = {"code_id": command.code_id, "unit": command.unit, "quantity": command.quantity}
+    distributor.trigger(distributor.CreditsSetAside, tx.now, **set_aside)
     sale_id = code_sale_id(command.code_id)
     distributor.trigger(
-        distributor.CodeSold,
-        tx.now,
-        code_id=command.code_id,
-        unit=command.unit,
-        quantity=command.quantity,
-        sale_id=sale_id,
-        amount_centavos=amount,
+        distributor.CodeSold, tx.now, sale_id=sale_id, amount_centavos=amount, **set_aside
     )
     claim_sale(tx, sale_id, distributor.id, "", code_id=command.code_id)
     # 100 random bits: a clash is practically impossible, but the key index would refuse it.
