@@ -9,12 +9,16 @@ stable code and the Spanish message kept for end users::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, Self, TextIO
+from typing import TYPE_CHECKING, Any, Self, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -29,6 +33,9 @@ from rich.progress import (
 from ledger.errors import LedgerError, Rejected, one_line
 from ledger.logging import LOGGER_NAME
 
+if TYPE_CHECKING:
+    from adapters.storage.views import LogWatcher
+
 EXIT_OK = 0
 EXIT_REJECTED = 1
 """A rejection, invalid input, or (verify) a breach."""
@@ -38,6 +45,10 @@ PIPED_WIDTH = 200
 """Columns of tables written to a pipe or a file (a terminal uses its own width)."""
 EXIT_BROKEN_PIPE = 128 + 13
 """What a shell reports for a command ended by SIGPIPE: the reader closed the pipe."""
+FOLLOW_INTERVAL_S_DEFAULT = 1.0
+"""Seconds between a follower's polls (``--interval``)."""
+FOLLOW_BACKOFF_S_MAX = 30.0
+"""Bound on a follower's wait before it tries a failed step again."""
 
 URL_HELP = (
     "where the ledger lives: sqlite:///FILE or postgresql://USER@HOST[:PORT][,HOST2[:PORT]]/DB "
@@ -61,6 +72,111 @@ def url_option(parser: argparse.ArgumentParser) -> None:
     """Adds ``--url`` (described once, here)."""
     # SUPPRESS: a --url given before the subcommand is not overwritten by this default.
     parser.add_argument("--url", default=argparse.SUPPRESS, help=URL_HELP)
+
+
+def views_url_option(parser: argparse.ArgumentParser, holds: str) -> None:
+    """Adds ``--views-url``: the database of what ``holds`` names, when not the events' one."""
+    parser.add_argument(
+        "--views-url",
+        default=None,
+        help=f"database of {holds} (default: the --url database); the log is then read from"
+        " --url, which may be a read-only hot standby",
+    )
+
+
+def whole_number(name: str, low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high`` (None: no upper bound).
+
+    ``name`` is what argparse calls the type when the text is no number at all.
+    """
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if high is None and value < low:
+            raise argparse.ArgumentTypeError(f"at least {low}")
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{low} to {high}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def seconds(name: str, high: int) -> Callable[[str], float]:
+    """An argparse type: seconds, more than 0 and at most ``high`` (``name`` as above)."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not 0 < value <= high:
+            raise argparse.ArgumentTypeError(f"between 0 and {high} seconds")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def follow_arguments(parser: argparse.ArgumentParser, keep: str) -> None:
+    """Adds ``--follow`` (``keep`` says what it keeps doing) and its polls' ``--interval``."""
+    parser.add_argument("--follow", action="store_true", help=keep)
+    parser.add_argument(
+        "--interval",
+        type=seconds("_interval", 60),
+        default=FOLLOW_INTERVAL_S_DEFAULT,
+        help="seconds between polls when following (PostgreSQL also wakes on NOTIFY)",
+    )
+
+
+@contextlib.contextmanager
+def stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """Sets ``stop`` on SIGINT or SIGTERM inside the block; the previous handlers come back
+    after it (a follower ends its loop instead of dying mid-page)."""
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {
+        number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def follow(
+    watcher: LogWatcher,
+    stop: threading.Event,
+    step: Callable[[], None],
+    *,
+    interval_s: float,
+    failed: str,
+    detail: Callable[[LedgerError], str] = lambda exc: one_line(str(exc)),
+    first: bool = False,
+) -> None:
+    """Runs ``step`` whenever events may have arrived (``watcher``), until ``stop`` is set.
+
+    A failed step (the database away, an event that cannot be taken) is reported on stderr
+    (``failed``, the wait, ``detail`` of the error) and retried after a wait that doubles from
+    ``interval_s`` up to ``FOLLOW_BACKOFF_S_MAX``: a follower outlives a database restart and
+    never exits for it. The watcher is closed at the end.
+    """
+    backoff_s = interval_s
+    try:
+        while not stop.is_set():
+            if not first:
+                watcher.wait(stop)
+            first = False
+            try:
+                step()
+                backoff_s = interval_s
+            except LedgerError as exc:
+                sys.stderr.write(f"{failed}, retrying in {backoff_s:g} s: {detail(exc)}\n")
+                sys.stderr.flush()
+                stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, FOLLOW_BACKOFF_S_MAX)
+    finally:
+        watcher.close()
 
 
 def holder_arguments(parser: argparse.ArgumentParser) -> None:

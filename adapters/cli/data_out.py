@@ -18,7 +18,17 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from adapters.cli.common import EXIT_ERROR, EXIT_OK, add_command, error, fail, url_option
+from adapters.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    add_command,
+    error,
+    fail,
+    follow_arguments,
+    url_option,
+    views_url_option,
+    whole_number,
+)
 from adapters.publish import (
     EXCHANGE_DEFAULT,
     STREAM_DEFAULT,
@@ -38,34 +48,15 @@ from ledger.outbound.publisher import (
 from ledger.outbound.tracking import Tracking
 from ledger.projections.runner import ProjectionFailed, Projector
 
-FOLLOW_INTERVAL_S_DEFAULT = 1.0
 # Kept here rather than imported, so that pyarrow loads only when `export` runs
 # (adapters/export/parquet.py's PAGE_SIZE_DEFAULT and PAGE_SIZE_MAX; a test checks they agree).
 EXPORT_PAGE_SIZE_DEFAULT = 50_000
 EXPORT_PAGE_SIZE_MAX = 1_000_000
 
 
-def _views_url_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--views-url",
-        default=None,
-        help="database of the views and of the publishers' positions (default: the --url"
-        " database); the log is then read from --url, which may be a read-only hot standby",
-    )
-
-
-def _page_size(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= PAGE_SIZE_MAX:
-        raise argparse.ArgumentTypeError(f"1 to {PAGE_SIZE_MAX}")
-    return value
-
-
-def _interval(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 60:
-        raise argparse.ArgumentTypeError("between 0 and 60 seconds")
-    return value
+POSITIONS = "the views and of the publishers' positions"
+"""What ``--views-url`` names for ``publish`` and ``export``."""
+_page_size = whole_number("_page_size", 1, PAGE_SIZE_MAX)
 
 
 def register(commands: Any) -> None:
@@ -89,7 +80,7 @@ def register(commands: Any) -> None:
         ],
     )
     url_option(publish)
-    _views_url_option(publish)
+    views_url_option(publish, POSITIONS)
     publish.add_argument(
         "--to",
         required=True,
@@ -113,13 +104,7 @@ def register(commands: Any) -> None:
         help="first part of every message id (default: a digest of the log's first event,"
         " the same on the primary and its standbys)",
     )
-    publish.add_argument("--follow", action="store_true", help="keep publishing new events")
-    publish.add_argument(
-        "--interval",
-        type=_interval,
-        default=FOLLOW_INTERVAL_S_DEFAULT,
-        help="seconds between polls when following (PostgreSQL also wakes on NOTIFY)",
-    )
+    follow_arguments(publish, "keep publishing new events")
     publish.add_argument(
         "--page-size",
         type=_page_size,
@@ -231,6 +216,9 @@ def print_publishers(console: Console, publishers: list[dict[str, Any]]) -> None
             )
 
 
+_export_page_size = whole_number("_export_page_size", 1, EXPORT_PAGE_SIZE_MAX)
+
+
 def _add_export(commands: Any) -> None:
     """``export``."""
     export = add_command(
@@ -255,7 +243,7 @@ def _add_export(commands: Any) -> None:
         ],
     )
     url_option(export)
-    _views_url_option(export)
+    views_url_option(export, POSITIONS)
     export.add_argument("directory", metavar="DIR", help="where the export lives (made if missing)")
     export.add_argument("--format", choices=("parquet",), default="parquet", help="the file format")
     export.add_argument(
@@ -270,13 +258,6 @@ def _add_export(commands: Any) -> None:
         help=f"events per part file (1..{EXPORT_PAGE_SIZE_MAX})",
     )
     export.set_defaults(func=run_export)
-
-
-def _export_page_size(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= EXPORT_PAGE_SIZE_MAX:
-        raise argparse.ArgumentTypeError(f"1 to {EXPORT_PAGE_SIZE_MAX}")
-    return value
 
 
 def run_export(args: argparse.Namespace) -> int:

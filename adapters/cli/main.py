@@ -45,17 +45,21 @@ from adapters.cli import serve as cli_serve
 from adapters.cli.common import (
     EXIT_OK,
     EXIT_REJECTED,
+    FOLLOW_BACKOFF_S_MAX,
     HelpFormatter,
     ProgressBar,
     add_command,
     amount,
     error,
     fail,
+    follow_arguments,
     holder_arguments,
     output_console,
     quiet_broken_pipe,
     quiet_logs,
     url_option,
+    views_url_option,
+    whole_number,
 )
 from adapters.storage.views import LogWatcher
 from ledger.api import Ledger
@@ -74,8 +78,6 @@ EXEC_BATCH_BYTES_MAX = 8_000_000
 """Bound on the bytes of the lines ``exec`` holds at once."""
 EXEC_READ_BYTES = 1 << 16
 """Bytes ``exec`` reads from its input at a time."""
-FOLLOW_INTERVAL_S_DEFAULT = 1.0
-FOLLOW_BACKOFF_S_MAX = 30.0
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -83,28 +85,9 @@ _ENCODER = msgspec.json.Encoder()
 # Parser --------------------------------------------------------------------------------------
 
 
-def views_url_option(parser: argparse.ArgumentParser) -> None:
-    """Adds ``--views-url``: where the views live, when not in the events' database."""
-    parser.add_argument(
-        "--views-url",
-        default=None,
-        help="database of the views and their tracking (default: the --url database); the"
-        " log is then read from --url, which may be a read-only hot standby",
-    )
-
-
-def _interval(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 60:
-        raise argparse.ArgumentTypeError("between 0 and 60 seconds")
-    return value
-
-
-def _page_size(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= PAGE_SIZE_MAX:
-        raise argparse.ArgumentTypeError(f"1 to {PAGE_SIZE_MAX}")
-    return value
+VIEWS = "the views and their tracking"
+"""What ``--views-url`` names for the views' subcommands."""
+_page_size = whole_number("_page_size", 1, PAGE_SIZE_MAX)
 
 
 PAGE_SIZE_HELP = f"notifications read and written per transaction (1..{PAGE_SIZE_MAX})"
@@ -137,14 +120,8 @@ def _add_view_commands(commands: Any) -> None:
         ],
     )
     url_option(project)
-    views_url_option(project)
-    project.add_argument("--follow", action="store_true", help="keep following new events")
-    project.add_argument(
-        "--interval",
-        type=_interval,
-        default=FOLLOW_INTERVAL_S_DEFAULT,
-        help="seconds between polls when following (PostgreSQL also wakes on NOTIFY)",
-    )
+    views_url_option(project, VIEWS)
+    follow_arguments(project, "keep following new events")
     project.add_argument(
         "--page-size", type=_page_size, default=PAGE_SIZE_DEFAULT, help=PAGE_SIZE_HELP
     )
@@ -167,7 +144,7 @@ def _add_view_commands(commands: Any) -> None:
         ["ledger status", "ledger status --json --views-url postgresql://postgres@views/v"],
     )
     url_option(status)
-    views_url_option(status)
+    views_url_option(status, VIEWS)
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(func=run_status)
 
@@ -182,7 +159,7 @@ def _add_view_commands(commands: Any) -> None:
         ["ledger rebuild", "ledger rebuild --page-size 20000"],
     )
     url_option(rebuild)
-    views_url_option(rebuild)
+    views_url_option(rebuild, VIEWS)
     rebuild.add_argument(
         "--page-size", type=_page_size, default=PAGE_SIZE_DEFAULT, help=PAGE_SIZE_HELP
     )
@@ -203,7 +180,7 @@ def _add_purge_due(commands: Any) -> None:
         ["ledger purge-due", "ledger purge-due --url postgresql://postgres@db/ledger"],
     )
     url_option(purge)
-    views_url_option(purge)
+    views_url_option(purge, VIEWS)
     purge.set_defaults(func=run_purge_due)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import stat
 import sys
 import threading
@@ -34,12 +33,17 @@ from adapters.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_REJECTED,
+    FOLLOW_INTERVAL_S_DEFAULT,
     ProgressBar,
     add_command,
     error,
     fail,
+    follow,
     output_console,
+    seconds,
+    stopped_by_signals,
     url_option,
+    whole_number,
 )
 from adapters.storage.bundle import export_log, offline_decoder
 from adapters.storage.views import LogWatcher
@@ -56,8 +60,6 @@ CHECKPOINT_EVERY_DEFAULT = 10_000
 """Events between two checkpoints signed by ``seal --follow --key``."""
 CHECKPOINT_INTERVAL_S_DEFAULT = 60.0
 """Seconds after which ``seal --follow --key`` signs the new events, however few."""
-FOLLOW_INTERVAL_S_DEFAULT = 1.0
-FOLLOW_BACKOFF_S_MAX = 30.0
 KEY_FILE_BYTES_MAX = 4_096
 SEAL_JOBS_DEFAULT = 2
 """Readers of ``ledger seal``: the next page is read and hashed while this one is written."""
@@ -108,32 +110,10 @@ def write_signer(path: str, signer: Signer) -> None:
         file.write(signer.text() + "\n")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("at least 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 86_400:
-        raise argparse.ArgumentTypeError("between 0 and 86400 seconds")
-    return value
-
-
-def _jobs(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= proofs.SEAL_JOBS_MAX:
-        raise argparse.ArgumentTypeError(f"1 to {proofs.SEAL_JOBS_MAX}")
-    return value
-
-
-def _page_size(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= proofs.SEAL_PAGE_SIZE_MAX:
-        raise argparse.ArgumentTypeError(f"1 to {proofs.SEAL_PAGE_SIZE_MAX}")
-    return value
+_positive = whole_number("_positive", 1)
+_seconds = seconds("_seconds", 86_400)
+_jobs = whole_number("_jobs", 1, proofs.SEAL_JOBS_MAX)
+_page_size = whole_number("_page_size", 1, proofs.SEAL_PAGE_SIZE_MAX)
 
 
 def signing_options(parser: argparse.ArgumentParser) -> None:
@@ -591,34 +571,24 @@ def _follow(lg: Ledger, args: argparse.Namespace, signer: Signer | None) -> None
     """Seals new events as they arrive; signs checkpoints as asked; until SIGINT or SIGTERM."""
     stop = threading.Event()
     watcher = LogWatcher(getattr(args, "url", None), interval_s=min(args.interval, 60.0))
-
-    def request_stop(_signum: int, _frame: object) -> None:
-        stop.set()
-
-    previous = {n: signal.signal(n, request_stop) for n in (signal.SIGINT, signal.SIGTERM)}
-    sys.stderr.write("seal: following new events\n")
-    sys.stderr.flush()
     signing = FollowerSigning(lg, args, signer, page_size=args.page_size, jobs=args.jobs)
-    backoff_s = args.interval
-    first = True
-    try:
-        while not stop.is_set():
-            if not first:
-                watcher.wait(stop)
-            first = False
-            started = time.monotonic()
-            try:
-                signing(stop)
-                backoff_s = args.interval
-                # At most one seal an interval: under a stream of commits (a NOTIFY each) the
-                # follower takes an interval's events at a time, not one small page each.
-                stop.wait(max(0.0, args.interval - (time.monotonic() - started)))
-            except LedgerError as exc:
-                sys.stderr.write(f"seal: failed, retrying in {backoff_s:g} s: {exc}\n")
-                sys.stderr.flush()
-                stop.wait(backoff_s)
-                backoff_s = min(backoff_s * 2, FOLLOW_BACKOFF_S_MAX)
-    finally:
-        watcher.close()
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+
+    def seal() -> None:
+        started = time.monotonic()
+        signing(stop)
+        # At most one seal an interval: under a stream of commits (a NOTIFY each) the
+        # follower takes an interval's events at a time, not one small page each.
+        stop.wait(max(0.0, args.interval - (time.monotonic() - started)))
+
+    with stopped_by_signals(stop):
+        sys.stderr.write("seal: following new events\n")
+        sys.stderr.flush()
+        follow(
+            watcher,
+            stop,
+            seal,
+            interval_s=args.interval,
+            failed="seal: failed",
+            detail=str,
+            first=True,
+        )

@@ -24,6 +24,7 @@ from adapters.cli.common import (
     fail,
     output_console,
     url_option,
+    whole_number,
 )
 from adapters.storage.api_keys import SCOPES, ApiKeyError, ApiKeyStore
 from ledger.aggregates.client import Client
@@ -39,18 +40,8 @@ GRACEFUL_SHUTDOWN_S = 30
 """Bound on the wait for requests in flight after SIGTERM."""
 
 
-def _workers(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= WORKERS_MAX:
-        raise argparse.ArgumentTypeError(f"1 to {WORKERS_MAX}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65_535:
-        raise argparse.ArgumentTypeError("1 to 65535")
-    return value
+_workers = whole_number("_workers", 1, WORKERS_MAX)
+_port = whole_number("_port", 1, 65_535)
 
 
 def _non_negative(text: str) -> float:
