@@ -150,16 +150,16 @@ def follow(
     step: Callable[[], None],
     *,
     interval_s: float,
-    failed: str,
+    failed: str | Callable[[], str],
     detail: Callable[[LedgerError], str] = lambda exc: one_line(str(exc)),
     first: bool = False,
 ) -> None:
     """Runs ``step`` whenever events may have arrived (``watcher``), until ``stop`` is set.
 
     A failed step (the database away, an event that cannot be taken) is reported on stderr
-    (``failed``, the wait, ``detail`` of the error) and retried after a wait that doubles from
-    ``interval_s`` up to ``FOLLOW_BACKOFF_S_MAX``: a follower outlives a database restart and
-    never exits for it. The watcher is closed at the end.
+    (``failed``, or what it returns when called, the wait, ``detail`` of the error) and retried
+    after a wait that doubles from ``interval_s`` up to ``FOLLOW_BACKOFF_S_MAX``: a follower
+    outlives a database restart and never exits for it. The watcher is closed at the end.
     """
     backoff_s = interval_s
     try:
@@ -171,7 +171,8 @@ def follow(
                 step()
                 backoff_s = interval_s
             except LedgerError as exc:
-                sys.stderr.write(f"{failed}, retrying in {backoff_s:g} s: {detail(exc)}\n")
+                what = failed if isinstance(failed, str) else failed()
+                sys.stderr.write(f"{what}, retrying in {backoff_s:g} s: {detail(exc)}\n")
                 sys.stderr.flush()
                 stop.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, FOLLOW_BACKOFF_S_MAX)

@@ -28,7 +28,6 @@ import io
 import json
 import os
 import select
-import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -45,18 +44,19 @@ from adapters.cli import serve as cli_serve
 from adapters.cli.common import (
     EXIT_OK,
     EXIT_REJECTED,
-    FOLLOW_BACKOFF_S_MAX,
     HelpFormatter,
     ProgressBar,
     add_command,
     amount,
     error,
     fail,
+    follow,
     follow_arguments,
     holder_arguments,
     output_console,
     quiet_broken_pipe,
     quiet_logs,
+    stopped_by_signals,
     url_option,
     views_url_option,
     whole_number,
@@ -584,46 +584,35 @@ def _follow(
     projector = lg.views.projector
     projector.failed_retry_after_s = 0.0  # the backoff below bounds the retries
     watcher = LogWatcher(url, interval_s=interval_s)
+    step = "catch-up"
 
-    def request_stop(_signum: int, _frame: object) -> None:
-        stop.set()
+    def catch_up() -> None:
+        nonlocal step
+        # A stop during the wait ends the loop without one more catch-up. After a failure
+        # the next one starts from the tracked position: nothing is lost or counted twice.
+        if stop.is_set():
+            return
+        step = "catch-up"
+        projector.catch_up(stop=stop)
+        if signing is not None:
+            step = "seal"
+            signing(stop)
 
-    previous = {
-        number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)
-    }
-    sys.stderr.write(
-        "project: following new events "
-        f"({'LISTEN/NOTIFY' if watcher.listening else 'polling'}, every {interval_s:g} s at most)\n"
-    )
-    sys.stderr.flush()
-    backoff_s = interval_s
-    try:
-        while not stop.is_set():
-            if not first:
-                watcher.wait(stop)
-            first = False
-            if stop.is_set():
-                break
-            step = "catch-up"
-            try:
-                projector.catch_up(stop=stop)
-                if signing is not None:
-                    step = "seal"
-                    signing(stop)
-                backoff_s = interval_s
-            except LedgerError as exc:
-                # A follower outlives a database restart: it says so, waits (bounded) and
-                # tries again from the tracked position, so nothing is lost or counted twice.
-                sys.stderr.write(
-                    f"project: {step} failed, retrying in {backoff_s:g} s: {one_line(str(exc))}\n"
-                )
-                sys.stderr.flush()
-                stop.wait(backoff_s)
-                backoff_s = min(backoff_s * 2, FOLLOW_BACKOFF_S_MAX)
-    finally:
-        watcher.close()
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    with stopped_by_signals(stop):
+        sys.stderr.write(
+            "project: following new events "
+            f"({'LISTEN/NOTIFY' if watcher.listening else 'polling'}, every {interval_s:g} s"
+            " at most)\n"
+        )
+        sys.stderr.flush()
+        follow(
+            watcher,
+            stop,
+            catch_up,
+            interval_s=interval_s,
+            failed=lambda: f"project: {step} failed",
+            first=first,
+        )
 
 
 # balance ------------------------------------------------------------------------------------
