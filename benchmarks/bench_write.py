@@ -533,7 +533,8 @@ def stamps_per_cti(s: Settings) -> int:
     """Enough stamps that no CTI runs out during the run (commands are spread evenly)."""
     per_rep = (
         2 * -(-s.batched_commands // s.ctis)  # steady, then right after the processes
-        + -(-s.single_commands // s.ctis) * (len(s.thread_counts) + 1)  # + asyncio tasks
+        # each thread count, the asyncio tasks and the single caller whose log line is rendered
+        + -(-s.single_commands // s.ctis) * (len(s.thread_counts) + 2)
         + -(-process_commands(s) * s.processes // s.ctis)
     )
     warm_up = -(-s.batch_size // s.ctis)
