@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -302,11 +302,21 @@ def recorded_cfdis(lg: Ledger, cti: str, after: int) -> Counter[str]:
     )
 
 
-def run_hot(
-    lg: Ledger, url: str, wal: Wal, cti: str, processes: int, threads: int, commands: int
-) -> HotRun:
-    """``processes`` processes with ``threads`` callers each send ``commands`` consumptions of
-    ``cti`` in all; their rate from the first start to the last end, and what they wrote."""
+def run_workers(
+    lg: Ledger,
+    url: str,
+    wal: Wal,
+    cti: str,
+    shape: tuple[int, int],
+    commands: int,
+    target: Callable[..., None],
+    *extra: Any,
+) -> tuple[list[tuple[Any, ...]], Counter[str], Counter[str], tuple[Any, Any]]:
+    """``shape`` (processes, threads) workers ``target(url, plan, threads, barrier, results,
+    *extra)`` send ``commands`` consumptions of ``cti`` in all, started together. Returns their
+    outputs, the CFDIs they were told and the ones recorded, and the WAL positions around
+    them."""
+    processes, threads = shape
     before = lg.engine.current(cti)
     assert before is not None
     plans = [consumptions(cti, commands // processes) for _ in range(processes)]
@@ -315,7 +325,7 @@ def run_hot(
     barrier = context.Barrier(processes + 1)
     results = context.Queue()
     workers = [
-        context.Process(target=hot_worker, args=(url, plan, threads, barrier, results))
+        context.Process(target=target, args=(url, plan, threads, barrier, results, *extra))
         for plan in plans
     ]
     for worker in workers:
@@ -326,14 +336,26 @@ def run_hot(
     end = wal.position()
     for worker in workers:
         worker.join(timeout=PROCESS_TIMEOUT_S)
-    errors: Counter[str] = Counter()
     told: Counter[str] = Counter()
     for output in outputs:
         told.update(output[3])
+    recorded = recorded_cfdis(lg, cti, before.version)
+    return outputs, told, recorded, (start, end)
+
+
+def run_hot(
+    lg: Ledger, url: str, wal: Wal, cti: str, processes: int, threads: int, commands: int
+) -> HotRun:
+    """``processes`` processes with ``threads`` callers each send ``commands`` consumptions of
+    ``cti`` in all; their rate from the first start to the last end, and what they wrote."""
+    outputs, told, recorded, (start, end) = run_workers(
+        lg, url, wal, cti, (processes, threads), commands, hot_worker
+    )
+    errors: Counter[str] = Counter()
+    for output in outputs:
         errors.update(output[4])
     calls = sum(output[2] for output in outputs)
     elapsed = max(output[1] for output in outputs) - min(output[0] for output in outputs)
-    recorded = recorded_cfdis(lg, cti, before.version)
     # Told ok but not recorded once, or recorded without anybody told.
     lost = sum(((told - recorded) + (recorded - told)).values())
     server, own, detail = wal.written(start, end)

@@ -22,7 +22,6 @@ import contextlib
 import functools
 import importlib
 import json
-import multiprocessing
 import os
 import resource
 import statistics
@@ -187,38 +186,18 @@ def run(
     """One run of ``shape`` (processes, threads) on ``cti``: rate, stamps, errors, lost, WAL
     and the workers' summed counts and times."""
     url, lg, wal = db
-    processes, threads = shape
-    before = lg.engine.current(cti)
-    assert before is not None
-    plans = [bench_hot.consumptions(cti, commands // processes) for _ in range(processes)]
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["ledger.api", "psycopg"])
-    barrier = context.Barrier(processes + 1)
-    results = context.Queue()
-    workers = [
-        context.Process(target=worker, args=(url, plan, threads, barrier, results, settings))
-        for plan in plans
-    ]
-    for process in workers:
-        process.start()
-    barrier.wait(timeout=PROCESS_TIMEOUT_S)
-    start = wal.begin()
-    outputs = [results.get(timeout=PROCESS_TIMEOUT_S) for _ in workers]
-    end = wal.position()
-    for process in workers:
-        process.join(timeout=PROCESS_TIMEOUT_S)
-    told: Counter[str] = Counter()
+    outputs, told, recorded, (start, end) = bench_hot.run_workers(
+        lg, url, wal, cti, shape, commands, worker, settings
+    )
     errors: Counter[str] = Counter()
     count: Counter[str] = Counter()
     spent: defaultdict[str, float] = defaultdict(float)
     for output in outputs:
-        told.update(output[3])
         errors.update(output[4])
         for name, (n, seconds) in output[5].items():
             count[name] += n
             spent[name] += seconds
     elapsed = max(o[1] for o in outputs) - min(o[0] for o in outputs)
-    recorded = bench_hot.recorded_cfdis(lg, cti, before.version)
     wrong = (told - recorded) + (recorded - told)
     for cfdi in wrong:
         print(f"  lost? {cfdi}: told {told[cfdi]}, recorded {recorded[cfdi]}", file=sys.stdout)
