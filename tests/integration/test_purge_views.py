@@ -7,6 +7,7 @@ an address or a contact.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -87,23 +88,34 @@ PERSONAL = (
 )
 """Fragments of personal data of D1, its clients and their portal users (folded or not)."""
 
+RANDOM_ID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
+"""A uuid's text, with or without its dashes (a sale's id is ``S:`` and 32 hex digits).
+
+A phone is searched by its digits, which are hex digits too: a random id held in a view (the
+purge keeps sales) holds a four-digit fragment such as "4433" about once in 2,000 ids. An id is
+no personal data, so the search skips it and no random value can decide the outcome.
+"""
+
 
 def _ok(lg: Ledger, commands: list[dict[str, Any]]) -> None:
     for result in lg.execute_many(commands):
         assert not isinstance(result, Rejected), result
 
 
+def _fragments_in(row: tuple[Any, ...]) -> set[str]:
+    """The fragments of ``PERSONAL`` that the row's text holds outside random ids."""
+    texts = [RANDOM_ID.sub("<id>", value.lower()) for value in row if isinstance(value, str)]
+    return {fragment for fragment in PERSONAL if any(fragment.lower() in t for t in texts)}
+
+
 def _personal_rows(lg: Ledger) -> list[tuple[str, tuple[Any, ...]]]:
     """(table, row) of every view row that still holds a fragment of ``PERSONAL``."""
     lg.views.catch_up()
-    fragments = [fragment.lower() for fragment in PERSONAL]
     return [
         (table, row)
         for table, rows in lg.views.dump().items()
         for row in rows
-        if any(
-            isinstance(value, str) and any(f in value.lower() for f in fragments) for value in row
-        )
+        if _fragments_in(row)
     ]
 
 
@@ -133,9 +145,10 @@ def lg(store_url: str, clock: ManualClock) -> Iterator[Ledger]:
 
 
 def test_the_purge_blanks_every_view_table(lg: Ledger, clock: ManualClock) -> None:
-    """Before: the fragments are in the tables; after the purge, none is, in any table."""
-    before = {table for table, _ in _personal_rows(lg)}
-    assert {"view_distributors", "view_clients", "view_portal_users"} <= before
+    """Before: every fragment is in the tables; after the purge, none is, in any table."""
+    before = _personal_rows(lg)
+    assert {"view_distributors", "view_clients", "view_portal_users"} <= {t for t, _ in before}
+    assert set().union(*(_fragments_in(row) for _, row in before)) == set(PERSONAL)
     clock.advance(timedelta(days=30))
     (outcome,) = lg.purge_due()
     assert not isinstance(outcome, Rejected)
