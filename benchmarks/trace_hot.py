@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_hot
 import trace_hot_server
 
-from adapters.storage import postgres
+from adapters.storage import postgres, postgres_guarded
 from ledger.api import Ledger
 from ledger.write import attempts
 
@@ -85,7 +85,7 @@ def instrument() -> None:
     """Wraps the hot path's calls in this process."""
     timed(psycopg.Cursor, "execute", "rt.cursor.execute")
     timed(psycopg.Connection, "execute", "rt.conn.execute")
-    original_wait = postgres.GuardedWriter.wait
+    original_wait = postgres_guarded.GuardedWriter.wait
 
     def wait(self: Any, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
@@ -100,8 +100,8 @@ def instrument() -> None:
             self.trace_turn_at = (time.perf_counter(), time.thread_time())
         return turn
 
-    postgres.GuardedWriter.wait = wait  # type: ignore[method-assign]
-    original_record = postgres.GuardedWriter.record
+    postgres_guarded.GuardedWriter.wait = wait  # type: ignore[method-assign]
+    original_record = postgres_guarded.GuardedWriter.record
 
     def record(self: Any, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
@@ -118,7 +118,7 @@ def instrument() -> None:
         STATS.add("record.ok", time.perf_counter() - started)
         return ids
 
-    postgres.GuardedWriter.record = record  # type: ignore[method-assign]
+    postgres_guarded.GuardedWriter.record = record  # type: ignore[method-assign]
     timed(attempts.Attempts, "_take_turn", "take_turn")
     timed(attempts.Attempts, "_combine", "combine")
     timed(postgres.LedgerPostgresRecorder, "insert_events", "optimistic.insert_events")

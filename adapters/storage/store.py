@@ -31,11 +31,8 @@ from eventsourcing.utils import Environment, EnvType
 from adapters.storage.audit import StoreSource
 from adapters.storage.codec import MsgspecMapper
 from adapters.storage.config import describe_store, infrastructure_message, postgres_conninfo
-from adapters.storage.postgres import (
-    GuardedWriter,
-    LedgerPostgresRecorder,
-    LedgerPostgresSnapshotRecorder,
-)
+from adapters.storage.postgres import LedgerPostgresRecorder, LedgerPostgresSnapshotRecorder
+from adapters.storage.postgres_guarded import GuardedWriter
 from adapters.storage.postgres_pool import unreachable
 from adapters.storage.recording import OutcomeUnknown, OvertakenRows, raising
 from adapters.storage.sqlite import LedgerSQLiteRecorder, SQLiteGuardedWriter
