@@ -13,9 +13,7 @@ overlaps the write of one group with the decision of the next (``pipeline``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import os
 import threading
 import time
 from collections import deque
@@ -28,12 +26,12 @@ from ledger.commands.models import Command
 from ledger.errors import DatabaseUnreachable, LedgerError, Rejected
 from ledger.logging import get_logger
 from ledger.write import preparation
+from ledger.write.arrivals import Arrivals
 from ledger.write.attempts import Attempts
 from ledger.write.command_log import log_commands
 from ledger.write.decision import Tx
 from ledger.write.gc_pause import GC_PAUSE, GC_PAUSE_COMMANDS_MIN, gc_pause_for
-from ledger.write.pipeline import Decided, Pipeline, database_failure
-from ledger.write.ports import wait_readable
+from ledger.write.pipeline import Pipeline, database_failure
 from ledger.write.preparation import COMMAND_TYPES, Prepared, Result, aprepare_many, prepare
 from ledger.write.request import Request, Wake, deliver_each, without_failed_parts
 
@@ -148,16 +146,14 @@ class GroupCommit:
     _closed: bool = False
     _committer_pool: ThreadPoolExecutor | None = None
     _pipeline: Pipeline = field(init=False)
-    _arrivals: tuple[int, int] | None = None
-    """A pipe a caller writes to when it queues while the leader waits for a write in flight
-    (``_await_answer``), so that the leader decides its commands meanwhile."""
-    _watching: bool = False
-    """Whether the leader waits on ``_arrivals`` (the queue lock guards it)."""
+    _arrivals: Arrivals = field(init=False)
+    """How a caller that queues wakes a leader waiting for a write in flight."""
     _told: list[tuple[asyncio.AbstractEventLoop, Any, Request]] = field(default_factory=list)
     """asyncio callers served and not told yet (touched only by the leader: ``_tell_loops``)."""
 
     def __post_init__(self) -> None:
         self._idle = threading.Condition(self._queue_lock)
+        self._arrivals = Arrivals(self._queue, self._queue_lock)
         self._pipeline = Pipeline(
             self.attempts, self.commit_group, self.more_of_the_queue, self.fail_waiting
         )
@@ -248,7 +244,7 @@ class GroupCommit:
         took the lead, so a group's time never lies before the one of the group led before.
         On a pipelined store the write is then on the server: callers that queue meanwhile
         are decided while it is written, as any leader does (``_lead``); with nobody queued,
-        the leader waits for the answer (``_await_answer``) and lands it.
+        the leader waits for the answer (``Arrivals.await_answer``) and lands it.
         """
         pipeline = self._pipeline
         try:
@@ -259,7 +255,7 @@ class GroupCommit:
             if flight is not None and not self._queue:
                 # An answer here already (the memory store's) needs no wait for it.
                 sent = flight.sent
-                if sent is None or sent.fileno is None or not self._await_answer(flight):
+                if sent is None or sent.fileno is None or not self._arrivals.await_answer(flight):
                     pipeline.land(None)
         except BaseException:
             self._tell_loops()
@@ -290,7 +286,7 @@ class GroupCommit:
                 request.wake = wake
             self._queue.extend(requests)
             self._leading = True
-            self._arrived()
+            self._arrivals.arrived()
         while wake is not None:
             # Woken when one of its requests is done or must lead (the flags are set before
             # the wake, and a wake set meanwhile makes the next wait return at once).
@@ -327,7 +323,7 @@ class GroupCommit:
             self._check_open()
             self._queue.append(request)
             if self._leading:
-                self._arrived()
+                self._arrivals.arrived()
                 return future
             self._leading = True
             committer = self._committer()
@@ -363,7 +359,7 @@ class GroupCommit:
                 if group:
                     self._commit_next(group)
                 elif (flight := self._pipeline.flight) is not None:
-                    if not self._await_answer(flight):
+                    if not self._arrivals.await_answer(flight):
                         self._pipeline.land(None)
                 else:  # nobody leads any more
                     assert own is None, "a waiting request left the queue unserved"
@@ -402,37 +398,6 @@ class GroupCommit:
             taken.append(self._queue.popleft())
             size += head.size
         return taken
-
-    def _arrived(self) -> None:
-        """Wakes the leader if it waits for an answer (the queue lock is held)."""
-        if self._watching:
-            self._watching = False
-            assert self._arrivals is not None
-            os.write(self._arrivals[1], b"\0")
-
-    def _await_answer(self, flight: Decided) -> bool:
-        """Waits until the group in flight is answered, or a caller queues: True for the
-        latter (its commands are then decided while the database still works)."""
-        fileno = flight.sent.fileno if flight.sent is not None else None
-        if fileno is None:
-            return False
-        with self._queue_lock:
-            if self._queue:
-                return True
-            if self._arrivals is None:
-                self._arrivals = os.pipe()
-                os.set_blocking(self._arrivals[0], False)
-            self._watching = True
-        wake = self._arrivals[0]
-        try:
-            readable = wait_readable([fileno, wake])
-        finally:
-            with self._queue_lock:
-                self._watching = False
-        if wake in readable:
-            with contextlib.suppress(BlockingIOError):
-                os.read(wake, 64)
-        return fileno not in readable and bool(self._queue)
 
     def _group_max(self) -> int:
         pipelined = self.attempts.aggregates.store.pipelined
@@ -556,8 +521,4 @@ class GroupCommit:
             pool, self._committer_pool = self._committer_pool, None
         if pool is not None:
             pool.shutdown(wait=True)
-        with self._queue_lock:
-            arrivals, self._arrivals = self._arrivals, None
-        if arrivals is not None:
-            for fd in arrivals:
-                os.close(fd)
+        self._arrivals.close()
