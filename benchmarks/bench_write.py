@@ -82,7 +82,8 @@ from ledger.api import Ledger
 from ledger.errors import Rejected
 from ledger.logging import LOGGER_NAME, StructuredFormatter
 from ledger.outcome import Outcome
-from ledger.write.group_commit import PIPELINE_GROUP_MAX, part_sizes
+from ledger.write.calls import part_sizes
+from ledger.write.group_commit import PIPELINE_GROUP_MAX
 
 
 @dataclass

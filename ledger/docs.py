@@ -20,7 +20,7 @@ from typing import Any
 
 from ledger.commands.models import Command
 from ledger.commands.reference import command_models
-from ledger.write.group_commit import ATOMIC_SIZE_MAX
+from ledger.write.calls import ATOMIC_SIZE_MAX
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 COMMANDS_MD = DOCS / "COMMANDS.md"

@@ -56,7 +56,7 @@ from ledger.commands.profiles import ClientProfile
 from ledger.errors import LedgerError, Rejected
 from ledger.outcome import Outcome
 from ledger.rfc import validate_rfc
-from ledger.write.group_commit import ATOMIC_SIZE_MAX
+from ledger.write.calls import ATOMIC_SIZE_MAX
 from ledger.write.preparation import validation_rejection
 
 _CONTACTS = ("legal_rep", "financial_contact", "technical_contact")

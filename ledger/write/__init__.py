@@ -10,6 +10,7 @@
 - ``attempts``: one batch written exactly once (optimistic attempt, locked retries, hot
   aggregates: guarded writes and turns, lost races, unknown commits).
 - ``group_commit``: concurrent callers share transactions (queue, leader, hand-off, asyncio).
+- ``calls``: what one call's commands become before they queue (parts; the atomic bound).
 - ``arrivals``: a leader's wait for a write's answer, cut short when a caller queues.
 - ``pipeline``: on a pipelined store, the next group is decided while the last one is written.
 - ``gc_pause``: the cyclic collector paused while long batches run.

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,16 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.commands.models import Command
-from ledger.errors import DatabaseUnreachable, LedgerError, Rejected
+from ledger.errors import DatabaseUnreachable, LedgerError
 from ledger.logging import get_logger
 from ledger.write import preparation
 from ledger.write.arrivals import Arrivals
 from ledger.write.attempts import Attempts
-from ledger.write.command_log import log_commands
+from ledger.write.calls import Commands, atomic_batch, part_sizes, too_large
 from ledger.write.decision import Tx
 from ledger.write.gc_pause import GC_PAUSE, GC_PAUSE_COMMANDS_MIN, gc_pause_for
 from ledger.write.pipeline import Pipeline, database_failure
-from ledger.write.preparation import COMMAND_TYPES, Prepared, Result, aprepare_many, prepare
+from ledger.write.preparation import Prepared, Result, aprepare_many, prepare
 from ledger.write.request import Request, Wake, deliver_each, without_failed_parts
 
 log = get_logger()
@@ -43,83 +42,8 @@ PIPELINE_GROUP_MAX = 500
 """Bound on the commands of one group on a pipelined store (``Store.pipelined``): a longer
 non-atomic batch is written in groups of at most this size (``part_sizes``), each sent while
 the next is decided."""
-ATOMIC_SIZE_MAX = 50_000
-"""Bound on the commands of one atomic batch (one transaction, held in memory): over it, every
-command of the batch is answered ``batch_too_large`` and none runs (DESIGN §5)."""
 CLOSE_WAIT_S = 60.0
 """Bound on how long ``close`` waits for queued commands to commit."""
-
-
-def part_sizes(commands: int, group_max: int) -> list[int]:
-    """How a non-atomic call of that many commands is cut into groups (parts) of at most
-    ``group_max``: on a pipelined store the last parts shrink, by a tenth of a group each,
-    down to six tenths (2,000 commands in groups of 500: 500, 450, 400, 350, 300).
-
-    The write of the last part is the one that nothing overlaps: the caller waits for it
-    alone, so it should be short. But a write has a fixed cost (its commit), and a part
-    written while the next, smaller one is decided must not take longer than that decision,
-    or the leader waits for it instead; hence the gentle steps. Taking turns with equal parts
-    of 500, eight rounds of 2,000-command calls on PostgreSQL, the batched ratio to raw
-    ``executemany`` went from 0.52 to 0.54 on average (docs/SCALING.md). Groups of under ten
-    commands (tests) are cut evenly, the remainder last.
-    """
-    if commands <= group_max:
-        return [commands]
-    step = group_max // 10
-    if not step:
-        whole, rest = divmod(commands, group_max)
-        return [group_max] * whole + ([rest] if rest else [])
-    # From the last part back (300, 350, 400, 450 for groups of 500), then whole groups.
-    steps = itertools.chain(
-        (group_max - k * step for k in (4, 3, 2, 1)), itertools.repeat(group_max)
-    )
-    sizes: list[int] = []
-    total = 0
-    while total + (size := next(steps)) < commands:
-        sizes.append(size)
-        total += size
-    left = commands - total  # the first part
-    if left + sizes[-1] <= group_max:
-        sizes[-1] += left  # no first part of a few commands when it fits the next
-    else:
-        sizes.append(left)
-    return sizes[::-1]
-
-
-Commands = Iterable[Mapping[str, Any] | Command]
-"""What ``execute_many`` takes: any iterable (a list, a tuple, a generator, ...)."""
-
-
-def _atomic_batch(commands: Commands) -> tuple[list[Mapping[str, Any] | Command], list[str]]:
-    """The commands of an atomic batch as a list, or, over ``ATOMIC_SIZE_MAX``, none and the
-    type of each command (for its log line): the commands are read but never kept."""
-    iterator = iter(commands)
-    batch = list(itertools.islice(iterator, ATOMIC_SIZE_MAX + 1))
-    if len(batch) <= ATOMIC_SIZE_MAX:
-        return batch, []
-    types = [_given_type(command) for command in itertools.chain(batch, iterator)]
-    return [], types
-
-
-def _too_large(types: list[str]) -> list[Result]:
-    """``batch_too_large`` for each command of an atomic batch over its bound (their types
-    given), with one log line each."""
-    started = time.perf_counter()
-    refusals = [
-        Rejected("batch_too_large", commands=len(types), limit=ATOMIC_SIZE_MAX) for _ in types
-    ]
-    logged = [
-        Prepared(None, rejection=refusal, raw_type=raw_type)
-        for refusal, raw_type in zip(refusals, types, strict=True)
-    ]
-    results: list[Result] = list(refusals)
-    log_commands(logged, results, started)
-    return results
-
-
-def _given_type(command: Mapping[str, Any] | Command) -> str:
-    given = command.get("type") if isinstance(command, Mapping) else getattr(command, "type", "?")
-    return given if type(given) is str and given in COMMAND_TYPES else "?"
 
 
 def _settle_all(callers: list[tuple[asyncio.Future[list[Result]], Request]]) -> None:
@@ -170,9 +94,9 @@ class GroupCommit:
         """
         clock = self.attempts.aggregates.clock
         if atomic:
-            batch, too_many = _atomic_batch(commands)
+            batch, too_many = atomic_batch(commands)
             if too_many:
-                return _too_large(too_many)
+                return too_large(too_many)
             with gc_pause_for(len(batch)):
                 return self._submit([Request(preparation.prepare_many(batch, clock()), True)])
         # Nothing to split (a type test, cheaper than an ABC's on the hot path).
@@ -224,9 +148,9 @@ class GroupCommit:
         """``execute_many`` for asyncio: joins the same queue without blocking the event loop."""
         clock = self.attempts.aggregates.clock
         if atomic:
-            batch, too_many = _atomic_batch(commands)
+            batch, too_many = atomic_batch(commands)
             if too_many:
-                return _too_large(too_many)
+                return too_large(too_many)
             prepared = await aprepare_many(batch, clock())
             return await self._asubmit(prepared, atomic=True)
         results: list[Result] = []

@@ -11,8 +11,8 @@ import pytest
 from ledger.api import Ledger
 from ledger.errors import Rejected
 from ledger.logging import capture_logs
-from ledger.write import group_commit
-from ledger.write.group_commit import ATOMIC_SIZE_MAX
+from ledger.write import calls
+from ledger.write.calls import ATOMIC_SIZE_MAX
 from tests.support import (
     CLIENT,
     CTI,
@@ -88,7 +88,7 @@ def test_an_atomic_batch_over_its_bound_answers_every_command_batch_too_large(
 @pytest.fixture
 def small_bound(monkeypatch: pytest.MonkeyPatch) -> int:
     """The atomic bound lowered to 3, so that a test can count log lines."""
-    monkeypatch.setattr(group_commit, "ATOMIC_SIZE_MAX", 3)
+    monkeypatch.setattr(calls, "ATOMIC_SIZE_MAX", 3)
     return 3
 
 

@@ -25,7 +25,7 @@ from ledger.errors import InfrastructureError, Rejected
 from ledger.logging import capture_logs
 from ledger.outcome import Outcome
 from ledger.write import preparation
-from ledger.write.group_commit import part_sizes
+from ledger.write.calls import part_sizes
 from ledger.write.ports import KeyRecord, Sent
 from ledger.write.request import Wake
 from tests.support import CTI, DISTRIBUTOR, consume, network_ledger, recorded, register_client
