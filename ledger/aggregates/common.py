@@ -150,19 +150,48 @@ class SaleEvent(Event, frozen=True, kw_only=True):
         """A sale id is unique."""
         return (f"sale:{self.sale_id}",)
 
-    def sale_of_one(self, *, seller_id: str, unit: str, reference: str, source: str) -> Sale:
-        """The sale of one ``unit`` (a seat's year, a subscription) by ``seller_id`` to the
-        aggregate that records this event, which is billed and credited."""
+    def sale_between(
+        self,
+        seller_id: str,
+        buyer_id: str,
+        *,
+        unit: str,
+        quantity: int,
+        reference: str,
+        to_id: str,
+        source: str,
+        paid_with: str = "money",
+        code_id: str | None = None,
+        credit_for: str | None = None,
+    ) -> Sale:
+        """The sale this event records, under its sale id, at its time, for its amount."""
         return Sale(
             sale_id=self.sale_id,
             seller_id=seller_id,
-            buyer_id=self.originator_id,
+            buyer_id=buyer_id,
             at=self.timestamp,
             unit=unit,
-            quantity=1,
+            quantity=quantity,
             amount_centavos=self.amount_centavos,
             reference=reference,
-            to_id=self.originator_id,
+            paid_with=paid_with,
+            to_id=to_id,
+            source=source,
+            code_id=code_id,
+            credit_for=credit_for,
+        )
+
+    def sale_of_one(self, *, seller_id: str, unit: str, reference: str, source: str) -> Sale:
+        """The sale of one ``unit`` (a seat's year, a subscription) by ``seller_id`` to the
+        aggregate that records this event, which is billed and credited."""
+        buyer_id = self.originator_id
+        return self.sale_between(
+            seller_id,
+            buyer_id,
+            unit=unit,
+            quantity=1,
+            reference=reference,
+            to_id=buyer_id,
             source=source,
         )
 
@@ -188,14 +217,11 @@ class PackageSold(SaleEvent, frozen=True, kw_only=True):
 
     def sale(self) -> Sale:
         """The package sale to the buyer."""
-        return Sale(
-            sale_id=self.sale_id,
-            seller_id=self.originator_id,
-            buyer_id=self.buyer_id,
-            at=self.timestamp,
+        return self.sale_between(
+            self.originator_id,
+            self.buyer_id,
             unit=self.unit,
             quantity=self.quantity,
-            amount_centavos=self.amount_centavos,
             reference=f"{self.count} x {self.package_id}",
             paid_with=self.pay_with,
             to_id=self.buyer_id,

@@ -263,14 +263,11 @@ class Distributor(Aggregate):
 
         def sale(self) -> Sale:
             """A transfer is a billable sale to its receiver."""
-            return Sale(
-                sale_id=self.sale_id,
-                seller_id=self.originator_id,
-                buyer_id=self.buyer_id or self.to_id,
-                at=self.timestamp,
+            return self.sale_between(
+                self.originator_id,
+                self.buyer_id or self.to_id,
                 unit=self.unit,
                 quantity=self.quantity,
-                amount_centavos=self.amount_centavos,
                 reference=self.transfer_id,
                 to_id=self.to_id,
                 source=self.source,
@@ -289,14 +286,11 @@ class Distributor(Aggregate):
 
         def sale(self) -> Sale:
             """A sale to nobody known yet (``buyer_id`` ""), credited to the code's book."""
-            return Sale(
-                sale_id=self.sale_id,
-                seller_id=self.originator_id,
-                buyer_id="",
-                at=self.timestamp,
+            return self.sale_between(
+                self.originator_id,
+                "",
                 unit=self.unit,
                 quantity=self.quantity,
-                amount_centavos=self.amount_centavos,
                 reference=self.code_id,
                 to_id=self.code_id,
                 source=CODE,
@@ -319,14 +313,11 @@ class Distributor(Aggregate):
 
         def sale(self) -> Sale:
             """A negative line: quantity and amount below zero."""
-            return Sale(
-                sale_id=self.sale_id,
-                seller_id=self.originator_id,
-                buyer_id=self.buyer_id,
-                at=self.timestamp,
+            return self.sale_between(
+                self.originator_id,
+                self.buyer_id,
                 unit=STAMPS,
                 quantity=-self.quantity,
-                amount_centavos=self.amount_centavos,
                 reference=self.transfer_id,
                 to_id=self.cti_id,
                 source=RECLAIM,
