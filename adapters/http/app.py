@@ -76,7 +76,14 @@ KEY_CACHE_S_DEFAULT = 2.0
 """How long a key checked against the database is trusted without asking again: a revoked key
 is refused within this long by every worker."""
 KEY_CACHE_ENTRIES_MAX = 10_000
+TURN_COMMANDS_MAX = 32
+"""Bound on the single commands of one turn of the event loop sent to the ledger in one call
+(the ledger prepares up to 32 in the caller's thread, more in another)."""
 JSON_MEDIA_TYPE = "application/json"
+
+Result = Outcome | Rejected
+_Waiting = tuple[dict[str, Any], "asyncio.Future[Result]"]
+"""A single command and the future of the request that waits for its result."""
 
 _ENCODER = msgspec.json.Encoder()
 _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
@@ -134,6 +141,26 @@ def _invalid(field: str, message: str) -> Rejected:
     return Rejected("invalid_command", errors=[{"field": field, "message": message}])
 
 
+def _settle(turn: list[_Waiting], done: asyncio.Future[list[Result]] | BaseException) -> None:
+    """Hands each command of a turn its result, or the failure of the call they shared (the
+    database away: none of them was recorded, the call being one request to the committer)."""
+    if not isinstance(done, BaseException):
+        if done.cancelled():
+            for _, future in turn:
+                future.cancel()
+            return
+        failure = done.exception()
+        if failure is None:
+            for (_, future), result in zip(turn, done.result(), strict=True):
+                if not future.done():
+                    future.set_result(result)
+            return
+        done = failure
+    for _, future in turn:
+        if not future.done():
+            future.set_exception(done)
+
+
 # Keys and rate ---------------------------------------------------------------------------------
 
 
@@ -164,6 +191,42 @@ class Service:
         self._buckets: dict[str, _Bucket] = {}
         self.in_flight: set[str] = set()
         self.views = view_queries()
+        self._turns: dict[asyncio.AbstractEventLoop, list[_Waiting]] = {}
+        self._sending: set[asyncio.Task[list[Result]]] = set()
+
+    def execute(self, command: dict[str, Any]) -> asyncio.Future[Result]:
+        """The command's result, once the ledger has it.
+
+        The single commands that arrive in one turn of the event loop go to the ledger
+        together, as one ``aexecute_many`` (not atomic: each has its own result, exactly as if
+        it came alone), in parts of at most ``TURN_COMMANDS_MAX``. A call each cost a request
+        its own preparation, queue entry and wake-up of the committer, and gave the committer
+        the requests of a turn one by one.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = []
+            loop.call_soon(self._send_turn, loop)
+        turn.append((command, future))
+        if len(turn) >= TURN_COMMANDS_MAX:
+            self._send_turn(loop)
+        return future
+
+    def _send_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        turn = self._turns.pop(loop, None)
+        if turn is None:
+            return  # sent when it filled up
+        try:
+            ledger = self.ledger
+        except Problem as problem:
+            _settle(turn, problem)
+            return
+        task = loop.create_task(ledger.aexecute_many([command for command, _ in turn]))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+        task.add_done_callback(lambda done: _settle(turn, done))
 
     @property
     def ledger(self) -> Ledger:
@@ -324,7 +387,7 @@ async def post_command(service: Service, scope: Scope, receive: Receive) -> Resp
             )
         service.in_flight.add(flight)
     try:
-        (result,) = await service.ledger.aexecute_many([command])
+        result = await service.execute(command)
     finally:
         if isinstance(flight, str):
             service.in_flight.discard(flight)

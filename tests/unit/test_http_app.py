@@ -150,6 +150,78 @@ def test_a_command_is_answered_with_its_outcome(service: Service) -> None:
     assert service.lg.balance(CTI) == 4
 
 
+def post_together(service: Service, bodies: list[Any]) -> list[httpx.Response]:
+    """POST /v1/commands of each body, all sent in the same turn of the app's event loop."""
+    client = service.client
+
+    async def all_of_them() -> list[httpx.Response]:
+        return list(
+            await asyncio.gather(
+                *(
+                    client._client.post("/v1/commands", json=body, headers=service.auth(MASTER))
+                    for body in bodies
+                )
+            )
+        )
+
+    return client._loop.run_until_complete(all_of_them())
+
+
+def test_the_requests_of_one_turn_share_one_call_each_with_its_own_result(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six stamps asked of a CTI holding five, and a malformed command, sent together: fewer
+    calls into the ledger than requests, and each request answered as if it came alone."""
+    service.post(tag(True), actor=DISTRIBUTOR)  # the key is checked once, then cached
+    calls: list[int] = []
+    aexecute_many = service.lg.aexecute_many
+
+    async def counted(commands: Any, **options: Any) -> Any:
+        commands = list(commands)
+        calls.append(len(commands))
+        return await aexecute_many(commands, **options)
+
+    monkeypatch.setattr(service.lg, "aexecute_many", counted)
+    bodies: list[Any] = [consume() for _ in range(6)]
+    bodies.insert(3, {**consume(), "cti_id": 7})
+    responses = post_together(service, bodies)
+    assert sum(calls) == 7
+    assert len(calls) <= 2  # the requests of a turn (httpx may start one a turn later)
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 200, 200, 200, 200, 400, 422]
+    assert responses[3].json()["code"] == "invalid_command"
+    assert responses[3].json()["details"]["errors"][0]["field"] == "ConsumeStamp.cti_id"
+    refused = [r for r in responses if r.status_code == 422]
+    assert refused[0].json()["code"] == "insufficient_stamps"
+    served = {
+        body["cfdi_uuid"]: response.json()
+        for body, response in zip(bodies, responses, strict=True)
+        if response.status_code == 200
+    }
+    assert sorted(o["balance_after"] for o in served.values()) == [0, 1, 2, 3, 4]
+    assert service.lg.balance(CTI) == 0
+    # Each was recorded under its own CFDI: a repeat replays its own outcome.
+    for cfdi_uuid, outcome in served.items():
+        again = service.post(consume(cfdi_uuid=cfdi_uuid))
+        assert again.headers["Idempotency-Replayed"] == "true"
+        assert again.json()["balance_after"] == outcome["balance_after"]
+
+
+def test_a_failure_of_the_shared_call_answers_every_request_of_the_turn(
+    service: Service,
+) -> None:
+    """The ledger closed under the app: each request of the turn is answered a problem, none
+    is left waiting, and nothing is recorded."""
+    service.post(tag(True), actor=DISTRIBUTOR)
+    before = events(service.lg)
+    service.lg.close()
+    responses = post_together(service, [consume() for _ in range(3)])
+    assert [r.status_code for r in responses] == [500, 500, 500]
+    assert {r.json()["code"] for r in responses} == {"internal_error"}
+    assert "Traceback" not in "".join(r.text for r in responses)
+    assert events(service.lg) == before
+
+
 def test_a_rejection_is_a_problem_with_code_title_and_details(service: Service) -> None:
     """A business rule is 422 problem+json: the stable code, the Spanish title, the details."""
     service.lg.execute({"type": "BlockStampingAccount", "actor": DISTRIBUTOR, "cti_id": CTI})
