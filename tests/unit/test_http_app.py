@@ -207,6 +207,23 @@ def test_the_requests_of_one_turn_share_one_call_each_with_its_own_result(
         assert again.json()["balance_after"] == outcome["balance_after"]
 
 
+def test_the_same_cfdi_twice_in_one_turn_is_recorded_once(service: Service) -> None:
+    """Two requests of one turn consuming the same CFDI: one stamp, and the other request is
+    the replay of its outcome; with other fields, the other is 409."""
+    service.post(tag(True), actor=DISTRIBUTOR)
+    before = service.lg.balance(CTI)
+    same = consume()
+    responses = post_together(service, [same, dict(same)])
+    assert [r.status_code for r in responses] == [200, 200]
+    assert [r.json()["balance_after"] for r in responses] == [before - 1, before - 1]
+    assert sorted(r.headers.get("Idempotency-Replayed", "") for r in responses) == ["", "true"]
+    assert service.lg.balance(CTI) == before - 1
+    other = consume()
+    responses = post_together(service, [other, {**other, "issuer_rfc": "XAXX010101000"}])
+    assert sorted(r.status_code for r in responses) == [200, 409]
+    assert service.lg.balance(CTI) == before - 2
+
+
 def test_a_failure_of_the_shared_call_answers_every_request_of_the_turn(
     service: Service,
 ) -> None:
