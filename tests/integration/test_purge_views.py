@@ -7,7 +7,6 @@ an address or a contact.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -23,7 +22,9 @@ from tests.support import (
     MASTER,
     client_profile,
     distributor_profile,
+    fragments_in,
     network_ledger,
+    view_rows_holding,
 )
 
 FULL = "C-FULL"
@@ -88,35 +89,15 @@ PERSONAL = (
 )
 """Fragments of personal data of D1, its clients and their portal users (folded or not)."""
 
-RANDOM_ID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
-"""A uuid's text, with or without its dashes (a sale's id is ``S:`` and 32 hex digits).
-
-A phone is searched by its digits, which are hex digits too: a random id held in a view (the
-purge keeps sales) holds a four-digit fragment such as "4433" about once in 2,000 ids. An id is
-no personal data, so the search skips it and no random value can decide the outcome.
-"""
-
 
 def _ok(lg: Ledger, commands: list[dict[str, Any]]) -> None:
     for result in lg.execute_many(commands):
         assert not isinstance(result, Rejected), result
 
 
-def _fragments_in(row: tuple[Any, ...]) -> set[str]:
-    """The fragments of ``PERSONAL`` that the row's text holds outside random ids."""
-    texts = [RANDOM_ID.sub("<id>", value.lower()) for value in row if isinstance(value, str)]
-    return {fragment for fragment in PERSONAL if any(fragment.lower() in t for t in texts)}
-
-
 def _personal_rows(lg: Ledger) -> list[tuple[str, tuple[Any, ...]]]:
     """(table, row) of every view row that still holds a fragment of ``PERSONAL``."""
-    lg.views.catch_up()
-    return [
-        (table, row)
-        for table, rows in lg.views.dump().items()
-        for row in rows
-        if _fragments_in(row)
-    ]
+    return view_rows_holding(lg, PERSONAL)
 
 
 @pytest.fixture
@@ -148,7 +129,7 @@ def test_the_purge_blanks_every_view_table(lg: Ledger, clock: ManualClock) -> No
     """Before: every fragment is in the tables; after the purge, none is, in any table."""
     before = _personal_rows(lg)
     assert {"view_distributors", "view_clients", "view_portal_users"} <= {t for t, _ in before}
-    assert set().union(*(_fragments_in(row) for _, row in before)) == set(PERSONAL)
+    assert set().union(*(fragments_in(row, PERSONAL) for _, row in before)) == set(PERSONAL)
     clock.advance(timedelta(days=30))
     (outcome,) = lg.purge_due()
     assert not isinstance(outcome, Rejected)
