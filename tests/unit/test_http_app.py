@@ -167,12 +167,11 @@ def post_together(service: Service, bodies: list[Any]) -> list[httpx.Response]:
     return client._loop.run_until_complete(all_of_them())
 
 
-def test_the_requests_of_one_turn_share_one_call_each_with_its_own_result(
+def test_the_commands_of_one_turn_share_one_call_each_with_its_own_result(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Six stamps asked of a CTI holding five, and a malformed command, sent together: fewer
-    calls into the ledger than requests, and each request answered as if it came alone."""
-    service.post(tag(True), actor=DISTRIBUTOR)  # the key is checked once, then cached
+    """Six stamps asked of a CTI holding five, and a malformed command, in one turn of the
+    loop: one call into the ledger, and each command answered as if it came alone."""
     calls: list[int] = []
     aexecute_many = service.lg.aexecute_many
 
@@ -182,13 +181,33 @@ def test_the_requests_of_one_turn_share_one_call_each_with_its_own_result(
         return await aexecute_many(commands, **options)
 
     monkeypatch.setattr(service.lg, "aexecute_many", counted)
+    commands: list[dict[str, Any]] = [consume() for _ in range(6)]
+    commands.insert(3, {**consume(), "cti_id": 7})
+
+    async def one_turn() -> list[Any]:
+        state = service.client.app.state.service
+        futures = [state.execute(command) for command in commands]  # no await between them
+        return list(await asyncio.gather(*futures))
+
+    results = service.client._loop.run_until_complete(one_turn())
+    assert calls == [7]
+    assert [getattr(r, "code", None) for r in results] == [None] * 3 + [
+        "invalid_command",
+        None,
+        None,
+        "insufficient_stamps",
+    ]
+    assert [r.balance_after for r in results if not isinstance(r, Rejected)] == [4, 3, 2, 1, 0]
+    assert service.lg.balance(CTI) == 0
+
+
+def test_requests_sent_together_are_each_answered_as_if_alone(service: Service) -> None:
+    """The same over HTTP (however the requests fall into turns): each request its own status
+    and outcome, each stamp recorded once under its own CFDI."""
     bodies: list[Any] = [consume() for _ in range(6)]
     bodies.insert(3, {**consume(), "cti_id": 7})
     responses = post_together(service, bodies)
-    assert sum(calls) == 7
-    assert len(calls) <= 2  # the requests of a turn (httpx may start one a turn later)
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses == [200, 200, 200, 200, 200, 400, 422]
+    assert sorted(r.status_code for r in responses) == [200, 200, 200, 200, 200, 400, 422]
     assert responses[3].json()["code"] == "invalid_command"
     assert responses[3].json()["details"]["errors"][0]["field"] == "ConsumeStamp.cti_id"
     refused = [r for r in responses if r.status_code == 422]
@@ -200,7 +219,6 @@ def test_the_requests_of_one_turn_share_one_call_each_with_its_own_result(
     }
     assert sorted(o["balance_after"] for o in served.values()) == [0, 1, 2, 3, 4]
     assert service.lg.balance(CTI) == 0
-    # Each was recorded under its own CFDI: a repeat replays its own outcome.
     for cfdi_uuid, outcome in served.items():
         again = service.post(consume(cfdi_uuid=cfdi_uuid))
         assert again.headers["Idempotency-Replayed"] == "true"
