@@ -23,14 +23,72 @@ _INT4 = struct.Struct(">i")
 _ARRAY_HEADER = struct.Struct(">iiiii")  # dimensions, has-nulls flag, element type, length, base
 _EMPTY_ARRAY_HEADER = struct.Struct(">iii")
 _INT8_ELEMENT = struct.Struct(">iq")  # an int8 element: its length (8) and its value
-_DIGEST_LENGTH = struct.Struct(">Q")  # the length prefix of each part in ``events_digest``
+_INT8 = struct.Struct(">q")
+_TEXT_OID = 25
+_BYTEA_OID = 17
+_INT8_OID = 20
+_ONE_ELEMENT_HEADERS = {oid: _ARRAY_HEADER.pack(1, 0, oid, 1, 1) for oid in (_TEXT_OID, _BYTEA_OID)}
+"""The header of a one-element array of each element type."""
+_ONE_INT8_HEADER = _ARRAY_HEADER.pack(1, 0, _INT8_OID, 1, 1) + _INT4.pack(8)
+"""The header of a one-element ``bigint[]`` and its element's length."""
+_LENGTHS_MADE = 4096
+_INT4_LENGTHS = tuple(_INT4.pack(n) for n in range(_LENGTHS_MADE))
+"""An array element's length prefix for the usual sizes, made once (a tuple index costs a
+tenth of a ``pack`` call)."""
+_DIGEST_LENGTHS = tuple(n.to_bytes(8, "big") for n in range(_LENGTHS_MADE))
+"""The length prefix of each part in ``events_digest`` for the usual sizes, made once."""
 _TOPIC_BYTES: dict[str, tuple[bytes, bytes]] = {}
 """Encoded topics (a few dozen, used by every event), alone and as the digest has them (after
 their length)."""
+_KEY_ORDER = attrgetter("key")
+
+
+def _array(element_oid: int, elements: Sequence[bytes]) -> bytes:
+    """A one-dimensional PostgreSQL array of ``elements`` (each in its type's binary format;
+    none is NULL), in the binary wire format."""
+    if len(elements) == 1:
+        # A single command's case: the header made once, the element's length from a table
+        # (a ``pack`` call costs as much as the rest of this together).
+        element = elements[0]
+        size = len(element)
+        if size < _LENGTHS_MADE:
+            return b"".join((_ONE_ELEMENT_HEADERS[element_oid], _INT4_LENGTHS[size], element))
+    return _array_of_any(element_oid, elements)
+
+
+def _array_of_any(element_oid: int, elements: Sequence[bytes]) -> bytes:
+    """``_array`` of any number of elements (apart: its comprehension's cells would be made
+    on every call of ``_array``)."""
+    count = len(elements)
+    if not count:
+        return _EMPTY_ARRAY_HEADER.pack(0, 0, element_oid)
+    # Each element after its length (interleaved by slice assignment), after the header.
+    lengths = _INT4_LENGTHS
+    pack = _INT4.pack
+    parts: list[bytes] = [b""] * (2 * count + 1)
+    parts[0] = _ARRAY_HEADER.pack(1, 0, element_oid, count, 1)
+    parts[1::2] = [
+        lengths[len(element)] if len(element) < _LENGTHS_MADE else pack(len(element))
+        for element in elements
+    ]
+    parts[2::2] = elements
+    return b"".join(parts)
+
+
+def _int8_array(values: Sequence[int]) -> bytes:
+    """``bigint[]`` of ``values``, in the binary wire format."""
+    count = len(values)
+    if count == 1:
+        return _ONE_INT8_HEADER + _INT8.pack(values[0])
+    if not count:
+        return _EMPTY_ARRAY_HEADER.pack(0, 0, _INT8_OID)
+    pack = _INT8_ELEMENT.pack
+    return b"".join([_ARRAY_HEADER.pack(1, 0, _INT8_OID, count, 1), *[pack(8, v) for v in values]])
 
 
 class _BinaryArray(bytes):
-    """A one-dimensional PostgreSQL array, already in the binary wire format."""
+    """A one-dimensional PostgreSQL array, already in the binary wire format (its class tells
+    psycopg's dumper its type)."""
 
     element_oid: ClassVar[int]
     array_oid: ClassVar[int]
@@ -38,28 +96,20 @@ class _BinaryArray(bytes):
     @classmethod
     def of(cls, elements: Sequence[bytes]) -> Self:
         """The array of ``elements`` (each in its type's binary format; none is NULL)."""
-        if not elements:
-            return cls(_EMPTY_ARRAY_HEADER.pack(0, 0, cls.element_oid))
-        # Each element after its length (interleaved by slice assignment), after the header.
-        pack = _INT4.pack
-        parts: list[bytes] = [b""] * (2 * len(elements))
-        parts[0::2] = [pack(len(element)) for element in elements]
-        parts[1::2] = elements
-        header = _ARRAY_HEADER.pack(1, 0, cls.element_oid, len(elements), 1)
-        return cls(header + b"".join(parts))
+        return cls(_array(cls.element_oid, elements))
 
 
 class _TextArray(_BinaryArray):
     """``text[]`` of UTF-8 texts."""
 
-    element_oid = 25
+    element_oid = _TEXT_OID
     array_oid = 1009
 
 
 class _ByteaArray(_BinaryArray):
     """``bytea[]``."""
 
-    element_oid = 17
+    element_oid = _BYTEA_OID
     array_oid = 1001
 
 
@@ -71,12 +121,7 @@ class _Int8Array(bytes):
     @classmethod
     def of(cls, values: Sequence[int]) -> Self:
         """The array of ``values``."""
-        if not values:
-            return cls(_EMPTY_ARRAY_HEADER.pack(0, 0, 20))
-        pack = _INT8_ELEMENT.pack
-        return cls(
-            b"".join([_ARRAY_HEADER.pack(1, 0, 20, len(values), 1), *[pack(8, v) for v in values]])
-        )
+        return cls(_int8_array(values))
 
 
 class _ReadyArrayDumper(Dumper):
@@ -102,24 +147,26 @@ for _array_class in (_TextArray, _ByteaArray, _Int8Array):
     psycopg.adapters.register_dumper(_array_class, _ReadyArrayDumper)
 
 
-def record_parameters(
+def record_arrays(
     stored_events: Sequence[StoredRow], keys: Sequence[KeyRecord]
-) -> tuple[Any, ...]:
-    """The parameters of ``ledger_record``: column arrays, keys in order, the digest.
+) -> tuple[bytes, ...]:
+    """The parameters of ``ledger_record`` as plain bytes: column arrays, keys in order, the
+    digest; what a statement sent with libpq's own call (``WriterConnection.send``) takes.
 
     The arrays go in PostgreSQL's binary array format, built here in one pass that also
     feeds the digest (``ledger.chain.events_digest`` of the rows, byte for byte): psycopg's
     own list dumpers inspect every element in Python, ~3 µs an event in a batch and ~50 µs
     a single call.
     """
-    keys = _in_key_order(keys)
+    if len(keys) > 1:  # one key is in order already
+        keys = _in_key_order(keys)
     ids: list[bytes] = []
     versions: list[int] = []
     topics: list[bytes] = []
     states: list[bytes] = []
     digest_parts: list[bytes] = []
     add = digest_parts.extend
-    length = _DIGEST_LENGTH.pack
+    lengths = _DIGEST_LENGTHS
     topic_bytes = _TOPIC_BYTES
     for stored in stored_events:
         originator_id = str(stored.originator_id).encode()
@@ -128,7 +175,8 @@ def record_parameters(
         found = topic_bytes.get(stored.topic)
         if found is None:
             encoded = stored.topic.encode()
-            found = topic_bytes.setdefault(stored.topic, (encoded, length(len(encoded)) + encoded))
+            found = (encoded, _digest_length(encoded) + encoded)
+            found = topic_bytes.setdefault(stored.topic, found)
         topic, digest_topic = found
         state = stored.state
         if type(state) is not bytes:
@@ -137,27 +185,58 @@ def record_parameters(
         versions.append(version)
         topics.append(topic)
         states.append(state)
-        # Each field after its length (the topic's is cached with it).
+        # Each field after its length (the topic's is cached with it; a version's text is
+        # at most 20 bytes, shorter than the lengths made).
+        size = len(originator_id)
+        id_length = lengths[size] if size < _LENGTHS_MADE else size.to_bytes(8, "big")
+        size = len(state)
         add(
             (
-                length(len(originator_id)),
+                id_length,
                 originator_id,
-                length(len(version_text)),
+                lengths[len(version_text)],
                 version_text,
                 digest_topic,
-                length(len(state)),
+                lengths[size] if size < _LENGTHS_MADE else size.to_bytes(8, "big"),
                 state,
             )
         )
+    key_names: list[bytes] = []
+    fingerprints: list[bytes] = []
+    outcomes: list[bytes] = []
+    for key in keys:
+        key_names.append(key.key.encode())
+        fingerprints.append(key.fingerprint.encode())
+        outcomes.append(key.outcome)
     return (
-        _TextArray.of(ids),
-        _Int8Array.of(versions),
-        _TextArray.of(topics),
-        _ByteaArray.of(states),
-        _TextArray.of([k.key.encode() for k in keys]),
-        _TextArray.of([k.fingerprint.encode() for k in keys]),
-        _ByteaArray.of([k.outcome for k in keys]),
+        _array(_TEXT_OID, ids),
+        _int8_array(versions),
+        _array(_TEXT_OID, topics),
+        _array(_BYTEA_OID, states),
+        _array(_TEXT_OID, key_names),
+        _array(_TEXT_OID, fingerprints),
+        _array(_BYTEA_OID, outcomes),
         hashlib.sha256(b"".join(digest_parts)).digest(),
+    )
+
+
+def record_parameters(
+    stored_events: Sequence[StoredRow], keys: Sequence[KeyRecord]
+) -> tuple[Any, ...]:
+    """The parameters of ``ledger_record`` for a psycopg cursor: ``record_arrays``, each
+    array of the class whose dumper gives psycopg its type."""
+    ids, versions, topics, states, key_names, fingerprints, outcomes, digest = record_arrays(
+        stored_events, keys
+    )
+    return (
+        _TextArray(ids),
+        _Int8Array(versions),
+        _TextArray(topics),
+        _ByteaArray(states),
+        _TextArray(key_names),
+        _TextArray(fingerprints),
+        _ByteaArray(outcomes),
+        digest,
     )
 
 
@@ -183,4 +262,10 @@ def guarded_parameters(
 def _in_key_order(keys: Sequence[KeyRecord]) -> list[KeyRecord]:
     # Every writer inserts its keys in one global order, so two transactions that share keys
     # wait for each other in that order and never in a cycle (no deadlock between batches).
-    return sorted(keys, key=attrgetter("key"))
+    return sorted(keys, key=_KEY_ORDER)
+
+
+def _digest_length(part: bytes) -> bytes:
+    """The length prefix of ``part`` in ``events_digest``."""
+    size = len(part)
+    return _DIGEST_LENGTHS[size] if size < _LENGTHS_MADE else size.to_bytes(8, "big")

@@ -34,7 +34,7 @@ from psycopg.pq import Format
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from adapters.storage.postgres_arrays import record_parameters
+from adapters.storage.postgres_arrays import record_arrays
 from adapters.storage.postgres_pool import closed_by_server, take_connection
 from adapters.storage.recording import OutcomeUnknown, raising
 from ledger.chain import StoredRow
@@ -140,7 +140,7 @@ class WriterConnection:
                 return raising(exc)
             return Sent(lambda: ids)
         try:
-            params = record_parameters(stored_events, keys)
+            params = record_arrays(stored_events, keys)
             with _as_persistence_errors():
                 conn = self._kept().connection
                 if conn not in self._prepared_later:
