@@ -47,13 +47,17 @@ def _array(element_oid: int, elements: Sequence[bytes]) -> bytes:
     """A one-dimensional PostgreSQL array of ``elements`` (each in its type's binary format;
     none is NULL), in the binary wire format."""
     if len(elements) == 1:
-        # A single command's case: the header made once, the element's length from a table
-        # (a ``pack`` call costs as much as the rest of this together).
-        element = elements[0]
-        size = len(element)
-        if size < _LENGTHS_MADE:
-            return b"".join((_ONE_ELEMENT_HEADERS[element_oid], _INT4_LENGTHS[size], element))
+        return _one_element_array(element_oid, elements[0])
     return _array_of_any(element_oid, elements)
+
+
+def _one_element_array(element_oid: int, element: bytes) -> bytes:
+    """``_array`` of one element: the header made once, the element's length from a table (a
+    ``pack`` call costs as much as the rest of this together)."""
+    size = len(element)
+    if size < _LENGTHS_MADE:
+        return b"".join((_ONE_ELEMENT_HEADERS[element_oid], _INT4_LENGTHS[size], element))
+    return _array_of_any(element_oid, (element,))
 
 
 def _array_of_any(element_oid: int, elements: Sequence[bytes]) -> bytes:
@@ -158,6 +162,8 @@ def record_arrays(
     own list dumpers inspect every element in Python, ~3 µs an event in a batch and ~50 µs
     a single call.
     """
+    if len(stored_events) == 1 and len(keys) == 1:
+        return _one_row_arrays(stored_events[0], keys[0])
     if len(keys) > 1:  # one key is in order already
         keys = _in_key_order(keys)
     ids: list[bytes] = []
@@ -173,11 +179,7 @@ def record_arrays(
         version = stored.originator_version
         version_text = b"%d" % version
         found = topic_bytes.get(stored.topic)
-        if found is None:
-            encoded = stored.topic.encode()
-            found = (encoded, _digest_length(encoded) + encoded)
-            found = topic_bytes.setdefault(stored.topic, found)
-        topic, digest_topic = found
+        topic, digest_topic = _topic_parts(stored.topic) if found is None else found
         state = stored.state
         if type(state) is not bytes:
             state = bytes(state)
@@ -216,6 +218,37 @@ def record_arrays(
         _array(_TEXT_OID, key_names),
         _array(_TEXT_OID, fingerprints),
         _array(_BYTEA_OID, outcomes),
+        hashlib.sha256(b"".join(digest_parts)).digest(),
+    )
+
+
+def _one_row_arrays(stored: StoredRow, key: KeyRecord) -> tuple[bytes, ...]:
+    """``record_arrays`` of one row and one key (a single command's write), the same bytes
+    without the column lists and the loops (~8,000 instructions less)."""
+    originator_id = str(stored.originator_id).encode()
+    version_text = b"%d" % stored.originator_version
+    found = _TOPIC_BYTES.get(stored.topic)
+    topic, digest_topic = _topic_parts(stored.topic) if found is None else found
+    state = stored.state
+    if type(state) is not bytes:
+        state = bytes(state)
+    digest_parts = (
+        _digest_length(originator_id),
+        originator_id,
+        _DIGEST_LENGTHS[len(version_text)],
+        version_text,
+        digest_topic,
+        _digest_length(state),
+        state,
+    )
+    return (
+        _one_element_array(_TEXT_OID, originator_id),
+        _ONE_INT8_HEADER + _INT8.pack(stored.originator_version),
+        _one_element_array(_TEXT_OID, topic),
+        _one_element_array(_BYTEA_OID, state),
+        _one_element_array(_TEXT_OID, key.key.encode()),
+        _one_element_array(_TEXT_OID, key.fingerprint.encode()),
+        _one_element_array(_BYTEA_OID, key.outcome),
         hashlib.sha256(b"".join(digest_parts)).digest(),
     )
 
@@ -263,6 +296,13 @@ def _in_key_order(keys: Sequence[KeyRecord]) -> list[KeyRecord]:
     # Every writer inserts its keys in one global order, so two transactions that share keys
     # wait for each other in that order and never in a cycle (no deadlock between batches).
     return sorted(keys, key=_KEY_ORDER)
+
+
+def _topic_parts(topic: str) -> tuple[bytes, bytes]:
+    """A topic encoded, alone and as the digest has it (after its length); kept in
+    ``_TOPIC_BYTES`` (a few dozen topics)."""
+    encoded = topic.encode()
+    return _TOPIC_BYTES.setdefault(topic, (encoded, _digest_length(encoded) + encoded))
 
 
 def _digest_length(part: bytes) -> bytes:
