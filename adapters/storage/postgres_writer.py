@@ -44,6 +44,8 @@ _RECORD_LATER = b"ledger_record_later"
 """The name ``WriterConnection.send`` prepares the recorder's ``record_statement`` under."""
 _BINARY_PARAMS = (Format.BINARY,) * 8
 _INT8 = struct.Struct(">q")
+_FATAL_ERROR = psycopg.pq.ExecStatus.FATAL_ERROR
+"""Looked up once, not through psycopg's modules on every answer."""
 
 
 def _flush(pgconn: psycopg.pq.abc.PGconn) -> None:
@@ -184,7 +186,7 @@ class WriterConnection:
                 raise AssertionError("unreachable") from exc  # pragma: no cover
             try:
                 for result in results:
-                    if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+                    if result.status == _FATAL_ERROR:
                         with _as_persistence_errors():
                             raise psycopg.errors.error_from_result(result, "utf-8")
                 (rows,) = results
