@@ -55,7 +55,7 @@ from adapters.http.problems import (
 from adapters.http.views import ViewParameter, ViewQuery, view_queries
 from adapters.storage.api_keys import ApiKey, ApiKeyStore
 from ledger.api import Ledger, Projections
-from ledger.commands.json_text import parse_command_json
+from ledger.commands.json_text import parse_command_array, parse_command_json
 from ledger.commands.models import COMMAND_ADAPTER
 from ledger.errors import InfrastructureError, LedgerError, Rejected
 from ledger.logging import get_logger
@@ -120,12 +120,31 @@ def _json(data: Any, headers: dict[str, str] | None = None) -> Response:
 
 
 def _result_dict(result: Outcome | Rejected) -> dict[str, Any]:
-    if isinstance(result, Rejected):
-        metrics.COMMANDS_REJECTED.inc()
-        metrics.REJECTIONS.labels(result.code).inc()
-        return rejection_problem(result)
-    (metrics.COMMANDS_REPLAYED if result.replayed else metrics.COMMANDS_OK).inc()
-    return result.to_dict()
+    """A command's result as the response shows it (counted in the metrics)."""
+    return _result_dicts([result])[0]
+
+
+def _result_dicts(results: list[Outcome | Rejected]) -> list[dict[str, Any]]:
+    """Each result as the response shows it; the metrics counted once for them all (a
+    counter's increment takes a lock: once per result cost a batch as much as its encoding)."""
+    shown: list[dict[str, Any]] = []
+    rejected = replayed = 0
+    for result in results:
+        if isinstance(result, Rejected):
+            rejected += 1
+            metrics.REJECTIONS.labels(result.code).inc()
+            shown.append(rejection_problem(result))
+        else:
+            replayed += result.replayed
+            shown.append(result.to_dict())
+    for counter, count in (
+        (metrics.COMMANDS_OK, len(results) - rejected - replayed),
+        (metrics.COMMANDS_REPLAYED, replayed),
+        (metrics.COMMANDS_REJECTED, rejected),
+    ):
+        if count:
+            counter.inc(count)
+    return shown
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -405,6 +424,9 @@ def _batch_items(body: bytes, content_type: str) -> list[dict[str, Any] | Reject
             lines.pop()  # the newline that ends the last line
         raws = [line.removesuffix(b"\r") for line in lines]
     else:
+        commands = parse_command_array(body)
+        if commands is not None:
+            return list(commands)  # the common case: every one an object, no key repeated
         try:
             raws = [bytes(raw) for raw in _RAW_LIST.decode(body)]
         except RecursionError:
@@ -452,7 +474,7 @@ async def post_batch(request: Request) -> Response:
     else:
         done = iter(await service.ledger.aexecute_many(commands, atomic=atomic) if commands else ())
         results = [item if isinstance(item, Rejected) else next(done) for item in checked]
-    return _json({"results": [_result_dict(result) for result in results]})
+    return _json({"results": _result_dicts(results)})
 
 
 # Reads ---------------------------------------------------------------------------------------

@@ -118,6 +118,30 @@ def _not_json(data: bytes, exc: Exception) -> Rejected:
     return Rejected("invalid_command", reason=f"not JSON: {exc}")
 
 
+def _decode(data: bytes) -> Any:
+    """``data`` decoded (the cyclic collector paused for a long text: see below); msgspec's own
+    errors pass through."""
+    # A text this long may nest deep enough for msgspec to recurse to the interpreter's limit
+    # (it then raises RecursionError): a garbage collection that started down there would run
+    # finalizers (a pool closing its connections) with no stack left for them.
+    with GC_PAUSE if len(data) > _PAUSED_DECODE_BYTES_MIN else nullcontext():
+        return _DECODER.decode(data)
+
+
+def parse_command_array(data: bytes) -> list[dict[str, Any]] | None:
+    """The commands of ``data`` when it is a JSON array of objects none of which repeats a key:
+    one decode and one count of keys for the whole text, where a command at a time cost twice
+    as much. None for anything else (each element is then parsed on its own, by
+    ``parse_command_json``, for its own rejection)."""
+    try:
+        value = _decode(data)
+    except (RecursionError, msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(value, list) or not all(type(item) is dict for item in value):
+        return None
+    return None if _repeats_a_key(data, value) else value
+
+
 def parse_command_json(data: bytes) -> dict[str, Any]:
     """The JSON object in ``data``; raises ``Rejected("invalid_command")`` for anything else.
 
@@ -125,11 +149,7 @@ def parse_command_json(data: bytes) -> dict[str, Any]:
     too deep, and any object (at any depth) with a duplicated key.
     """
     try:
-        # A text this long may nest deep enough for msgspec to recurse to the interpreter's
-        # limit (it then raises RecursionError): a garbage collection that started down there
-        # would run finalizers (a pool closing its connections) with no stack left for them.
-        with GC_PAUSE if len(data) > _PAUSED_DECODE_BYTES_MIN else nullcontext():
-            value = _DECODER.decode(data)
+        value = _decode(data)
     except RecursionError:
         raise Rejected("invalid_command", reason="JSON nested too deeply") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:

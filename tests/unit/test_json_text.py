@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.commands.json_text import parse_command_json
+from ledger.commands.json_text import parse_command_array, parse_command_json
 from ledger.errors import Rejected
 
 
@@ -135,3 +135,47 @@ def test_duplicates_are_found_exactly(value: Any, ensure_ascii: bool) -> None:
         assert details["errors"][0]["message"] == "duplicated key in a JSON object"
     else:
         assert parse_command_json(data) == json.loads(data)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.lists(st.tuples(KEYS, VALUES), max_size=4).map(lambda pairs: (pairs,)), max_size=4),
+    st.booleans(),
+)
+def test_an_array_is_taken_whole_exactly_when_each_element_would_be(
+    objects: list[Any], ensure_ascii: bool
+) -> None:
+    """A batch's array is taken in one parse exactly when no object in it repeats a key, and
+    then equals what each element gives alone."""
+    data = ("[" + ",".join(_render(o, ensure_ascii) for o in objects) + "]").encode()
+    if any(_repeats(o) for o in objects):
+        assert parse_command_array(data) is None
+    else:
+        assert parse_command_array(data) == json.loads(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'[{"type": "A"}, 1]',
+        b'[{"type": "A"}, [{"type": "B"}]]',
+        b'{"type": "A"}',
+        b'[{"type": "A", "type": "B"}]',
+        b'[{"type": "A"}, {"x": {"y": 1, "y": 2}}]',
+        b'[{"type": "' + bytes([0xFF]) + b'"}]',
+        b"[" * 2_000 + b"]" * 2_000,
+        b'[{"type": "A"}',
+        b"",
+    ],
+)
+def test_an_array_with_anything_but_clean_objects_is_left_to_each_element(data: bytes) -> None:
+    """None: a batch then parses each element alone, for its own rejection."""
+    assert parse_command_array(data) is None
+
+
+def test_a_clean_array_is_its_objects() -> None:
+    assert parse_command_array(b'[{"type": "A", "at": "12:00"}, {"type": "B"}]') == [
+        {"type": "A", "at": "12:00"},
+        {"type": "B"},
+    ]
+    assert parse_command_array(b"[]") == []
