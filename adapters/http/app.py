@@ -86,6 +86,7 @@ _Waiting = tuple[dict[str, Any], "asyncio.Future[Result]"]
 """A single command and the future of the request that waits for its result."""
 
 _ENCODER = msgspec.json.Encoder()
+_OK_TRUE = b'{"ok":true,'
 _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 
 
@@ -119,15 +120,16 @@ def _json(data: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(_ENCODER.encode(data), media_type=JSON_MEDIA_TYPE, headers=headers)
 
 
-def _result_dict(result: Outcome | Rejected) -> dict[str, Any]:
+def _result_dict(result: Outcome | Rejected) -> Any:
     """A command's result as the response shows it (counted in the metrics)."""
     return _result_dicts([result])[0]
 
 
-def _result_dicts(results: list[Outcome | Rejected]) -> list[dict[str, Any]]:
-    """Each result as the response shows it; the metrics counted once for them all (a
-    counter's increment takes a lock: once per result cost a batch as much as its encoding)."""
-    shown: list[dict[str, Any]] = []
+def _result_dicts(results: list[Outcome | Rejected]) -> list[Any]:
+    """Each result as the response shows it: an outcome already encoded (``_outcome_json``), a
+    rejection as its problem's object; the metrics counted once for them all (a counter's
+    increment takes a lock: once per result cost a batch as much as its encoding)."""
+    shown: list[Any] = []
     rejected = replayed = 0
     for result in results:
         if isinstance(result, Rejected):
@@ -136,7 +138,7 @@ def _result_dicts(results: list[Outcome | Rejected]) -> list[dict[str, Any]]:
             shown.append(rejection_problem(result))
         else:
             replayed += result.replayed
-            shown.append(result.to_dict())
+            shown.append(_outcome_json(result))
     for counter, count in (
         (metrics.COMMANDS_OK, len(results) - rejected - replayed),
         (metrics.COMMANDS_REPLAYED, replayed),
@@ -145,6 +147,13 @@ def _result_dicts(results: list[Outcome | Rejected]) -> list[dict[str, Any]]:
         if count:
             counter.inc(count)
     return shown
+
+
+def _outcome_json(outcome: Outcome) -> msgspec.Raw:
+    """``outcome.to_dict()`` as JSON, encoded from the struct itself: the struct leaves out
+    its defaults, ``ok`` among them, which ``to_dict`` puts back; here it leads the object."""
+    encoded = _ENCODER.encode(outcome)
+    return msgspec.Raw(_OK_TRUE + encoded[1:] if len(encoded) > 2 else b'{"ok":true}')
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -19,7 +19,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from adapters.http.app import ServiceSettings, create_app
+from adapters.http.app import ServiceSettings, _result_dicts, create_app
 from adapters.http.problems import STATUS, mapping_markdown, mapping_rows
 from adapters.storage.api_keys import ApiKeyStore
 from ledger.api import Ledger
@@ -28,6 +28,7 @@ from ledger.commands.json_text import parse_command_json
 from ledger.commands.reference import command_models
 from ledger.docs import example
 from ledger.errors import MESSAGES, Rejected
+from ledger.outcome import Outcome
 from tests.support import (
     CLIENT,
     CTI,
@@ -467,6 +468,23 @@ def test_a_header_that_differs_from_the_body_key_is_400(service: Service) -> Non
 
 
 # Batches -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        Outcome(type="ConsumeStamp", balance_after=4, details={"local_date": "2026-01-05"}),
+        Outcome(type="ConsumeStamp", replayed=True, balance_after=0),
+        Outcome(type="IssueCreditCode", code="ABC", nip="1234", sale_ids=("S:1", "S:2")),
+        Outcome(type="RegisterClient", cti_id="C9-cti", cti_password='p\u00e1ss"w'),
+        Outcome(type="VerifyStampingCredentials", valid=False, warnings=("w",)),
+    ],
+)
+def test_an_outcome_is_shown_as_its_to_dict(outcome: Outcome) -> None:
+    """The service encodes outcomes from the struct: the same JSON object as ``to_dict``, the
+    shown-once secrets included."""
+    shown = _result_dicts([outcome])[0]
+    assert json.loads(bytes(shown)) == json.loads(json.dumps(outcome.to_dict()))
 
 
 def test_a_batch_answers_one_result_per_command_in_order(service: Service) -> None:
