@@ -18,15 +18,7 @@ from typing import Any
 import psycopg
 import psycopg.errors
 from eventsourcing.persistence import (
-    DatabaseError,
-    DataError,
-    IntegrityError,
-    InterfaceError,
-    InternalError,
-    NotSupportedError,
-    OperationalError,
     PersistenceError,
-    ProgrammingError,
 )
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import Connection, Cursor
@@ -36,7 +28,12 @@ from psycopg.sql import SQL, Identifier
 
 from adapters.storage.postgres_arrays import record_arrays
 from adapters.storage.postgres_pool import closed_by_server, take_connection
-from adapters.storage.recording import OutcomeUnknown, raising
+from adapters.storage.recording import (
+    OutcomeUnknown,
+    driver_errors,
+    persistence_error,
+    raising,
+)
 from ledger.chain import StoredRow
 from ledger.write.ports import KeyRecord, Sent, wait_readable
 
@@ -71,27 +68,13 @@ def _results(pgconn: psycopg.pq.abc.PGconn) -> list[psycopg.pq.abc.PGresult]:
         results.append(result)
 
 
-_TRANSLATED: tuple[tuple[type[psycopg.Error], type[PersistenceError]], ...] = (
-    (psycopg.InterfaceError, InterfaceError),
-    (psycopg.OperationalError, OperationalError),
-    (psycopg.DataError, DataError),
-    (psycopg.IntegrityError, IntegrityError),
-    (psycopg.InternalError, InternalError),
-    (psycopg.ProgrammingError, ProgrammingError),
-    (psycopg.NotSupportedError, NotSupportedError),
-    (psycopg.DatabaseError, DatabaseError),
-    (psycopg.Error, PersistenceError),
-)
-"""psycopg's error classes and eventsourcing's for them, the most specific first."""
+_PSYCOPG_ERRORS = driver_errors(psycopg)
 
 
 def _persistence_error(exc: psycopg.Error) -> PersistenceError:
     """eventsourcing's error for a psycopg error, as ``PostgresDatastore.get_connection``
-    gives it (what ``EventStore`` tells apart: a lost race, a connection failure, anything
-    else)."""
-    # The first class that matches, as a chain of except clauses in this order would take.
-    ours = next(ours for theirs, ours in _TRANSLATED if isinstance(exc, theirs))
-    return ours(str(exc))
+    gives it."""
+    return persistence_error(exc, _PSYCOPG_ERRORS)
 
 
 @contextmanager

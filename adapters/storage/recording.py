@@ -2,18 +2,53 @@
 
 ``RecordRows`` is what a locked transaction yields to record in it; ``OutcomeUnknown`` is a write
 whose connection broke after it was sent; ``OvertakenRows`` a guarded write that found its
-aggregates moved on or its keys used; ``raising`` is a write that failed before it was sent.
+aggregates moved on or its keys used; ``raising`` is a write that failed before it was sent;
+``persistence_error`` is eventsourcing's error for a driver's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 
+from eventsourcing import persistence
 from eventsourcing.persistence import PersistenceError
 
 from ledger.chain import StoredRow
 from ledger.write.ports import KeyRecord, Sent
+
+DriverErrors = tuple[tuple[type[Exception], type[PersistenceError]], ...]
+"""A DB-API driver's error classes and eventsourcing's of the same name, the most specific
+first."""
+
+_DBAPI_ERRORS = (
+    "InterfaceError",
+    "DataError",
+    "OperationalError",
+    "IntegrityError",
+    "InternalError",
+    "ProgrammingError",
+    "NotSupportedError",
+    "DatabaseError",
+)
+"""PEP 249's error classes below ``Error``, each before its base (``DatabaseError``)."""
+
+
+def driver_errors(driver: ModuleType) -> DriverErrors:
+    """``driver``'s (``sqlite3``, ``psycopg``) error classes paired with eventsourcing's."""
+    return tuple((getattr(driver, name), getattr(persistence, name)) for name in _DBAPI_ERRORS)
+
+
+def persistence_error(exc: Exception, errors: DriverErrors) -> PersistenceError:
+    """eventsourcing's error for a driver's, as eventsourcing's recorders raise it (what
+    ``EventStore`` tells apart: a lost race, a connection failure, anything else); the first
+    class that matches, as a chain of except clauses in this order would take."""
+    for theirs, ours in errors:
+        if isinstance(exc, theirs):
+            return ours(str(exc))
+    return PersistenceError(str(exc))
+
 
 RecordRows = Callable[[Sequence[StoredRow], Sequence[KeyRecord]], Sequence[int]]
 """Records stored rows and keys in a locked transaction and commits it."""

@@ -13,15 +13,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from eventsourcing.persistence import (
-    DatabaseError,
-    DataError,
-    IntegrityError,
     InterfaceError,
-    InternalError,
-    NotSupportedError,
-    OperationalError,
     PersistenceError,
-    ProgrammingError,
     StoredEvent,
 )
 from eventsourcing.sqlite import (
@@ -33,7 +26,12 @@ from eventsourcing.sqlite import (
 )
 from eventsourcing.utils import Environment, EnvType
 
-from adapters.storage.recording import OvertakenRows, RecordRows
+from adapters.storage.recording import (
+    OvertakenRows,
+    RecordRows,
+    driver_errors,
+    persistence_error,
+)
 from ledger.chain import GENESIS, StoredRow, events_digest, link
 from ledger.errors import ConcurrencyError
 from ledger.write.ports import KeyRecord, WriteConflict
@@ -258,25 +256,12 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         return found
 
 
-_EVENTSOURCING_ERRORS: tuple[tuple[type[sqlite3.Error], type[PersistenceError]], ...] = (
-    (sqlite3.InterfaceError, InterfaceError),
-    (sqlite3.DataError, DataError),
-    (sqlite3.OperationalError, OperationalError),
-    (sqlite3.IntegrityError, IntegrityError),
-    (sqlite3.InternalError, InternalError),
-    (sqlite3.ProgrammingError, ProgrammingError),
-    (sqlite3.NotSupportedError, NotSupportedError),
-    (sqlite3.DatabaseError, DatabaseError),
-)
-"""sqlite3's errors and eventsourcing's, in the order eventsourcing's transaction tries them."""
+_SQLITE_ERRORS = driver_errors(sqlite3)
 
 
 def _eventsourcing_error(exc: sqlite3.Error) -> PersistenceError:
     """The error eventsourcing's SQLite transaction raises for ``exc``."""
-    for sqlite_error, error in _EVENTSOURCING_ERRORS:
-        if isinstance(exc, sqlite_error):
-            return error(exc)
-    return PersistenceError(exc)
+    return persistence_error(exc, _SQLITE_ERRORS)
 
 
 @contextmanager
